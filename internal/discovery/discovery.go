@@ -1,0 +1,85 @@
+// Package discovery is the rendezvous server's peer registry: where each
+// registered peer can be found, indexed by peer ID and by overlay address.
+// It is soft state: every record expires unless its peer refreshes it, and a
+// lost registry refills itself within one refresh interval.
+//
+// Two implementations share the Registry interface: Memory, the embedded
+// default for a single instance, and Redis, which lets many rendezvous
+// instances behind one anycast address share one index.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+// ErrNotFound is returned for a peer that is not registered (or expired).
+var ErrNotFound = errors.New("peer not registered")
+
+// ErrUnavailable wraps failures of the backing store (Redis down).
+var ErrUnavailable = errors.New("registry unavailable")
+
+// Policy says who may connect to a peer.
+type Policy struct {
+	// AllowAny admits every peer.
+	AllowAny bool
+	// Allowed lists the peers admitted when AllowAny is false.
+	Allowed []crypto.PeerID
+}
+
+// Admits reports whether the policy lets from connect.
+func (p Policy) Admits(from crypto.PeerID) bool {
+	if p.AllowAny {
+		return true
+	}
+	for _, a := range p.Allowed {
+		if a == from {
+			return true
+		}
+	}
+	return false
+}
+
+// Record is what the registry knows of one peer.
+type Record struct {
+	ID crypto.PeerID
+	// Reflexive is the peer's address as the rendezvous saw it (its NAT's
+	// public mapping).
+	Reflexive netip.AddrPort
+	// Candidates are the addresses the peer reported itself (LAN addresses).
+	Candidates []netip.AddrPort
+	// Tickets are sealed relay tickets the peer publishes (opaque here).
+	Tickets [][]byte
+	// NAT is the peer's NAT mapping behaviour as it measured it (a wire
+	// constant; opaque here).
+	NAT byte
+	// Policy says who may connect to the peer.
+	Policy Policy
+	// Instance names the rendezvous instance that took the registration.
+	Instance string
+	// Updated is when the registration was taken.
+	Updated time.Time
+}
+
+// Registry stores records with a time to live.
+type Registry interface {
+	// Put stores or refreshes rec; it expires after ttl.
+	Put(ctx context.Context, rec Record, ttl time.Duration) error
+	// Get returns the live record for id, or ErrNotFound.
+	Get(ctx context.Context, id crypto.PeerID) (Record, error)
+	// GetByAddr returns the live record whose overlay address is addr, or
+	// ErrNotFound.
+	GetByAddr(ctx context.Context, addr netip.Addr) (Record, error)
+	// Delete removes a record (a peer going away cleanly).
+	Delete(ctx context.Context, id crypto.PeerID) error
+	// Len counts live records (approximately, for metrics).
+	Len(ctx context.Context) (int, error)
+	// Ping reports whether the backing store is reachable (for /healthz).
+	Ping(ctx context.Context) error
+	// Close releases resources.
+	Close() error
+}

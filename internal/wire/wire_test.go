@@ -1,0 +1,163 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+func ident(t testing.TB) *crypto.Identity {
+	t.Helper()
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func sampleBodies(t testing.TB) []Body {
+	a := ident(t).ID()
+	info := PeerInfo{
+		ID:         a,
+		Reflexive:  netip.MustParseAddrPort("203.0.113.5:40000"),
+		Candidates: []netip.AddrPort{netip.MustParseAddrPort("100.64.1.2:40000"), netip.MustParseAddrPort("[fd00::1]:9")},
+		Tickets:    [][]byte{bytes.Repeat([]byte{7}, crypto.TicketSize)},
+		NAT:        NATEndpointIndep,
+	}
+	return []Body{
+		&Register{Cookie: crypto.Cookie{1, 2}, NAT: NATAddrPortDepend, Candidates: info.Candidates, Tickets: info.Tickets, AllowAny: false, Allowed: []crypto.PeerID{a}, Token: []byte("tok")},
+		&Registered{Reflexive: info.Reflexive, TTL: 90, Refresh: 20, Relays: []string{"203.0.113.2:3479"}, StreamRelays: []string{"wss://relay.example/"}, TURNUser: "1:abc", TURNPass: "pw", TURNURIs: []string{"turn:203.0.113.2:3480"}, Instance: "i1"},
+		&Challenge{Cookie: crypto.Cookie{9}, For: MsgRegister},
+		&Connect{Cookie: crypto.Cookie{3}, TxID: 77, Target: a},
+		&Connect{TxID: 78, TargetAddr: a.OverlayAddr()},
+		&ConnectReply{TxID: 77, Found: true, Peer: info, Start: 123456},
+		&ConnectReply{TxID: 79},
+		&Punch{TxID: 77, Peer: info, Start: 123456},
+		&Error{Code: ErrCodeNotRegistered, For: MsgConnect, Text: "register first"},
+		&Probe{TxID: 5, Dest: info.Reflexive},
+		&ProbeReply{TxID: 5, Observed: info.Reflexive},
+		&PathUpdate{Info: info},
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for _, body := range sampleBodies(t) {
+		m := Message{Time: 1700000000123, Body: body}
+		b := AppendMessage(nil, m)
+		got, err := ParseMessage(b)
+		if err != nil {
+			t.Fatalf("%s: %v", body.Type(), err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("%s: round trip\n got %+v\nwant %+v", body.Type(), got.Body, m.Body)
+		}
+		for cut := 0; cut < len(b); cut++ {
+			if _, err := ParseMessage(b[:cut]); err == nil {
+				t.Fatalf("%s: accepted truncation at %d", body.Type(), cut)
+			}
+		}
+		if _, err := ParseMessage(append(bytes.Clone(b), 0)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: trailing byte: %v", body.Type(), err)
+		}
+	}
+}
+
+func TestSealedFrame(t *testing.T) {
+	a, b := ident(t), ident(t)
+	ab, _ := a.SharedKey(b.ID())
+	ba, _ := b.SharedKey(a.ID())
+	m := Message{Time: 42, Body: &Probe{TxID: 9}}
+	f := SealFrame(nil, a.ID(), ab, m)
+	if Classify(f) != KindKeymesh {
+		t.Fatal("sealed frame not classified as keymesh")
+	}
+	s, err := ParseSealed(f)
+	if err != nil || s.Sender != a.ID() {
+		t.Fatalf("parse: %v", err)
+	}
+	got, err := s.Open(ba)
+	if err != nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("open: %+v %v", got, err)
+	}
+	f[len(f)-3] ^= 0x10
+	s, _ = ParseSealed(f)
+	if _, err := s.Open(ba); !errors.Is(err, crypto.ErrOpen) {
+		t.Fatalf("tampered frame opened: %v", err)
+	}
+	bad := bytes.Clone(f)
+	bad[1] = 9
+	if _, err := ParseSealed(bad); !errors.Is(err, ErrVersion) {
+		t.Fatalf("version: %v", err)
+	}
+	if _, err := ParseSealed(f[:40]); !errors.Is(err, ErrShort) {
+		t.Fatalf("short: %v", err)
+	}
+}
+
+func TestDataAndRelayFrames(t *testing.T) {
+	payload := []byte("quic packet")
+	d := AppendData(nil, 0xabcdef, payload)
+	tag, p, err := ParseData(d)
+	if err != nil || tag != 0xabcdef || !bytes.Equal(p, payload) {
+		t.Fatalf("data: %x %q %v", tag, p, err)
+	}
+	ticket := bytes.Repeat([]byte{1}, crypto.TicketSize)
+	rs := AppendRelaySend(nil, ticket, 0x55, payload)
+	tk, rest, err := ParseRelaySend(rs)
+	if err != nil || !bytes.Equal(tk, ticket) || len(rest) != TagLen+len(payload) {
+		t.Fatalf("relay-send: %v", err)
+	}
+	n := len(rs)
+	out := RelayedFromSend(rs)
+	if len(out) >= n {
+		t.Fatal("relayed frame not smaller than the send")
+	}
+	tag, p, err = ParseData(out)
+	if err != nil || tag != 0x55 || !bytes.Equal(p, payload) || out[0] != TypeRelayed {
+		t.Fatalf("relayed: %x %q %v", tag, p, err)
+	}
+}
+
+func TestRelayBind(t *testing.T) {
+	id := ident(t)
+	now := time.UnixMilli(1700000000000)
+	b := AppendRelayBind(nil, id, now)
+	if len(b) != RelayBindMin || RelayBoundLen > RelayBindMin {
+		t.Fatalf("bind %d bytes, bound %d: the reply must not be larger", len(b), RelayBoundLen)
+	}
+	got, ts, err := ParseRelayBind(b)
+	if err != nil || got != id.ID() || !ts.Equal(now) {
+		t.Fatalf("parse bind: %v", err)
+	}
+	b[10] ^= 1
+	if _, _, err := ParseRelayBind(b); err == nil {
+		t.Fatal("bind with a bad signature accepted")
+	}
+	obs := netip.MustParseAddrPort("198.51.100.4:777")
+	ticket := bytes.Repeat([]byte{3}, crypto.TicketSize)
+	bound := AppendRelayBound(nil, ticket, obs, time.Unix(1800000000, 0))
+	tk, o, exp, err := ParseRelayBound(bound)
+	if err != nil || !bytes.Equal(tk, ticket) || o != obs || exp.Unix() != 1800000000 {
+		t.Fatalf("bound: %v", err)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	stun := make([]byte, 20)
+	stun[1] = 1
+	stun[4], stun[5], stun[6], stun[7] = 0x21, 0x12, 0xA4, 0x42
+	if Classify(stun) != KindSTUN {
+		t.Fatal("STUN not recognised")
+	}
+	if Classify([]byte{0xc0, 0, 0, 1}) != KindUnknown {
+		t.Fatal("QUIC long header misclassified")
+	}
+	if Classify(nil) != KindUnknown {
+		t.Fatal("empty misclassified")
+	}
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, vet, staticcheck, all
+# Go tests (including the NAT lab, Redis, TURN-interop and ACME tests, which
+# need root and install their Debian packages themselves), and every fuzz
+# target for a few seconds. Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME="${FUZZTIME:-4s}"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "installing what the tests use (Debian packages)"
+if [ "$(id -u)" = 0 ]; then
+	pkgs=(iptables redis-server coturn pebble iproute2 procps)
+	missing=()
+	for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+		# coturn's package starts nothing by default; make sure of it.
+		systemctl disable --now coturn >/dev/null 2>&1 || true
+	fi
+else
+	echo "not root: tests that need namespaces, iptables or Debian packages will say so and skip"
+fi
+
+step "gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt needed on:"; echo "$bad"; exit 1; fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+step "go test"
+go test -count=1 -timeout 15m ./... 2>&1 | tee /tmp/keymesh-test.log
+
+step "fuzz targets (${FUZZTIME} each)"
+fuzzed=0
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
+	for t in $targets; do
+		echo "--- fuzz $pkg $t"
+		go test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/keymesh-fuzz.log 2>&1 || { cat /tmp/keymesh-fuzz.log; exit 1; }
+		fuzzed=$((fuzzed + 1))
+	done
+done
+echo "fuzzed $fuzzed targets"
+
+step "done"
