@@ -1,0 +1,185 @@
+package streamrelay
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+func ident(t testing.TB) *crypto.Identity {
+	t.Helper()
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startRelay serves a stream relay over TLS on loopback with a certificate
+// made from the relay's identity, as a relay without ACME does.
+func startRelay(t *testing.T) (Target, *Server) {
+	t.Helper()
+	relayID := ident(t)
+	srv, err := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := relayID.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	target, err := ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + Path + "#" + relayID.ID().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target, srv
+}
+
+func TestTunnelCarriesDatagrams(t *testing.T) {
+	target, srv := startRelay(t)
+	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	seen := make(chan netip.AddrPort, 1)
+	go func() {
+		buf := make([]byte, 2000)
+		for {
+			n, from, err := echo.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case seen <- from:
+			default:
+			}
+			_, _ = echo.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tun, err := Dial(ctx, target, ident(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if !tun.Presence().IsValid() || tun.Presence().Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("presence %v", tun.Presence())
+	}
+	msg := bytes.Repeat([]byte("x"), 1400)
+	for i := 0; i < 20; i++ {
+		if _, err := tun.WriteTo(msg, echo.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = tun.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 2000)
+		n, from, err := tun.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], msg) || from.String() != echo.LocalAddr().String() {
+			t.Fatalf("got %d bytes from %v", n, from)
+		}
+	}
+	if got := <-seen; got != tun.Presence() {
+		t.Fatalf("echo saw %v, presence is %v", got, tun.Presence())
+	}
+	if srv.Open() != 1 {
+		t.Fatalf("open tunnels %d, want 1", srv.Open())
+	}
+	tun.Close()
+	if _, _, err := tun.ReadFrom(make([]byte, 10)); err == nil {
+		t.Fatal("read after close succeeded")
+	}
+}
+
+func TestTunnelRefusesWrongPin(t *testing.T) {
+	target, _ := startRelay(t)
+	other := ident(t).ID()
+	target.Pin = &other
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := Dial(ctx, target, ident(t), nil); err == nil || !strings.Contains(err.Error(), "expected key") {
+		t.Fatalf("dial with the wrong pin: %v", err)
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	target, _ := startRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tun, err := Dial(ctx, target, ident(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	_ = tun.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, _, err = tun.ReadFrom(make([]byte, 10))
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("want timeout, got %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("deadline not honoured")
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	id := ident(t).ID()
+	tg, err := ParseTarget("wss://relay.example:443#" + id.String())
+	if err != nil || tg.Pin == nil || *tg.Pin != id || tg.URL != "wss://relay.example:443"+Path {
+		t.Fatalf("%+v %v", tg, err)
+	}
+	for _, bad := range []string{"http://x/", "wss://", "wss://x#nope", "::"} {
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("ParseTarget(%q) accepted", bad)
+		}
+	}
+}
+
+func TestHelloRefusesBadSignatureAndNonUpgrade(t *testing.T) {
+	id := ident(t)
+	h := appendClientHello(nil, id, time.Now())
+	if _, _, err := parseClientHello(h); err != nil {
+		t.Fatal(err)
+	}
+	h[5] ^= 1
+	if _, _, err := parseClientHello(h); err == nil {
+		t.Fatal("forged hello accepted")
+	}
+	srv, _ := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
+	if rec.Code == http.StatusSwitchingProtocols || rec.Code == http.StatusOK {
+		t.Fatalf("plain GET got %d", rec.Code)
+	}
+}
+
+// FuzzParse runs the tunnel's decoders over arbitrary bytes.
+func FuzzParse(f *testing.F) {
+	id, _ := crypto.GenerateIdentity(nil)
+	f.Add(appendClientHello(nil, id, time.Unix(0, 0)))
+	f.Add(appendServerHello(nil, netip.MustParseAddrPort("203.0.113.1:4000")))
+	f.Add(appendDatagram(nil, netip.MustParseAddrPort("203.0.113.1:4000"), []byte("hi")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, _ = parseClientHello(b)
+		_, _ = parseServerHello(b)
+		if a, p, err := parseDatagram(b); err == nil && (len(p) > MaxPayload || !a.IsValid()) {
+			t.Fatalf("accepted %v with %d bytes", a, len(p))
+		}
+	})
+}
