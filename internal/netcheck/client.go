@@ -21,6 +21,9 @@ type Client struct {
 	// request is sent Tries times (default 3).
 	Timeout time.Duration
 	Tries   int
+	// LocalIP is the socket's own address when it is bound to the
+	// unspecified address; by default the route toward the server says.
+	LocalIP netip.Addr
 }
 
 type answer struct {
@@ -33,7 +36,9 @@ func (c *Client) Check(ctx context.Context, server netip.AddrPort) (Report, erro
 	if ua, ok := c.Conn.LocalAddr().(*net.UDPAddr); ok {
 		rep.Local = ua.AddrPort()
 	}
-	if rep.Local.Addr().IsUnspecified() {
+	if rep.Local.Addr().IsUnspecified() && c.LocalIP.IsValid() {
+		rep.Local = netip.AddrPortFrom(c.LocalIP, rep.Local.Port())
+	} else if rep.Local.Addr().IsUnspecified() {
 		if ip, err := routeTo(server); err == nil {
 			rep.Local = netip.AddrPortFrom(ip, rep.Local.Port())
 		}

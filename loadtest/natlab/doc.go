@@ -1,0 +1,59 @@
+// Package natlab builds a virtual internet out of Linux network namespaces,
+// veth pairs, bridges and iptables, with real Linux NATs, so that the
+// project's peers and servers can be proven against NAT behaviour the
+// kernel itself produces. It needs root.
+//
+// # Topology and addresses
+//
+// New makes the internet namespace "<prefix>-inet": a bridge (br0) holding
+// the public segment, 203.0.113.0/24 and 198.51.100.0/24, with the
+// namespace routing at 203.0.113.1 and 198.51.100.1. Everything on the
+// public segment has /32 addresses and a default route via 203.0.113.1, so
+// all public traffic passes the router, where CutUDP can drop it. Servers
+// get one address in each public /24; NAT WANs and public hosts get the
+// next free address in 203.0.113.0/24 (then 198.51.100.0/24).
+//
+//	server (AddServer)  203.0.113.x + 198.51.100.x ─┐
+//	public site host    203.0.113.x ────────────────┤ br0 in <prefix>-inet
+//	NAT wan             203.0.113.x ────────────────┘ (router .1)
+//	 └ NAT lan (bridge) 100.64.N.1/24
+//	     ├ host         100.64.N.2/24
+//	     └ host         100.64.N.3/24   (same-nat only)
+//
+// A double NAT puts the home router's WAN (100.100.N.2) on a link to the
+// carrier NAT (100.100.N.1), whose WAN is public. Each site gets the next
+// N from 1.
+//
+// Every NAT namespace forwards, masquerades out of its WAN as its NATType
+// says, and firewalls itself as a home router does: NEW connections arriving
+// on the WAN for the router itself or for the LAN are dropped (except the
+// full cone's DNAT). Without that INPUT rule unsolicited probes leave
+// conntrack entries that break port preservation. The iptables backend is
+// nft when it works in a namespace, else legacy; Debian's iptables package
+// is installed when missing.
+//
+// Veth pairs are created directly inside the lab's namespaces, never in the
+// root namespace; names are "<prefix>-inet", "<prefix>-s1" (servers),
+// "<prefix>-n2" (NATs), "<prefix>-c3" (carrier NATs), "<prefix>-h4"
+// (hosts) and "<prefix>-v5" (Verify's own server). Removing the namespaces
+// removes everything.
+//
+// # Use
+//
+//	lab, err := natlab.New(ctx, natlab.Config{Logger: log})
+//	if err != nil { ... }
+//	defer lab.Close() // also on SIGINT: namespaces outlive the process
+//	srv, _ := lab.AddServer(ctx, "rendezvous")
+//	site, _ := lab.AddSite(ctx, "alice", natlab.Symmetric)
+//	if err := lab.Verify(ctx, site); err != nil { ... }
+//	cmd := site.Host().Command(ctx, "/tmp/peer", "up", "--server", srv.Addr.String()+":3478")
+//	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+//
+// In tests: t.Cleanup(func() { lab.Close() }). Programs run in a host with
+// Host.Command; sockets of this process are opened inside a host with
+// Host.ListenUDP, Host.ListenTCP, Host.DialTCP or, for anything else,
+// Host.Do. Sweep removes what a crashed run left.
+//
+// Linux conntrack forgets an idle UDP mapping after 30 s (120 s once
+// traffic flowed both ways); Linux NATs do not hairpin.
+package natlab
