@@ -3,9 +3,194 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/matrix"
+	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
-// runMatrix is a placeholder until the command lands.
+// matrixOpts configures `loadtest matrix`.
+type matrixOpts struct {
+	types    []natlab.NATType
+	trials   int
+	out      string
+	timeout  time.Duration
+	parallel int
+	bin      string
+	keep     bool
+	verbose  bool
+}
+
+func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
+	fs := flag.NewFlagSet("loadtest matrix", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o matrixOpts
+	types := fs.String("types", "all", "comma-separated NAT types to pair: "+typeNames()+" (same-nat runs as its own scenario)")
+	fs.IntVar(&o.trials, "trials", 10, "trials per ordered pair")
+	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for matrix.md, matrix.json, matrix.svg (and logs of failed trials)")
+	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
+	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
+	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
+	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: loadtest matrix [flags]\n\n"+
+			"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
+			"relay on a lab server, and for every ordered pair of NAT types starts fresh peer\n"+
+			"daemons in two sites and has A ping B by peer ID: direct, relay or none, time to\n"+
+			"the first reply and to a direct path. Writes the table and exits 1 when a pair\n"+
+			"falls below its expected outcome.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q: loadtest matrix takes only flags", fs.Arg(0))
+	}
+	var err error
+	if o.types, err = labrun.ParseTypes(*types); err != nil {
+		return o, fmt.Errorf("--types: %w", err)
+	}
+	switch {
+	case o.trials <= 0:
+		return o, fmt.Errorf("--trials %d: want 1 or more", o.trials)
+	case o.timeout < time.Second:
+		return o, fmt.Errorf("--timeout %s: want at least 1s", o.timeout)
+	case o.parallel <= 0:
+		return o, fmt.Errorf("--parallel %d: want 1 or more", o.parallel)
+	}
+	return o, nil
+}
+
+func typeNames() string {
+	var s []string
+	for _, t := range natlab.AllTypes() {
+		s = append(s, string(t))
+	}
+	return strings.Join(s, ",")
+}
+
 func runMatrix(ctx context.Context, args []string) error {
-	return errors.New("not built yet")
+	o, err := parseMatrixFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	}
+	log := slog.New(slog.DiscardHandler)
+	if o.verbose {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+
+	var bins labrun.Binaries
+	if o.bin != "" {
+		bins, err = labrun.Prebuilt(o.bin)
+	} else {
+		dir, derr := os.MkdirTemp("", "keymesh-bin-")
+		if derr != nil {
+			return derr
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
+		bins, err = labrun.Build(ctx, dir)
+	}
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
+	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep})
+	if err != nil {
+		return err
+	}
+	// Close runs on every return, SIGINT included (ctx is cancelled, the
+	// trials return, and we get here).
+	defer func() {
+		if cerr := lab.Close(); cerr != nil {
+			fmt.Fprintf(os.Stderr, "loadtest matrix: closing the lab: %v\n", cerr)
+		}
+		if o.keep {
+			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
+		}
+	}()
+
+	pairs := labrun.MatrixPairs(o.types)
+	total := len(pairs) * o.trials
+	bar := progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription("matrix"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	logDir := filepath.Join(o.out, "logs")
+	started := time.Now()
+	trials, runErr := lab.RunMatrix(ctx, labrun.MatrixConfig{
+		Types:    o.types,
+		Trials:   o.trials,
+		Trial:    labrun.TrialOptions{Timeout: o.timeout},
+		Parallel: o.parallel,
+		LogDir:   logDir,
+		OnTrial: func(t matrix.Trial) {
+			bar.Describe(fmt.Sprintf("%s -> %s: %s", t.A, t.B, t.Outcome))
+			_ = bar.Add(1)
+		},
+	})
+	_ = bar.Finish()
+	fmt.Fprintln(os.Stderr)
+	if len(trials) == 0 {
+		if runErr != nil {
+			return runErr
+		}
+		return errors.New("no trial ran")
+	}
+
+	rep := matrix.Summarize(trials)
+	if err := rep.WriteAll(o.out); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := rep.Markdown(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Printf("\n%d trials in %s; results in %s (matrix.md, matrix.json, matrix.svg)\n",
+		len(trials), time.Since(started).Round(time.Second), o.out)
+	printTrialErrors(os.Stderr, trials)
+	if runErr != nil {
+		return fmt.Errorf("matrix stopped early: %w", runErr)
+	}
+	if f := rep.Failures(); len(f) > 0 {
+		return fmt.Errorf("%d pair(s) below the expected outcome:\n  %s", len(f), strings.Join(f, "\n  "))
+	}
+	return nil
+}
+
+// printTrialErrors lists, per pair, the distinct errors of its trials that
+// fell below the expected outcome.
+func printTrialErrors(w io.Writer, trials []matrix.Trial) {
+	header := false
+	for _, t := range trials {
+		if t.Outcome.AtLeast(matrix.Expected(t.A, t.B)) || t.Err == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "trials below the expected outcome:")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s -> %s: %s: %s\n", t.A, t.B, t.Outcome, t.Err)
+	}
 }

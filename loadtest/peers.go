@@ -3,9 +3,88 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/rendezvous"
 )
 
-// runPeers is a placeholder until the command lands.
+// peersOpts are the flags of `loadtest peers`.
+type peersOpts struct {
+	count    int
+	servers  []string // connect strings; empty: run one in-process
+	admins   []string // admin URLs of the external servers
+	registry string   // in-process: memory or redis
+	redisURL string
+	ttl      time.Duration
+	refresh  time.Duration
+	rate     float64 // in-process server's per-source rate limit
+	inflight int
+	workers  int
+	duration time.Duration
+	timeout  time.Duration
+}
+
+func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
+	var o peersOpts
+	fs := flag.NewFlagSet("loadtest peers", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = flagenv.Usage(fs)
+	var servers, admins flagenv.Strings
+	fs.IntVar(&o.count, "count", 1000, "simulated peers, each with its own UDP socket and loopback source address")
+	fs.Var(&servers, "server", "rendezvous connect string host:port#<id> (repeatable; peers spread over them); none: start one in-process")
+	fs.Var(&admins, "admin", "admin URL of an external server, for its memory (repeatable)")
+	fs.StringVar(&o.registry, "registry", "memory", "in-process server's registry: memory or redis")
+	fs.StringVar(&o.redisURL, "redis", "", "Redis URL for --registry redis")
+	fs.DurationVar(&o.ttl, "ttl", rendezvous.DefaultTTL, "in-process server's registration TTL")
+	fs.DurationVar(&o.refresh, "refresh", rendezvous.DefaultRefresh, "in-process server's refresh interval")
+	fs.Float64Var(&o.rate, "rate-limit", rendezvous.DefaultRate, "in-process server's per-source rate limit (datagrams/s; negative disables)")
+	fs.IntVar(&o.inflight, "inflight", 256, "registrations in flight at once during the registration phase")
+	fs.IntVar(&o.workers, "workers", 64, "concurrent connects during the steady phase")
+	fs.DurationVar(&o.duration, "duration", 25*time.Second, "steady phase: connects while the peers refresh (covers one refresh at the default 20s); 0 skips it")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of the registration phase")
+	if err := flagenv.Parse(fs, args); err != nil {
+		return o, err
+	}
+	o.servers, o.admins = servers, admins
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.count < 2:
+		return o, errors.New("--count must be at least 2 (peers connect to each other)")
+	case o.count > 250*250:
+		return o, fmt.Errorf("--count %d: at most %d (one loopback source address each)", o.count, 250*250)
+	case o.inflight < 1 || o.workers < 1:
+		return o, errors.New("--inflight and --workers must be at least 1")
+	case o.registry != "memory" && o.registry != "redis":
+		return o, fmt.Errorf("--registry %q: want memory or redis", o.registry)
+	case o.registry == "redis" && o.redisURL == "":
+		return o, errors.New("--registry redis needs --redis URL")
+	case len(o.servers) > 0 && o.redisURL != "":
+		return o, errors.New("--redis configures the in-process server; with --server, point the servers themselves at Redis")
+	case o.duration < 0:
+		return o, errors.New("--duration must not be negative (0 skips the steady phase)")
+	case o.refresh <= 0 || o.ttl <= o.refresh:
+		return o, errors.New("--refresh must be positive and below --ttl")
+	}
+	return o, nil
+}
+
+// runPeers simulates --count peers registering, refreshing and connecting
+// to each other against rendezvous servers and prints a Markdown table.
 func runPeers(ctx context.Context, args []string) error {
-	return errors.New("not built yet")
+	o, err := parsePeersFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	res, err := peersBench(ctx, o, os.Stderr)
+	if err != nil {
+		return err
+	}
+	res.table(os.Stdout)
+	return nil
 }

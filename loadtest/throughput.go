@@ -3,9 +3,199 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/flagenv"
 )
 
-// runThroughput is a placeholder until the command lands.
+// tpOpts are the flags of `loadtest throughput`.
+type tpOpts struct {
+	bytes   int64
+	runs    int
+	only    []string
+	timeout time.Duration
+}
+
+// tpScenario is one way of moving bytes between two endpoints on loopback.
+type tpScenario struct {
+	name string
+	note string
+	run  func(ctx context.Context, n int64) (tpResult, error)
+}
+
+// tpResult is one run's outcome.
+type tpResult struct {
+	bytes   int64         // delivered
+	elapsed time.Duration // first byte sent to last byte received
+	cpu     time.Duration // process CPU time (user+system) during the run
+	sent    int64         // raw UDP: bytes offered
+}
+
+func (r tpResult) mbps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.bytes) / r.elapsed.Seconds() / 1e6
+}
+
+func tpScenarios() []tpScenario {
+	return []tpScenario{
+		{"raw-udp", "1200-byte datagrams, blasted, receiver counts", tpRawUDP},
+		{"quic-udpconn", "quic-go over *net.UDPConn (GSO, PMTUD)", tpQUICUDP(false)},
+		{"quic-udpconn-1343", "quic-go over *net.UDPConn, packet size fixed as the path layer's", tpQUICUDP(true)},
+		{"keymesh-direct", "node stream, path layer, direct path", tpNode(false)},
+		{"keymesh-relay", "node stream, path layer, through the ticket relay", tpNode(true)},
+	}
+}
+
+// parseBytes reads a size like 200MB, 1GiB, 5000000.
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional unit (KB, MB, GB, KiB, MiB, GiB)", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
+	var o tpOpts
+	fs := flag.NewFlagSet("loadtest throughput", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = flagenv.Usage(fs)
+	size := fs.String("bytes", "200MB", "bytes to move per run and scenario (e.g. 200MB, 1GiB)")
+	fs.IntVar(&o.runs, "runs", 1, "runs per scenario; the table shows the median")
+	only := fs.String("only", "", "comma-separated scenarios to run (default all: "+strings.Join(tpNames(), ", ")+")")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of each run")
+	if err := flagenv.Parse(fs, args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.bytes, err = parseBytes(*size); err != nil {
+		return o, fmt.Errorf("--bytes: %w", err)
+	}
+	if o.runs < 1 {
+		return o, errors.New("--runs must be at least 1")
+	}
+	if *only != "" {
+		for _, name := range strings.Split(*only, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.Contains(tpNames(), name) {
+				return o, fmt.Errorf("--only: unknown scenario %q (want some of %s)", name, strings.Join(tpNames(), ", "))
+			}
+			o.only = append(o.only, name)
+		}
+	}
+	return o, nil
+}
+
+func tpNames() []string {
+	var out []string
+	for _, s := range tpScenarios() {
+		out = append(out, s.name)
+	}
+	return out
+}
+
+// runThroughput moves --bytes over each scenario on loopback, in this one
+// process, and prints MB/s side by side with raw UDP as a Markdown table.
 func runThroughput(ctx context.Context, args []string) error {
-	return errors.New("not built yet")
+	o, err := parseThroughputFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	return throughput(ctx, o, os.Stdout, os.Stderr)
+}
+
+func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) error {
+	type row struct {
+		sc  tpScenario
+		res tpResult
+	}
+	var rows []row
+	for _, sc := range tpScenarios() {
+		if len(o.only) > 0 && !slices.Contains(o.only, sc.name) {
+			continue
+		}
+		var results []tpResult
+		for i := 0; i < o.runs; i++ {
+			rctx, cancel := context.WithTimeout(ctx, o.timeout)
+			before := tpCPUTime()
+			res, err := sc.run(rctx, o.bytes)
+			res.cpu = tpCPUTime() - before
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.name, err)
+			}
+			fmt.Fprintf(progress, "%s run %d: %.1f MB/s (%d bytes in %v)\n", sc.name, i+1, res.mbps(), res.bytes, res.elapsed.Round(time.Millisecond))
+			results = append(results, res)
+		}
+		slices.SortFunc(results, func(a, b tpResult) int {
+			switch {
+			case a.mbps() < b.mbps():
+				return -1
+			case a.mbps() > b.mbps():
+				return 1
+			}
+			return 0
+		})
+		rows = append(rows, row{sc, results[len(results)/2]})
+	}
+	var raw float64
+	for _, r := range rows {
+		if r.sc.name == "raw-udp" {
+			raw = r.res.mbps()
+		}
+	}
+	fmt.Fprintf(out, "\nThroughput on loopback, %s per run, median of %d run(s):\n\n", tpSize(o.bytes), o.runs)
+	fmt.Fprintln(out, "| scenario | what | delivered | time | MB/s | vs raw UDP | CPU s/GiB |")
+	fmt.Fprintln(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rows {
+		ratio := "-"
+		if raw > 0 {
+			ratio = fmt.Sprintf("%.2f", r.res.mbps()/raw)
+		}
+		delivered := tpSize(r.res.bytes)
+		if r.res.sent > 0 && r.res.sent != r.res.bytes {
+			delivered += fmt.Sprintf(" (%.1f%% lost)", 100*float64(r.res.sent-r.res.bytes)/float64(r.res.sent))
+		}
+		cpu := "-"
+		if r.res.bytes > 0 {
+			cpu = fmt.Sprintf("%.1f", r.res.cpu.Seconds()/(float64(r.res.bytes)/(1<<30)))
+		}
+		fmt.Fprintf(out, "| %s | %s | %s | %.2f s | %.1f | %s | %s |\n", r.sc.name, r.sc.note, delivered,
+			r.res.elapsed.Seconds(), r.res.mbps(), ratio, cpu)
+	}
+	return nil
+}
+
+func tpSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d B", n)
 }

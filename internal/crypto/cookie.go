@@ -4,7 +4,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -23,6 +25,7 @@ type Cookie [CookieSize]byte
 type CookieJar struct {
 	secret []byte
 	now    func() time.Time
+	macs   sync.Pool // of *macState
 }
 
 // NewCookieJar returns a jar keyed by secret (at least 16 bytes). now
@@ -34,16 +37,28 @@ func NewCookieJar(secret []byte, now func() time.Time) *CookieJar {
 	return &CookieJar{secret: append([]byte(nil), secret...), now: now}
 }
 
+// macState is a keyed HMAC and its buffers, pooled so that making and
+// checking cookies does not allocate.
+type macState struct {
+	h   hash.Hash
+	in  [16 + 2 + 8]byte
+	sum [sha256.Size]byte
+}
+
 func (j *CookieJar) mac(addr netip.AddrPort, period int64) Cookie {
-	m := hmac.New(sha256.New, j.secret)
-	var b [16 + 2 + 8]byte
+	st, _ := j.macs.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, j.secret)}
+	}
 	a := addr.Addr().Unmap().As16()
-	copy(b[:16], a[:])
-	binary.BigEndian.PutUint16(b[16:], addr.Port())
-	binary.BigEndian.PutUint64(b[18:], uint64(period))
-	m.Write(b[:])
+	copy(st.in[:16], a[:])
+	binary.BigEndian.PutUint16(st.in[16:], addr.Port())
+	binary.BigEndian.PutUint64(st.in[18:], uint64(period))
+	st.h.Reset()
+	st.h.Write(st.in[:])
 	var c Cookie
-	copy(c[:], m.Sum(nil))
+	copy(c[:], st.h.Sum(st.sum[:0]))
+	j.macs.Put(st)
 	return c
 }
 
@@ -56,6 +71,9 @@ func (j *CookieJar) Make(addr netip.AddrPort) Cookie { return j.mac(addr, j.peri
 // the one before.
 func (j *CookieJar) Check(addr netip.AddrPort, c Cookie) bool {
 	p := j.period()
-	a, b := j.mac(addr, p), j.mac(addr, p-1)
-	return hmac.Equal(a[:], c[:]) || hmac.Equal(b[:], c[:])
+	if a := j.mac(addr, p); hmac.Equal(a[:], c[:]) {
+		return true
+	}
+	b := j.mac(addr, p-1)
+	return hmac.Equal(b[:], c[:])
 }

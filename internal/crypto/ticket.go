@@ -88,6 +88,16 @@ func (tk *TicketKeys) Seal(out []byte, t Ticket) []byte {
 // Open checks and opens a sealed ticket: its length, its key, its tag and
 // its expiry, in that order.
 func (tk *TicketKeys) Open(b []byte) (Ticket, error) {
+	return tk.OpenWith(new(TicketScratch), b)
+}
+
+// TicketScratch is working memory for OpenWith. A forwarding loop keeps one
+// per goroutine so that opening a ticket does not allocate.
+type TicketScratch struct{ buf [ticketPlain]byte }
+
+// OpenWith is Open using s as working memory; s must not be used by two
+// goroutines at once.
+func (tk *TicketKeys) OpenWith(s *TicketScratch, b []byte) (Ticket, error) {
 	var t Ticket
 	if len(b) < TicketSize {
 		return t, ErrTicketTruncated
@@ -97,8 +107,7 @@ func (tk *TicketKeys) Open(b []byte) (Ticket, error) {
 	if !ok {
 		return t, ErrTicketUnknown
 	}
-	var buf [ticketPlain]byte
-	plain, err := aead.Open(buf[:0], b[1:ticketHeaderLen], b[ticketHeaderLen:], b[:ticketHeaderLen])
+	plain, err := aead.Open(s.buf[:0], b[1:ticketHeaderLen], b[ticketHeaderLen:], b[:ticketHeaderLen])
 	if err != nil {
 		return t, ErrTicketForged
 	}

@@ -22,11 +22,16 @@ const (
 // SealFrame appends a sealed frame carrying m from sender, boxed under the
 // key shared with the recipient.
 func SealFrame(out []byte, sender crypto.PeerID, shared *[32]byte, m Message) []byte {
+	return SealPlain(out, sender, shared, AppendMessage(make([]byte, 0, 256), m))
+}
+
+// SealPlain is SealFrame for a message already encoded with AppendMessage,
+// for callers that keep their own plaintext buffer (a server's hot path).
+func SealPlain(out []byte, sender crypto.PeerID, shared *[32]byte, plain []byte) []byte {
 	nonce := crypto.NewNonce()
 	out = append(out, TypeSealed, Version)
 	out = append(out, sender[:]...)
 	out = append(out, nonce[:]...)
-	plain := AppendMessage(make([]byte, 0, 256), m)
 	return crypto.SealBox(out, plain, &nonce, shared)
 }
 

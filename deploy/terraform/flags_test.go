@@ -1,0 +1,125 @@
+package terraform_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The deployment configures the servers only through KEYMESH_<FLAG>
+// variables. This test builds each binary, reads its flags from -h, and
+// checks that every variable the deployment sets names one of them, so a
+// renamed flag breaks here and not on a server at boot.
+
+// repoRoot is the repository root relative to this folder.
+const repoRoot = "../.."
+
+// binaryFlags builds cmd/<name> and returns the flags its usage lists (for
+// the peer, those of `peer up`). It skips when cmd/<name> has no Go files yet.
+func binaryFlags(t *testing.T, name string) map[string]bool {
+	t.Helper()
+	if gos, _ := filepath.Glob(filepath.Join(repoRoot, "cmd", name, "*.go")); len(gos) == 0 {
+		t.Skipf("cmd/%s has no Go files yet", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), name)
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/"+name)
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
+	}
+	args := []string{"-h"}
+	if name == "peer" {
+		args = []string{"up", "-h"}
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	out, _ := cmd.CombinedOutput() // -h exits 0 or 2 depending on the flag set
+	flags := map[string]bool{}
+	re := regexp.MustCompile(`^\s*--?([a-z0-9][a-z0-9-]*)\b`)
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			flags[m[1]] = true
+		}
+	}
+	if len(flags) == 0 {
+		t.Fatalf("%s %s listed no flags; it printed:\n%s", name, strings.Join(args, " "), out)
+	}
+	return flags
+}
+
+// flagOf turns KEYMESH_TICKET_KEY_FILE into ticket-key-file.
+func flagOf(env string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "KEYMESH_")), "_", "-")
+}
+
+var envRef = regexp.MustCompile(`KEYMESH_[A-Z0-9_]+`)
+
+// deployVars returns every KEYMESH_ variable the deployment sets for a
+// server: in Terraform's local.services env (not for the peer), in its
+// systemd unit and in its example environment file, with where each is.
+func deployVars(t *testing.T, name string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if name != "peer" {
+		services, _ := rootServices(t, nil)
+		for k := range services.GetAttr(name).GetAttr("env").Type().AttributeTypes() {
+			out[k] = "deploy/terraform locals.tf services." + name + ".env"
+		}
+	}
+	for _, f := range []string{"keymesh-" + name + ".service", "keymesh-" + name + ".env.example"} {
+		p := filepath.Join("..", "systemd", f)
+		fh, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			// Settings, set or commented out as an example, but not prose.
+			line = strings.TrimPrefix(line, "Environment=")
+			line = strings.TrimPrefix(line, "#")
+			if m := envRef.FindString(line); m != "" && strings.HasPrefix(line, m+"=") {
+				out[m] = "deploy/systemd/" + f
+			}
+		}
+		fh.Close()
+	}
+	return out
+}
+
+func TestDeploymentSetsOnlyRealFlags(t *testing.T) {
+	for _, name := range []string{"rendezvous", "relay", "peer"} {
+		t.Run(name, func(t *testing.T) {
+			vars := deployVars(t, name)
+			if len(vars) < 3 {
+				t.Fatalf("found only %d KEYMESH_ variables for %s", len(vars), name)
+			}
+			flags := binaryFlags(t, name)
+			var bad []string
+			for v, where := range vars {
+				if !flags[flagOf(v)] {
+					bad = append(bad, v+" (in "+where+")")
+				}
+			}
+			sort.Strings(bad)
+			for _, b := range bad {
+				t.Errorf("%s has no flag for %s", name, b)
+			}
+		})
+	}
+}
+
+func TestFlagOf(t *testing.T) {
+	if got := flagOf("KEYMESH_TICKET_KEY_FILE"); got != "ticket-key-file" {
+		t.Fatalf("flagOf = %q", got)
+	}
+}

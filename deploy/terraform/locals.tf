@@ -1,0 +1,119 @@
+locals {
+  primary_region = var.regions[0].name
+  region_names   = [for r in var.regions : r.name]
+  replica_names  = slice(local.region_names, 1, length(local.region_names))
+
+  tags = merge(var.tags, {
+    Project    = "keymesh"
+    Deployment = var.deployment_name
+  })
+
+  # Every port the servers use. The first five are on the anycast addresses
+  # (one accelerator listener per service and protocol); admin is reached only
+  # by the load balancers' health checks and admin_cidrs.
+  ports = {
+    rendezvous     = 3478 # UDP: rendezvous protocol and STUN
+    rendezvous_tls = 8443 # TCP: rendezvous over TLS (see README, "Ports")
+    relay          = 3479 # UDP: stateless ticket relay
+    relay_tls      = 443  # TCP: TLS stream relay, the fallback where UDP is blocked
+    turn           = 3480 # UDP and TCP: TURN (RFC 8656)
+    admin          = 9090 # TCP: /healthz, /readyz, /metrics
+  }
+
+  # Where the servers keep the secrets user_data fetches (one file each).
+  secret_dir = "/etc/keymesh/secrets"
+
+  # The host names clients use: the ACME domain when there is one, else the
+  # first anycast address.
+  public_host = var.acme_domain != "" ? var.acme_domain : aws_globalaccelerator_accelerator.this.ip_sets[0].ip_addresses[0]
+  anycast_ips = flatten([for s in aws_globalaccelerator_accelerator.this.ip_sets : s.ip_addresses])
+
+  acme_env = var.acme_domain == "" ? {} : merge(
+    { KEYMESH_ACME_DOMAIN = var.acme_domain },
+    var.acme_email == "" ? {} : { KEYMESH_ACME_EMAIL = var.acme_email },
+    var.acme_ca == "" ? {} : { KEYMESH_ACME_CA = var.acme_ca },
+  )
+
+  # The two servers every region runs. env is the whole of each server's
+  # configuration: the KEYMESH_<FLAG> variables written to
+  # /etc/keymesh/<service>.env at boot (flag --x-y is KEYMESH_X_Y). Values
+  # may use ${PUBLIC_IP}, ${NPROC} and ${REDIS_AUTH}, which the boot script
+  # sets (written $${...} here). This is the one place that names flags.
+  services = {
+    rendezvous = {
+      instance_type = var.rendezvous_instance_type
+      unit          = file("${path.module}/../systemd/keymesh-rendezvous.service")
+      secrets       = ["server-key", "cookie-secret", "turn-secret", "redis-auth"]
+      ports = [
+        { port = local.ports.rendezvous, protocol = "UDP" },
+        { port = local.ports.rendezvous_tls, protocol = "TCP" },
+      ]
+      direct = []
+      env = {
+        KEYMESH_LISTEN             = ":${local.ports.rendezvous}"
+        KEYMESH_TLS_LISTEN         = ":${local.ports.rendezvous_tls}"
+        KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
+        KEYMESH_KEY                = "${local.secret_dir}/server-key"
+        KEYMESH_REDIS              = "rediss://:$${REDIS_AUTH}@${aws_elasticache_replication_group.registry.primary_endpoint_address}:${aws_elasticache_replication_group.registry.port}/0"
+        KEYMESH_RELAY              = join(",", [for ip in local.anycast_ips : "${ip}:${local.ports.relay}"])
+        KEYMESH_COOKIE_SECRET_FILE = "${local.secret_dir}/cookie-secret"
+        KEYMESH_TURN_SECRET_FILE   = "${local.secret_dir}/turn-secret"
+        KEYMESH_TURN_URI           = "turn:${local.public_host}:${local.ports.turn}"
+        KEYMESH_REUSEPORT          = "$${NPROC}"
+        KEYMESH_LOG_FORMAT         = "json"
+        KEYMESH_LOG_LEVEL          = var.log_level
+      }
+    }
+    relay = {
+      instance_type = var.relay_instance_type
+      unit          = file("${path.module}/../systemd/keymesh-relay.service")
+      secrets       = ["ticket-keys", "turn-secret", "peer-secret"]
+      ports = [
+        { port = local.ports.relay, protocol = "UDP" },
+        { port = local.ports.relay_tls, protocol = "TCP" },
+        { port = local.ports.turn, protocol = "TCP_UDP" },
+      ]
+      # Reached on each instance's own public address, not through the
+      # accelerator: TURN relayed addresses, and relay-to-relay forwarding of
+      # the stream relay (authenticated with the peer secret).
+      direct = [
+        { protocol = "udp", from = var.turn_relay_ports.from, to = var.turn_relay_ports.to },
+        { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
+      ]
+      env = merge(local.acme_env, {
+        KEYMESH_LISTEN           = ":${local.ports.relay}"
+        KEYMESH_TLS_LISTEN       = ":${local.ports.relay_tls}"
+        KEYMESH_ADMIN            = "0.0.0.0:${local.ports.admin}"
+        KEYMESH_TICKET_KEY_FILE  = "${local.secret_dir}/ticket-keys"
+        KEYMESH_PEER_SECRET_FILE = "${local.secret_dir}/peer-secret"
+        KEYMESH_TURN_LISTEN      = ":${local.ports.turn}"
+        KEYMESH_TURN_TCP_LISTEN  = ":${local.ports.turn}"
+        KEYMESH_TURN_SECRET_FILE = "${local.secret_dir}/turn-secret"
+        KEYMESH_TURN_REALM       = var.acme_domain != "" ? var.acme_domain : var.deployment_name
+        KEYMESH_TURN_RELAY_IP    = "$${PUBLIC_IP}"
+        KEYMESH_REUSEPORT        = "$${NPROC}"
+        KEYMESH_LOG_FORMAT       = "json"
+        KEYMESH_LOG_LEVEL        = var.log_level
+      })
+    }
+  }
+
+  # What every region module gets for each service.
+  service_inputs = {
+    for name, s in local.services : name => merge(s, {
+      instance_profile = aws_iam_instance_profile.server[name].name
+    })
+  }
+
+  # Accelerator listeners: one per service and IP protocol, with the ports
+  # of that service that speak it.
+  listeners = merge([
+    for name, s in local.services : {
+      for proto in ["UDP", "TCP"] : "${name}-${lower(proto)}" => {
+        service  = name
+        protocol = proto
+        ports    = [for p in s.ports : p.port if p.protocol == proto || p.protocol == "TCP_UDP"]
+      } if length([for p in s.ports : p.port if p.protocol == proto || p.protocol == "TCP_UDP"]) > 0
+    }
+  ]...)
+}

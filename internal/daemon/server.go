@@ -1,0 +1,250 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/obs"
+)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// Node is the running node the daemon serves. Required.
+	Node Node
+	// Logger gets the daemon's logs; default: discard.
+	Logger *slog.Logger
+	// Socket is the API socket's path, reported in the status only.
+	Socket string
+	// AcceptHold is how long an incoming stream waits for a `peer listen`
+	// before it is closed; default 30 s.
+	AcceptHold time.Duration
+	// DialTimeout bounds opening a stream to a peer (API and SOCKS5) and
+	// a ping; default 30 s.
+	DialTimeout time.Duration
+	// DialLocal connects exposed ports to local services; default a
+	// net.Dialer with a 5 s timeout.
+	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (c *Config) defaults() error {
+	if c.Node == nil {
+		return errors.New("daemon: Config.Node is required")
+	}
+	if c.Logger == nil {
+		c.Logger = obs.Discard()
+	}
+	if c.AcceptHold <= 0 {
+		c.AcceptHold = 30 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 30 * time.Second
+	}
+	if c.DialLocal == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		c.DialLocal = d.DialContext
+	}
+	return nil
+}
+
+// Server is the peer daemon: the local API, the SOCKS5 proxy and the
+// exposed ports, all on top of one Node.
+type Server struct {
+	cfg  Config
+	node Node
+	log  *slog.Logger
+
+	ctx    context.Context // lives until Close
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	ports     map[uint16]*portEntry
+	socksAddr string
+	conns     map[net.Conn]struct{} // spliced connections, closed by Close
+	wg        sync.WaitGroup
+}
+
+// New makes a Server. It starts serving streams to port 0 of the node at
+// once (handed to `peer listen` callers); Close stops everything.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		node:   cfg.Node,
+		log:    cfg.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		ports:  map[uint16]*portEntry{},
+		conns:  map[net.Conn]struct{}{},
+	}
+	s.mu.Lock()
+	s.addQueueLocked(0, cfg.Node.Listen(), true)
+	s.mu.Unlock()
+	return s, nil
+}
+
+// Close closes the daemon's listeners on the node (port 0's included) and
+// every spliced connection. It does not close the Node.
+func (s *Server) Close() error {
+	s.cancel()
+	s.mu.Lock()
+	for p, e := range s.ports {
+		e.ln.Close()
+		delete(s.ports, p)
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Handler returns the local API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("POST /v1/ping", s.handlePing)
+	mux.HandleFunc("POST /v1/dial", s.handleDial)
+	mux.HandleFunc("POST /v1/accept", s.handleAccept)
+	mux.HandleFunc("POST /v1/expose", s.handleExpose)
+	mux.HandleFunc("DELETE /v1/expose", s.handleUnexpose)
+	return mux
+}
+
+// Serve serves the local API on ln until ctx ends or Close is called.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		case <-done:
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("local API: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := DaemonStatus{
+		Status:  s.node.Status(),
+		Socket:  s.cfg.Socket,
+		Version: obs.Version(),
+	}
+	s.mu.Lock()
+	st.SOCKS5 = s.socksAddr
+	for p, e := range s.ports {
+		if e.expose {
+			st.Exposed = append(st.Exposed, p)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(st.Exposed, func(i, j int) bool { return st.Exposed[i] < st.Exposed[j] })
+	if st.Peers == nil {
+		st.Peers = []PeerStatus{}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
+	peer := r.URL.Query().Get("peer")
+	if peer == "" {
+		writeError(w, http.StatusBadRequest, errors.New("missing peer"))
+		return
+	}
+	timeout := s.cfg.DialTimeout
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("timeout %q: want a duration such as 5s", v))
+			return
+		}
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := s.node.Ping(ctx, peer)
+	if err != nil {
+		writeError(w, statusFor(ctx, err), err)
+		return
+	}
+	if res.RTTms == 0 && res.RTT != 0 {
+		res.RTTms = float64(res.RTT.Microseconds()) / 1000
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// statusFor maps a node error to an HTTP status for the CLI.
+func statusFor(ctx context.Context, err error) int {
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+func parsePort(v string, allowZero bool) (uint16, error) {
+	if v == "" {
+		v = "0"
+	}
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || (n == 0 && !allowZero) {
+		lo := 1
+		if allowZero {
+			lo = 0
+		}
+		return 0, fmt.Errorf("port %q: %w (want %d-65535)", v, ErrBadPort, lo)
+	}
+	return uint16(n), nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, apiError{Error: err.Error()})
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}

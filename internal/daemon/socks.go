@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	socks5 "github.com/things-go/go-socks5"
+	"github.com/things-go/go-socks5/statute"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+// KeymeshDomain is the pseudo top-level domain for peer IDs in SOCKS5
+// destinations: <peer-id>.keymesh.
+const KeymeshDomain = ".keymesh"
+
+// ParseDestination says which peer a SOCKS5 destination host names: a peer
+// ID (optionally followed by ".keymesh"), or an overlay IPv6 address. The
+// result is the form the node dials: the peer ID's text, or the address.
+func ParseDestination(host string) (string, error) {
+	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
+	h = strings.TrimSuffix(h, KeymeshDomain)
+	if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		a = a.Unmap()
+		if !crypto.IsOverlay(a) {
+			return "", fmt.Errorf("%s: %w (not in the overlay prefix %s)", host, ErrNotOverlay, crypto.OverlayPrefix)
+		}
+		return a.String(), nil
+	}
+	id, err := crypto.ParsePeerID(h)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w (want a peer ID, <peer-id>.keymesh or an overlay address)", host, ErrNotOverlay)
+	}
+	return id.String(), nil
+}
+
+// ServeSOCKS serves a SOCKS5 proxy (CONNECT only, no authentication) on ln
+// until ctx ends or Close is called. Destinations must name a peer (see
+// ParseDestination); the connection becomes a stream to that peer's port.
+// Any other destination is refused ("not allowed by ruleset"): the proxy
+// never reaches the ordinary network.
+func (s *Server) ServeSOCKS(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	s.socksAddr = ln.Addr().String()
+	s.mu.Unlock()
+	srv := socks5.NewServer(
+		socks5.WithResolver(socksResolver{}),
+		socks5.WithRule(socksRule{}),
+		socks5.WithDialAndRequest(s.socksDial),
+		socks5.WithLogger(socksLogger{s.log}),
+	)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		case <-done:
+		}
+		ln.Close()
+	}()
+	err := srv.Serve(ln)
+	if ctx.Err() != nil || s.ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("socks5: %w", err)
+}
+
+// socksDial opens the stream for an allowed CONNECT.
+func (s *Server) socksDial(ctx context.Context, _, addr string, req *socks5.Request) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if req != nil && req.RawDestAddr != nil && req.RawDestAddr.FQDN != "" {
+		host = req.RawDestAddr.FQDN // dial by peer ID when the client named one
+	}
+	peer, err := ParseDestination(host)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("port %q: %w", portStr, ErrBadPort)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	c, err := s.node.DialPort(ctx, peer, uint16(port))
+	if err != nil {
+		s.log.Info("socks5: dial failed", "peer", peer, "port", port, "err", err)
+		return nil, err
+	}
+	if !s.track(c) {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.log.Debug("socks5: stream opened", "peer", peer, "port", port)
+	return &socksConn{Conn: c, s: s, local: &net.TCPAddr{IP: s.node.OverlayAddr().AsSlice()}}, nil
+}
+
+// socksConn gives the library the TCP-style local address it needs for its
+// reply, and untracks the stream once closed.
+type socksConn struct {
+	net.Conn
+	s     *Server
+	local *net.TCPAddr
+}
+
+func (c *socksConn) LocalAddr() net.Addr { return c.local }
+
+func (c *socksConn) CloseWrite() error {
+	CloseWrite(c.Conn)
+	return nil
+}
+
+func (c *socksConn) Close() error {
+	c.s.untrack(c.Conn)
+	return c.Conn.Close()
+}
+
+// socksResolver turns keymesh names into overlay addresses and leaves every
+// other name unresolved (nil), for socksRule to refuse: no DNS lookups.
+type socksResolver struct{}
+
+func (socksResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
+	dst, err := ParseDestination(name)
+	if err != nil {
+		return ctx, nil, nil
+	}
+	if a, err := netip.ParseAddr(dst); err == nil {
+		return ctx, a.AsSlice(), nil
+	}
+	id, _ := crypto.ParsePeerID(dst)
+	return ctx, id.OverlayAddr().AsSlice(), nil
+}
+
+// socksRule admits CONNECT to overlay addresses only.
+type socksRule struct{}
+
+func (socksRule) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	if req.Command != statute.CommandConnect || req.DestAddr == nil {
+		return ctx, false
+	}
+	a, ok := netip.AddrFromSlice(req.DestAddr.IP)
+	return ctx, ok && crypto.IsOverlay(a.Unmap())
+}
+
+type socksLogger struct{ log *slog.Logger }
+
+func (l socksLogger) Errorf(format string, args ...any) {
+	l.log.Debug("socks5: " + fmt.Sprintf(format, args...))
+}

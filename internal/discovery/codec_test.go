@@ -1,0 +1,129 @@
+package discovery
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestCodecRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		rec := randRecord(r)
+		b, err := appendRecord(nil, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeRecord(b)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if !sameRecord(rec, got) {
+			t.Fatalf("record %d: round trip changed it:\n put %+v\n got %+v", i, rec, got)
+		}
+		if id, ok := recordID(b); !ok || id != rec.ID {
+			t.Fatalf("recordID = %v, %v", id, ok)
+		}
+	}
+}
+
+func TestCodecCompact(t *testing.T) {
+	rec := Record{
+		Reflexive:  netip.MustParseAddrPort("198.51.100.7:40000"),
+		Candidates: []netip.AddrPort{netip.MustParseAddrPort("100.64.1.2:40000"), netip.MustParseAddrPort("[fd00::2]:40000")},
+		Tickets:    [][]byte{make([]byte, 99)},
+		Policy:     Policy{AllowAny: true},
+		Instance:   "rdv-1",
+		Updated:    time.Now(),
+	}
+	rec.ID[0] = 1
+	b, err := appendRecord(nil, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 43 header + 7 reflexive + 1+7+19 candidates + 1+1+99 ticket + 1 policy + 1+5 instance
+	if want := 43 + 7 + 27 + 101 + 1 + 6; len(b) != want {
+		t.Fatalf("encoded %d bytes, want %d", len(b), want)
+	}
+}
+
+func TestCodecZoneDropped(t *testing.T) {
+	rec := Record{Candidates: []netip.AddrPort{netip.MustParseAddrPort("[fe80::1%eth0]:5")}}
+	b, _ := appendRecord(nil, rec)
+	got, err := decodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParseAddrPort("[fe80::1]:5"); got.Candidates[0] != want {
+		t.Fatalf("got %v, want %v", got.Candidates[0], want)
+	}
+}
+
+func TestCodecRejects(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	rec := randRecord(r)
+	rec.Instance = "x"
+	b, _ := appendRecord(nil, rec)
+	// Every truncation fails cleanly.
+	for n := range len(b) {
+		if _, err := decodeRecord(b[:n]); !errors.Is(err, ErrBadRecord) {
+			t.Fatalf("truncated to %d of %d: err = %v, want ErrBadRecord", n, len(b), err)
+		}
+	}
+	// Fields appended by a newer compatible version are ignored.
+	if got, err := decodeRecord(append(bytes.Clone(b), 1, 2, 3)); err != nil || !sameRecord(rec, got) {
+		t.Fatalf("with trailing bytes: %v", err)
+	}
+	// Another version is refused.
+	v2 := bytes.Clone(b)
+	v2[0] = recordVersion + 1
+	if _, err := decodeRecord(v2); !errors.Is(err, ErrBadRecord) {
+		t.Fatalf("version %d: err = %v", v2[0], err)
+	}
+	// A huge count does not allocate: it is refused.
+	huge := append(bytes.Clone(b[:fixedHeader]), addrNone, 0xff, 0xff, 0xff, 0xff, 0x0f)
+	if _, err := decodeRecord(huge); !errors.Is(err, ErrBadRecord) {
+		t.Fatalf("huge count: err = %v", err)
+	}
+	// Too large to store.
+	big := Record{Tickets: [][]byte{make([]byte, MaxRecordSize)}}
+	if _, err := appendRecord(nil, big); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("oversized record: err = %v", err)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 8 {
+		b, _ := appendRecord(nil, randRecord(r))
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{recordVersion})
+	f.Add(make([]byte, fixedHeader))
+	f.Add(append([]byte{recordVersion}, make([]byte, fixedHeader+5)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := decodeRecord(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("error %v does not wrap ErrBadRecord", err)
+			}
+			return
+		}
+		// What decodes re-encodes to something that decodes the same.
+		b2, err := appendRecord(nil, rec)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if len(b2) > len(b) {
+			t.Fatalf("re-encoded %d bytes from %d", len(b2), len(b))
+		}
+		rec2, err := decodeRecord(b2)
+		if err != nil || !sameRecord(rec, rec2) {
+			t.Fatalf("re-decode: %v\n first %+v\nsecond %+v", err, rec, rec2)
+		}
+	})
+}

@@ -1,0 +1,220 @@
+package discovery
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+// RedisOptions configures a Redis registry.
+type RedisOptions struct {
+	// Client reaches Redis: a single server, a Sentinel-managed master or a
+	// Cluster, as built by redis.NewUniversalClient (see ParseRedisURL).
+	// Required. The registry owns it from now on: Close closes it.
+	Client redis.UniversalClient
+	// Prefix starts every key, so deployments can share one Redis.
+	// Default "km".
+	Prefix string
+	// CountWindow is the width of the time buckets Len counts peers in:
+	// Len reports the peers that registered within the last one to two
+	// windows. It should exceed the peers' refresh interval. Default 1m.
+	CountWindow time.Duration
+	// Now is the clock that picks count buckets. Default time.Now.
+	Now func() time.Time
+}
+
+// Redis is a registry in Redis, shared by every rendezvous instance that
+// points at the same server or cluster. It is safe for concurrent use and
+// recovers by itself when Redis comes back (the client redials).
+//
+// Keys (P is the prefix, A the 28 hex digits of the overlay address after
+// fd4b, S one hex digit):
+//
+//	P:{A}:p           the record (stored form of codec.go), TTL = Put's ttl
+//	P:{cntS}:c:B      HyperLogLog of the addresses put in count window B
+//
+// The record is keyed by the overlay address, which both lookups know: Get
+// derives it from the peer ID (one SHA-256) and checks the ID inside, and
+// GetByAddr uses it directly. So a peer has one key, Put is one SET, a
+// lookup is one GET, and no index key can outlive or miss its record. The
+// braces are Cluster hash tags: each peer's keys (this one, and any a later
+// version adds) share one slot, and every command touches one slot only.
+// The counters are spread over 16 tags so that no single slot takes every
+// Put; Len sums one PFCOUNT per tag.
+//
+// Every failure to talk to Redis wraps ErrUnavailable; a missing peer is
+// ErrNotFound.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	window time.Duration
+	now    func() time.Time
+}
+
+var _ Registry = (*Redis)(nil)
+
+const countShards = 16
+
+// NewRedis checks that Redis answers and returns the registry. When Redis
+// does not answer, the error wraps ErrUnavailable and the client is left
+// open for the caller to retry or close.
+func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
+	if opts.Client == nil {
+		return nil, errors.New("discovery: RedisOptions.Client is nil: build one with redis.NewUniversalClient")
+	}
+	r := &Redis{c: opts.Client, prefix: opts.Prefix, window: opts.CountWindow, now: opts.Now}
+	if r.prefix == "" {
+		r.prefix = "km"
+	}
+	if r.window <= 0 {
+		r.window = time.Minute
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if err := r.Ping(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("redis registry %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// recordKey returns the key of the record of the peer at addr.
+func (r *Redis) recordKey(a [16]byte) string {
+	b := make([]byte, 0, len(r.prefix)+2+28+3)
+	b = append(b, r.prefix...)
+	b = append(b, ":{"...)
+	b = hex.AppendEncode(b, a[2:])
+	b = append(b, "}:p"...)
+	return string(b)
+}
+
+// countKey returns the HyperLogLog key of count shard s in window w.
+func (r *Redis) countKey(s byte, w int64) string {
+	return r.prefix + ":{cnt" + strconv.FormatUint(uint64(s), 16) + "}:c:" + strconv.FormatInt(w, 10)
+}
+
+func (r *Redis) bucket() int64 { return r.now().UnixNano() / int64(r.window) }
+
+// Put stores or refreshes rec until ttl from now, with one pipelined round
+// trip (SET with expiry, PFADD and PEXPIRE of the count bucket).
+func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
+	if err := checkPut(rec, ttl); err != nil {
+		return err
+	}
+	var buf [512]byte
+	body, err := appendRecord(buf[:0], rec)
+	if err != nil {
+		return err
+	}
+	ttl = max(ttl, time.Millisecond) // Redis counts expiry in milliseconds
+	a := rec.ID.OverlayAddr().As16()
+	ck := r.countKey(a[2]%countShards, r.bucket())
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.recordKey(a), body, ttl)
+		p.PFAdd(ctx, ck, a[2:])
+		p.PExpire(ctx, ck, 3*r.window)
+		return nil
+	})
+	if err != nil {
+		return unavailable("put", err)
+	}
+	return nil
+}
+
+// Get returns the live record of id.
+func (r *Redis) Get(ctx context.Context, id crypto.PeerID) (Record, error) {
+	rec, err := r.get(ctx, id.OverlayAddr())
+	if err == nil && rec.ID != id {
+		return Record{}, ErrNotFound
+	}
+	return rec, err
+}
+
+// GetByAddr returns the live record whose overlay address is addr.
+func (r *Redis) GetByAddr(ctx context.Context, addr netip.Addr) (Record, error) {
+	addr = addr.Unmap()
+	if !crypto.IsOverlay(addr) {
+		return Record{}, ErrNotFound
+	}
+	rec, err := r.get(ctx, addr)
+	if err == nil && !rec.ID.Owns(addr) {
+		return Record{}, fmt.Errorf("redis registry: record under %v belongs to %v: %w", addr, rec.ID.Short(), ErrBadRecord)
+	}
+	return rec, err
+}
+
+func (r *Redis) get(ctx context.Context, addr netip.Addr) (Record, error) {
+	b, err := r.c.Get(ctx, r.recordKey(addr.As16())).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, unavailable("get", err)
+	}
+	rec, err := decodeRecord(b)
+	if err != nil {
+		return Record{}, fmt.Errorf("redis registry: %w", err)
+	}
+	return rec, nil
+}
+
+// Delete removes the record of id. Len keeps counting it until its count
+// window passes.
+func (r *Redis) Delete(ctx context.Context, id crypto.PeerID) error {
+	if err := r.c.Del(ctx, r.recordKey(id.OverlayAddr().As16())).Err(); err != nil {
+		return unavailable("delete", err)
+	}
+	return nil
+}
+
+// Len estimates the peers that registered within the last one to two count
+// windows (HyperLogLog: about 1% error), with one pipelined round trip.
+func (r *Redis) Len(ctx context.Context) (int, error) {
+	w := r.bucket()
+	cmds := make([]*redis.IntCmd, countShards)
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range cmds {
+			cmds[s] = p.PFCount(ctx, r.countKey(byte(s), w), r.countKey(byte(s), w-1))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, unavailable("len", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		n += int(c.Val())
+	}
+	return n, nil
+}
+
+// Ping checks that Redis answers; on a Cluster, that every master does.
+func (r *Redis) Ping(ctx context.Context) error {
+	var err error
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = r.c.Ping(ctx).Err()
+	}
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close closes the client.
+func (r *Redis) Close() error { return r.c.Close() }

@@ -1,0 +1,135 @@
+package nat
+
+import "time"
+
+// Intervals of the punching schedule and of direct-path upkeep.
+const (
+	// PunchInterval is how often each candidate of a remote peer is probed
+	// while punching.
+	PunchInterval = 200 * time.Millisecond
+	// PunchDuration is how long punching lasts after the rendezvous' Start
+	// moment (or after a PathUpdate). 25 rounds at PunchInterval.
+	PunchDuration = 5 * time.Second
+	// KeepaliveInterval is how often an idle active direct path is probed:
+	// it keeps both NAT mappings alive, well inside conntrack's 30 s.
+	KeepaliveInterval = 5 * time.Second
+	// ActiveProbeInterval is how often the active direct path is probed
+	// while traffic flows on it, so that its loss is noticed quickly.
+	ActiveProbeInterval = 500 * time.Millisecond
+	// TrafficWindow is how recently data must have been sent to a peer for
+	// its direct path to be probed at ActiveProbeInterval.
+	TrafficWindow = 2 * time.Second
+	// MissedProbes unanswered probes, the oldest sent at least DeadAfter
+	// ago, declare a direct path dead; the peer falls back to the relay.
+	// With ActiveProbeInterval this notices a cut within about 1.6 s.
+	MissedProbes = 3
+	// DeadAfter is the minimum age of the oldest unanswered probe before a
+	// direct path is declared dead.
+	DeadAfter = time.Second
+	// UpgradeInterval is how often the candidates of a peer reached through
+	// the relay are probed, looking for a direct path to upgrade to.
+	UpgradeInterval = 5 * time.Second
+	// RelayRebindInterval is how often the peer renews its relay binding:
+	// it keeps the NAT mapping to the relay alive and the ticket fresh.
+	RelayRebindInterval = 20 * time.Second
+	// RelayRetryInterval is how often an unanswered relay bind is retried.
+	RelayRetryInterval = time.Second
+	// AddrPollInterval is how often local interface addresses are checked.
+	AddrPollInterval = time.Second
+	// ProbeTimeout is how long a probe's transaction is remembered.
+	ProbeTimeout = 10 * time.Second
+)
+
+// Strategy is how two peers try to open a direct path, chosen from the NAT
+// mapping behaviours they report.
+type Strategy int
+
+// Strategies. Birthday-paradox port spraying (a hard NAT against an easy
+// one) is left for later; such pairs use StrategyProbe for now.
+const (
+	// StrategyProbe probes every candidate of the other side (reflexive,
+	// LAN and learned addresses) from the one socket, on the punch
+	// schedule. It works whenever at least one side's mapping is
+	// endpoint-independent.
+	StrategyProbe Strategy = iota
+	// StrategyRelayOnly skips punching: both NATs pick a port per
+	// destination, so the pair stays on the relay (upgrade probes still
+	// run, at UpgradeInterval).
+	StrategyRelayOnly
+)
+
+func (s Strategy) String() string {
+	switch s {
+	case StrategyProbe:
+		return "probe"
+	case StrategyRelayOnly:
+		return "relay-only"
+	}
+	return "unknown"
+}
+
+// NAT mapping behaviours, as reported in registrations (the values of
+// wire.NAT*; repeated here so this package needs no wire import).
+const (
+	natAddrDependent  = 3
+	natAddrPortDepend = 4
+)
+
+// hard reports whether a reported NAT behaviour maps per destination.
+func hard(nat byte) bool { return nat == natAddrDependent || nat == natAddrPortDepend }
+
+// ChooseStrategy picks the strategy for a local and a remote NAT behaviour
+// (wire.NAT* values; unknown counts as easy: probing costs little).
+func ChooseStrategy(local, remote byte) Strategy {
+	if hard(local) && hard(remote) {
+		return StrategyRelayOnly
+	}
+	return StrategyProbe
+}
+
+// Schedule is one punching round: probes every PunchInterval from Start
+// until Start+PunchDuration.
+type Schedule struct {
+	Start    time.Time
+	Interval time.Duration
+	Duration time.Duration
+}
+
+// NewSchedule returns the punching schedule starting at start. A zero or
+// long-past start (the rendezvous' clock may differ from ours) starts now.
+func NewSchedule(start, now time.Time) Schedule {
+	if start.IsZero() || start.Before(now.Add(-PunchDuration)) {
+		start = now
+	}
+	// A start far in the future means skewed clocks: never wait more than
+	// a second.
+	if start.After(now.Add(time.Second)) {
+		start = now
+	}
+	return Schedule{Start: start, Interval: PunchInterval, Duration: PunchDuration}
+}
+
+// Active reports whether now lies inside the schedule.
+func (s Schedule) Active(now time.Time) bool {
+	return !now.Before(s.Start) && now.Before(s.Start.Add(s.Duration))
+}
+
+// Due reports whether a candidate last probed at last must be probed now.
+func (s Schedule) Due(now, last time.Time) bool {
+	return s.Active(now) && (last.IsZero() || now.Sub(last) >= s.Interval || last.Before(s.Start))
+}
+
+// ProbeInterval is how often the active direct path is probed: fast while
+// traffic flowed within TrafficWindow, at KeepaliveInterval otherwise.
+func ProbeInterval(now, lastTraffic time.Time) time.Duration {
+	if !lastTraffic.IsZero() && now.Sub(lastTraffic) < TrafficWindow {
+		return ActiveProbeInterval
+	}
+	return KeepaliveInterval
+}
+
+// Dead reports whether a direct path with unanswered probes, the oldest
+// sent at firstUnanswered, must be given up.
+func Dead(now time.Time, unanswered int, firstUnanswered time.Time) bool {
+	return unanswered >= MissedProbes && now.Sub(firstUnanswered) >= DeadAfter
+}

@@ -1,0 +1,167 @@
+package pathsock
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// ticketRefresh is how often every peer is sent a PathUpdate even when
+// nothing changed, so that its copy of this peer's relay ticket never
+// expires (relay tickets live about ten minutes).
+const ticketRefresh = 4 * time.Minute
+
+// announceRounds PathUpdates go out after a change, announceGap apart: the
+// first at once, the next ones carrying the new relay ticket and reflexive
+// address as they arrive.
+const (
+	announceRounds = 3
+	announceGap    = time.Second
+)
+
+// localState is what this peer knows about its own addresses.
+type localState struct {
+	mu           sync.Mutex
+	cands        []netip.AddrPort
+	reflexive    netip.AddrPort
+	rounds       int
+	next         time.Time
+	lastAnnounce time.Time
+}
+
+func (l *localState) init() {}
+
+// refreshLocal recomputes the local candidates; it reports a change.
+func (s *Sock) refreshLocal() bool {
+	ifs, err := s.cfg.Interfaces()
+	if err != nil {
+		s.log.Debug("interface addresses", "err", err)
+		return false
+	}
+	cands := nat.LocalCandidates(s.LocalAddrPort(), ifs)
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	if slices.Equal(cands, s.local.cands) {
+		return false
+	}
+	s.local.cands = cands
+	return true
+}
+
+// Candidates returns this peer's local candidates (for registration).
+func (s *Sock) Candidates() []netip.AddrPort {
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	return slices.Clone(s.local.cands)
+}
+
+// Reflexive returns this peer's address as the rendezvous last saw it.
+func (s *Sock) Reflexive() netip.AddrPort {
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	return s.local.reflexive
+}
+
+// SetRegistered takes what the rendezvous said in Registered: the reflexive
+// address (a change of it is an address change) and the relays to bind.
+func (s *Sock) SetRegistered(reflexive netip.AddrPort, relays []string) {
+	reflexive = unmap(reflexive)
+	s.local.mu.Lock()
+	prev := s.local.reflexive
+	s.local.reflexive = reflexive
+	s.local.mu.Unlock()
+	s.SetRelays(relays)
+	if prev.IsValid() && reflexive.IsValid() && prev != reflexive {
+		s.localChanged("reflexive address changed")
+	}
+}
+
+// localChanged reacts to a change of this peer's addresses or tickets:
+// re-register, re-bind the relay, tell every peer.
+func (s *Sock) localChanged(reason string) {
+	if s.isClosed() {
+		return
+	}
+	s.log.Info("local addresses changed", "reason", reason, "candidates", s.Candidates())
+	s.forceRebind()
+	s.local.mu.Lock()
+	s.local.rounds = announceRounds
+	s.local.next = time.Time{}
+	s.local.mu.Unlock()
+	if s.cfg.OnLocalChange != nil {
+		go s.cfg.OnLocalChange()
+	}
+}
+
+// tickAnnounce sends due PathUpdates.
+func (s *Sock) tickAnnounce(now time.Time) {
+	s.local.mu.Lock()
+	due := s.local.rounds > 0 && !now.Before(s.local.next)
+	if due {
+		s.local.rounds--
+		s.local.next = now.Add(announceGap)
+	} else if now.Sub(s.local.lastAnnounce) >= ticketRefresh {
+		due = true
+	}
+	if due {
+		s.local.lastAnnounce = now
+	}
+	s.local.mu.Unlock()
+	if due {
+		s.announce(now)
+	}
+}
+
+// Info is this peer's PeerInfo as it would announce it.
+func (s *Sock) Info() wire.PeerInfo {
+	info := wire.PeerInfo{
+		ID:         s.me,
+		Reflexive:  s.Reflexive(),
+		Candidates: s.Candidates(),
+		Tickets:    s.Tickets(),
+		NAT:        s.cfg.NAT(),
+	}
+	if !info.Reflexive.IsValid() {
+		if r, ok := s.Relay(); ok {
+			info.Reflexive = r.Observed
+		}
+	}
+	return info
+}
+
+// announce sends every peer a PathUpdate over its active direct path, over
+// other recently answering direct paths, and through the relay.
+func (s *Sock) announce(now time.Time) {
+	info := s.Info()
+	for _, pr := range s.peers() {
+		var direct []netip.AddrPort
+		var ticket []byte
+		pr.mu.Lock()
+		r := pr.route.Load()
+		if r.kind == PathDirect {
+			direct = append(direct, r.addr)
+		}
+		for a, c := range pr.cands {
+			if (r.kind != PathDirect || a != r.addr) && now.Sub(c.lastReply) < 10*time.Second {
+				direct = append(direct, a)
+			}
+		}
+		if len(pr.tickets) > 0 {
+			ticket = pr.tickets[0]
+		}
+		pr.mu.Unlock()
+		u := &wire.PathUpdate{Info: info}
+		if !s.cfg.NoDirect {
+			for _, a := range direct {
+				s.sendControl(pr, u, true, a, nil)
+			}
+		}
+		if ticket != nil {
+			s.sendControl(pr, u, false, netip.AddrPort{}, ticket)
+		}
+	}
+}

@@ -1,0 +1,33 @@
+// Package pathsock is the peer's path layer: it owns the peer's one UDP
+// socket and offers QUIC a net.PacketConn on which every remote peer sits at
+// one stable virtual address, [VirtualAddr] (its overlay address, port 1),
+// whatever real path its packets take.
+//
+// Underneath, the layer picks each peer's path. The relay comes first, so
+// the first packet never waits for punching; at the moment the rendezvous
+// gives (Punch or ConnectReply Start) every candidate of the peer is probed
+// with sealed Probe frames on the schedule of internal/nat; the first
+// authenticated ProbeReply opens a direct path, and the lowest-RTT direct
+// path is kept. The active direct path is probed (every 500 ms while traffic
+// flows, every 5 s when idle); three unanswered probes fall back to the
+// relay within 2 s, and the peer's candidates are probed again so that a
+// direct path that comes back is taken again.
+//
+// Everything shares the socket, told apart by the first byte (see
+// internal/wire): STUN goes to a callback (the STUN client), frames sealed by
+// the rendezvous server's key go to the rendezvous client, sealed frames of
+// other keys are peer control frames (Probe, ProbeReply, PathUpdate), data
+// and relayed frames carry QUIC packets, RelayBound frames answer the
+// layer's relay bindings.
+//
+// A Relayed frame's payload is either a QUIC packet or, when its first byte
+// is a keymesh frame type (0x20-0x2f), a sealed peer control frame that
+// travelled through the relay. QUIC packets always have the fixed bit 0x40
+// set in their first byte (RFC 9000, 17.2 and 17.3), so they never look like
+// a keymesh frame.
+//
+// The layer notices its own address changes (interface addresses polled
+// every second, the reflexive address from the rendezvous, the address the
+// relay observes): it then asks to re-register, re-binds the relay, and sends
+// every known peer a sealed PathUpdate over every path it has to it.
+package pathsock

@@ -1,0 +1,293 @@
+package pathsock
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// maxCands bounds a peer's candidate set (published plus learned).
+const maxCands = 24
+
+// Path kinds.
+const (
+	PathNone   = "none"
+	PathDirect = "direct"
+	PathRelay  = "relay"
+)
+
+// route is a peer's active path; replaced whole, read without locks by
+// WriteTo.
+type route struct {
+	kind   string
+	addr   netip.AddrPort // direct: the peer's address
+	ticket []byte         // relay: the peer's ticket
+}
+
+// cand is one direct address of a peer and what probing it showed.
+type cand struct {
+	addr            netip.AddrPort
+	learned         bool // seen as a source address, not published
+	added           time.Time
+	lastSent        time.Time
+	lastReply       time.Time
+	rtt             time.Duration
+	unanswered      int
+	firstUnanswered time.Time
+}
+
+// peer is one remote peer's path state.
+type peer struct {
+	id     crypto.PeerID
+	tag    uint64
+	vaddr  *net.UDPAddr
+	shared *[32]byte
+
+	route    atomic.Pointer[route]
+	lastSent atomic.Int64 // unix ns of the last QUIC packet sent
+	lastSeen atomic.Int64 // unix ns of the last frame received
+
+	mu         sync.Mutex
+	cands      map[netip.AddrPort]*cand
+	tickets    [][]byte
+	reflexive  netip.AddrPort
+	nat        byte
+	punch      nat.Schedule
+	lastUpdate int64 // Time of the last PathUpdate applied
+	relayRTT   time.Duration
+	lastProbeR time.Time // last relay probe
+	refreshed  time.Time // last AddPeer
+}
+
+// PeerStatus is a peer's path as the layer sees it.
+type PeerStatus struct {
+	ID       crypto.PeerID
+	Path     string         // PathDirect, PathRelay or PathNone
+	Remote   netip.AddrPort // the peer's address (direct) or the relay's
+	RTT      time.Duration  // of the active path's last probe
+	LastSeen time.Time      // last frame received from the peer
+}
+
+// AddPeer learns (or refreshes) where a peer can be reached, from the
+// rendezvous' Punch or ConnectReply, and starts punching at start. The
+// relay path is usable at once when the peer published a ticket.
+func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
+	if info.ID == s.me {
+		return nil
+	}
+	pr, err := s.ensurePeer(info.ID)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	pr.mu.Lock()
+	s.applyInfo(pr, info, now)
+	pr.refreshed = now
+	if !s.cfg.NoDirect && nat.ChooseStrategy(s.cfg.NAT(), info.NAT) == nat.StrategyProbe {
+		pr.punch = nat.NewSchedule(start, now)
+	}
+	s.fixRoute(pr)
+	pr.mu.Unlock()
+	s.log.Debug("peer added", "peer", info.ID.Short(), "candidates", len(pr.cands), "tickets", len(info.Tickets))
+	s.flushStash(pr)
+	return nil
+}
+
+// ensurePeer returns the peer's state, creating it.
+func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
+	s.mu.RLock()
+	pr := s.byAddr[id.OverlayAddr()]
+	s.mu.RUnlock()
+	if pr != nil {
+		return pr, nil
+	}
+	shared, err := s.keys.get(id)
+	if err != nil {
+		return nil, err
+	}
+	pr = &peer{id: id, tag: id.Tag(), vaddr: VirtualAddr(id), shared: shared, cands: map[netip.AddrPort]*cand{}}
+	pr.route.Store(&route{kind: PathNone})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.byAddr[id.OverlayAddr()]; old != nil {
+		return old, nil
+	}
+	s.byAddr[id.OverlayAddr()] = pr
+	s.byTag[pr.tag] = pr
+	return pr, nil
+}
+
+// applyInfo merges published addresses and tickets. pr.mu is held.
+func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, now time.Time) {
+	var tickets [][]byte
+	for _, t := range info.Tickets {
+		if len(t) == crypto.TicketSize {
+			tickets = append(tickets, slices.Clone(t))
+		}
+	}
+	if len(tickets) > 0 {
+		pr.tickets = tickets
+	}
+	if info.NAT != 0 {
+		pr.nat = info.NAT
+	}
+	if info.Reflexive.IsValid() {
+		pr.reflexive = unmap(info.Reflexive)
+	}
+	addrs := append([]netip.AddrPort{info.Reflexive}, info.Candidates...)
+	for _, a := range addrs {
+		s.addCand(pr, a, false, now)
+	}
+}
+
+// addCand adds a direct candidate if the socket can use it. pr.mu is held.
+func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned bool, now time.Time) *cand {
+	a = unmap(a)
+	if !a.IsValid() || a.Port() == 0 || !nat.Usable(a.Addr()) || !s.canSendTo(a) {
+		return nil
+	}
+	if c := pr.cands[a]; c != nil {
+		if !learned {
+			c.learned = false
+		}
+		return c
+	}
+	if len(pr.cands) >= maxCands {
+		// Evict the oldest learned candidate that is not active.
+		active := pr.route.Load()
+		var victim *cand
+		for _, c := range pr.cands {
+			if (active.kind == PathDirect && c.addr == active.addr) || !c.learned {
+				continue
+			}
+			if victim == nil || c.added.Before(victim.added) {
+				victim = c
+			}
+		}
+		if victim == nil {
+			return nil
+		}
+		delete(pr.cands, victim.addr)
+	}
+	c := &cand{addr: a, learned: learned, added: now}
+	pr.cands[a] = c
+	return c
+}
+
+// canSendTo reports whether the socket's family can reach a.
+func (s *Sock) canSendTo(a netip.AddrPort) bool {
+	bound := s.LocalAddrPort().Addr()
+	if bound.Is4() || bound.Is4In6() {
+		return a.Addr().Is4()
+	}
+	if bound.Is6() && !bound.IsUnspecified() {
+		return a.Addr().Is6() && !a.Addr().Is4In6()
+	}
+	return true
+}
+
+// fixRoute sets a usable route when the peer has none: the relay when a
+// ticket is known. pr.mu is held.
+func (s *Sock) fixRoute(pr *peer) {
+	r := pr.route.Load()
+	switch r.kind {
+	case PathDirect:
+		return
+	case PathRelay:
+		if len(pr.tickets) > 0 && !slices.Equal(r.ticket, pr.tickets[0]) {
+			pr.route.Store(&route{kind: PathRelay, ticket: pr.tickets[0]})
+		}
+		return
+	}
+	if len(pr.tickets) > 0 {
+		pr.route.Store(&route{kind: PathRelay, ticket: pr.tickets[0]})
+	}
+}
+
+// relayRoute is the route through the relay, or none. pr.mu is held.
+func (pr *peer) relayRoute() *route {
+	if len(pr.tickets) == 0 {
+		return &route{kind: PathNone}
+	}
+	return &route{kind: PathRelay, ticket: pr.tickets[0]}
+}
+
+func (s *Sock) peerByID(id crypto.PeerID) *peer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byAddr[id.OverlayAddr()]
+}
+
+// RemovePeer forgets a peer's path state.
+func (s *Sock) RemovePeer(id crypto.PeerID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pr := s.byAddr[id.OverlayAddr()]; pr != nil {
+		delete(s.byAddr, id.OverlayAddr())
+		if s.byTag[pr.tag] == pr {
+			delete(s.byTag, pr.tag)
+		}
+	}
+}
+
+func (s *Sock) peers() []*peer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*peer, 0, len(s.byAddr))
+	for _, pr := range s.byAddr {
+		out = append(out, pr)
+	}
+	return out
+}
+
+// Peer returns one peer's path state.
+func (s *Sock) Peer(id crypto.PeerID) (PeerStatus, bool) {
+	pr := s.peerByID(id)
+	if pr == nil {
+		return PeerStatus{}, false
+	}
+	return s.status(pr), true
+}
+
+// Peers returns every known peer's path state, ordered by peer ID.
+func (s *Sock) Peers() []PeerStatus {
+	ps := s.peers()
+	out := make([]PeerStatus, 0, len(ps))
+	for _, pr := range ps {
+		out = append(out, s.status(pr))
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int { return slices.Compare(a.ID[:], b.ID[:]) })
+	return out
+}
+
+func (s *Sock) status(pr *peer) PeerStatus {
+	r := pr.route.Load()
+	st := PeerStatus{ID: pr.id, Path: r.kind}
+	if ns := pr.lastSeen.Load(); ns != 0 {
+		st.LastSeen = time.Unix(0, ns)
+	}
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	switch r.kind {
+	case PathDirect:
+		st.Remote = r.addr
+		if c := pr.cands[r.addr]; c != nil {
+			st.RTT = c.rtt
+		}
+	case PathRelay:
+		st.Remote = s.relay.chosenAddr()
+		st.RTT = pr.relayRTT
+	}
+	return st
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}

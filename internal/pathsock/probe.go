@@ -1,0 +1,388 @@
+package pathsock
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// Upkeep limits.
+const (
+	maxPending      = 4096
+	learnedTTL      = time.Minute     // an unanswering learned candidate is forgotten
+	peerIdleTTL     = 5 * time.Minute // a peer with no traffic either way is forgotten
+	relayProbeEvery = 5 * time.Second // relay RTT measurement while in use
+)
+
+// probeTx is an outstanding probe.
+type probeTx struct {
+	peer   *peer
+	direct bool
+	addr   netip.AddrPort // direct: where it went; relay: the relay
+	sent   time.Time
+	done   chan struct{} // Ping waits here
+	fired  bool
+	rtt    time.Duration
+}
+
+func newTxID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic("crypto/rand failed: " + err.Error())
+		}
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// sealTo seals a message under a shared key. The frame carries the sender's
+// clock; PathUpdates carry a strictly increasing one, as receivers drop an
+// update not newer than the last.
+func (s *Sock) sealTo(out []byte, shared *[32]byte, body wire.Body) []byte {
+	t := s.now().UnixMilli()
+	if _, ok := body.(*wire.PathUpdate); ok {
+		for {
+			last := s.updClock.Load()
+			t = max(t, last+1)
+			if s.updClock.CompareAndSwap(last, t) {
+				break
+			}
+		}
+	}
+	return wire.SealFrame(out, s.me, shared, wire.Message{Time: t, Body: body})
+}
+
+// sendControl sends a sealed control frame to pr: directly to addr, or
+// through the relay when direct is false. It reports whether it went out.
+func (s *Sock) sendControl(pr *peer, body wire.Body, direct bool, addr netip.AddrPort, ticket []byte) bool {
+	bp := s.getBuf()
+	defer s.putBuf(bp)
+	if direct {
+		if s.dropDirect(addr) {
+			return false
+		}
+		return s.send(s.sealTo((*bp)[:0], pr.shared, body), addr)
+	}
+	relay := s.relay.chosenAddr()
+	if !relay.IsValid() || len(ticket) != crypto.TicketSize {
+		return false
+	}
+	inner := s.sealTo(make([]byte, 0, 256), pr.shared, body)
+	return s.send(wire.AppendRelaySend((*bp)[:0], ticket, s.myTag, inner), relay)
+}
+
+// sendProbe probes pr directly at addr, or through the relay. done, when
+// set, is closed when the reply comes (Ping). It returns the transaction
+// ID, 0 when nothing could be sent. pr.mu must not be held.
+func (s *Sock) sendProbe(pr *peer, direct bool, addr netip.AddrPort, done chan struct{}) uint64 {
+	if direct && s.cfg.NoDirect {
+		return 0
+	}
+	now := s.now()
+	tx := newTxID()
+	var ticket []byte
+	pr.mu.Lock()
+	if direct {
+		if c := pr.cands[addr]; c != nil {
+			c.lastSent = now
+			if c.unanswered == 0 {
+				c.firstUnanswered = now
+			}
+			c.unanswered++
+		}
+	} else {
+		if len(pr.tickets) == 0 {
+			pr.mu.Unlock()
+			return 0
+		}
+		ticket = pr.tickets[0]
+		pr.lastProbeR = now
+		addr = s.relay.chosenAddr()
+		if !addr.IsValid() {
+			pr.mu.Unlock()
+			return 0
+		}
+	}
+	pr.mu.Unlock()
+	s.pendMu.Lock()
+	if len(s.pending) >= maxPending && done == nil {
+		s.pendMu.Unlock()
+		return 0
+	}
+	s.pending[tx] = &probeTx{peer: pr, direct: direct, addr: addr, sent: now, done: done}
+	s.pendMu.Unlock()
+	// A cut path (test hook) swallows the probe: liveness sees it unanswered.
+	s.sendControl(pr, &wire.Probe{TxID: tx, Dest: addr}, direct, addr, ticket)
+	return tx
+}
+
+func (s *Sock) forgetProbe(tx uint64) {
+	s.pendMu.Lock()
+	delete(s.pending, tx)
+	s.pendMu.Unlock()
+}
+
+func (s *Sock) expirePending(now time.Time) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	for tx, p := range s.pending {
+		if p.done == nil && now.Sub(p.sent) > nat.ProbeTimeout {
+			delete(s.pending, tx)
+		}
+	}
+}
+
+// sealed handles a sealed frame from a peer, received directly or (direct
+// false) through the relay with sender tag relayTag.
+func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint64) {
+	sl, err := wire.ParseSealed(b)
+	if err != nil || sl.Sender == s.me {
+		return
+	}
+	if !direct && sl.Sender.Tag() != relayTag {
+		return
+	}
+	shared, err := s.keys.get(sl.Sender)
+	if err != nil {
+		return
+	}
+	m, err := sl.Open(shared)
+	if err != nil {
+		return
+	}
+	switch body := m.Body.(type) {
+	case *wire.Probe:
+		s.onProbe(sl.Sender, shared, body, from, direct)
+	case *wire.ProbeReply:
+		s.onProbeReply(sl.Sender, body, direct)
+	case *wire.PathUpdate:
+		s.onPathUpdate(sl.Sender, m.Time, body, from, direct)
+	}
+}
+
+// onProbe answers a probe on the path it came from. A direct probe from a
+// known peer also makes its source address a candidate, probed soon.
+func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, from netip.AddrPort, direct bool) {
+	if direct && s.cfg.NoDirect {
+		return
+	}
+	pr := s.peerByID(sender)
+	if direct {
+		reply := &wire.ProbeReply{TxID: p.TxID, Observed: from}
+		bp := s.getBuf()
+		s.send(s.sealTo((*bp)[:0], shared, reply), from)
+		s.putBuf(bp)
+		if pr != nil {
+			now := s.now()
+			pr.lastSeen.Store(now.UnixNano())
+			s.noticeSource(pr, from, now)
+		}
+		return
+	}
+	if pr == nil {
+		return // no ticket to answer through
+	}
+	pr.lastSeen.Store(s.now().UnixNano())
+	pr.mu.Lock()
+	var ticket []byte
+	if len(pr.tickets) > 0 {
+		ticket = pr.tickets[0]
+	}
+	pr.mu.Unlock()
+	s.sendControl(pr, &wire.ProbeReply{TxID: p.TxID}, false, netip.AddrPort{}, ticket)
+}
+
+// onProbeReply completes a probe: it measures the path and, for a direct
+// path, may make it the active one.
+func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct bool) {
+	now := s.now()
+	s.pendMu.Lock()
+	p := s.pending[r.TxID]
+	if p == nil || p.peer.id != sender || p.direct != direct {
+		s.pendMu.Unlock()
+		return
+	}
+	rtt := max(now.Sub(p.sent), time.Microsecond)
+	if p.done != nil {
+		if !p.fired {
+			p.fired, p.rtt = true, rtt
+			close(p.done)
+		}
+	} else {
+		delete(s.pending, r.TxID)
+	}
+	s.pendMu.Unlock()
+	pr := p.peer
+	pr.lastSeen.Store(now.UnixNano())
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if !direct {
+		pr.relayRTT = smooth(pr.relayRTT, rtt)
+		return
+	}
+	if s.cfg.NoDirect {
+		return
+	}
+	c := pr.cands[p.addr]
+	if c == nil {
+		if c = s.addCand(pr, p.addr, true, now); c == nil {
+			return
+		}
+	}
+	c.lastReply, c.unanswered = now, 0
+	c.rtt = smooth(c.rtt, rtt)
+	cur := pr.route.Load()
+	switch {
+	case cur.kind != PathDirect:
+		pr.route.Store(&route{kind: PathDirect, addr: c.addr})
+		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
+	case cur.addr != c.addr:
+		// Switch when the active path fails or is much slower, or when
+		// the peer no longer publishes it (its address changed) and does
+		// publish this one.
+		old := pr.cands[cur.addr]
+		if old == nil || old.unanswered >= nat.MissedProbes || c.rtt*4 < old.rtt*3 ||
+			(old.learned && !c.learned) ||
+			(old.unanswered > 0 && now.Sub(old.firstUnanswered) > 2*old.rtt+100*time.Millisecond) {
+			pr.route.Store(&route{kind: PathDirect, addr: c.addr})
+			s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
+		}
+	}
+}
+
+func smooth(old, sample time.Duration) time.Duration {
+	if old == 0 {
+		return sample
+	}
+	return (3*old + sample) / 4
+}
+
+// onPathUpdate applies a peer's new addresses and tickets and punches anew.
+func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, from netip.AddrPort, direct bool) {
+	pr := s.peerByID(sender)
+	if pr == nil || u.Info.ID != sender {
+		return
+	}
+	now := s.now()
+	pr.lastSeen.Store(now.UnixNano())
+	pr.mu.Lock()
+	if t <= pr.lastUpdate {
+		pr.mu.Unlock()
+		return // replayed or reordered
+	}
+	pr.lastUpdate = t
+	// Published addresses the update no longer lists may be forgotten.
+	for _, c := range pr.cands {
+		c.learned = true
+	}
+	s.applyInfo(pr, u.Info, now)
+	if !s.cfg.NoDirect {
+		pr.punch = nat.NewSchedule(now, now)
+	}
+	s.fixRoute(pr)
+	pr.mu.Unlock()
+	s.log.Debug("path update", "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
+	if direct {
+		s.noticeSource(pr, from, now)
+	}
+}
+
+// tickPeers runs every peer's probes and liveness checks.
+func (s *Sock) tickPeers(now time.Time) {
+	for _, pr := range s.peers() {
+		probes, relayProbe, forget := s.tickPeer(pr, now)
+		if forget {
+			s.log.Debug("forgetting idle peer", "peer", pr.id.Short())
+			s.RemovePeer(pr.id)
+			continue
+		}
+		for _, a := range probes {
+			s.sendProbe(pr, true, a, nil)
+		}
+		if relayProbe {
+			s.sendProbe(pr, false, netip.AddrPort{}, nil)
+		}
+	}
+}
+
+func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relayProbe, forget bool) {
+	lastSent := unixTime(pr.lastSent.Load())
+	lastSeen := unixTime(pr.lastSeen.Load())
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	punching := !s.cfg.NoDirect && pr.punch.Active(now)
+	if !punching && now.Sub(lastSent) > peerIdleTTL && now.Sub(lastSeen) > peerIdleTTL &&
+		now.Sub(pr.refreshed) > peerIdleTTL {
+		return nil, false, true
+	}
+	r := pr.route.Load()
+	if r.kind == PathDirect {
+		c := pr.cands[r.addr]
+		switch {
+		case c == nil || nat.Dead(now, c.unanswered, c.firstUnanswered):
+			r = s.fallback(pr, r, now)
+		case now.Sub(c.lastSent) >= nat.ProbeInterval(now, lastSent):
+			probes = append(probes, c.addr)
+		}
+	}
+	if !s.cfg.NoDirect {
+		for a, c := range pr.cands {
+			if r.kind == PathDirect && a == r.addr {
+				continue
+			}
+			if c.learned && now.Sub(c.added) > learnedTTL && now.Sub(c.lastReply) > learnedTTL {
+				delete(pr.cands, a)
+				continue
+			}
+			switch {
+			case punching:
+				if pr.punch.Due(now, c.lastSent) {
+					probes = append(probes, a)
+				}
+			case r.kind != PathDirect:
+				if now.Sub(c.lastSent) >= nat.UpgradeInterval {
+					probes = append(probes, a)
+				}
+			}
+		}
+	}
+	if r.kind == PathRelay && now.Sub(lastSent) < nat.TrafficWindow && now.Sub(pr.lastProbeR) >= relayProbeEvery {
+		relayProbe = true
+	}
+	return probes, relayProbe, false
+}
+
+// fallback leaves a dead direct path for another live direct candidate, or
+// the relay. pr.mu is held.
+func (s *Sock) fallback(pr *peer, dead *route, now time.Time) *route {
+	var best *cand
+	for _, c := range pr.cands {
+		if c.addr == dead.addr || c.unanswered > 0 || now.Sub(c.lastReply) > 2*nat.ActiveProbeInterval {
+			continue
+		}
+		if best == nil || c.rtt < best.rtt {
+			best = c
+		}
+	}
+	nr := pr.relayRoute()
+	if best != nil {
+		nr = &route{kind: PathDirect, addr: best.addr}
+	}
+	pr.route.Store(nr)
+	s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", dead.addr.String(), "now", nr.kind)
+	return nr
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

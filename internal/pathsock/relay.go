@@ -1,0 +1,217 @@
+package pathsock
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// relays is the layer's relay bindings. Every relay the rendezvous lists is
+// bound (each binding keeps a NAT mapping alive and measures the RTT); the
+// lowest-RTT one is chosen: its ticket is published, and all relayed
+// traffic goes to it. Relay instances share their ticket keys (they sit
+// behind one anycast address), so the chosen relay forwards to any peer's
+// ticket.
+type relays struct {
+	mu     sync.Mutex
+	list   []string
+	binds  map[netip.AddrPort]*binding
+	force  bool // rebind every relay at the next tick
+	chosen atomic.Pointer[netip.AddrPort]
+}
+
+// binding is one relay's state.
+type binding struct {
+	name     string
+	sent     time.Time // last RelayBind sent
+	bound    time.Time // last RelayBound received
+	rtt      time.Duration
+	ticket   []byte
+	expiry   time.Time
+	observed netip.AddrPort
+}
+
+// RelayStatus describes the chosen relay.
+type RelayStatus struct {
+	Addr     netip.AddrPort
+	Name     string
+	RTT      time.Duration
+	Observed netip.AddrPort // this peer's address as the relay sees it
+	Expiry   time.Time      // of the current ticket
+}
+
+func (r *relays) chosenAddr() netip.AddrPort {
+	if p := r.chosen.Load(); p != nil {
+		return *p
+	}
+	return netip.AddrPort{}
+}
+
+func resolveUDP(hostport string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddrPort(hostport); err == nil {
+		return unmap(a), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("relay address %q: %w", hostport, err)
+	}
+	p, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("relay address %q: %w", hostport, err)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("relay address %q: resolve: %w", hostport, err)
+	}
+	return netip.AddrPortFrom(ips[0].Unmap(), uint16(p)), nil
+}
+
+// SetRelays sets the relays to bind (host:port, from the rendezvous'
+// Registered). Names are resolved in the background.
+func (s *Sock) SetRelays(list []string) {
+	s.relay.mu.Lock()
+	if slices.Equal(list, s.relay.list) {
+		s.relay.mu.Unlock()
+		return
+	}
+	s.relay.list = slices.Clone(list)
+	s.relay.mu.Unlock()
+	go s.resolveRelays(slices.Clone(list))
+}
+
+func (s *Sock) resolveRelays(list []string) {
+	addrs := map[netip.AddrPort]string{}
+	for _, name := range list {
+		a, err := s.cfg.Resolve(name)
+		if err != nil {
+			s.log.Warn("relay unusable", "relay", name, "err", err)
+			continue
+		}
+		if !s.canSendTo(a) {
+			continue
+		}
+		addrs[a] = name
+	}
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	if !slices.Equal(list, s.relay.list) {
+		return // superseded
+	}
+	binds := map[netip.AddrPort]*binding{}
+	for a, name := range addrs {
+		if old := s.relay.binds[a]; old != nil {
+			binds[a] = old
+			continue
+		}
+		binds[a] = &binding{name: name}
+	}
+	s.relay.binds = binds
+	if c := s.relay.chosen.Load(); c != nil && binds[*c] == nil {
+		s.relay.chosen.Store(nil)
+	}
+	s.relay.force = true
+}
+
+// tickRelays sends due RelayBinds: at first and on request at once, then
+// every nat.RelayRebindInterval, retrying every nat.RelayRetryInterval while
+// unanswered.
+func (s *Sock) tickRelays(now time.Time) {
+	var due []netip.AddrPort
+	s.relay.mu.Lock()
+	force := s.relay.force
+	s.relay.force = false
+	for a, b := range s.relay.binds {
+		need := force || b.bound.IsZero() || now.Sub(b.bound) >= nat.RelayRebindInterval
+		if need && (force || now.Sub(b.sent) >= nat.RelayRetryInterval) {
+			b.sent = now
+			due = append(due, a)
+		}
+	}
+	s.relay.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	bp := s.getBuf()
+	defer s.putBuf(bp)
+	frame := wire.AppendRelayBind((*bp)[:0], s.id, now)
+	for _, a := range due {
+		s.send(frame, a)
+	}
+}
+
+// relayBound takes a relay's answer to a bind.
+func (s *Sock) relayBound(b []byte, from netip.AddrPort) {
+	ticket, observed, expiry, err := wire.ParseRelayBound(b)
+	if err != nil {
+		return
+	}
+	now := s.now()
+	s.relay.mu.Lock()
+	bd := s.relay.binds[from]
+	if bd == nil || bd.sent.IsZero() {
+		s.relay.mu.Unlock()
+		return // unsolicited
+	}
+	bd.rtt = smooth(bd.rtt, max(now.Sub(bd.sent), time.Microsecond))
+	bd.bound = now
+	bd.ticket, bd.expiry = ticket, expiry
+	prevObserved := bd.observed
+	bd.observed = unmap(observed)
+	changed := false
+	cur := s.relay.chosenAddr()
+	curB := s.relay.binds[cur]
+	switch {
+	case curB == nil || curB.bound.IsZero() || now.Sub(curB.bound) > 2*nat.RelayRebindInterval+nat.RelayRetryInterval:
+		changed = cur != from
+		s.relay.chosen.Store(&from)
+	case cur != from && bd.rtt*4 < curB.rtt*3:
+		changed = true
+		s.relay.chosen.Store(&from)
+	case cur == from && prevObserved != bd.observed:
+		changed = true
+	}
+	s.relay.mu.Unlock()
+	if changed {
+		s.log.Info("relay bound", "relay", from.String(), "observed", observed.String(), "rtt", bd.rtt)
+		s.localChanged("relay ticket changed")
+	}
+}
+
+// Tickets returns the tickets to publish: the chosen relay's, while valid.
+func (s *Sock) Tickets() [][]byte {
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	b := s.relay.binds[s.relay.chosenAddr()]
+	if b == nil || b.ticket == nil || !s.now().Before(b.expiry) {
+		return nil
+	}
+	return [][]byte{slices.Clone(b.ticket)}
+}
+
+// Relay describes the chosen relay; ok is false while there is none.
+func (s *Sock) Relay() (RelayStatus, bool) {
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	a := s.relay.chosenAddr()
+	b := s.relay.binds[a]
+	if b == nil {
+		return RelayStatus{}, false
+	}
+	return RelayStatus{Addr: a, Name: b.name, RTT: b.rtt, Observed: b.observed, Expiry: b.expiry}, true
+}
+
+func (s *Sock) forceRebind() {
+	s.relay.mu.Lock()
+	s.relay.force = true
+	s.relay.mu.Unlock()
+}

@@ -1,0 +1,401 @@
+package pathsock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/nat"
+)
+
+// readBufSize leaves room to notice oversized datagrams.
+const readBufSize = 2048
+
+// maintenanceTick is the period of the path upkeep loop.
+const maintenanceTick = 100 * time.Millisecond
+
+// inPacket is a received QUIC packet waiting for ReadFrom.
+type inPacket struct {
+	bp   *[]byte
+	off  int
+	n    int
+	from *net.UDPAddr
+}
+
+// Sock is the path layer: the peer's UDP socket and every peer's path. It
+// implements net.PacketConn for quic-go (see ReadFrom and WriteTo).
+type Sock struct {
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	id    *crypto.Identity
+	me    crypto.PeerID
+	myTag uint64
+	vaddr *net.UDPAddr
+
+	conn     atomic.Pointer[net.UDPConn]
+	gso, gro atomic.Bool // the socket's offloads
+	out      chan outPacket
+	connMu   sync.Mutex // serialises socket replacement
+	lastHeal atomic.Int64
+
+	in        chan inPacket
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	dlMu     sync.Mutex
+	deadline time.Time
+	dlWake   chan struct{}
+
+	bufs sync.Pool
+
+	mu     sync.RWMutex
+	byAddr map[netip.Addr]*peer
+	byTag  map[uint64]*peer
+	stash  []stashed
+
+	keys keyCache
+
+	pendMu  sync.Mutex
+	pending map[uint64]*probeTx
+
+	relay    relays
+	local    localState
+	updClock atomic.Int64 // last PathUpdate time sent
+
+	stats Stats
+}
+
+// Stats counts what the layer did; read with Sock.Stats.
+type Stats struct {
+	DirectSent, RelaySent, Dropped, Received, QueueFull, Stashed atomic.Uint64
+}
+
+// New opens (or adopts) the socket and starts the layer.
+func New(cfg Config) (*Sock, error) {
+	s, err := newSock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(3)
+	go s.readLoop()
+	go s.writeLoop()
+	go s.maintain()
+	return s, nil
+}
+
+// newSock makes the layer without starting its goroutines (the fuzz target
+// drives handle by itself).
+func newSock(cfg Config) (*Sock, error) {
+	if cfg.Identity == nil {
+		return nil, ErrNoIdentity
+	}
+	cfg.setDefaults()
+	s := &Sock{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		id:      cfg.Identity,
+		me:      cfg.Identity.ID(),
+		myTag:   cfg.Identity.ID().Tag(),
+		vaddr:   VirtualAddr(cfg.Identity.ID()),
+		in:      make(chan inPacket, cfg.QueueLen),
+		out:     make(chan outPacket, outQueue),
+		closed:  make(chan struct{}),
+		dlWake:  make(chan struct{}),
+		byAddr:  map[netip.Addr]*peer{},
+		byTag:   map[uint64]*peer{},
+		pending: map[uint64]*probeTx{},
+	}
+	s.bufs.New = func() any { b := make([]byte, readBufSize); return &b }
+	s.keys.init(cfg.Identity)
+	conn := cfg.Conn
+	if conn == nil {
+		var err error
+		conn, err = listen(cfg.ListenAddr)
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.setConn(conn)
+	s.local.init()
+	s.refreshLocal() // initial candidates; no change callback yet
+	return s, nil
+}
+
+func listen(addr string) (*net.UDPConn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	c, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	// Large buffers matter at QUIC speeds; failures only cost speed.
+	_ = c.SetReadBuffer(4 << 20)
+	_ = c.SetWriteBuffer(4 << 20)
+	return c, nil
+}
+
+// setConn installs a socket and its offloads.
+func (s *Sock) setConn(c *net.UDPConn) {
+	gso, gro := enableOffload(c)
+	s.gso.Store(gso)
+	s.gro.Store(gro)
+	s.conn.Store(c)
+}
+
+// ID returns this peer's ID.
+func (s *Sock) ID() crypto.PeerID { return s.me }
+
+// LocalAddrPort returns the real socket's bound address.
+func (s *Sock) LocalAddrPort() netip.AddrPort {
+	return s.conn.Load().LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Close stops the layer and closes the socket.
+func (s *Sock) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.connMu.Lock()
+		err = s.conn.Load().Close()
+		s.connMu.Unlock()
+		s.wg.Wait()
+		s.pendMu.Lock()
+		for tx, p := range s.pending {
+			delete(s.pending, tx)
+			if p.done != nil {
+				close(p.done)
+			}
+		}
+		s.pendMu.Unlock()
+	})
+	return err
+}
+
+func (s *Sock) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Rebind replaces the socket with a new one on addr (":0" picks a new
+// port, "" keeps the current address). Sessions continue: the layer
+// re-registers, re-binds the relay and tells every peer its new address.
+// Besides healing a broken socket, it simulates a NAT rebinding in tests.
+func (s *Sock) Rebind(addr string) error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.isClosed() {
+		return net.ErrClosed
+	}
+	old := s.conn.Load()
+	if addr == "" {
+		addr = old.LocalAddr().String()
+		// Free the port first: the new socket takes the same one.
+		old.Close()
+	}
+	c, err := listen(addr)
+	if err != nil {
+		return err
+	}
+	s.setConn(c)
+	old.Close()
+	s.log.Info("socket rebound", "addr", c.LocalAddr().String())
+	s.refreshLocal()
+	s.localChanged("socket rebound")
+	return nil
+}
+
+// heal recreates the socket on the same port after a send failed in a way
+// that says the socket's address is gone. At most once a second.
+func (s *Sock) heal(err error) {
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.EBADF) && !errors.Is(err, syscall.EINVAL) {
+		return
+	}
+	now := s.now().UnixNano()
+	last := s.lastHeal.Load()
+	if now-last < int64(time.Second) || !s.lastHeal.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		if err := s.Rebind(""); err != nil && !s.isClosed() {
+			s.log.Warn("recreating socket failed", "err", err)
+		}
+	}()
+}
+
+// WriteRaw sends b as it is to addr from the layer's socket (the rendezvous
+// client's and the STUN client's Send).
+func (s *Sock) WriteRaw(b []byte, to netip.AddrPort) error {
+	_, err := s.conn.Load().WriteToUDPAddrPort(b, to)
+	if err != nil {
+		if s.isClosed() {
+			return net.ErrClosed
+		}
+		s.heal(err)
+	}
+	return err
+}
+
+// send writes a frame, counting and healing failures; it never reports an
+// error (UDP is lossy anyway, and QUIC kills a connection on write errors).
+func (s *Sock) send(b []byte, to netip.AddrPort) bool {
+	if _, err := s.conn.Load().WriteToUDPAddrPort(b, to); err != nil {
+		s.stats.Dropped.Add(1)
+		if !s.isClosed() {
+			s.heal(err)
+		}
+		return false
+	}
+	return true
+}
+
+// dropDirect asks the test hook about a direct frame.
+func (s *Sock) dropDirect(remote netip.AddrPort) bool {
+	return s.cfg.DropDirect != nil && s.cfg.DropDirect(remote)
+}
+
+func (s *Sock) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
+
+func (s *Sock) putBuf(bp *[]byte) {
+	*bp = (*bp)[:cap(*bp)]
+	s.bufs.Put(bp)
+}
+
+func (s *Sock) readLoop() {
+	defer s.wg.Done()
+	big := make([]byte, 1<<16)
+	oob := make([]byte, 128)
+	for {
+		conn := s.conn.Load()
+		var (
+			n, oobn int
+			from    netip.AddrPort
+			err     error
+			bp      *[]byte
+		)
+		gro := s.gro.Load()
+		if gro {
+			n, oobn, _, from, err = conn.ReadMsgUDPAddrPort(big, oob)
+		} else {
+			bp = s.getBuf()
+			n, from, err = conn.ReadFromUDPAddrPort(*bp)
+		}
+		if err != nil {
+			if bp != nil {
+				s.putBuf(bp)
+			}
+			if s.isClosed() {
+				return
+			}
+			if conn != s.conn.Load() {
+				continue // the socket was replaced
+			}
+			if errors.Is(err, net.ErrClosed) {
+				// Being replaced right now: wait for the new one.
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			s.log.Debug("read", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if !gro {
+			s.handle(bp, n, from)
+			continue
+		}
+		// A coalesced read holds same-size datagrams back to back.
+		seg := groSize(oob[:oobn])
+		if seg <= 0 || seg > readBufSize {
+			seg = n
+		}
+		for off := 0; off < n; off += seg {
+			end := min(off+seg, n)
+			if end-off > readBufSize {
+				break
+			}
+			bp := s.getBuf()
+			k := copy(*bp, big[off:end])
+			s.handle(bp, k, from)
+		}
+	}
+}
+
+// maintain runs the timers: probes, liveness, relay binding, address
+// polling, announcements.
+func (s *Sock) maintain() {
+	defer s.wg.Done()
+	t := time.NewTicker(maintenanceTick)
+	defer t.Stop()
+	lastPoll := time.Time{}
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		s.tickPeers(now)
+		s.tickRelays(now)
+		if now.Sub(lastPoll) >= nat.AddrPollInterval {
+			lastPoll = now
+			if s.refreshLocal() {
+				s.localChanged("interface addresses changed")
+			}
+			s.expirePending(now)
+			s.expireStash(now)
+		}
+		s.tickAnnounce(now)
+	}
+}
+
+// Ping sends a probe to peer over its active path and waits for the reply.
+func (s *Sock) Ping(ctx context.Context, id crypto.PeerID) (PeerStatus, error) {
+	pr := s.peerByID(id)
+	if pr == nil {
+		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrUnknownPeer)
+	}
+	r := pr.route.Load()
+	if r == nil || r.kind == PathNone {
+		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrNoPath)
+	}
+	done := make(chan struct{})
+	tx := s.sendProbe(pr, r.kind == PathDirect, r.addr, done)
+	if tx == 0 {
+		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrNoPath)
+	}
+	defer s.forgetProbe(tx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return PeerStatus{}, fmt.Errorf("ping %s over %s: %w: %w", id.Short(), r.kind, ErrPingTimeout, ctx.Err())
+	}
+	s.pendMu.Lock()
+	p := s.pending[tx]
+	s.pendMu.Unlock()
+	if p == nil || p.rtt == 0 {
+		return PeerStatus{}, fmt.Errorf("ping %s: %w", id.Short(), net.ErrClosed)
+	}
+	st := PeerStatus{ID: id, Path: PathRelay, RTT: p.rtt, LastSeen: s.now()}
+	if p.direct {
+		st.Path, st.Remote = PathDirect, p.addr
+	} else {
+		st.Remote = p.addr
+	}
+	return st, nil
+}

@@ -1,0 +1,151 @@
+package relay
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// handleFixture is a Server and worker with fixed keys and clock, for the
+// pure handler.
+type handleFixture struct {
+	w     *worker
+	keys  *crypto.TicketKeys
+	now   time.Time
+	id    *crypto.Identity
+	dst   netip.AddrPort
+	send  []byte // a valid RelaySend to dst
+	bind  []byte // a valid RelayBind from id
+	reply []byte
+}
+
+func newHandleFixture(tb testing.TB, rl RateLimit) *handleFixture {
+	tb.Helper()
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	keys := mustKeys(tb, 1, map[byte][]byte{1: testKey(1)}, clock)
+	srv, err := New(Config{Keys: keys, Now: clock, RateLimit: rl})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := crypto.IdentityFromSeed(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort("127.0.0.1:4000")
+	ticket := keys.Seal(nil, crypto.Ticket{Addr: dst, ID: id.ID(), Expiry: now.Add(time.Minute)})
+	return &handleFixture{
+		w: srv.newWorker(), keys: keys, now: now, id: id, dst: dst,
+		send:  wire.AppendRelaySend(nil, ticket, 42, bytes.Repeat([]byte{0xab}, 1200)),
+		bind:  wire.AppendRelayBind(nil, id, now),
+		reply: make([]byte, 0, wire.RelayBoundLen),
+	}
+}
+
+var testSrc = netip.MustParseAddrPort("127.0.0.1:5000")
+
+func TestHandleForwardDoesNotAllocate(t *testing.T) {
+	f := newHandleFixture(t, RateLimit{})
+	pkt := make([]byte, len(f.send))
+	allocs := testing.AllocsPerRun(1000, func() {
+		copy(pkt, f.send)
+		act, out, dst := f.w.handle(pkt, testSrc, f.now, f.now.UnixNano(), f.reply)
+		if act != actForward || dst != f.dst || len(out) != len(f.send)-crypto.TicketSize {
+			t.Fatalf("handle: %v %v %d", act, dst, len(out))
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("forwarding allocates %.1f times per packet, want 0", allocs)
+	}
+}
+
+func TestHandleBindReplyIsSmaller(t *testing.T) {
+	f := newHandleFixture(t, RateLimit{})
+	act, out, dst := f.w.handle(f.bind, testSrc, f.now, f.now.UnixNano(), f.reply)
+	if act != actReply || dst != testSrc {
+		t.Fatalf("bind: action %v to %v", act, dst)
+	}
+	if len(out) > len(f.bind) {
+		t.Fatalf("reply of %d bytes to a bind of %d", len(out), len(f.bind))
+	}
+	ticket, observed, _, err := wire.ParseRelayBound(out)
+	if err != nil || observed != testSrc {
+		t.Fatalf("reply: %v, observed %v", err, observed)
+	}
+	tk, err := f.keys.Open(ticket)
+	if err != nil || tk.Addr != testSrc || tk.ID != f.id.ID() {
+		t.Fatalf("ticket: %v %+v", err, tk)
+	}
+}
+
+func BenchmarkHandleForward(b *testing.B) {
+	// The limiter stays on (its cost is part of the path) but never bites.
+	f := newHandleFixture(b, RateLimit{Burst: 1e15})
+	pkt := make([]byte, len(f.send))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(f.send)))
+	for b.Loop() {
+		copy(pkt, f.send)
+		if act, _, _ := f.w.handle(pkt, testSrc, f.now, f.now.UnixNano(), f.reply); act != actForward {
+			b.Fatal("not forwarded")
+		}
+	}
+}
+
+func BenchmarkHandleBind(b *testing.B) {
+	f := newHandleFixture(b, RateLimit{Disabled: true, BindsPerSecond: -1})
+	b.ReportAllocs()
+	for b.Loop() {
+		if act, _, _ := f.w.handle(f.bind, testSrc, f.now, f.now.UnixNano(), f.reply); act != actReply {
+			b.Fatal("not answered")
+		}
+	}
+}
+
+// FuzzHandle feeds the relay's packet handler arbitrary datagrams: it must
+// not panic, never send more than it got, forward only what opens under its
+// keys (to the address inside), and answer only valid binds.
+func FuzzHandle(f *testing.F) {
+	fx := newHandleFixture(f, RateLimit{Disabled: true, BindsPerSecond: -1})
+	f.Add(fx.send)
+	f.Add(fx.bind)
+	f.Add(fx.send[:wire.RelaySendOverhead])
+	f.Add(fx.send[:wire.RelaySendOverhead-1])
+	f.Add(fx.bind[:wire.RelayBindMin-1])
+	f.Add([]byte{wire.TypeRelaySend, wire.Version})
+	f.Add([]byte{wire.TypeRelayed, wire.Version, 1, 2, 3, 4, 5, 6, 7, 8})
+	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		pkt := append([]byte(nil), in...)
+		act, out, dst := fx.w.handle(pkt, testSrc, fx.now, fx.now.UnixNano(), fx.reply)
+		if len(out) > len(in) {
+			t.Fatalf("out %d bytes > in %d", len(out), len(in))
+		}
+		switch act {
+		case actDrop:
+			if out != nil {
+				t.Fatal("dropped but returned bytes")
+			}
+		case actForward:
+			tk, err := fx.keys.Open(in[wire.HeaderLen:])
+			if err != nil || tk.Addr != dst {
+				t.Fatalf("forwarded to %v a frame whose ticket gives %v, %v", dst, tk.Addr, err)
+			}
+			if out[0] != wire.TypeRelayed || !bytes.Equal(out[wire.HeaderLen:], in[wire.HeaderLen+crypto.TicketSize:]) {
+				t.Fatal("forwarded frame is not the Relayed form of the input")
+			}
+		case actReply:
+			if _, _, err := wire.ParseRelayBind(in); err != nil {
+				t.Fatalf("answered an invalid bind: %v", err)
+			}
+			if _, obs, _, err := wire.ParseRelayBound(out); err != nil || obs != testSrc || dst != testSrc {
+				t.Fatalf("bad reply: %v %v %v", err, obs, dst)
+			}
+		}
+	})
+}

@@ -1,0 +1,187 @@
+package rendezvous
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// Defaults of Config.
+const (
+	DefaultTTL          = 90 * time.Second
+	DefaultRefresh      = 20 * time.Second
+	DefaultMaxSkew      = 30 * time.Second
+	DefaultPunchDelay   = 150 * time.Millisecond
+	DefaultTURNTTL      = time.Hour
+	DefaultKeyCache     = 1 << 16
+	DefaultReplayCache  = 1 << 20
+	DefaultRate         = 50
+	DefaultBurst        = 100
+	DefaultRateSources  = 1 << 16
+	DefaultInstanceName = "rendezvous"
+)
+
+// RateLimit is the per-source token bucket every datagram passes before any
+// other work. Sources are IPv4 addresses and IPv6 /64 prefixes: a NATed
+// network shares one bucket, so size it for many peers behind one address
+// (each sends a Register every Refresh, plus its Connects).
+type RateLimit struct {
+	// PerSecond is the sustained rate a source may send, in datagrams per
+	// second. Default DefaultRate; negative disables rate limiting.
+	PerSecond float64
+	// Burst is the bucket depth. Default DefaultBurst.
+	Burst int
+	// Sources bounds how many sources are tracked at once; beyond it a
+	// random tracked source is forgotten (its bucket starts full again).
+	// Default DefaultRateSources.
+	Sources int
+}
+
+// Config configures a Server.
+type Config struct {
+	// Identity is the server's key pair; peers pin its public key.
+	// Required.
+	Identity *crypto.Identity
+	// Registry stores the registrations. Required. Several Servers may
+	// share one.
+	Registry discovery.Registry
+	// Cookies makes and checks address-validation cookies. Required; every
+	// instance behind one address must share its secret.
+	Cookies *crypto.CookieJar
+	// Relays are the relay servers' UDP addresses (host:port) advertised in
+	// Registered; StreamRelays their TLS stream URLs.
+	Relays, StreamRelays []string
+	// TURNSecret, when set, makes Registered carry TURN REST-API
+	// credentials valid TURNTTL (default DefaultTURNTTL) for TURNURIs.
+	TURNSecret []byte
+	TURNURIs   []string
+	TURNTTL    time.Duration
+	// TTL is how long a registration lives (default DefaultTTL), Refresh
+	// how often peers are told to renew it (default DefaultRefresh). Both
+	// are whole seconds on the wire, at most 65535.
+	TTL, Refresh time.Duration
+	// Instance names this instance in Registered and in records. Default
+	// DefaultInstanceName.
+	Instance string
+	// JoinToken, when set, is required in every Register (compared in
+	// constant time).
+	JoinToken []byte
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics; nil keeps them unexported.
+	// Several Servers may share one: the second reuses the first's
+	// collectors.
+	Registerer prometheus.Registerer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// RateLimit limits every source.
+	RateLimit RateLimit
+	// MaxSkew is how far a message's clock may be from ours. Default
+	// DefaultMaxSkew.
+	MaxSkew time.Duration
+	// PunchDelay is how far ahead of now the punch start is set, so that
+	// both peers get their message first. Default DefaultPunchDelay.
+	PunchDelay time.Duration
+	// KeyCache bounds how many peers' shared keys are cached (each miss
+	// costs an X25519 scalar multiplication). Default DefaultKeyCache.
+	KeyCache int
+	// ReplayCache bounds the (sender, nonce) pairs remembered for replay
+	// rejection; when full, new messages are refused until the window
+	// rotates. Default DefaultReplayCache (about 50 MB at most).
+	ReplayCache int
+	// Workers is the number of goroutines reading each served socket.
+	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
+	// Redis).
+	Workers int
+}
+
+func (c *Config) validate() error {
+	if c.Identity == nil {
+		return fmt.Errorf("%w: Identity is required", ErrConfig)
+	}
+	if c.Registry == nil {
+		return fmt.Errorf("%w: Registry is required", ErrConfig)
+	}
+	if c.Cookies == nil {
+		return fmt.Errorf("%w: Cookies is required (a CookieJar over a secret shared by all instances)", ErrConfig)
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Refresh == 0 {
+		c.Refresh = DefaultRefresh
+	}
+	if c.TTL < time.Second || c.TTL > 65535*time.Second {
+		return fmt.Errorf("%w: TTL %v: want 1s to 65535s", ErrConfig, c.TTL)
+	}
+	if c.Refresh < time.Second || c.Refresh >= c.TTL {
+		return fmt.Errorf("%w: refresh %v: want at least 1s and below the TTL %v", ErrConfig, c.Refresh, c.TTL)
+	}
+	if c.TURNTTL == 0 {
+		c.TURNTTL = DefaultTURNTTL
+	}
+	if c.Instance == "" {
+		c.Instance = DefaultInstanceName
+	}
+	if c.Logger == nil {
+		c.Logger = obs.Discard()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = DefaultMaxSkew
+	}
+	if c.PunchDelay <= 0 {
+		c.PunchDelay = DefaultPunchDelay
+	}
+	if c.KeyCache <= 0 {
+		c.KeyCache = DefaultKeyCache
+	}
+	if c.ReplayCache <= 0 {
+		c.ReplayCache = DefaultReplayCache
+	}
+	if c.Workers <= 0 {
+		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	rl := &c.RateLimit
+	if rl.PerSecond == 0 {
+		rl.PerSecond = DefaultRate
+	}
+	if rl.Burst <= 0 {
+		rl.Burst = DefaultBurst
+	}
+	if rl.Sources <= 0 {
+		rl.Sources = DefaultRateSources
+	}
+	for _, list := range [][]string{c.Relays, c.StreamRelays, c.TURNURIs} {
+		if len(list) > wire.MaxCandidates {
+			return fmt.Errorf("%w: at most %d relays, stream relays or TURN URIs each", ErrConfig, wire.MaxCandidates)
+		}
+		for _, s := range list {
+			if s == "" || len(s) > wire.MaxString {
+				return fmt.Errorf("%w: relay or URI %q: want 1 to %d bytes", ErrConfig, s, wire.MaxString)
+			}
+		}
+	}
+	if len(c.Instance) > wire.MaxString {
+		return fmt.Errorf("%w: instance name longer than %d bytes", ErrConfig, wire.MaxString)
+	}
+	// The largest Registered must fit one frame.
+	worst := wire.Registered{
+		Relays: c.Relays, StreamRelays: c.StreamRelays, TURNURIs: c.TURNURIs, Instance: c.Instance,
+		TURNUser: string(make([]byte, 64)), TURNPass: string(make([]byte, 28)),
+	}
+	if n := len(wire.AppendMessage(nil, wire.Message{Body: &worst})) + wire.SealedOverhead; n > wire.MaxFrame {
+		return fmt.Errorf("%w: relays, URIs and instance name make a %d-byte Registered; at most %d fit a frame", ErrConfig, n, wire.MaxFrame)
+	}
+	return nil
+}

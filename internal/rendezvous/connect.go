@@ -1,0 +1,105 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// connect introduces the sender (A) to its target (B): B gets a Punch with
+// A's addresses at its registered reflexive address, A a ConnectReply with
+// B's, both with the same start time. A target that is not registered and
+// one whose policy refuses A get the same ConnectReply{Found: false}.
+func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire.Connect) []outPacket {
+	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
+		return s.challenge(sc, req, wire.MsgConnect)
+	}
+	s.m.lookups.Inc()
+	self, err := s.cfg.Registry.Get(ctx, req.sender)
+	switch {
+	case errors.Is(err, discovery.ErrNotFound):
+		return s.errorReply(sc, req, wire.ErrCodeNotRegistered, wire.MsgConnect, "register first")
+	case err != nil:
+		return s.registryError(sc, req, err)
+	}
+	target, err := s.lookup(ctx, m)
+	switch {
+	case errors.Is(err, discovery.ErrNotFound):
+		return s.notFound(sc, req, m.TxID)
+	case err != nil:
+		return s.registryError(sc, req, err)
+	}
+	if !target.Policy.Admits(req.sender) {
+		return s.notFound(sc, req, m.TxID)
+	}
+	tkey, err := s.keyFor(target.ID)
+	if err != nil { // a registered key always works; be safe anyway
+		return s.notFound(sc, req, m.TxID)
+	}
+	s.m.connectsFound.Inc()
+	start := req.now.Add(s.cfg.PunchDelay).UnixMilli()
+	p := &sc.punch
+	*p = wire.Punch{TxID: m.TxID, Start: start, Peer: wire.PeerInfo{
+		ID:         req.sender,
+		Reflexive:  req.from, // fresher than the record's, should A have moved
+		Candidates: self.Candidates,
+		Tickets:    self.Tickets,
+		NAT:        self.NAT,
+	}}
+	s.reply(sc, 0, req, target.Reflexive, &tkey, p)
+	s.m.punches.Inc()
+	r := &sc.reply
+	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Peer: wire.PeerInfo{
+		ID:         target.ID,
+		Reflexive:  target.Reflexive,
+		Candidates: target.Candidates,
+		Tickets:    target.Tickets,
+		NAT:        target.NAT,
+	}}
+	s.reply(sc, 1, req, req.from, &req.key, r)
+	return sc.replies
+}
+
+// lookup finds the Connect's target by peer ID, else by overlay address.
+func (s *Server) lookup(ctx context.Context, m *wire.Connect) (discovery.Record, error) {
+	s.m.lookups.Inc()
+	switch {
+	case !m.Target.IsZero():
+		return s.cfg.Registry.Get(ctx, m.Target)
+	case m.TargetAddr.IsValid() && crypto.IsOverlay(m.TargetAddr):
+		return s.cfg.Registry.GetByAddr(ctx, m.TargetAddr)
+	}
+	return discovery.Record{}, discovery.ErrNotFound
+}
+
+func (s *Server) notFound(sc *scratch, req *request, txID uint64) []outPacket {
+	s.m.connectsNone.Inc()
+	r := &sc.reply
+	*r = wire.ConnectReply{TxID: txID}
+	s.reply(sc, 0, req, req.from, &req.key, r)
+	return sc.replies
+}
+
+func (s *Server) registryError(sc *scratch, req *request, err error) []outPacket {
+	s.m.registryErrs.Inc()
+	s.log.Warn("registry lookup failed", "peer", req.sender.Short(), "err", err)
+	return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgConnect, "registry unavailable")
+}
+
+// keyFor returns the box key shared with a registered peer, computing and
+// caching it when this instance has not met the peer yet.
+func (s *Server) keyFor(id crypto.PeerID) ([32]byte, error) {
+	if k, ok := s.keys.get(&id); ok {
+		return k, nil
+	}
+	s.m.keyComputes.Inc()
+	k, err := s.cfg.Identity.SharedKey(id)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	s.keys.put(&id, k)
+	return *k, nil
+}

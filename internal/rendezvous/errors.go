@@ -1,0 +1,9 @@
+package rendezvous
+
+import "errors"
+
+// Errors returned by New and Run.
+var (
+	// ErrConfig marks an invalid Config or Options.
+	ErrConfig = errors.New("invalid rendezvous configuration")
+)

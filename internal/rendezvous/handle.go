@@ -1,0 +1,142 @@
+package rendezvous
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/replay"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// msgHeaderLen is a message plaintext's type and clock.
+const msgHeaderLen = 1 + 8
+
+// handle is the whole protocol step: one datagram in, the datagrams to send
+// out. The replies alias sc and are valid until sc is used again.
+func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, pkt []byte) []outPacket {
+	sc.replies = sc.replies[:0]
+	now := s.cfg.Now()
+	s.m.packets.Inc()
+	if !s.limiter.allow(from.Addr(), now) {
+		return s.reject(reasonRateLimited)
+	}
+	switch {
+	case len(pkt) == 0:
+		return s.reject(reasonTruncated)
+	case pkt[0] < 4: // STUN's first-byte range (RFC 7983)
+		return s.handleSTUN(sc, from, pkt)
+	case pkt[0] >= 0x20 && pkt[0] <= 0x2f:
+		return s.handleFrame(ctx, sc, from, pkt, now)
+	}
+	return s.reject(reasonMalformed)
+}
+
+func (s *Server) reject(r reason) []outPacket {
+	s.m.rejected[r].Inc()
+	return nil
+}
+
+// request is an authenticated, fresh message from a peer.
+type request struct {
+	from   netip.AddrPort
+	sender crypto.PeerID
+	key    [32]byte // shared with sender
+	now    time.Time
+	size   int // of the datagram, for the amplification bound
+}
+
+func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPort, pkt []byte, now time.Time) []outPacket {
+	t, err := wire.Header(pkt)
+	switch {
+	case errors.Is(err, wire.ErrShort):
+		return s.reject(reasonTruncated)
+	case errors.Is(err, wire.ErrVersion):
+		return s.reject(reasonBadVersion)
+	case err != nil:
+		return s.reject(reasonMalformed)
+	case t != wire.TypeSealed:
+		return s.reject(reasonUnknownType)
+	}
+	sealed, err := wire.ParseSealed(pkt)
+	if err != nil {
+		return s.reject(reasonTruncated)
+	}
+	key, cached := s.keys.get(&sealed.Sender)
+	if !cached {
+		k, err := s.cfg.Identity.SharedKey(sealed.Sender)
+		s.m.keyComputes.Inc()
+		if err != nil {
+			return s.reject(reasonBadBox)
+		}
+		key = *k
+	}
+	plain, err := crypto.OpenBox(sc.plain[:0], sealed.Box, &sealed.Nonce, &key)
+	if err != nil {
+		return s.reject(reasonBadBox)
+	}
+	if !cached {
+		// Only a key that opened a box earns a place in the cache.
+		s.keys.put(&sealed.Sender, &key)
+	}
+	if len(plain) < msgHeaderLen {
+		return s.reject(reasonMalformed)
+	}
+	mt := wire.MsgType(plain[0])
+	if mt != wire.MsgRegister && mt != wire.MsgConnect {
+		return s.reject(reasonUnknownType)
+	}
+	sent := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:msgHeaderLen])))
+	if d := now.Sub(sent); d > s.cfg.MaxSkew || d < -s.cfg.MaxSkew {
+		return s.reject(reasonStaleTime)
+	}
+	msg, err := wire.ParseMessage(plain)
+	if err != nil {
+		return s.reject(reasonMalformed)
+	}
+	if err := s.replay.Check(now, sealed.Sender[:], sealed.Nonce[:]); err != nil {
+		if errors.Is(err, replay.ErrFull) {
+			s.log.Warn("replay cache full: refusing messages until it rotates; raise ReplayCache")
+		}
+		return s.reject(reasonReplay)
+	}
+	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt)}
+	switch b := msg.Body.(type) {
+	case *wire.Register:
+		return s.register(ctx, sc, &req, b)
+	case *wire.Connect:
+		return s.connect(ctx, sc, &req, b)
+	}
+	return s.reject(reasonUnknownType)
+}
+
+// reply seals body to the request's sender into scratch buffer i and queues
+// it for to.
+func (s *Server) reply(sc *scratch, i int, req *request, to netip.AddrPort, key *[32]byte, body wire.Body) {
+	sc.msg = wire.AppendMessage(sc.msg[:0], wire.Message{Time: req.now.UnixMilli(), Body: body})
+	sc.bufs[i] = wire.SealPlain(sc.bufs[i][:0], s.id, key, sc.msg)
+	sc.replies = append(sc.replies, outPacket{to: to, b: sc.bufs[i]})
+}
+
+// challenge answers a request without a valid cookie: a fresh cookie for
+// its source address, in a reply smaller than any request that carries one.
+func (s *Server) challenge(sc *scratch, req *request, t wire.MsgType) []outPacket {
+	s.m.rejected[reasonNoCookie].Inc()
+	c := &sc.challenge
+	*c = wire.Challenge{Cookie: s.cfg.Cookies.Make(req.from), For: t}
+	s.reply(sc, 0, req, req.from, &req.key, c)
+	if len(sc.bufs[0]) > req.size { // cannot happen (see wire); never amplify
+		sc.replies = sc.replies[:0]
+		return nil
+	}
+	return sc.replies
+}
+
+// errorReply answers with an Error (only after the cookie was checked).
+func (s *Server) errorReply(sc *scratch, req *request, code byte, t wire.MsgType, text string) []outPacket {
+	s.reply(sc, 0, req, req.from, &req.key, &wire.Error{Code: code, For: t, Text: text})
+	return sc.replies
+}

@@ -1,0 +1,172 @@
+package rendezvous
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	t     testing.TB
+	srv   *Server
+	reg   discovery.Registry
+	prom  *prometheus.Registry
+	clock *clock
+	sc    *scratch
+}
+
+func newFixture(t testing.TB, mod func(*Config)) *fixture {
+	t.Helper()
+	clk := &clock{t: time.Unix(1_760_000_000, 0)}
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := discovery.NewMemory(clk.Now)
+	prom := prometheus.NewRegistry()
+	cfg := Config{
+		Identity:   id,
+		Registry:   reg,
+		Cookies:    crypto.NewCookieJar([]byte("0123456789abcdef0123456789abcdef"), clk.Now),
+		Relays:     []string{"198.51.100.7:3479"},
+		TURNSecret: []byte("turn-secret"),
+		TURNURIs:   []string{"turn:198.51.100.7:3478"},
+		Instance:   "test-1",
+		Registerer: prom,
+		Now:        clk.Now,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, srv: srv, reg: reg, prom: prom, clock: clk, sc: newScratch()}
+}
+
+// peer is a test client speaking the protocol by hand.
+type peer struct {
+	id     *crypto.Identity
+	addr   netip.AddrPort
+	shared *[32]byte // with the fixture's server
+	cookie crypto.Cookie
+}
+
+func (f *fixture) newPeer(addr string) *peer {
+	f.t.Helper()
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	k, err := id.SharedKey(f.srv.ID())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return &peer{id: id, addr: netip.MustParseAddrPort(addr), shared: k}
+}
+
+func (f *fixture) seal(p *peer, body wire.Body) []byte {
+	return wire.SealFrame(nil, p.id.ID(), p.shared, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+}
+
+// exchange hands pkt from p to the server and returns copies of the replies.
+func (f *fixture) exchange(from netip.AddrPort, pkt []byte) []outPacket {
+	out := f.srv.handle(context.Background(), f.sc, from, pkt)
+	cp := make([]outPacket, len(out))
+	for i, o := range out {
+		cp[i] = outPacket{to: o.to, b: append([]byte(nil), o.b...)}
+	}
+	return cp
+}
+
+// open decodes a reply sealed to p.
+func (f *fixture) open(p *peer, b []byte) wire.Message {
+	f.t.Helper()
+	s, err := wire.ParseSealed(b)
+	if err != nil {
+		f.t.Fatalf("reply is not a sealed frame: %v", err)
+	}
+	if s.Sender != f.srv.ID() {
+		f.t.Fatalf("reply sealed by %s, want the server", s.Sender.Short())
+	}
+	m, err := s.Open(p.shared)
+	if err != nil {
+		f.t.Fatalf("open reply: %v", err)
+	}
+	return m
+}
+
+// register runs a full registration for p (challenge, then register).
+func (f *fixture) register(p *peer, reg wire.Register) *wire.Registered {
+	f.t.Helper()
+	for range 2 {
+		reg.Cookie = p.cookie
+		out := f.exchange(p.addr, f.seal(p, &reg))
+		if len(out) != 1 {
+			f.t.Fatalf("register: %d replies, want 1", len(out))
+		}
+		switch m := f.open(p, out[0].b).Body.(type) {
+		case *wire.Challenge:
+			p.cookie = m.Cookie
+		case *wire.Registered:
+			return m
+		default:
+			f.t.Fatalf("register: got %T", m)
+		}
+	}
+	f.t.Fatal("register: challenged twice")
+	return nil
+}
+
+func (f *fixture) rejected(reason string) float64 {
+	return value(f.srv.m.rejected[reasonIndex(reason)])
+}
+
+func reasonIndex(name string) reason {
+	for r := range numReasons {
+		if r.String() == name {
+			return r
+		}
+	}
+	panic("no reason " + name)
+}
+
+// value reads a counter or gauge.
+func value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}

@@ -1,0 +1,121 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// reason is why a datagram was dropped or answered with a refusal; its
+// String is the `reason` label of keymesh_rendezvous_rejected_total.
+type reason int
+
+const (
+	reasonTruncated reason = iota
+	reasonBadVersion
+	reasonBadBox
+	reasonReplay
+	reasonStaleTime
+	reasonNoCookie
+	reasonRateLimited
+	reasonMalformed
+	reasonUnknownType
+	reasonBadToken
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"truncated", "bad_version", "bad_box", "replay", "stale_time",
+	"no_cookie", "rate_limited", "malformed", "unknown_type", "bad_token",
+}
+
+func (r reason) String() string { return reasonNames[r] }
+
+// metrics are the server's Prometheus collectors. Counters indexed by label
+// are resolved once, so the hot path never formats a label.
+type metrics struct {
+	packets       prometheus.Counter
+	registrations prometheus.Counter
+	lookups       prometheus.Counter
+	connectsFound prometheus.Counter
+	connectsNone  prometheus.Counter
+	punches       prometheus.Counter
+	stun          prometheus.Counter
+	registryErrs  prometheus.Counter
+	keyComputes   prometheus.Counter
+	rejected      [numReasons]prometheus.Counter
+}
+
+const ns = "keymesh_rendezvous_"
+
+func newMetrics(reg prometheus.Registerer, registry interface {
+	Len(context.Context) (int, error)
+}) (*metrics, error) {
+	var firstErr error
+	keep := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	counter := func(name, help string) prometheus.Counter {
+		c, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: ns + name, Help: help}))
+		keep(err)
+		return c
+	}
+	m := &metrics{
+		packets:       counter("packets_total", "Datagrams received."),
+		registrations: counter("registrations_total", "Registrations accepted (new and refreshed)."),
+		lookups:       counter("lookups_total", "Registry lookups made for connects."),
+		punches:       counter("punches_sent_total", "Punch messages sent to connect targets."),
+		stun:          counter("stun_answered_total", "STUN Binding requests answered."),
+		registryErrs:  counter("registry_errors_total", "Registry operations that failed (store unavailable)."),
+		keyComputes:   counter("shared_key_computations_total", "X25519 shared-key computations (key cache misses)."),
+	}
+	connects, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: ns + "connects_total", Help: "Connect requests answered, by result (found or not_found; a refused policy counts as not_found).",
+	}, []string{"result"}))
+	keep(err)
+	m.connectsFound = connects.WithLabelValues("found")
+	m.connectsNone = connects.WithLabelValues("not_found")
+	rejected, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: ns + "rejected_total", Help: "Datagrams dropped or refused, by reason (no_cookie: answered with a challenge).",
+	}, []string{"reason"}))
+	keep(err)
+	for r := range numReasons {
+		m.rejected[r] = rejected.WithLabelValues(r.String())
+	}
+	_, err = register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: ns + "registered_peers", Help: "Live registrations in the registry (approximate).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := registry.Len(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}))
+	keep(err)
+	return m, firstErr
+}
+
+// register registers c on reg, or returns the collector already registered
+// under the same description (another Server on the same Registerer).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("register metrics: %w", err)
+	}
+	return c, nil
+}

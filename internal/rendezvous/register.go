@@ -1,0 +1,68 @@
+package rendezvous
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/netip"
+
+	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/turnrelay"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// register indexes the sender at its source address and confirms with a
+// Registered carrying that address, the refresh timing, the relays and
+// fresh TURN credentials.
+func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wire.Register) []outPacket {
+	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
+		return s.challenge(sc, req, wire.MsgRegister)
+	}
+	if len(s.cfg.JoinToken) > 0 && subtle.ConstantTimeCompare(m.Token, s.cfg.JoinToken) != 1 {
+		s.m.rejected[reasonBadToken].Inc()
+		return s.errorReply(sc, req, wire.ErrCodeBadToken, wire.MsgRegister, "join token refused")
+	}
+	rec := discovery.Record{
+		ID:         req.sender,
+		Reflexive:  req.from,
+		Candidates: usable(m.Candidates),
+		Tickets:    m.Tickets,
+		NAT:        m.NAT,
+		Policy:     discovery.Policy{AllowAny: m.AllowAny, Allowed: m.Allowed},
+		Instance:   s.cfg.Instance,
+		Updated:    req.now,
+	}
+	if err := s.cfg.Registry.Put(ctx, rec, s.cfg.TTL); err != nil {
+		s.m.registryErrs.Inc()
+		s.log.Warn("registry put failed", "peer", req.sender.Short(), "err", err)
+		return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgRegister, "registry unavailable")
+	}
+	s.m.registrations.Inc()
+	r := &sc.registered
+	*r = wire.Registered{
+		Reflexive:    req.from,
+		TTL:          s.ttl,
+		Refresh:      s.refresh,
+		Relays:       s.cfg.Relays,
+		StreamRelays: s.cfg.StreamRelays,
+		TURNURIs:     s.cfg.TURNURIs,
+		Instance:     s.cfg.Instance,
+	}
+	if len(s.cfg.TURNSecret) > 0 {
+		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.Short(), s.cfg.TURNTTL, req.now)
+	}
+	s.reply(sc, 0, req, req.from, &req.key, r)
+	return sc.replies
+}
+
+// usable drops candidates no peer could send to (in place).
+func usable(cands []netip.AddrPort) []netip.AddrPort {
+	out := cands[:0]
+	for _, c := range cands {
+		a := c.Addr()
+		if !c.IsValid() || c.Port() == 0 || a.IsUnspecified() || a.IsMulticast() {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package rendezvouscmd
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/rendezvous"
+	"github.com/keymesh/keymesh/internal/sockopt"
+)
+
+// Main runs the command with args until ctx ends and returns the exit code:
+// 0 after a clean shutdown, 2 for bad flags or files, 1 for other failures.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := ParseFlags(args, stderr, os.LookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "rendezvous: %v\n", unwrapUsage(err))
+		return 2
+	}
+	if o.Version {
+		fmt.Fprintln(stdout, obs.Version())
+		return 0
+	}
+	log, err := obs.NewLogger(stderr, o.LogFormat, o.LogLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "rendezvous: %v\n", err)
+		return 2
+	}
+	if err := Run(ctx, o, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "rendezvous: %v\n", unwrapUsage(err))
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// unwrapUsage drops the "usage: " marker from a message.
+func unwrapUsage(err error) string {
+	s := err.Error()
+	if p := errUsage.Error() + ": "; len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}
+
+// Run loads the key and secrets, opens the registry, the sockets and the
+// admin endpoint, prints the connect string to stdout and serves until ctx
+// ends.
+func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) error {
+	id, created, err := crypto.LoadOrCreateKeyFile(o.KeyFile)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if created {
+		log.Info("created a new server key", "file", o.KeyFile)
+	}
+	cfg := rendezvous.Config{
+		Identity:     id,
+		Relays:       o.Relays,
+		StreamRelays: o.StreamRelays,
+		TURNURIs:     o.TURNURIs,
+		TTL:          o.TTL,
+		Refresh:      o.Refresh,
+		Instance:     o.Instance,
+		Logger:       log,
+		RateLimit:    rendezvous.RateLimit{PerSecond: o.RateLimit, Burst: o.RateBurst},
+	}
+	secret, err := cookieSecret(o.CookieSecretFile, log)
+	if err != nil {
+		return err
+	}
+	cfg.Cookies = crypto.NewCookieJar(secret, nil)
+	if o.TURNSecretFile != "" {
+		if cfg.TURNSecret, err = crypto.ReadSecretFile(o.TURNSecretFile, 16); err != nil {
+			return fmt.Errorf("%w: --turn-secret-file: %v", errUsage, err)
+		}
+	}
+	if o.JoinTokenFile != "" {
+		if cfg.JoinToken, err = crypto.ReadSecretFile(o.JoinTokenFile, 8); err != nil {
+			return fmt.Errorf("%w: --join-token-file: %v", errUsage, err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reg, err := openRegistry(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	cfg.Registry = reg
+
+	var admin *obs.Admin
+	if o.Admin != "" {
+		admin = obs.NewAdmin("rendezvous", log)
+		cfg.Registerer = admin.Registry
+	}
+	srv, err := rendezvous.New(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+
+	conns, err := listen(ctx, o.Listen, o.ReusePort)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	bound := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	fmt.Fprintf(stdout, "rendezvous key: %s\n", id.ID())
+	fmt.Fprintf(stdout, "connect string: %s#%s\n", connectHost(o, bound), id.ID())
+	if admin != nil {
+		admin.AddHealth("registry", srv.Health)
+		addr, err := admin.ListenAndServe(ctx, o.Admin)
+		if err != nil {
+			return fmt.Errorf("--admin: %w", err)
+		}
+		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", addr)
+	}
+	log.Info("rendezvous serving", "listen", bound, "sockets", len(conns), "registry", o.Registry,
+		"instance", o.Instance, "version", obs.Version())
+
+	errc := make(chan error, len(conns))
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, c); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	log.Info("rendezvous stopped")
+	return nil
+}
+
+func cookieSecret(path string, log *slog.Logger) ([]byte, error) {
+	if path != "" {
+		s, err := crypto.ReadSecretFile(path, 16)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --cookie-secret-file: %v", errUsage, err)
+		}
+		return s, nil
+	}
+	s := make([]byte, 32)
+	if _, err := rand.Read(s); err != nil {
+		return nil, fmt.Errorf("cookie secret: %w", err)
+	}
+	log.Warn("using a random cookie secret: several instances behind one address need a shared --cookie-secret-file")
+	return s, nil
+}
+
+func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.Registry, error) {
+	if o.Registry == "memory" {
+		m := discovery.NewMemory(nil)
+		go m.Run(ctx)
+		return m, nil
+	}
+	opts, err := discovery.ParseRedisURL(o.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --redis: %v", errUsage, err)
+	}
+	client := redis.NewUniversalClient(opts)
+	r, err := discovery.NewRedis(ctx, discovery.RedisOptions{Client: client})
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("--redis: %w", err)
+	}
+	log.Info("using the Redis registry")
+	return r, nil
+}
+
+func listen(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
+	if n == 1 {
+		c, err := sockopt.ListenUDP(ctx, addr, false)
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		return []*net.UDPConn{c}, nil
+	}
+	cs, err := sockopt.ListenUDPGroup(ctx, addr, n)
+	if err != nil {
+		return nil, fmt.Errorf("--listen with --reuseport %d: %w", n, err)
+	}
+	return cs, nil
+}
+
+// connectHost is the host:port peers should use: --public-addr (its port
+// defaulting to the bound one), else the listen host, else a local
+// non-loopback address.
+func connectHost(o Options, bound netip.AddrPort) string {
+	port := strconv.Itoa(int(bound.Port()))
+	if o.PublicAddr != "" {
+		if h, p, err := net.SplitHostPort(o.PublicAddr); err == nil {
+			return net.JoinHostPort(h, p)
+		}
+		return net.JoinHostPort(o.PublicAddr, port)
+	}
+	if a := bound.Addr(); a.IsValid() && !a.IsUnspecified() {
+		return net.JoinHostPort(a.Unmap().String(), port)
+	}
+	return net.JoinHostPort(localAddr(), port)
+}
+
+// localAddr returns the first global unicast IPv4 address of an interface
+// that is up, else 127.0.0.1.
+func localAddr() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if pn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(pn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
+					return ip.Unmap().String()
+				}
+			}
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,190 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/replay"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// Server is a rendezvous server. One Server may serve several sockets at
+// once (Serve on each), and several Servers may share one Registry.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	id      crypto.PeerID
+	keys    *keyCache
+	replay  *replay.Cache
+	limiter *limiter
+	m       *metrics
+	ttl     uint16 // seconds, as sent in Registered
+	refresh uint16
+}
+
+// New checks cfg and returns a server. It opens no socket.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer, cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		id:      cfg.Identity.ID(),
+		keys:    newKeyCache(cfg.KeyCache),
+		replay:  replay.New(2*cfg.MaxSkew, cfg.ReplayCache),
+		limiter: newLimiter(cfg.RateLimit),
+		m:       m,
+		ttl:     uint16(cfg.TTL / time.Second),
+		refresh: uint16(cfg.Refresh / time.Second),
+	}
+	return s, nil
+}
+
+// ID returns the server's public key, which peers pin.
+func (s *Server) ID() crypto.PeerID { return s.id }
+
+// Health reports whether the registry answers (for obs.Admin's /healthz).
+func (s *Server) Health(ctx context.Context) error {
+	if err := s.cfg.Registry.Ping(ctx); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return nil
+}
+
+// outPacket is one datagram handle wants sent. Its bytes belong to the
+// scratch that handle was given and are valid until its next use.
+type outPacket struct {
+	to netip.AddrPort
+	b  []byte
+}
+
+// scratch is the per-goroutine working memory of handle, so the hot path
+// does not allocate buffers per packet.
+type scratch struct {
+	plain   []byte
+	msg     []byte
+	bufs    [2][]byte
+	replies []outPacket
+	stunReq stun.Message
+	stunOut stun.Message
+	ip      [16]byte
+	bodies
+}
+
+func newScratch() *scratch {
+	sc := &scratch{
+		plain:   make([]byte, 0, wire.MaxFrame),
+		msg:     make([]byte, 0, wire.MaxFrame),
+		replies: make([]outPacket, 0, 2),
+	}
+	for i := range sc.bufs {
+		sc.bufs[i] = make([]byte, 0, wire.MaxFrame+64)
+	}
+	sc.stunReq.Raw = make([]byte, 0, 512)
+	sc.stunOut.Raw = make([]byte, 0, 64)
+	return sc
+}
+
+// Serve reads datagrams from conn and answers them until ctx ends (it then
+// returns nil) or conn fails. It runs Config.Workers readers on conn and
+// does not close conn. Serve may be called for several conns at once.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Unblock the readers when ctx ends, without closing the caller's conn.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	errc := make(chan error, s.cfg.Workers)
+	for range s.cfg.Workers {
+		go func() { errc <- s.readLoop(ctx, conn) }()
+	}
+	var first error
+	for range s.cfg.Workers {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// udpConn is the allocation-free subset of *net.UDPConn.
+type udpConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
+func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
+	fast, _ := conn.(udpConn)
+	buf := make([]byte, wire.MaxFrame+1) // one byte more tells oversized frames
+	sc := newScratch()
+	backoff := time.Millisecond
+	for {
+		var (
+			n    int
+			from netip.AddrPort
+			err  error
+		)
+		if fast != nil {
+			n, from, err = fast.ReadFromUDPAddrPort(buf)
+		} else {
+			var a net.Addr
+			n, a, err = conn.ReadFrom(buf)
+			if ua, ok := a.(*net.UDPAddr); ok {
+				from = ua.AddrPort()
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("rendezvous socket: %w", err)
+			}
+			s.log.Warn("rendezvous read failed", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = time.Millisecond
+		if !from.IsValid() {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		for _, out := range s.handle(ctx, sc, from, buf[:n]) {
+			var werr error
+			if fast != nil {
+				_, werr = fast.WriteToUDPAddrPort(out.b, out.to)
+			} else {
+				_, werr = conn.WriteTo(out.b, net.UDPAddrFromAddrPort(out.to))
+			}
+			if werr != nil {
+				s.log.Debug("rendezvous send failed", "to", out.to, "err", werr)
+			}
+		}
+	}
+}
+
+// bodies are reusable reply bodies, so sealing a reply does not allocate.
+type bodies struct {
+	challenge  wire.Challenge
+	registered wire.Registered
+	reply      wire.ConnectReply
+	punch      wire.Punch
+}

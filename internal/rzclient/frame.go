@@ -1,0 +1,96 @@
+package rzclient
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/replay"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// HandleFrame takes a datagram the path layer received. It returns false
+// when the frame is not a sealed frame from the pinned server key (the
+// caller then handles it elsewhere), true when it consumed it, whether or
+// not it was valid: a frame claiming the server's key that does not open,
+// is stale or replayed is dropped here.
+func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
+	s, err := wire.ParseSealed(b)
+	if err != nil || s.Sender != c.cfg.ServerKey {
+		return false
+	}
+	m, err := s.Open(&c.shared)
+	if err != nil {
+		c.log.Debug("dropped rendezvous frame", "from", from, "err", err)
+		return true
+	}
+	now := c.cfg.Now()
+	if d := now.Sub(time.UnixMilli(m.Time)); d > c.cfg.MaxSkew || d < -c.cfg.MaxSkew {
+		// Authentic but outside the window: a replay, or one of the two
+		// clocks is wrong (the server then drops our messages too).
+		c.setError(fmt.Errorf("dropped a rendezvous message stamped %v away from our clock: check the system clock (NTP)", d.Round(time.Second)))
+		return true
+	}
+	if err := c.seen.Check(now, s.Sender[:], s.Nonce[:]); err != nil {
+		if !errors.Is(err, replay.ErrReplay) {
+			c.log.Warn("dropped rendezvous frame", "err", err)
+		}
+		return true
+	}
+	switch body := m.Body.(type) {
+	case *wire.Registered:
+		c.onRegistered(body)
+	case *wire.Challenge:
+		c.mu.Lock()
+		c.cookie = body.Cookie
+		c.mu.Unlock()
+		switch body.For {
+		case wire.MsgRegister:
+			c.onRegisterChallenge()
+		case wire.MsgConnect:
+			c.onConnectChallenge()
+		}
+	case *wire.ConnectReply:
+		c.onConnectReply(body)
+	case *wire.Punch:
+		c.onPunch(body)
+	case *wire.Error:
+		c.onError(body)
+	default:
+		c.log.Debug("unexpected message from rendezvous", "type", m.Body.Type())
+	}
+	return true
+}
+
+func (c *Client) onPunch(p *wire.Punch) {
+	if !c.cfg.AllowAny && !slices.Contains(c.cfg.Allowed, p.Peer.ID) {
+		c.log.Warn("dropped a punch from a peer our policy refuses", "peer", p.Peer.ID.Short())
+		return
+	}
+	if c.cfg.OnPunch != nil {
+		c.cfg.OnPunch(*p)
+	}
+}
+
+func (c *Client) onError(e *wire.Error) {
+	var err error
+	switch e.Code {
+	case wire.ErrCodeNotRegistered:
+		// Our registration expired there (or that instance lost it):
+		// register again; waiting connects retransmit meanwhile.
+		err = fmt.Errorf("rendezvous says we are not registered")
+		c.Reregister()
+	case wire.ErrCodeBadToken:
+		err = ErrBadToken
+		if e.For == wire.MsgConnect {
+			c.failPending(err)
+		}
+	case wire.ErrCodeUnavailable:
+		err = ErrUnavailable
+	default:
+		err = fmt.Errorf("rendezvous error %d for %s: %q", e.Code, e.For, e.Text)
+	}
+	c.setError(err)
+}

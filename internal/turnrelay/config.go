@@ -1,0 +1,156 @@
+// Package turnrelay is the relay's TURN server (RFC 8656) for standard
+// WebRTC/ICE clients. It wraps pion/turn with what the relay needs:
+// time-limited credentials from a shared secret in the "TURN REST API"
+// convention (Credentials, the auth handler), a quota of live allocations
+// per user, Prometheus metrics, and one server over several SO_REUSEPORT
+// sockets so that a single reader goroutine per port is not the ceiling.
+//
+// The server does not listen by itself: the caller opens the UDP sockets and
+// TCP listeners (see package sockopt) and hands them over in Config.
+package turnrelay
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults and limits of Config.
+const (
+	// DefaultRealm is the realm when Config.Realm is empty.
+	DefaultRealm = "keymesh"
+	// DefaultMaxAllocationsPerUser is the quota when
+	// Config.MaxAllocationsPerUser is zero. A browser needs one or two
+	// allocations per peer connection.
+	DefaultMaxAllocationsPerUser = 10
+	// DefaultSocketBuffer is the receive and send buffer size given to
+	// each PacketConn, as coturn gives its listening sockets: room for
+	// bursts of about 1500 full-size datagrams.
+	DefaultSocketBuffer = 2 << 20
+	// MinSecretLen is the shortest shared secret accepted, in bytes.
+	MinSecretLen = 16
+	// maxRealmLen is the STUN REALM limit (RFC 8489 section 14.9).
+	maxRealmLen = 763
+)
+
+// Config configures a Server. The zero value of each optional field means
+// its documented default.
+type Config struct {
+	// PacketConns are the UDP sockets clients send to, typically a group
+	// bound to one address with SO_REUSEPORT (sockopt.ListenUDPGroup); each
+	// is read by its own goroutine. The server owns them: Close closes them.
+	PacketConns []net.PacketConn
+	// Listeners are TCP listeners for clients that cannot use UDP (TURN over
+	// TCP, RFC 8656 section 3.1). Owned by the server too. At least one
+	// PacketConn or Listener is required.
+	Listeners []net.Listener
+
+	// Realm is the STUN realm. Default DefaultRealm.
+	Realm string
+	// Secret is the TURN REST API shared secret (coturn's
+	// static-auth-secret) that Credentials signs with. Required, at least
+	// MinSecretLen bytes.
+	Secret []byte
+	// RelayIP is the address allocations are bound to and advertised in
+	// XOR-RELAYED-ADDRESS. Default: the IP of the first socket when it is a
+	// specific address; required when the sockets listen on 0.0.0.0 or ::.
+	RelayIP netip.Addr
+
+	// MaxAllocationsPerUser caps the live allocations of one REST user (the
+	// part of the username after ':'); the allocation beyond it is refused
+	// with 486 Allocation Quota Reached. Zero means
+	// DefaultMaxAllocationsPerUser; negative means no limit.
+	MaxAllocationsPerUser int
+
+	// SocketBuffer is the kernel receive and send buffer, in bytes, set
+	// on each PacketConn that exposes its file descriptor (see
+	// sockopt.SetBuffers). Zero means DefaultSocketBuffer; negative leaves
+	// the sockets as they are.
+	SocketBuffer int
+
+	// Logger receives the server's and pion's logs. Default: discard.
+	Logger *slog.Logger
+	// Registerer registers the server's metrics. Default: none (metrics are
+	// kept but not exported).
+	Registerer prometheus.Registerer
+	// Now is the clock that credential expiry is checked against.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+// withDefaults returns a copy of c with every unset optional field filled.
+func (c Config) withDefaults() Config {
+	if c.Realm == "" {
+		c.Realm = DefaultRealm
+	}
+	if !c.RelayIP.IsValid() {
+		c.RelayIP = firstSocketIP(c)
+	}
+	c.RelayIP = c.RelayIP.Unmap()
+	if c.MaxAllocationsPerUser == 0 {
+		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
+	}
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// firstSocketIP returns the local IP of the first socket, or the zero Addr.
+func firstSocketIP(c Config) netip.Addr {
+	var a net.Addr
+	switch {
+	case len(c.PacketConns) > 0 && c.PacketConns[0] != nil:
+		a = c.PacketConns[0].LocalAddr()
+	case len(c.Listeners) > 0 && c.Listeners[0] != nil:
+		a = c.Listeners[0].Addr()
+	default:
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// validate checks a Config after withDefaults.
+func (c Config) validate() error {
+	if len(c.PacketConns) == 0 && len(c.Listeners) == 0 {
+		return ErrNoSockets
+	}
+	for i, pc := range c.PacketConns {
+		if pc == nil {
+			return fmt.Errorf("%w: PacketConns[%d] is nil", ErrNoSockets, i)
+		}
+	}
+	for i, ln := range c.Listeners {
+		if ln == nil {
+			return fmt.Errorf("%w: Listeners[%d] is nil", ErrNoSockets, i)
+		}
+	}
+	if len(c.Secret) < MinSecretLen {
+		return fmt.Errorf("%w: %d bytes, need at least %d (e.g. `head -c 32 /dev/urandom | base64`)",
+			ErrSecret, len(c.Secret), MinSecretLen)
+	}
+	if len(c.Realm) > maxRealmLen {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrRealm, len(c.Realm), maxRealmLen)
+	}
+	if !c.RelayIP.IsValid() || c.RelayIP.IsUnspecified() {
+		return fmt.Errorf("%w: the sockets listen on a wildcard address, so set the relay IP to the public address clients reach", ErrRelayIP)
+	}
+	if c.RelayIP.Zone() != "" {
+		return fmt.Errorf("%w: %s has a zone; use a global address", ErrRelayIP, c.RelayIP)
+	}
+	return nil
+}

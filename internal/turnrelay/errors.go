@@ -1,0 +1,25 @@
+package turnrelay
+
+import "errors"
+
+// Sentinel errors. Callers wrap them with %w and test with errors.Is.
+var (
+	// ErrNoSockets: the Config has neither PacketConns nor Listeners.
+	ErrNoSockets = errors.New("turnrelay: no UDP sockets or TCP listeners to serve")
+	// ErrSecret: the shared secret is missing or too short.
+	ErrSecret = errors.New("turnrelay: shared secret missing or too short")
+	// ErrRelayIP: no usable address to bind and advertise allocations on.
+	ErrRelayIP = errors.New("turnrelay: no relay IP")
+	// ErrRealm: the realm is not a valid STUN realm.
+	ErrRealm = errors.New("turnrelay: invalid realm")
+
+	// ErrUsername: a username is not in the "<unix-expiry>:<user>" form.
+	ErrUsername = errors.New("turnrelay: username is not <unix-expiry>:<user>")
+	// ErrExpired: the credential's expiry time has passed.
+	ErrExpired = errors.New("turnrelay: credential expired")
+	// ErrQuota: the user already holds its maximum number of allocations.
+	ErrQuota = errors.New("turnrelay: allocation quota reached")
+
+	// ErrSecretFile: the secret file is missing, empty or too open.
+	ErrSecretFile = errors.New("turn secret file")
+)

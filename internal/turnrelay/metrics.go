@@ -1,0 +1,62 @@
+package turnrelay
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons an authentication fails, the "reason" label of
+// keymesh_turn_auth_failures_total.
+const (
+	reasonMalformed = "malformed" // username not <unix-expiry>:<user>
+	reasonExpired   = "expired"   // expiry in the past
+	reasonRealm     = "realm"     // realm other than the server's
+	reasonIntegrity = "integrity" // MESSAGE-INTEGRITY did not verify: wrong password
+)
+
+// metrics are the server's Prometheus collectors.
+type metrics struct {
+	allocationsActive prometheus.Gauge
+	allocationsTotal  prometheus.Counter
+	authFailures      *prometheus.CounterVec
+	quotaRefusals     prometheus.Counter
+	requestErrors     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		allocationsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keymesh_turn_allocations_active",
+			Help: "TURN allocations currently live.",
+		}),
+		allocationsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_allocations_total",
+			Help: "TURN allocations created.",
+		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keymesh_turn_auth_failures_total",
+			Help: "TURN requests refused for their credentials, by reason (malformed, expired, realm, integrity).",
+		}, []string{"reason"}),
+		quotaRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_quota_refusals_total",
+			Help: "TURN allocations refused because the user held its maximum (486 Allocation Quota Reached).",
+		}),
+		requestErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_request_errors_total",
+			Help: "TURN requests and packets that failed (refused credentials, bad requests, relay sockets that could not be opened, ...).",
+		}),
+	}
+	for _, r := range []string{reasonMalformed, reasonExpired, reasonRealm, reasonIntegrity} {
+		m.authFailures.WithLabelValues(r)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsTotal, m.authFailures, m.quotaRefusals, m.requestErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("turnrelay metrics (give each server its own Registerer): %w", err)
+		}
+	}
+	return m, nil
+}

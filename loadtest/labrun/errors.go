@@ -1,0 +1,13 @@
+package labrun
+
+import "errors"
+
+var (
+	// ErrNotRegistered is returned when a peer daemon did not register with
+	// the rendezvous server in time.
+	ErrNotRegistered = errors.New("labrun: peer not registered")
+	// ErrExited is returned when a process ended while it should still run.
+	ErrExited = errors.New("labrun: process exited")
+	// ErrClosed is returned by methods called after Lab.Close.
+	ErrClosed = errors.New("labrun: lab is closed")
+)

@@ -1,0 +1,30 @@
+package labrun
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServers starts the lab's servers and checks they serve: the connect
+// string names the server's address, both admin endpoints answer, and a
+// relay restart brings the relay back.
+func TestServers(t *testing.T) {
+	needRoot(t)
+	ctx := testContext(t, time.Minute)
+	lab := startLab(t, ctx)
+	if !strings.HasPrefix(lab.Connect, lab.Server.Addr.String()+":3478#") {
+		t.Fatalf("connect string %q does not name %s:3478", lab.Connect, lab.Server.Addr)
+	}
+	for _, s := range []string{"rendezvous", "relay"} {
+		m, err := lab.Metrics(ctx, s)
+		if err != nil || !strings.Contains(m, "keymesh_") {
+			t.Fatalf("%s metrics: %v (%d bytes)", s, err, len(m))
+		}
+	}
+	start := time.Now()
+	if err := lab.RestartRelay(ctx, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("relay restarted in %s", time.Since(start).Round(time.Millisecond))
+}

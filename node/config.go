@@ -1,0 +1,93 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+)
+
+// Config configures a Node. The identity comes from KeyFile or Seed; Server
+// is required.
+type Config struct {
+	// KeyFile is the path of the node's key file (PEM, mode 0600), made
+	// with GenerateKey or `peer keygen`.
+	KeyFile string
+	// Seed is the 32-byte Ed25519 seed of the node's key, instead of
+	// KeyFile.
+	Seed []byte
+	// Server is the rendezvous server: "host:port#<server-id>", as the
+	// server prints it at start.
+	Server string
+	// ListenAddr is the local UDP address of the node's socket; default
+	// ":0" (any port, both address families).
+	ListenAddr string
+	// AllowAny admits sessions from any peer; otherwise only from the peer
+	// IDs in Allow. Dialling out needs no permission.
+	AllowAny bool
+	Allow    []string
+	// NoDirect keeps every session on the relay (no hole punching).
+	NoDirect bool
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+}
+
+// GenerateKey makes a new identity, writes it to a new key file at path
+// (mode 0600; an existing file is never replaced) and returns its peer ID.
+func GenerateKey(path string) (string, error) {
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		return "", err
+	}
+	if err := crypto.WriteKeyFile(path, id); err != nil {
+		return "", err
+	}
+	return id.ID().String(), nil
+}
+
+// KeyID returns the peer ID of the key in a key file.
+func KeyID(path string) (string, error) {
+	id, err := crypto.LoadKeyFile(path)
+	if err != nil {
+		return "", err
+	}
+	return id.ID().String(), nil
+}
+
+func (c *Config) identity() (*crypto.Identity, error) {
+	switch {
+	case len(c.Seed) > 0 && c.KeyFile != "":
+		return nil, fmt.Errorf("node: set Config.KeyFile or Config.Seed, not both")
+	case len(c.Seed) > 0:
+		id, err := crypto.IdentityFromSeed(c.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("node: Config.Seed: %w", err)
+		}
+		return id, nil
+	case c.KeyFile != "":
+		id, err := crypto.LoadKeyFile(c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		return id, nil
+	}
+	return nil, fmt.Errorf("node: %w", ErrNoKey)
+}
+
+func (c *Config) allowed() ([]crypto.PeerID, error) {
+	var out []crypto.PeerID
+	for _, s := range c.Allow {
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			id, err := crypto.ParsePeerID(f)
+			if err != nil {
+				return nil, fmt.Errorf("node: allowed peer: %w", err)
+			}
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}

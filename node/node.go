@@ -1,0 +1,304 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// Timing of New and of sessions.
+const (
+	// DefaultRegisterTimeout bounds New's wait for the first registration
+	// when ctx has no deadline.
+	DefaultRegisterTimeout = 15 * time.Second
+	// ticketWait bounds New's wait for a relay ticket once registered.
+	ticketWait = 3 * time.Second
+	// KeepAlivePeriod and MaxIdleTimeout of sessions: the idle timeout
+	// outlasts a path switch (at most about 2 s) many times over.
+	KeepAlivePeriod = 10 * time.Second
+	MaxIdleTimeout  = 30 * time.Second
+	// headerTimeout bounds the wait for a new stream's port header.
+	headerTimeout = 10 * time.Second
+)
+
+// Node is a running keymesh peer. Its methods are safe for concurrent use.
+type Node struct {
+	log    *slog.Logger
+	id     *crypto.Identity
+	me     crypto.PeerID
+	server string
+	allow  []crypto.PeerID
+	any    bool
+
+	sock  *pathsock.Sock
+	rz    *rzclient.Client
+	tr    *quic.Transport
+	ql    *quic.Listener
+	qconf *quic.Config
+	stls  *tlsConfigs
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	regs       atomic.Int64 // Registered messages so far
+	changeMark atomic.Int64 // regs when the path layer last asked to re-register; -1 before
+	regCh      chan struct{}
+	closeOnce  sync.Once
+	mu         sync.Mutex
+	conns      map[crypto.PeerID]*quic.Conn
+	dialing    map[crypto.PeerID]*dialCall
+	listeners  map[uint16]*listener
+	closed     bool
+	closeError error
+}
+
+// New starts a node: it opens the socket, registers with the rendezvous
+// server and binds a relay. It returns once registered (and, when the
+// server lists relays, once a relay ticket is published), or fails when ctx
+// ends first (DefaultRegisterTimeout when ctx has no deadline).
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	return newNode(ctx, cfg, nil)
+}
+
+// newNode is New with a hook on the path layer's configuration (tests).
+func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (*Node, error) {
+	id, err := cfg.identity()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Server == "" {
+		return nil, fmt.Errorf("node: Config.Server is required: the rendezvous connect string host:port#<server-id>")
+	}
+	serverAddr, serverKey, err := rzclient.ParseServer(cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	allow, err := cfg.allowed()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		log: log, id: id, me: id.ID(), server: cfg.Server, allow: allow, any: cfg.AllowAny,
+		ctx: nctx, cancel: cancel,
+		regCh:     make(chan struct{}, 1),
+		conns:     map[crypto.PeerID]*quic.Conn{},
+		dialing:   map[crypto.PeerID]*dialCall{},
+		listeners: map[uint16]*listener{},
+	}
+	n.changeMark.Store(-1)
+	n.rz, err = rzclient.New(rzclient.Config{
+		Identity:  id,
+		Server:    serverAddr,
+		ServerKey: serverKey,
+		Send:      func(b []byte, to netip.AddrPort) error { return n.sock.WriteRaw(b, to) },
+		Candidates: func() []netip.AddrPort {
+			return n.sock.Candidates()
+		},
+		Tickets:      func() [][]byte { return n.sock.Tickets() },
+		NAT:          func() byte { return wire.NATUnknown },
+		AllowAny:     cfg.AllowAny,
+		Allowed:      allow,
+		OnPunch:      n.onPunch,
+		OnRegistered: n.onRegistered,
+		Logger:       log.With("part", "rendezvous"),
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	pcfg := pathsock.Config{
+		Identity:      id,
+		ListenAddr:    cfg.ListenAddr,
+		ServerKey:     serverKey,
+		OnServerFrame: n.rz.HandleFrame,
+		OnLocalChange: n.reregister,
+		NoDirect:      cfg.NoDirect,
+		Logger:        log.With("part", "path"),
+	}
+	if pathHook != nil {
+		pathHook(&pcfg)
+	}
+	n.sock, err = pathsock.New(pcfg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if err := n.startQUIC(); err != nil {
+		n.sock.Close()
+		cancel()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.rz.Run(nctx)
+	}()
+	if err := n.waitRegistered(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	log.Info("node up", "id", n.me.String(), "overlay", n.me.OverlayAddr().String(), "local", n.sock.LocalAddrPort().String())
+	return n, nil
+}
+
+// waitRegistered waits for the first Registered, then for a relay ticket
+// and the registration that publishes it.
+func (n *Node) waitRegistered(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRegisterTimeout)
+		defer cancel()
+	}
+	select {
+	case <-n.regCh:
+	case <-ctx.Done():
+		msg := n.rz.Status().LastError
+		if msg == "" {
+			msg = "no answer (is the server running and reachable over UDP, and is the server ID in the connect string right?)"
+		}
+		return fmt.Errorf("node: %w %s: %s: %w", ErrNotRegistered, n.server, msg, ctx.Err())
+	}
+	if len(n.rz.Status().Relays) == 0 {
+		return nil
+	}
+	wait, cancel := context.WithTimeout(ctx, ticketWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(n.sock.Tickets()) == 0 {
+		select {
+		case <-wait.Done():
+			n.log.Warn("no relay ticket yet: peers cannot reach this node through the relay until one is bound", "relays", n.rz.Status().Relays)
+			return nil
+		case <-t.C:
+		}
+	}
+	// The ticket triggered a re-registration; wait for its answer.
+	for m := n.changeMark.Load(); m < 0 || n.regs.Load() <= m; m = n.changeMark.Load() {
+		select {
+		case <-wait.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// reregister re-registers after the path layer's addresses or tickets
+// changed.
+func (n *Node) reregister() {
+	n.changeMark.Store(n.regs.Load())
+	n.rz.Reregister()
+}
+
+func (n *Node) onPunch(p wire.Punch) {
+	if err := n.sock.AddPeer(p.Peer, time.UnixMilli(p.Start)); err != nil {
+		n.log.Debug("punch from unusable peer", "peer", p.Peer.ID.Short(), "err", err)
+		return
+	}
+	n.log.Debug("punch", "peer", p.Peer.ID.Short())
+}
+
+func (n *Node) onRegistered(r wire.Registered) {
+	n.sock.SetRegistered(r.Reflexive, r.Relays)
+	n.regs.Add(1)
+	select {
+	case n.regCh <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) startQUIC() error {
+	seed := n.id.Seed()
+	key := quic.StatelessResetKey(sha256.Sum256(append([]byte("keymesh quic stateless reset\x00"), seed...)))
+	n.tr = &quic.Transport{Conn: n.sock, StatelessResetKey: &key}
+	n.qconf = &quic.Config{
+		InitialPacketSize:       pathsock.MaxPayload,
+		DisablePathMTUDiscovery: true,
+		KeepAlivePeriod:         KeepAlivePeriod,
+		MaxIdleTimeout:          MaxIdleTimeout,
+		HandshakeIdleTimeout:    10 * time.Second,
+		MaxIncomingStreams:      1024,
+		MaxIncomingUniStreams:   1, // the acceptor's confirmation (see confirm)
+	}
+	var err error
+	n.stls, err = newTLSConfigs(n.id, n.acceptPeer)
+	if err != nil {
+		return err
+	}
+	n.ql, err = n.tr.Listen(n.stls.server, n.qconf)
+	if err != nil {
+		return fmt.Errorf("quic listen: %w", err)
+	}
+	n.listeners[0] = newListener(n, 0)
+	n.wg.Add(1)
+	go n.acceptLoop()
+	return nil
+}
+
+// acceptPeer is the access check of incoming sessions.
+func (n *Node) acceptPeer(id crypto.PeerID) error {
+	if n.any || slices.Contains(n.allow, id) {
+		return nil
+	}
+	n.log.Warn("refused a session", "peer", id.String(), "hint", "start the daemon with --allow "+id.String()+" or --allow-any")
+	return fmt.Errorf("peer %s is not allowed: start the daemon with --allow %s or --allow-any", id, id)
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() string { return n.me.String() }
+
+// OverlayAddr returns the node's overlay IPv6 address.
+func (n *Node) OverlayAddr() netip.Addr { return n.me.OverlayAddr() }
+
+// Close ends every session and stops the node.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		conns := make([]*quic.Conn, 0, len(n.conns))
+		for _, c := range n.conns {
+			conns = append(conns, c)
+		}
+		ls := make([]*listener, 0, len(n.listeners))
+		for _, l := range n.listeners {
+			ls = append(ls, l)
+		}
+		n.mu.Unlock()
+		for _, l := range ls {
+			l.Close()
+		}
+		for _, c := range conns {
+			c.CloseWithError(0, "node closing")
+		}
+		n.cancel()
+		n.ql.Close()
+		n.tr.Close()
+		n.closeError = n.sock.Close()
+		n.wg.Wait()
+	})
+	if errors.Is(n.closeError, ErrClosed) {
+		return nil
+	}
+	return n.closeError
+}

@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/pathsock"
+)
+
+// Status is the node's state, ready for JSON.
+type Status struct {
+	ID         string       `json:"id"`
+	Overlay    string       `json:"overlay"`
+	Local      []string     `json:"local,omitempty"`
+	NATFacing  string       `json:"nat_facing,omitempty"`
+	Registered bool         `json:"registered"`
+	Server     string       `json:"server,omitempty"`
+	Relay      string       `json:"relay,omitempty"`
+	Error      string       `json:"error,omitempty"`
+	Peers      []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one known peer's path.
+type PeerStatus struct {
+	ID       string    `json:"id"`
+	Overlay  string    `json:"overlay"`
+	Path     string    `json:"path"` // direct, relay or none
+	Remote   string    `json:"remote,omitempty"`
+	RTTms    float64   `json:"rtt_ms"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// PingResult is one answered ping.
+type PingResult struct {
+	Peer    string         `json:"peer"`
+	Overlay string         `json:"overlay"`
+	Path    string         `json:"path"` // direct or relay
+	Remote  netip.AddrPort `json:"remote"`
+	RTT     time.Duration  `json:"rtt"`
+}
+
+// Status reports the node's registration, relay and peers.
+func (n *Node) Status() Status {
+	rz := n.rz.Status()
+	st := Status{
+		ID:         n.me.String(),
+		Overlay:    n.me.OverlayAddr().String(),
+		Registered: rz.Registered,
+		Server:     n.server,
+		Error:      rz.LastError,
+		Peers:      []PeerStatus{},
+	}
+	for _, c := range n.sock.Candidates() {
+		st.Local = append(st.Local, c.String())
+	}
+	if len(st.Local) == 0 {
+		st.Local = []string{n.sock.LocalAddrPort().String()}
+	}
+	if rz.Reflexive.IsValid() {
+		st.NATFacing = rz.Reflexive.String()
+	}
+	if r, ok := n.sock.Relay(); ok {
+		st.Relay = r.Addr.String()
+	}
+	for _, p := range n.sock.Peers() {
+		ps := PeerStatus{
+			ID:       p.ID.String(),
+			Overlay:  p.ID.OverlayAddr().String(),
+			Path:     p.Path,
+			RTTms:    float64(p.RTT.Microseconds()) / 1000,
+			LastSeen: p.LastSeen,
+		}
+		if p.Remote.IsValid() {
+			ps.Remote = p.Remote.String()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
+}
+
+// Ping probes peer (a peer ID or overlay address) over its active path and
+// reports the path, the remote address (the peer's, or the relay's) and the
+// round-trip time. A peer not met yet is introduced through the rendezvous
+// first.
+func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
+	t, err := parseTarget(peer)
+	if err != nil {
+		return PingResult{}, err
+	}
+	id, ok := n.knownID(t)
+	if ok {
+		if st, known := n.sock.Peer(id); !known || st.Path == pathsock.PathNone {
+			ok = false
+		}
+	}
+	if !ok {
+		if id, err = n.introduce(ctx, t); err != nil {
+			return PingResult{}, err
+		}
+	}
+	// A fresh peer's relay path is usable at once; give punching a moment
+	// only when there is no path at all yet.
+	for {
+		st, _ := n.sock.Peer(id)
+		if st.Path != pathsock.PathNone {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return PingResult{}, fmt.Errorf("node: ping %s: no path: %w", id.Short(), ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	st, err := n.sock.Ping(ctx, id)
+	if err != nil {
+		return PingResult{}, fmt.Errorf("node: %w", err)
+	}
+	return PingResult{Peer: id.String(), Overlay: id.OverlayAddr().String(), Path: st.Path, Remote: st.Remote, RTT: st.RTT}, nil
+}
