@@ -38,8 +38,8 @@ func ParseEnv(fs *flag.FlagSet, args []string, lookup func(string) (string, bool
 			return
 		}
 		v, ok := lookup(EnvName(f.Name))
-		if !ok {
-			return
+		if !ok || v == "" {
+			return // an empty variable counts as unset
 		}
 		vals := []string{v}
 		if _, repeat := f.Value.(interface{ Repeatable() }); repeat {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/turnrelay"
@@ -42,6 +43,7 @@ type Options struct {
 	Ticket    TicketOptions
 	RateLimit relay.RateLimit
 	TURN      TURNOptions
+	Stream    StreamOptions
 
 	// Ready, when set, is called once every socket is open (for tests
 	// and tools embedding the relay).
@@ -78,6 +80,10 @@ type Addrs struct {
 	Admin   net.Addr // nil without an admin server
 	TURNUDP net.Addr // nil when off
 	TURNTCP net.Addr // nil when off
+	Stream  net.Addr // TCP/TLS stream relay; nil when off
+	// StreamURL is the stream relay's address for peers (with the key pin
+	// when the certificate is self-signed).
+	StreamURL string
 }
 
 // errUsage marks errors in how the relay was invoked (exit status 2).
@@ -128,6 +134,17 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&relayIP, "turn-relay-ip", "", "public IP that TURN allocations use and advertise (needed when --turn-listen is a wildcard address)")
 	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
+	st := &o.Stream
+	var presenceIP, acmeDomains string
+	fs.StringVar(&st.TLSListen, "tls-listen", "", "TCP address of the TLS stream relay for networks without UDP, e.g. :443 (empty: off)")
+	fs.StringVar(&st.KeyFile, "key", "relay.key", "relay identity key file (created if missing); without ACME the stream relay's certificate is made from it and peers pin it")
+	fs.StringVar(&presenceIP, "stream-presence-ip", "", "public IP of the UDP sockets the stream relay gives each tunnel (default: the --tls-listen host)")
+	fs.StringVar(&acmeDomains, "acme-domain", "", "domain names (comma-separated) for an ACME certificate on the stream relay (empty: self-signed)")
+	fs.StringVar(&st.ACME.Email, "acme-email", "", "ACME account e-mail")
+	fs.StringVar(&st.ACME.CA, "acme-ca", certs.LetsEncrypt, "ACME directory URL")
+	fs.StringVar(&st.ACME.CARootsFile, "acme-ca-roots", "", "PEM roots to trust for the ACME CA's own HTTPS (a private CA)")
+	fs.StringVar(&st.ACME.StorageDir, "acme-storage", "", "directory for ACME accounts and certificates (default ~/.local/share/keymesh/certs)")
+	fs.IntVar(&st.ACME.HTTPPort, "acme-http-port", 0, "port of the HTTP-01 challenge listener (default 80)")
 	fs.Usage = flagenv.Usage(fs)
 
 	if err := flagenv.ParseEnv(fs, args, lookup); err != nil {
@@ -154,6 +171,14 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		t.RelayIP = ip
 	}
+	if presenceIP != "" {
+		ip, err := netip.ParseAddr(presenceIP)
+		if err != nil {
+			return nil, usageErr("--stream-presence-ip %q is not an IP address", presenceIP)
+		}
+		st.PresenceIP = ip
+	}
+	st.ACME.Domains = splitList(acmeDomains)
 	if c.rateLimitPS <= 0 {
 		o.RateLimit.Disabled = true
 	} else {

@@ -63,8 +63,11 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if turn != nil {
 		defer turn.Close()
 	}
-	// The TCP/TLS stream relay starts here when it lands, from its own
-	// Options field, like TURN above.
+	streamURL, err := startStream(ctx, o.Stream, admin.Registry, log, &addrs)
+	if err != nil {
+		return err
+	}
+	addrs.StreamURL = streamURL
 
 	admin.AddHealth("ticket-relay", srv.Healthy)
 	if o.Admin != "" {
@@ -87,7 +90,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		}()
 	}
 	log.Info("relay ready", "udp", addrs.UDP.String(), "sockets", len(conns), "admin", str(addrs.Admin),
-		"turn_udp", str(addrs.TURNUDP), "turn_tcp", str(addrs.TURNTCP), "ticket_ttl", o.Ticket.TTL.String(),
+		"turn_udp", str(addrs.TURNUDP), "turn_tcp", str(addrs.TURNTCP), "stream", streamURL, "ticket_ttl", o.Ticket.TTL.String(),
 		"version", obs.Version())
 	if o.Ready != nil {
 		o.Ready(addrs)
