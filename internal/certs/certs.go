@@ -72,6 +72,10 @@ func TLSConfig(ctx context.Context, c Config) (*tls.Config, error) {
 		}
 		return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}, nil
 	}
+	if c.Email == "" {
+		// certmagic would otherwise prompt on the terminal for one.
+		return nil, errors.New("ACME needs an account e-mail (--acme-email): the CA's contact about your certificates")
+	}
 	if c.CA == "" {
 		c.CA = LetsEncrypt
 	}

@@ -68,7 +68,7 @@ func TestUnreachableCAIsOneLine(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close() // nothing listens here now
-	_, err := TLSConfig(context.Background(), Config{Domains: []string{"localhost"}, CA: "https://" + addr + "/dir", StorageDir: t.TempDir()})
+	_, err := TLSConfig(context.Background(), Config{Domains: []string{"localhost"}, Email: "ops@example.org", CA: "https://" + addr + "/dir", StorageDir: t.TempDir()})
 	if !errors.Is(err, ErrUnreachable) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v", err)
 	}

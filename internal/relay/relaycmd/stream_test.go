@@ -71,7 +71,7 @@ func forwardOnceTo(t *testing.T, relayAddr net.Addr, ticket []byte, to net.Packe
 
 func TestStreamRelayACMEUnreachableIsOneLine(t *testing.T) {
 	c, err := parse([]string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0",
-		"--acme-domain", "relay.test", "--acme-ca", "https://127.0.0.1:1/dir", "--acme-storage", t.TempDir()}, noEnv, nil)
+		"--acme-domain", "relay.test", "--acme-email", "ops@example.org", "--acme-ca", "https://127.0.0.1:1/dir", "--acme-storage", t.TempDir()}, noEnv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestStreamRelayACMEUnreachableIsOneLine(t *testing.T) {
 func TestStreamRelayACMEFromPebble(t *testing.T) {
 	ca := pebbletest.Start(t)
 	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0",
-		"--acme-domain", "localhost", "--acme-ca", ca.Directory, "--acme-ca-roots", ca.RootsFile,
+		"--acme-domain", "localhost", "--acme-email", "ops@example.org", "--acme-ca", ca.Directory, "--acme-ca-roots", ca.RootsFile,
 		"--acme-storage", t.TempDir(), "--acme-http-port", strconv.Itoa(ca.HTTPPort)}, nil)
 	if strings.Contains(r.addrs.StreamURL, "#") || !strings.HasPrefix(r.addrs.StreamURL, "wss://localhost:") {
 		t.Fatalf("stream URL %q: want wss://localhost:port without a pin", r.addrs.StreamURL)
