@@ -11,7 +11,8 @@
 #
 # Settings come as KEYMESH_<FLAG> environment variables (docker run -e).
 # Docker lets unprivileged users bind ports below 1024 inside a container
-# (net.ipv4.ip_unprivileged_port_start=0), so the relay can listen on 443.
+# (net.ipv4.ip_unprivileged_port_start=0), so the relay can listen on 443
+# (KEYMESH_TLS_LISTEN=:443).
 
 ARG GO_VERSION=1.26
 
@@ -41,7 +42,9 @@ VOLUME ["/var/lib/keymesh"]
 
 FROM base AS relay
 COPY --from=build /out/relay /usr/local/bin/keymesh-relay
-ENV KEYMESH_ADMIN=0.0.0.0:9090
+ENV KEYMESH_KEY=/var/lib/keymesh/relay.key \
+    KEYMESH_ACME_STORAGE=/var/lib/keymesh/certs \
+    KEYMESH_ADMIN=0.0.0.0:9090
 EXPOSE 3479/udp 443/tcp 3480/udp 3480/tcp 9090/tcp
 ENTRYPOINT ["/usr/local/bin/keymesh-relay"]
 
@@ -57,5 +60,5 @@ FROM base AS rendezvous
 COPY --from=build /out/rendezvous /usr/local/bin/keymesh-rendezvous
 ENV KEYMESH_KEY=/var/lib/keymesh/server.key \
     KEYMESH_ADMIN=0.0.0.0:9090
-EXPOSE 3478/udp 443/tcp 9090/tcp
+EXPOSE 3478/udp 9090/tcp
 ENTRYPOINT ["/usr/local/bin/keymesh-rendezvous"]

@@ -28,6 +28,7 @@ type matrixOpts struct {
 	parallel int
 	bin      string
 	keep     bool
+	quick    bool
 	verbose  bool
 }
 
@@ -41,6 +42,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
 	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
 	fs.Usage = func() {
@@ -141,11 +143,12 @@ func runMatrix(ctx context.Context, args []string) error {
 	logDir := filepath.Join(o.out, "logs")
 	started := time.Now()
 	trials, runErr := lab.RunMatrix(ctx, labrun.MatrixConfig{
-		Types:    o.types,
-		Trials:   o.trials,
-		Trial:    labrun.TrialOptions{Timeout: o.timeout},
-		Parallel: o.parallel,
-		LogDir:   logDir,
+		Types:          o.types,
+		Trials:         o.trials,
+		Trial:          labrun.TrialOptions{Timeout: o.timeout},
+		Parallel:       o.parallel,
+		StopAtExpected: o.quick,
+		LogDir:         logDir,
 		OnTrial: func(t matrix.Trial) {
 			bar.Describe(fmt.Sprintf("%s -> %s: %s", t.A, t.B, t.Outcome))
 			_ = bar.Add(1)

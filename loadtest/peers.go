@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
@@ -19,6 +21,8 @@ type peersOpts struct {
 	servers  []string // connect strings; empty: run one in-process
 	admins   []string // admin URLs of the external servers
 	registry string   // in-process: memory or redis
+	instances int     // in-process instances on one SO_REUSEPORT address
+	compare   []scenario
 	redisURL string
 	ttl      time.Duration
 	refresh  time.Duration
@@ -40,6 +44,8 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 	fs.Var(&admins, "admin", "admin URL of an external server, for its memory (repeatable)")
 	fs.StringVar(&o.registry, "registry", "memory", "in-process server's registry: memory or redis")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis URL for --registry redis")
+	fs.IntVar(&o.instances, "instances", 1, "in-process rendezvous instances sharing one UDP address (SO_REUSEPORT) and the registry; more than 1 needs --registry redis")
+	compare := fs.String("compare", "", "run several in-process setups one after another and print them side by side: comma-separated registry:instances, e.g. memory:1,redis:1,redis:3 (replaces --registry and --instances)")
 	fs.DurationVar(&o.ttl, "ttl", rendezvous.DefaultTTL, "in-process server's registration TTL")
 	fs.DurationVar(&o.refresh, "refresh", rendezvous.DefaultRefresh, "in-process server's refresh interval")
 	fs.Float64Var(&o.rate, "rate-limit", rendezvous.DefaultRate, "in-process server's per-source rate limit (datagrams/s; negative disables)")
@@ -47,10 +53,16 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 	fs.IntVar(&o.workers, "workers", 64, "concurrent connects during the steady phase")
 	fs.DurationVar(&o.duration, "duration", 25*time.Second, "steady phase: connects while the peers refresh (covers one refresh at the default 20s); 0 skips it")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of the registration phase")
-	if err := flagenv.Parse(fs, args); err != nil {
+	err := flagenv.Parse(fs, args)
+	if err != nil {
 		return o, err
 	}
 	o.servers, o.admins = servers, admins
+	if *compare != "" {
+		if o.compare, err = parseScenarios(*compare); err != nil {
+			return o, err
+		}
+	}
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -70,8 +82,54 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 		return o, errors.New("--duration must not be negative (0 skips the steady phase)")
 	case o.refresh <= 0 || o.ttl <= o.refresh:
 		return o, errors.New("--refresh must be positive and below --ttl")
+	case o.instances < 1 || o.instances > 64:
+		return o, fmt.Errorf("--instances %d: want 1 to 64", o.instances)
+	case o.instances > 1 && o.registry != "redis":
+		return o, errors.New("--instances above 1 needs --registry redis: instances with their own memory registries do not know each other's peers")
+	case (o.instances > 1 || len(o.compare) > 0) && len(o.servers) > 0:
+		return o, errors.New("--instances and --compare start in-process servers; with --server, run the instances yourself")
+	}
+	for _, sc := range o.compare {
+		if sc.registry == "redis" && o.redisURL == "" {
+			return o, fmt.Errorf("--compare %s needs --redis URL", sc)
+		}
 	}
 	return o, nil
+}
+
+// scenario is one in-process setup of --compare.
+type scenario struct {
+	registry  string
+	instances int
+}
+
+func (s scenario) String() string { return fmt.Sprintf("%s:%d", s.registry, s.instances) }
+
+// label names the scenario in a table header.
+func (s scenario) label() string {
+	if s.instances == 1 {
+		return fmt.Sprintf("%s, 1 instance", s.registry)
+	}
+	return fmt.Sprintf("%s, %d instances", s.registry, s.instances)
+}
+
+// parseScenarios parses "memory:1,redis:3".
+func parseScenarios(list string) ([]scenario, error) {
+	var out []scenario
+	for _, f := range strings.Split(list, ",") {
+		reg, n, ok := strings.Cut(strings.TrimSpace(f), ":")
+		count, err := strconv.Atoi(n)
+		switch {
+		case !ok || err != nil || count < 1 || count > 64:
+			return nil, fmt.Errorf("--compare %q: want registry:instances items such as memory:1,redis:3", f)
+		case reg != "memory" && reg != "redis":
+			return nil, fmt.Errorf("--compare %q: registry memory or redis", f)
+		case reg == "memory" && count > 1:
+			return nil, fmt.Errorf("--compare %q: memory registries are not shared: only memory:1", f)
+		}
+		out = append(out, scenario{registry: reg, instances: count})
+	}
+	return out, nil
 }
 
 // runPeers simulates --count peers registering, refreshing and connecting
@@ -81,10 +139,34 @@ func runPeers(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := peersBench(ctx, o, os.Stderr)
+	if len(o.compare) == 0 {
+		res, err := peersBench(ctx, o, os.Stderr)
+		if err != nil {
+			return err
+		}
+		res.table(os.Stdout)
+		return nil
+	}
+	results, err := peersCompare(ctx, o, os.Stderr)
 	if err != nil {
 		return err
 	}
-	res.table(os.Stdout)
+	compareTable(os.Stdout, results)
 	return nil
+}
+
+// peersCompare runs peersBench once per --compare scenario.
+func peersCompare(ctx context.Context, o peersOpts, progress io.Writer) ([]*peersResult, error) {
+	var out []*peersResult
+	for _, sc := range o.compare {
+		so := o
+		so.registry, so.instances, so.compare = sc.registry, sc.instances, nil
+		fmt.Fprintf(progress, "== %s\n", sc.label())
+		res, err := peersBench(ctx, so, progress)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sc, err)
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }

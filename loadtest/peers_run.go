@@ -21,6 +21,10 @@ type peersResult struct {
 	sent, recv int64
 	rejected   map[string]float64
 
+	// per in-process instance: name, registrations and connects served
+	instNames              []string
+	instRegs, instConnects []float64
+
 	// memory per registered peer, bytes; <0 when unknown
 	heapPerPeer  float64
 	rssPerPeer   float64
@@ -47,7 +51,7 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 		}
 		servers = []peersServer{ls.peersServer}
 		redis0 = ls.redisMemory(ctx)
-		fmt.Fprintf(progress, "in-process rendezvous on %s (%s registry)\n", ls.addr, o.registry)
+		fmt.Fprintf(progress, "in-process rendezvous on %s: %d instance(s), %s registry\n", ls.addr, len(ls.insts), o.registry)
 	} else if servers, err = externalServers(o.servers); err != nil {
 		return nil, err
 	}
@@ -110,24 +114,22 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 	}
 	if ls != nil {
 		res.rejected = ls.rejected()
+		res.instNames, res.instRegs, res.instConnects = ls.served()
 		if r1 := ls.redisMemory(ctx); redis0 >= 0 && r1 >= 0 {
 			res.redisPerPeer = float64(r1-redis0) / registered
 		}
 		// The server's own memory: the live heap with it, minus without
 		// it, minus what an empty server costs.
 		stopPeers()
-		ls.cancel()
-		<-ls.done
+		ls.halt()
 		with := liveHeap()
-		ls.conn.Close()
-		ls.reg.Close()
-		ls.conn, ls.reg = nil, nil
+		ls.stop()
 		ls = nil
 		without := liveHeap()
 		if with > without+empty {
 			res.heapPerPeer = float64(with-without-empty) / registered
 		}
-		res.note = fmt.Sprintf("in-process: live heap of the server and its %s registry (after GC) per peer, empty-server cost (%d B) subtracted; peers and server share %d CPUs", o.registry, empty, runtime.GOMAXPROCS(0))
+		res.note = fmt.Sprintf("in-process: live heap of the server(s) and %s registry (after GC) per peer, empty-server cost (%d B) subtracted; peers, servers (and Redis) share %d CPUs", o.registry, empty, runtime.GOMAXPROCS(0))
 	}
 	return res, nil
 }

@@ -25,107 +25,6 @@ const (
 
 var benchLoopback = netip.MustParseAddr("127.0.0.1")
 
-// benchServer is a TURN server under test.
-type benchServer interface {
-	addr(tcp bool) netip.AddrPort
-	cpu() (time.Duration, error) // CPU time used so far
-	stop()
-}
-
-// ourServer is our relay, in this process.
-type ourServer struct {
-	s        *turnrelay.Server
-	udp, tcp netip.AddrPort
-}
-
-func startOurs(ctx context.Context, sockets int, log *slog.Logger) (*ourServer, error) {
-	conns, err := sockopt.ListenUDPGroup(ctx, "127.0.0.1:0", sockets)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := sockopt.ListenTCP(ctx, "127.0.0.1:0", true)
-	if err != nil {
-		for _, c := range conns {
-			c.Close()
-		}
-		return nil, err
-	}
-	cfg := turnrelay.Config{
-		Listeners:             []net.Listener{ln},
-		Realm:                 benchRealm,
-		Secret:                []byte(benchSecret),
-		MaxAllocationsPerUser: -1, // uclient leaves one probe allocation per session
-		Logger:                log,
-		Registerer:            prometheus.NewRegistry(),
-	}
-	for _, c := range conns {
-		cfg.PacketConns = append(cfg.PacketConns, c)
-	}
-	s, err := turnrelay.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &ourServer{
-		s:   s,
-		udp: conns[0].LocalAddr().(*net.UDPAddr).AddrPort(),
-		tcp: ln.Addr().(*net.TCPAddr).AddrPort(),
-	}, nil
-}
-
-func (o *ourServer) addr(tcp bool) netip.AddrPort {
-	if tcp {
-		return o.tcp
-	}
-	return o.udp
-}
-
-// cpu is this whole process's CPU time: the relay is what runs in it
-// during a measurement (besides reading the clients' output).
-func (o *ourServer) cpu() (time.Duration, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, err
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
-}
-
-func (o *ourServer) stop() { o.s.Close() }
-
-// coturnServer is coturn's turnserver, a child process.
-type coturnServer struct {
-	p   *coturn.Process
-	ap  netip.AddrPort
-	dir string
-}
-
-func startCoturn(ctx context.Context, threads int) (*coturnServer, error) {
-	port, err := coturn.FreePort(benchLoopback)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "loadtest-coturn-")
-	if err != nil {
-		return nil, err
-	}
-	ap := netip.AddrPortFrom(benchLoopback, port)
-	p, err := coturn.StartServer(ctx, coturn.ServerConfig{
-		Dir: dir, Listen: ap, Secret: benchSecret, Realm: benchRealm, Threads: threads,
-		MinPort: 5000, MaxPort: 32000,
-	}, nil)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return &coturnServer{p: p, ap: ap, dir: dir}, nil
-}
-
-func (c *coturnServer) addr(bool) netip.AddrPort    { return c.ap }
-func (c *coturnServer) cpu() (time.Duration, error) { return c.p.CPU() }
-func (c *coturnServer) stop() {
-	c.p.Stop()
-	os.RemoveAll(c.dir)
-}
-
 // relayResult is one table row: one server at one allocation count.
 type relayResult struct {
 	server      string
@@ -245,10 +144,10 @@ func relayRow(ctx context.Context, o relayOpts, name string, n int) (relayResult
 	}
 	defer srv.stop()
 
-	// Bound the row: connecting (0.1 s a session in each process), uclient's
+	// Bound the row: connecting (0.1 s a session in each process, more on a busy machine), uclient's
 	// random start (up to 6 s), sending, and its 10 s wait for stragglers.
 	procs := (n + o.perProcess - 1) / o.perProcess
-	limit := time.Duration(min(n, o.perProcess))*150*time.Millisecond + 6*time.Second +
+	limit := time.Duration(min(n, o.perProcess))*500*time.Millisecond + 6*time.Second +
 		time.Duration(msgs)*iv + 45*time.Second
 	rctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -343,68 +242,4 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
-}
-
-// cpuSampler records a server's CPU time at regular instants.
-type cpuSampler struct {
-	read func() (time.Duration, error)
-
-	mu      sync.Mutex
-	samples []cpuSample
-}
-
-type cpuSample struct {
-	at  time.Time
-	cpu time.Duration
-}
-
-func newCPUSampler(read func() (time.Duration, error)) *cpuSampler {
-	return &cpuSampler{read: read}
-}
-
-func (s *cpuSampler) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if c, err := s.read(); err == nil {
-			s.mu.Lock()
-			s.samples = append(s.samples, cpuSample{time.Now(), c})
-			s.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// between returns the CPU used from a to b, interpolating between samples.
-func (s *cpuSampler) between(a, b time.Time) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return cpuAt(s.samples, b) - cpuAt(s.samples, a)
-}
-
-// cpuAt interpolates the CPU time at t from samples ordered by time.
-func cpuAt(samples []cpuSample, t time.Time) time.Duration {
-	if len(samples) == 0 {
-		return 0
-	}
-	if !t.After(samples[0].at) {
-		return samples[0].cpu
-	}
-	for i := 1; i < len(samples); i++ {
-		if t.After(samples[i].at) {
-			continue
-		}
-		a, b := samples[i-1], samples[i]
-		span := b.at.Sub(a.at)
-		if span <= 0 {
-			return b.cpu
-		}
-		f := float64(t.Sub(a.at)) / float64(span)
-		return a.cpu + time.Duration(f*float64(b.cpu-a.cpu))
-	}
-	return samples[len(samples)-1].cpu
 }

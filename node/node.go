@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/nat"
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/internal/wire"
@@ -46,6 +46,8 @@ type Node struct {
 
 	sock  *pathsock.Sock
 	rz    *rzclient.Client
+	stun  *nat.STUNClient
+	srv   netip.AddrPort
 	tr    *quic.Transport
 	ql    *quic.Listener
 	qconf *quic.Config
@@ -126,11 +128,14 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		cancel()
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.srv = serverAddr
+	n.stun, _ = nat.NewSTUNClient(func(b []byte, to netip.AddrPort) error { return n.sock.WriteRaw(b, to) }) // fails only without a send func
 	pcfg := pathsock.Config{
 		Identity:      id,
 		ListenAddr:    cfg.ListenAddr,
 		ServerKey:     serverKey,
 		OnServerFrame: n.rz.HandleFrame,
+		OnSTUN:        func(b []byte, from netip.AddrPort) { n.stun.Handle(b, from) },
 		OnLocalChange: n.reregister,
 		NoDirect:      cfg.NoDirect,
 		Logger:        log.With("part", "path"),
@@ -297,8 +302,15 @@ func (n *Node) Close() error {
 		n.closeError = n.sock.Close()
 		n.wg.Wait()
 	})
-	if errors.Is(n.closeError, ErrClosed) {
-		return nil
-	}
 	return n.closeError
+}
+
+// STUN asks the rendezvous server, over the node's own socket, for the
+// node's public (reflexive) address: the address other peers see.
+func (n *Node) STUN(ctx context.Context) (netip.AddrPort, error) {
+	a, err := n.stun.Query(ctx, n.srv)
+	if err != nil {
+		return a, fmt.Errorf("node: %w", err)
+	}
+	return a, nil
 }

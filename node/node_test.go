@@ -152,3 +152,75 @@ func TestNewFailsClearly(t *testing.T) {
 		t.Fatalf("unanswered registration: %v", err)
 	}
 }
+
+func TestPingFirstContactAndSelf(t *testing.T) {
+	m := startMesh(t)
+	noDirect := func(c *Config) { c.NoDirect = true }
+	a, b := m.newNode(noDirect), m.newNode(noDirect)
+	// No session yet: Ping introduces the peers itself.
+	res, err := a.Ping(tctx(t, 5*time.Second), b.OverlayAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path != "relay" || res.Remote.String() != m.relayAt || res.Peer != b.ID() || res.RTT <= 0 {
+		t.Fatalf("ping %+v, want relay via %s", res, m.relayAt)
+	}
+	if _, err := a.Dial(tctx(t, 5*time.Second), a.ID()); err == nil || !strings.Contains(err.Error(), "itself") {
+		t.Fatalf("dial self: %v", err)
+	}
+}
+
+func TestSTUNOverTheNodeSocket(t *testing.T) {
+	m := startMesh(t)
+	a := m.newNode(nil)
+	got, err := a.STUN(tctx(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != a.sock.LocalAddrPort() {
+		t.Fatalf("STUN says %s, the socket is %s", got, a.sock.LocalAddrPort())
+	}
+}
+
+func TestSimultaneousDials(t *testing.T) {
+	m := startMesh(t)
+	a, b := m.newNode(nil), m.newNode(nil)
+	for _, n := range []*testNode{a, b} {
+		go func() {
+			for {
+				c, err := n.Listen().Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.Close() }()
+			}
+		}()
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		from, to := a, b
+		if i%2 == 1 {
+			from, to = b, a
+		}
+		go func() {
+			c, err := from.Dial(tctx(t, 10*time.Second), to.ID())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.Write([]byte("x"))
+			c.(*Conn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err == nil && string(got) != "x" {
+				err = errors.New("bad echo")
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

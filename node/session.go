@@ -91,6 +91,9 @@ func (n *Node) session(ctx context.Context, s string) (*quic.Conn, crypto.PeerID
 			return c, id, nil
 		}
 	}
+	if t.id == n.me || t.addr == n.me.OverlayAddr() {
+		return nil, n.me, fmt.Errorf("node: %s is this node itself", s)
+	}
 	id, err := n.introduce(ctx, t)
 	if err != nil {
 		return nil, id, err

@@ -58,7 +58,7 @@ wait_for() {
 	fail "timed out waiting for \"$2\" in $1"
 }
 
-step "building peer, rendezvous and relay into $WORK/bin"
+step "building peer, rendezvous and relay into $WORK/bin (the first build takes a minute or more)"
 go build -o "$WORK/bin/" ./cmd/peer ./cmd/rendezvous ./cmd/relay
 PATH="$WORK/bin:$PATH"
 

@@ -108,11 +108,11 @@ func checkHardening(name, text string) []string {
 			out = append(out, "RestrictAddressFamilies allows "+f)
 		}
 	}
-	// Capabilities: only CAP_NET_BIND_SERVICE, and only for the servers
-	// (they bind TCP 443).
-	wantCaps := "CAP_NET_BIND_SERVICE"
-	if name == "peer" {
-		wantCaps = ""
+	// Capabilities: only CAP_NET_BIND_SERVICE, and only for the relay (it
+	// binds TCP 443; the others' ports are above 1024).
+	wantCaps := ""
+	if name == "relay" {
+		wantCaps = "CAP_NET_BIND_SERVICE"
 	}
 	if _, ok := u.lastOK("CapabilityBoundingSet"); !ok {
 		out = append(out, "no CapabilityBoundingSet")

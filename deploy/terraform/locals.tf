@@ -8,16 +8,15 @@ locals {
     Deployment = var.deployment_name
   })
 
-  # Every port the servers use. The first five are on the anycast addresses
+  # Every port the servers use. All but admin are on the anycast addresses
   # (one accelerator listener per service and protocol); admin is reached only
   # by the load balancers' health checks and admin_cidrs.
   ports = {
-    rendezvous     = 3478 # UDP: rendezvous protocol and STUN
-    rendezvous_tls = 8443 # TCP: rendezvous over TLS (see README, "Ports")
-    relay          = 3479 # UDP: stateless ticket relay
-    relay_tls      = 443  # TCP: TLS stream relay, the fallback where UDP is blocked
-    turn           = 3480 # UDP and TCP: TURN (RFC 8656)
-    admin          = 9090 # TCP: /healthz, /readyz, /metrics
+    rendezvous = 3478 # UDP: rendezvous protocol and STUN
+    relay      = 3479 # UDP: stateless ticket relay
+    relay_tls  = 443  # TCP: stream relay (WebSocket over TLS) where UDP is blocked
+    turn       = 3480 # UDP and TCP: TURN (RFC 8656)
+    admin      = 9090 # TCP: /healthz, /readyz, /metrics
   }
 
   # Where the servers keep the secrets user_data fetches (one file each).
@@ -27,6 +26,10 @@ locals {
   # first anycast address.
   public_host = var.acme_domain != "" ? var.acme_domain : aws_globalaccelerator_accelerator.this.ip_sets[0].ip_addresses[0]
   anycast_ips = flatten([for s in aws_globalaccelerator_accelerator.this.ip_sets : s.ip_addresses])
+
+  # The stream relay's address as the rendezvous advertises it: pinned to the
+  # relays' key unless they have an ACME certificate for acme_domain.
+  stream_relay_url = "wss://${local.public_host}:${local.ports.relay_tls}/v1/tunnel${var.acme_domain != "" ? "" : "#${local.peer_ids.relay}"}"
 
   acme_env = var.acme_domain == "" ? {} : merge(
     { KEYMESH_ACME_DOMAIN = var.acme_domain },
@@ -46,16 +49,17 @@ locals {
       secrets       = ["server-key", "cookie-secret", "turn-secret", "redis-auth"]
       ports = [
         { port = local.ports.rendezvous, protocol = "UDP" },
-        { port = local.ports.rendezvous_tls, protocol = "TCP" },
       ]
       direct = []
       env = {
         KEYMESH_LISTEN             = ":${local.ports.rendezvous}"
-        KEYMESH_TLS_LISTEN         = ":${local.ports.rendezvous_tls}"
         KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
         KEYMESH_KEY                = "${local.secret_dir}/server-key"
+        KEYMESH_PUBLIC_ADDR        = local.public_host
+        KEYMESH_REGISTRY           = "redis"
         KEYMESH_REDIS              = "rediss://:$${REDIS_AUTH}@${aws_elasticache_replication_group.registry.primary_endpoint_address}:${aws_elasticache_replication_group.registry.port}/0"
         KEYMESH_RELAY              = join(",", [for ip in local.anycast_ips : "${ip}:${local.ports.relay}"])
+        KEYMESH_STREAM_RELAY       = local.stream_relay_url
         KEYMESH_COOKIE_SECRET_FILE = "${local.secret_dir}/cookie-secret"
         KEYMESH_TURN_SECRET_FILE   = "${local.secret_dir}/turn-secret"
         KEYMESH_TURN_URI           = "turn:${local.public_host}:${local.ports.turn}"
@@ -67,33 +71,36 @@ locals {
     relay = {
       instance_type = var.relay_instance_type
       unit          = file("${path.module}/../systemd/keymesh-relay.service")
-      secrets       = ["ticket-keys", "turn-secret", "peer-secret"]
+      secrets       = ["relay-key", "ticket-keys", "turn-secret", "peer-secret"]
       ports = [
         { port = local.ports.relay, protocol = "UDP" },
         { port = local.ports.relay_tls, protocol = "TCP" },
         { port = local.ports.turn, protocol = "TCP_UDP" },
       ]
       # Reached on each instance's own public address, not through the
-      # accelerator: TURN relayed addresses, and relay-to-relay forwarding of
-      # the stream relay (authenticated with the peer secret).
+      # accelerator: TURN relayed addresses and stream-relay UDP presences,
+      # and relay-to-relay forwarding (authenticated with the peer secret).
       direct = [
-        { protocol = "udp", from = var.turn_relay_ports.from, to = var.turn_relay_ports.to },
+        { protocol = "udp", from = var.relay_direct_udp_ports.from, to = var.relay_direct_udp_ports.to },
         { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
       ]
       env = merge(local.acme_env, {
-        KEYMESH_LISTEN           = ":${local.ports.relay}"
-        KEYMESH_TLS_LISTEN       = ":${local.ports.relay_tls}"
-        KEYMESH_ADMIN            = "0.0.0.0:${local.ports.admin}"
-        KEYMESH_TICKET_KEY_FILE  = "${local.secret_dir}/ticket-keys"
-        KEYMESH_PEER_SECRET_FILE = "${local.secret_dir}/peer-secret"
-        KEYMESH_TURN_LISTEN      = ":${local.ports.turn}"
-        KEYMESH_TURN_TCP_LISTEN  = ":${local.ports.turn}"
-        KEYMESH_TURN_SECRET_FILE = "${local.secret_dir}/turn-secret"
-        KEYMESH_TURN_REALM       = var.acme_domain != "" ? var.acme_domain : var.deployment_name
-        KEYMESH_TURN_RELAY_IP    = "$${PUBLIC_IP}"
-        KEYMESH_REUSEPORT        = "$${NPROC}"
-        KEYMESH_LOG_FORMAT       = "json"
-        KEYMESH_LOG_LEVEL        = var.log_level
+        KEYMESH_LISTEN             = ":${local.ports.relay}"
+        KEYMESH_TLS_LISTEN         = ":${local.ports.relay_tls}"
+        KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
+        KEYMESH_KEY                = "${local.secret_dir}/relay-key"
+        KEYMESH_TICKET_KEY_FILE    = "${local.secret_dir}/ticket-keys"
+        KEYMESH_PEER_SECRET_FILE   = "${local.secret_dir}/peer-secret"
+        KEYMESH_TURN_LISTEN        = ":${local.ports.turn}"
+        KEYMESH_TURN_TCP_LISTEN    = ":${local.ports.turn}"
+        KEYMESH_TURN_SECRET_FILE   = "${local.secret_dir}/turn-secret"
+        KEYMESH_TURN_REALM         = var.acme_domain != "" ? var.acme_domain : var.deployment_name
+        KEYMESH_TURN_RELAY_IP      = "$${PUBLIC_IP}"
+        KEYMESH_STREAM_PRESENCE_IP = "$${PUBLIC_IP}"
+        KEYMESH_TURN_SOCKETS       = "$${NPROC}"
+        KEYMESH_REUSEPORT          = "$${NPROC}"
+        KEYMESH_LOG_FORMAT         = "json"
+        KEYMESH_LOG_LEVEL          = var.log_level
       })
     }
   }

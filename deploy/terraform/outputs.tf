@@ -23,6 +23,16 @@ output "server_peer_id" {
   value       = local.server_peer_id
 }
 
+output "relay_peer_id" {
+  description = "The relays' peer ID, pinned in stream_relay_url when there is no ACME certificate."
+  value       = local.peer_ids.relay
+}
+
+output "stream_relay_url" {
+  description = "The stream relay (WebSocket over TLS on TCP 443) as the rendezvous advertises it to peers whose UDP is blocked."
+  value       = local.stream_relay_url
+}
+
 output "server_public_key_openssh" {
   description = "The rendezvous servers' Ed25519 public key in OpenSSH form, to cross-check server_peer_id."
   value       = trimspace(tls_private_key.server.public_key_openssh)

@@ -22,19 +22,27 @@ func sshPublicKey(pub ed25519.PublicKey) string {
 	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(blob) + "\n"
 }
 
-// serverPeerID evaluates server_id.tf's locals for a given OpenSSH key.
-func serverPeerID(t *testing.T, root *tfModule, openssh string) (string, error) {
+// testKeys returns the tls_private_key stand-ins with the given OpenSSH
+// public keys for the rendezvous (server) and the relay.
+func testKeys(server, relay string) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"server": cty.ObjectVal(map[string]cty.Value{"public_key_openssh": cty.StringVal(server)}),
+		"relay":  cty.ObjectVal(map[string]cty.Value{"public_key_openssh": cty.StringVal(relay)}),
+	})
+}
+
+// peerIDLocals are the locals of server_id.tf in order.
+var peerIDLocals = []string{"base64_alphabet", "base32_alphabet", "ssh_public_keys", "ssh_key_bits", "public_key_bits", "peer_ids", "server_peer_id"}
+
+// serverPeerIDs evaluates server_id.tf's locals for given OpenSSH keys and
+// returns the rendezvous's and the relay's peer IDs.
+func serverPeerIDs(t *testing.T, root *tfModule, server, relay string) (string, string, error) {
 	t.Helper()
-	scope := map[string]cty.Value{
-		"tls_private_key": cty.ObjectVal(map[string]cty.Value{
-			"server": cty.ObjectVal(map[string]cty.Value{"public_key_openssh": cty.StringVal(openssh)}),
-		}),
-	}
-	v, err := evalLocalsWith(root, scope, "base64_alphabet", "base32_alphabet", "server_ssh_blob", "server_ssh_bits", "server_key_bits", "server_peer_id")
+	v, err := evalLocalsWith(root, map[string]cty.Value{"tls_private_key": testKeys(server, relay)}, peerIDLocals...)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return v.GetAttr("server_peer_id").AsString(), nil
+	return v.GetAttr("server_peer_id").AsString(), v.GetAttr("peer_ids").GetAttr("relay").AsString(), nil
 }
 
 // TestServerPeerIDMatchesCrypto checks that the HCL in server_id.tf turns
@@ -51,17 +59,19 @@ func TestServerPeerIDMatchesCrypto(t *testing.T) {
 		pid := id.ID()
 		keys = append(keys, ed25519.PublicKey(pid[:]))
 	}
-	for _, k := range keys {
+	for i, k := range keys {
 		want, err := crypto.PeerIDFromKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := serverPeerID(t, root, sshPublicKey(k))
+		other := keys[(i+1)%len(keys)]
+		wantOther, _ := crypto.PeerIDFromKey(other)
+		got, gotOther, err := serverPeerIDs(t, root, sshPublicKey(k), sshPublicKey(other))
 		if err != nil {
 			t.Fatalf("evaluate server_id.tf: %v", err)
 		}
-		if got != want.String() {
-			t.Fatalf("server_id.tf gives %q for key %x, internal/crypto gives %q", got, []byte(k), want.String())
+		if got != want.String() || gotOther != wantOther.String() {
+			t.Fatalf("server_id.tf gives %q and %q for keys %x and %x, internal/crypto gives %q and %q", got, gotOther, []byte(k), []byte(other), want, wantOther)
 		}
 		if _, err := crypto.ParsePeerID(got); err != nil {
 			t.Fatalf("server_id.tf gives %q, which internal/crypto refuses: %v", got, err)
@@ -73,11 +83,11 @@ func TestServerPeerIDMatchesCrypto(t *testing.T) {
 // fail: an off-by-one in the bit offset must give another ID.
 func TestServerPeerIDNoticesWrongOffset(t *testing.T) {
 	dir := copyConfig(t, ".")
-	mutate(t, dir, "server_id.tf", "substr(local.server_ssh_bits, 152, 256)", "substr(local.server_ssh_bits, 144, 256)")
+	mutate(t, dir, "server_id.tf", "substr(bits, 152, 256)", "substr(bits, 144, 256)")
 	root := loadConfig(t, dir)["."]
 	k := ed25519.PublicKey(bytesOf(0x5a, 32))
 	want, _ := crypto.PeerIDFromKey(k)
-	got, err := serverPeerID(t, root, sshPublicKey(k))
+	got, _, err := serverPeerIDs(t, root, sshPublicKey(k), sshPublicKey(k))
 	if err == nil && got == want.String() {
 		t.Fatalf("a wrong bit offset still gave the right peer ID %q", got)
 	}

@@ -9,6 +9,12 @@ resource "tls_private_key" "server" {
   algorithm = "ED25519"
 }
 
+# The relays' identity: the stream relay's TLS certificate is bound to it,
+# and the rendezvous advertises the relay with this key pinned.
+resource "tls_private_key" "relay" {
+  algorithm = "ED25519"
+}
+
 # MAC key of the rendezvous's stateless address cookies.
 resource "random_bytes" "cookie_secret" {
   length = 32
@@ -58,6 +64,7 @@ locals {
   # Secret name (file name on the servers) to value.
   secret_values = {
     "server-key"    = tls_private_key.server.private_key_pem_pkcs8
+    "relay-key"     = tls_private_key.relay.private_key_pem_pkcs8
     "cookie-secret" = "${random_bytes.cookie_secret.base64}\n"
     "turn-secret"   = "${random_bytes.turn_secret.base64}\n"
     "peer-secret"   = "${random_bytes.peer_secret.base64}\n"

@@ -2,6 +2,7 @@ package terraform_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // rootScope is what the root module's locals need besides themselves, with
@@ -39,8 +42,9 @@ func rootScope(t *testing.T, root *tfModule, overrides map[string]cty.Value) map
 		vars[k] = v
 	}
 	return map[string]cty.Value{
-		"var":  cty.ObjectVal(vars),
-		"path": cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(root.dir)}),
+		"tls_private_key": testKeys(sshPublicKey(testServerKey), sshPublicKey(testRelayKey)),
+		"var":             cty.ObjectVal(vars),
+		"path":            cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(root.dir)}),
 		"aws_globalaccelerator_accelerator": cty.ObjectVal(map[string]cty.Value{
 			"this": cty.ObjectVal(map[string]cty.Value{
 				"ip_sets": cty.ListVal([]cty.Value{cty.ObjectVal(map[string]cty.Value{
@@ -55,6 +59,17 @@ func rootScope(t *testing.T, root *tfModule, overrides map[string]cty.Value) map
 			}),
 		}),
 	}
+}
+
+// Keys standing in for the rendezvous's and the relays' in rootScope.
+var (
+	testServerKey = ed25519.PublicKey(bytesOf(0x11, 32))
+	testRelayKey  = ed25519.PublicKey(bytesOf(0x22, 32))
+)
+
+func peerIDOf(k ed25519.PublicKey) string {
+	id, _ := crypto.PeerIDFromKey(k)
+	return id.String()
 }
 
 // fileFunc is Terraform's file(path), relative to the working directory
@@ -82,7 +97,8 @@ func rootServices(t *testing.T, overrides map[string]cty.Value) (services, liste
 	funcs := tfFuncs()
 	funcs["file"] = fileFunc
 	funcs["flatten"] = stdlib.FlattenFunc
-	for _, n := range []string{"primary_region", "ports", "secret_dir", "anycast_ips", "public_host", "acme_env", "services", "listeners"} {
+	names := append(append([]string{}, peerIDLocals...), "primary_region", "ports", "secret_dir", "anycast_ips", "public_host", "stream_relay_url", "acme_env", "services", "listeners")
+	for _, n := range names {
 		a, ok := all[n]
 		if !ok {
 			t.Fatalf("no local %q", n)
@@ -186,7 +202,7 @@ func TestUserDataRenders(t *testing.T) {
 			heredoc := strings.Replace(script[start:end+5], "cat >/etc/keymesh/"+name+".env", "cat", 1)
 			got := runBash(t, heredoc, "PUBLIC_IP=203.0.113.7", "NPROC=2", "REDIS_AUTH=s3cret")
 			for _, want := range map[string][]string{
-				"rendezvous": {"KEYMESH_LISTEN=:3478\n", "KEYMESH_REUSEPORT=2\n", "KEYMESH_REDIS=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_RELAY=192.0.2.10:3479,198.51.100.10:3479\n", "KEYMESH_ADMIN=0.0.0.0:9090\n"},
+				"rendezvous": {"KEYMESH_LISTEN=:3478\n", "KEYMESH_REUSEPORT=2\n", "KEYMESH_REGISTRY=redis\n", "KEYMESH_PUBLIC_ADDR=192.0.2.10\n", "KEYMESH_STREAM_RELAY=wss://192.0.2.10:443/v1/tunnel#" + peerIDOf(testRelayKey) + "\n", "KEYMESH_REDIS=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_RELAY=192.0.2.10:3479,198.51.100.10:3479\n", "KEYMESH_ADMIN=0.0.0.0:9090\n"},
 				"relay":      {"KEYMESH_LISTEN=:3479\n", "KEYMESH_TLS_LISTEN=:443\n", "KEYMESH_TURN_RELAY_IP=203.0.113.7\n", "KEYMESH_TURN_LISTEN=:3480\n", "KEYMESH_ADMIN=0.0.0.0:9090\n"},
 			}[name] {
 				if !strings.Contains(got, want) {
@@ -217,7 +233,6 @@ func TestListenersFollowPorts(t *testing.T) {
 	}
 	want := map[string]string{
 		"rendezvous-udp": "rendezvous UDP [3478]",
-		"rendezvous-tcp": "rendezvous TCP [8443]",
 		"relay-udp":      "relay UDP [3479 3480]",
 		"relay-tcp":      "relay TCP [3480 443]",
 	}
@@ -245,7 +260,13 @@ func TestACMESettingsOnlyWhenSet(t *testing.T) {
 		t.Errorf("relay env: want KEYMESH_ACME_EMAIL and no KEYMESH_ACME_CA: %#v", env)
 	}
 	rv := services.GetAttr("rendezvous").GetAttr("env")
-	if got := rv.GetAttr("KEYMESH_TURN_URI").AsString(); got != "turn:relay.example.com:3480" {
-		t.Errorf("KEYMESH_TURN_URI = %q, want turn:relay.example.com:3480", got)
+	for k, want := range map[string]string{
+		"KEYMESH_TURN_URI":     "turn:relay.example.com:3480",
+		"KEYMESH_PUBLIC_ADDR":  "relay.example.com",
+		"KEYMESH_STREAM_RELAY": "wss://relay.example.com:443/v1/tunnel", // no pin: ACME certificate
+	} {
+		if got := rv.GetAttr(k).AsString(); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
 	}
 }

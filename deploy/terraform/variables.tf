@@ -109,7 +109,7 @@ variable "redis_node_type" {
 }
 
 variable "acme_domain" {
-  description = "DNS name for the TLS listeners (stream relay on TCP 443, rendezvous over TLS). Point it at the accelerator's addresses (output anycast_ips) and the servers get certificates by ACME. Empty: self-signed certificates (development only)."
+  description = "DNS name of the deployment: point its A records at the accelerator's addresses (output anycast_ips) and the relays get certificates for the stream relay (TCP 443) by ACME, and peers are given this name. Empty: the first anycast address, and the stream relay's self-signed certificate is pinned by its key."
   type        = string
   default     = ""
 
@@ -152,20 +152,20 @@ variable "admin_cidrs" {
   }
 }
 
-variable "turn_relay_ports" {
-  description = "UDP port range on which relay instances allocate TURN relayed addresses, reached directly on each instance's public IP (not through the accelerator)."
+variable "relay_direct_udp_ports" {
+  description = "UDP port range open on each relay instance's own public address (not through the accelerator): TURN relayed addresses and the stream relay's UDP presences bind there. The default is Linux's ephemeral port range and above."
   type = object({
     from = number
     to   = number
   })
   default = {
-    from = 49152
+    from = 32768
     to   = 65535
   }
 
   validation {
-    condition     = var.turn_relay_ports.from >= 1024 && var.turn_relay_ports.from <= var.turn_relay_ports.to && var.turn_relay_ports.to <= 65535
-    error_message = "turn_relay_ports must be a range within 1024-65535 with from <= to."
+    condition     = var.relay_direct_udp_ports.from >= 1024 && var.relay_direct_udp_ports.from <= var.relay_direct_udp_ports.to && var.relay_direct_udp_ports.to <= 65535
+    error_message = "relay_direct_udp_ports must be a range within 1024-65535 with from <= to."
   }
 }
 

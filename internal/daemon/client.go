@@ -109,6 +109,26 @@ func (c *Client) Ping(ctx context.Context, peer string, timeout time.Duration) (
 	return res, err
 }
 
+// StreamResult waits for the daemon's side of a stream to end (close the
+// Stream first) and returns the error it ended with, if any: a peer that
+// reset the stream, a session that died. The byte stream itself cannot say
+// so, since its end looks the same either way.
+func (c *Client) StreamResult(ctx context.Context, id uint64) error {
+	var res StreamResult
+	if err := c.do(ctx, http.MethodGet, "/v1/stream", url.Values{"id": {strconv.FormatUint(id, 10)}}, &res); err != nil {
+		return err
+	}
+	if res.Error != "" {
+		return &StreamError{Msg: res.Error}
+	}
+	return nil
+}
+
+// StreamError is how the daemon saw a stream fail.
+type StreamError struct{ Msg string }
+
+func (e *StreamError) Error() string { return "stream failed: " + e.Msg }
+
 // Unexpose ends a background expose.
 func (c *Client) Unexpose(ctx context.Context, port uint16) error {
 	return c.do(ctx, http.MethodDelete, "/v1/expose", url.Values{"port": {strconv.Itoa(int(port))}}, nil)
@@ -158,6 +178,8 @@ type Stream struct {
 	r *bufio.Reader
 	// Peer names the other end (its peer ID when the daemon knows it).
 	Peer string
+	// ID numbers the stream in the daemon, for Client.StreamResult.
+	ID uint64
 }
 
 func (s *Stream) Read(p []byte) (int, error) { return s.r.Read(p) }
@@ -182,7 +204,8 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values) (*Stream
 		}
 		return nil, fmt.Errorf("daemon answered %s, want 101", resp.Status)
 	}
-	return &Stream{Conn: conn, r: br, Peer: resp.Header.Get(headerPeer)}, nil
+	id, _ := strconv.ParseUint(resp.Header.Get(headerStream), 10, 64)
+	return &Stream{Conn: conn, r: br, Peer: resp.Header.Get(headerPeer), ID: id}, nil
 }
 
 // request writes a POST by hand on a fresh socket connection and reads the

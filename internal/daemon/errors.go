@@ -10,5 +10,4 @@ var (
 	ErrPortInUse     = errors.New("port already in use")
 	ErrBadPort       = errors.New("bad port")
 	ErrNotOverlay    = errors.New("not a keymesh destination")
-	ErrNoListener    = errors.New("nobody is listening")
 )

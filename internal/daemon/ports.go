@@ -79,16 +79,15 @@ func (s *Server) acquireQueue(port uint16) (<-chan net.Conn, func(), error) {
 		return nil, nil, fmt.Errorf("port %d is exposed to a local TCP port: %w", port, ErrPortInUse)
 	}
 	if e == nil {
-		s.mu.Unlock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			return nil, nil, net.ErrClosed
+		}
+		// ListenPort does no I/O: holding mu keeps two callers from racing.
 		ln, err := s.node.ListenPort(port)
 		if err != nil {
-			return nil, nil, fmt.Errorf("listen on port %d: %w", port, err)
-		}
-		s.mu.Lock()
-		if s.ports[port] != nil { // lost a race with another caller
 			s.mu.Unlock()
-			ln.Close()
-			return s.acquireQueue(port)
+			return nil, nil, fmt.Errorf("listen on port %d: %w", port, err)
 		}
 		e = s.addQueueLocked(port, ln, false)
 	}
@@ -120,16 +119,14 @@ func (s *Server) Expose(port uint16, bg bool) (release func(), err error) {
 		return nil, fmt.Errorf("port %d has a `peer listen` waiting: %w", port, ErrPortInUse)
 	}
 	if e == nil {
-		s.mu.Unlock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			return nil, net.ErrClosed
+		}
 		ln, err := s.node.ListenPort(port)
 		if err != nil {
-			return nil, fmt.Errorf("expose port %d: %w", port, err)
-		}
-		s.mu.Lock()
-		if s.ports[port] != nil {
 			s.mu.Unlock()
-			ln.Close()
-			return s.Expose(port, bg)
+			return nil, fmt.Errorf("expose port %d: %w", port, err)
 		}
 		e = &portEntry{ln: ln, expose: true}
 		s.ports[port] = e

@@ -69,6 +69,7 @@ type Server struct {
 	ports     map[uint16]*portEntry
 	socksAddr string
 	conns     map[net.Conn]struct{} // spliced connections, closed by Close
+	results   results
 	wg        sync.WaitGroup
 }
 
@@ -118,6 +119,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/ping", s.handlePing)
 	mux.HandleFunc("POST /v1/dial", s.handleDial)
 	mux.HandleFunc("POST /v1/accept", s.handleAccept)
+	mux.HandleFunc("GET /v1/stream", s.handleStreamResult)
 	mux.HandleFunc("POST /v1/expose", s.handleExpose)
 	mux.HandleFunc("DELETE /v1/expose", s.handleUnexpose)
 	return mux
@@ -125,18 +127,22 @@ func (s *Server) Handler() http.Handler {
 
 // Serve serves the local API on ln until ctx ends or Close is called.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// Requests end when either the caller's ctx or the server ends.
+	base, cancelBase := context.WithCancel(ctx)
+	defer cancelBase()
+	stopBase := context.AfterFunc(s.ctx, cancelBase)
+	defer stopBase()
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		select {
-		case <-ctx.Done():
-		case <-s.ctx.Done():
+		case <-base.Done():
 		case <-done:
 			return
 		}

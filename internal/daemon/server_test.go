@@ -316,3 +316,48 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestStreamResult(t *testing.T) {
+	h := startServer(t, daemon.Config{})
+	h.node.Remote("b", upperAfterEOF)
+	// A reset: the remote takes a little, then aborts the connection.
+	h.node.Remote("r", func(c net.Conn, _ uint16) {
+		io.ReadFull(c, make([]byte, 10))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+
+	s, err := h.client.Dial(tctx(t), "b", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("x"))
+	s.CloseWrite()
+	io.ReadAll(s)
+	s.Close()
+	if err := h.client.StreamResult(tctx(t), s.ID); err != nil {
+		t.Errorf("clean stream: %v", err)
+	}
+	if err := h.client.StreamResult(tctx(t), s.ID); err == nil {
+		t.Error("an outcome was given twice")
+	}
+
+	s, err = h.client.Dial(tctx(t), "r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := s.Write(make([]byte, 64<<10)); err != nil {
+				return
+			}
+		}
+	}()
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(s)
+	s.Close()
+	var se *daemon.StreamError
+	if err := h.client.StreamResult(tctx(t), s.ID); !errors.As(err, &se) {
+		t.Errorf("reset stream: err = %v, want a StreamError", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/keymesh/keymesh/node"
@@ -17,6 +18,7 @@ import (
 const (
 	upgradeProto = "keymesh-stream"
 	headerPeer   = "Keymesh-Peer"
+	headerStream = "Keymesh-Stream"
 )
 
 // closeWriter is a connection that can end its sending side alone.
@@ -83,7 +85,7 @@ func wantsUpgrade(r *http.Request) bool {
 }
 
 // upgrade answers 101 and takes the connection over from the HTTP server.
-func upgrade(w http.ResponseWriter, peer string) (net.Conn, error) {
+func upgrade(w http.ResponseWriter, peer string, id uint64) (net.Conn, error) {
 	rc := http.NewResponseController(w)
 	c, brw, err := rc.Hijack()
 	if err != nil {
@@ -93,6 +95,7 @@ func upgrade(w http.ResponseWriter, peer string) (net.Conn, error) {
 	if peer != "" {
 		resp += headerPeer + ": " + peer + "\r\n"
 	}
+	resp += headerStream + ": " + strconv.FormatUint(id, 10) + "\r\n"
 	resp += "\r\n"
 	if _, err := brw.WriteString(resp); err != nil {
 		c.Close()
@@ -105,20 +108,31 @@ func upgrade(w http.ResponseWriter, peer string) (net.Conn, error) {
 	return &hijacked{Conn: c, r: brw.Reader}, nil
 }
 
-// spliceAPI splices an upgraded API connection with a peer stream,
-// tracking both so that Close ends them.
-func (s *Server) spliceAPI(api, stream net.Conn, what string) {
+// serveStream upgrades the API request and splices it with a peer stream,
+// tracking both so that Close ends them, and records how the stream ended
+// for GET /v1/stream.
+func (s *Server) serveStream(w http.ResponseWriter, stream net.Conn, what string) {
+	res := s.results.add()
+	api, err := upgrade(w, remotePeer(stream), res.id)
+	if err != nil {
+		stream.Close()
+		res.finish(err)
+		return
+	}
 	if !s.track(api) {
 		api.Close()
 		stream.Close()
+		res.finish(net.ErrClosed)
 		return
 	}
 	s.track(stream)
 	defer s.untrack(api)
 	defer s.untrack(stream)
-	if err := Splice(api, stream); err != nil {
-		s.log.Debug("stream ended with an error", "stream", what, "err", err)
+	err = Splice(api, stream)
+	if err != nil {
+		s.log.Info("stream ended with an error", "stream", what, "err", err)
 	}
+	res.finish(err)
 }
 
 // handleDial opens a stream to a peer's port and splices it to the caller.
@@ -147,13 +161,8 @@ func (s *Server) handleDial(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err)
 		return
 	}
-	api, err := upgrade(w, remotePeer(stream))
-	if err != nil {
-		stream.Close()
-		return
-	}
 	s.log.Debug("stream opened", "peer", peer, "port", port)
-	s.spliceAPI(api, stream, "dial "+peer)
+	s.serveStream(w, stream, "dial "+peer)
 }
 
 // handleAccept waits for the next stream to a port and splices it to the
@@ -180,13 +189,8 @@ func (s *Server) handleAccept(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	api, err := upgrade(w, remotePeer(stream))
-	if err != nil {
-		stream.Close()
-		return
-	}
 	s.log.Debug("stream accepted", "port", port, "peer", remotePeer(stream))
-	s.spliceAPI(api, stream, fmt.Sprintf("accept :%d", port))
+	s.serveStream(w, stream, fmt.Sprintf("accept :%d", port))
 }
 
 // remotePeer names the peer at the other end of a stream: its ID when the

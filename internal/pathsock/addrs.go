@@ -33,8 +33,6 @@ type localState struct {
 	lastAnnounce time.Time
 }
 
-func (l *localState) init() {}
-
 // refreshLocal recomputes the local candidates; it reports a change.
 func (s *Sock) refreshLocal() bool {
 	ifs, err := s.cfg.Interfaces()

@@ -24,24 +24,33 @@ func (s *Sock) ReadFrom(p []byte) (int, net.Addr, error) {
 		dl, wake := s.deadline, s.dlWake
 		s.dlMu.Unlock()
 		var timeout <-chan time.Time
+		var timer *time.Timer
 		if !dl.IsZero() {
 			d := time.Until(dl)
 			if d <= 0 {
 				return 0, nil, os.ErrDeadlineExceeded
 			}
-			t := time.NewTimer(d)
-			defer t.Stop()
-			timeout = t.C
+			timer = time.NewTimer(d)
+			timeout = timer.C
 		}
 		select {
 		case pk := <-s.in:
+			stopTimer(timer)
 			return s.deliver(p, pk)
 		case <-s.closed:
+			stopTimer(timer)
 			return 0, nil, net.ErrClosed
 		case <-wake:
+			stopTimer(timer)
 		case <-timeout:
 			return 0, nil, os.ErrDeadlineExceeded
 		}
+	}
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 

@@ -16,6 +16,10 @@ const (
 	stashTTL = 3 * time.Second
 )
 
+// minNoticeFrame is the smallest data frame whose unknown source address
+// is probed (a sealed Probe is about 110 bytes).
+const minNoticeFrame = 128
+
 type stashed struct {
 	tag uint64
 	pk  inPacket
@@ -98,7 +102,9 @@ func (s *Sock) data(bp *[]byte, tag uint64, off, n int, from netip.AddrPort, dir
 	}
 	now := s.now()
 	pr.lastSeen.Store(now.UnixNano())
-	if direct {
+	// A new source is probed only for a frame at least as large as the
+	// probe: a spoofed tag must not buy an amplified reflection.
+	if direct && n >= minNoticeFrame {
 		s.noticeSource(pr, from, now)
 	}
 	pk.from = pr.vaddr

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,4 +237,37 @@ func TestServerFramesAndSTUNGoToCallbacks(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("STUN not delivered")
 	}
+}
+
+func TestInterfaceChangeAnnounces(t *testing.T) {
+	r := startRelay(t, newTicketKeys(t), "127.0.0.1:0")
+	var ifs atomic.Value
+	ifs.Store([]netip.Addr{netip.MustParseAddr("100.64.1.2")})
+	changed := make(chan struct{}, 8)
+	// a listens on every address: its candidates follow its interfaces. b
+	// never probes (NoDirect), so nothing goes to the made-up addresses.
+	a, b := pair(t, r, func(c *Config) {
+		c.ListenAddr = "0.0.0.0:0"
+		c.Interfaces = func() ([]netip.Addr, error) { return ifs.Load().([]netip.Addr), nil }
+		c.OnLocalChange = func() { changed <- struct{}{} }
+	}, func(c *Config) { c.NoDirect = true })
+	exchange(t, a, b, "before")
+	for len(changed) > 0 {
+		<-changed
+	}
+	moved := netip.MustParseAddr("100.64.9.9")
+	ifs.Store([]netip.Addr{moved})
+	select {
+	case <-changed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("interface change not noticed")
+	}
+	want := netip.AddrPortFrom(moved, a.LocalAddrPort().Port())
+	waitFor(t, 3*time.Second, "b to learn a's new candidate", func() bool {
+		pr := b.peerByID(a.ID())
+		pr.mu.Lock()
+		defer pr.mu.Unlock()
+		return pr.cands[want] != nil
+	})
+	exchange(t, a, b, "after")
 }

@@ -1,7 +1,6 @@
 package pathsock
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,9 @@ import (
 
 // readBufSize leaves room to notice oversized datagrams.
 const readBufSize = 2048
+
+// pingRetry is how often Ping probes again while unanswered.
+const pingRetry = 500 * time.Millisecond
 
 // maintenanceTick is the period of the path upkeep loop.
 const maintenanceTick = 100 * time.Millisecond
@@ -127,7 +129,6 @@ func newSock(cfg Config) (*Sock, error) {
 		}
 	}
 	s.setConn(conn)
-	s.local.init()
 	s.refreshLocal() // initial candidates; no change callback yet
 	return s, nil
 }
@@ -175,7 +176,8 @@ func (s *Sock) Close() error {
 		s.pendMu.Lock()
 		for tx, p := range s.pending {
 			delete(s.pending, tx)
-			if p.done != nil {
+			if p.done != nil && !p.fired {
+				p.fired = true
 				close(p.done)
 			}
 		}
@@ -210,6 +212,12 @@ func (s *Sock) Rebind(addr string) error {
 		old.Close()
 	}
 	c, err := listen(addr)
+	if err != nil && addr == old.LocalAddr().String() {
+		// The port was taken meanwhile: any port on the same address.
+		host, _, _ := net.SplitHostPort(addr)
+		s.log.Warn("could not reopen the socket on its port; taking a new one", "addr", addr, "err", err)
+		c, err = listen(net.JoinHostPort(host, "0"))
+	}
 	if err != nil {
 		return err
 	}
@@ -277,65 +285,6 @@ func (s *Sock) putBuf(bp *[]byte) {
 	s.bufs.Put(bp)
 }
 
-func (s *Sock) readLoop() {
-	defer s.wg.Done()
-	big := make([]byte, 1<<16)
-	oob := make([]byte, 128)
-	for {
-		conn := s.conn.Load()
-		var (
-			n, oobn int
-			from    netip.AddrPort
-			err     error
-			bp      *[]byte
-		)
-		gro := s.gro.Load()
-		if gro {
-			n, oobn, _, from, err = conn.ReadMsgUDPAddrPort(big, oob)
-		} else {
-			bp = s.getBuf()
-			n, from, err = conn.ReadFromUDPAddrPort(*bp)
-		}
-		if err != nil {
-			if bp != nil {
-				s.putBuf(bp)
-			}
-			if s.isClosed() {
-				return
-			}
-			if conn != s.conn.Load() {
-				continue // the socket was replaced
-			}
-			if errors.Is(err, net.ErrClosed) {
-				// Being replaced right now: wait for the new one.
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			s.log.Debug("read", "err", err)
-			continue
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if !gro {
-			s.handle(bp, n, from)
-			continue
-		}
-		// A coalesced read holds same-size datagrams back to back.
-		seg := groSize(oob[:oobn])
-		if seg <= 0 || seg > readBufSize {
-			seg = n
-		}
-		for off := 0; off < n; off += seg {
-			end := min(off+seg, n)
-			if end-off > readBufSize {
-				break
-			}
-			bp := s.getBuf()
-			k := copy(*bp, big[off:end])
-			s.handle(bp, k, from)
-		}
-	}
-}
-
 // maintain runs the timers: probes, liveness, relay binding, address
 // polling, announcements.
 func (s *Sock) maintain() {
@@ -362,40 +311,4 @@ func (s *Sock) maintain() {
 		}
 		s.tickAnnounce(now)
 	}
-}
-
-// Ping sends a probe to peer over its active path and waits for the reply.
-func (s *Sock) Ping(ctx context.Context, id crypto.PeerID) (PeerStatus, error) {
-	pr := s.peerByID(id)
-	if pr == nil {
-		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrUnknownPeer)
-	}
-	r := pr.route.Load()
-	if r == nil || r.kind == PathNone {
-		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrNoPath)
-	}
-	done := make(chan struct{})
-	tx := s.sendProbe(pr, r.kind == PathDirect, r.addr, done)
-	if tx == 0 {
-		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrNoPath)
-	}
-	defer s.forgetProbe(tx)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return PeerStatus{}, fmt.Errorf("ping %s over %s: %w: %w", id.Short(), r.kind, ErrPingTimeout, ctx.Err())
-	}
-	s.pendMu.Lock()
-	p := s.pending[tx]
-	s.pendMu.Unlock()
-	if p == nil || p.rtt == 0 {
-		return PeerStatus{}, fmt.Errorf("ping %s: %w", id.Short(), net.ErrClosed)
-	}
-	st := PeerStatus{ID: id, Path: PathRelay, RTT: p.rtt, LastSeen: s.now()}
-	if p.direct {
-		st.Path, st.Remote = PathDirect, p.addr
-	} else {
-		st.Remote = p.addr
-	}
-	return st, nil
 }

@@ -20,9 +20,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +55,10 @@ func binaries(t *testing.T) string {
 		if bins.err != nil {
 			return
 		}
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = "/usr/local/go/bin/go"
+		}
 		cmd := exec.Command(goBin, "build", "-o", bins.dir+string(filepath.Separator),
 			"github.com/keymesh/keymesh/cmd/peer",
 			"github.com/keymesh/keymesh/cmd/rendezvous",
@@ -449,6 +452,37 @@ func TestE2ERelay100MB(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Peers) != 1 || st.Peers[0].Path != "relay" {
 		t.Errorf("status after the transfer: %s", out)
 	}
+
+	// The receiver dies mid-transfer: the sender must not report success.
+	var recv countWriter
+	listen = startProc(t, "listen2", nil, &recv, "peer", "listen", "--socket", m.socket("b"))
+	in2, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in2.Close()
+	pipe = startProc(t, "pipe2", in2, nil, "peer", "pipe", b, "--socket", m.socket("a"))
+	deadline := time.Now().Add(20 * time.Second)
+	for recv.n.Load() < 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("no data arrived within 20 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	listen.cmd.Process.Kill()
+	code = pipe.wait(t, 30*time.Second)
+	t.Logf("pipe to a killed receiver: exit %d: %s", code, strings.TrimSpace(pipe.err.String()))
+	if code != 1 || !strings.Contains(pipe.err.String(), "stream failed") {
+		t.Errorf("pipe to a receiver killed mid-transfer: exit %d, stderr %q", code, pipe.err.String())
+	}
+}
+
+// countWriter counts what is written to it.
+type countWriter struct{ n atomic.Int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 func writeRandom(t *testing.T, path string, n int) [32]byte {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
 )
@@ -21,7 +22,8 @@ var cmdPipe = &command{
 sending side is closed (the remote reads EOF); the command ends when both
 directions have ended: "peer pipe B < file" ends once the whole file is sent
 and B has closed its side. When stdin is a terminal, the remote closing its
-side ends the command.`,
+side ends the command. Exit status 1 when the stream failed (the peer reset
+it, the session died), even after some data went through.`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		cl := c.socketFlag(fs)
 		port := fs.Uint("port", 0, "the peer's stream `port` (0: the peer's \"peer listen\")")
@@ -40,7 +42,7 @@ side ends the command.`,
 			if err != nil {
 				return err
 			}
-			return pump(ctx, s, c.stdin, c.stdout)
+			return pump(ctx, cl, s, c.stdin, c.stdout)
 		}
 	},
 }
@@ -53,7 +55,7 @@ copies it to stdout and stdin to it, and exits when both directions have
 ended (when stdin is a terminal: when the remote closes its side). With --keep it accepts streams one after another until interrupted,
 writing each to stdout in turn; stdin is then not read (each stream's
 sending side is closed at once). Only peers the daemon allows can connect
-(see "peer up --allow").`,
+(see "peer up --allow"). Exit status 1 when the stream failed.`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		cl := c.socketFlag(fs)
 		port := fs.Uint("port", 0, "stream `port` to accept on (0: the default, what \"peer pipe\" dials)")
@@ -81,7 +83,7 @@ sending side is closed at once). Only peers the daemon allows can connect
 				if *keep {
 					in = nil
 				}
-				err = pump(ctx, s, in, c.stdout)
+				err = pump(ctx, cl, s, in, c.stdout)
 				if !*keep {
 					return err
 				}
@@ -98,11 +100,29 @@ sending side is closed at once). Only peers the daemon allows can connect
 // pipe B < file" sends the whole file even when B closes its side first.
 // An interactive stdin (a terminal) is the exception: the remote's end ends
 // the command, as with nc. A nil in closes the sending side at once. ctx
-// ending closes the stream.
-func pump(ctx context.Context, s *daemon.Stream, in io.Reader, out io.Writer) error {
+// ending closes the stream. At the end it asks the daemon how the stream
+// ended: a stream the peer reset is an error, though its bytes ended as
+// if all was well.
+func pump(ctx context.Context, cl *daemon.Client, s *daemon.Stream, in io.Reader, out io.Writer) error {
+	err := copyBoth(ctx, s, in, out)
+	s.Close()
+	if err != nil || ctx.Err() != nil || s.ID == 0 {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := cl.StreamResult(rctx, s.ID); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func copyBoth(ctx context.Context, s *daemon.Stream, in io.Reader, out io.Writer) error {
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
-	defer s.Close()
 	inDone := make(chan struct{})
 	if in == nil {
 		_ = s.CloseWrite()

@@ -211,4 +211,3 @@ func watchRegistration(ctx context.Context, log *slog.Logger, n daemon.Node, wai
 		}
 	}
 }
-

@@ -27,6 +27,10 @@ const (
 	DefaultBurst        = 100
 	DefaultRateSources  = 1 << 16
 	DefaultInstanceName = "rendezvous"
+	// DefaultRegistryTimeout bounds each registry call: about one peer
+	// retransmission, so a hung store fails the request instead of
+	// holding a reader.
+	DefaultRegistryTimeout = time.Second
 )
 
 // RateLimit is the per-source token bucket every datagram passes before any
@@ -97,6 +101,9 @@ type Config struct {
 	// rejection; when full, new messages are refused until the window
 	// rotates. Default DefaultReplayCache (about 50 MB at most).
 	ReplayCache int
+	// RegistryTimeout bounds each registry call (each gets a context with
+	// this deadline). Default DefaultRegistryTimeout.
+	RegistryTimeout time.Duration
 	// Workers is the number of goroutines reading each served socket.
 	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
 	// Redis).
@@ -148,6 +155,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReplayCache <= 0 {
 		c.ReplayCache = DefaultReplayCache
+	}
+	if c.RegistryTimeout <= 0 {
+		c.RegistryTimeout = DefaultRegistryTimeout
 	}
 	if c.Workers <= 0 {
 		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))

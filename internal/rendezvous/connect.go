@@ -18,7 +18,10 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 		return s.challenge(sc, req, wire.MsgConnect)
 	}
 	s.m.lookups.Inc()
-	self, err := s.cfg.Registry.Get(ctx, req.sender)
+	rctx, cancel := s.registryCtx(ctx)
+	self, err := s.cfg.Registry.Get(rctx, req.sender)
+	cancel()
+	s.noteRegistry(err)
 	switch {
 	case errors.Is(err, discovery.ErrNotFound):
 		return s.errorReply(sc, req, wire.ErrCodeNotRegistered, wire.MsgConnect, "register first")
@@ -66,13 +69,20 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 // lookup finds the Connect's target by peer ID, else by overlay address.
 func (s *Server) lookup(ctx context.Context, m *wire.Connect) (discovery.Record, error) {
 	s.m.lookups.Inc()
+	var (
+		rec discovery.Record
+		err = discovery.ErrNotFound
+	)
+	rctx, cancel := s.registryCtx(ctx)
+	defer cancel()
 	switch {
 	case !m.Target.IsZero():
-		return s.cfg.Registry.Get(ctx, m.Target)
+		rec, err = s.cfg.Registry.Get(rctx, m.Target)
 	case m.TargetAddr.IsValid() && crypto.IsOverlay(m.TargetAddr):
-		return s.cfg.Registry.GetByAddr(ctx, m.TargetAddr)
+		rec, err = s.cfg.Registry.GetByAddr(rctx, m.TargetAddr)
 	}
-	return discovery.Record{}, discovery.ErrNotFound
+	s.noteRegistry(err)
+	return rec, err
 }
 
 func (s *Server) notFound(sc *scratch, req *request, txID uint64) []outPacket {
@@ -85,7 +95,7 @@ func (s *Server) notFound(sc *scratch, req *request, txID uint64) []outPacket {
 
 func (s *Server) registryError(sc *scratch, req *request, err error) []outPacket {
 	s.m.registryErrs.Inc()
-	s.log.Warn("registry lookup failed", "peer", req.sender.Short(), "err", err)
+	s.log.Debug("registry lookup failed", "peer", req.sender.Short(), "err", err)
 	return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgConnect, "registry unavailable")
 }
 

@@ -46,6 +46,7 @@ type metrics struct {
 	stun          prometheus.Counter
 	registryErrs  prometheus.Counter
 	keyComputes   prometheus.Counter
+	registryUp    prometheus.Gauge
 	rejected      [numReasons]prometheus.Counter
 }
 
@@ -74,6 +75,12 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 		registryErrs:  counter("registry_errors_total", "Registry operations that failed (store unavailable)."),
 		keyComputes:   counter("shared_key_computations_total", "X25519 shared-key computations (key cache misses)."),
 	}
+	up, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: ns + "registry_up", Help: "1 while the registry answers, 0 after a call found it unreachable.",
+	}))
+	keep(err)
+	up.Set(1)
+	m.registryUp = up
 	connects, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: ns + "connects_total", Help: "Connect requests answered, by result (found or not_found; a refused policy counts as not_found).",
 	}, []string{"result"}))

@@ -31,9 +31,13 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		Instance:   s.cfg.Instance,
 		Updated:    req.now,
 	}
-	if err := s.cfg.Registry.Put(ctx, rec, s.cfg.TTL); err != nil {
+	rctx, cancel := s.registryCtx(ctx)
+	err := s.cfg.Registry.Put(rctx, rec, s.cfg.TTL)
+	cancel()
+	s.noteRegistry(err)
+	if err != nil {
 		s.m.registryErrs.Inc()
-		s.log.Warn("registry put failed", "peer", req.sender.Short(), "err", err)
+		s.log.Debug("registry put failed", "peer", req.sender.Short(), "err", err)
 		return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgRegister, "registry unavailable")
 	}
 	s.m.registrations.Inc()

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/replay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -28,6 +29,9 @@ type Server struct {
 	m       *metrics
 	ttl     uint16 // seconds, as sent in Registered
 	refresh uint16
+	health  regHealth
+	// inProcess is set for the Memory registry, whose calls never block.
+	inProcess bool
 }
 
 // New checks cfg and returns a server. It opens no socket.
@@ -39,30 +43,24 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, inProcess := cfg.Registry.(*discovery.Memory)
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		id:      cfg.Identity.ID(),
-		keys:    newKeyCache(cfg.KeyCache),
-		replay:  replay.New(2*cfg.MaxSkew, cfg.ReplayCache),
-		limiter: newLimiter(cfg.RateLimit),
-		m:       m,
-		ttl:     uint16(cfg.TTL / time.Second),
-		refresh: uint16(cfg.Refresh / time.Second),
+		inProcess: inProcess,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		id:        cfg.Identity.ID(),
+		keys:      newKeyCache(cfg.KeyCache),
+		replay:    replay.New(2*cfg.MaxSkew, cfg.ReplayCache),
+		limiter:   newLimiter(cfg.RateLimit),
+		m:         m,
+		ttl:       uint16(cfg.TTL / time.Second),
+		refresh:   uint16(cfg.Refresh / time.Second),
 	}
 	return s, nil
 }
 
 // ID returns the server's public key, which peers pin.
 func (s *Server) ID() crypto.PeerID { return s.id }
-
-// Health reports whether the registry answers (for obs.Admin's /healthz).
-func (s *Server) Health(ctx context.Context) error {
-	if err := s.cfg.Registry.Ping(ctx); err != nil {
-		return fmt.Errorf("registry: %w", err)
-	}
-	return nil
-}
 
 // outPacket is one datagram handle wants sent. Its bytes belong to the
 // scratch that handle was given and are valid until its next use.

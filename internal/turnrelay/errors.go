@@ -20,6 +20,9 @@ var (
 	// ErrQuota: the user already holds its maximum number of allocations.
 	ErrQuota = errors.New("turnrelay: allocation quota reached")
 
+	// errNoEvenPort: no even relay port could be found for EVEN-PORT.
+	errNoEvenPort = errors.New("turnrelay: no even relay port free")
+
 	// ErrSecretFile: the secret file is missing, empty or too open.
 	ErrSecretFile = errors.New("turn secret file")
 )

@@ -14,8 +14,9 @@ import (
 
 // TestInteropCoturnClient drives our server with coturn's own client,
 // turnutils_uclient, over UDP and TCP: REST-API credentials made from the
-// shared secret, allocations, channel binds, and messages relayed to
-// coturn's echo peer and back. The same runs against coturn's turnserver,
+// shared secret, allocations, channel binds (or, with -s, permissions and
+// Send/Data indications), and messages relayed to coturn's echo peer and
+// back. The same runs against coturn's turnserver,
 // at the same time on the same loopback, are the yardstick for loss.
 func TestInteropCoturnClient(t *testing.T) {
 	debpkg.Require(t, coturn.ClientProgram, coturn.Package)
@@ -60,6 +61,7 @@ func TestInteropCoturnClient(t *testing.T) {
 	type run struct {
 		server string
 		tcp    bool
+		send   bool
 		addr   netip.AddrPort
 		report coturn.Report
 		out    []byte
@@ -68,8 +70,10 @@ func TestInteropCoturnClient(t *testing.T) {
 	runs := []*run{
 		{server: "ours", addr: netip.MustParseAddrPort(ours.udp)},
 		{server: "ours", tcp: true, addr: netip.MustParseAddrPort(ours.tcp)},
+		{server: "ours", send: true, addr: netip.MustParseAddrPort(ours.udp)},
 		{server: "coturn", addr: theirs},
 		{server: "coturn", tcp: true, addr: theirs},
+		{server: "coturn", send: true, addr: theirs},
 	}
 	var wg sync.WaitGroup
 	for i, r := range runs {
@@ -77,7 +81,7 @@ func TestInteropCoturnClient(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			r.report, r.out, r.err = coturn.RunClient(ctx, coturn.ClientConfig{
-				Server: r.addr, TCP: r.tcp, Peer: peerAddr,
+				Server: r.addr, TCP: r.tcp, Send: r.send, Peer: peerAddr,
 				Secret: secret, User: fmt.Sprintf("interop%d", i),
 				Clients: clients, Messages: messages, Size: 600, Interval: 10 * time.Millisecond,
 			})
@@ -87,7 +91,7 @@ func TestInteropCoturnClient(t *testing.T) {
 
 	byKey := map[string]*run{}
 	for _, r := range runs {
-		key := fmt.Sprintf("%s/tcp=%v", r.server, r.tcp)
+		key := fmt.Sprintf("%s/tcp=%v/send=%v", r.server, r.tcp, r.send)
 		byKey[key] = r
 		if r.err != nil {
 			t.Fatalf("%s: %v", key, r.err)
@@ -102,19 +106,18 @@ func TestInteropCoturnClient(t *testing.T) {
 			t.Errorf("%s: nothing came back through the relay", key)
 		}
 	}
-	for _, tcp := range []bool{false, true} {
-		o := byKey[fmt.Sprintf("ours/tcp=%v", tcp)].report
-		c := byKey[fmt.Sprintf("coturn/tcp=%v", tcp)].report
+	for _, mode := range []string{"tcp=false/send=false", "tcp=true/send=false", "tcp=false/send=true"} {
+		o, c := byKey["ours/"+mode].report, byKey["coturn/"+mode].report
 		// No more loss than coturn under the same load, give or take
 		// one message of scheduling noise.
 		if o.Lost > c.Lost+1 {
-			t.Errorf("tcp=%v: our relay lost %d messages, coturn %d", tcp, o.Lost, c.Lost)
+			t.Errorf("%s: our relay lost %d messages, coturn %d", mode, o.Lost, c.Lost)
 		}
 	}
 	// The traffic really went through our server: one real and one probe
-	// allocation per uclient session, over UDP and over TCP.
-	if got := value(t, ours.metrics.allocationsTotal); got < 2*clients {
-		t.Errorf("our server made %v allocations, want at least %d", got, 2*clients)
+	// allocation per uclient session, for each of the three runs.
+	if got := value(t, ours.metrics.allocationsTotal); got < 3*2*clients {
+		t.Errorf("our server made %v allocations, want at least %d", got, 3*2*clients)
 	}
 	if got := authFailures(t, ours, reasonIntegrity) + authFailures(t, ours, reasonExpired) +
 		authFailures(t, ours, reasonMalformed); got != 0 {

@@ -83,7 +83,31 @@ func AppendMessage(b []byte, m Message) []byte {
 	w := writer{b: b}
 	w.u8(byte(m.Body.Type()))
 	w.u64(uint64(m.Time))
-	m.Body.appendTo(&w)
+	// Direct calls let w stay on the stack (an interface call would move
+	// it to the heap: one allocation per message on a server's hot path).
+	// Body's methods are unexported, so these are all its types.
+	switch v := m.Body.(type) {
+	case *Register:
+		v.appendTo(&w)
+	case *Registered:
+		v.appendTo(&w)
+	case *Challenge:
+		v.appendTo(&w)
+	case *Connect:
+		v.appendTo(&w)
+	case *ConnectReply:
+		v.appendTo(&w)
+	case *Punch:
+		v.appendTo(&w)
+	case *Error:
+		v.appendTo(&w)
+	case *Probe:
+		v.appendTo(&w)
+	case *ProbeReply:
+		v.appendTo(&w)
+	case *PathUpdate:
+		v.appendTo(&w)
+	}
 	return w.b
 }
 
@@ -95,32 +119,52 @@ func ParseMessage(b []byte) (Message, error) {
 	if r.err != nil {
 		return Message{}, r.err
 	}
+	// Direct calls let r stay on the stack (see AppendMessage).
 	var body Body
 	switch t {
 	case MsgRegister:
-		body = &Register{}
+		v := &Register{}
+		v.readFrom(&r)
+		body = v
 	case MsgRegistered:
-		body = &Registered{}
+		v := &Registered{}
+		v.readFrom(&r)
+		body = v
 	case MsgChallenge:
-		body = &Challenge{}
+		v := &Challenge{}
+		v.readFrom(&r)
+		body = v
 	case MsgConnect:
-		body = &Connect{}
+		v := &Connect{}
+		v.readFrom(&r)
+		body = v
 	case MsgConnectReply:
-		body = &ConnectReply{}
+		v := &ConnectReply{}
+		v.readFrom(&r)
+		body = v
 	case MsgPunch:
-		body = &Punch{}
+		v := &Punch{}
+		v.readFrom(&r)
+		body = v
 	case MsgError:
-		body = &Error{}
+		v := &Error{}
+		v.readFrom(&r)
+		body = v
 	case MsgProbe:
-		body = &Probe{}
+		v := &Probe{}
+		v.readFrom(&r)
+		body = v
 	case MsgProbeReply:
-		body = &ProbeReply{}
+		v := &ProbeReply{}
+		v.readFrom(&r)
+		body = v
 	case MsgPathUpdate:
-		body = &PathUpdate{}
+		v := &PathUpdate{}
+		v.readFrom(&r)
+		body = v
 	default:
 		return Message{}, fmt.Errorf("%w: unknown message type %d", ErrMalformed, t)
 	}
-	body.readFrom(&r)
 	if err := r.done(); err != nil {
 		return Message{}, fmt.Errorf("%s: %w", t, err)
 	}

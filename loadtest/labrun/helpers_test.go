@@ -91,9 +91,11 @@ func startLab(t *testing.T, ctx context.Context) *Lab {
 			}
 			t.Logf("process logs (last lines):\n%s", b.String())
 		}
+		start := time.Now()
 		if err := lab.Close(); err != nil {
 			t.Errorf("close the lab: %v", err)
 		}
+		t.Logf("lab closed in %s", time.Since(start).Round(time.Millisecond))
 	})
 	return lab
 }

@@ -32,6 +32,11 @@ type MatrixConfig struct {
 	// OnTrial, when set, is called after every trial (from the pair's
 	// goroutine; calls may overlap when Parallel > 1).
 	OnTrial func(matrix.Trial)
+	// StopAtExpected ends each trial as soon as its pair's expected
+	// outcome is reached (a pair expected to relay stops at the first
+	// reply) instead of waiting Trial.Timeout for a direct path: for quick
+	// pass/fail runs (CI), not for measurements.
+	StopAtExpected bool
 	// LogDir, when set, receives the logs of every trial that fell below
 	// its pair's expected outcome, one directory per trial.
 	LogDir string
@@ -144,13 +149,16 @@ func (l *Lab) RunMatrix(ctx context.Context, cfg MatrixConfig) ([]matrix.Trial, 
 					mu.Unlock()
 					o := cfg.Trial
 					o.Name = name
+					if cfg.StopAtExpected {
+						o.StopAt = matrix.Expected(string(p.A), string(p.B))
+					}
 					res := l.RunTrial(ctx, ha, hb, o)
 					if ctx.Err() != nil {
 						break // interrupted: not a result
 					}
 					t := matrix.Trial{A: string(p.A), B: string(p.B), Outcome: res.Outcome, FirstByte: res.FirstByte, ToDirect: res.ToDirect}
 					if res.Err != nil {
-						t.Err = firstLine(res.Err.Error())
+						t.Err = oneLine(res.Err.Error(), 400)
 					}
 					if !res.Outcome.AtLeast(matrix.Expected(t.A, t.B)) && cfg.LogDir != "" {
 						dir := filepath.Join(cfg.LogDir, fmt.Sprintf("%s_%s_%s", p.A, p.B, name))
@@ -262,9 +270,18 @@ func copyFile(dst, src string) error {
 	return out.Close()
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+// oneLine puts a multi-line message on one line (lines joined by " | ",
+// runs of space collapsed) of at most max bytes.
+func oneLine(s string, max int) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	s = strings.Join(parts, " | ")
+	if len(s) > max {
+		s = s[:max-3] + "..."
 	}
 	return s
 }

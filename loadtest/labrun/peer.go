@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -50,6 +51,9 @@ type PeerConfig struct {
 	AllowAny bool
 	NoDirect bool
 	Listen   string
+	// RegisterTimeout is --register-timeout: the daemon gives up (exits)
+	// when not registered within it; zero: the daemon's default (15 s).
+	RegisterTimeout time.Duration
 	// Args are extra `peer up` flags.
 	Args []string
 }
@@ -101,6 +105,9 @@ func (l *Lab) StartPeer(ctx context.Context, h *natlab.Host, cfg PeerConfig) (*P
 	}
 	if cfg.Listen != "" {
 		args = append(args, "--listen", cfg.Listen)
+	}
+	if cfg.RegisterTimeout > 0 {
+		args = append(args, "--register-timeout", cfg.RegisterTimeout.String())
 	}
 	args = append(args, cfg.Args...)
 	cmd := h.Command(ctx, l.cfg.Bins.Peer, args...)
@@ -186,7 +193,7 @@ func (p *Peer) WaitRegistered(ctx context.Context, timeout time.Duration) (daemo
 			if lastErr != nil {
 				why = lastErr.Error()
 			}
-			return last, fmt.Errorf("%w: %s within %s (%s)", ErrNotRegistered, p.Proc.Name, timeout, why)
+			return last, fmt.Errorf("%w: %s within %s (%s); its log ends:\n%s", ErrNotRegistered, p.Proc.Name, timeout, why, indent(logTail(p.Proc, 3)))
 		}
 		select {
 		case <-ctx.Done():
@@ -341,4 +348,22 @@ func (p *Peer) Pipe(ctx context.Context, target string, in io.Reader, out io.Wri
 		return nil, err
 	}
 	return proc, p.lab.track(proc)
+}
+
+// logTail returns the last n lines a process logged (not the lab's own
+// header lines), or says it logged nothing.
+func logTail(p *Proc, n int) string {
+	var lines []string
+	for _, l := range scanLines(p.Tail(n + 2)) {
+		if !strings.HasPrefix(l, "# ") && !strings.HasPrefix(l, "... (") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	if len(lines) == 0 {
+		return "(nothing logged)"
+	}
+	return strings.Join(lines, "\n")
 }

@@ -18,13 +18,20 @@ type TrialOptions struct {
 	// Timeout is how long A pings B waiting for a direct path (default
 	// 15 s); the trial's outcome is what was seen within it.
 	Timeout time.Duration
-	// RegisterTimeout bounds the daemons' registration (default 15 s).
+	// RegisterTimeout bounds the daemons' registration (default 15 s): they
+	// get it as --register-timeout, and the trial waits a little longer,
+	// so that a daemon that gives up has said why in its log.
 	RegisterTimeout time.Duration
 	// Interval is the ping interval (default 50 ms): the resolution of
 	// ToDirect.
 	Interval time.Duration
 	// PingTimeout is the wait for each reply (default 5 s).
 	PingTimeout time.Duration
+	// StopAt ends the trial at the first reply whose path is at least this
+	// good (default matrix.Direct: wait for a direct path until Timeout).
+	// matrix.Relay ends it at the first reply: enough to pass a pair
+	// expected to relay, but it measures nothing about upgrades.
+	StopAt matrix.Outcome
 }
 
 func (o *TrialOptions) defaults() {
@@ -43,6 +50,25 @@ func (o *TrialOptions) defaults() {
 	if o.PingTimeout <= 0 {
 		o.PingTimeout = 5 * time.Second
 	}
+	if o.StopAt == "" || o.StopAt == matrix.None {
+		o.StopAt = matrix.Direct
+	}
+}
+
+// reached reports whether a ping line ends a trial that stops at want.
+func reached(r PingReply, want matrix.Outcome) bool {
+	return r.OK() && pathOutcome(r.Path).AtLeast(want)
+}
+
+// pathOutcome maps a reply's path to an outcome.
+func pathOutcome(path string) matrix.Outcome {
+	switch path {
+	case "direct":
+		return matrix.Direct
+	case "relay":
+		return matrix.Relay
+	}
+	return matrix.None
 }
 
 // TrialResult is what one trial saw.
@@ -84,7 +110,7 @@ func Classify(replies []PingReply) (out matrix.Outcome, firstByte, toDirect time
 
 // RunTrial runs one traversal trial: fresh daemons with fresh keys in hosts
 // a and b (b allows a), both registered, then A pings B by peer ID until a
-// reply comes over a direct path or the timeout passes. The daemons are
+// reply comes over a direct path (or as StopAt says) or the timeout passes. The daemons are
 // stopped before it returns.
 func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) TrialResult {
 	o.defaults()
@@ -94,14 +120,14 @@ func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) T
 		res.Outcome, res.Err = matrix.None, err
 		return res
 	}
-	pb, err := l.StartPeer(ctx, b, PeerConfig{Name: o.Name + "-b", Allow: []string{keyA.ID}})
+	pb, err := l.StartPeer(ctx, b, PeerConfig{Name: o.Name + "-b", Allow: []string{keyA.ID}, RegisterTimeout: o.RegisterTimeout})
 	if err != nil {
 		res.Outcome, res.Err = matrix.None, err
 		return res
 	}
 	res.Procs = append(res.Procs, pb.Proc)
 	defer pb.Stop()
-	pa, err := l.StartPeer(ctx, a, PeerConfig{Name: o.Name + "-a", Key: keyA})
+	pa, err := l.StartPeer(ctx, a, PeerConfig{Name: o.Name + "-a", Key: keyA, RegisterTimeout: o.RegisterTimeout})
 	if err != nil {
 		res.Outcome, res.Err = matrix.None, err
 		return res
@@ -115,7 +141,7 @@ func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) T
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = p.WaitRegistered(ctx, o.RegisterTimeout)
+			_, errs[i] = p.WaitRegistered(ctx, o.RegisterTimeout+3*time.Second)
 		}()
 	}
 	wg.Wait()
@@ -131,7 +157,7 @@ func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) T
 	for tctx.Err() == nil {
 		offset := time.Since(start)
 		replies, proc, err := pa.ping(tctx, pb.ID, PingOptions{Interval: o.Interval, Timeout: o.PingTimeout, UntilDirect: true}, func(r PingReply) bool {
-			return r.Path != "direct"
+			return !reached(r, o.StopAt)
 		})
 		if proc != nil {
 			res.Procs = append(res.Procs, proc)
@@ -140,7 +166,7 @@ func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) T
 			r.At += offset
 			res.Replies = append(res.Replies, r)
 		}
-		if len(res.Replies) > 0 && res.Replies[len(res.Replies)-1].Path == "direct" {
+		if len(res.Replies) > 0 && reached(res.Replies[len(res.Replies)-1], o.StopAt) {
 			lastErr = nil
 			break
 		}

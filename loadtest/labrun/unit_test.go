@@ -213,3 +213,31 @@ keymesh_relay_binds_total 3
 		t.Fatalf("sum %v, want 0", got)
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	if got := oneLine("a  b\n\n   c\td\n", 100); got != "a b | c d" {
+		t.Fatalf("got %q", got)
+	}
+	if got := oneLine(strings.Repeat("x", 50), 10); got != "xxxxxxx..." {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestReached(t *testing.T) {
+	relay := PingReply{Seq: 1, Path: "relay"}
+	direct := PingReply{Seq: 2, Path: "direct"}
+	failed := PingReply{Seq: 3, Error: "timeout"}
+	for _, c := range []struct {
+		r    PingReply
+		want matrix.Outcome
+		ok   bool
+	}{
+		{relay, matrix.Direct, false}, {direct, matrix.Direct, true},
+		{relay, matrix.Relay, true}, {direct, matrix.Relay, true},
+		{failed, matrix.Relay, false},
+	} {
+		if got := reached(c.r, c.want); got != c.ok {
+			t.Errorf("reached(%+v, %s) = %v", c.r, c.want, got)
+		}
+	}
+}

@@ -45,13 +45,20 @@ mock_provider "random" {}
 
 mock_provider "tls" {}
 
-# The server key: Ed25519 from the seed 00 01 02 ... 1f, whose peer ID
-# internal/crypto gives as aoqqpp7t...
+# The server key's public half: Ed25519 from the seed 00 01 02 ... 1f,
+# whose peer ID internal/crypto gives as aoqqpp7t...
 override_resource {
   target = tls_private_key.server
   values = {
-    public_key_openssh    = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4\n"
-    private_key_pem_pkcs8 = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n"
+    public_key_openssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4\n"
+  }
+}
+
+# The relays' key: the same test key, so the same peer ID.
+override_resource {
+  target = tls_private_key.relay
+  values = {
+    public_key_openssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4\n"
   }
 }
 
@@ -99,6 +106,11 @@ run "three_regions" {
   }
 
   assert {
+    condition     = output.stream_relay_url == "wss://192.0.2.1:443/v1/tunnel#aoqqpp7tzyil4hlq3umoos6atft6jvrqtosq2xy53sdgiesvgg4a"
+    error_message = "stream_relay_url is ${output.stream_relay_url}"
+  }
+
+  assert {
     condition     = length(output.connect_strings) == 2
     error_message = "want a connect string per anycast address"
   }
@@ -119,8 +131,8 @@ run "three_regions" {
   }
 
   assert {
-    condition     = length(aws_globalaccelerator_listener.this) == 4 && length(aws_globalaccelerator_endpoint_group.this) == 12
-    error_message = "want 4 listeners with an endpoint group in each of the 3 regions"
+    condition     = length(aws_globalaccelerator_listener.this) == 3 && length(aws_globalaccelerator_endpoint_group.this) == 9
+    error_message = "want 3 listeners (rendezvous UDP, relay UDP, relay TCP) with an endpoint group in each of the 3 regions"
   }
 
   assert {
@@ -167,8 +179,8 @@ run "four_regions" {
   }
 
   assert {
-    condition     = length(aws_globalaccelerator_endpoint_group.this) == 16
-    error_message = "want 4 listeners x 4 regions endpoint groups"
+    condition     = length(aws_globalaccelerator_endpoint_group.this) == 12
+    error_message = "want 3 listeners x 4 regions endpoint groups"
   }
 }
 

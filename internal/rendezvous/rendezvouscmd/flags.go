@@ -68,7 +68,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.TTL, "ttl", rendezvous.DefaultTTL, "registration lifetime")
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
-	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one plain socket)")
+	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -119,7 +120,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
-	conns, err := listen(ctx, o.Listen, o.ReusePort)
+	// With a shared registry, other instances on this host may join the
+	// same address (SO_REUSEPORT), as behind one anycast address.
+	conns, err := listen(ctx, o.Listen, o.ReusePort, o.Registry == "redis")
 	if err != nil {
 		return err
 	}
@@ -141,6 +144,8 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	}
 	log.Info("rendezvous serving", "listen", bound, "sockets", len(conns), "registry", o.Registry,
 		"instance", o.Instance, "version", obs.Version())
+
+	go srv.WatchRegistry(ctx, registryWatch)
 
 	errc := make(chan error, len(conns))
 	var wg sync.WaitGroup
@@ -189,6 +194,13 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	if err != nil {
 		return nil, fmt.Errorf("%w: --redis: %v", errUsage, err)
 	}
+	// go-redis logs every failed dial itself, several a second while
+	// Redis is down; the server logs the outage once (and its end), so
+	// the client's lines go to debug.
+	redis.SetLogger(redisLog{log})
+	// Let the server's per-call deadlines reach the socket reads and
+	// writes, not only the dials.
+	opts.ContextTimeoutEnabled = true
 	client := redis.NewUniversalClient(opts)
 	r, err := discovery.NewRedis(ctx, discovery.RedisOptions{Client: client})
 	if err != nil {
@@ -199,8 +211,14 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	return r, nil
 }
 
-func listen(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
-	if n == 1 {
+// registryWatch is how often the registry is checked for the outage and
+// recovery log lines.
+const registryWatch = time.Second
+
+// listen opens n sockets on addr, with SO_REUSEPORT when n > 1 or shared is
+// set (then other processes may bind the same address too).
+func listen(ctx context.Context, addr string, n int, shared bool) ([]*net.UDPConn, error) {
+	if n == 1 && !shared {
 		c, err := sockopt.ListenUDP(ctx, addr, false)
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
@@ -252,4 +270,11 @@ func localAddr() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// redisLog passes go-redis's own log lines to the logger at debug level.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }

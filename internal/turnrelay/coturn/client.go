@@ -18,6 +18,7 @@ import (
 type ClientConfig struct {
 	Server netip.AddrPort // TURN server (required)
 	TCP    bool           // reach the server over TCP (-t) instead of UDP
+	Send   bool           // relay with Send/Data indications (-s) instead of channels
 	Local  netip.Addr     // local address to bind (-L); optional
 	Peer   netip.AddrPort // echo peer, turnutils_peer (required)
 
@@ -64,6 +65,9 @@ func (c ClientConfig) Args() ([]string, error) {
 	}
 	if c.TCP {
 		args = append(args, "-t")
+	}
+	if c.Send {
+		args = append(args, "-s")
 	}
 	if c.Local.IsValid() {
 		args = append(args, "-L", c.Local.String())

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"200MB": 200e6, "1GiB": 1 << 30, "5000": 5000, "1.5 kb": 1500, "64KiB": 64 << 10} {
+		got, err := parseBytes(in)
+		if err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MB", "-1MB", "lots"} {
+		if _, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseThroughputFlags(t *testing.T) {
+	o, err := parseThroughputFlags([]string{"--bytes", "10MB", "--runs", "3", "--only", "raw-udp,keymesh-relay"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.bytes != 10e6 || o.runs != 3 || len(o.only) != 2 {
+		t.Fatalf("%+v", o)
+	}
+	for _, args := range [][]string{{"--runs", "0"}, {"--only", "carrier-pigeon"}, {"--bytes", "x"}, {"extra"}} {
+		if _, err := parseThroughputFlags(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+// TestThroughputSmall runs every scenario with a few megabytes and checks
+// the table.
+func TestThroughputSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := throughput(ctx, tpOpts{bytes: 4 << 20, runs: 1, timeout: 30 * time.Second}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, name := range tpNames() {
+		if !strings.Contains(table, "| "+name+" |") {
+			t.Errorf("no row for %s:\n%s", name, table)
+		}
+	}
+	if !strings.Contains(table, "| keymesh-direct | node stream, path layer, direct path | 4.0 MiB |") {
+		t.Errorf("direct scenario did not deliver everything:\n%s", table)
+	}
+}
