@@ -17,20 +17,20 @@ import (
 
 // peersOpts are the flags of `loadtest peers`.
 type peersOpts struct {
-	count    int
-	servers  []string // connect strings; empty: run one in-process
-	admins   []string // admin URLs of the external servers
-	registry string   // in-process: memory or redis
-	instances int     // in-process instances on one SO_REUSEPORT address
+	count     int
+	servers   []string // connect strings; empty: run one in-process
+	admins    []string // admin URLs of the external servers
+	registry  string   // in-process: memory or redis
+	instances int      // in-process instances on one SO_REUSEPORT address
 	compare   []scenario
-	redisURL string
-	ttl      time.Duration
-	refresh  time.Duration
-	rate     float64 // in-process server's per-source rate limit
-	inflight int
-	workers  int
-	duration time.Duration
-	timeout  time.Duration
+	redisURL  string
+	ttl       time.Duration
+	refresh   time.Duration
+	rate      float64 // in-process server's per-source rate limit
+	inflight  int
+	workers   int
+	duration  time.Duration
+	timeout   time.Duration
 }
 
 func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {

@@ -14,6 +14,7 @@ import (
 // adminSample is what one scrape of a server's /metrics tells.
 type adminSample struct {
 	rss, heap, peers float64
+	regs, connects   float64 // registrations and connects (found) served
 	rejected         map[string]float64
 }
 
@@ -63,6 +64,16 @@ func scrapeAdmin(ctx context.Context, url string) (adminSample, error) {
 	s.rss = one("process_resident_memory_bytes")
 	s.heap = one("go_memstats_heap_alloc_bytes")
 	s.peers = one("keymesh_rendezvous_registered_peers")
+	s.regs = one("keymesh_rendezvous_registrations_total")
+	if f := fams["keymesh_rendezvous_connects_total"]; f != nil {
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "result" && l.GetValue() == "found" {
+					s.connects = m.Counter.GetValue()
+				}
+			}
+		}
+	}
 	if f := fams["keymesh_rendezvous_rejected_total"]; f != nil {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {

@@ -104,6 +104,9 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 			}
 			rss += after.rss - before[i].rss
 			heap += after.heap - before[i].heap
+			res.instNames = append(res.instNames, a)
+			res.instRegs = append(res.instRegs, after.regs-before[i].regs)
+			res.instConnects = append(res.instConnects, after.connects-before[i].connects)
 			for r, n := range after.rejected {
 				res.rejected[r] += n - before[i].rejected[r]
 			}

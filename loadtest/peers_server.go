@@ -170,7 +170,9 @@ func (ls *localServer) rejected() map[string]float64 {
 	out := map[string]float64{}
 	for _, in := range ls.insts {
 		for k, v := range gatherCounter(in.prom, "keymesh_rendezvous_rejected_total", "reason") {
-			out[k] += v
+			if v > 0 {
+				out[k] += v
+			}
 		}
 	}
 	return out

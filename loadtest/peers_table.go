@@ -10,24 +10,65 @@ import (
 
 // table prints the result as a Markdown table.
 func (r *peersResult) table(w io.Writer) {
-	o := r.opts
-	row := func(k, f string, a ...any) { fmt.Fprintf(w, "| %s | %s |\n", k, fmt.Sprintf(f, a...)) }
 	fmt.Fprintln(w, "| measure | value |")
 	fmt.Fprintln(w, "| --- | --- |")
+	for _, kv := range r.rows() {
+		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
+	}
+	if r.note != "" {
+		fmt.Fprintf(w, "\n%s\n", r.note)
+	}
+}
+
+// compareTable prints several results side by side, one column each.
+func compareTable(w io.Writer, results []*peersResult) {
+	var keys []string
+	cells := map[string][]string{}
+	var notes []string
+	for i, r := range results {
+		for _, kv := range r.rows() {
+			if _, ok := cells[kv[0]]; !ok {
+				keys = append(keys, kv[0])
+				cells[kv[0]] = make([]string, len(results))
+			}
+			cells[kv[0]][i] = kv[1]
+		}
+		if r.note != "" && !slices.Contains(notes, r.note) {
+			notes = append(notes, r.note)
+		}
+	}
+	fmt.Fprint(w, "| measure |")
+	for _, r := range results {
+		fmt.Fprintf(w, " %s |", scenario{r.opts.registry, max(1, r.opts.instances)}.label())
+	}
+	fmt.Fprint(w, "\n| --- |"+strings.Repeat(" --- |", len(results))+"\n")
+	for _, k := range keys {
+		fmt.Fprintf(w, "| %s | %s |\n", k, strings.Join(cells[k], " | "))
+	}
+	for _, n := range notes {
+		fmt.Fprintf(w, "\n%s\n", n)
+	}
+}
+
+// rows are the result's measures as (name, value) pairs.
+func (r *peersResult) rows() [][2]string {
+	o := r.opts
+	var out [][2]string
+	row := func(k, f string, a ...any) { out = append(out, [2]string{k, fmt.Sprintf(f, a...)}) }
 	if r.local {
 		limit := fmt.Sprintf("rate limit %v/s per source", o.rate)
 		if o.rate < 0 {
 			limit = "no rate limit"
 		}
-		row("server", "in-process, %s registry, %s", o.registry, limit)
+		row("server", "in-process, %d instance(s), %s registry, %s", max(1, o.instances), o.registry, limit)
 	} else {
 		row("server", "%d external: %s", len(o.servers), strings.Join(o.servers, ", "))
 	}
 	row("peers", "%d (one UDP socket and loopback address each)", o.count)
 	registered := o.count - r.regMissed
 	row("registration phase", "%d registered in %v, %d missed (%d in flight)", registered, r.regTime.Round(time.Millisecond), r.regMissed, o.inflight)
-	row("registrations/s", "%.0f (first registration: Register, Challenge, Register, Registered)", float64(registered)/r.regTime.Seconds())
-	row("datagrams per registration", "%.2f sent (2 without loss)", float64(r.regSent)/float64(max(1, registered)))
+	row("registrations/s (first: Register, Challenge, Register, Registered)", "%.0f", float64(registered)/r.regTime.Seconds())
+	row("datagrams sent per registration (2 without loss)", "%.2f", float64(r.regSent)/float64(max(1, registered)))
 	c := r.connects
 	if o.duration <= 0 {
 		row("steady phase", "skipped (--duration 0)")
@@ -69,7 +110,12 @@ func (r *peersResult) table(w io.Writer) {
 	if r.redisPerPeer >= 0 {
 		row("Redis used_memory per peer", "%.0f B", r.redisPerPeer)
 	}
-	if r.note != "" {
-		fmt.Fprintf(w, "\n%s\n", r.note)
+	if len(r.instNames) > 1 {
+		var parts []string
+		for i, n := range r.instNames {
+			parts = append(parts, fmt.Sprintf("%s %.0f / %.0f", n, r.instRegs[i], r.instConnects[i]))
+		}
+		row("registrations / connects served per instance", "%s", strings.Join(parts, ", "))
 	}
+	return out
 }

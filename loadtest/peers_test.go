@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
 // TestPeersBench runs a small population against an in-process server:
@@ -47,7 +50,61 @@ func TestPeersBench(t *testing.T) {
 	}
 	var out bytes.Buffer
 	res.table(&out)
-	for _, want := range []string{"| registrations/s |", "| connects/s |", "| server heap per registered peer |"} {
+	for _, want := range []string{"| registrations/s (first", "| connects/s |", "| server heap per registered peer |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	t.Logf("\n%s", out.String())
+}
+
+// TestPeersCompare runs the side-by-side mode against a real Redis: one
+// in-process instance with the memory registry, one with Redis, and three
+// on one SO_REUSEPORT address sharing Redis. Every peer registers and
+// connects in each; with three instances each one served a share; no key
+// is left in Redis.
+func TestPeersCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three load phases against Redis")
+	}
+	rd := redistest.Start(t)
+	o, err := parsePeersFlags([]string{"--count", "90", "--duration", "1500ms", "--refresh", "1s", "--ttl", "5s",
+		"--compare", "memory:1,redis:1,redis:3", "--redis", "redis://" + rd.Addr() + "/0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	results, err := peersCompare(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(results) != 3 {
+		t.Fatalf("%d results", len(results))
+	}
+	for i, res := range results {
+		c := res.connects
+		if res.regMissed != 0 || c.ok == 0 || c.notFound+c.noAnswer+c.other != 0 {
+			t.Fatalf("scenario %d: %d missed, connects %+v", i, res.regMissed, c)
+		}
+	}
+	three := results[2]
+	if len(three.instNames) != 3 {
+		t.Fatalf("redis:3 ran %d instances", len(three.instNames))
+	}
+	for i, n := range three.instNames {
+		if three.instRegs[i] == 0 || three.instConnects[i] == 0 {
+			t.Errorf("%s served %v registrations and %v connects: the kernel should spread 90 peers over 3 sockets", n, three.instRegs[i], three.instConnects[i])
+		}
+	}
+	keys, err := exec.Command("redis-cli", "-p", strconv.Itoa(rd.Port()), "--scan", "--pattern", "kmload*").Output()
+	if err == nil && len(bytes.TrimSpace(keys)) > 0 {
+		t.Errorf("keys left in Redis: %q", keys[:min(len(keys), 200)])
+	}
+	var out bytes.Buffer
+	compareTable(&out, results)
+	for _, want := range []string{"| memory, 1 instance | redis, 1 instance | redis, 3 instances |", "| connects/s |", "| registrations / connects served per instance |"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("table lacks %q:\n%s", want, out.String())
 		}
@@ -57,6 +114,13 @@ func TestPeersBench(t *testing.T) {
 
 func TestPeersFlags(t *testing.T) {
 	for _, args := range [][]string{
+		{"--instances", "3"},
+		{"--instances", "0"},
+		{"--compare", "memory:2"},
+		{"--compare", "redis:1"},
+		{"--compare", "etcd:1", "--redis", "redis://x"},
+		{"--compare", "redis", "--redis", "redis://x"},
+		{"--compare", "memory:1", "--server", "127.0.0.1:1#x"},
 		{"--count", "1"},
 		{"--count", "100000"},
 		{"--registry", "etcd"},

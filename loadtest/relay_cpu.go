@@ -1,6 +1,10 @@
 package main
 
-import ()
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // cpuSampler records a server's CPU time at regular instants.
 type cpuSampler struct {

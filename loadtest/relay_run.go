@@ -4,18 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/sockopt"
-	"github.com/keymesh/keymesh/internal/turnrelay"
 	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (

@@ -1,6 +1,18 @@
 package main
 
-import ()
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/turnrelay"
+	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // benchServer is a TURN server under test.
 type benchServer interface {
@@ -16,36 +28,32 @@ type ourServer struct {
 }
 
 func startOurs(ctx context.Context, sockets int, log *slog.Logger) (*ourServer, error) {
-	conns, err := sockopt.ListenUDPGroup(ctx, "127.0.0.1:0", sockets)
+	pcs, lns, err := turnrelay.OpenSockets(ctx, "127.0.0.1:0", "127.0.0.1:0", sockets)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := sockopt.ListenTCP(ctx, "127.0.0.1:0", true)
-	if err != nil {
-		for _, c := range conns {
-			c.Close()
-		}
-		return nil, err
-	}
-	cfg := turnrelay.Config{
-		Listeners:             []net.Listener{ln},
+	s, err := turnrelay.New(turnrelay.Config{
+		PacketConns:           pcs,
+		Listeners:             lns,
 		Realm:                 benchRealm,
 		Secret:                []byte(benchSecret),
 		MaxAllocationsPerUser: -1, // uclient leaves one probe allocation per session
 		Logger:                log,
 		Registerer:            prometheus.NewRegistry(),
-	}
-	for _, c := range conns {
-		cfg.PacketConns = append(cfg.PacketConns, c)
-	}
-	s, err := turnrelay.New(cfg)
+	})
 	if err != nil {
+		for _, c := range pcs {
+			c.Close()
+		}
+		for _, l := range lns {
+			l.Close()
+		}
 		return nil, err
 	}
 	return &ourServer{
 		s:   s,
-		udp: conns[0].LocalAddr().(*net.UDPAddr).AddrPort(),
-		tcp: ln.Addr().(*net.TCPAddr).AddrPort(),
+		udp: pcs[0].LocalAddr().(*net.UDPAddr).AddrPort(),
+		tcp: lns[0].Addr().(*net.TCPAddr).AddrPort(),
 	}, nil
 }
 
@@ -102,4 +110,3 @@ func (c *coturnServer) stop() {
 	c.p.Stop()
 	os.RemoveAll(c.dir)
 }
-

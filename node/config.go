@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 )
@@ -29,6 +30,16 @@ type Config struct {
 	Allow    []string
 	// NoDirect keeps every session on the relay (no hole punching).
 	NoDirect bool
+	// StreamRelay is a TLS stream relay, "wss://host:port/v1/tunnel#<relay-id>"
+	// (without the fragment the certificate is checked against the system's
+	// roots, as for an ACME certificate). When the rendezvous does not
+	// answer over UDP within UDPTimeout, the node concludes that its network
+	// blocks UDP and moves its socket into a tunnel to this relay; it
+	// reconnects the tunnel when it breaks.
+	StreamRelay string
+	// UDPTimeout is how long to wait for a UDP answer before using
+	// StreamRelay; default 3 s.
+	UDPTimeout time.Duration
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
 }

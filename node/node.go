@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/streamrelay"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -37,12 +38,14 @@ const (
 
 // Node is a running keymesh peer. Its methods are safe for concurrent use.
 type Node struct {
-	log    *slog.Logger
-	id     *crypto.Identity
-	me     crypto.PeerID
-	server string
-	allow  []crypto.PeerID
-	any    bool
+	stream  streamrelay.Target // the stream relay fallback; zero when none
+	udpWait time.Duration
+	log     *slog.Logger
+	id      *crypto.Identity
+	me      crypto.PeerID
+	server  string
+	allow   []crypto.PeerID
+	any     bool
 
 	sock  *pathsock.Sock
 	rz    *rzclient.Client
@@ -117,7 +120,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 			return n.sock.Candidates()
 		},
 		Tickets:      func() [][]byte { return n.sock.Tickets() },
-		NAT:          func() byte { return wire.NATUnknown },
+		NAT:          n.natBehaviour,
 		AllowAny:     cfg.AllowAny,
 		Allowed:      allow,
 		OnPunch:      n.onPunch,
@@ -138,6 +141,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		OnSTUN:        func(b []byte, from netip.AddrPort) { n.stun.Handle(b, from) },
 		OnLocalChange: n.reregister,
 		NoDirect:      cfg.NoDirect,
+		NAT:           n.natBehaviour,
 		Logger:        log.With("part", "path"),
 	}
 	if pathHook != nil {
@@ -158,6 +162,16 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		defer n.wg.Done()
 		n.rz.Run(nctx)
 	}()
+	if cfg.StreamRelay != "" {
+		if n.stream, err = streamrelay.ParseTarget(cfg.StreamRelay); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.udpWait = cfg.UDPTimeout
+		if n.udpWait <= 0 {
+			n.udpWait = DefaultUDPTimeout
+		}
+	}
 	if err := n.waitRegistered(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -174,6 +188,22 @@ func (n *Node) waitRegistered(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, DefaultRegisterTimeout)
 		defer cancel()
 	}
+	if n.stream.URL != "" {
+		udp, cancel := context.WithTimeout(ctx, n.udpWait)
+		select {
+		case <-n.regCh:
+			cancel()
+			goto registered
+		case <-udp.Done():
+			cancel()
+		}
+		if ctx.Err() == nil {
+			n.log.Warn("no answer over UDP: trying the TLS stream relay", "waited", n.udpWait, "relay", n.stream.URL)
+			if err := n.useTunnel(ctx); err != nil {
+				return fmt.Errorf("node: %w %s: no answer over UDP, and the stream relay failed: %w", ErrNotRegistered, n.server, err)
+			}
+		}
+	}
 	select {
 	case <-n.regCh:
 	case <-ctx.Done():
@@ -183,6 +213,7 @@ func (n *Node) waitRegistered(ctx context.Context) error {
 		}
 		return fmt.Errorf("node: %w %s: %s: %w", ErrNotRegistered, n.server, msg, ctx.Err())
 	}
+registered:
 	if len(n.rz.Status().Relays) == 0 {
 		return nil
 	}

@@ -11,15 +11,18 @@ import (
 
 // Status is the node's state, ready for JSON.
 type Status struct {
-	ID         string       `json:"id"`
-	Overlay    string       `json:"overlay"`
-	Local      []string     `json:"local,omitempty"`
-	NATFacing  string       `json:"nat_facing,omitempty"`
-	Registered bool         `json:"registered"`
-	Server     string       `json:"server,omitempty"`
-	Relay      string       `json:"relay,omitempty"`
-	Error      string       `json:"error,omitempty"`
-	Peers      []PeerStatus `json:"peers"`
+	ID         string   `json:"id"`
+	Overlay    string   `json:"overlay"`
+	Local      []string `json:"local,omitempty"`
+	NATFacing  string   `json:"nat_facing,omitempty"`
+	Registered bool     `json:"registered"`
+	Server     string   `json:"server,omitempty"`
+	Relay      string   `json:"relay,omitempty"`
+	// Transport is "udp", or "tcp" when UDP is blocked and the node runs
+	// over a TLS stream tunnel.
+	Transport string       `json:"transport"`
+	Error     string       `json:"error,omitempty"`
+	Peers     []PeerStatus `json:"peers"`
 }
 
 // PeerStatus is one known peer's path.
@@ -49,6 +52,7 @@ func (n *Node) Status() Status {
 		Overlay:    n.me.OverlayAddr().String(),
 		Registered: rz.Registered,
 		Server:     n.server,
+		Transport:  "udp",
 		Error:      rz.LastError,
 		Peers:      []PeerStatus{},
 	}
@@ -57,6 +61,9 @@ func (n *Node) Status() Status {
 	}
 	if len(st.Local) == 0 {
 		st.Local = []string{n.sock.LocalAddrPort().String()}
+	}
+	if n.sock.Tunneled() {
+		st.Transport = "tcp"
 	}
 	if rz.Reflexive.IsValid() {
 		st.NATFacing = rz.Reflexive.String()

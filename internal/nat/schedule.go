@@ -73,6 +73,7 @@ func (s Strategy) String() string {
 const (
 	natAddrDependent  = 3
 	natAddrPortDepend = 4
+	natUDPBlocked     = 5
 )
 
 // hard reports whether a reported NAT behaviour maps per destination.
@@ -81,6 +82,9 @@ func hard(nat byte) bool { return nat == natAddrDependent || nat == natAddrPortD
 // ChooseStrategy picks the strategy for a local and a remote NAT behaviour
 // (wire.NAT* values; unknown counts as easy: probing costs little).
 func ChooseStrategy(local, remote byte) Strategy {
+	if local == natUDPBlocked || remote == natUDPBlocked {
+		return StrategyRelayOnly // one side speaks only through a stream tunnel
+	}
 	if hard(local) && hard(remote) {
 		return StrategyRelayOnly
 	}

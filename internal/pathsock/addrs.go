@@ -153,7 +153,7 @@ func (s *Sock) announce(now time.Time) {
 		}
 		pr.mu.Unlock()
 		u := &wire.PathUpdate{Info: info}
-		if !s.cfg.NoDirect {
+		if !s.noDirect() {
 			for _, a := range direct {
 				s.sendControl(pr, u, true, a, nil)
 			}

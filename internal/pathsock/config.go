@@ -24,7 +24,7 @@ type Config struct {
 	Identity *crypto.Identity
 	// Conn is a socket the caller opened; when nil the layer opens one on
 	// ListenAddr (default ":0", both address families).
-	Conn       *net.UDPConn
+	Conn       PacketConn
 	ListenAddr string
 
 	// ServerKey is the rendezvous server's key: sealed frames from it go to

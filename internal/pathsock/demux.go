@@ -125,7 +125,7 @@ func (s *Sock) queue(pk inPacket) {
 // direct path (it moved, or its NAT rebound): the data frame's tag is not
 // proof, the probe's reply is.
 func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
-	if s.cfg.NoDirect {
+	if s.noDirect() {
 		return
 	}
 	if r := pr.route.Load(); r.kind == PathDirect && r.addr == from {

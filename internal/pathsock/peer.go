@@ -90,7 +90,7 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	pr.mu.Lock()
 	s.applyInfo(pr, info, now)
 	pr.refreshed = now
-	if !s.cfg.NoDirect && nat.ChooseStrategy(s.cfg.NAT(), info.NAT) == nat.StrategyProbe {
+	if !s.noDirect() && nat.ChooseStrategy(s.cfg.NAT(), info.NAT) == nat.StrategyProbe {
 		pr.punch = nat.NewSchedule(start, now)
 	}
 	s.fixRoute(pr)

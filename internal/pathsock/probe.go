@@ -82,7 +82,7 @@ func (s *Sock) sendControl(pr *peer, body wire.Body, direct bool, addr netip.Add
 // set, is closed when the reply comes (Ping). It returns the transaction
 // ID, 0 when nothing could be sent. pr.mu must not be held.
 func (s *Sock) sendProbe(pr *peer, direct bool, addr netip.AddrPort, done chan struct{}) uint64 {
-	if direct && s.cfg.NoDirect {
+	if direct && s.noDirect() {
 		return 0
 	}
 	now := s.now()
@@ -170,7 +170,7 @@ func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint6
 // onProbe answers a probe on the path it came from. A direct probe from a
 // known peer also makes its source address a candidate, probed soon.
 func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, from netip.AddrPort, direct bool) {
-	if direct && s.cfg.NoDirect {
+	if direct && s.noDirect() {
 		return
 	}
 	pr := s.peerByID(sender)
@@ -227,7 +227,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		pr.relayRTT = smooth(pr.relayRTT, rtt)
 		return
 	}
-	if s.cfg.NoDirect {
+	if s.noDirect() {
 		return
 	}
 	c := pr.cands[p.addr]
@@ -283,7 +283,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		c.learned = true
 	}
 	s.applyInfo(pr, u.Info, now)
-	if !s.cfg.NoDirect {
+	if !s.noDirect() {
 		pr.punch = nat.NewSchedule(now, now)
 	}
 	s.fixRoute(pr)
@@ -317,7 +317,7 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 	lastSeen := unixTime(pr.lastSeen.Load())
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	punching := !s.cfg.NoDirect && pr.punch.Active(now)
+	punching := !s.noDirect() && pr.punch.Active(now)
 	if !punching && now.Sub(lastSent) > peerIdleTTL && now.Sub(lastSeen) > peerIdleTTL &&
 		now.Sub(pr.refreshed) > peerIdleTTL {
 		return nil, false, true
@@ -332,7 +332,7 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 			probes = append(probes, c.addr)
 		}
 	}
-	if !s.cfg.NoDirect {
+	if !s.noDirect() {
 		for a, c := range pr.cands {
 			if r.kind == PathDirect && a == r.addr {
 				continue

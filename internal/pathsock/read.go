@@ -21,9 +21,9 @@ func (s *Sock) readLoop() {
 			err     error
 			bp      *[]byte
 		)
-		gro := s.gro.Load()
+		gro := s.gro.Load() && conn.udp != nil
 		if gro {
-			n, oobn, _, from, err = conn.ReadMsgUDPAddrPort(big, oob)
+			n, oobn, _, from, err = conn.udp.ReadMsgUDPAddrPort(big, oob)
 		} else {
 			bp = s.getBuf()
 			n, from, err = conn.ReadFromUDPAddrPort(*bp)

@@ -43,7 +43,7 @@ type Sock struct {
 	myTag uint64
 	vaddr *net.UDPAddr
 
-	conn     atomic.Pointer[net.UDPConn]
+	conn     atomic.Pointer[connBox]
 	gso, gro atomic.Bool // the socket's offloads
 	out      chan outPacket
 	connMu   sync.Mutex // serialises socket replacement
@@ -148,20 +148,69 @@ func listen(addr string) (*net.UDPConn, error) {
 	return c, nil
 }
 
+// PacketConn is what the layer sends and receives on: a UDP socket, or a
+// stream tunnel (streamrelay.Tunnel) where UDP is blocked.
+type PacketConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	Close() error
+	SetReadBuffer(bytes int) error
+	SetWriteBuffer(bytes int) error
+}
+
+// connBox holds the current socket; udp is set when it is a real UDP
+// socket (offloads and rebinding need one).
+type connBox struct {
+	PacketConn
+	udp *net.UDPConn
+}
+
 // setConn installs a socket and its offloads.
-func (s *Sock) setConn(c *net.UDPConn) {
-	gso, gro := enableOffload(c)
+func (s *Sock) setConn(c PacketConn) {
+	box := &connBox{PacketConn: c}
+	var gso, gro bool
+	if u, ok := c.(*net.UDPConn); ok {
+		box.udp = u
+		gso, gro = enableOffload(u)
+	}
 	s.gso.Store(gso)
 	s.gro.Store(gro)
-	s.conn.Store(c)
+	s.conn.Store(box)
 }
+
+// UseConn replaces the socket with c (a stream tunnel where UDP is
+// blocked); the layer re-registers and tells its peers, as after Rebind.
+// The layer owns c from now on.
+func (s *Sock) UseConn(c PacketConn) error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.isClosed() {
+		return net.ErrClosed
+	}
+	old := s.conn.Load()
+	s.setConn(c)
+	old.Close()
+	s.log.Info("socket replaced", "addr", c.LocalAddr().String())
+	s.refreshLocal()
+	s.localChanged("socket replaced")
+	return nil
+}
+
+// Tunneled reports whether the layer runs over a stream tunnel rather than
+// its own UDP socket.
+func (s *Sock) Tunneled() bool { return s.conn.Load().udp == nil }
 
 // ID returns this peer's ID.
 func (s *Sock) ID() crypto.PeerID { return s.me }
 
 // LocalAddrPort returns the real socket's bound address.
 func (s *Sock) LocalAddrPort() netip.AddrPort {
-	return s.conn.Load().LocalAddr().(*net.UDPAddr).AddrPort()
+	ua, _ := s.conn.Load().LocalAddr().(*net.UDPAddr)
+	if ua == nil {
+		return netip.AddrPort{}
+	}
+	return ua.AddrPort()
 }
 
 // Close stops the layer and closes the socket.
@@ -206,6 +255,9 @@ func (s *Sock) Rebind(addr string) error {
 		return net.ErrClosed
 	}
 	old := s.conn.Load()
+	if old.udp == nil {
+		return errors.New("pathsock: cannot rebind a stream tunnel")
+	}
 	if addr == "" {
 		addr = old.LocalAddr().String()
 		// Free the port first: the new socket takes the same one.
@@ -232,6 +284,9 @@ func (s *Sock) Rebind(addr string) error {
 // heal recreates the socket on the same port after a send failed in a way
 // that says the socket's address is gone. At most once a second.
 func (s *Sock) heal(err error) {
+	if s.Tunneled() {
+		return
+	}
 	if !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.EBADF) && !errors.Is(err, syscall.EINVAL) {
 		return
 	}
@@ -312,3 +367,8 @@ func (s *Sock) maintain() {
 		s.tickAnnounce(now)
 	}
 }
+
+// noDirect reports whether direct paths are off: by configuration, or
+// because the layer runs in a stream tunnel (its "direct" paths would
+// really pass through the stream relay).
+func (s *Sock) noDirect() bool { return s.cfg.NoDirect || s.Tunneled() }

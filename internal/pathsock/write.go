@@ -85,12 +85,12 @@ func (s *Sock) flush(batch []outPacket, big, oob []byte) {
 				break // a shorter frame ends the run
 			}
 		}
-		if j-i > 1 && s.gso.Load() {
+		if u := s.conn.Load().udp; j-i > 1 && s.gso.Load() && u != nil {
 			big = big[:0]
 			for _, p := range batch[i:j] {
 				big = append(big, (*p.bp)[:p.n]...)
 			}
-			_, _, err := s.conn.Load().WriteMsgUDPAddrPort(big, gsoControl(oob[:0], size), batch[i].to)
+			_, _, err := u.WriteMsgUDPAddrPort(big, gsoControl(oob[:0], size), batch[i].to)
 			if err == nil {
 				s.release(batch[i:j])
 				i = j

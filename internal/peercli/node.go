@@ -13,13 +13,14 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error)
 	ctx, cancel := context.WithTimeout(ctx, o.RegisterTimeout)
 	defer cancel()
 	n, err := node.New(ctx, node.Config{
-		Seed:       o.Seed,
-		Server:     o.Server,
-		ListenAddr: o.Listen,
-		AllowAny:   o.AllowAny,
-		Allow:      o.Allow,
-		NoDirect:   o.NoDirect,
-		Logger:     o.Logger,
+		Seed:        o.Seed,
+		Server:      o.Server,
+		ListenAddr:  o.Listen,
+		AllowAny:    o.AllowAny,
+		Allow:       o.Allow,
+		NoDirect:    o.NoDirect,
+		StreamRelay: o.StreamRelay,
+		Logger:      o.Logger,
 	})
 	if err != nil {
 		return nil, nil, err

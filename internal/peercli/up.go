@@ -25,7 +25,9 @@ type upOptions struct {
 	AllowAny bool
 	Allow    []string
 	NoDirect bool
-	Logger   *slog.Logger
+	// StreamRelay is the TLS stream relay used when UDP is blocked.
+	StreamRelay string
+	Logger      *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
 }
@@ -52,6 +54,7 @@ KEYMESH_ALLOW) or --allow-any may open sessions to this one.`,
 		fs.Var(&allow, "allow", "accept sessions from this `peer-id` (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
+		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,9 @@ func runBatches(b *testing.B, f *fixture, peers []*peer, mk func(p *peer) wire.B
 	}
 	items := make([]item, 0, batch)
 	sinceRegister := time.Duration(0)
+	var cpu cpuMeter
 	refill := func() {
+		cpu.stop()
 		b.StopTimer()
 		f.clock.Add(time.Second)
 		if sinceRegister += time.Second; sinceRegister > time.Minute {
@@ -50,6 +53,7 @@ func runBatches(b *testing.B, f *fixture, peers []*peer, mk func(p *peer) wire.B
 			items = append(items, item{p.addr, f.seal(p, mk(p))})
 		}
 		b.StartTimer()
+		cpu.start()
 	}
 	ctx := context.Background()
 	sc := newScratch()
@@ -65,7 +69,8 @@ func runBatches(b *testing.B, f *fixture, peers []*peer, mk func(p *peer) wire.B
 		}
 		i++
 	}
-	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "req/s")
+	cpu.stop()
+	cpu.report(b, i)
 }
 
 func benchFixture(b *testing.B) *fixture {
@@ -124,11 +129,17 @@ func BenchmarkSTUN(b *testing.B) {
 	from := netip.MustParseAddrPort("203.0.113.5:40000")
 	sc := newScratch()
 	b.ReportAllocs()
+	var cpu cpuMeter
+	cpu.start()
+	n := 0
 	for b.Loop() {
 		if out := f.srv.handle(context.Background(), sc, from, req); len(out) != 1 {
 			b.Fatal("no answer")
 		}
+		n++
 	}
+	cpu.stop()
+	cpu.report(b, n)
 }
 
 // BenchmarkBadBox: garbage under a cached sender key (the cheapest
@@ -151,6 +162,7 @@ func BenchmarkFirstContact(b *testing.B) {
 	f := benchFixture(b)
 	const batch = 256
 	pkts := make([][]byte, 0, batch)
+	var cpu cpuMeter
 	from := netip.MustParseAddrPort("203.0.113.5:40000")
 	sc := newScratch()
 	ctx := context.Background()
@@ -158,17 +170,55 @@ func BenchmarkFirstContact(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		if i%batch == 0 {
+			cpu.stop()
 			b.StopTimer()
 			pkts = pkts[:0]
 			for range batch {
 				pkts = append(pkts, f.seal(f.newPeer("203.0.113.5:40000"), &wire.Register{AllowAny: true}))
 			}
 			b.StartTimer()
+			cpu.start()
 		}
 		if out := f.srv.handle(ctx, sc, from, pkts[i%batch]); len(out) != 1 {
 			b.Fatalf("%d replies", len(out))
 		}
 		i++
 	}
-	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "req/s")
+	cpu.stop()
+	cpu.report(b, i)
+}
+
+// cpuMeter adds up the process CPU time (user+system, all threads: GC
+// included) over the timed parts of a benchmark. On a shared machine it is
+// steadier than wall time, which counts the time other processes run.
+type cpuMeter struct {
+	total, at time.Duration
+	running   bool
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (c *cpuMeter) start() { c.at, c.running = processCPU(), true }
+
+func (c *cpuMeter) stop() {
+	if c.running {
+		c.total += processCPU() - c.at
+		c.running = false
+	}
+}
+
+// report adds cpu-ns/op and the requests one CPU second handles.
+func (c *cpuMeter) report(b *testing.B, ops int) {
+	if ops == 0 || c.total <= 0 {
+		return
+	}
+	per := float64(c.total.Nanoseconds()) / float64(ops)
+	b.ReportMetric(per, "cpu-ns/op")
+	b.ReportMetric(1e9/per, "req/cpu-s")
 }

@@ -211,3 +211,24 @@ func stop(t *time.Timer) {
 		t.Stop()
 	}
 }
+
+// ReadFromUDPAddrPort is ReadFrom with the source as a netip.AddrPort, the
+// form a peer's path layer reads with.
+func (t *Tunnel) ReadFromUDPAddrPort(p []byte) (int, netip.AddrPort, error) {
+	n, a, err := t.ReadFrom(p)
+	if err != nil {
+		return n, netip.AddrPort{}, err
+	}
+	return n, a.(*net.UDPAddr).AddrPort(), nil
+}
+
+// WriteToUDPAddrPort is WriteTo with a netip.AddrPort destination.
+func (t *Tunnel) WriteToUDPAddrPort(p []byte, addr netip.AddrPort) (int, error) {
+	return t.WriteTo(p, net.UDPAddrFromAddrPort(addr))
+}
+
+// SetReadBuffer does nothing: the tunnel has its own queue.
+func (t *Tunnel) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer does nothing: writes go straight to the TLS stream.
+func (t *Tunnel) SetWriteBuffer(int) error { return nil }

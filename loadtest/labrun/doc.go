@@ -15,9 +15,17 @@
 //	bins, _ := labrun.Build(ctx, dir)             // or labrun.Prebuilt(dir)
 //	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins})
 //	defer lab.Close()
-//	site, _ := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-//	a, _ := lab.StartPeer(ctx, site.Host(), labrun.PeerConfig{AllowAny: true})
-//	replies, _ := a.PingUntil(ctx, b.ID, labrun.PingOptions{}, nil)
+//	site, _ := lab.AddSite(ctx, "alice", natlab.PortRestricted) // verified
+//	b, _ := lab.StartPeer(ctx, site.Host(), labrun.PeerConfig{AllowAny: true})
+//	_, err = b.WaitRegistered(ctx, 10*time.Second)
+//	replies, err := a.Ping(ctx, b.ID, labrun.PingOptions{Count: 3}, nil)
 //
-// It needs root (network namespaces).
+// When the relay binary has --tls-listen, the lab also runs its TLS stream
+// relay on TCP 443 and the rendezvous advertises it (--stream-relay); when
+// `peer up` has --stream-relay, every daemon is given it too.
+//
+// It needs root (network namespaces). The package's tests (root only) are
+// the lab's end-to-end proofs of the data path and the CI run of the
+// traversal matrix; KEYMESH_LAB_BIN=<dir> reuses prebuilt binaries and
+// KEYMESH_MATRIX_TYPES=<types> narrows the matrix test.
 package labrun

@@ -92,22 +92,6 @@ func pathOf(t *testing.T, ctx context.Context, a, b *Peer) string {
 	return ps.Path
 }
 
-// waitPath polls a's status until its path to b is path; it returns how
-// long that took.
-func waitPath(t *testing.T, ctx context.Context, a, b *Peer, path string, timeout time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var last string
-	for time.Since(start) < timeout {
-		if last = pathOf(t, ctx, a, b); last == path {
-			return time.Since(start)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s's path to %s still %q after %s, want %s", a.Name, b.Name, last, timeout, path)
-	return 0
-}
-
 // relayBytes returns the bytes the (current) relay process forwarded.
 func relayBytes(t *testing.T, ctx context.Context, lab *Lab) float64 {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +37,12 @@ type Config struct {
 	// 3478 and 3479); AdminPort is the rendezvous admin port on the server's
 	// loopback (default 9090), the relay's is AdminPort+1.
 	RendezvousPort, RelayPort, AdminPort int
+	// StreamPort is the TCP port of the relay's TLS stream relay (default
+	// 443), run when the relay binary has --tls-listen and advertised by
+	// the rendezvous (--stream-relay) so that peers without UDP can use
+	// it. NoStream turns it off.
+	StreamPort int
+	NoStream   bool
 	// RendezvousArgs and RelayArgs are extra flags for the servers.
 	RendezvousArgs, RelayArgs []string
 	// PeerLogLevel is the daemons' --log-level; default "debug".
@@ -60,6 +67,9 @@ func (c *Config) defaults() error {
 	if c.AdminPort == 0 {
 		c.AdminPort = 9090
 	}
+	if c.StreamPort == 0 {
+		c.StreamPort = 443
+	}
 	if c.PeerLogLevel == "" {
 		c.PeerLogLevel = "debug"
 	}
@@ -79,6 +89,9 @@ type Lab struct {
 	Connect string
 	// RelayAddr is the relay's UDP address.
 	RelayAddr netip.AddrPort
+	// StreamURL is the stream relay's address for peers
+	// (wss://host:port/v1/tunnel#relay-id); empty when not running.
+	StreamURL string
 	// Work is the work directory (keys, sockets, logs).
 	Work string
 
@@ -90,7 +103,11 @@ type Lab struct {
 	procs     []*Proc
 	relay     *Proc
 	relayArgs []string
-	seq       int
+	// peerStream is whether `peer up` takes --stream-relay (then every
+	// daemon gets the lab's StreamURL, which a peer without UDP needs
+	// before it can register).
+	peerStream bool
+	seq        int
 }
 
 // Start builds a lab (natlab.New), adds the server host "server" and
@@ -177,6 +194,10 @@ func (l *Lab) startRendezvous(ctx context.Context) error {
 		"--public-addr", l.Server.Addr.String(),
 		"--instance", "lab",
 	}
+	if l.StreamURL != "" {
+		args = append(args, "--stream-relay", l.StreamURL)
+		l.peerStream = hasFlag(ctx, l.cfg.Bins.Peer, "stream-relay", "up")
+	}
 	args = append(args, l.cfg.RendezvousArgs...)
 	connect := make(chan string, 1)
 	cmd := l.Server.Command(l.ctx, l.cfg.Bins.Rendezvous, args...)
@@ -224,6 +245,21 @@ func (l *Lab) startRelay(ctx context.Context) error {
 		"--listen", l.RelayAddr.String(),
 		"--admin", "127.0.0.1:" + strconv.Itoa(l.cfg.AdminPort+1),
 		"--ticket-key-file", keyFile,
+	}
+	if !l.cfg.NoStream && hasFlag(ctx, l.cfg.Bins.Relay, "tls-listen") {
+		// The relay's identity, made here so that the pinned URL is
+		// known before the relay starts.
+		id, err := crypto.GenerateIdentity(nil)
+		if err != nil {
+			return err
+		}
+		idFile := filepath.Join(l.Work, "keys", "relay.key")
+		if err := crypto.WriteKeyFile(idFile, id); err != nil {
+			return fmt.Errorf("labrun: relay key: %w", err)
+		}
+		ap := netip.AddrPortFrom(l.Server.Addr, uint16(l.cfg.StreamPort))
+		args = append(args, "--tls-listen", ap.String(), "--key", idFile)
+		l.StreamURL = fmt.Sprintf("wss://%s/v1/tunnel#%s", ap, id.ID())
 	}
 	l.relayArgs = append(args, l.cfg.RelayArgs...)
 	return l.runRelay(ctx)
@@ -433,4 +469,18 @@ func sumMetric(text, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// hasFlag reports whether a binary's help (`bin [sub...] --help`) lists
+// --name.
+func hasFlag(ctx context.Context, bin, name string, sub ...string) bool {
+	cmd := exec.CommandContext(ctx, bin, append(sub, "--help")...)
+	cmd.WaitDelay = time.Second
+	out, _ := cmd.CombinedOutput()
+	for _, f := range strings.Fields(string(out)) {
+		if f == "--"+name || strings.HasPrefix(f, "--"+name+"=") {
+			return true
+		}
+	}
+	return false
 }

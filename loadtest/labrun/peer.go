@@ -106,6 +106,9 @@ func (l *Lab) StartPeer(ctx context.Context, h *natlab.Host, cfg PeerConfig) (*P
 	if cfg.Listen != "" {
 		args = append(args, "--listen", cfg.Listen)
 	}
+	if l.peerStream {
+		args = append(args, "--stream-relay", l.StreamURL)
+	}
 	if cfg.RegisterTimeout > 0 {
 		args = append(args, "--register-timeout", cfg.RegisterTimeout.String())
 	}

@@ -18,7 +18,7 @@ type TrialOptions struct {
 	// Timeout is how long A pings B waiting for a direct path (default
 	// 15 s); the trial's outcome is what was seen within it.
 	Timeout time.Duration
-	// RegisterTimeout bounds the daemons' registration (default 15 s): they
+	// RegisterTimeout bounds the daemons' registration (default 10 s): they
 	// get it as --register-timeout, and the trial waits a little longer,
 	// so that a daemon that gives up has said why in its log.
 	RegisterTimeout time.Duration
@@ -42,7 +42,7 @@ func (o *TrialOptions) defaults() {
 		o.Timeout = 15 * time.Second
 	}
 	if o.RegisterTimeout <= 0 {
-		o.RegisterTimeout = 15 * time.Second
+		o.RegisterTimeout = 10 * time.Second
 	}
 	if o.Interval <= 0 {
 		o.Interval = 50 * time.Millisecond

@@ -95,11 +95,14 @@ func TestRelayAnycast(t *testing.T) {
 		t.Fatalf("relay observed %v, want %v", bound.Observed, b.LocalAddr())
 	}
 	var binder, other *relayInstance
-	for i, r := range relays {
-		if scrape(t, r.admin)[mBinds] == 1 {
-			binder, other = r, relays[1-i]
+	settle(t, func() bool {
+		for i, r := range relays {
+			if scrape(t, r.admin)[mBinds] == 1 {
+				binder, other = r, relays[1-i]
+			}
 		}
-	}
+		return binder != nil
+	})
 	if binder == nil || scrape(t, other.admin)[mBinds] != 0 {
 		t.Fatalf("want exactly one instance to count the bind")
 	}
@@ -108,10 +111,15 @@ func TestRelayAnycast(t *testing.T) {
 	// four sockets, so both instances forward; B gets every packet.
 	const senders = 24
 	sendAll(t, b, r1.udp, bound.Ticket, senders, 0)
+	// (A relay adds to its counters right after sending a batch: wait for
+	// them to settle.)
 	var fwd [2]float64
-	for i, r := range relays {
-		fwd[i] = scrape(t, r.admin)[mForwarded]
-	}
+	settle(t, func() bool {
+		for i, r := range relays {
+			fwd[i] = scrape(t, r.admin)[mForwarded]
+		}
+		return fwd[0]+fwd[1] >= senders
+	})
 	t.Logf("ticket bound by %s; %d packets forwarded: relay1 %v, relay2 %v", binder.name, senders, fwd[0], fwd[1])
 	if fwd[0]+fwd[1] != senders {
 		t.Fatalf("forwarded %v + %v, want %d", fwd[0], fwd[1], senders)
@@ -124,14 +132,17 @@ func TestRelayAnycast(t *testing.T) {
 	binder.kill()
 	before := scrape(t, other.admin)[mForwarded]
 	sendAll(t, b, r1.udp, bound.Ticket, senders, 100)
-	if got := scrape(t, other.admin)[mForwarded] - before; got != senders {
+	var got float64
+	settle(t, func() bool { got = scrape(t, other.admin)[mForwarded] - before; return got >= senders })
+	if got != senders {
 		t.Fatalf("after killing %s, %s forwarded %v, want %d", binder.name, other.name, got, senders)
 	}
 
 	// Another port, the same key file: that instance forwards it too.
 	r3 := startRelay(t, bin, "relay3", "127.0.0.1:0", keyFile, 1)
 	sendAll(t, b, r3.udp, bound.Ticket, 4, 200)
-	if got := scrape(t, r3.admin)[mForwarded]; got != 4 {
+	settle(t, func() bool { got = scrape(t, r3.admin)[mForwarded]; return got >= 4 })
+	if got != 4 {
 		t.Fatalf("relay3 forwarded %v, want 4", got)
 	}
 }
@@ -168,5 +179,14 @@ func sendAll(t *testing.T, b *net.UDPConn, addr netip.AddrPort, ticket []byte, n
 			t.Fatalf("unexpected relayed frame tag %d %q: %v", tag, p, err)
 		}
 		delete(want, tag)
+	}
+}
+
+// settle polls cond for up to 2 s (counters a server updates just after it
+// answers).
+func settle(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); !cond() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -48,8 +48,8 @@ func TestAnycastRendezvous(t *testing.T) {
 			t.Errorf("%s registrations_total %v, want at least its %v peers", in.name, got, want)
 		}
 		// ... and sees the whole shared index, not only its own peers
-		// (a HyperLogLog count: allow 1 off).
-		if got := m[mPeers]; got < numPeers-1 || got > numPeers+1 {
+		// (a HyperLogLog count: allow 2 off).
+		if got := m[mPeers]; got < numPeers-2 || got > numPeers+2 {
 			t.Errorf("%s registered_peers %v, want the shared %d", in.name, got, numPeers)
 		}
 	}

@@ -90,18 +90,6 @@ func startRendezvousGroup(t *testing.T, n int, redisAddr string) *rzGroup {
 	return g
 }
 
-// byName returns the instance called name.
-func (g *rzGroup) byName(t *testing.T, name string) *rzInstance {
-	t.Helper()
-	for _, in := range g.instances {
-		if in.name == name {
-			return in
-		}
-	}
-	t.Fatalf("no instance %q", name)
-	return nil
-}
-
 // metrics is one scrape of an admin /metrics: sample values keyed by
 // name{label="value",...} (labels sorted) or the bare name.
 type metrics map[string]float64

@@ -1,0 +1,108 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/streamrelay"
+)
+
+// blockedUDP is a socket on a network that drops all UDP: nothing sent
+// leaves.
+type blockedUDP struct{ *net.UDPConn }
+
+func (b blockedUDP) WriteToUDPAddrPort(p []byte, _ netip.AddrPort) (int, error) { return len(p), nil }
+
+// TestUDPBlockedUsesStreamRelay starts a node whose UDP goes nowhere: it
+// must find that out by itself, move into a TLS tunnel to the stream relay,
+// register through it, and carry a session to a UDP peer over the relay.
+func TestUDPBlockedUsesStreamRelay(t *testing.T) {
+	m := startMesh(t)
+	relayID, _ := crypto.GenerateIdentity(nil)
+	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := relayID.Certificate()
+	ts := httptest.NewUnstartedServer(srv)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	streamURL := strings.Replace(ts.URL, "https://", "wss://", 1) + streamrelay.Path + "#" + relayID.ID().String()
+
+	b := m.newNode(nil)
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newNode(ctx, Config{Seed: seed, Server: m.server, AllowAny: true, StreamRelay: streamURL, UDPTimeout: time.Second, Logger: testLogger(t)},
+		func(pc *pathsock.Config) { pc.Conn = blockedUDP{udp} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if st := a.Status(); st.Transport != "tcp" || !st.Registered {
+		t.Fatalf("status %+v: want registered over tcp", st)
+	}
+	ln := b.Listen()
+	payload := make([]byte, 5<<20)
+	rand.Read(payload)
+	want := sha256.Sum256(payload)
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		h, _, err := readAndHash(c)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- h
+	}()
+	c, err := a.Dial(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	c.(*Conn).CloseWrite()
+	select {
+	case h := <-got:
+		if h != hex.EncodeToString(want[:]) {
+			t.Fatalf("hash %s, want %x", h, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("transfer through the stream relay did not finish")
+	}
+	c.Close()
+	for _, p := range a.Status().Peers {
+		if p.ID == b.ID() && p.Path != "relay" {
+			t.Fatalf("path %q from the tunnelled side, want relay", p.Path)
+		}
+	}
+	if p := peerPath(b, &testNode{Node: a}); p != "relay" {
+		t.Fatalf("path %q from the UDP side, want relay", p)
+	}
+	_ = bytes.MinRead
+}
