@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/netcheck"
 	"io"
 	"net"
 	"net/http"
@@ -245,4 +246,11 @@ func ctxErr(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	return err
+}
+
+// Netcheck asks the daemon to measure its network.
+func (c *Client) Netcheck(ctx context.Context) (netcheck.Report, error) {
+	var rep netcheck.Report
+	err := c.do(ctx, http.MethodPost, "/v1/netcheck", nil, &rep)
+	return rep, err
 }

@@ -8,6 +8,7 @@
 //
 //	GET    /v1/status                  the node's status plus what the daemon serves (JSON)
 //	POST   /v1/ping?peer=P&timeout=D   one ping (JSON)
+//	POST   /v1/netcheck                NAT behaviour and relay latency (JSON)
 //	POST   /v1/dial?peer=P&port=N      stream to port N of peer P (upgrade)
 //	POST   /v1/accept?port=N           the next stream arriving for port N (upgrade)
 //	GET    /v1/stream?id=I             how stream I ended (JSON), once it has

@@ -27,7 +27,7 @@ func (a nodeAdapter) Status() Status {
 	s := a.Node.Status()
 	st := Status{
 		ID: s.ID, Overlay: s.Overlay, Local: s.Local, NATFacing: s.NATFacing, Registered: s.Registered,
-		Server: s.Server, Relay: s.Relay, Error: s.Error, Peers: make([]PeerStatus, 0, len(s.Peers)),
+		Server: s.Server, Relay: s.Relay, Transport: s.Transport, Error: s.Error, Peers: make([]PeerStatus, 0, len(s.Peers)),
 	}
 	for _, p := range s.Peers {
 		st.Peers = append(st.Peers, PeerStatus{ID: p.ID, Overlay: p.Overlay, Path: p.Path, Remote: p.Remote, RTTms: p.RTTms, LastSeen: p.LastSeen})

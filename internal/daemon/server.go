@@ -117,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/ping", s.handlePing)
+	mux.HandleFunc("POST /v1/netcheck", s.handleNetcheck)
 	mux.HandleFunc("POST /v1/dial", s.handleDial)
 	mux.HandleFunc("POST /v1/accept", s.handleAccept)
 	mux.HandleFunc("GET /v1/stream", s.handleStreamResult)
@@ -253,4 +254,15 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+}
+
+func (s *Server) handleNetcheck(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	rep, err := s.node.Netcheck(ctx)
+	if err != nil {
+		writeError(w, statusFor(ctx, err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/keymesh/keymesh/internal/netcheck"
 	"net"
 	"net/netip"
 	"time"
@@ -21,6 +22,8 @@ type Node interface {
 	ListenPort(port uint16) (net.Listener, error)
 	Ping(ctx context.Context, peer string) (PingResult, error)
 	Status() Status
+	// Netcheck measures the node's network (NAT behaviour, relays).
+	Netcheck(ctx context.Context) (netcheck.Report, error)
 }
 
 // Status is the node's state as the local API reports it.
@@ -32,6 +35,7 @@ type Status struct {
 	Registered bool         `json:"registered"`
 	Server     string       `json:"server,omitempty"`
 	Relay      string       `json:"relay,omitempty"`
+	Transport  string       `json:"transport,omitempty"`
 	Error      string       `json:"error,omitempty"`
 	Peers      []PeerStatus `json:"peers"`
 }

@@ -108,6 +108,16 @@ func (r *Responder) otherPort(p uint16) uint16 {
 	return r.primary.Port()
 }
 
+// SendAnswer sends resp to to from the socket at src.
+func (r *Responder) SendAnswer(resp []byte, src, to netip.AddrPort) bool {
+	c, ok := r.conns[norm(src)]
+	if !ok {
+		return false
+	}
+	_, err := c.WriteTo(resp, net.UDPAddrFromAddrPort(to))
+	return err == nil
+}
+
 // Send answers req on the right socket. It returns false when it sent
 // nothing.
 func (r *Responder) Send(req []byte, from, local netip.AddrPort) bool {

@@ -37,7 +37,7 @@ type command struct {
 
 func commands() []*command {
 	return []*command{
-		cmdKeygen, cmdID, cmdUp, cmdStatus, cmdPing,
+		cmdKeygen, cmdID, cmdUp, cmdStatus, cmdPing, cmdNetcheck,
 		cmdPipe, cmdListen, cmdForward, cmdExpose,
 	}
 }

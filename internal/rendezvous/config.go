@@ -1,7 +1,10 @@
 package rendezvous
 
 import (
+	"net/netip"
+
 	"fmt"
+	"github.com/keymesh/keymesh/internal/netcheck"
 	"log/slog"
 	"runtime"
 	"time"
@@ -104,6 +107,12 @@ type Config struct {
 	// RegistryTimeout bounds each registry call (each gets a context with
 	// this deadline). Default DefaultRegistryTimeout.
 	RegistryTimeout time.Duration
+	// Netcheck, when set, answers STUN with RFC 5780 behaviour discovery
+	// (CHANGE-REQUEST, OTHER-ADDRESS, RESPONSE-ORIGIN) as the socket at
+	// NetcheckLocal, the primary address; answers that must leave from
+	// another of the server's sockets are sent by the Responder.
+	Netcheck      *netcheck.Responder
+	NetcheckLocal netip.AddrPort
 	// Workers is the number of goroutines reading each served socket.
 	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
 	// Redis).

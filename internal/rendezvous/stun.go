@@ -24,6 +24,19 @@ func (s *Server) handleSTUN(sc *scratch, from netip.AddrPort, pkt []byte) []outP
 	if req.Type != stun.BindingRequest {
 		return s.reject(reasonUnknownType)
 	}
+	if nc := s.cfg.Netcheck; nc != nil {
+		resp, src, err := nc.Answer(pkt, from, s.cfg.NetcheckLocal)
+		if err != nil {
+			return s.reject(reasonMalformed)
+		}
+		s.m.stun.Inc()
+		if src != s.cfg.NetcheckLocal {
+			nc.SendAnswer(resp, src, from) // from the other address or port asked for
+			return nil
+		}
+		sc.replies = append(sc.replies, outPacket{to: from, b: resp})
+		return sc.replies
+	}
 	out := &sc.stunOut
 	out.Reset()
 	out.Type = stun.BindingSuccess

@@ -31,6 +31,9 @@ const (
 	// each PacketConn, as coturn gives its listening sockets: room for
 	// bursts of about 1500 full-size datagrams.
 	DefaultSocketBuffer = 2 << 20
+	// DefaultWritersPerSocket is the number of duplicate descriptors each
+	// UDP socket is written through (see WritersPerSocket).
+	DefaultWritersPerSocket = 4
 	// MinSecretLen is the shortest shared secret accepted, in bytes.
 	MinSecretLen = 16
 	// maxRealmLen is the STUN REALM limit (RFC 8489 section 14.9).
@@ -71,6 +74,12 @@ type Config struct {
 	// sockopt.SetBuffers). Zero means DefaultSocketBuffer; negative leaves
 	// the sockets as they are.
 	SocketBuffer int
+	// WritersPerSocket is how many duplicates of each *net.UDPConn in
+	// PacketConns the server writes through, so that the allocations
+	// relaying to clients and the reader answering requests do not queue
+	// on one descriptor's write lock. Zero means DefaultWritersPerSocket;
+	// negative writes through the socket itself.
+	WritersPerSocket int
 
 	// Logger receives the server's and pion's logs. Default: discard.
 	Logger *slog.Logger
@@ -96,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.WritersPerSocket == 0 {
+		c.WritersPerSocket = DefaultWritersPerSocket
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

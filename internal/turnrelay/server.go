@@ -63,6 +63,14 @@ func New(cfg Config) (*Server, error) {
 				s.log.Warn("turn socket buffers not set", "addr", pc.LocalAddr().String(), "err", err)
 			}
 		}
+		if u, ok := pc.(*net.UDPConn); ok && cfg.WritersPerSocket > 0 {
+			split, err := newSplitConn(u, cfg.WritersPerSocket)
+			if err != nil {
+				s.closeSplit(sc.PacketConnConfigs)
+				return nil, fmt.Errorf("turnrelay: %w", err)
+			}
+			pc = split
+		}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn:            pc,
 			RelayAddressGenerator: gen,
@@ -76,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	ts, err := turn.NewServer(sc)
 	if err != nil {
+		s.closeSplit(sc.PacketConnConfigs)
 		return nil, fmt.Errorf("turnrelay: start pion server: %w", err)
 	}
 	s.turn = ts
@@ -83,6 +92,16 @@ func New(cfg Config) (*Server, error) {
 		"udp_sockets", len(cfg.PacketConns), "tcp_listeners", len(cfg.Listeners),
 		"max_allocations_per_user", cfg.MaxAllocationsPerUser)
 	return s, nil
+}
+
+// closeSplit closes the duplicate descriptors made for pcs, leaving the
+// caller's sockets open, when New fails half way.
+func (s *Server) closeSplit(pcs []turn.PacketConnConfig) {
+	for _, c := range pcs {
+		if sp, ok := c.PacketConn.(*splitConn); ok {
+			sp.closeWriters()
+		}
+	}
 }
 
 // Close stops the server and closes its sockets and listeners. Live

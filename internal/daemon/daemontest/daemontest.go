@@ -7,6 +7,7 @@ package daemontest
 import (
 	"context"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/netcheck"
 	"net"
 	"net/netip"
 	"sync"
@@ -210,4 +211,9 @@ func TCPPair(t testing.TB) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { a.Close(); r.c.Close() })
 	return a, r.c
+}
+
+// Netcheck reports a fixed, plausible result.
+func (f *Node) Netcheck(ctx context.Context) (netcheck.Report, error) {
+	return netcheck.Report{UDP: true, Mapping: netcheck.EndpointIndependent, Filtering: netcheck.AddressAndPortDependent}, nil
 }

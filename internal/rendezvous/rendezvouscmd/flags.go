@@ -35,6 +35,7 @@ type Options struct {
 	TTL, Refresh     time.Duration
 	Instance         string
 	ReusePort        int
+	AltListen        string
 	RateLimit        float64
 	RateBurst        int
 	LogFormat        string
@@ -57,6 +58,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&o.KeyFile, "key", "rendezvous.key", "server identity key file (created with mode 0600 if missing)")
 	fs.StringVar(&o.PublicAddr, "public-addr", "", "host (or host:port) shown in the connect string; default the listen host or a local address")
 	fs.StringVar(&o.Admin, "admin", "127.0.0.1:9090", "admin HTTP address (/metrics, /healthz, /readyz); empty disables")
+	fs.StringVar(&o.AltListen, "alt-listen", "", "second ip:port of this host for RFC 5780 NAT behaviour discovery (CHANGE-REQUEST); needs a specific --listen address")
 	fs.Var(&relays, "relay", "relay UDP address advertised to peers (repeatable)")
 	fs.Var(&streams, "stream-relay", "stream relay URL advertised to peers (repeatable)")
 	fs.StringVar(&o.TURNSecretFile, "turn-secret-file", "", "TURN REST-API shared secret; when set, peers get TURN credentials")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/netcheck"
 	"io"
 	"log/slog"
 	"net"
@@ -115,11 +116,6 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		admin = obs.NewAdmin("rendezvous", log)
 		cfg.Registerer = admin.Registry
 	}
-	srv, err := rendezvous.New(cfg)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-
 	// With a shared registry, other instances on this host may join the
 	// same address (SO_REUSEPORT), as behind one anycast address.
 	conns, err := listen(ctx, o.Listen, o.ReusePort, o.Registry == "redis")
@@ -132,6 +128,18 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		}
 	}()
 	bound := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	if o.AltListen != "" {
+		nc, err := startNetcheck(ctx, bound, conns[0], o.AltListen, log)
+		if err != nil {
+			return err
+		}
+		cfg.Netcheck, cfg.NetcheckLocal = nc, bound
+	}
+	srv, err := rendezvous.New(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+
 	fmt.Fprintf(stdout, "rendezvous key: %s\n", id.ID())
 	fmt.Fprintf(stdout, "connect string: %s#%s\n", connectHost(o, bound), id.ID())
 	if admin != nil {
@@ -277,4 +285,43 @@ type redisLog struct{ log *slog.Logger }
 
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
+// startNetcheck opens the three more sockets RFC 5780 needs (the primary
+// address with the alternate port, the alternate address with the primary
+// port, and the alternate address and port) and answers STUN on them.
+func startNetcheck(ctx context.Context, primary netip.AddrPort, primaryConn *net.UDPConn, alt string, log *slog.Logger) (*netcheck.Responder, error) {
+	altAddr, err := netip.ParseAddrPort(alt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --alt-listen %q: want ip:port, a second address of this host (RFC 5780 needs two)", errUsage, alt)
+	}
+	primary = netip.AddrPortFrom(primary.Addr().Unmap(), primary.Port())
+	if primary.Addr().IsUnspecified() || altAddr.Addr().IsUnspecified() || primary.Addr() == altAddr.Addr() || altAddr.Port() == 0 || altAddr.Port() == primary.Port() {
+		return nil, fmt.Errorf("%w: --alt-listen %v with --listen %v: both need specific, different addresses and ports", errUsage, altAddr, primary)
+	}
+	conns := map[netip.AddrPort]net.PacketConn{primary: primaryConn}
+	for _, a := range []netip.AddrPort{
+		netip.AddrPortFrom(primary.Addr(), altAddr.Port()),
+		netip.AddrPortFrom(altAddr.Addr(), primary.Port()),
+		altAddr,
+	} {
+		c, err := sockopt.ListenUDP(ctx, a.String(), false)
+		if err != nil {
+			return nil, fmt.Errorf("--alt-listen: %w", err)
+		}
+		conns[a] = c
+	}
+	r := netcheck.NewResponder(primary, altAddr, conns)
+	for a, c := range conns {
+		if a == primary {
+			continue
+		}
+		go func() {
+			if err := r.Serve(ctx, c, a); err != nil {
+				log.Warn("netcheck socket stopped", "addr", a, "err", err)
+			}
+		}()
+	}
+	log.Info("RFC 5780 behaviour discovery on", "primary", primary, "alternate", altAddr)
+	return r, nil
 }
