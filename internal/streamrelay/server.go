@@ -179,12 +179,10 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn) error {
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.down(ctx, ws, udp) }()
-	up := s.up(ctx, ws, udp)
+	err = s.up(ctx, ws, udp) // ends when the tunnel does
 	cancel()
-	if derr := <-errc; up == nil {
-		up = derr
-	}
-	return up
+	<-errc
+	return err
 }
 
 // up carries datagrams from the tunnel out of the presence socket.
