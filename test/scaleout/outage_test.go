@@ -79,6 +79,9 @@ func TestRedisOutage(t *testing.T) {
 	for _, in := range g.instances {
 		d := after[in.name][mSTUN] - before[in.name][mSTUN]
 		total += d
+		if d == 0 {
+			t.Errorf("%s answered none of 16 STUN requests from distinct ports while Redis was down", in.name)
+		}
 	}
 	if total != 16 {
 		t.Errorf("STUN answers counted %v, want 16", total)
