@@ -108,11 +108,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	return err
 }
 
-// listenUDP opens n sockets on addr: with SO_REUSEPORT when n > 1, so that
-// the kernel spreads flows over them.
+// listenUDP opens n sockets on addr, always with SO_REUSEPORT: the kernel
+// spreads flows over them, and since the relay is stateless other relay
+// processes on this host may join the same address.
 func listenUDP(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
 	if n <= 1 {
-		c, err := sockopt.ListenUDP(ctx, addr, false)
+		c, err := sockopt.ListenUDP(ctx, addr, true)
 		if err != nil {
 			return nil, fmt.Errorf("ticket relay: %w", err)
 		}
