@@ -76,6 +76,9 @@ func parseTarget(s string) (target, error) {
 	if err != nil {
 		return target{}, fmt.Errorf("%q: %w: want a peer ID (%d base32 characters) or an overlay address (%s)", abbrev(s), ErrBadTarget, crypto.PeerIDLen, crypto.OverlayPrefix)
 	}
+	if id.IsZero() {
+		return target{}, fmt.Errorf("%q: %w: the all-zero key is nobody's peer ID", abbrev(s), ErrBadTarget)
+	}
 	return target{id: id}, nil
 }
 
