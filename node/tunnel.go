@@ -13,12 +13,16 @@ import (
 const DefaultUDPTimeout = 3 * time.Second
 
 // natBehaviour is what the node reports of its NAT: a node in a stream
-// tunnel says UDP is blocked, so peers reach it through the relay.
+// tunnel says UDP is blocked, so peers reach it through the relay; else
+// the path layer's finding (rendezvous against relay observed address).
 func (n *Node) natBehaviour() byte {
-	if n.sock != nil && n.sock.Tunneled() {
+	if n.sock == nil {
+		return wire.NATUnknown
+	}
+	if n.sock.Tunneled() {
 		return wire.NATUDPBlocked
 	}
-	return wire.NATUnknown
+	return n.sock.NATBehaviour()
 }
 
 // useTunnel opens a tunnel to the stream relay, moves the path layer into

@@ -175,8 +175,15 @@ func TestChooseStrategy(t *testing.T) {
 	if ChooseStrategy(natAddrPortDepend, natAddrDependent) != StrategyRelayOnly {
 		t.Fatal("two hard NATs should stay on the relay")
 	}
-	if ChooseStrategy(natAddrPortDepend, 2) != StrategyProbe || ChooseStrategy(0, 0) != StrategyProbe {
-		t.Fatal("an easy side should probe")
+	if ChooseStrategy(natAddrPortDepend, 0) != StrategyProbe || ChooseStrategy(0, 0) != StrategyProbe ||
+		ChooseStrategy(1, natAddrPortDepend) != StrategyProbe {
+		t.Fatal("unknown or no NAT should probe")
+	}
+	if got := ChooseStrategy(natAddrPortDepend, natEndpointIndep); got != StrategyBirthdayHard {
+		t.Fatalf("hard vs easy: %v, want birthday-hard", got)
+	}
+	if got := ChooseStrategy(natEndpointIndep, natAddrDependent); got != StrategyBirthdayEasy {
+		t.Fatalf("easy vs hard: %v, want birthday-easy", got)
 	}
 }
 

@@ -44,8 +44,7 @@ const (
 // mapping behaviours they report.
 type Strategy int
 
-// Strategies. Birthday-paradox port spraying (a hard NAT against an easy
-// one) is left for later; such pairs use StrategyProbe for now.
+// Strategies.
 const (
 	// StrategyProbe probes every candidate of the other side (reflexive,
 	// LAN and learned addresses) from the one socket, on the punch
@@ -56,6 +55,43 @@ const (
 	// destination, so the pair stays on the relay (upgrade probes still
 	// run, at UpgradeInterval).
 	StrategyRelayOnly
+	// StrategyBirthdayHard is the hard side of birthday-paradox punching
+	// (this side's NAT maps per destination, the other's does not): open
+	// BirthdaySockets extra sockets and probe the other side's reflexive
+	// address from each, so that its random probes find one of their
+	// mappings. Plain probing runs as well.
+	StrategyBirthdayHard
+	// StrategyBirthdayEasy is the easy side of birthday-paradox punching:
+	// probe up to BirthdayProbes random ports of the hard side's public
+	// address, BirthdayRate per second, until one answers. Plain probing
+	// runs as well.
+	StrategyBirthdayEasy
+)
+
+// Birthday-paradox punching. With BirthdaySockets mappings open on the hard
+// NAT among about 64,500 ports, BirthdayProbes random probes miss every one
+// of them with probability (1-256/64512)^2048, about 0.03%.
+const (
+	// BirthdaySockets is how many extra sockets the hard side opens.
+	BirthdaySockets = 256
+	// BirthdayProbes is the most probes the easy side sprays.
+	BirthdayProbes = 2048
+	// BirthdayRate is the easy side's probes per second: slow enough not
+	// to flood NAT tables or look like a port scan burst, fast enough to
+	// finish within about two seconds.
+	BirthdayRate = 1000
+	// BirthdayResend is how often the hard side probes again from every
+	// extra socket (keeps its mappings open, and answers the spray's hit).
+	BirthdayResend = time.Second
+	// BirthdayWindow is how long the hard side keeps its extra sockets
+	// open when no probe arrives.
+	BirthdayWindow = 6 * time.Second
+	// BirthdayKeep is how long the hard side keeps the winning socket
+	// after its path fell back, waiting for it to come back.
+	BirthdayKeep = 30 * time.Second
+	// BirthdayMinPort and BirthdayMaxPort bound the sprayed ports.
+	BirthdayMinPort = 1024
+	BirthdayMaxPort = 65535
 )
 
 func (s Strategy) String() string {
@@ -64,6 +100,10 @@ func (s Strategy) String() string {
 		return "probe"
 	case StrategyRelayOnly:
 		return "relay-only"
+	case StrategyBirthdayHard:
+		return "birthday-hard"
+	case StrategyBirthdayEasy:
+		return "birthday-easy"
 	}
 	return "unknown"
 }
@@ -71,6 +111,7 @@ func (s Strategy) String() string {
 // NAT mapping behaviours, as reported in registrations (the values of
 // wire.NAT*; repeated here so this package needs no wire import).
 const (
+	natEndpointIndep  = 2
 	natAddrDependent  = 3
 	natAddrPortDepend = 4
 	natUDPBlocked     = 5
@@ -80,13 +121,20 @@ const (
 func hard(nat byte) bool { return nat == natAddrDependent || nat == natAddrPortDepend }
 
 // ChooseStrategy picks the strategy for a local and a remote NAT behaviour
-// (wire.NAT* values; unknown counts as easy: probing costs little).
+// (wire.NAT* values; unknown counts as easy: probing costs little). The
+// birthday strategies need both behaviours known: one side hard, the other
+// endpoint-independent.
 func ChooseStrategy(local, remote byte) Strategy {
 	if local == natUDPBlocked || remote == natUDPBlocked {
 		return StrategyRelayOnly // one side speaks only through a stream tunnel
 	}
-	if hard(local) && hard(remote) {
+	switch {
+	case hard(local) && hard(remote):
 		return StrategyRelayOnly
+	case hard(local) && remote == natEndpointIndep:
+		return StrategyBirthdayHard
+	case local == natEndpointIndep && hard(remote):
+		return StrategyBirthdayEasy
 	}
 	return StrategyProbe
 }

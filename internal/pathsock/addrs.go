@@ -74,7 +74,57 @@ func (s *Sock) SetRegistered(reflexive netip.AddrPort, relays []string) {
 	s.local.mu.Unlock()
 	s.SetRelays(relays)
 	if prev.IsValid() && reflexive.IsValid() && prev != reflexive {
+		s.checkNAT(true)
 		s.localChanged("reflexive address changed")
+		return
+	}
+	s.checkNAT(false)
+}
+
+// NATBehaviour is this peer's NAT mapping behaviour (a wire.NAT* value),
+// found without extra servers: the rendezvous and the relay sit at two
+// destinations, and each reports the address it saw. The same public
+// address with the same port is an endpoint-independent mapping, with
+// different ports one that maps per destination; a reflexive address that
+// is a local one means no NAT. Unknown until both answered; UDP blocked in
+// a stream tunnel.
+func (s *Sock) NATBehaviour() byte {
+	if s.Tunneled() {
+		return wire.NATUDPBlocked
+	}
+	refl := s.Reflexive()
+	if !refl.IsValid() {
+		return wire.NATUnknown
+	}
+	if refl == s.LocalAddrPort() {
+		return wire.NATNone
+	}
+	for _, c := range s.Candidates() {
+		if c == refl {
+			return wire.NATNone
+		}
+	}
+	r, ok := s.Relay()
+	if !ok || !r.Observed.IsValid() || r.Observed.Addr() != refl.Addr() {
+		return wire.NATUnknown
+	}
+	if r.Observed.Port() == refl.Port() {
+		return wire.NATEndpointIndep
+	}
+	return wire.NATAddrPortDepend
+}
+
+// checkNAT notices a change of the NAT behaviour: the registration must
+// publish it (unless the caller re-registers anyway, announced set).
+func (s *Sock) checkNAT(announced bool) {
+	nb := uint32(s.NATBehaviour()) + 1
+	prev := s.natSeen.Swap(nb)
+	if prev == nb || announced {
+		return
+	}
+	if prev != 0 || nb != uint32(wire.NATUnknown)+1 {
+		s.log.Info("NAT behaviour", "nat", nb-1)
+		s.localChanged("NAT behaviour changed")
 	}
 }
 
@@ -137,15 +187,18 @@ func (s *Sock) announce(now time.Time) {
 	info := s.Info()
 	for _, pr := range s.peers() {
 		var direct []netip.AddrPort
+		var vias []*extra
 		var ticket []byte
 		pr.mu.Lock()
 		r := pr.route.Load()
 		if r.kind == PathDirect {
 			direct = append(direct, r.addr)
+			vias = append(vias, r.via)
 		}
 		for a, c := range pr.cands {
 			if (r.kind != PathDirect || a != r.addr) && now.Sub(c.lastReply) < 10*time.Second {
 				direct = append(direct, a)
+				vias = append(vias, c.via)
 			}
 		}
 		if len(pr.tickets) > 0 {
@@ -154,8 +207,8 @@ func (s *Sock) announce(now time.Time) {
 		pr.mu.Unlock()
 		u := &wire.PathUpdate{Info: info}
 		if !s.noDirect() {
-			for _, a := range direct {
-				s.sendControl(pr, u, true, a, nil)
+			for i, a := range direct {
+				s.sendControlVia(pr, u, true, a, nil, vias[i])
 			}
 		}
 		if ticket != nil {

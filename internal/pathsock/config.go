@@ -40,8 +40,14 @@ type Config struct {
 	// re-register.
 	OnLocalChange func()
 	// NAT returns this peer's NAT mapping behaviour (a wire.NAT* value)
-	// for the PathUpdates it sends; default wire.NATUnknown.
+	// for the PathUpdates it sends and to choose a punching strategy;
+	// default Sock.NATBehaviour.
 	NAT func() byte
+
+	// ListenExtra opens one extra UDP socket for birthday-paradox punching
+	// (the hard side opens nat.BirthdaySockets of them); default: a new
+	// port on the main socket's address.
+	ListenExtra func() (*net.UDPConn, error)
 
 	// NoDirect refuses direct paths: nothing direct is probed, direct
 	// probes are not answered; peers are reached through the relay only.
@@ -66,9 +72,6 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.ListenAddr == "" {
 		c.ListenAddr = ":0"
-	}
-	if c.NAT == nil {
-		c.NAT = func() byte { return wire.NATUnknown }
 	}
 	if c.Interfaces == nil {
 		c.Interfaces = nat.InterfaceAddrs

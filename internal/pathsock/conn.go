@@ -83,6 +83,14 @@ func (s *Sock) WriteTo(p []byte, addr net.Addr) (int, error) {
 		}
 		bp := s.getBuf()
 		b := wire.AppendData((*bp)[:0], s.myTag, p)
+		if r.via != nil {
+			// A birthday path: from its own socket, one by one.
+			if s.sendVia(b, r.addr, r.via) {
+				s.stats.DirectSent.Add(1)
+			}
+			s.putBuf(bp)
+			break
+		}
 		if s.output(bp, len(b), r.addr) {
 			s.stats.DirectSent.Add(1)
 		}

@@ -28,6 +28,12 @@ type stashed struct {
 
 // handle demultiplexes one datagram; it owns bp.
 func (s *Sock) handle(bp *[]byte, n int, from netip.AddrPort) {
+	s.handleVia(bp, n, from, nil)
+}
+
+// handleVia demultiplexes one datagram that arrived on socket via (nil:
+// the main socket). A birthday socket takes only peers' direct frames.
+func (s *Sock) handleVia(bp *[]byte, n int, from netip.AddrPort, via *extra) {
 	b := (*bp)[:n]
 	switch wire.Classify(b) {
 	case wire.KindSTUN:
@@ -43,6 +49,10 @@ func (s *Sock) handle(bp *[]byte, n int, from netip.AddrPort) {
 	}
 	t, err := wire.Header(b)
 	if err != nil {
+		s.putBuf(bp)
+		return
+	}
+	if via != nil && t != wire.TypeData && t != wire.TypeSealed {
 		s.putBuf(bp)
 		return
 	}
@@ -64,7 +74,7 @@ func (s *Sock) handle(bp *[]byte, n int, from netip.AddrPort) {
 		}
 		if payload[0] >= 0x20 && payload[0] <= 0x2f {
 			// A control frame that came through the relay.
-			s.sealed(payload, from, false, tag)
+			s.sealed(payload, from, false, tag, nil)
 			break
 		}
 		s.data(bp, tag, n-len(payload), len(payload), from, false)
@@ -75,7 +85,7 @@ func (s *Sock) handle(bp *[]byte, n int, from netip.AddrPort) {
 			break
 		}
 		if sl.Sender == s.cfg.ServerKey && !sl.Sender.IsZero() {
-			if s.cfg.OnServerFrame != nil {
+			if s.cfg.OnServerFrame != nil && via == nil {
 				s.cfg.OnServerFrame(b, from)
 			}
 			break
@@ -83,7 +93,7 @@ func (s *Sock) handle(bp *[]byte, n int, from netip.AddrPort) {
 		if s.dropDirect(from) {
 			break
 		}
-		s.sealed(b, from, true, 0)
+		s.sealed(b, from, true, 0, via)
 	case wire.TypeRelayBound:
 		s.relayBound(b, from)
 	}

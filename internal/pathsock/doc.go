@@ -13,6 +13,17 @@
 // relay within 2 s, and the peer's candidates are probed again so that a
 // direct path that comes back is taken again.
 //
+// The layer finds its own NAT's mapping behaviour (NATBehaviour) from two
+// observers it talks to anyway: the rendezvous' reflexive address and the
+// address the relay saw. The same port twice is an easy (endpoint-
+// independent) NAT, two ports a hard one; the value is registered and sent
+// in PathUpdates. A hard side against an easy one punches by the birthday
+// paradox (see birthday.go and internal/nat): the hard side opens many
+// extra sockets that all probe the easy side, the easy side probes random
+// ports of the hard side's address; the extra socket that connects carries
+// that peer's direct path (its data frames go out one by one, without
+// segmentation offload). Two hard sides stay on the relay.
+//
 // Everything shares the socket, told apart by the first byte (see
 // internal/wire): STUN goes to a callback (the STUN client), frames sealed by
 // the rendezvous server's key go to the rendezvous client, sealed frames of

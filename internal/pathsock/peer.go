@@ -29,6 +29,7 @@ type route struct {
 	kind   string
 	addr   netip.AddrPort // direct: the peer's address
 	ticket []byte         // relay: the peer's ticket
+	via    *extra         // direct: the birthday socket it goes from; nil: the main socket
 }
 
 // cand is one direct address of a peer and what probing it showed.
@@ -41,6 +42,7 @@ type cand struct {
 	rtt             time.Duration
 	unanswered      int
 	firstUnanswered time.Time
+	via             *extra // the socket probes go from; nil: the main socket
 }
 
 // peer is one remote peer's path state.
@@ -64,6 +66,10 @@ type peer struct {
 	relayRTT   time.Duration
 	lastProbeR time.Time // last relay probe
 	refreshed  time.Time // last AddPeer
+	bday       *birthday // the hard side's running birthday punch
+	sprayUntil time.Time // the easy side sprays until then
+	kept       *extra    // the birthday socket that won, kept for the path
+	keptLost   time.Time // when the route stopped using kept
 }
 
 // PeerStatus is a peer's path as the layer sees it.
@@ -73,6 +79,9 @@ type PeerStatus struct {
 	Remote   netip.AddrPort // the peer's address (direct) or the relay's
 	RTT      time.Duration  // of the active path's last probe
 	LastSeen time.Time      // last frame received from the peer
+	// Birthday is set when the direct path goes from one of the extra
+	// sockets of birthday-paradox punching rather than the main socket.
+	Birthday bool
 }
 
 // AddPeer learns (or refreshes) where a peer can be reached, from the
@@ -90,11 +99,15 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	pr.mu.Lock()
 	s.applyInfo(pr, info, now)
 	pr.refreshed = now
-	if !s.noDirect() && nat.ChooseStrategy(s.cfg.NAT(), info.NAT) == nat.StrategyProbe {
+	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
+	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
 		pr.punch = nat.NewSchedule(start, now)
 	}
 	s.fixRoute(pr)
 	pr.mu.Unlock()
+	if !s.noDirect() {
+		s.startBirthday(pr, strategy, pr.punch.Start)
+	}
 	s.log.Debug("peer added", "peer", info.ID.Short(), "candidates", len(pr.cands), "tickets", len(info.Tickets))
 	s.flushStash(pr)
 	return nil
@@ -278,6 +291,7 @@ func (s *Sock) status(pr *peer) PeerStatus {
 	switch r.kind {
 	case PathDirect:
 		st.Remote = r.addr
+		st.Birthday = r.via != nil
 		if c := pr.cands[r.addr]; c != nil {
 			st.RTT = c.rtt
 		}

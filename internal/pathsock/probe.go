@@ -13,7 +13,10 @@ import (
 
 // Upkeep limits.
 const (
-	maxPending      = 4096
+	maxPending = 8192
+	// birthdayPending bounds the outstanding birthday probes' share of
+	// the pending table, so that they never crowd out keepalives.
+	birthdayPending = maxPending - 2048
 	learnedTTL      = time.Minute     // an unanswering learned candidate is forgotten
 	peerIdleTTL     = 5 * time.Minute // a peer with no traffic either way is forgotten
 	relayProbeEvery = 5 * time.Second // relay RTT measurement while in use
@@ -24,6 +27,7 @@ type probeTx struct {
 	peer   *peer
 	direct bool
 	addr   netip.AddrPort // direct: where it went; relay: the relay
+	via    *extra         // direct: the birthday socket it went from
 	sent   time.Time
 	done   chan struct{} // Ping waits here
 	fired  bool
@@ -62,13 +66,19 @@ func (s *Sock) sealTo(out []byte, shared *[32]byte, body wire.Body) []byte {
 // sendControl sends a sealed control frame to pr: directly to addr, or
 // through the relay when direct is false. It reports whether it went out.
 func (s *Sock) sendControl(pr *peer, body wire.Body, direct bool, addr netip.AddrPort, ticket []byte) bool {
+	return s.sendControlVia(pr, body, direct, addr, ticket, nil)
+}
+
+// sendControlVia is sendControl with the socket a direct frame goes from
+// (nil: the main socket).
+func (s *Sock) sendControlVia(pr *peer, body wire.Body, direct bool, addr netip.AddrPort, ticket []byte, via *extra) bool {
 	bp := s.getBuf()
 	defer s.putBuf(bp)
 	if direct {
 		if s.dropDirect(addr) {
 			return false
 		}
-		return s.send(s.sealTo((*bp)[:0], pr.shared, body), addr)
+		return s.sendVia(s.sealTo((*bp)[:0], pr.shared, body), addr, via)
 	}
 	relay := s.relay.chosenAddr()
 	if !relay.IsValid() || len(ticket) != crypto.TicketSize {
@@ -82,6 +92,13 @@ func (s *Sock) sendControl(pr *peer, body wire.Body, direct bool, addr netip.Add
 // set, is closed when the reply comes (Ping). It returns the transaction
 // ID, 0 when nothing could be sent. pr.mu must not be held.
 func (s *Sock) sendProbe(pr *peer, direct bool, addr netip.AddrPort, done chan struct{}) uint64 {
+	return s.probe(pr, direct, addr, done, nil, true)
+}
+
+// probe is sendProbe. A direct probe goes from the candidate's socket when
+// fromCand is set, else from via without touching the candidate's counts
+// (birthday probes).
+func (s *Sock) probe(pr *peer, direct bool, addr netip.AddrPort, done chan struct{}, via *extra, fromCand bool) uint64 {
 	if direct && s.noDirect() {
 		return 0
 	}
@@ -90,7 +107,8 @@ func (s *Sock) sendProbe(pr *peer, direct bool, addr netip.AddrPort, done chan s
 	var ticket []byte
 	pr.mu.Lock()
 	if direct {
-		if c := pr.cands[addr]; c != nil {
+		if c := pr.cands[addr]; c != nil && fromCand {
+			via = c.via
 			c.lastSent = now
 			if c.unanswered == 0 {
 				c.firstUnanswered = now
@@ -112,14 +130,17 @@ func (s *Sock) sendProbe(pr *peer, direct bool, addr netip.AddrPort, done chan s
 	}
 	pr.mu.Unlock()
 	s.pendMu.Lock()
-	if len(s.pending) >= maxPending && done == nil {
+	if (len(s.pending) >= maxPending && done == nil) || (!fromCand && len(s.pending) >= birthdayPending) {
 		s.pendMu.Unlock()
 		return 0
 	}
-	s.pending[tx] = &probeTx{peer: pr, direct: direct, addr: addr, sent: now, done: done}
+	if !direct {
+		via = nil
+	}
+	s.pending[tx] = &probeTx{peer: pr, direct: direct, addr: addr, via: via, sent: now, done: done}
 	s.pendMu.Unlock()
 	// A cut path (test hook) swallows the probe: liveness sees it unanswered.
-	s.sendControl(pr, &wire.Probe{TxID: tx, Dest: addr}, direct, addr, ticket)
+	s.sendControlVia(pr, &wire.Probe{TxID: tx, Dest: addr}, direct, addr, ticket, via)
 	return tx
 }
 
@@ -141,7 +162,7 @@ func (s *Sock) expirePending(now time.Time) {
 
 // sealed handles a sealed frame from a peer, received directly or (direct
 // false) through the relay with sender tag relayTag.
-func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint64) {
+func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint64, via *extra) {
 	sl, err := wire.ParseSealed(b)
 	if err != nil || sl.Sender == s.me {
 		return
@@ -159,9 +180,9 @@ func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint6
 	}
 	switch body := m.Body.(type) {
 	case *wire.Probe:
-		s.onProbe(sl.Sender, shared, body, from, direct)
+		s.onProbe(sl.Sender, shared, body, from, direct, via)
 	case *wire.ProbeReply:
-		s.onProbeReply(sl.Sender, body, direct)
+		s.onProbeReply(sl.Sender, body, direct, via)
 	case *wire.PathUpdate:
 		s.onPathUpdate(sl.Sender, m.Time, body, from, direct)
 	}
@@ -169,7 +190,7 @@ func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint6
 
 // onProbe answers a probe on the path it came from. A direct probe from a
 // known peer also makes its source address a candidate, probed soon.
-func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, from netip.AddrPort, direct bool) {
+func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, from netip.AddrPort, direct bool, via *extra) {
 	if direct && s.noDirect() {
 		return
 	}
@@ -177,8 +198,15 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 	if direct {
 		reply := &wire.ProbeReply{TxID: p.TxID, Observed: from}
 		bp := s.getBuf()
-		s.send(s.sealTo((*bp)[:0], shared, reply), from)
+		s.sendVia(s.sealTo((*bp)[:0], shared, reply), from, via)
 		s.putBuf(bp)
+		if pr != nil && via != nil {
+			// A birthday hit: probe back from the same socket, so that
+			// this side learns the path too.
+			pr.lastSeen.Store(s.now().UnixNano())
+			s.probe(pr, true, from, nil, via, false)
+			return
+		}
 		if pr != nil {
 			now := s.now()
 			pr.lastSeen.Store(now.UnixNano())
@@ -201,11 +229,11 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 
 // onProbeReply completes a probe: it measures the path and, for a direct
 // path, may make it the active one.
-func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct bool) {
+func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct bool, via *extra) {
 	now := s.now()
 	s.pendMu.Lock()
 	p := s.pending[r.TxID]
-	if p == nil || p.peer.id != sender || p.direct != direct {
+	if p == nil || p.peer.id != sender || p.direct != direct || p.via != via {
 		s.pendMu.Unlock()
 		return
 	}
@@ -230,6 +258,9 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	if s.noDirect() {
 		return
 	}
+	if via != nil && (via.retired.Load() || (pr.kept != nil && pr.kept != via)) {
+		return // a socket being closed, or a later hit: the first one won
+	}
 	c := pr.cands[p.addr]
 	if c == nil {
 		if c = s.addCand(pr, p.addr, true, now); c == nil {
@@ -238,11 +269,17 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	c.lastReply, c.unanswered = now, 0
 	c.rtt = smooth(c.rtt, rtt)
+	c.via = p.via
+	if via != nil {
+		s.wonBirthday(pr, via)
+	}
 	cur := pr.route.Load()
 	switch {
 	case cur.kind != PathDirect:
-		pr.route.Store(&route{kind: PathDirect, addr: c.addr})
-		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
+		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt, "birthday", c.via != nil)
+	case cur.addr == c.addr && cur.via != c.via:
+		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
 	case cur.addr != c.addr:
 		// Switch when the active path fails or is much slower, or when
 		// the peer no longer publishes it (its address changed) and does
@@ -251,7 +288,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		if old == nil || old.unanswered >= nat.MissedProbes || c.rtt*4 < old.rtt*3 ||
 			(old.learned && !c.learned) ||
 			(old.unanswered > 0 && now.Sub(old.firstUnanswered) > 2*old.rtt+100*time.Millisecond) {
-			pr.route.Store(&route{kind: PathDirect, addr: c.addr})
+			pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
 			s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
 		}
 	}
@@ -287,7 +324,11 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		pr.punch = nat.NewSchedule(now, now)
 	}
 	s.fixRoute(pr)
+	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
 	pr.mu.Unlock()
+	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
+		s.startBirthday(pr, strategy, now)
+	}
 	s.log.Debug("path update", "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
 	if direct {
 		s.noticeSource(pr, from, now)
@@ -322,6 +363,7 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 		now.Sub(pr.refreshed) > peerIdleTTL {
 		return nil, false, true
 	}
+	s.tickKept(pr, now)
 	r := pr.route.Load()
 	if r.kind == PathDirect {
 		c := pr.cands[r.addr]
@@ -373,7 +415,7 @@ func (s *Sock) fallback(pr *peer, dead *route, now time.Time) *route {
 	}
 	nr := pr.relayRoute()
 	if best != nil {
-		nr = &route{kind: PathDirect, addr: best.addr}
+		nr = &route{kind: PathDirect, addr: best.addr, via: best.via}
 	}
 	pr.route.Store(nr)
 	s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", dead.addr.String(), "now", nr.kind)

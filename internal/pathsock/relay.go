@@ -181,6 +181,7 @@ func (s *Sock) relayBound(b []byte, from netip.AddrPort) {
 		changed = true
 	}
 	s.relay.mu.Unlock()
+	s.checkNAT(changed)
 	if changed {
 		s.log.Info("relay bound", "relay", from.String(), "observed", observed.String(), "rtt", bd.rtt)
 		s.localChanged("relay ticket changed")

@@ -74,12 +74,19 @@ type Sock struct {
 	local    localState
 	updClock atomic.Int64 // last PathUpdate time sent
 
+	extraMu sync.Mutex
+	extras  map[*extra]struct{}
+	natSeen atomic.Uint32 // last NAT behaviour seen, +1 (0: none yet)
+
 	stats Stats
 }
 
 // Stats counts what the layer did; read with Sock.Stats.
 type Stats struct {
 	DirectSent, RelaySent, Dropped, Received, QueueFull, Stashed atomic.Uint64
+	// BirthdaySockets counts extra sockets opened as the hard side of
+	// birthday punching; BirthdayProbes the probes sprayed as the easy side.
+	BirthdaySockets, BirthdayProbes atomic.Uint64
 }
 
 // New opens (or adopts) the socket and starts the layer.
@@ -117,6 +124,7 @@ func newSock(cfg Config) (*Sock, error) {
 		byAddr:  map[netip.Addr]*peer{},
 		byTag:   map[uint64]*peer{},
 		pending: map[uint64]*probeTx{},
+		extras:  map[*extra]struct{}{},
 	}
 	s.bufs.New = func() any { b := make([]byte, readBufSize); return &b }
 	s.keys.init(cfg.Identity)
@@ -127,6 +135,12 @@ func newSock(cfg Config) (*Sock, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	if s.cfg.NAT == nil {
+		s.cfg.NAT = s.NATBehaviour
+	}
+	if s.cfg.ListenExtra == nil {
+		s.cfg.ListenExtra = s.listenExtraDefault
 	}
 	s.setConn(conn)
 	s.refreshLocal() // initial candidates; no change callback yet
@@ -218,6 +232,7 @@ func (s *Sock) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.closeExtras()
 		s.connMu.Lock()
 		err = s.conn.Load().Close()
 		s.connMu.Unlock()

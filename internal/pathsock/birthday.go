@@ -1,0 +1,308 @@
+package pathsock
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/nat"
+)
+
+// Birthday-paradox punching, for a peer whose NAT maps per destination
+// ("hard") against one whose NAT does not ("easy"). The hard side opens
+// nat.BirthdaySockets extra sockets and probes the easy side's reflexive
+// address from each, every nat.BirthdayResend: each gets its own random
+// public port. The easy side probes random ports of the hard side's public
+// address from its main socket. Once a spray probe hits one of the hard
+// side's mappings, both NATs let that pair of addresses through: the hard
+// side answers and probes back from that socket, which becomes the peer's
+// direct path (route.via) for as long as the path lives.
+
+// Pacing of the two sides' sends.
+const (
+	// hardBurst probes go out back to back from the hard side's sockets,
+	// hardBurstGap apart: 256 sockets take about 100 ms.
+	hardBurst    = 32
+	hardBurstGap = 12 * time.Millisecond
+	// sprayBurst probes of the easy side go out together, at the pace of
+	// nat.BirthdayRate.
+	sprayBurst = 10
+	// sprayDelay lets the hard side open its sockets first.
+	sprayDelay = 100 * time.Millisecond
+)
+
+// extra is one birthday socket of the hard side.
+type extra struct {
+	conn    *net.UDPConn
+	closed  atomic.Bool
+	retired atomic.Bool // set under the peer's lock before closing: it can no longer win
+}
+
+func (e *extra) close() {
+	if !e.closed.Swap(true) {
+		e.conn.Close()
+	}
+}
+
+// birthday is the hard side's running punch with one peer.
+type birthday struct {
+	done chan struct{} // closed once a socket won
+	once sync.Once
+}
+
+func (b *birthday) finish() { b.once.Do(func() { close(b.done) }) }
+
+// listenExtraDefault opens a socket on the main socket's address, any port.
+func (s *Sock) listenExtraDefault() (*net.UDPConn, error) {
+	a := s.LocalAddrPort()
+	return net.ListenUDP("udp", &net.UDPAddr{IP: a.Addr().AsSlice(), Zone: a.Addr().Zone()})
+}
+
+// sendVia writes b to addr from via (nil: the main socket).
+func (s *Sock) sendVia(b []byte, to netip.AddrPort, via *extra) bool {
+	if via == nil {
+		return s.send(b, to)
+	}
+	if _, err := via.conn.WriteToUDPAddrPort(b, to); err != nil {
+		s.stats.Dropped.Add(1)
+		return false
+	}
+	return true
+}
+
+// startBirthday starts the birthday side of strategy st with pr at start,
+// unless one runs already or a direct path exists.
+func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
+	if st != nat.StrategyBirthdayHard && st != nat.StrategyBirthdayEasy {
+		return
+	}
+	now := s.now()
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.route.Load().kind == PathDirect || !pr.reflexive.IsValid() || !s.canSendTo(pr.reflexive) {
+		return
+	}
+	target := pr.reflexive
+	if st == nat.StrategyBirthdayHard {
+		if pr.bday != nil {
+			return
+		}
+		b := &birthday{done: make(chan struct{})}
+		pr.bday = b
+		s.wg.Add(1)
+		go s.birthdayHard(pr, b, target, start)
+		return
+	}
+	if now.Before(pr.sprayUntil) {
+		return
+	}
+	pr.sprayUntil = now.Add(nat.BirthdayWindow)
+	s.wg.Add(1)
+	go s.birthdayEasy(pr, target.Addr(), start)
+}
+
+// wonBirthday keeps the socket via that answered for pr and ends the
+// punch. pr.mu is held.
+func (s *Sock) wonBirthday(pr *peer, via *extra) {
+	pr.kept, pr.keptLost = via, time.Time{}
+	if pr.bday != nil {
+		pr.bday.finish()
+	}
+}
+
+// forgetVia detaches pr's candidates from a closed socket. pr.mu is held.
+func (s *Sock) forgetVia(pr *peer, e *extra) {
+	for a, c := range pr.cands {
+		if c.via != e {
+			continue
+		}
+		if c.learned {
+			delete(pr.cands, a)
+		} else {
+			c.via = nil
+		}
+	}
+}
+
+// tickKept closes the winning birthday socket once the route has not used
+// it for nat.BirthdayKeep. pr.mu is held.
+func (s *Sock) tickKept(pr *peer, now time.Time) {
+	if pr.kept == nil || pr.bday != nil {
+		return
+	}
+	if r := pr.route.Load(); r.via == pr.kept {
+		pr.keptLost = time.Time{}
+		return
+	}
+	if pr.keptLost.IsZero() {
+		pr.keptLost = now
+		return
+	}
+	if now.Sub(pr.keptLost) >= nat.BirthdayKeep {
+		s.log.Debug("closing birthday socket", "peer", pr.id.Short())
+		pr.kept.retired.Store(true)
+		s.dropExtra(pr.kept)
+		s.forgetVia(pr, pr.kept)
+		pr.kept, pr.keptLost = nil, time.Time{}
+	}
+}
+
+// addExtra tracks a birthday socket; false once the layer is closed.
+func (s *Sock) addExtra(e *extra) bool {
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	if s.isClosed() {
+		return false
+	}
+	s.extras[e] = struct{}{}
+	return true
+}
+
+func (s *Sock) dropExtra(e *extra) {
+	s.extraMu.Lock()
+	delete(s.extras, e)
+	s.extraMu.Unlock()
+	e.close()
+}
+
+// closeExtras closes every birthday socket (Close).
+func (s *Sock) closeExtras() {
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	for e := range s.extras {
+		e.close()
+		delete(s.extras, e)
+	}
+}
+
+// readExtra reads one birthday socket until it is closed.
+func (s *Sock) readExtra(e *extra) {
+	defer s.wg.Done()
+	for {
+		bp := s.getBuf()
+		n, from, err := e.conn.ReadFromUDPAddrPort(*bp)
+		if err != nil {
+			s.putBuf(bp)
+			if e.closed.Load() || s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.handleVia(bp, n, unmap(from), e)
+	}
+}
+
+// sleep waits d; false when the layer closed or stop fired.
+func (s *Sock) sleep(d time.Duration, stop <-chan struct{}) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.closed:
+	case <-stop:
+	}
+	return false
+}
+
+// birthdayHard is the hard side: many sockets, each probing target.
+func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start time.Time) {
+	defer s.wg.Done()
+	var socks []*extra
+	defer func() {
+		pr.mu.Lock()
+		kept := pr.kept
+		pr.bday = nil
+		for _, e := range socks {
+			if e != kept {
+				e.retired.Store(true)
+			}
+		}
+		pr.mu.Unlock()
+		for _, e := range socks {
+			if e != kept {
+				s.dropExtra(e)
+			}
+		}
+	}()
+	for range nat.BirthdaySockets {
+		c, err := s.cfg.ListenExtra()
+		if err != nil {
+			s.log.Warn("birthday punching: opening a socket failed", "opened", len(socks), "err", err)
+			break
+		}
+		e := &extra{conn: c}
+		if !s.addExtra(e) {
+			c.Close()
+			return
+		}
+		socks = append(socks, e)
+		s.stats.BirthdaySockets.Add(1)
+		s.wg.Add(1)
+		go s.readExtra(e)
+	}
+	if len(socks) == 0 {
+		return
+	}
+	s.log.Debug("birthday punching (hard side)", "peer", pr.id.Short(), "target", target.String(), "sockets", len(socks))
+	if !s.sleep(time.Until(start), b.done) {
+		return
+	}
+	end := s.now().Add(nat.BirthdayWindow)
+	for s.now().Before(end) {
+		round := time.Now()
+		for i, e := range socks {
+			if pr.route.Load().kind == PathDirect {
+				return
+			}
+			s.probe(pr, true, target, nil, e, false)
+			if i%hardBurst == hardBurst-1 && !s.sleep(hardBurstGap, b.done) {
+				return
+			}
+		}
+		if !s.sleep(nat.BirthdayResend-time.Since(round), b.done) {
+			return
+		}
+	}
+	s.log.Debug("birthday punching (hard side) gave up", "peer", pr.id.Short())
+}
+
+// birthdayEasy is the easy side: probes to random ports of ip from the
+// main socket, until a direct path opens.
+func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
+	defer s.wg.Done()
+	if !s.sleep(time.Until(start.Add(sprayDelay)), nil) {
+		return
+	}
+	span := nat.BirthdayMaxPort - nat.BirthdayMinPort + 1
+	ports := rand.Perm(span)[:min(nat.BirthdayProbes, span)]
+	s.log.Debug("birthday punching (easy side)", "peer", pr.id.Short(), "target", ip.String(), "probes", len(ports))
+	t0 := time.Now()
+	gap := time.Second / nat.BirthdayRate
+	for i, off := range ports {
+		if pr.route.Load().kind == PathDirect {
+			return
+		}
+		s.probe(pr, true, netip.AddrPortFrom(ip, uint16(nat.BirthdayMinPort+off)), nil, nil, false)
+		s.stats.BirthdayProbes.Add(1)
+		if i%sprayBurst == sprayBurst-1 && !s.sleep(time.Until(t0.Add(time.Duration(i+1)*gap)), nil) {
+			return
+		}
+	}
+}
+
+// BirthdaySocketsOpen is how many extra sockets of birthday punching are
+// open: during a punch up to nat.BirthdaySockets, after it one per peer
+// whose direct path uses one.
+func (s *Sock) BirthdaySocketsOpen() int {
+	s.extraMu.Lock()
+	defer s.extraMu.Unlock()
+	return len(s.extras)
+}
