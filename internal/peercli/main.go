@@ -2,6 +2,7 @@ package peercli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -171,4 +172,12 @@ func (c *cli) socketFlag(fs *flag.FlagSet) *daemon.Client {
 	cl := &daemon.Client{}
 	fs.StringVar(&cl.Socket, "socket", defaultSocketPath(c.getenv), "`path` of the daemon's API socket")
 	return cl
+}
+
+// printJSON writes v as indented JSON, the form of every --json output
+// that is one object.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

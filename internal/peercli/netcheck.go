@@ -2,7 +2,6 @@ package peercli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"text/tabwriter"
@@ -33,9 +32,7 @@ the round trip to each relay the server advertises.
 				return err
 			}
 			if *asJSON {
-				enc := json.NewEncoder(c.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return printJSON(c.stdout, rep)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "udp\t%v\n", rep.UDP)

@@ -2,7 +2,6 @@ package peercli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,9 +31,7 @@ one takes (direct or relay), its remote address and round-trip time.
 				return err
 			}
 			if *asJSON {
-				enc := json.NewEncoder(c.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return printJSON(c.stdout, st)
 			}
 			writeStatus(c.stdout, st, time.Now())
 			return nil
