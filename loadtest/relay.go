@@ -33,6 +33,7 @@ type relayOpts struct {
 	tcp         bool          // clients reach the server over TCP
 	servers     []string      // "ours", "coturn"
 	window      time.Duration // length of the steady-rate window
+	repeat      int           // runs per row and server, medians reported
 	cpuProfile  string        // CPU profile file for this process
 	relayLog    bool          // our relay's debug log to stderr
 	clientLogs  string        // directory for every uclient's output
@@ -54,8 +55,9 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	fs.IntVar(&o.messages, "messages", 0, "messages per allocation (uclient -n); overrides --duration")
 	fs.IntVar(&o.perProcess, "per-process", 200, "uclient sessions per turnutils_uclient process (it connects them one by one, 0.1 s each; more processes cost more CPU: each ticks every 1 ms)")
 	fs.IntVar(&o.peers, "peers", 2, "turnutils_peer echo processes (uclient processes take turns); one is a bottleneck past ~20k messages/s")
-	fs.IntVar(&o.sockets, "sockets", max(4, runtime.GOMAXPROCS(0)), "our relay's SO_REUSEPORT UDP sockets")
+	fs.IntVar(&o.sockets, "sockets", max(8, 2*runtime.GOMAXPROCS(0)), "our relay's SO_REUSEPORT UDP sockets (pion gives each its own reader and allocation table)")
 	fs.IntVar(&o.threads, "coturn-threads", 0, "coturn relay-threads (0: coturn's default, one per CPU)")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs of each row against each server, alternating servers; the table shows medians (a busy machine makes single runs noisy)")
 	fs.BoolVar(&o.tcp, "tcp", false, "clients reach the TURN server over TCP instead of UDP")
 	fs.DurationVar(&o.window, "window", 0, "length of the window the steady rate and CPU are measured over (0: half of --duration)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to `file` (use with --servers ours: it profiles our relay)")
@@ -109,6 +111,8 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 		return o, fmt.Errorf("--duration %s is shorter than --interval %s", o.duration, o.interval)
 	case o.perProcess < 1 || o.perProcess > 1000:
 		return o, fmt.Errorf("--per-process %d: use 1 to 1000", o.perProcess)
+	case o.repeat < 1 || o.repeat > 20:
+		return o, fmt.Errorf("--repeat %d: use 1 to 20", o.repeat)
 	case o.peers < 1 || o.peers > 64:
 		return o, fmt.Errorf("--peers %d: use 1 to 64", o.peers)
 	case o.sockets < 1 || o.sockets > 64:
@@ -160,17 +164,19 @@ func relayBench(ctx context.Context, o relayOpts, out, log io.Writer) ([]relayRe
 		defer pprof.StopCPUProfile()
 	}
 	for _, n := range o.allocations {
-		for _, server := range o.servers {
-			fmt.Fprintf(log, "relay: %d allocations against %s ...\n", n, server)
-			r, err := relayRow(ctx, o, server, n)
-			if err != nil {
-				return results, fmt.Errorf("%d allocations against %s: %w", n, server, err)
+		for rep := range o.repeat {
+			for _, server := range o.servers {
+				fmt.Fprintf(log, "relay: %d allocations against %s (run %d of %d) ...\n", n, server, rep+1, o.repeat)
+				r, err := relayRow(ctx, o, server, n)
+				if err != nil {
+					return results, fmt.Errorf("%d allocations against %s: %w", n, server, err)
+				}
+				fmt.Fprintf(log, "relay:   %s\n", r.summary())
+				results = append(results, r)
 			}
-			fmt.Fprintf(log, "relay:   %s\n", r.summary())
-			results = append(results, r)
 		}
 	}
-	printRelayTable(out, o, results)
+	printRelayTable(out, o, summarize(results))
 	return results, nil
 }
 

@@ -97,6 +97,24 @@ func TestBestWindow(t *testing.T) {
 	}
 }
 
+func TestSummarizeMedians(t *testing.T) {
+	mk := func(server string, lost int64, failed int) relayResult {
+		return relayResult{server: server, allocations: 10, interval: 20 * time.Millisecond, sent: 1000, lost: lost, failedProcs: failed}
+	}
+	rows := summarize([]relayResult{mk("ours", 10, 0), mk("coturn", 0, 0), mk("ours", 50, 1), mk("coturn", 2, 0), mk("ours", 20, 0), mk("coturn", 4, 0)})
+	if len(rows) != 2 || rows[0].server != "ours" || rows[1].server != "coturn" {
+		t.Fatalf("rows %+v", rows)
+	}
+	if rows[0].loss != 2 || rows[1].loss != 0.2 || rows[0].runs != 3 || rows[0].failedProcs != 1 {
+		t.Fatalf("medians: ours %+v, coturn %+v", rows[0], rows[1])
+	}
+	var buf bytes.Buffer
+	printRelayTable(&buf, relayOpts{repeat: 3, size: 1000, peers: 2, sockets: 4, window: time.Second}, rows)
+	if !strings.Contains(buf.String(), "| 10 | 20ms | **ours/coturn** |") || !strings.Contains(buf.String(), "median of 3 runs") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+}
+
 func TestCPUAt(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	s := []cpuSample{{t0, time.Second}, {t0.Add(time.Second), 2 * time.Second}}

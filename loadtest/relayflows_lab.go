@@ -29,7 +29,6 @@ import (
 // relayOverhead is what a RelaySend adds to a payload.
 const relayOverhead = wire.RelaySendOverhead
 
-
 // flowLab is an in-process ticket relay on loopback with senders and
 // recipients ("sinks") around it.
 type flowLab struct {

@@ -197,7 +197,7 @@ func scanLines(s string) []string {
 
 // exitedError describes a process that ended too early, with its log tail.
 func exitedError(p *Proc) error {
-	return fmt.Errorf("%w: %s ended: %v\n%s", ErrExited, p.Name, exitText(p.Err()), indent(p.Tail(30)))
+	return fmt.Errorf("%w: %s ended: %v; its log ends:\n%s", ErrExited, p.Name, exitText(p.Err()), indent(logTail(p, 20)))
 }
 
 func indent(s string) string {

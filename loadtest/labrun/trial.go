@@ -110,8 +110,8 @@ func Classify(replies []PingReply) (out matrix.Outcome, firstByte, toDirect time
 
 // RunTrial runs one traversal trial: fresh daemons with fresh keys in hosts
 // a and b (b allows a), both registered, then A pings B by peer ID until a
-// reply comes over a direct path (or as StopAt says) or the timeout passes. The daemons are
-// stopped before it returns.
+// reply comes over a direct path (or as StopAt says) or the timeout
+// passes. The daemons are stopped before it returns.
 func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) TrialResult {
 	o.defaults()
 	var res TrialResult
@@ -170,14 +170,14 @@ func (l *Lab) RunTrial(ctx context.Context, a, b *natlab.Host, o TrialOptions) T
 			lastErr = nil
 			break
 		}
+		// The ping ended early (a fatal error: unknown peer, refused):
+		// try again while the trial lasts.
 		if err != nil && tctx.Err() == nil {
-			// A fatal ping error (unknown peer, refused): try again
-			// while the trial lasts.
 			lastErr = err
-			select {
-			case <-tctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
+		}
+		select {
+		case <-tctx.Done():
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	if ctx.Err() != nil {
