@@ -26,11 +26,12 @@ type progressPoint struct {
 // lineFunc returns the output callback for process i.
 func (l *progressLog) lineFunc(i int) func(time.Time, string) {
 	return func(at time.Time, line string) {
-		p, ok := coturn.ParseProgress(line)
-		if !ok {
-			return
+		if p, ok := coturn.ParseProgress(line); ok {
+			l.add(at, i, 2*p.Received)
+		} else if _, recv, ok := coturn.ParseTotals(line); ok {
+			// The last count, which may come after the last progress line.
+			l.add(at, i, 2*recv)
 		}
-		l.add(at, i, 2*p.Received)
 	}
 }
 

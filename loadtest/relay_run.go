@@ -215,7 +215,7 @@ func relayRow(ctx context.Context, o relayOpts, name string, n int) (relayResult
 	}
 
 	from, to, packets, ok := prog.steadyWindow(o.window)
-	if !ok {
+	if !ok || packets == 0 {
 		// Too short for a window: the whole run.
 		from, to, packets = started, started.Add(res.runTime), 2*res.received
 	}

@@ -49,6 +49,17 @@ func ParseProgress(line string) (Progress, bool) {
 	return Progress{Second: s, Sent: sent, Received: recv}, true
 }
 
+// ParseTotals parses uclient's final count line,
+// "16: : start_mclient: tot_send_msgs=3000, tot_recv_msgs=2998".
+func ParseTotals(line string) (sent, received int64, ok bool) {
+	if !strings.Contains(line, "start_mclient: tot_send_msgs=") {
+		return 0, 0, false
+	}
+	s, ok1 := intAfter(line, "tot_send_msgs=")
+	r, ok2 := intAfter(line, "tot_recv_msgs=")
+	return s, r, ok1 && ok2
+}
+
 // ParseReport parses uclient's output. It needs the final
 // "tot_send_msgs=..., tot_recv_msgs=..." and "Total lost packets" lines.
 func ParseReport(out []byte) (Report, error) {
@@ -66,9 +77,7 @@ func ParseReport(out []byte) (Report, error) {
 		}
 		switch {
 		case strings.Contains(line, "start_mclient: tot_send_msgs="):
-			s, ok1 := intAfter(line, "tot_send_msgs=")
-			v, ok2 := intAfter(line, "tot_recv_msgs=")
-			if ok1 && ok2 {
+			if s, v, ok := ParseTotals(line); ok {
 				r.Sent, r.Received, haveTotals = s, v, true
 			}
 		case strings.Contains(line, "Total transmit time is "):

@@ -41,6 +41,15 @@ func TestParseReport(t *testing.T) {
 	}
 }
 
+func TestParseTotals(t *testing.T) {
+	if s, r, ok := ParseTotals("16: : start_mclient: tot_send_msgs=3000, tot_recv_msgs=2998"); !ok || s != 3000 || r != 2998 {
+		t.Fatalf("%d %d %v", s, r, ok)
+	}
+	if _, _, ok := ParseTotals("2: : start_mclient: msz=4, tot_send_msgs=248, tot_recv_msgs=246"); ok {
+		t.Fatal("progress line taken for totals")
+	}
+}
+
 func TestParseReportNaN(t *testing.T) {
 	out := "1: : start_mclient: tot_send_msgs=0, tot_recv_msgs=0\n1: : Total lost packets 0 (-nan%), total send dropped 0 (-nan%)\n"
 	r, err := ParseReport([]byte(out))
