@@ -110,6 +110,10 @@ func (w *worker) transient(op string, err error, streak *int) {
 func (w *worker) serveUDP(c *net.UDPConn) error {
 	buf := make([]byte, wire.MaxFrame+1)
 	reply := make([]byte, 0, wire.RelayBoundLen)
+	send := func(_ action, out []byte, dst netip.AddrPort) error {
+		_, err := c.WriteToUDPAddrPort(out, dst)
+		return err
+	}
 	streak := 0
 	for {
 		n, src, err := c.ReadFromUDPAddrPort(buf)
@@ -121,16 +125,9 @@ func (w *worker) serveUDP(c *net.UDPConn) error {
 			continue
 		}
 		streak = 0
-		now := w.s.cfg.Now()
-		act, out, dst := w.handle(buf[:n], unmap(src), now, now.UnixNano(), reply)
-		if act != actDrop {
-			_, err := c.WriteToUDPAddrPort(out, dst)
-			w.sent(act, len(out), err)
-			if err != nil && fatal(err) {
-				return err
-			}
+		if err := w.step(buf[:n], unmap(src), reply, send); err != nil {
+			return err
 		}
-		w.s.m.flush(&w.st)
 	}
 }
 
@@ -138,6 +135,15 @@ func (w *worker) serveUDP(c *net.UDPConn) error {
 func (w *worker) servePacketConn(c net.PacketConn) error {
 	buf := make([]byte, wire.MaxFrame+1)
 	reply := make([]byte, 0, wire.RelayBoundLen)
+	var from net.Addr // the current datagram's source, as the conn gave it
+	send := func(act action, out []byte, dst netip.AddrPort) error {
+		var to net.Addr = net.UDPAddrFromAddrPort(dst)
+		if act == actReply {
+			to = from
+		}
+		_, err := c.WriteTo(out, to)
+		return err
+	}
 	streak := 0
 	for {
 		n, addr, err := c.ReadFrom(buf)
@@ -149,21 +155,27 @@ func (w *worker) servePacketConn(c net.PacketConn) error {
 			continue
 		}
 		streak = 0
-		now := w.s.cfg.Now()
-		act, out, dst := w.handle(buf[:n], addrPort(addr), now, now.UnixNano(), reply)
-		if act != actDrop {
-			var to net.Addr = net.UDPAddrFromAddrPort(dst)
-			if act == actReply {
-				to = addr
-			}
-			_, err := c.WriteTo(out, to)
-			w.sent(act, len(out), err)
-			if err != nil && fatal(err) {
-				return err
-			}
+		from = addr
+		if err := w.step(buf[:n], addrPort(addr), reply, send); err != nil {
+			return err
 		}
-		w.s.m.flush(&w.st)
 	}
+}
+
+// step handles one datagram and sends its answer, if any, with send. It
+// returns only a send error that ends the socket.
+func (w *worker) step(pkt []byte, src netip.AddrPort, reply []byte, send func(action, []byte, netip.AddrPort) error) error {
+	now := w.s.cfg.Now()
+	act, out, dst := w.handle(pkt, src, now, now.UnixNano(), reply)
+	if act != actDrop {
+		err := send(act, out, dst)
+		w.sent(act, len(out), err)
+		if err != nil && fatal(err) {
+			return err
+		}
+	}
+	w.s.m.flush(&w.st)
+	return nil
 }
 
 // sent counts a forward or a reply the kernel took (err nil) or refused.
