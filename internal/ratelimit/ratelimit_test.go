@@ -1,0 +1,114 @@
+package ratelimit
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestPerSourceBucket(t *testing.T) {
+	l := New(Config{PerSecond: 10, Burst: 3})
+	a := netip.MustParseAddr("203.0.113.7")
+	var now int64
+	for i := range 3 {
+		if !l.Allow(a, now) {
+			t.Fatalf("request %d within the burst refused", i)
+		}
+	}
+	if l.Allow(a, now) {
+		t.Fatal("request beyond the burst allowed")
+	}
+	if !l.Allow(netip.MustParseAddr("203.0.113.8"), now) {
+		t.Fatal("another source refused")
+	}
+	now += int64(100 * time.Millisecond) // one token at 10/s
+	if !l.Allow(a, now) || l.Allow(a, now) {
+		t.Fatal("refill after 100 ms should give exactly one token")
+	}
+}
+
+func TestSourceIgnoresPortAndHostBits(t *testing.T) {
+	l := New(Config{PerSecond: 1, Burst: 2})
+	// Two addresses in one /64 share a bucket; another /64 does not.
+	if !l.Allow(netip.MustParseAddr("2001:db8:1:2::1"), 0) || !l.Allow(netip.MustParseAddr("2001:db8:1:2:ffff::9"), 0) {
+		t.Fatal("burst refused")
+	}
+	if l.Allow(netip.MustParseAddr("2001:db8:1:2:abcd::1"), 0) {
+		t.Fatal("a third address in the same /64 got a fresh bucket")
+	}
+	if !l.Allow(netip.MustParseAddr("2001:db8:1:3::1"), 0) {
+		t.Fatal("a different /64 was refused")
+	}
+	// IPv4-mapped is the same source as IPv4.
+	v4 := netip.MustParseAddr("198.51.100.1")
+	l.Allow(v4, 0)
+	l.Allow(v4, 0)
+	if l.Allow(netip.MustParseAddr("::ffff:198.51.100.1"), 0) {
+		t.Fatal("IPv4-mapped address escaped its IPv4 bucket")
+	}
+}
+
+func TestRefusedRequestTakesNothing(t *testing.T) {
+	l := New(Config{PerSecond: 1, Burst: 10})
+	a := netip.MustParseAddr("203.0.113.1")
+	if l.AllowN(a, 0, 11) {
+		t.Fatal("cost above the burst allowed")
+	}
+	if !l.AllowN(a, 0, 10) {
+		t.Fatal("a refused request took tokens")
+	}
+}
+
+func TestTableIsBoundedAndForgets(t *testing.T) {
+	const maxSources = 1024
+	l := New(Config{PerSecond: 1, Burst: 1, MaxSources: maxSources})
+	victim := netip.MustParseAddr("203.0.113.200")
+	if !l.Allow(victim, 0) || l.Allow(victim, 0) {
+		t.Fatal("victim's bucket misbehaves")
+	}
+	// A flood of spoofed sources: the table stays bounded and never
+	// refuses a source it does not hold.
+	for i := range 200_000 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !l.Allow(a, 0) {
+			t.Fatalf("new source %v refused: a full table must forget, not refuse", a)
+		}
+	}
+	if n := l.Len(); n > maxSources {
+		t.Fatalf("table holds %d sources, bound %d", n, maxSources)
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	l := New(Config{PerSecond: -1})
+	for range 100 {
+		if !l.Allow(netip.MustParseAddr("203.0.113.1"), 0) {
+			t.Fatal("disabled limiter refused")
+		}
+	}
+	if l.Len() != 0 {
+		t.Fatal("disabled limiter stored sources")
+	}
+}
+
+func TestBudget(t *testing.T) {
+	b := NewBudget(2, 2, 0)
+	if !b.Allow(0) || !b.Allow(0) || b.Allow(0) {
+		t.Fatal("budget of 2 misbehaves")
+	}
+	if !b.Allow(int64(500*time.Millisecond)) || b.Allow(int64(500*time.Millisecond)) {
+		t.Fatal("refill after 500 ms at 2/s should give one token")
+	}
+	if unc := NewBudget(-1, 0, 0); !unc.Allow(0) || !unc.Allow(0) {
+		t.Fatal("uncapped budget refused")
+	}
+}
+
+func BenchmarkAllow(b *testing.B) {
+	l := New(Config{PerSecond: 1e9, Burst: 1e9})
+	a := netip.MustParseAddr("203.0.113.1")
+	b.ReportAllocs()
+	for i := range b.N {
+		l.Allow(a, int64(i))
+	}
+}
