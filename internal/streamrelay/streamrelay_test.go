@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
@@ -25,11 +27,21 @@ func ident(t testing.TB) *crypto.Identity {
 }
 
 // startRelay serves a stream relay over TLS on loopback with a certificate
-// made from the relay's identity, as a relay without ACME does.
-func startRelay(t *testing.T) (Target, *Server) {
+// made from the relay's identity, as a relay without ACME does. Loopback
+// is an allowed destination (the tests' other ends live there) unless
+// mutate changes the config.
+func startRelay(t *testing.T, mutate ...func(*Config)) (Target, *Server) {
 	t.Helper()
 	relayID := ident(t)
-	srv, err := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	cfg := Config{
+		PresenceIP:        netip.MustParseAddr("127.0.0.1"),
+		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Registerer:        prometheus.NewRegistry(),
+	}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +187,12 @@ func FuzzParse(f *testing.F) {
 	f.Add(appendClientHello(nil, id, time.Unix(0, 0)))
 	f.Add(appendServerHello(nil, netip.MustParseAddrPort("203.0.113.1:4000")))
 	f.Add(appendDatagram(nil, netip.MustParseAddrPort("203.0.113.1:4000"), []byte("hi")))
+	f.Add([]byte{})
+	f.Add(make([]byte, clientHelloLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := helloTime(b); err == nil && len(b) != clientHelloLen {
+			t.Fatalf("helloTime accepted %d bytes", len(b))
+		}
 		_, _, _ = parseClientHello(b)
 		_, _ = parseServerHello(b)
 		if a, p, err := parseDatagram(b); err == nil && (len(p) > MaxPayload || !a.IsValid()) {
