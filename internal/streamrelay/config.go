@@ -116,6 +116,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now defaults to time.Now.
 	Now func() time.Time
+
+	// sweepEvery is how often the idle sweep runs while tunnels are open
+	// (default a quarter of IdleTimeout, at most 15 s).
+	sweepEvery time.Duration
 }
 
 func (c *Config) validate() error {
@@ -156,6 +160,7 @@ func (c *Config) validate() error {
 	defDur(&c.WriteTimeout, DefaultWriteTimeout)
 	defDur(&c.DestinationTTL, DefaultDestinationTTL)
 	defDur(&c.ClockSkew, 2*time.Minute)
+	defDur(&c.sweepEvery, min(c.IdleTimeout/4, 15*time.Second))
 	if c.ListenUDP == nil {
 		c.ListenUDP = func(laddr netip.AddrPort) (*net.UDPConn, error) {
 			return net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))

@@ -2,6 +2,7 @@ package streamrelay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -55,7 +56,6 @@ type Server struct {
 	ownPorts map[uint16]bool
 	opens    *ratelimit.Limiter // tunnel opens per client address
 	ipBytes  *ratelimit.Limiter // bytes out per client address
-	tick     time.Duration      // how often the idle sweep runs
 
 	mu       sync.Mutex
 	open     int                  // tunnels, in their handshake or open
@@ -85,7 +85,6 @@ func New(cfg Config) (*Server, error) {
 		ownPorts: make(map[uint16]bool),
 		opens:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
 		ipBytes:  ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
-		tick:     min(max(cfg.IdleTimeout/4, 10*time.Millisecond), 15*time.Second),
 		perIP:    make(map[netip.Addr]int),
 		ports:    make(map[uint16]int),
 		tunnels:  make(map[*tunnel]struct{}),
@@ -262,7 +261,7 @@ func (s *Server) remove(t *tunnel, port uint16) {
 
 // sweepLoop runs the idle sweep while any tunnel is open.
 func (s *Server) sweepLoop() {
-	tk := time.NewTicker(s.tick)
+	tk := time.NewTicker(s.cfg.sweepEvery)
 	defer tk.Stop()
 	for range tk.C {
 		if s.sweep() == 0 {
@@ -373,9 +372,10 @@ func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn,
 		out = appendDatagram(out[:0], from, buf[:n])
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		err = ws.Write(wctx, websocket.MessageBinary, out)
+		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
+			if timedOut {
 				s.m.closed.WithLabelValues("write_timeout").Inc()
 			}
 			return err
