@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
@@ -197,6 +198,40 @@ func FuzzParse(f *testing.F) {
 		_, _ = parseServerHello(b)
 		if a, p, err := parseDatagram(b); err == nil && (len(p) > MaxPayload || !a.IsValid()) {
 			t.Fatalf("accepted %v with %d bytes", a, len(p))
+		}
+	})
+}
+
+// FuzzDestination runs tunnel datagrams through the decoder and the
+// destination policy: whatever the bytes, a datagram the policy lets out is
+// never to a refused range, and the per-tunnel table stays within its cap.
+func FuzzDestination(f *testing.F) {
+	for _, a := range []string{"203.0.113.1:4000", "169.254.169.254:80", "[::ffff:10.0.0.1]:53", "[64:ff9b::a9fe:a9fe]:80", "[2002:a00:1::1]:53", "127.0.0.1:3479", "198.51.100.9:3479"} {
+		f.Add(appendDatagram(nil, netip.MustParseAddrPort(a), []byte("x")))
+	}
+	pub := netip.MustParseAddr("198.51.100.9")
+	srv, err := New(Config{PresenceIP: pub, OwnAddrs: []netip.Addr{}, OwnPorts: []uint16{3479}, MaxDestinations: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	d := newDestinations()
+	var now int64
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dst, _, err := parseDatagram(b)
+		if err != nil {
+			return
+		}
+		now += int64(time.Second)
+		if srv.checkDest(dst) != "" {
+			return
+		}
+		a := dst.Addr().Unmap()
+		if a != pub && !(*addrpolicy.Policy)(nil).Allowed(a) {
+			t.Fatalf("policy let %v out", dst)
+		}
+		_ = d.allow(dst, now, &srv.cfg)
+		if len(d.sent) > srv.cfg.MaxDestinations {
+			t.Fatalf("%d destinations, cap %d", len(d.sent), srv.cfg.MaxDestinations)
 		}
 	})
 }
