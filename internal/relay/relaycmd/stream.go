@@ -89,7 +89,7 @@ func (l StreamLimits) invalid() string {
 		{"byte-rate", l.ByteRate > 0}, {"ip-byte-rate", l.IPByteRate > 0},
 		{"probe-rate", l.ProbeRate > 0}, {"probe-burst", l.ProbeBurst >= 1},
 		{"handshake-timeout", l.HandshakeTimeout > 0}, {"idle-timeout", l.IdleTimeout > 0},
-		{"write-timeout", l.WriteTimeout > 0}, {"destination-ttl", l.DestinationTTL > 0},
+		{"write-timeout", l.WriteTimeout > 0}, {"destination-timeout", l.DestinationTTL > 0},
 	} {
 		if !c.ok {
 			return c.name
