@@ -71,7 +71,8 @@ func (o StreamOptions) noAdvertise() bool {
 // streamrelay.Config for their meaning.
 type StreamLimits struct {
 	MaxTunnels, MaxTunnelsPerIP, Burst, MaxDestinations         int
-	OpenRate, OpenBurst, Rate, ByteRate, IPByteRate             float64
+	ByteRate, IPByteRate                                        int
+	OpenRate, OpenBurst, Rate                                   float64
 	ProbeRate, ProbeBurst                                       float64
 	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL time.Duration
 }
@@ -156,7 +157,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		AllowDestinations: allow, OwnPorts: ownPorts,
 		MaxTunnels: l.MaxTunnels, MaxTunnelsPerIP: l.MaxTunnelsPerIP, OpenRate: l.OpenRate, OpenBurst: l.OpenBurst,
 		HandshakeTimeout: l.HandshakeTimeout, IdleTimeout: l.IdleTimeout, WriteTimeout: l.WriteTimeout,
-		Rate: l.Rate, Burst: l.Burst, ByteRate: l.ByteRate, IPByteRate: l.IPByteRate,
+		Rate: l.Rate, Burst: l.Burst, ByteRate: float64(l.ByteRate), IPByteRate: float64(l.IPByteRate),
 		MaxDestinations: l.MaxDestinations, DestinationTTL: l.DestinationTTL, ProbeRate: l.ProbeRate, ProbeBurst: l.ProbeBurst,
 		Logger: log.With("service", "stream"), Registerer: reg,
 	})
