@@ -95,12 +95,12 @@ func TestLabRelayReachesOnlyTheInternet(t *testing.T) {
 
 // netnsLab makes network namespaces and removes them when the test ends.
 type netnsLab struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	prefix string
 }
 
-func newNetnsLab(t *testing.T) *netnsLab {
+func newNetnsLab(t testing.TB) *netnsLab {
 	t.Helper()
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() != 0 || ipErr != nil {
@@ -145,7 +145,7 @@ func (l *netnsLab) link(nsA, devA, addrA, nsB, devB, addrB string) {
 }
 
 // in runs fn on a thread inside ns (sockets made there stay there).
-func (l *netnsLab) in(t *testing.T, ns string, fn func() error) {
+func (l *netnsLab) in(t testing.TB, ns string, fn func() error) {
 	t.Helper()
 	if err := inNetns(ns, fn); err != nil {
 		t.Fatalf("in %s: %v", ns, err)
@@ -221,7 +221,7 @@ func (l *netnsLab) recorder(ns, addr string) *nsRecorder {
 // every presence socket there, its own addresses those of relayNS) and
 // opens a tunnel with a fresh key from clientNS, speaking the protocol by
 // hand as an attacker would.
-func (l *netnsLab) openTunnel(t *testing.T, relayNS, clientNS string, cfg Config) (*Server, *websocket.Conn, netip.AddrPort) {
+func (l *netnsLab) openTunnel(t testing.TB, relayNS, clientNS string, cfg Config) (*Server, *websocket.Conn, netip.AddrPort) {
 	t.Helper()
 	l.in(t, relayNS, func() (err error) {
 		cfg.OwnAddrs, err = addrpolicy.LocalAddrs()
@@ -279,4 +279,73 @@ func (l *netnsLab) openTunnel(t *testing.T, relayNS, clientNS string, cfg Config
 		t.Fatal(err)
 	}
 	return srv, ws, presence
+}
+
+// BenchmarkLabFlood measures what a tunnel pointed at a third party
+// delivers (a victim on the lab internet that never answers) against an
+// answering peer, with the default limits. It reports the share of the
+// attacker's datagrams that arrive, and the victim's bytes per second.
+//
+//	go test -run XXX -bench BenchmarkLabFlood -benchtime 20000x ./internal/streamrelay
+func BenchmarkLabFlood(b *testing.B) {
+	for _, answering := range []bool{false, true} {
+		b.Run(fmt.Sprintf("answering=%v", answering), func(b *testing.B) {
+			lab := newNetnsLab(b)
+			relay, inet := lab.ns("relay"), lab.ns("inet")
+			lab.link(relay, "ri", "203.0.113.1/24", inet, "i0", "203.0.113.2/24")
+			victim := lab.recorder(inet, "203.0.113.2:4000")
+			srv, ws, presence := lab.openTunnel(b, relay, inet, Config{PresenceIP: netip.MustParseAddr("203.0.113.1"), Registerer: prometheus.NewRegistry()})
+			if answering {
+				var c *net.UDPConn
+				lab.in(b, inet, func() (err error) {
+					c, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("203.0.113.2:4001")), net.UDPAddrFromAddrPort(presence))
+					return err
+				})
+				defer c.Close()
+				if _, err := c.Write([]byte("hello")); err != nil {
+					b.Fatal(err)
+				}
+				victim.addr = netip.MustParseAddrPort("203.0.113.2:4001") // the peer's address has answered
+				victim = lab.recorderOn(c)
+			}
+			msg := appendDatagram(nil, victim.addr, make([]byte, 1200))
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				if err := ws.Write(lab.ctx, websocket.MessageBinary, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, "every datagram handled", func() bool {
+				var dropped float64
+				for _, r := range []string{dropProbeRate, dropRate, dropByteRate, dropIPByteRate, dropSend} {
+					dropped += srv.dropped(r)
+				}
+				return srv.sent()+dropped >= float64(b.N)
+			})
+			el := time.Since(start)
+			b.StopTimer()
+			got := victim.n.Load()
+			b.ReportMetric(float64(got)/float64(b.N), "delivered/sent")
+			b.ReportMetric(float64(got)*1200/el.Seconds(), "victim-B/s")
+			b.ReportMetric(float64(b.N)*1200/el.Seconds(), "attacker-B/s")
+		})
+	}
+}
+
+// recorderOn counts what arrives at an open socket.
+func (l *netnsLab) recorderOn(c *net.UDPConn) *nsRecorder {
+	r := &nsRecorder{addr: c.LocalAddr().(*net.UDPAddr).AddrPort()}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			r.from.Store(&from)
+			r.n.Add(1)
+		}
+	}()
+	return r
 }

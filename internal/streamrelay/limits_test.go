@@ -38,7 +38,7 @@ func (c *clock) Add(d time.Duration) {
 
 // waitFor polls cond until it holds; it fails the test after 10 s (a bound
 // on a broken defence, not a measurement).
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
