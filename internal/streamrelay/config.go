@@ -18,6 +18,7 @@ import (
 const (
 	DefaultMaxTunnels       = 10000
 	DefaultMaxTunnelsPerIP  = 64
+	DefaultMaxTunnelsPerNet = 512
 	DefaultOpenRate         = 2 // tunnels per second per client IPv4 address or IPv6 /64
 	DefaultOpenBurst        = 32
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -66,8 +67,13 @@ type Config struct {
 	// MaxTunnelsPerIP bounds the tunnels of one client IPv4 address or
 	// IPv6 /64 (default DefaultMaxTunnelsPerIP).
 	MaxTunnelsPerIP int
+	// MaxTunnelsPerNet bounds the tunnels of one client IPv4 /24 or IPv6
+	// /48 (default DefaultMaxTunnelsPerNet).
+	MaxTunnelsPerNet int
 	// OpenRate and OpenBurst bound how fast one client IPv4 address or
-	// IPv6 /64 opens tunnels (default DefaultOpenRate, DefaultOpenBurst).
+	// IPv6 /64 opens tunnels, and, with a bucket of their own, TCP
+	// connections when the listener is wrapped with Server.Listener
+	// (default DefaultOpenRate, DefaultOpenBurst).
 	OpenRate  float64
 	OpenBurst float64
 	// HandshakeTimeout bounds the client hello after the upgrade (the
@@ -146,6 +152,7 @@ func (c *Config) validate() error {
 	c.OwnAddrs = append(c.OwnAddrs[:len(c.OwnAddrs):len(c.OwnAddrs)], c.PresenceIP, c.AdvertiseIP)
 	defInt(&c.MaxTunnels, DefaultMaxTunnels)
 	defInt(&c.MaxTunnelsPerIP, DefaultMaxTunnelsPerIP)
+	defInt(&c.MaxTunnelsPerNet, DefaultMaxTunnelsPerNet)
 	defInt(&c.MaxDestinations, DefaultMaxDestinations)
 	defInt(&c.Burst, DefaultBurst)
 	defFloat(&c.OpenRate, DefaultOpenRate)

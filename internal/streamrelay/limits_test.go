@@ -466,3 +466,99 @@ func value(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// rawTunnel opens a tunnel from localIP (a loopback address) by hand.
+func rawTunnel(t *testing.T, target Target, localIP string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: target.TLS(nil), DialContext: d.DialContext}}
+	ws, _, err := websocket.Dial(ctx, target.URL, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageBinary, appendClientHello(nil, ident(t), time.Now())); err != nil {
+		return err
+	}
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = parseServerHello(b)
+	return err
+}
+
+// TestTunnelsPerNetCapped: addresses of one /24 share a cap, so rotating
+// addresses within a site (or /64s within an IPv6 /48) buys nothing.
+func TestTunnelsPerNetCapped(t *testing.T) {
+	target, srv := startRelay(t, func(c *Config) { c.MaxTunnelsPerIP = 2; c.MaxTunnelsPerNet = 3 })
+	for _, ip := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.2"} {
+		if err := rawTunnel(t, target, ip); err != nil {
+			t.Fatalf("from %s: %v", ip, err)
+		}
+	}
+	if err := rawTunnel(t, target, "127.0.0.3"); err == nil {
+		t.Fatal("fourth tunnel from one /24 opened")
+	}
+	if got := value(srv.m.refused.WithLabelValues("per_net")); got != 1 {
+		t.Fatalf("per_net refusals %v, want 1", got)
+	}
+	if got := clientNet(netip.MustParseAddr("2001:db8:1:2::9")); got != netip.MustParsePrefix("2001:db8:1::/48") {
+		t.Fatalf("IPv6 client net %v", got)
+	}
+}
+
+// TestListenerConnRate: a source opening TCP connections in a loop is cut
+// off at accept, before each would cost a TLS handshake.
+func TestListenerConnRate(t *testing.T) {
+	clk := newClock()
+	srv, err := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1"), Now: clk.Now, OpenRate: 1, OpenBurst: 3, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln = srv.Listener(ln)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitFor(t, "5 connections handled", func() bool {
+		return len(accepted)+int(value(srv.m.refused.WithLabelValues("conn_rate"))) == 5
+	})
+	if len(accepted) != 3 {
+		t.Fatalf("%d connections accepted at once, want the burst of 3", len(accepted))
+	}
+	for i := 0; i < 3; i++ {
+		(<-accepted).Close()
+	}
+	clk.Add(time.Second)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a connection a second later was not accepted")
+	}
+}

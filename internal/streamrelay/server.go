@@ -55,11 +55,13 @@ type Server struct {
 	own      map[netip.Addr]bool
 	ownPorts map[uint16]bool
 	opens    *ratelimit.Limiter // tunnel opens per client address
+	conns    *ratelimit.Limiter // TCP connections per client address (Listener)
 	ipBytes  *ratelimit.Limiter // bytes out per client address
 
 	mu       sync.Mutex
 	open     int                  // tunnels, in their handshake or open
 	perIP    map[netip.Addr]int   // open per ratelimit.Source of the client
+	perNet   map[netip.Prefix]int // open per client IPv4 /24 or IPv6 /48
 	ports    map[uint16]int       // live presence ports
 	tunnels  map[*tunnel]struct{} // past their hello
 	sweeping bool
@@ -84,8 +86,10 @@ func New(cfg Config) (*Server, error) {
 		own:      make(map[netip.Addr]bool),
 		ownPorts: make(map[uint16]bool),
 		opens:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		conns:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
 		ipBytes:  ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
 		perIP:    make(map[netip.Addr]int),
+		perNet:   make(map[netip.Prefix]int),
 		ports:    make(map[uint16]int),
 		tunnels:  make(map[*tunnel]struct{}),
 	}
@@ -126,7 +130,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if reason := s.admit(client); reason != "" {
 		s.m.refused.WithLabelValues(reason).Inc()
 		code := http.StatusServiceUnavailable
-		if reason == "per_ip" {
+		if reason == "per_ip" || reason == "per_net" {
 			code = http.StatusTooManyRequests
 		}
 		http.Error(w, "relay full", code)
@@ -156,9 +160,26 @@ func (s *Server) admit(client netip.Addr) string {
 	if s.perIP[client] >= s.cfg.MaxTunnelsPerIP {
 		return "per_ip"
 	}
+	n := clientNet(client)
+	if s.perNet[n] >= s.cfg.MaxTunnelsPerNet {
+		return "per_net"
+	}
 	s.open++
 	s.perIP[client]++
+	s.perNet[n]++
 	return ""
+}
+
+// clientNet is the network a client address counts against for
+// MaxTunnelsPerNet: its IPv4 /24 or IPv6 /48 (what one site is likely to
+// hold; an IPv6 attacker has a /48 as easily as a /64).
+func clientNet(a netip.Addr) netip.Prefix {
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 func (s *Server) release(client netip.Addr) {
@@ -167,6 +188,10 @@ func (s *Server) release(client netip.Addr) {
 	s.open--
 	if s.perIP[client]--; s.perIP[client] <= 0 {
 		delete(s.perIP, client)
+	}
+	n := clientNet(client)
+	if s.perNet[n]--; s.perNet[n] <= 0 {
+		delete(s.perNet, n)
 	}
 }
 

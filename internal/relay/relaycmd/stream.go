@@ -70,11 +70,11 @@ func (o StreamOptions) noAdvertise() bool {
 // StreamLimits are the stream relay's limits, each a --stream-* flag; see
 // streamrelay.Config for their meaning.
 type StreamLimits struct {
-	MaxTunnels, MaxTunnelsPerIP, Burst, MaxDestinations         int
-	ByteRate, IPByteRate                                        int
-	OpenRate, OpenBurst, Rate                                   float64
-	ProbeRate, ProbeBurst                                       float64
-	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL time.Duration
+	MaxTunnels, MaxTunnelsPerIP, MaxTunnelsPerNet, Burst, MaxDestinations int
+	ByteRate, IPByteRate                                                  int
+	OpenRate, OpenBurst, Rate                                             float64
+	ProbeRate, ProbeBurst                                                 float64
+	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL           time.Duration
 }
 
 // invalid names the first limit that is not above 0 (its flag without
@@ -84,7 +84,7 @@ func (l StreamLimits) invalid() string {
 		name string
 		ok   bool
 	}{
-		{"max-tunnels", l.MaxTunnels > 0}, {"max-tunnels-per-ip", l.MaxTunnelsPerIP > 0},
+		{"max-tunnels", l.MaxTunnels > 0}, {"max-tunnels-per-ip", l.MaxTunnelsPerIP > 0}, {"max-tunnels-per-net", l.MaxTunnelsPerNet > 0},
 		{"burst", l.Burst > 0}, {"max-destinations", l.MaxDestinations > 0},
 		{"open-rate", l.OpenRate > 0}, {"open-burst", l.OpenBurst >= 1}, {"rate", l.Rate > 0},
 		{"byte-rate", l.ByteRate > 0}, {"ip-byte-rate", l.IPByteRate > 0},
@@ -155,7 +155,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 	srv, err := streamrelay.New(streamrelay.Config{
 		PresenceIP: presence, AdvertiseIP: advertise,
 		AllowDestinations: allow, OwnPorts: ownPorts,
-		MaxTunnels: l.MaxTunnels, MaxTunnelsPerIP: l.MaxTunnelsPerIP, OpenRate: l.OpenRate, OpenBurst: l.OpenBurst,
+		MaxTunnels: l.MaxTunnels, MaxTunnelsPerIP: l.MaxTunnelsPerIP, MaxTunnelsPerNet: l.MaxTunnelsPerNet, OpenRate: l.OpenRate, OpenBurst: l.OpenBurst,
 		HandshakeTimeout: l.HandshakeTimeout, IdleTimeout: l.IdleTimeout, WriteTimeout: l.WriteTimeout,
 		Rate: l.Rate, Burst: l.Burst, ByteRate: float64(l.ByteRate), IPByteRate: float64(l.IPByteRate),
 		MaxDestinations: l.MaxDestinations, DestinationTTL: l.DestinationTTL, ProbeRate: l.ProbeRate, ProbeBurst: l.ProbeBurst,
@@ -177,7 +177,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		_ = hs.Shutdown(sctx)
 	}()
 	go func() {
-		if err := hs.Serve(tls.NewListener(ln, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(tls.NewListener(srv.Listener(ln), tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("stream relay stopped", "err", err)
 		}
 	}()
