@@ -562,3 +562,24 @@ func TestListenerConnRate(t *testing.T) {
 		t.Fatal("a connection a second later was not accepted")
 	}
 }
+
+// TestIdleSweepRuns: the sweep runs by itself while tunnels are open.
+func TestIdleSweepRuns(t *testing.T) {
+	clk := newClock()
+	target, srv := startRelay(t, func(c *Config) {
+		c.Now = clk.Now
+		c.IdleTimeout = time.Minute
+		c.sweepEvery = 5 * time.Millisecond
+	})
+	tun := mustDial(t, target)
+	waitFor(t, "the tunnel to register", func() bool { srv.mu.Lock(); defer srv.mu.Unlock(); return len(srv.tunnels) == 1 })
+	clk.Add(2 * time.Minute)
+	select {
+	case <-tun.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle tunnel stayed open")
+	}
+	if got := value(srv.m.closed.WithLabelValues("idle")); got != 1 {
+		t.Fatalf("idle closes %v, want 1", got)
+	}
+}
