@@ -22,7 +22,4 @@ var (
 
 	// errNoEvenPort: no even relay port could be found for EVEN-PORT.
 	errNoEvenPort = errors.New("turnrelay: no even relay port free")
-
-	// ErrSecretFile: the secret file is missing, empty or too open.
-	ErrSecretFile = errors.New("turn secret file")
 )

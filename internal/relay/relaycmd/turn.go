@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 )
@@ -18,9 +19,9 @@ func startTURN(ctx context.Context, o TURNOptions, reg prometheus.Registerer, lo
 	if !o.enabled() {
 		return nil, nil
 	}
-	secret, err := turnrelay.LoadSecretFile(o.SecretFile)
+	secret, err := crypto.ReadSecretFile(o.SecretFile, turnrelay.MinSecretLen)
 	if err != nil {
-		return nil, usageErr("%v", err)
+		return nil, usageErr("--turn-secret-file: %v", err)
 	}
 	cfg := turnrelay.Config{
 		Realm:                 o.Realm,
