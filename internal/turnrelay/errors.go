@@ -19,6 +19,8 @@ var (
 	ErrExpired = errors.New("turnrelay: credential expired")
 	// ErrQuota: the user already holds its maximum number of allocations.
 	ErrQuota = errors.New("turnrelay: allocation quota reached")
+	// ErrCapacity: the server holds its maximum number of allocations.
+	ErrCapacity = errors.New("turnrelay: server allocation cap reached")
 
 	// errNoEvenPort: no even relay port could be found for EVEN-PORT.
 	errNoEvenPort = errors.New("turnrelay: no even relay port free")

@@ -22,11 +22,17 @@ func (g *relayGenerator) Validate() error { return g.static.Validate() }
 // take reserves a slot for user; pion probes ports with an empty user
 // (EVEN-PORT), which count against nobody.
 func (g *relayGenerator) take(user string) error {
-	if user == "" || g.quota.acquire(user) {
+	if user == "" {
 		return nil
 	}
-	g.metrics.quotaRefusals.Inc()
-	return ErrQuota
+	err := g.quota.acquire(user)
+	switch {
+	case errors.Is(err, ErrQuota):
+		g.metrics.quotaRefusals.Inc()
+	case errors.Is(err, ErrCapacity):
+		g.metrics.capacityRefusals.Inc()
+	}
+	return err
 }
 
 func (g *relayGenerator) giveBack(user string) {
