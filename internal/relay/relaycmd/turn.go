@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,7 +16,7 @@ import (
 
 // startTURN opens the TURN sockets and starts the server, or returns nil
 // when TURN is off. The server owns the sockets: Close closes them.
-func startTURN(ctx context.Context, o TURNOptions, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (*turnrelay.Server, error) {
+func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (*turnrelay.Server, error) {
 	if !o.enabled() {
 		return nil, nil
 	}
@@ -27,7 +28,13 @@ func startTURN(ctx context.Context, o TURNOptions, reg prometheus.Registerer, lo
 		Realm:                 o.Realm,
 		Secret:                secret,
 		RelayIP:               o.RelayIP,
+		AdvertiseIP:           o.AdvertiseIP,
+		AllowDestinations:     allow,
 		MaxAllocationsPerUser: o.Quota,
+		MaxAllocations:        o.MaxAllocations,
+		AllocationRate:        o.AllocationRate,
+		BindingRate:           o.BindingRate,
+		ChallengeRate:         o.ChallengeRate,
 		Logger:                log.With("service", "turn"),
 		Registerer:            reg,
 	}
