@@ -22,6 +22,8 @@ var (
 	// ErrCapacity: the server holds its maximum number of allocations.
 	ErrCapacity = errors.New("turnrelay: server allocation cap reached")
 
+	// errPeerRefused: a peer address the relay does not send to.
+	errPeerRefused = errors.New("turnrelay: peer address refused")
 	// errNoEvenPort: no even relay port could be found for EVEN-PORT.
 	errNoEvenPort = errors.New("turnrelay: no even relay port free")
 )

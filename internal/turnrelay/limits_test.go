@@ -149,3 +149,37 @@ func TestAdvertiseIPValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvertiseIPTCPConnect: an RFC 6062 Connect from an allocation whose
+// advertised address is not on the host dials from the bound address (pion
+// asks to bind the advertised one, which fails with 447).
+func TestAdvertiseIPTCPConnect(t *testing.T) {
+	ts := startServer(t, 1, func(c *Config) {
+		c.RelayIP = netip.IPv4Unspecified()
+		c.AdvertiseIP = netip.MustParseAddr("203.0.113.7")
+	})
+	ln, err := net.Listen("tcp4", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	u, p := Credentials(testSecret, "cloud-tcp", time.Hour, time.Now())
+	c := dialRaw(t, "tcp", ts.tcp, u, p)
+	c.allocateRaw(6)
+	peer := ln.Addr().(*net.TCPAddr)
+	if r := c.request(stun.MethodConnect, peerAddr(&net.UDPAddr{IP: peer.IP, Port: peer.Port})); r.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("Connect: %v (code %d)", r.Type, errCode(r))
+	}
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer saw no connection")
+	}
+}

@@ -177,3 +177,39 @@ func TestPeerFilterRefusesOwnAddress(t *testing.T) {
 		t.Fatal("IPv4-mapped metadata address permitted")
 	}
 }
+
+// TestOwnAddressOnlyToLiveAllocations: clients of one relay reach each
+// other's allocations on its public advertised address, but no other port
+// of it (the ticket relay, the TURN port, an admin endpoint).
+func TestOwnAddressOnlyToLiveAllocations(t *testing.T) {
+	public := netip.MustParseAddr("203.0.113.7")
+	ts := startServer(t, 1, func(c *Config) {
+		c.RelayIP, c.AdvertiseIP = netip.IPv4Unspecified(), public
+		c.AllowDestinations = nil
+	})
+	if !ts.permitPeer(nil, net.IP(public.AsSlice())) {
+		t.Fatal("the relay's public address refused as a peer IP: relay-to-relay clients cannot meet")
+	}
+	if ts.permitPeer(nil, net.IPv4(127, 0, 0, 1)) {
+		t.Fatal("loopback permitted")
+	}
+	u, p := Credentials(testSecret, "self", time.Hour, time.Now())
+	relayed := dialRaw(t, "udp", ts.udp, u, p).allocateRaw(17)
+	live := netip.AddrPortFrom(public, uint16(relayed.Port))
+	if ts.ownDestinationRefused(false, live) {
+		t.Fatalf("%v, a live allocation, refused", live)
+	}
+	turnPort := netip.MustParseAddrPort(ts.udp).Port()
+	for _, ap := range []netip.AddrPort{
+		netip.AddrPortFrom(public, turnPort),
+		netip.AddrPortFrom(public, 3479),
+		netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(relayed.Port)+1),
+	} {
+		if !ts.ownDestinationRefused(false, ap) {
+			t.Errorf("%v, no allocation's port, allowed", ap)
+		}
+	}
+	if ts.ownDestinationRefused(false, netip.MustParseAddrPort("203.0.113.8:3479")) {
+		t.Error("another public host refused")
+	}
+}

@@ -21,6 +21,13 @@ type Server struct {
 	metrics *metrics
 	turn    *turn.Server
 	peers   *addrpolicy.Policy
+	own     *ownPorts
+	// advertisePublic: the advertised address passes addrpolicy's
+	// defaults, so clients may relay to each other's allocations on it.
+	advertisePublic bool
+	// ownAllowed: the relay and advertised addresses an AllowDestinations
+	// range holds, which the relayed sockets send to at any port.
+	ownAllowed map[netip.Addr]bool
 
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
@@ -45,10 +52,21 @@ func New(cfg Config) (*Server, error) {
 		quota:   newQuota(cfg.MaxAllocationsPerUser, cfg.MaxAllocations),
 		metrics: m,
 		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
+		own:     newOwnPorts(),
+
+		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
+		ownAllowed:      make(map[netip.Addr]bool),
 
 		allocations: ratelimit.New(ratelimit.Config{PerSecond: cfg.AllocationRate, Burst: cfg.AllocationBurst}),
 		bindings:    ratelimit.New(ratelimit.Config{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst}),
 		challenges:  ratelimit.New(ratelimit.Config{PerSecond: cfg.ChallengeRate, Burst: cfg.ChallengeBurst}),
+	}
+	for _, a := range []netip.Addr{cfg.RelayIP, cfg.AdvertiseIP} {
+		for _, p := range cfg.AllowDestinations {
+			if p.Contains(a) {
+				s.ownAllowed[a] = true
+			}
+		}
 	}
 	gen := &relayGenerator{
 		static: &turn.RelayAddressGeneratorStatic{
@@ -57,6 +75,7 @@ func New(cfg Config) (*Server, error) {
 		},
 		quota:   s.quota,
 		metrics: m,
+		s:       s,
 	}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
@@ -148,12 +167,17 @@ func (s *Server) nowNano() int64 { return s.cfg.Now().UnixNano() }
 
 // permitPeer is pion's PermissionHandler, asked for CreatePermission,
 // ChannelBind and Connect (Send and ChannelData need a permission one of
-// them made): peers that addrpolicy refuses are refused (403).
+// them made): peers that addrpolicy refuses are refused (403), except the
+// relay's public advertised address, whose ports the relayed sockets check
+// (see ownPorts).
 func (s *Server) permitPeer(client net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
 		s.metrics.peerRefusals.Inc()
 		return false
+	}
+	if s.advertisePublic && ip.Unmap() == s.cfg.AdvertiseIP {
+		return true
 	}
 	if err := s.peers.Check(ip); err != nil {
 		s.metrics.peerRefusals.Inc()
