@@ -2,8 +2,17 @@
 // WebRTC/ICE clients. It wraps pion/turn with what the relay needs:
 // time-limited credentials from a shared secret in the "TURN REST API"
 // convention (Credentials, the auth handler), a quota of live allocations
-// per user, Prometheus metrics, and one server over several SO_REUSEPORT
-// sockets so that a single reader goroutine per port is not the ceiling.
+// per user and a cap on all of them, Prometheus metrics, and one server over
+// several SO_REUSEPORT sockets so that a single reader goroutine per port is
+// not the ceiling.
+//
+// It is meant for a public address, so it is not an open proxy and not a
+// reflector: peers that package addrpolicy refuses (loopback, private,
+// CGNAT, link-local with the metadata service, multicast, the relay's own
+// addresses) are refused with 403 unless the operator allows their range;
+// Allocates are rate-limited per source; and before a client is
+// authenticated no answer is larger than its request, except Binding
+// answers and 401/438 challenges within per-source rates (guardConn).
 //
 // The server does not listen by itself: the caller opens the UDP sockets and
 // TCP listeners (see package sockopt) and hands them over in Config.

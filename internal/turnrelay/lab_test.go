@@ -169,7 +169,7 @@ func buildRelay(t *testing.T) string {
 	dir := t.TempDir()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go"
 	}
 	out, err := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "github.com/keymesh/keymesh/cmd/relay").CombinedOutput()
 	if err != nil {

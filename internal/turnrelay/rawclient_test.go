@@ -2,7 +2,6 @@ package turnrelay
 
 import (
 	"encoding/binary"
-	"errors"
 	"io"
 	"net"
 	"testing"
@@ -156,5 +155,3 @@ func (c *rawClient) allocateRaw(proto byte) *net.UDPAddr {
 	}
 	return relayedAddr(c.t, r)
 }
-
-var errNoAnswer = errors.New("no answer")

@@ -145,7 +145,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&allowDest, "allow-destinations", "", "comma-separated CIDR ranges (e.g. 10.1.0.0/16) the relay may reach for its clients although they are refused by default: loopback, private, CGNAT, link-local (169.254.169.254), multicast and the relay's own addresses")
 	fs.StringVar(&t.Listen, "turn-listen", "", "UDP address of the TURN server (empty: off)")
 	fs.StringVar(&t.TCPListen, "turn-tcp-listen", "", "TCP address of the TURN server (empty: off)")
-	fs.StringVar(&t.SecretFile, "turn-secret-file", "", "file holding the TURN REST API shared secret (needed when TURN is on)")
+	fs.StringVar(&t.SecretFile, "turn-secret-file", "", "file whose text (trimmed) is the TURN REST API shared secret, as coturn's static-auth-secret; the rendezvous reads the same file (needed when TURN is on)")
 	fs.StringVar(&t.Realm, "turn-realm", turnrelay.DefaultRealm, "TURN realm")
 	fs.StringVar(&relayIP, "turn-relay-ip", "", "IP that TURN allocations bind to: the public one, the private one it is forwarded to, or 0.0.0.0 (default: the --turn-listen IP)")
 	fs.StringVar(&advertiseIP, "turn-advertise-ip", "", "public IP put in XOR-RELAYED-ADDRESS, where peers send (default: --turn-relay-ip; needed when allocations bind to a wildcard address)")
