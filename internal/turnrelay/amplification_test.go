@@ -111,7 +111,11 @@ func uclientFirstAllocate(t *testing.T) []byte {
 			t.Fatalf("turnutils_uclient sent nothing: %v; output: %s", err, p.Output())
 		}
 		if m := parseSTUN(buf[:n]); m.ok && m.method() == methodAllocate && m.class() == classRequest {
-			return append([]byte(nil), buf[:n]...)
+			pm := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if err := pm.Decode(); err == nil {
+				t.Logf("turnutils_uclient's first Allocate, %d bytes: %v", n, pm.Attributes)
+			}
+			return pm.Raw
 		}
 	}
 }
