@@ -38,7 +38,7 @@ type guardConn struct {
 func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := g.PacketConn.ReadFrom(p)
-		if err != nil || n > len(p) {
+		if err != nil {
 			return n, addr, err
 		}
 		m := parseSTUN(p[:n])
