@@ -197,7 +197,8 @@ func (c *Config) validate() error {
 	// The largest Registered must fit one frame.
 	worst := wire.Registered{
 		Relays: c.Relays, StreamRelays: c.StreamRelays, TURNURIs: c.TURNURIs, Instance: c.Instance,
-		TURNUser: string(make([]byte, 64)), TURNPass: string(make([]byte, 28)),
+		// An 18-digit expiry, ':' and a 52-character peer ID.
+		TURNUser: string(make([]byte, 71)), TURNPass: string(make([]byte, 28)),
 	}
 	if n := len(wire.AppendMessage(nil, wire.Message{Body: &worst})) + wire.SealedOverhead; n > wire.MaxFrame {
 		return fmt.Errorf("%w: relays, URIs and instance name make a %d-byte Registered; at most %d fit a frame", ErrConfig, n, wire.MaxFrame)

@@ -3,6 +3,7 @@ package relaycmd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,6 +52,8 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"dev and file", []string{"--dev", "--ticket-key-file", exposed}, nil, "drop one"},
 		{"turn without secret", []string{"--dev", "--turn-listen", "127.0.0.1:0"}, nil, "--turn-secret-file"},
 		{"bad relay ip", []string{"--dev", "--turn-relay-ip", "example"}, nil, "not an IP"},
+		{"bad advertise ip", []string{"--dev", "--turn-advertise-ip", "0.0.0.0"}, nil, "--turn-advertise-ip"},
+		{"bad allowed range", []string{"--dev", "--allow-destinations", "10.0.0.0/8,nope"}, nil, "--allow-destinations"},
 		{"bad env", nil, map[string]string{"KEYMESH_TICKET_TTL": "soon"}, "KEYMESH_TICKET_TTL"},
 		{"key id", []string{"--gen-ticket-key", "--ticket-key-id", "300"}, nil, "0 to 255"},
 	} {
@@ -70,6 +73,29 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 				t.Fatalf("message %q does not mention %q", msg, tc.want)
 			}
 		})
+	}
+}
+
+func TestTURNDeploymentFlags(t *testing.T) {
+	c, err := parse([]string{"--dev", "--turn-relay-ip", "0.0.0.0", "--turn-advertise-ip", "203.0.113.4",
+		"--allow-destinations", "10.1.0.0/16, 192.0.2.7", "--turn-max-allocations", "500", "--turn-allocation-rate", "-1"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := c.opts.TURN
+	if tu.RelayIP.String() != "0.0.0.0" || tu.AdvertiseIP.String() != "203.0.113.4" || tu.MaxAllocations != 500 || tu.AllocationRate != -1 {
+		t.Fatalf("TURN options %+v", tu)
+	}
+	if got := fmt.Sprint(c.opts.AllowDestinations); got != "[10.1.0.0/16 192.0.2.7/32]" {
+		t.Fatalf("AllowDestinations %s", got)
+	}
+	c, err = parse([]string{"--dev"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.opts.AllowDestinations != nil || c.opts.TURN.MaxAllocations != turnrelay.DefaultMaxAllocations ||
+		c.opts.TURN.ChallengeRate != turnrelay.DefaultChallengeRate || c.opts.TURN.BindingRate != turnrelay.DefaultBindingRate {
+		t.Fatalf("defaults %+v", c.opts)
 	}
 }
 

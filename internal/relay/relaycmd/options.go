@@ -43,9 +43,9 @@ type Options struct {
 	// LogFormat and LogLevel configure the logger (obs.NewLogger).
 	LogFormat, LogLevel string
 
-	// AllowDestinations are ranges the relay sends to for strangers
-	// although addrpolicy refuses them (loopback, private, link-local...):
-	// an operator's own network, a lab.
+	// AllowDestinations are the ranges the relay may reach for its clients
+	// although addrpolicy refuses them by default (loopback, private,
+	// CGNAT, link-local, multicast, the relay's own addresses).
 	AllowDestinations []netip.Prefix
 
 	Ticket    TicketOptions
@@ -75,9 +75,17 @@ type TURNOptions struct {
 	TCPListen  string // TCP address
 	SecretFile string // TURN REST API shared secret
 	Realm      string
-	RelayIP    netip.Addr // address allocations use; default the listen IP
-	Sockets    int        // SO_REUSEPORT UDP sockets
-	Quota      int        // live allocations per user (0: default, <0: none)
+	RelayIP    netip.Addr // address allocations bind to; default the listen IP
+	// AdvertiseIP is the address put in XOR-RELAYED-ADDRESS; default RelayIP.
+	AdvertiseIP netip.Addr
+	Sockets     int // SO_REUSEPORT UDP sockets
+	Quota       int // live allocations per user (0: default, <0: none)
+	// MaxAllocations caps live allocations server-wide (<0: none).
+	MaxAllocations int
+	// AllocationRate, BindingRate and ChallengeRate are per-source rates
+	// (per second; <0: none) of Allocates, Binding answers and
+	// challenges larger than their request.
+	AllocationRate, BindingRate, ChallengeRate float64
 }
 
 func (o TURNOptions) enabled() bool { return o.Listen != "" || o.TCPListen != "" }
@@ -134,21 +142,26 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
 
 	t := &o.TURN
-	var relayIP string
+	var relayIP, advertiseIP, allowDest string
+	fs.StringVar(&allowDest, "allow-destinations", "", "CIDR ranges (comma-separated) TURN clients and stream tunnels may reach although they are refused by default (loopback, private, CGNAT, link-local incl. 169.254.169.254, multicast, reserved, this host's own addresses), e.g. 10.1.0.0/16")
 	fs.StringVar(&t.Listen, "turn-listen", "", "UDP address of the TURN server (empty: off)")
 	fs.StringVar(&t.TCPListen, "turn-tcp-listen", "", "TCP address of the TURN server (empty: off)")
-	fs.StringVar(&t.SecretFile, "turn-secret-file", "", "file holding the TURN REST API shared secret (needed when TURN is on)")
+	fs.StringVar(&t.SecretFile, "turn-secret-file", "", "file whose text (trimmed) is the TURN REST API shared secret, as coturn's static-auth-secret; the rendezvous reads the same file (needed when TURN is on)")
 	fs.StringVar(&t.Realm, "turn-realm", turnrelay.DefaultRealm, "TURN realm")
-	fs.StringVar(&relayIP, "turn-relay-ip", "", "public IP that TURN allocations use and advertise (needed when --turn-listen is a wildcard address)")
+	fs.StringVar(&relayIP, "turn-relay-ip", "", "IP that TURN allocations bind to: the public one, the private one it is forwarded to, or 0.0.0.0 (default: the --turn-listen IP)")
+	fs.StringVar(&advertiseIP, "turn-advertise-ip", "", "public IP put in XOR-RELAYED-ADDRESS, where peers send (default: --turn-relay-ip; needed when allocations bind to a wildcard address)")
 	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
+	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
+	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
+	fs.Float64Var(&t.BindingRate, "turn-binding-rate", turnrelay.DefaultBindingRate, "STUN Binding requests answered per second per source on the TURN ports, burst "+strconv.Itoa(turnrelay.DefaultBindingBurst)+" (negative: no limit)")
+	fs.Float64Var(&t.ChallengeRate, "turn-challenge-rate", turnrelay.DefaultChallengeRate, "TURN 401/438 challenges larger than their request sent per second per source, burst "+strconv.Itoa(turnrelay.DefaultChallengeBurst)+"; the rest are dropped (negative: no limit)")
 	st := &o.Stream
-	var presenceIP, advertiseIP, acmeDomains, ownPorts, allowDest string
-	fs.StringVar(&allowDest, "allow-destinations", "", "CIDR ranges (comma-separated) the relay may send to for peers although they are refused by default (loopback, private, CGNAT, link-local incl. 169.254.169.254, multicast, reserved, this host's own addresses), e.g. 10.1.0.0/16")
+	var presenceIP, streamAdvertiseIP, acmeDomains, ownPorts string
 	fs.StringVar(&st.TLSListen, "tls-listen", "", "TCP address of the TLS stream relay for networks without UDP, e.g. :443 (empty: off)")
 	fs.StringVar(&st.KeyFile, "key", "relay.key", "relay identity key file (created if missing); without ACME the stream relay's certificate is made from it and peers pin it")
 	fs.StringVar(&presenceIP, "stream-presence-ip", "", "IP the stream relay's per-tunnel UDP sockets bind to: the public one, a private one or 0.0.0.0 (default: the --tls-listen host)")
-	fs.StringVar(&advertiseIP, "stream-advertise-ip", "", "public IP tunnels are told their UDP presence has, when it is not on the interface (AWS); needed when --stream-presence-ip is private or unspecified (default: --stream-presence-ip)")
+	fs.StringVar(&streamAdvertiseIP, "stream-advertise-ip", "", "public IP tunnels are told their UDP presence has, when it is not on the interface (AWS); needed when --stream-presence-ip is private or unspecified (default: --stream-presence-ip)")
 	fs.StringVar(&ownPorts, "stream-own-ports", "", "UDP ports (comma-separated) of other public keymesh services on this host, e.g. a rendezvous on 3478, that tunnels may reach at this host's addresses (the ticket relay's and TURN's ports always are; every other port of the host is refused)")
 	fs.IntVar(&st.Limits.MaxTunnels, "stream-max-tunnels", streamrelay.DefaultMaxTunnels, "open stream tunnels, those in their handshake included")
 	fs.IntVar(&st.Limits.MaxTunnelsPerIP, "stream-max-tunnels-per-ip", streamrelay.DefaultMaxTunnelsPerIP, "open stream tunnels per client IPv4 address or IPv6 /64")
@@ -199,6 +212,20 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		t.RelayIP = ip
 	}
+	if advertiseIP != "" {
+		ip, err := netip.ParseAddr(advertiseIP)
+		if err != nil || ip.IsUnspecified() {
+			return nil, usageErr("--turn-advertise-ip %q is not a specific IP address: give the public IP peers reach", advertiseIP)
+		}
+		t.AdvertiseIP = ip
+	}
+	if allowDest != "" {
+		p, err := addrpolicy.ParsePrefixes(allowDest)
+		if err != nil {
+			return nil, usageErr("--allow-destinations: %v", err)
+		}
+		o.AllowDestinations = p
+	}
 	if presenceIP != "" {
 		ip, err := netip.ParseAddr(presenceIP)
 		if err != nil {
@@ -206,10 +233,10 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		st.PresenceIP = ip
 	}
-	if advertiseIP != "" {
-		ip, err := netip.ParseAddr(advertiseIP)
+	if streamAdvertiseIP != "" {
+		ip, err := netip.ParseAddr(streamAdvertiseIP)
 		if err != nil || ip.IsUnspecified() {
-			return nil, usageErr("--stream-advertise-ip %q is not a specific IP address (give the public IP, e.g. 203.0.113.7)", advertiseIP)
+			return nil, usageErr("--stream-advertise-ip %q is not a specific IP address (give the public IP, e.g. 203.0.113.7)", streamAdvertiseIP)
 		}
 		st.AdvertiseIP = ip
 	}
@@ -220,11 +247,6 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		st.OwnPorts = append(st.OwnPorts, uint16(p))
 	}
-	allow, err := addrpolicy.ParsePrefixes(allowDest)
-	if err != nil {
-		return nil, usageErr("--allow-destinations: %v", err)
-	}
-	o.AllowDestinations = allow
 	st.ACME.Domains = splitList(acmeDomains)
 	if c.rateLimitPS <= 0 {
 		o.RateLimit.Disabled = true

@@ -56,7 +56,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		}
 	}
 
-	turn, err := startTURN(ctx, o.TURN, admin.Registry, log, &addrs)
+	turn, err := startTURN(ctx, o.TURN, o.AllowDestinations, admin.Registry, log, &addrs)
 	if err != nil {
 		return err
 	}

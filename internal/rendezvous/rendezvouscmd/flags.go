@@ -61,7 +61,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&o.AltListen, "alt-listen", "", "second ip:port of this host for RFC 5780 NAT behaviour discovery (CHANGE-REQUEST); needs a specific --listen address")
 	fs.Var(&relays, "relay", "relay UDP address advertised to peers (repeatable)")
 	fs.Var(&streams, "stream-relay", "stream relay URL advertised to peers (repeatable)")
-	fs.StringVar(&o.TURNSecretFile, "turn-secret-file", "", "TURN REST-API shared secret; when set, peers get TURN credentials")
+	fs.StringVar(&o.TURNSecretFile, "turn-secret-file", "", "file whose text (trimmed) is the TURN REST API shared secret, as coturn's static-auth-secret and the relay's --turn-secret-file; when set, peers get TURN credentials")
 	fs.Var(&turnURIs, "turn-uri", "TURN URI advertised with the credentials, e.g. turn:relay.example:3478 (repeatable)")
 	fs.StringVar(&o.CookieSecretFile, "cookie-secret-file", "", "cookie secret shared by every instance behind one address (default: random per process)")
 	fs.StringVar(&o.JoinTokenFile, "join-token-file", "", "require this join token in every registration")
