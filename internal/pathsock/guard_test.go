@@ -1,0 +1,154 @@
+package pathsock
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// probeFrom seals a Probe from id to b at time t.
+func probeFrom(t *testing.T, id *crypto.Identity, b *testSock, tx uint64, at time.Time) []byte {
+	t.Helper()
+	shared, err := id.SharedKey(b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.SealFrame(nil, id.ID(), shared, wire.Message{Time: at.UnixMilli(), Body: &wire.Probe{TxID: tx, Dest: b.LocalAddrPort()}})
+}
+
+// replies reads the ProbeReplies (sealed between id and b) waiting on c,
+// by transaction ID, until a read waits longer than wait or the reply to
+// until (when not 0) came.
+func replies(t *testing.T, c *net.UDPConn, id *crypto.Identity, b *testSock, wait time.Duration, until uint64) map[uint64]bool {
+	t.Helper()
+	shared, err := id.SharedKey(b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]bool{}
+	buf := make([]byte, 2048)
+	for {
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			return got
+		}
+		sl, err := wire.ParseSealed(buf[:n])
+		if err != nil {
+			continue
+		}
+		m, err := sl.Open(shared)
+		if err != nil {
+			continue
+		}
+		if r, ok := m.Body.(*wire.ProbeReply); ok {
+			got[r.TxID] = true
+			if r.TxID == until {
+				return got
+			}
+		}
+	}
+}
+
+func udpOn(t *testing.T, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestProbesAreFreshAndLimited is issue 10's item 10 (peer part): a Probe
+// captured from a's traffic and replayed from another source later, or a
+// Probe from a key b never met, is not answered; a flood of fresh Probes
+// from one unproven source earns at most the per-source burst of replies.
+// Each step ends with a fresh Probe from another address (127.0.0.2/3) that
+// must be answered: b handles datagrams in order, so whatever it would
+// have sent before is there by then.
+func TestProbesAreFreshAndLimited(t *testing.T) {
+	r := startRelay(t, newTicketKeys(t), "127.0.0.1:0")
+	idA := newIdentity(t)
+	_, b := pair(t, r, func(c *Config) { c.Identity = idA; c.NoDirect = true }, nil)
+	attacker := udpOn(t, "127.0.0.1:0")
+	sentinel := udpOn(t, "127.0.0.2:0")
+	to := net.UDPAddrFromAddrPort(b.LocalAddrPort())
+	send := func(c *net.UDPConn, frame []byte) {
+		if _, err := c.WriteToUDP(frame, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := uint64(1000)
+	check := func(what string) {
+		t.Helper()
+		tx++
+		send(sentinel, probeFrom(t, idA, b, tx, time.Now()))
+		if got := replies(t, sentinel, idA, b, 3*time.Second, tx); !got[tx] {
+			t.Fatalf("%s: a fresh probe from a new source was not answered", what)
+		}
+	}
+
+	// A replay: a's probe, sealed ten minutes ago.
+	send(attacker, probeFrom(t, idA, b, 1, time.Now().Add(-10*time.Minute)))
+	check("stale")
+	if got := replies(t, attacker, idA, b, 50*time.Millisecond, 0); got[1] {
+		t.Errorf("a probe sealed ten minutes ago was answered")
+	}
+	// A stranger's key.
+	stranger := newIdentity(t)
+	send(attacker, probeFrom(t, stranger, b, 2, time.Now()))
+	check("stranger")
+	if got := replies(t, attacker, stranger, b, 50*time.Millisecond, 0); got[2] {
+		t.Errorf("a probe from a key b never met was answered")
+	}
+	// A flood of fresh probes from one address.
+	const flood = 400
+	for i := range flood {
+		send(attacker, probeFrom(t, idA, b, uint64(10+i), time.Now()))
+	}
+	sentinel = udpOn(t, "127.0.0.3:0")
+	check("flood")
+	got := replies(t, attacker, idA, b, 50*time.Millisecond, 0)
+	t.Logf("%d fresh probes from one source: %d answered", flood, len(got))
+	if len(got) == 0 {
+		t.Errorf("no probe of the flood was answered: a peer behind that address could not punch")
+	}
+	if len(got) > replyBurst+replyRate {
+		t.Errorf("%d of %d probes from one unproven source answered, want at most %d", len(got), flood, replyBurst+replyRate)
+	}
+}
+
+// TestBirthdaySocketsCapped: a peer behind a symmetric NAT opens
+// nat.BirthdaySockets sockets for every easy peer that connects; six fresh
+// identities must not make it open more than maxBirthdaySockets in all.
+func TestBirthdaySocketsCapped(t *testing.T) {
+	victim := newTestSock(t, func(c *Config) {
+		c.NAT = func() byte { return wire.NATAddrPortDepend }
+	})
+	const attackers = 6
+	for range attackers {
+		id := newIdentity(t).ID()
+		info := wire.PeerInfo{ID: id, Reflexive: netip.MustParseAddrPort("127.0.0.1:9"), NAT: wire.NATEndpointIndep}
+		if err := victim.AddPeer(info, time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := victim.Stats()
+	waitFor(t, 20*time.Second, "the birthday sockets to open", func() bool { return st.BirthdaySockets.Load() >= maxBirthdaySockets })
+	// Give the other punches the time they took to open as many.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if n := victim.BirthdaySocketsOpen(); n > maxBirthdaySockets {
+			t.Fatalf("%d birthday sockets open for %d identities, want at most %d", n, attackers, maxBirthdaySockets)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := st.BirthdaySockets.Load(); n > maxBirthdaySockets {
+		t.Fatalf("%d birthday sockets opened for %d identities, want at most %d", n, attackers, maxBirthdaySockets)
+	}
+}
