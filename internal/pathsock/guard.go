@@ -75,8 +75,10 @@ func newGuard(now time.Time) guard {
 // (broadcast included); loopback unless this peer's socket is bound to
 // loopback (the peers then share the host); private and CGNAT addresses
 // (RFC 1918, fc00::/7, 100.64.0.0/10) unless they lie on one of this
-// peer's own interface prefixes, where a peer behind the same NAT is.
-func (s *Sock) candOK(a netip.Addr) bool {
+// peer's own interface prefixes, where a peer behind the same NAT is, or
+// are attested: the address the rendezvous saw the peer's packets come
+// from (a deployment on a private network), which is the peer's own.
+func (s *Sock) candOK(a netip.Addr, attested bool) bool {
 	a = a.Unmap()
 	if !nat.Usable(a) {
 		return false
@@ -90,7 +92,7 @@ func (s *Sock) candOK(a netip.Addr) bool {
 	case a.IsLoopback():
 		return s.LocalAddrPort().Addr().Unmap().IsLoopback()
 	case a.IsPrivate() || cgnat.Contains(a):
-		return s.onLocalPrefix(a)
+		return attested || s.onLocalPrefix(a)
 	}
 	return true
 }

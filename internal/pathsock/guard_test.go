@@ -152,3 +152,56 @@ func TestBirthdaySocketsCapped(t *testing.T) {
 		t.Fatalf("%d birthday sockets opened for %d identities, want at most %d", n, attackers, maxBirthdaySockets)
 	}
 }
+
+// TestCandidateFilter: which addresses a peer may name as its candidates,
+// for a socket on every address with one LAN, and one on loopback.
+func TestCandidateFilter(t *testing.T) {
+	lan := netip.MustParsePrefix("192.168.7.0/24")
+	mk := func(listen string) *Sock {
+		s, err := newSock(Config{
+			Identity:      newIdentity(t),
+			ListenAddr:    listen,
+			Interfaces:    func() ([]netip.Addr, error) { return []netip.Addr{lan.Addr()}, nil },
+			LocalPrefixes: func() ([]netip.Prefix, error) { return []netip.Prefix{lan}, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	any4, lo := mk("0.0.0.0:0"), mk("127.0.0.1:0")
+	for _, tc := range []struct {
+		addr           string
+		any, attested  bool // on the 0.0.0.0 socket: named, and as the rendezvous saw it
+		loopbackSocket bool
+	}{
+		{"198.51.100.7", true, true, true},
+		{"192.168.7.20", true, true, true}, // this peer's LAN
+		{"192.168.9.20", false, true, false},
+		{"10.0.0.1", false, true, false},
+		{"172.16.0.1", false, true, false},
+		{"100.64.0.1", false, true, false},
+		{"127.0.0.1", false, false, true},
+		{"169.254.169.254", false, false, false},
+		{"224.0.0.1", false, false, false},
+		{"255.255.255.255", false, false, false},
+		{"0.0.0.0", false, false, false},
+		{"0.1.2.3", false, false, false},
+		{"fd00::1", false, true, false},
+		{"fe80::1", false, false, false},
+		{"::1", false, false, true},
+		{"2001:db8::1", true, true, true},
+	} {
+		a := netip.MustParseAddr(tc.addr)
+		if got := any4.candOK(a, false); got != tc.any {
+			t.Errorf("%s named by a peer: %v, want %v", a, got, tc.any)
+		}
+		if got := any4.candOK(a, true); got != tc.attested {
+			t.Errorf("%s seen by the rendezvous: %v, want %v", a, got, tc.attested)
+		}
+		if got := lo.candOK(a, false); got != tc.loopbackSocket {
+			t.Errorf("%s named to a loopback socket: %v, want %v", a, got, tc.loopbackSocket)
+		}
+	}
+}

@@ -102,7 +102,7 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	}
 	now := s.now()
 	pr.mu.Lock()
-	s.applyInfo(pr, info, now)
+	s.applyInfo(pr, info, true, now)
 	if info.Reflexive.IsValid() {
 		// Only the rendezvous' word: a PathUpdate's reflexive address is
 		// the peer's own claim, never a birthday target.
@@ -150,8 +150,10 @@ func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
 	return pr, nil
 }
 
-// applyInfo merges published addresses and tickets. pr.mu is held.
-func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, now time.Time) {
+// applyInfo merges published addresses and tickets. attested says that
+// info comes from the rendezvous, whose Reflexive is the address it saw
+// the peer's packets come from. pr.mu is held.
+func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, attested bool, now time.Time) {
 	var tickets [][]byte
 	for _, t := range info.Tickets {
 		if len(t) == crypto.TicketSize {
@@ -164,16 +166,18 @@ func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, now time.Time) {
 	if info.NAT != 0 {
 		pr.nat = info.NAT
 	}
-	addrs := append([]netip.AddrPort{info.Reflexive}, info.Candidates...)
-	for _, a := range addrs {
-		s.addCand(pr, a, false, now)
+	s.addCand(pr, info.Reflexive, false, attested, now)
+	for _, a := range info.Candidates {
+		s.addCand(pr, a, false, false, now)
 	}
 }
 
-// addCand adds a direct candidate if the socket can use it. pr.mu is held.
-func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned bool, now time.Time) *cand {
+// addCand adds a direct candidate if the socket can use it (candOK; a
+// private address the rendezvous saw the peer at, attested, is the peer's
+// own). pr.mu is held.
+func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned, attested bool, now time.Time) *cand {
 	a = unmap(a)
-	if !a.IsValid() || a.Port() == 0 || !s.candOK(a.Addr()) || !s.canSendTo(a) {
+	if !a.IsValid() || a.Port() == 0 || !s.candOK(a.Addr(), attested) || !s.canSendTo(a) {
 		return nil
 	}
 	if c := pr.cands[a]; c != nil {

@@ -290,7 +290,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	c := pr.cands[p.addr]
 	if c == nil {
-		if c = s.addCand(pr, p.addr, true, now); c == nil {
+		if c = s.addCand(pr, p.addr, true, false, now); c == nil {
 			return
 		}
 	}
@@ -346,7 +346,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	for _, c := range pr.cands {
 		c.learned = true
 	}
-	s.applyInfo(pr, u.Info, now)
+	s.applyInfo(pr, u.Info, false, now)
 	if !s.noDirect() {
 		s.newPunch(pr, now, now)
 	}
