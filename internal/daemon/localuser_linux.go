@@ -82,11 +82,11 @@ func parseTCPLine(line string) (uid int, local, remote netip.AddrPort, ok bool) 
 	}
 	local, ok1 := parseProcAddr(f[1])
 	remote, ok2 := parseProcAddr(f[2])
-	u, err := strconv.Atoi(f[7])
+	u, err := strconv.ParseUint(f[7], 10, 32)
 	if !ok1 || !ok2 || err != nil {
 		return 0, local, remote, false
 	}
-	return u, local, remote, true
+	return int(u), local, remote, true
 }
 
 func parseProcAddr(s string) (netip.AddrPort, bool) {
