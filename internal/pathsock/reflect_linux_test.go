@@ -273,3 +273,50 @@ func TestPeerIsNotAReflector(t *testing.T) {
 		t.Errorf("repeated Punches sent %d more probes, want at most %d", after-before, limit)
 	}
 }
+
+// TestReflectionGlobalCap: many identities (fresh keys cost nothing), each
+// naming three public addresses of its own, cannot make a peer probe
+// unproven addresses faster than the global budget (unprovenBurst, then
+// unprovenRate a second) allows.
+func TestReflectionGlobalCap(t *testing.T) {
+	ns := newReflNS(t)
+	ns.dummy("wan", []string{"203.0.113.10/24"}, "198.51.100.0/24", "192.0.2.0/24")
+	conn := ns.listenUDP("0.0.0.0:0")
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	victim, err := newSock(Config{
+		Identity:      newIdentity(t),
+		Conn:          conn,
+		Now:           clock.now,
+		Interfaces:    func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil },
+		LocalPrefixes: func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { victim.Close() })
+	const identities = 100
+	for i := range identities {
+		var cands []netip.AddrPort
+		for j := range 3 {
+			n := i*3 + j
+			cands = append(cands, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(n % 250)}), uint16(1000+n/250)))
+		}
+		// A reflexive address of its own (the rendezvous saw it there),
+		// and three named ones.
+		info := wire.PeerInfo{ID: newIdentity(t).ID(), Reflexive: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 7), Candidates: cands}
+		if err := victim.AddPeer(info, clock.t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const d = time.Second
+	for end := clock.t.Add(d); clock.t.Before(end); {
+		clock.t = clock.t.Add(maintenanceTick)
+		victim.tickPeers(clock.t)
+	}
+	_, packets := ns.tx("wan")
+	limit := uint64(unprovenBurst + unprovenRate*d/time.Second)
+	t.Logf("%d identities, %d unproven addresses, %v: %d probes (the global budget allows %d)", identities, identities*4, d, packets, limit)
+	if packets > limit {
+		t.Errorf("%d probes to unproven addresses in %v, want at most %d", packets, d, limit)
+	}
+}
