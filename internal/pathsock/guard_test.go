@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/nat"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -204,4 +205,40 @@ func TestCandidateFilter(t *testing.T) {
 			t.Errorf("%s named to a loopback socket: %v, want %v", a, got, tc.loopbackSocket)
 		}
 	}
+}
+
+// TestBirthdaySpraysCapped: an easy-NAT peer sprays nat.BirthdayProbes
+// probes at a hard-NAT peer's address; identities claiming a hard NAT must
+// not make it run more than maxSprays sprays at once, nor one peer twice
+// within punchWindow.
+func TestBirthdaySpraysCapped(t *testing.T) {
+	victim := newTestSock(t, func(c *Config) {
+		c.NAT = func() byte { return wire.NATEndpointIndep }
+	})
+	const attackers = 5
+	var infos []wire.PeerInfo
+	for i := range attackers {
+		infos = append(infos, wire.PeerInfo{ID: newIdentity(t).ID(), Reflexive: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 9), NAT: wire.NATAddrPortDepend})
+	}
+	for _, info := range infos {
+		if err := victim.AddPeer(info, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := victim.sprays.Load(); n > maxSprays {
+		t.Fatalf("%d sprays running for %d identities, want at most %d", n, attackers, maxSprays)
+	}
+	st := victim.Stats()
+	waitFor(t, 30*time.Second, "the sprays to end", func() bool { return victim.sprays.Load() == 0 })
+	// The same identities again, at once: within punchWindow.
+	for _, info := range infos {
+		if err := victim.AddPeer(info, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the sprays to end", func() bool { return victim.sprays.Load() == 0 })
+	if n := st.BirthdayProbes.Load(); n > maxSprays*nat.BirthdayProbes {
+		t.Errorf("%d birthday probes sprayed for %d identities (each twice), want at most %d", n, attackers, maxSprays*nat.BirthdayProbes)
+	}
+	t.Logf("%d identities, each punching twice: %d birthday probes", attackers, st.BirthdayProbes.Load())
 }

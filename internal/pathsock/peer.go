@@ -103,7 +103,7 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	now := s.now()
 	pr.mu.Lock()
 	s.applyInfo(pr, info, true, now)
-	if info.Reflexive.IsValid() {
+	if info.Reflexive.IsValid() && s.candOK(info.Reflexive.Addr(), true) {
 		// Only the rendezvous' word: a PathUpdate's reflexive address is
 		// the peer's own claim, never a birthday target.
 		pr.reflexive = unmap(info.Reflexive)
