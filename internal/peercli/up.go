@@ -45,7 +45,12 @@ directory) for the other commands. SIGINT or SIGTERM stops it cleanly and
 removes the socket. A missing key file is created.
 
 Only peers allowed by --allow (repeatable; a comma-separated list in
-KEYMESH_ALLOW) or --allow-any may open sessions to this one.`,
+KEYMESH_ALLOW) or --allow-any may open sessions to this one.
+
+The API socket and the SOCKS5 proxy act with this peer's key, so they serve
+only the user running the daemon: connections from other users of this
+machine are refused (on a --socks5 address other than loopback, other hosts
+are let in).`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		var o upOptions
 		var allow, expose flagenv.Strings
