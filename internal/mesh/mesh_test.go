@@ -55,14 +55,17 @@ func TestCodecRefuses(t *testing.T) {
 		b    []byte
 		want error
 	}{
-		"short":     {good[:Overhead-1], ErrShort},
-		"magic":     {mut(func(b []byte) []byte { b[0] = 0x20; return b }), ErrMagic},
-		"version":   {mut(func(b []byte) []byte { b[2] = 9; return b }), ErrVersion},
-		"kind":      {mut(func(b []byte) []byte { b[3] = 9; return b }), ErrKind},
-		"long":      {append(bytes.Clone(good), make([]byte, MaxMessage)...), ErrTooLong},
-		"port 0":    {mut(func(b []byte) []byte { b[offPort], b[offPort+1] = 0, 0; return b }), ErrAddr},
-		"flipped":   {mut(func(b []byte) []byte { b[HeaderLen] ^= 1; return b }), ErrMAC},
-		"other key": {func() []byte { b, _ := mustKey(t, []byte("another secret of 32 bytes......")).Append(nil, &Message{Kind: KindPunch, Seq: 1, Dst: dst}); return b }(), ErrMAC},
+		"short":   {good[:Overhead-1], ErrShort},
+		"magic":   {mut(func(b []byte) []byte { b[0] = 0x20; return b }), ErrMagic},
+		"version": {mut(func(b []byte) []byte { b[2] = 9; return b }), ErrVersion},
+		"kind":    {mut(func(b []byte) []byte { b[3] = 9; return b }), ErrKind},
+		"long":    {append(bytes.Clone(good), make([]byte, MaxMessage)...), ErrTooLong},
+		"port 0":  {mut(func(b []byte) []byte { b[offPort], b[offPort+1] = 0, 0; return b }), ErrAddr},
+		"flipped": {mut(func(b []byte) []byte { b[HeaderLen] ^= 1; return b }), ErrMAC},
+		"other key": {func() []byte {
+			b, _ := mustKey(t, []byte("another secret of 32 bytes......")).Append(nil, &Message{Kind: KindPunch, Seq: 1, Dst: dst})
+			return b
+		}(), ErrMAC},
 	}
 	for name, c := range cases {
 		if _, err := k.Open(c.b); !errors.Is(err, c.want) {
