@@ -44,6 +44,7 @@ type Options struct {
 	RateLimit relay.RateLimit
 	TURN      TURNOptions
 	Stream    StreamOptions
+	Mesh      MeshOptions
 
 	// Ready, when set, is called once every socket is open (for tests
 	// and tools embedding the relay).
@@ -70,6 +71,20 @@ type TURNOptions struct {
 	RelayIP    netip.Addr // address allocations use; default the listen IP
 	Sockets    int        // SO_REUSEPORT UDP sockets
 	Quota      int        // live allocations per user (0: default, <0: none)
+}
+
+// MeshOptions number this relay among the relays that share the ticket
+// keys and connect it to the others (package mesh).
+type MeshOptions struct {
+	// Instance is this relay's number, 1 to 65535; tickets name it. 0:
+	// none.
+	Instance uint
+	// Listen is this relay's private mesh address; empty: no mesh.
+	Listen string
+	// Peers lists every relay's number and mesh address (mesh.ParsePeers).
+	Peers string
+	// SecretFile holds the secret every instance shares.
+	SecretFile string
 }
 
 func (o TURNOptions) enabled() bool { return o.Listen != "" || o.TCPListen != "" }
@@ -123,6 +138,11 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.Float64Var(&o.RateLimit.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source limit, in packets")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.genKey, "gen-ticket-key", false, "print a new ticket key line and exit (rotate: put the new line first, keep the old one second until its tickets expire)")
+	m := &o.Mesh
+	fs.UintVar(&m.Instance, "instance", 0, "this relay's number (1-65535) among the relays sharing the ticket keys: its tickets name it, so packets for its peers leave from it (0: none; set it only once every relay runs a build that reads it)")
+	fs.StringVar(&m.Listen, "mesh-listen", "", "this relay's private ip:port for the mesh between relays (needs --instance, --mesh-peers and --peer-secret-file; empty: off, every packet leaves from the relay it reached)")
+	fs.StringVar(&m.Peers, "mesh-peers", "", "the relays' numbers and mesh addresses, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (this relay's own entry may be listed)")
+	fs.StringVar(&m.SecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between relays")
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
 
 	t := &o.TURN
@@ -207,6 +227,16 @@ func (c *command) check() error {
 		return usageErr("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.Listen == "":
 		return usageErr("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
+	case o.Mesh.Instance > 65535:
+		return usageErr("--instance %d: give a number from 1 to 65535 (0: none)", o.Mesh.Instance)
+	case o.Mesh.Listen != "" && o.Mesh.Instance == 0:
+		return usageErr("--mesh-listen needs --instance, this relay's number among the relays")
+	case o.Mesh.Listen != "" && o.Mesh.SecretFile == "":
+		return usageErr("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case o.Mesh.Listen != "" && o.Mesh.Peers == "":
+		return usageErr("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
+	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
+		return usageErr("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}
 	return nil
 }
