@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,16 +25,9 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, reg prometh
 		}
 		return nil, nil, nil
 	}
-	addr, err := netip.ParseAddrPort(o.Listen)
-	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
-		return nil, nil, usageErr("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
-	}
-	peers, err := mesh.ParsePeers(o.Peers)
+	addr, peers, err := o.parse()
 	if err != nil {
-		return nil, nil, usageErr("--mesh-peers: %v", err)
-	}
-	if own, ok := peers[uint16(o.Instance)]; ok && own != netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()) {
-		return nil, nil, usageErr("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
+		return nil, nil, err
 	}
 	secret, err := crypto.ReadSecretFile(o.SecretFile, mesh.MinSecret)
 	if err != nil {

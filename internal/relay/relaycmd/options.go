@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 )
@@ -238,7 +239,29 @@ func (c *command) check() error {
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
 		return usageErr("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}
+	if o.Mesh.Listen != "" {
+		if _, _, err := o.Mesh.parse(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// parse reads --mesh-listen and --mesh-peers.
+func (o MeshOptions) parse() (netip.AddrPort, mesh.Peers, error) {
+	addr, err := netip.ParseAddrPort(o.Listen)
+	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
+		return addr, nil, usageErr("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	peers, err := mesh.ParsePeers(o.Peers)
+	if err != nil {
+		return addr, nil, usageErr("--mesh-peers: %v", err)
+	}
+	if own, ok := peers[uint16(o.Instance)]; ok && own != addr {
+		return addr, nil, usageErr("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
+	}
+	return addr, peers, nil
 }
 
 func firstLine(s string) string {
