@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -124,6 +125,11 @@ func (o *Options) check() error {
 		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
+	}
+	if o.MeshListen != "" {
+		if a, err := netip.ParseAddrPort(o.MeshListen); err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
+			return bad("--mesh-listen %q: want this instance's own private ip:port (other instances send to it), e.g. 10.0.1.5:3490", o.MeshListen)
+		}
 	}
 	if _, err := obs.NewLogger(io.Discard, o.LogFormat, o.LogLevel); err != nil {
 		return bad("%v", err)

@@ -26,9 +26,9 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 		}
 		return nil, nil
 	}
-	addr, err := netip.ParseAddrPort(o.MeshListen)
-	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
-		return nil, fmt.Errorf("%w: --mesh-listen %q: want this instance's own private ip:port (other instances send to it), e.g. 10.0.1.5:3490", errUsage, o.MeshListen)
+	addr, err := netip.ParseAddrPort(o.MeshListen) // checked by ParseFlags
+	if err != nil {
+		return nil, fmt.Errorf("%w: --mesh-listen: %v", errUsage, err)
 	}
 	secret, err := crypto.ReadSecretFile(o.PeerSecretFile, mesh.MinSecret)
 	if err != nil {
