@@ -23,6 +23,11 @@ type meshRelay struct {
 
 func startMeshRelay(t *testing.T, keys Config, mode, ip string, instance uint16, peers mesh.Peers, key *mesh.Key) *meshRelay {
 	t.Helper()
+	return startMeshRelayTB(t, keys, mode, ip, instance, peers, key)
+}
+
+func startMeshRelayTB(t testing.TB, keys Config, mode, ip string, instance uint16, peers mesh.Peers, key *mesh.Key) *meshRelay {
+	t.Helper()
 	mc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peers[instance].String())))
 	if err != nil {
 		t.Fatal(err)
@@ -123,4 +128,42 @@ func expectRelayedFrom(t *testing.T, p *peer, from *peer, payload string) netip.
 		t.Fatalf("got %x (%v), want a Relayed frame carrying %q", buf[:n], err, payload)
 	}
 	return src
+}
+
+// BenchmarkForwardViaHome measures what the mesh adds to a relayed packet
+// on loopback: "direct" is A's packet forwarded by the relay it reached
+// (the ticket names that relay), "via-home" the same packet landing on
+// instance 1 and leaving from instance 2 after one mesh hop. Each op is one
+// 1200-byte packet from A's socket until B's socket has it.
+func BenchmarkForwardViaHome(b *testing.B) {
+	key, err := mesh.NewKey([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	peers := mesh.Peers{
+		1: netip.MustParseAddrPort("127.0.3.1:3491"),
+		2: netip.MustParseAddrPort("127.0.4.1:3491"),
+	}
+	cfg := Config{Keys: mustKeys(b, 1, map[byte][]byte{1: testKey(1)}, nil), RateLimit: RateLimit{Disabled: true}}
+	x := startMeshRelayTB(b, cfg, "batch", "127.0.3.1", 1, peers, key)
+	y := startMeshRelayTB(b, cfg, "batch", "127.0.4.1", 2, peers, key)
+	a, p := newPeer(b, "127.0.0.1:0"), newPeer(b, "127.0.0.1:0")
+	bind := p.bind(b, y.addr)
+	payload := string(make([]byte, 1200))
+	buf := make([]byte, 2048)
+	run := func(b *testing.B, to *net.UDPAddr) {
+		frame := relaySend(bind.Ticket, a, payload)
+		b.SetBytes(int64(len(payload)))
+		for b.Loop() {
+			if _, err := a.conn.WriteTo(frame, to); err != nil {
+				b.Fatal(err)
+			}
+			_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := p.conn.Read(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, y.addr) })
+	b.Run("via-home", func(b *testing.B) { run(b, x.addr) })
 }
