@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,11 +15,14 @@ import (
 	"github.com/keymesh/keymesh/internal/sockopt"
 )
 
+// meshReaders bounds the goroutines reading the mesh socket.
+const meshReaders = 4
+
 // startMesh opens the mesh socket on --mesh-listen and returns the node
-// (serving until ctx ends) and the peer list. Forwards from other relays
+// (served by up to readers goroutines until ctx ends) and the peer list. Forwards from other relays
 // leave from out, the relay socket their peers bound to. Without
 // --mesh-listen it returns a nil node.
-func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, reg prometheus.Registerer, log *slog.Logger) (*mesh.Node, mesh.Peers, error) {
+func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int, reg prometheus.Registerer, log *slog.Logger) (*mesh.Node, mesh.Peers, error) {
 	if o.Listen == "" {
 		if o.SecretFile != "" {
 			log.Info("--peer-secret-file without --mesh-listen: the mesh is off, every packet leaves from the relay it reached")
@@ -53,12 +57,19 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, reg prometh
 		conn.Close()
 		return nil, nil, fmt.Errorf("mesh metrics: %w", err)
 	}
-	go func() {
-		defer conn.Close()
-		if err := n.Serve(ctx); err != nil {
-			log.Error("mesh socket stopped", "err", err)
-		}
-	}()
+	// Other relays' forwards are relay traffic: read them with as many
+	// goroutines as the relay socket has (at most meshReaders).
+	var wg sync.WaitGroup
+	for range min(max(readers, 1), meshReaders) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Serve(ctx); err != nil {
+				log.Error("mesh socket stopped", "err", err)
+			}
+		}()
+	}
+	go func() { wg.Wait(); conn.Close() }()
 	log.Info("mesh on", "addr", n.Addr(), "instance", o.Instance, "peers", len(peers))
 	return n, peers, nil
 }

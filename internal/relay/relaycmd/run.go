@@ -45,7 +45,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		Registerer: admin.Registry,
 		Instance:   uint16(o.Mesh.Instance),
 	}
-	node, peers, err := startMesh(ctx, o.Mesh, conns[0], admin.Registry, log)
+	node, peers, err := startMesh(ctx, o.Mesh, conns[0], len(conns), admin.Registry, log)
 	if err != nil {
 		return err
 	}
