@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,11 @@ const testTimeout = 3 * time.Minute
 func build(t *testing.T, dir, name string) string {
 	t.Helper()
 	bin := filepath.Join(dir, name)
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/keymesh/keymesh/cmd/"+name).CombinedOutput()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/keymesh/keymesh/cmd/"+name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
