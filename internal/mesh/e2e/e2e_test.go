@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +34,7 @@ func build(t *testing.T, dir, name string) string {
 	bin := filepath.Join(dir, name)
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 	}
 	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/keymesh/keymesh/cmd/"+name).CombinedOutput()
 	if err != nil {
