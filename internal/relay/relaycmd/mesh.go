@@ -46,7 +46,7 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 		return nil, nil, fmt.Errorf("--mesh-listen: %w", err)
 	}
 	n, err := mesh.NewNode(mesh.Config{
-		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(),
+		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(), Rate: o.Rate, Burst: max(o.Rate, 1),
 		Handle: relay.DeliverRelayed(out, log),
 	})
 	if err != nil {

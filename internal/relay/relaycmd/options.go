@@ -86,6 +86,9 @@ type MeshOptions struct {
 	Peers string
 	// SecretFile holds the secret every instance shares.
 	SecretFile string
+	// Rate limits mesh messages per source address (mesh.Config.Rate;
+	// negative: no limit).
+	Rate float64
 }
 
 func (o TURNOptions) enabled() bool { return o.Listen != "" || o.TCPListen != "" }
@@ -143,6 +146,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.UintVar(&m.Instance, "instance", 0, "this relay's number (1-65535) among the relays sharing the ticket keys: its tickets name it, so packets for its peers leave from it (0: none; set it only once every relay runs a build that reads it)")
 	fs.StringVar(&m.Listen, "mesh-listen", "", "this relay's private ip:port for the mesh between relays (needs --instance, --mesh-peers and --peer-secret-file; empty: off, every packet leaves from the relay it reached)")
 	fs.StringVar(&m.Peers, "mesh-peers", "", "the relays' numbers and mesh addresses, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (this relay's own entry may be listed)")
+	fs.Float64Var(&m.Rate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit); other relays' forwards count, so size it for the relay traffic one relay hands another")
 	fs.StringVar(&m.SecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between relays")
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
 
@@ -236,6 +240,8 @@ func (c *command) check() error {
 		return usageErr("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case o.Mesh.Listen != "" && o.Mesh.Peers == "":
 		return usageErr("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
+	case o.Mesh.Rate == 0:
+		return usageErr("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
 		return usageErr("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}

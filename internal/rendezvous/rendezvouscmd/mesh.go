@@ -42,7 +42,7 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 	if err != nil {
 		return nil, fmt.Errorf("--mesh-listen: %w", err)
 	}
-	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, Handle: rendezvous.DeliverPunches(out, log)})
+	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, Rate: o.MeshRate, Burst: max(o.MeshRate, 1), Handle: rendezvous.DeliverPunches(out, log)})
 	if err != nil {
 		conn.Close()
 		return nil, err
