@@ -28,9 +28,43 @@ import (
 // testTimeout bounds the whole test, builds included.
 const testTimeout = 3 * time.Minute
 
-// build compiles the named command into dir.
-func build(t *testing.T, dir, name string) string {
+var (
+	buildOnce              sync.Once
+	buildDir               string
+	rdvBinary, relayBinary string
+	buildErr               error
+)
+
+// binaries builds the rendezvous and relay commands once for the test
+// binary's run (TestMain removes them).
+func binaries(t *testing.T) (rendezvous, relay string) {
 	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "keymesh-mesh-e2e-")
+		if buildErr != nil {
+			return
+		}
+		if rdvBinary, buildErr = build(buildDir, "rendezvous"); buildErr != nil {
+			return
+		}
+		relayBinary, buildErr = build(buildDir, "relay")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return rdvBinary, relayBinary
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// build compiles the named command into dir.
+func build(dir, name string) (string, error) {
 	bin := filepath.Join(dir, name)
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -38,9 +72,9 @@ func build(t *testing.T, dir, name string) string {
 	}
 	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/keymesh/keymesh/cmd/"+name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // freePort returns a UDP port free on ip and the same TCP port free too.
@@ -81,7 +115,13 @@ type proc struct {
 
 func start(t *testing.T, name, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...)}
+	return startCmd(t, name, exec.Command(bin, args...))
+}
+
+// startCmd starts cmd with a clean environment (no KEYMESH_* variables).
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: cmd}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
@@ -176,15 +216,17 @@ type peer struct {
 
 func newPeer(t *testing.T, ctx context.Context, server netip.AddrPort, serverKey crypto.PeerID) *peer {
 	t.Helper()
+	return newPeerOn(t, ctx, udp(t), server, serverKey)
+}
+
+// newPeerOn runs a peer on conn (which it closes when the test ends).
+func newPeerOn(t *testing.T, ctx context.Context, conn *net.UDPConn, server netip.AddrPort, serverKey crypto.PeerID) *peer {
+	t.Helper()
+	t.Cleanup(func() { conn.Close() })
 	id, err := crypto.GenerateIdentity(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	p := &peer{id: id, conn: conn, punches: make(chan netip.AddrPort, 16)}
 	var from netip.AddrPort // source of the frame being handled (read loop only)
 	p.client, err = rzclient.New(rzclient.Config{
@@ -238,7 +280,7 @@ func TestHomeInstance(t *testing.T) {
 	defer cancel()
 	redis := redistest.Start(t)
 	dir := t.TempDir()
-	rdvBin, relayBin := build(t, dir, "rendezvous"), build(t, dir, "relay")
+	rdvBin, relayBin := binaries(t)
 
 	serverID, err := crypto.GenerateIdentity(nil)
 	if err != nil {
