@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +85,15 @@ type Config struct {
 	// Now is the clock for bind times, ticket expiry and rate limits.
 	// Default time.Now.
 	Now func() time.Time
+	// Instance is this relay's number (1 to 65535) among the relays that
+	// share the ticket keys; tickets it seals name it. 0: no number.
+	Instance uint16
+	// Mesh and MeshPeers (instance number to mesh address), when set, send
+	// a packet whose ticket names another known instance through that
+	// instance, which holds the destination's flow. Without them every
+	// packet is forwarded from here.
+	Mesh      MeshSender
+	MeshPeers map[uint16]netip.AddrPort
 }
 
 func (c Config) withDefaults() Config {
@@ -133,6 +143,9 @@ func (c Config) validate() error {
 	}
 	if c.Batch < 1 || c.Batch > 1024 {
 		return fmt.Errorf("%w: batch %d is not within 1..1024", ErrConfig, c.Batch)
+	}
+	if c.Mesh != nil && c.Instance == 0 {
+		return fmt.Errorf("%w: a mesh needs this relay's instance number", ErrConfig)
 	}
 	r := c.RateLimit
 	if !r.Disabled {

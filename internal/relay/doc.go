@@ -8,7 +8,16 @@
 // begins with the ticket; the relay opens the ticket and forwards the rest,
 // rewritten into a Relayed frame, to the address inside. The relay keeps no
 // table of bindings or flows, so any instance behind an anycast address
-// forwards any packet, and a restarted relay loses nothing.
+// opens any ticket, and a restarted relay loses nothing.
+//
+// Behind a managed front door only the instance holding the destination's
+// flow can send to it from an address its NAT accepts. So a relay with an
+// instance number (Config.Instance) writes it into the tickets it seals,
+// and a relay that opens a ticket naming another instance it knows
+// (Config.MeshPeers) hands the Relayed frame to that instance over the mesh
+// (package mesh), which sends it from its relay socket (DeliverRelayed):
+// one extra hop at most. A ticket naming no instance, this one or an unknown
+// one is forwarded from here.
 //
 // Server.Serve reads one socket; call it once per socket of an SO_REUSEPORT
 // group (package sockopt) to use more cores. On Linux a *net.UDPConn is read

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -29,10 +30,15 @@ type worker struct {
 	st      stats
 	scratch crypto.TicketScratch
 	ticket  []byte
+	meshBuf []byte // a mesh message being sent (viaHome)
 }
 
 func (s *Server) newWorker() *worker {
-	return &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	if s.cfg.Mesh != nil {
+		w.meshBuf = make([]byte, 0, mesh.MaxMessage)
+	}
+	return w
 }
 
 // handle decides what to do with the datagram pkt that came from src at
@@ -88,7 +94,11 @@ func (w *worker) send(pkt []byte) (action, []byte, netip.AddrPort) {
 		w.st.drop(ticketReason(err))
 		return actDrop, nil, netip.AddrPort{}
 	}
-	return actForward, wire.RelayedFromSend(pkt), t.Addr
+	out := wire.RelayedFromSend(pkt)
+	if w.viaHome(t.Instance, out, t.Addr) {
+		return actDrop, nil, netip.AddrPort{} // sent by the mesh, nothing to send here
+	}
+	return actForward, out, t.Addr
 }
 
 func ticketReason(err error) reason {
@@ -129,6 +139,6 @@ func (w *worker) bind(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64
 	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	expiry := now.Add(s.cfg.TicketTTL)
-	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: id, Expiry: expiry})
+	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: id, Expiry: expiry, Instance: s.cfg.Instance})
 	return actReply, wire.AppendRelayBound(reply[:0], w.ticket, src, expiry), src
 }

@@ -113,6 +113,12 @@ type Config struct {
 	// another of the server's sockets are sent by the Responder.
 	Netcheck      *netcheck.Responder
 	NetcheckLocal netip.AddrPort
+	// Mesh, when set, reaches the other instances (package mesh), and
+	// MeshAddr is this instance's mesh address: registrations record it as
+	// the peer's home, and a Punch for a peer homed on another instance is
+	// sent through that instance. Without Mesh every Punch leaves from here.
+	Mesh     Forwarder
+	MeshAddr netip.AddrPort
 	// Workers is the number of goroutines reading each served socket.
 	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
 	// Redis).
@@ -128,6 +134,9 @@ func (c *Config) validate() error {
 	}
 	if c.Cookies == nil {
 		return fmt.Errorf("%w: Cookies is required (a CookieJar over a secret shared by all instances)", ErrConfig)
+	}
+	if c.Mesh != nil && !c.MeshAddr.IsValid() {
+		return fmt.Errorf("%w: Mesh needs MeshAddr, this instance's mesh address", ErrConfig)
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL

@@ -29,6 +29,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		NAT:        m.NAT,
 		Policy:     discovery.Policy{AllowAny: m.AllowAny, Allowed: m.Allowed},
 		Instance:   s.cfg.Instance,
+		Home:       s.cfg.MeshAddr,
 		Updated:    req.now,
 	}
 	rctx, cancel := s.registryCtx(ctx)

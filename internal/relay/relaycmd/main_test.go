@@ -34,6 +34,8 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 	dir := t.TempDir()
 	exposed := filepath.Join(dir, "exposed.keys")
 	os.WriteFile(exposed, []byte(crypto.NewTicketKeyLine(1)), 0o644)
+	keys := filepath.Join(dir, "ticket.keys")
+	os.WriteFile(keys, []byte(crypto.NewTicketKeyLine(1)), 0o600)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -56,6 +58,14 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"bad allowed range", []string{"--dev", "--allow-destinations", "10.0.0.0/8,nope"}, nil, "--allow-destinations"},
 		{"bad env", nil, map[string]string{"KEYMESH_TICKET_TTL": "soon"}, "KEYMESH_TICKET_TTL"},
 		{"key id", []string{"--gen-ticket-key", "--ticket-key-id", "300"}, nil, "0 to 255"},
+		{"instance range", []string{"--dev", "--instance", "70000"}, nil, "1 to 65535"},
+		{"mesh without instance", []string{"--dev", "--mesh-listen", "127.0.0.1:3490"}, nil, "--mesh-listen needs --instance"},
+		{"mesh without secret", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490"}, nil, "--peer-secret-file"},
+		{"mesh without peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", exposed}, nil, "--mesh-peers"},
+		{"peers without mesh", []string{"--dev", "--mesh-peers", "2=127.0.0.2:3490"}, nil, "--mesh-peers needs --mesh-listen"},
+		{"bad peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "two=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "1 to 65535"},
+		{"wildcard mesh", []string{"--dev", "--instance", "1", "--mesh-listen", "0.0.0.0:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "own private ip:port"},
+		{"exposed peer secret", []string{"--ticket-key-file", keys, "--admin", "", "--listen", "127.0.0.1:0", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "chmod 600"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -19,6 +19,7 @@ import (
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/streamrelay"
 	"github.com/keymesh/keymesh/internal/turnrelay"
@@ -52,6 +53,7 @@ type Options struct {
 	RateLimit relay.RateLimit
 	TURN      TURNOptions
 	Stream    StreamOptions
+	Mesh      MeshOptions
 
 	// Ready, when set, is called once every socket is open (for tests
 	// and tools embedding the relay).
@@ -86,6 +88,23 @@ type TURNOptions struct {
 	// (per second; <0: none) of Allocates, Binding answers and
 	// challenges larger than their request.
 	AllocationRate, BindingRate, ChallengeRate float64
+}
+
+// MeshOptions number this relay among the relays that share the ticket
+// keys and connect it to the others (package mesh).
+type MeshOptions struct {
+	// Instance is this relay's number, 1 to 65535; tickets name it. 0:
+	// none.
+	Instance uint
+	// Listen is this relay's private mesh address; empty: no mesh.
+	Listen string
+	// Peers lists every relay's number and mesh address (mesh.ParsePeers).
+	Peers string
+	// SecretFile holds the secret every instance shares.
+	SecretFile string
+	// Rate limits mesh messages per source address (mesh.Config.Rate;
+	// negative: no limit).
+	Rate float64
 }
 
 func (o TURNOptions) enabled() bool { return o.Listen != "" || o.TCPListen != "" }
@@ -139,6 +158,12 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.Float64Var(&o.RateLimit.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source limit, in packets")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.genKey, "gen-ticket-key", false, "print a new ticket key line and exit (rotate: put the new line first, keep the old one second until its tickets expire)")
+	m := &o.Mesh
+	fs.UintVar(&m.Instance, "instance", 0, "this relay's number (1-65535) among the relays sharing the ticket keys: its tickets name it, so packets for its peers leave from it (0: none; set it only once every relay runs a build that reads it)")
+	fs.StringVar(&m.Listen, "mesh-listen", "", "this relay's private ip:port for the mesh between relays (needs --instance, --mesh-peers and --peer-secret-file; empty: off, every packet leaves from the relay it reached)")
+	fs.StringVar(&m.Peers, "mesh-peers", "", "the relays' numbers and mesh addresses, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (this relay's own entry may be listed)")
+	fs.Float64Var(&m.Rate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit); other relays' forwards count, so size it for the relay traffic one relay hands another")
+	fs.StringVar(&m.SecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between relays")
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
 
 	t := &o.TURN
@@ -282,8 +307,42 @@ func (c *command) check() error {
 		return usageErr("--stream-max-header-bytes %d: give at least 1024 (default %d)", o.Stream.MaxHeaderBytes, streamrelay.DefaultMaxHeaderBytes)
 	case o.Listen == "":
 		return usageErr("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
+	case o.Mesh.Instance > 65535:
+		return usageErr("--instance %d: give a number from 1 to 65535 (0: none)", o.Mesh.Instance)
+	case o.Mesh.Listen != "" && o.Mesh.Instance == 0:
+		return usageErr("--mesh-listen needs --instance, this relay's number among the relays")
+	case o.Mesh.Listen != "" && o.Mesh.SecretFile == "":
+		return usageErr("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case o.Mesh.Listen != "" && o.Mesh.Peers == "":
+		return usageErr("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
+	case o.Mesh.Rate == 0:
+		return usageErr("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
+		return usageErr("--mesh-peers needs --mesh-listen, this relay's own mesh address")
+	}
+	if o.Mesh.Listen != "" {
+		if _, _, err := o.Mesh.parse(); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// parse reads --mesh-listen and --mesh-peers.
+func (o MeshOptions) parse() (netip.AddrPort, mesh.Peers, error) {
+	addr, err := netip.ParseAddrPort(o.Listen)
+	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
+		return addr, nil, usageErr("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	peers, err := mesh.ParsePeers(o.Peers)
+	if err != nil {
+		return addr, nil, usageErr("--mesh-peers: %v", err)
+	}
+	if own, ok := peers[uint16(o.Instance)]; ok && own != addr {
+		return addr, nil, usageErr("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
+	}
+	return addr, peers, nil
 }
 
 func firstLine(s string) string {

@@ -9,11 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 )
@@ -34,6 +36,9 @@ type Options struct {
 	RedisURL         string
 	TTL, Refresh     time.Duration
 	Instance         string
+	MeshListen       string
+	PeerSecretFile   string
+	MeshRate         float64
 	ReusePort        int
 	AltListen        string
 	RateLimit        float64
@@ -70,6 +75,9 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.TTL, "ttl", rendezvous.DefaultTTL, "registration lifetime")
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
+	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
+	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
@@ -114,8 +122,19 @@ func (o *Options) check() error {
 		return bad("--ttl %v: at most 65535s", o.TTL)
 	case o.RateLimit == 0:
 		return bad("--rate-limit 0 would drop everything: give a rate, or a negative value to disable")
+	case o.MeshRate == 0:
+		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.MeshListen != "" && o.PeerSecretFile == "":
+		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case o.MeshListen != "" && o.Registry != "redis":
+		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
+	}
+	if o.MeshListen != "" {
+		if a, err := netip.ParseAddrPort(o.MeshListen); err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
+			return bad("--mesh-listen %q: want this instance's own private ip:port (other instances send to it), e.g. 10.0.1.5:3490", o.MeshListen)
+		}
 	}
 	if _, err := obs.NewLogger(io.Discard, o.LogFormat, o.LogLevel); err != nil {
 		return bad("%v", err)
