@@ -53,6 +53,10 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"bad relay ip", []string{"--dev", "--turn-relay-ip", "example"}, nil, "not an IP"},
 		{"bad env", nil, map[string]string{"KEYMESH_TICKET_TTL": "soon"}, "KEYMESH_TICKET_TTL"},
 		{"key id", []string{"--gen-ticket-key", "--ticket-key-id", "300"}, nil, "0 to 255"},
+		{"zero bind budget", []string{"--dev", "--binds-per-second", "0"}, nil, "negative one for no cap"},
+		{"zero bind rate", []string{"--dev", "--bind-rate", "0"}, nil, "--bind-rate 0"},
+		{"zero challenge burst", []string{"--dev", "--challenge-burst", "0"}, nil, "--challenge-burst 0"},
+		{"no sources", []string{"--dev", "--rate-limit-sources", "0"}, nil, "--rate-limit-sources 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
