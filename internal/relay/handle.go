@@ -29,10 +29,16 @@ type worker struct {
 	st      stats
 	scratch crypto.TicketScratch
 	ticket  []byte
+	// cookies makes and checks bind cookies on the clock of the datagram
+	// being handled (now).
+	cookies *crypto.CookieJar
+	now     time.Time
 }
 
 func (s *Server) newWorker() *worker {
-	return &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	w.cookies = crypto.NewCookieJar(s.cookieSecret, func() time.Time { return w.now })
+	return w
 }
 
 // handle decides what to do with the datagram pkt that came from src at
@@ -115,7 +121,8 @@ func (w *worker) bind(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64
 		return actDrop, nil, netip.AddrPort{}
 	}
 	src = unmap(src)
-	if r.Cookie == (crypto.Cookie{}) || !s.cookies.Check(src, r.Cookie) {
+	w.now = now
+	if r.Cookie == (crypto.Cookie{}) || !w.cookies.Check(src, r.Cookie) {
 		return w.challenge(r.Echo, src, nowNs, reply)
 	}
 	// The address is proven: src is where the bind came from.
@@ -134,7 +141,7 @@ func (w *worker) bind(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64
 	expiry := now.Add(s.cfg.TicketTTL)
 	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: r.ID, Expiry: expiry})
 	out := wire.AppendRelayBound(reply[:0], wire.RelayBound{
-		Ticket: w.ticket, Observed: src, Expiry: expiry, Cookie: s.cookies.Make(src), Echo: r.Echo,
+		Ticket: w.ticket, Observed: src, Expiry: expiry, Cookie: w.cookies.Make(src), Echo: r.Echo,
 	})
 	return actReply, out, src
 }
@@ -146,6 +153,6 @@ func (w *worker) challenge(echo wire.Echo, src netip.AddrPort, nowNs int64, repl
 		w.st.drop(reasonChallengeLimited)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	out := wire.AppendRelayChallenge(reply[:0], wire.RelayChallenge{Cookie: w.s.cookies.Make(src), Echo: echo})
+	out := wire.AppendRelayChallenge(reply[:0], wire.RelayChallenge{Cookie: w.cookies.Make(src), Echo: echo})
 	return actChallenge, out, src
 }

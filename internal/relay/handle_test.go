@@ -179,7 +179,7 @@ func FuzzHandle(f *testing.F) {
 			if err != nil {
 				t.Fatalf("answered an invalid bind: %v", err)
 			}
-			if !fx.w.s.cookies.Check(testSrc, req.Cookie) {
+			if !fx.w.cookies.Check(testSrc, req.Cookie) {
 				t.Fatal("answered a bind without a valid cookie with a ticket")
 			}
 			if bd, err := wire.ParseRelayBound(out); err != nil || bd.Observed != testSrc || dst != testSrc || bd.Echo != req.Echo {
@@ -190,7 +190,7 @@ func FuzzHandle(f *testing.F) {
 			if err != nil {
 				t.Fatalf("challenged a frame that is no bind: %v", err)
 			}
-			if c, err := wire.ParseRelayChallenge(out); err != nil || dst != testSrc || c.Echo != req.Echo || !fx.w.s.cookies.Check(testSrc, c.Cookie) {
+			if c, err := wire.ParseRelayChallenge(out); err != nil || dst != testSrc || c.Echo != req.Echo || !fx.w.cookies.Check(testSrc, c.Cookie) {
 				t.Fatalf("bad challenge: %v to %v", err, dst)
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -19,12 +18,13 @@ import (
 // at once; it holds no per-peer or per-flow state beyond the rate limiters'
 // bounded tables.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	lim     limits
-	cookies *crypto.CookieJar // address validation of binds
-	m       *metrics
-	serving atomic.Int32
+	cfg Config
+	log *slog.Logger
+	lim limits
+	// cookieSecret keys the bind cookies (crypto.TicketKeys.CookieSecret).
+	cookieSecret []byte
+	m            *metrics
+	serving      atomic.Int32
 }
 
 // New checks cfg and makes a Server. It does not listen: hand it sockets
@@ -39,11 +39,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		lim:     newLimits(cfg.RateLimit, cfg.Now().UnixNano()),
-		cookies: crypto.NewCookieJar(cfg.Keys.CookieSecret(), cfg.Now),
-		m:       m,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		lim:          newLimits(cfg.RateLimit, cfg.Now().UnixNano()),
+		cookieSecret: cfg.Keys.CookieSecret(),
+		m:            m,
 	}, nil
 }
 
