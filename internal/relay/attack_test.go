@@ -75,7 +75,16 @@ func TestForgedBindFloodDoesNotStarveBinds(t *testing.T) {
 	for i := range honest {
 		honest[i], _ = crypto.GenerateIdentity(nil)
 	}
-	spoofed := func() netip.AddrPort {
+	n := 0
+	spoofed := func() netip.AddrPort { // random IPv4 addresses and IPv6 /64s
+		n++
+		if n%2 == 0 {
+			var a [16]byte
+			for i := range a {
+				a[i] = byte(rng.Uint32())
+			}
+			return netip.AddrPortFrom(netip.AddrFrom16(a), uint16(rng.Uint32()))
+		}
 		var a [4]byte
 		for i := range a {
 			a[i] = byte(rng.Uint32())
@@ -113,6 +122,10 @@ func TestForgedBindFloodDoesNotStarveBinds(t *testing.T) {
 	}
 	if ok*100 < tried*99 {
 		t.Fatalf("under a forged-bind flood %d of %d honest binds succeeded, want >= 99%%", ok, tried)
+	}
+	// The flood never reached a signature check.
+	if d := f.w.st.dropped[reasonBadSignature]; d != 0 {
+		t.Fatalf("%d forged binds had their signature checked", d)
 	}
 }
 

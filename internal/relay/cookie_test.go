@@ -95,3 +95,13 @@ func TestProvenBindsLimitedPerAddress(t *testing.T) {
 		t.Fatal("another source could not bind")
 	}
 }
+
+func TestEveryDropReasonHasAName(t *testing.T) {
+	seen := map[string]bool{}
+	for r := range numReasons {
+		if n := r.String(); n == "" || seen[n] {
+			t.Fatalf("reason %d has name %q (empty or taken)", r, n)
+		}
+		seen[r.String()] = true
+	}
+}
