@@ -35,12 +35,16 @@ const (
 	DefaultBindRate  = 100
 	DefaultBindBurst = 200
 	// DefaultChallengeRate and DefaultChallengeBurst limit the challenges
-	// sent to each source whose address is not proven yet: a challenge is
-	// smaller than the bind it answers, and this bounds what a spoofed
-	// source can reflect at an address. A bound peer needs none (every
-	// RelayBound carries the next cookie).
-	DefaultChallengeRate  = 50
-	DefaultChallengeBurst = 100
+	// sent to each source whose address is not proven yet. A challenge is a
+	// sixth of the bind it answers, and this bounds the packets spoofed
+	// binds can reflect at one address. The limit is keyed by an address
+	// nobody proved, so a spoofer can use up a victim's challenges: it is
+	// set high enough that doing so takes a steady 200 binds/s (about
+	// 0.3 Mbit/s) per victim address, and it only delays first binds (a
+	// bound peer needs no challenge: every RelayBound carries the next
+	// cookie).
+	DefaultChallengeRate  = 200
+	DefaultChallengeBurst = 400
 	// DefaultBindsPerSecond caps signature checks over all sources (only
 	// binds from proven addresses reach one), so binds from many real
 	// addresses cannot take every core.
