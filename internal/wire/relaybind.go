@@ -103,11 +103,22 @@ type RelayChallenge struct {
 	Echo   Echo
 }
 
+// maskedEcho is the echo as a challenge carries it: masked with the
+// cookie, so that no byte of the answer to an unproven source is the
+// sender's choice (a forged bind's "signature" is).
+func (c *RelayChallenge) maskedEcho() (m Echo) {
+	for i := range m {
+		m[i] = c.Echo[i] ^ c.Cookie[i]
+	}
+	return m
+}
+
 // AppendRelayChallenge appends a RelayChallenge frame.
 func AppendRelayChallenge(out []byte, c RelayChallenge) []byte {
 	out = append(out, TypeRelayChallenge, BindVersion)
 	out = append(out, c.Cookie[:]...)
-	return append(out, c.Echo[:]...)
+	m := c.maskedEcho()
+	return append(out, m[:]...)
 }
 
 // ParseRelayChallenge decodes a RelayChallenge frame.
@@ -125,6 +136,7 @@ func ParseRelayChallenge(b []byte) (RelayChallenge, error) {
 	}
 	copy(c.Cookie[:], b[HeaderLen:])
 	copy(c.Echo[:], b[HeaderLen+crypto.CookieSize:])
+	c.Echo = c.maskedEcho()
 	return c, nil
 }
 

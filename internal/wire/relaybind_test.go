@@ -57,6 +57,11 @@ func TestRelayChallengeAndBound(t *testing.T) {
 	if got, err := ParseRelayChallenge(cb); err != nil || got != ch {
 		t.Fatalf("challenge: %+v %v", got, err)
 	}
+	// On the wire the echo is masked with the cookie: a forged bind picks
+	// its "signature", not the bytes the relay sends back.
+	if bytes.Contains(cb, ch.Echo[:]) {
+		t.Fatal("the challenge carries the bind's echo in the clear")
+	}
 	if _, err := ParseRelayChallenge(append(cb, 0)); !errors.Is(err, ErrShort) {
 		t.Fatalf("long challenge: %v", err)
 	}

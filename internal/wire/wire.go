@@ -29,7 +29,9 @@
 //	0x25 RelayBind      [2:34] peer key  [34:42] time (Unix ms)  [42:58] relay cookie (zero: none yet)
 //	                    [58:122] Ed25519 signature over [0:58]
 //	                    [122:RelayBindLen] zero padding, so that no answer is larger than the request
-//	0x27 RelayChallenge [2:18] cookie for the bind's source  [18:26] echo: the bind's signature [0:8]
+//	0x27 RelayChallenge [2:18] cookie for the bind's source
+//	                    [18:26] echo: the bind's signature [0:8] XOR the cookie [0:8], so that no
+//	                    byte of an answer to an unproven source is the sender's choice
 //	0x26 RelayBound     [2:101] ticket  [101:119] observed address  [119:127] ticket expiry (Unix s)
 //	                    [127:143] cookie for the next bind  [143:151] echo: the bind's signature [0:8]
 //
