@@ -43,8 +43,7 @@ func TestBindAndForward(t *testing.T) {
 			a.send(t, r.addr, relaySend(bb.Ticket, a, "hello"))
 			expectRelayed(t, b, a, "hello")
 			waitMetrics(t, r.admin, map[string]float64{
-				"keymesh_relay_received_packets_total":  3,
-				"keymesh_relay_challenges_total":        1,
+				"keymesh_relay_received_packets_total":  3, // challenge, bind, send
 				"keymesh_relay_binds_total":             1,
 				"keymesh_relay_forwarded_packets_total": 1,
 				"keymesh_relay_forwarded_bytes_total":   float64(wire.DataOverhead + len("hello")),
@@ -225,12 +224,10 @@ func TestRateLimit(t *testing.T) {
 			if n := round("second"); n != 3 {
 				t.Fatalf("after 300ms at 10/s: %d forwarded, want 3", n)
 			}
-			// Another port of the same address shares the bucket...
+			// Another port of the same address shares the bucket (were it
+			// forwarded, it would arrive before the next frame)...
 			d := newPeer(t, "127.0.0.1:0")
 			d.send(t, r.addr, relaySend(ticket, d, "same address, other port"))
-			if got := b.recv(t, 150*time.Millisecond); got != nil {
-				t.Fatalf("another port of a limited address was forwarded: %q", got)
-			}
 			// ...another address has its own.
 			c := newPeer(t, "127.0.0.2:0")
 			c.send(t, r.addr, relaySend(ticket, c, "other source"))
@@ -263,7 +260,6 @@ func TestBindBudget(t *testing.T) {
 	waitMetrics(t, r.admin, map[string]float64{
 		"keymesh_relay_dropped_packets_total{bind_budget}": 1,
 		"keymesh_relay_binds_total":                        3,
-		"keymesh_relay_challenges_total":                   4,
 	})
 }
 
