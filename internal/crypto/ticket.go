@@ -58,6 +58,7 @@ type TicketKeys struct {
 	sealID byte
 	aeads  map[byte]cipher.AEAD
 	now    func() time.Time
+	cookie []byte // see CookieSecret
 }
 
 // NewTicketKeys builds a key set. keys maps key ID to a 32-byte key; sealID
@@ -77,6 +78,7 @@ func NewTicketKeys(sealID byte, keys map[byte][]byte, now func() time.Time) (*Ti
 	if _, ok := tk.aeads[sealID]; !ok {
 		return nil, fmt.Errorf("ticket key %d to seal with is not in the key set", sealID)
 	}
+	tk.cookie = deriveCookieSecret(keys[sealID])
 	return tk, nil
 }
 

@@ -96,6 +96,8 @@ func (s *Sock) handleVia(bp *[]byte, n int, from netip.AddrPort, via *extra) {
 		s.sealed(b, from, true, 0, via)
 	case wire.TypeRelayBound:
 		s.relayBound(b, from)
+	case wire.TypeRelayChallenge:
+		s.relayChallenge(b, from)
 	}
 	s.putBuf(bp)
 }

@@ -66,6 +66,10 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"bad peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "two=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "1 to 65535"},
 		{"wildcard mesh", []string{"--dev", "--instance", "1", "--mesh-listen", "0.0.0.0:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "own private ip:port"},
 		{"exposed peer secret", []string{"--ticket-key-file", keys, "--admin", "", "--listen", "127.0.0.1:0", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "chmod 600"},
+		{"zero bind budget", []string{"--dev", "--binds-per-second", "0"}, nil, "negative one for no cap"},
+		{"zero bind rate", []string{"--dev", "--bind-rate", "0"}, nil, "--bind-rate 0"},
+		{"zero challenge burst", []string{"--dev", "--challenge-burst", "0"}, nil, "--challenge-burst 0"},
+		{"no sources", []string{"--dev", "--rate-limit-sources", "0"}, nil, "--rate-limit-sources 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

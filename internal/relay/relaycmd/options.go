@@ -154,8 +154,15 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&o.Ticket.KeyFile, "ticket-key-file", "", "ticket key file: lines `<id> <64 hex>`, the first seals, all open (make one with --gen-ticket-key)")
 	fs.DurationVar(&o.Ticket.TTL, "ticket-ttl", relay.DefaultTicketTTL, "life of a ticket")
 	fs.BoolVar(&o.Ticket.Dev, "dev", false, "without --ticket-key-file, use a random in-memory ticket key (development only: tickets die with the process)")
-	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "packets per second each source address and port may send (0: no per-source limit)")
-	fs.Float64Var(&o.RateLimit.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source limit, in packets")
+	rl := &o.RateLimit
+	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "RelaySend packets per second each source may send; a source is an IPv4 address or IPv6 /64, whatever the port (0: no per-source limits at all)")
+	fs.Float64Var(&rl.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source RelaySend limit, in packets")
+	fs.Float64Var(&rl.ChallengeRate, "challenge-rate", relay.DefaultChallengeRate, "bind challenges per second sent to each source whose address is not proven yet (bounds what spoofed binds reflect)")
+	fs.Float64Var(&rl.ChallengeBurst, "challenge-burst", relay.DefaultChallengeBurst, "burst of the per-source challenge limit")
+	fs.Float64Var(&rl.BindRate, "bind-rate", relay.DefaultBindRate, "binds per second each source with a proven address may have checked (one signature check each)")
+	fs.Float64Var(&rl.BindBurst, "bind-burst", relay.DefaultBindBurst, "burst of the per-source bind limit")
+	fs.Float64Var(&rl.BindsPerSecond, "binds-per-second", relay.DefaultBindsPerSecond, "bind signature checks per second over all sources (negative: no cap)")
+	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources each per-source limit table holds; when full it forgets idle sources first")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.genKey, "gen-ticket-key", false, "print a new ticket key line and exit (rotate: put the new line first, keep the old one second until its tickets expire)")
 	m := &o.Mesh
@@ -291,8 +298,16 @@ func (c *command) check() error {
 		return usageErr("--ticket-ttl %v: give at least 1s (default %v)", o.Ticket.TTL, relay.DefaultTicketTTL)
 	case o.Ticket.KeyFile != "" && o.Ticket.Dev:
 		return usageErr("--dev and --ticket-key-file both given: --dev is for running without a key file; drop one")
-	case !o.RateLimit.Disabled && o.RateLimit.Burst < relay.DefaultBindCost:
-		return usageErr("--rate-limit-burst %v: give at least %d (a bind takes %d)", o.RateLimit.Burst, relay.DefaultBindCost, relay.DefaultBindCost)
+	case !o.RateLimit.Disabled && o.RateLimit.Burst < 1:
+		return usageErr("--rate-limit-burst %v: give at least 1 packet", o.RateLimit.Burst)
+	case !o.RateLimit.Disabled && (o.RateLimit.ChallengeRate <= 0 || o.RateLimit.ChallengeBurst < 1):
+		return usageErr("--challenge-rate %v, --challenge-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.ChallengeRate, o.RateLimit.ChallengeBurst)
+	case !o.RateLimit.Disabled && (o.RateLimit.BindRate <= 0 || o.RateLimit.BindBurst < 1):
+		return usageErr("--bind-rate %v, --bind-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.BindRate, o.RateLimit.BindBurst)
+	case o.RateLimit.BindsPerSecond == 0:
+		return usageErr("--binds-per-second 0 would refuse every bind: give a positive number, or a negative one for no cap")
+	case o.RateLimit.MaxSources < 1:
+		return usageErr("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
 	case o.TURN.enabled() && o.TURN.SecretFile == "":
 		return usageErr("TURN is on but --turn-secret-file is missing: create one with `head -c 32 /dev/urandom | base64 > turn.secret && chmod 600 turn.secret`")
 	case o.TURN.enabled() && (o.TURN.Sockets < 1 || o.TURN.Sockets > 256):
