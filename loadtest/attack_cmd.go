@@ -47,6 +47,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs.Float64Var(&th.MaxAmplification, "max-amplification", th.MaxAmplification, "threshold: server bytes out over attacker bytes in (UDP payload) for spoofed requests")
 	fs.Float64Var(&th.MaxReflectPPS, "max-reflect-pps", th.MaxReflectPPS, "threshold: STUN Binding answers per second one spoofed source may get")
 	maxRSS := fs.Int("max-rss", int(th.MaxRSS>>20), "threshold: each server's resident memory, MiB")
+	maxGrowth := fs.Int("max-growth", int(th.MaxGrowth>>20), "threshold: how much each server's resident memory may grow during one attack, MiB")
 	fs.BoolVar(&o.short, "short", false, "the CI form: 3s per attack, 20 legitimate operations/s (overrides --duration)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for attack.md and attack.json")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous and relay binaries (default: go build into a temporary directory)")
@@ -98,7 +99,10 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	case *maxRSS < 1:
 		return o, fmt.Errorf("--max-rss %d: want 1 MiB or more", *maxRSS)
 	}
-	th.MaxRSS = int64(*maxRSS) << 20
+	if *maxGrowth < 1 {
+		return o, fmt.Errorf("--max-growth %d: want 1 MiB or more", *maxGrowth)
+	}
+	th.MaxRSS, th.MaxGrowth = int64(*maxRSS)<<20, int64(*maxGrowth)<<20
 	o.cfg.Thresholds = th
 	o.cfg.RendezvousArgs, o.cfg.RelayArgs = rzArgs, relayArgs
 	if *verbose {

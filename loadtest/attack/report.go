@@ -16,7 +16,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Attacks at %s for %s each, %.0f legitimate operations of each kind per second, %d CPUs.\n\n",
 		r.Rate, r.Duration, r.LegitRate, r.CPUs)
-	b.WriteString("| attack | achieved | held | attacker in | server out | ampl. | rendezvous CPU / RSS | relay CPU / RSS / fds | verdict |\n")
+	b.WriteString("| attack | achieved | held | attacker in | server out | amplification | rendezvous CPU / RSS | relay CPU / RSS / fds | verdict |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, res := range r.Results {
 		if res.Err != "" {
@@ -34,8 +34,11 @@ func (r *Report) Markdown(w io.Writer) error {
 		ampl := "-"
 		if res.Check != CheckNone && res.InBytes > 0 {
 			ampl = fmt.Sprintf("%.2fx", res.Amplification)
+			if res.AnswerRatio > 0 {
+				ampl += fmt.Sprintf(", answer %.2fx", res.AnswerRatio)
+			}
 			if res.Check == CheckReflectRate {
-				ampl += fmt.Sprintf(" (%s/s)", count(res.OutPPS))
+				ampl += fmt.Sprintf(", %s/s", count(res.OutPPS))
 			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %.0f%% / %s | %.0f%% / %s / %d | %s |\n",

@@ -38,8 +38,10 @@ type Thresholds struct {
 	// MaxReflectPPS bounds the answers per second one spoofed victim gets
 	// from a STUN Binding flood (CheckReflectRate).
 	MaxReflectPPS float64 `json:"max_reflect_pps"`
-	// MaxRSS bounds each server's resident memory, in bytes.
-	MaxRSS int64 `json:"max_rss_bytes"`
+	// MaxRSS bounds each server's resident memory, in bytes; MaxGrowth
+	// how much it may grow during one attack.
+	MaxRSS    int64 `json:"max_rss_bytes"`
+	MaxGrowth int64 `json:"max_growth_bytes"`
 }
 
 // DefaultThresholds are the issue's: 99 %, 1 s, no amplification.
@@ -49,6 +51,7 @@ var DefaultThresholds = Thresholds{
 	MaxAmplification: 1,
 	MaxReflectPPS:    1000,
 	MaxRSS:           512 << 20,
+	MaxGrowth:        64 << 20,
 }
 
 // Config configures a run of the suite.
@@ -166,6 +169,9 @@ type Result struct {
 	OutBytes      int64   `json:"server_bytes_out"`
 	Amplification float64 `json:"amplification"`
 	OutPPS        float64 `json:"server_pps_out"`
+	// AnswerRatio is the mean answer size over the mean request size:
+	// what each answered request reflects, however many were dropped.
+	AnswerRatio float64 `json:"answer_ratio"`
 	// Ops are the legitimate operations' outcomes.
 	Ops map[Op]OpResult `json:"legit"`
 	// CPU is each server's CPU over the attack (1 = one core busy), RSS
@@ -174,8 +180,11 @@ type Result struct {
 	RelayCPU      float64 `json:"relay_cpu"`
 	RendezvousRSS int64   `json:"rendezvous_rss_bytes"`
 	RelayRSS      int64   `json:"relay_rss_bytes"`
-	RendezvousFDs int     `json:"rendezvous_fds"`
-	RelayFDs      int     `json:"relay_fds"`
+	// RendezvousGrowth and RelayGrowth are peak RSS less RSS at the start.
+	RendezvousGrowth int64 `json:"rendezvous_growth_bytes"`
+	RelayGrowth      int64 `json:"relay_growth_bytes"`
+	RendezvousFDs    int   `json:"rendezvous_fds"`
+	RelayFDs         int   `json:"relay_fds"`
 	// Failures are the thresholds this attack broke; Err why it could not
 	// be measured.
 	Failures []string `json:"failures,omitempty"`
@@ -358,11 +367,16 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		res.Amplification = float64(outB) / float64(inB)
 	}
 	res.OutPPS = float64(outP) / elapsed.Seconds()
+	if inP > 0 && outP > 0 && inB > 0 {
+		res.AnswerRatio = (float64(outB) / float64(outP)) / (float64(inB) / float64(inP))
+	}
 	res.RendezvousCPU = (rz1.cpu - rz0.cpu).Seconds() / elapsed.Seconds()
 	res.RelayCPU = (rl1.cpu - rl0.cpu).Seconds() / elapsed.Seconds()
 	res.RendezvousRSS = max(peak[srv.rz.pid()], rz1.rss)
 	res.RelayRSS = max(peak[srv.relay.pid()], rl1.rss)
 	res.RendezvousFDs, res.RelayFDs = rz1.fds, rl1.fds
+	res.RendezvousGrowth = max(0, res.RendezvousRSS-rz0.rss)
+	res.RelayGrowth = max(0, res.RelayRSS-rl0.rss)
 	return res
 }
 
@@ -390,6 +404,9 @@ func judge(res *Result, th Thresholds) {
 		if res.Amplification > th.MaxAmplification {
 			res.Failures = append(res.Failures, fmt.Sprintf("amplification %.2fx > %.2fx", res.Amplification, th.MaxAmplification))
 		}
+		if res.AnswerRatio > th.MaxAmplification {
+			res.Failures = append(res.Failures, fmt.Sprintf("answers %.2fx the size of the spoofed requests > %.2fx", res.AnswerRatio, th.MaxAmplification))
+		}
 	case CheckReflectRate:
 		if res.OutPPS > th.MaxReflectPPS {
 			res.Failures = append(res.Failures, fmt.Sprintf("%.0f answers/s to one spoofed source > %.0f (not rate-limited)", res.OutPPS, th.MaxReflectPPS))
@@ -401,6 +418,14 @@ func judge(res *Result, th Thresholds) {
 		}
 		if res.RelayRSS > th.MaxRSS {
 			res.Failures = append(res.Failures, fmt.Sprintf("relay RSS %s > %s", mib(res.RelayRSS), mib(th.MaxRSS)))
+		}
+	}
+	if th.MaxGrowth > 0 {
+		if res.RendezvousGrowth > th.MaxGrowth {
+			res.Failures = append(res.Failures, fmt.Sprintf("rendezvous RSS grew %s > %s", mib(res.RendezvousGrowth), mib(th.MaxGrowth)))
+		}
+		if res.RelayGrowth > th.MaxGrowth {
+			res.Failures = append(res.Failures, fmt.Sprintf("relay RSS grew %s > %s", mib(res.RelayGrowth), mib(th.MaxGrowth)))
 		}
 	}
 }
