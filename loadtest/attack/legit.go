@@ -29,10 +29,11 @@ const (
 	OpConnect  Op = "connect"  // a registered peer asks for another (found)
 	OpBind     Op = "bind"     // a new socket binds to the relay and gets a ticket
 	OpRelay    Op = "relay"    // a datagram through the ticket relay arrives
+	OpTURN     Op = "turn"     // a registered peer makes (and releases) a TURN allocation
 )
 
 // Ops lists the operations in report order.
-var Ops = []Op{OpRegister, OpConnect, OpBind, OpRelay}
+var Ops = []Op{OpRegister, OpConnect, OpBind, OpRelay, OpTURN}
 
 // opTimeout is how long one legitimate operation may take before it counts
 // as failed.
@@ -310,6 +311,19 @@ func (p *population) do(ctx context.Context, op Op) error {
 		return err
 	case OpRelay:
 		return p.relayOnce(ctx)
+	case OpTURN:
+		st := p.peers[rand.IntN(len(p.peers))].client.Status()
+		if st.TURNUser == "" {
+			return errors.New("turn: the rendezvous handed out no TURN credentials")
+		}
+		conn, err := listenUDP(p.lab.Leg, p.legAddr())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		deadline, _ := ctx.Deadline()
+		_, err = turnAllocate(conn, p.srv.turnAddr, st.TURNUser, st.TURNPass, true, deadline)
+		return err
 	}
 	return fmt.Errorf("unknown op %q", op)
 }

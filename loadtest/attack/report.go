@@ -63,6 +63,18 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
+	refused := false
+	for _, res := range r.Results {
+		if len(res.Refusals) == 0 {
+			continue
+		}
+		if !refused {
+			b.WriteString("\nWhat the servers refused during each attack (their /metrics):\n\n")
+			refused = true
+		}
+		top := res.Refusals[:min(4, len(res.Refusals))]
+		fmt.Fprintf(&b, "- %s: %s\n", res.Attack, strings.Join(top, ", "))
+	}
 	if f := r.Failed(); len(f) > 0 {
 		b.WriteString("\nBroken thresholds:\n\n")
 		for _, s := range f {

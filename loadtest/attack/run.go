@@ -185,6 +185,9 @@ type Result struct {
 	RelayGrowth      int64 `json:"relay_growth_bytes"`
 	RendezvousFDs    int   `json:"rendezvous_fds"`
 	RelayFDs         int   `json:"relay_fds"`
+	// Refusals are the servers' refusal counters that grew during the
+	// attack (name{labels} +count, largest first).
+	Refusals []string `json:"server_refusals,omitempty"`
 	// Failures are the thresholds this attack broke; Err why it could not
 	// be measured.
 	Failures []string `json:"failures,omitempty"`
@@ -294,6 +297,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	if err := errors.Join(err1, err2); err != nil {
 		return fail(err)
 	}
+	m0 := []counters{scrape(ctx, lab, rzAdminPort), scrape(ctx, lab, relayAdminPort)}
 	actx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	start := time.Now()
@@ -337,6 +341,9 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	rz1, err1 = sampleProc(srv.rz.pid())
 	rl1, err2 = sampleProc(srv.relay.pid())
 	wg.Wait()
+	for i, port := range []int{rzAdminPort, relayAdminPort} {
+		res.Refusals = append(res.Refusals, delta(m0[i], scrape(ctx, lab, port))...)
+	}
 	if aerr := srv.alive(); aerr != nil {
 		return fail(aerr)
 	}
