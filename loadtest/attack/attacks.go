@@ -33,6 +33,11 @@ const (
 	// CheckAmplification: spoofed requests; the servers may send at most
 	// as many bytes to the spoofed sources as they received.
 	CheckAmplification Check = "amplification"
+	// CheckVictim: an attacker with a proven address makes the server
+	// send to a victim it picks; bytes at the victim over bytes the
+	// attacker sent are reported (VictimAmplification), not judged: no
+	// threshold of the issue covers them.
+	CheckVictim Check = "victim"
 	// CheckReflectRate: STUN Binding from one spoofed victim; the answer
 	// may be larger than the request, but the answers to one source must
 	// be rate-limited (Thresholds.MaxReflectPPS).
@@ -52,12 +57,15 @@ type Attack struct {
 type env struct {
 	lab     *Lab
 	srv     *servers
+	pop     *population
 	rate    Rate
 	workers int
 	maxHeld int
 	raw     *rawSender
 	sent    floodStats
-	held    atomic.Int64 // resources the attacker holds (records, allocations, tunnels)
+	held    atomic.Int64 // resources the attacker holds (records, allocations, tunnels), or Connects answered
+	// victimBytes is what the victim of a CheckVictim attack received.
+	victimBytes atomic.Int64
 
 	mu      sync.Mutex
 	release []func() // run after the measurement
@@ -88,6 +96,7 @@ func Attacks() []Attack {
 		{Name: "turn-allocate-unauth", Summary: "unauthenticated TURN Allocate from a spoofed victim (the 401 answer)", Check: CheckAmplification, Spoofed: true, run: turnUnauth},
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
+		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},
 		{Name: "stream-exhaust", Summary: "fresh keys open and hold TLS stream-relay tunnels (each a UDP socket on the relay)", Check: CheckNone, run: streamExhaust},
 	}
 }
@@ -385,4 +394,86 @@ func openTunnel(ctx context.Context, e *env, src netip.Addr) (*websocket.Conn, e
 		return nil, fmt.Errorf("stream: odd server hello of %d bytes", len(b))
 	}
 	return ws, nil
+}
+
+// punchFlood registers bot keys that carry the most candidates and tickets
+// a Register holds, then has them Connect to one legitimate peer (which
+// admits anyone) as fast as the server answers: each Connect makes the
+// rendezvous send the victim a Punch with all of them.
+func punchFlood(ctx context.Context, e *env) error {
+	victim := e.pop.peers[0]
+	target := victim.id.ID()
+	cands := make([]netip.AddrPort, wire.MaxCandidates)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range cands {
+		cands[i] = randomSource(r)
+	}
+	tickets := make([][]byte, wire.MaxTickets)
+	for i := range tickets {
+		tickets[i] = make([]byte, crypto.TicketSize)
+		fillRandom(r, tickets[i])
+	}
+	rx0 := victim.rxBytes.Load()
+	defer func() { e.victimBytes.Store(victim.rxBytes.Load() - rx0) }()
+	bots(ctx, 64, func(ctx context.Context, i int) {
+		conn, err := listenUDP(e.lab.Bad, netip.AddrPortFrom(botAddr(i), 0))
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		id, err := crypto.GenerateIdentity(nil)
+		if err != nil {
+			return
+		}
+		registered := make(chan struct{})
+		var once sync.Once
+		c, err := rzclient.New(rzclient.Config{
+			Identity: id, Server: e.srv.rzAddr, ServerKey: e.srv.rzKey, AllowAny: true,
+			Candidates: func() []netip.AddrPort { return cands },
+			Tickets:    func() [][]byte { return tickets },
+			Send: func(b []byte, to netip.AddrPort) error {
+				_, err := conn.WriteToUDPAddrPort(b, to)
+				return err
+			},
+			OnRegistered: func(wire.Registered) { once.Do(func() { close(registered) }) },
+		})
+		if err != nil {
+			return
+		}
+		go func() {
+			buf := make([]byte, wire.MaxFrame)
+			for {
+				n, from, err := conn.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				c.HandleFrame(buf[:n], from)
+			}
+		}()
+		go func() { _ = c.Run(ctx) }()
+		select {
+		case <-registered:
+		case <-ctx.Done():
+			return
+		}
+		var wg sync.WaitGroup
+		for range 4 { // Connects in flight per bot
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					cctx, cancel := context.WithTimeout(ctx, time.Second)
+					if _, err := c.ConnectPeer(cctx, target); err == nil {
+						e.held.Add(1)
+					}
+					cancel()
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	return nil
 }

@@ -124,6 +124,7 @@ type legitPeer struct {
 	client     *rzclient.Client
 	registered chan struct{}
 	once       sync.Once
+	rxBytes    atomic.Int64 // UDP payload received
 }
 
 // legAddr returns a fresh source address of the legitimate namespace.
@@ -209,6 +210,7 @@ func (p *population) newPeer() (*legitPeer, error) {
 				}
 				continue
 			}
+			lp.rxBytes.Add(int64(n))
 			lp.client.HandleFrame(buf[:n], from)
 		}
 	}()

@@ -172,6 +172,10 @@ type Result struct {
 	// AnswerRatio is the mean answer size over the mean request size:
 	// what each answered request reflects, however many were dropped.
 	AnswerRatio float64 `json:"answer_ratio"`
+	// VictimBytes is what the victim of a CheckVictim attack received and
+	// VictimAmplification that over InBytes.
+	VictimBytes         int64   `json:"victim_bytes,omitempty"`
+	VictimAmplification float64 `json:"victim_amplification,omitempty"`
 	// Ops are the legitimate operations' outcomes.
 	Ops map[Op]OpResult `json:"legit"`
 	// CPU is each server's CPU over the attack (1 = one core busy), RSS
@@ -275,7 +279,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		return fail(err)
 	}
 	defer pop.close()
-	e := &env{lab: lab, srv: srv, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld}
+	e := &env{lab: lab, srv: srv, pop: pop, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld}
 	if a.Spoofed {
 		if e.raw, err = newRawSender(lab.Bad); err != nil {
 			return fail(err)
@@ -361,7 +365,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	res.AchievedBits = float64(res.SentBytes) * 8 / elapsed.Seconds()
 	inB, inP := int64(link1.txBytes-link0.txBytes), int64(link1.txPackets-link0.txPackets)
 	outB, outP := int64(link1.rxBytes-link0.rxBytes), int64(link1.rxPackets-link0.rxPackets)
-	if a.Check != CheckNone {
+	if a.Check != CheckNone && a.Check != CheckVictim {
 		// UDP payload: less Ethernet, IPv4 and UDP headers.
 		inB, outB = max(0, inB-42*inP), max(0, outB-42*outP)
 	}
@@ -374,6 +378,14 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		res.Amplification = float64(outB) / float64(inB)
 	}
 	res.OutPPS = float64(outP) / elapsed.Seconds()
+	if a.Check == CheckVictim {
+		// The victim's count is UDP payload; the attacker's, link bytes
+		// less 42 per packet (its TCP-free traffic is all UDP here).
+		res.VictimBytes = e.victimBytes.Load()
+		if p := max(0, inB-42*inP); p > 0 {
+			res.VictimAmplification = float64(res.VictimBytes) / float64(p)
+		}
+	}
 	if inP > 0 && outP > 0 && inB > 0 {
 		res.AnswerRatio = (float64(outB) / float64(outP)) / (float64(inB) / float64(inP))
 	}
