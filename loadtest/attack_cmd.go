@@ -48,7 +48,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs.Float64Var(&th.MaxReflectPPS, "max-reflect-pps", th.MaxReflectPPS, "threshold: STUN Binding answers per second one spoofed source may get")
 	maxRSS := fs.Int("max-rss", int(th.MaxRSS>>20), "threshold: each server's resident memory, MiB")
 	maxGrowth := fs.Int("max-growth", int(th.MaxGrowth>>20), "threshold: how much each server's resident memory may grow during one attack, MiB")
-	fs.BoolVar(&o.short, "short", false, "the CI form: 3s per attack, 20 legitimate operations/s (overrides --duration)")
+	fs.BoolVar(&o.short, "short", false, "the CI form: 2.5s per attack, 20 legitimate operations/s, 8 peers (overrides --duration, --legit-rate, --peers)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for attack.md and attack.json")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous and relay binaries (default: go build into a temporary directory)")
 	verbose := fs.Bool("v", false, "log progress on stderr")
@@ -81,7 +81,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 		}
 	}
 	if o.short {
-		o.cfg.Duration, o.cfg.LegitRate = 3*time.Second, 20
+		o.cfg.Short()
 	}
 	switch {
 	case o.cfg.Duration < time.Second:

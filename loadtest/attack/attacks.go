@@ -38,6 +38,10 @@ const (
 	// attacker sent are reported (VictimAmplification), not judged: no
 	// threshold of the issue covers them.
 	CheckVictim Check = "victim"
+	// CheckInternal: the attacker asks a relay to send to loopback, a
+	// private address, the metadata address and the server's own
+	// address; any datagram arriving there fails.
+	CheckInternal Check = "internal"
 	// CheckReflectRate: STUN Binding from one spoofed victim; the answer
 	// may be larger than the request, but the answers to one source must
 	// be rate-limited (Thresholds.MaxReflectPPS).
@@ -66,6 +70,8 @@ type env struct {
 	held    atomic.Int64 // resources the attacker holds (records, allocations, tunnels), or Connects answered
 	// victimBytes is what the victim of a CheckVictim attack received.
 	victimBytes atomic.Int64
+	// sinks are the internal destinations of a CheckInternal attack.
+	sinks []*sink
 
 	mu      sync.Mutex
 	release []func() // run after the measurement
@@ -97,6 +103,8 @@ func Attacks() []Attack {
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},
+		{Name: "turn-internal", Summary: "a registered key's TURN allocation sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: turnInternal},
+		{Name: "stream-internal", Summary: "a self-made key's stream tunnel sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: streamInternal},
 		{Name: "stream-exhaust", Summary: "fresh keys open and hold TLS stream-relay tunnels (each a UDP socket on the relay)", Check: CheckNone, run: streamExhaust},
 	}
 }
@@ -475,5 +483,118 @@ func punchFlood(ctx context.Context, e *env) error {
 		}
 		wg.Wait()
 	})
+	return nil
+}
+
+// sink is a UDP socket on the server host that no stranger's traffic may
+// reach through a relay.
+type sink struct {
+	name string
+	addr netip.AddrPort
+	conn *net.UDPConn
+	got  atomic.Int64
+}
+
+// sinkPort is the port of every sink.
+const sinkPort = 7777
+
+// openSinks opens the internal destinations in the server namespace.
+func openSinks(lab *Lab) ([]*sink, error) {
+	var out []*sink
+	for _, d := range []struct {
+		name string
+		a    netip.Addr
+	}{
+		{"loopback", netip.MustParseAddr("127.0.0.1")},
+		{"private", internalAddr},
+		{"metadata", metadataAddr},
+		{"own-address", srvAddr},
+	} {
+		ap := netip.AddrPortFrom(d.a, sinkPort)
+		c, err := listenUDP(lab.Srv, ap)
+		if err != nil {
+			for _, s := range out {
+				s.conn.Close()
+			}
+			return nil, err
+		}
+		s := &sink{name: d.name, addr: ap, conn: c}
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				s.got.Add(1)
+			}
+		}()
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// turnInternal allocates with fresh registered keys and asks the relay to
+// send to every sink, again and again.
+func turnInternal(ctx context.Context, e *env) error {
+	conn, cur, err := botSocket(e, 1)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for ctx.Err() == nil {
+		st, err := botRegister(ctx, e, conn, cur)
+		if err != nil || st.TURNUser == "" {
+			continue
+		}
+		c, err := listenUDP(e.lab.Bad, netip.AddrPortFrom(botAddr(2), 0))
+		if err != nil {
+			return err
+		}
+		ts, err := newTURNSession(c, e.srv.turnAddr, st.TURNUser, st.TURNPass, time.Now().Add(2*time.Second))
+		if err != nil {
+			c.Close()
+			continue
+		}
+		for _, s := range e.sinks {
+			if err := ts.sendTo(s.addr, []byte("internal?")); err == nil {
+				e.held.Add(1) // a permission granted to a forbidden peer
+			}
+		}
+		c.Close()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// streamInternal opens tunnels with fresh keys and sends to every sink.
+func streamInternal(ctx context.Context, e *env) error {
+	for ctx.Err() == nil {
+		ws, err := openTunnel(ctx, e, botAddr(3))
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		for _, s := range e.sinks {
+			frame := wire.AppendAddr(nil, s.addr)
+			frame = append(frame, "internal?"...)
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = ws.Write(wctx, websocket.MessageBinary, frame)
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		ws.CloseNow()
+	}
 	return nil
 }

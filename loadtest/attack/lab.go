@@ -34,6 +34,10 @@ var (
 	legNet     = netip.MustParsePrefix("100.65.0.0/16")
 	botNet     = netip.MustParsePrefix("198.51.100.0/24")
 	spoofNet   = netip.MustParsePrefix("100.96.0.0/12")
+	// internalAddr and metadataAddr live on the server namespace's
+	// loopback only.
+	internalAddr = netip.MustParseAddr("10.9.9.9")
+	metadataAddr = netip.MustParseAddr("169.254.169.254")
 )
 
 // netnsDir is where `ip netns add` puts named namespaces.
@@ -114,6 +118,10 @@ func (l *Lab) build(ctx context.Context) error {
 	steps := [][]string{
 		{l.Srv, "addr", "add", srvAltAddr.String() + "/24", "dev", "eth0"},
 		{l.Srv, "route", "add", "default", "via", "203.0.113.1"},
+		// An "internal network" and a "metadata service" on the server
+		// host itself: destinations a relay must refuse to reach.
+		{l.Srv, "addr", "add", internalAddr.String() + "/32", "dev", "lo"},
+		{l.Srv, "addr", "add", metadataAddr.String() + "/32", "dev", "lo"},
 		{l.Leg, "route", "add", "default", "via", "100.64.1.1"},
 		{l.Leg, "route", "add", "local", legNet.String(), "dev", "lo"},
 		{l.Bad, "route", "add", "default", "via", "100.64.2.1"},

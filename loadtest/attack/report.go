@@ -32,10 +32,17 @@ func (r *Report) Markdown(w io.Writer) error {
 			held = fmt.Sprint(res.Held)
 		}
 		ampl := "-"
+		if res.Check == CheckInternal {
+			var got []string
+			for _, name := range []string{"loopback", "private", "metadata", "own-address"} {
+				got = append(got, fmt.Sprintf("%s %d", name, res.Internal[name]))
+			}
+			ampl = "reached: " + strings.Join(got, ", ")
+		}
 		if res.Check == CheckVictim {
 			ampl = fmt.Sprintf("victim got %s: %.2fx", bytesText(res.VictimBytes), res.VictimAmplification)
 		}
-		if res.Check != CheckNone && res.Check != CheckVictim && res.InBytes > 0 {
+		if (res.Check == CheckAmplification || res.Check == CheckReflectRate) && res.InBytes > 0 {
 			ampl = fmt.Sprintf("%.2fx", res.Amplification)
 			if res.AnswerRatio > 0 {
 				ampl += fmt.Sprintf(", answer %.2fx", res.AnswerRatio)

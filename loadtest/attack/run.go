@@ -116,6 +116,13 @@ func (c *Config) defaults() error {
 	return err
 }
 
+// Short makes cfg the suite's short form, for CI: every attack for 2.5 s,
+// 20 legitimate operations of each kind per second, 8 long-lived peers
+// (about a minute for the whole suite on two cores).
+func (c *Config) Short() {
+	c.Duration, c.LegitRate, c.Peers = 2500*time.Millisecond, 20, 8
+}
+
 // Select returns the attacks named (all for none), in suite order.
 func Select(names []string) ([]Attack, error) {
 	all := Attacks()
@@ -189,6 +196,9 @@ type Result struct {
 	RelayGrowth      int64 `json:"relay_growth_bytes"`
 	RendezvousFDs    int   `json:"rendezvous_fds"`
 	RelayFDs         int   `json:"relay_fds"`
+	// Internal counts, per internal destination (loopback, private,
+	// metadata, own-address), the datagrams a relay delivered there.
+	Internal map[string]int64 `json:"internal_reached,omitempty"`
 	// Refusals are the servers' refusal counters that grew during the
 	// attack (name{labels} +count, largest first).
 	Refusals []string `json:"server_refusals,omitempty"`
@@ -286,6 +296,16 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		}
 		defer e.raw.close()
 	}
+	if a.Check == CheckInternal {
+		if e.sinks, err = openSinks(lab); err != nil {
+			return fail(err)
+		}
+		defer func() {
+			for _, s := range e.sinks {
+				s.conn.Close()
+			}
+		}()
+	}
 	defer func() {
 		for _, f := range e.release {
 			f()
@@ -365,7 +385,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	res.AchievedBits = float64(res.SentBytes) * 8 / elapsed.Seconds()
 	inB, inP := int64(link1.txBytes-link0.txBytes), int64(link1.txPackets-link0.txPackets)
 	outB, outP := int64(link1.rxBytes-link0.rxBytes), int64(link1.rxPackets-link0.rxPackets)
-	if a.Check != CheckNone && a.Check != CheckVictim {
+	if a.Check == CheckAmplification || a.Check == CheckReflectRate {
 		// UDP payload: less Ethernet, IPv4 and UDP headers.
 		inB, outB = max(0, inB-42*inP), max(0, outB-42*outP)
 	}
@@ -388,6 +408,12 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	}
 	if inP > 0 && outP > 0 && inB > 0 {
 		res.AnswerRatio = (float64(outB) / float64(outP)) / (float64(inB) / float64(inP))
+	}
+	if a.Check == CheckInternal {
+		res.Internal = map[string]int64{}
+		for _, s := range e.sinks {
+			res.Internal[s.name] = s.got.Load()
+		}
 	}
 	res.RendezvousCPU = (rz1.cpu - rz0.cpu).Seconds() / elapsed.Seconds()
 	res.RelayCPU = (rl1.cpu - rl0.cpu).Seconds() / elapsed.Seconds()
@@ -425,6 +451,12 @@ func judge(res *Result, th Thresholds) {
 		}
 		if res.AnswerRatio > th.MaxAmplification {
 			res.Failures = append(res.Failures, fmt.Sprintf("answers %.2fx the size of the spoofed requests > %.2fx", res.AnswerRatio, th.MaxAmplification))
+		}
+	case CheckInternal:
+		for _, name := range []string{"loopback", "private", "metadata", "own-address"} {
+			if n := res.Internal[name]; n > 0 {
+				res.Failures = append(res.Failures, fmt.Sprintf("relayed %d datagrams to the %s destination", n, name))
+			}
 		}
 	case CheckReflectRate:
 		if res.OutPPS > th.MaxReflectPPS {
