@@ -24,7 +24,7 @@ func (r *Report) Markdown(w io.Writer) error {
 			continue
 		}
 		achieved := "-"
-		if res.AchievedPPS > 0 {
+		if res.AchievedPPS > 0 && res.Attack != "none" {
 			achieved = fmt.Sprintf("%s/s, %s pkt/s", bitsText(res.AchievedBits), count(res.AchievedPPS))
 		}
 		held := "-"
