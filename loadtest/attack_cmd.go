@@ -36,6 +36,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	var rzArgs, relayArgs flagenv.Strings
 	fs.Var(&rzArgs, "rendezvous-arg", "extra rendezvous flag, e.g. --rendezvous-arg=--rate-limit=20 (repeatable)")
 	fs.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable)")
+	fs.BoolVar(&o.cfg.JoinToken, "join-token", false, "run the rendezvous with a join token the legitimate peers know and the attacker does not")
 	fs.DurationVar(&o.cfg.Duration, "duration", 10*time.Second, "how long each attack lasts")
 	fs.Float64Var(&o.cfg.LegitRate, "legit-rate", 20, "legitimate registrations, connects, binds and relayed datagrams started per second, each")
 	fs.IntVar(&o.cfg.Peers, "peers", 16, "long-lived legitimate peers (they connect to each other)")

@@ -186,6 +186,7 @@ func (p *population) newPeer() (*legitPeer, error) {
 		Server:     p.srv.rzAddr,
 		ServerKey:  p.srv.rzKey,
 		AllowAny:   true,
+		Token:      p.srv.token,
 		Candidates: func() []netip.AddrPort { return []netip.AddrPort{local} },
 		NAT:        func() byte { return wire.NATNone },
 		Send: func(b []byte, to netip.AddrPort) error {

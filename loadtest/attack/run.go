@@ -73,6 +73,9 @@ type Config struct {
 	// takes, to bound the attacker's own sockets.
 	MaxHeld    int
 	Thresholds Thresholds
+	// JoinToken runs the rendezvous with a random join token that the
+	// legitimate peers know and the attacker does not.
+	JoinToken bool
 	// RendezvousArgs and RelayArgs are extra server flags (a defence to
 	// switch on, a cap to set).
 	RendezvousArgs, RelayArgs []string
@@ -278,7 +281,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) Result {
 	res := Result{Attack: a.Name, Summary: a.Summary, Check: a.Check, Spoofed: a.Spoofed}
 	fail := func(err error) Result { res.Err = err.Error(); return res }
-	srv, err := startServers(ctx, lab, serverConfig{bins: cfg.Bins, work: work,
+	srv, err := startServers(ctx, lab, serverConfig{bins: cfg.Bins, work: work, joinToken: cfg.JoinToken,
 		rendezvousArgs: cfg.RendezvousArgs, relArgs: cfg.RelayArgs})
 	if err != nil {
 		return fail(err)

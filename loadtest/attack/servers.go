@@ -3,6 +3,8 @@ package attack
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +51,8 @@ type servers struct {
 	turnAddr  netip.AddrPort
 	stream    streamrelay.Target
 	streamID  crypto.PeerID
+	// token is the join token legitimate peers send (nil: none needed).
+	token []byte
 }
 
 // proc is a server process.
@@ -63,6 +67,7 @@ type proc struct {
 type serverConfig struct {
 	bins                    Binaries
 	work                    string
+	joinToken               bool
 	rendezvousArgs, relArgs []string
 }
 
@@ -134,6 +139,16 @@ func startServers(ctx context.Context, lab *Lab, cfg serverConfig) (*servers, er
 		"--instance", "attack-lab",
 		"--log-level", "warn",
 	}, cfg.rendezvousArgs...)
+	if cfg.joinToken {
+		s.token = make([]byte, 32)
+		_, _ = rand.Read(s.token)
+		f := filepath.Join(cfg.work, "join.token")
+		if err := os.WriteFile(f, []byte(hex.EncodeToString(s.token)+"\n"), 0o600); err != nil {
+			s.stop()
+			return nil, err
+		}
+		rzArgs = append(rzArgs, "--join-token-file", f)
+	}
 	connect := make(chan string, 1)
 	s.rz, err = startProc(ctx, lab, "rendezvous", cfg.bins.Rendezvous, rzArgs, func(line string) {
 		if v, ok := strings.CutPrefix(line, "connect string: "); ok {
