@@ -42,6 +42,9 @@ const (
 	// private address, the metadata address and the server's own
 	// address; any datagram arriving there fails.
 	CheckInternal Check = "internal"
+	// CheckReplay: the attacker resends a legitimate peer's signed
+	// request from its own address; any answer fails.
+	CheckReplay Check = "replay"
 	// CheckReflectRate: STUN Binding from one spoofed victim; the answer
 	// may be larger than the request, but the answers to one source must
 	// be rate-limited (Thresholds.MaxReflectPPS).
@@ -103,6 +106,7 @@ func Attacks() []Attack {
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},
+		{Name: "bind-replay", Summary: "a legitimate peer's RelayBind, captured and resent from other addresses within its 60 s: tickets for the peer's key at the attacker's address", Check: CheckReplay, run: bindReplay},
 		{Name: "turn-internal", Summary: "a registered key's TURN allocation sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: turnInternal},
 		{Name: "stream-internal", Summary: "a self-made key's stream tunnel sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: streamInternal},
 		{Name: "stream-exhaust", Summary: "fresh keys open and hold TLS stream-relay tunnels (each a UDP socket on the relay)", Check: CheckNone, run: streamExhaust},
@@ -596,5 +600,42 @@ func streamInternal(ctx context.Context, e *env) error {
 		}
 		ws.CloseNow()
 	}
+	return nil
+}
+
+// bindReplay captures (makes, with a legitimate peer's key, as a wire
+// tap would see it) one RelayBind and resends it unchanged from bot
+// addresses: each RelayBound it earns is a ticket naming the legitimate
+// peer at an address the attacker holds.
+func bindReplay(ctx context.Context, e *env) error {
+	captured := wire.AppendRelayBind(nil, e.pop.peers[0].id, time.Now())
+	bots(ctx, 16, func(ctx context.Context, i int) {
+		conn, err := listenUDP(e.lab.Bad, netip.AddrPortFrom(botAddr(i), 0))
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		go func() {
+			<-ctx.Done()
+			conn.Close()
+		}()
+		buf := make([]byte, wire.MaxFrame)
+		for ctx.Err() == nil {
+			if _, err := conn.WriteToUDPAddrPort(captured, e.srv.relayAddr); err != nil {
+				return
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err == nil && from == e.srv.relayAddr {
+				if _, _, _, perr := wire.ParseRelayBound(buf[:n]); perr == nil {
+					e.held.Add(1)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
 	return nil
 }

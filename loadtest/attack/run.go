@@ -461,6 +461,10 @@ func judge(res *Result, th Thresholds) {
 				res.Failures = append(res.Failures, fmt.Sprintf("relayed %d datagrams to the %s destination", n, name))
 			}
 		}
+	case CheckReplay:
+		if res.Held > 0 {
+			res.Failures = append(res.Failures, fmt.Sprintf("%d replayed requests answered", res.Held))
+		}
 	case CheckReflectRate:
 		if res.OutPPS > th.MaxReflectPPS {
 			res.Failures = append(res.Failures, fmt.Sprintf("%.0f answers/s to one spoofed source > %.0f (not rate-limited)", res.OutPPS, th.MaxReflectPPS))
