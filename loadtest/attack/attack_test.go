@@ -288,7 +288,7 @@ func TestSuiteDetectsAnUndefendedTarget(t *testing.T) {
 // TestDefencesHold is the suite's short form for CI: every attack for
 // 2.5 seconds at 100 Mbit/s (or what this machine generates), and each
 // must hold the thresholds. It fails while a defence is missing.
-// ATTACK_ONLY=name,name runs a subset.
+// ATTACK_ONLY=name,name runs a subset, ATTACK_RATE=50Mbit another rate.
 func TestDefencesHold(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -298,6 +298,13 @@ func TestDefencesHold(t *testing.T) {
 	cfg.Short()
 	if only := os.Getenv("ATTACK_ONLY"); only != "" {
 		cfg.Attacks = strings.Split(only, ",")
+	}
+	if rate := os.Getenv("ATTACK_RATE"); rate != "" {
+		r, err := ParseRate(rate)
+		if err != nil {
+			t.Fatalf("ATTACK_RATE: %v", err)
+		}
+		cfg.Rate = r
 	}
 	rep := runSuite(t, ctx, cfg)
 	var md bytes.Buffer

@@ -347,3 +347,34 @@ func stats(ns string) (linkStats, error) {
 	})
 	return s, err
 }
+
+// udpRcvbufErrors reads the UDP datagrams the kernel of ns dropped because
+// a socket's receive buffer was full (/proc/net/snmp, Udp RcvbufErrors).
+func udpRcvbufErrors(ns string) (uint64, error) {
+	var n uint64
+	err := inNetns(ns, func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, name := range names {
+				if name == "RcvbufErrors" && i < len(f) {
+					n, err = strconv.ParseUint(f[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return errors.New("attack: no Udp RcvbufErrors in /proc/net/snmp")
+	})
+	return n, err
+}

@@ -75,11 +75,14 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	refused := false
 	for _, res := range r.Results {
+		if res.KernelDrops > 0 {
+			res.Refusals = append([]string{fmt.Sprintf("kernel: full receive buffers +%d", res.KernelDrops)}, res.Refusals...)
+		}
 		if len(res.Refusals) == 0 {
 			continue
 		}
 		if !refused {
-			b.WriteString("\nWhat the servers refused during each attack (their /metrics):\n\n")
+			b.WriteString("\nWhat the servers refused during each attack (their /metrics; the kernel's drops at full server sockets first):\n\n")
 			refused = true
 		}
 		top := res.Refusals[:min(4, len(res.Refusals))]

@@ -173,6 +173,10 @@ type Result struct {
 	// Internal counts, per internal destination (loopback, private,
 	// metadata, own-address), the datagrams a relay delivered there.
 	Internal map[string]int64 `json:"internal_reached,omitempty"`
+	// KernelDrops are the datagrams the server host's kernel dropped
+	// because a server socket's receive buffer was full (the server did
+	// not read fast enough): legitimate ones are among them.
+	KernelDrops int64 `json:"kernel_drops"`
 	// Refusals are the servers' refusal counters that grew during the
 	// attack (name{labels} +count, largest first).
 	Refusals []string `json:"server_refusals,omitempty"`
@@ -295,6 +299,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	if err := errors.Join(err1, err2); err != nil {
 		return fail(err)
 	}
+	drops0, _ := udpRcvbufErrors(lab.Srv)
 	m0 := []counters{scrape(ctx, lab, rzAdminPort), scrape(ctx, lab, relayAdminPort)}
 	actx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -335,6 +340,9 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	link1, err = stats(lab.Bad)
 	if err != nil {
 		return fail(err)
+	}
+	if d1, err := udpRcvbufErrors(lab.Srv); err == nil {
+		res.KernelDrops = int64(d1 - drops0)
 	}
 	rz1, err1 = sampleProc(srv.rz.pid())
 	rl1, err2 = sampleProc(srv.relay.pid())
