@@ -135,7 +135,7 @@ func runAttack(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	o.cfg.Bins = attack.Binaries{Rendezvous: bins.Rendezvous, Relay: bins.Relay}
+	o.cfg.Bins = attack.Binaries{Rendezvous: bins.Rendezvous, Relay: bins.Relay, Peer: bins.Peer}
 	attacks, _ := attack.Select(o.cfg.Attacks)
 	bar := progressbar.NewOptions(len(attacks),
 		progressbar.OptionSetWriter(os.Stderr),

@@ -125,6 +125,8 @@ func TestJudge(t *testing.T) {
 		{"large answers under a dropping server", CheckAmplification, func(r *Result) { r.AnswerRatio = 3.6 }, "answers 3.60x"},
 		{"large STUN answers are allowed", CheckReflectRate, func(r *Result) { r.Amplification, r.AnswerRatio = 1.6, 1.6 }, ""},
 		{"STUN answers without a limit", CheckReflectRate, func(r *Result) { r.OutPPS = 20000 }, "not rate-limited"},
+		{"victims of a peer's probes", CheckVictimAmplification, func(r *Result) { r.VictimAmplification = 40 }, "victims got 40.00x"},
+		{"victims of Punches are reported, not judged", CheckVictim, func(r *Result) { r.VictimAmplification = 4 }, ""},
 		{"holding attacks are not judged by bytes", CheckNone, func(r *Result) { r.Amplification = 5 }, ""},
 		{"memory", CheckNone, func(r *Result) { r.RelayRSS = 600 << 20 }, "relay RSS 600 MiB"},
 		{"growth", CheckNone, func(r *Result) { r.RendezvousGrowth = 100 << 20 }, "rendezvous RSS grew"},
@@ -210,7 +212,7 @@ func build(t *testing.T, ctx context.Context) Binaries {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Binaries{Rendezvous: b.Rendezvous, Relay: b.Relay}
+	return Binaries{Rendezvous: b.Rendezvous, Relay: b.Relay, Peer: b.Peer}
 }
 
 // runSuite runs cfg with a lab that t.Cleanup removes even if Run does not

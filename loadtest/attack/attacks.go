@@ -23,6 +23,10 @@ const (
 	// attacker sent are reported (VictimAmplification), not judged: no
 	// threshold of the issue covers them.
 	CheckVictim Check = "victim"
+	// CheckVictimAmplification is CheckVictim, judged: the victims never
+	// asked for anything, so they may get no more bytes than the attacker
+	// sent (Thresholds.MaxAmplification).
+	CheckVictimAmplification Check = "victim-amplification"
 	// CheckInternal: the attacker asks a relay to send to loopback, a
 	// private address, the metadata address and the server's own
 	// address; any datagram arriving there fails.
@@ -48,6 +52,8 @@ type Attack struct {
 // env is what an attack runs against and with.
 type env struct {
 	lab     *Lab
+	bins    Binaries
+	work    string // this attack's directory
 	srv     *servers
 	pop     *population
 	rate    Rate
@@ -91,6 +97,7 @@ func Attacks() []Attack {
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},
+		{Name: "peer-reflect", Summary: "registered keys claiming 16 victim candidates Connect to a real `peer up --allow-any`: it probes every victim", Check: CheckVictimAmplification, run: peerReflect},
 		{Name: "bind-replay", Summary: "a legitimate peer's RelayBind, captured and resent from other addresses within its 60 s: tickets for the peer's key at the attacker's address", Check: CheckReplay, run: bindReplay},
 		{Name: "turn-internal", Summary: "a registered key's TURN allocation sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: turnInternal},
 		{Name: "stream-internal", Summary: "a self-made key's stream tunnel sends to 127.0.0.1, 10.9.9.9, 169.254.169.254 and the relay's own address", Check: CheckInternal, run: streamInternal},

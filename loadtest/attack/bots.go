@@ -44,14 +44,22 @@ func bots(ctx context.Context, n int, fn func(ctx context.Context, i int)) {
 // botRegister registers a fresh key from conn and returns its client's
 // status (TURN credentials included).
 func botRegister(ctx context.Context, e *env, conn *net.UDPConn, cur *atomic.Pointer[rzclient.Client]) (rzclient.Status, error) {
+	_, st, err := botRegisterWith(ctx, e, conn, cur, nil)
+	return st, err
+}
+
+// botRegisterWith is botRegister claiming cands as the key's candidates;
+// it also returns the client, registered for 2 s from now at most.
+func botRegisterWith(ctx context.Context, e *env, conn *net.UDPConn, cur *atomic.Pointer[rzclient.Client], cands []netip.AddrPort) (*rzclient.Client, rzclient.Status, error) {
 	id, err := crypto.GenerateIdentity(nil)
 	if err != nil {
-		return rzclient.Status{}, err
+		return nil, rzclient.Status{}, err
 	}
 	done := make(chan struct{})
 	var once sync.Once
 	c, err := rzclient.New(rzclient.Config{
 		Identity: id, Server: e.srv.rzAddr, ServerKey: e.srv.rzKey, AllowAny: true,
+		Candidates: func() []netip.AddrPort { return cands },
 		Send: func(b []byte, to netip.AddrPort) error {
 			_, err := conn.WriteToUDPAddrPort(b, to)
 			return err
@@ -59,7 +67,7 @@ func botRegister(ctx context.Context, e *env, conn *net.UDPConn, cur *atomic.Poi
 		OnRegistered: func(wire.Registered) { once.Do(func() { close(done) }) },
 	})
 	if err != nil {
-		return rzclient.Status{}, err
+		return nil, rzclient.Status{}, err
 	}
 	cur.Store(c)
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -67,9 +75,9 @@ func botRegister(ctx context.Context, e *env, conn *net.UDPConn, cur *atomic.Poi
 	go func() { _ = c.Run(rctx) }()
 	select {
 	case <-done:
-		return c.Status(), nil
+		return c, c.Status(), nil
 	case <-rctx.Done():
-		return rzclient.Status{}, errors.New("not registered")
+		return nil, rzclient.Status{}, errors.New("not registered")
 	}
 }
 

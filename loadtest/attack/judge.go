@@ -67,6 +67,10 @@ func judge(res *Result, th Thresholds) {
 				res.Failures = append(res.Failures, fmt.Sprintf("relayed %d datagrams to the %s destination", n, name))
 			}
 		}
+	case CheckVictimAmplification:
+		if res.VictimAmplification > th.MaxAmplification {
+			res.Failures = append(res.Failures, fmt.Sprintf("victims got %.2fx the bytes the attacker sent > %.2fx", res.VictimAmplification, th.MaxAmplification))
+		}
 	case CheckReplay:
 		if res.Held > 0 {
 			res.Failures = append(res.Failures, fmt.Sprintf("%d replayed requests answered", res.Held))

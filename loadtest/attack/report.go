@@ -39,7 +39,7 @@ func (r *Report) Markdown(w io.Writer) error {
 			}
 			ampl = "reached: " + strings.Join(got, ", ")
 		}
-		if res.Check == CheckVictim {
+		if res.Check == CheckVictim || res.Check == CheckVictimAmplification {
 			ampl = fmt.Sprintf("victim got %s: %.2fx", bytesText(res.VictimBytes), res.VictimAmplification)
 		}
 		if (res.Check == CheckAmplification || res.Check == CheckReflectRate) && res.InBytes > 0 {

@@ -267,7 +267,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		return fail(err)
 	}
 	defer pop.close()
-	e := &env{lab: lab, srv: srv, pop: pop, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld}
+	e := &env{lab: lab, bins: cfg.Bins, work: work, srv: srv, pop: pop, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld}
 	if a.Spoofed {
 		if e.raw, err = newRawSender(lab.Bad); err != nil {
 			return fail(err)
@@ -380,7 +380,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		res.Amplification = float64(outB) / float64(inB)
 	}
 	res.OutPPS = float64(outP) / elapsed.Seconds()
-	if a.Check == CheckVictim {
+	if a.Check == CheckVictim || a.Check == CheckVictimAmplification {
 		// The victim's count is UDP payload; the attacker's, link bytes
 		// less 42 per packet (its TCP-free traffic is all UDP here).
 		res.VictimBytes = e.victimBytes.Load()

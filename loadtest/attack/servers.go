@@ -36,9 +36,10 @@ const (
 	relayAdminPort = 9091
 )
 
-// Binaries are the server programs the suite runs.
+// Binaries are the programs the suite runs. Peer is optional: without it
+// the peer-reflect attack reports an error.
 type Binaries struct {
-	Rendezvous, Relay string
+	Rendezvous, Relay, Peer string
 }
 
 // servers are one run of the rendezvous and the relay in the lab.
@@ -117,7 +118,7 @@ func startServers(ctx context.Context, lab *Lab, cfg serverConfig) (*servers, er
 		"--key", relayKey,
 		"--log-level", "warn",
 	}, cfg.relArgs...)
-	s.relay, err = startProc(ctx, lab, "relay", cfg.bins.Relay, relayArgs, nil)
+	s.relay, err = startProc(ctx, lab, lab.Srv, "relay", cfg.bins.Relay, relayArgs, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func startServers(ctx context.Context, lab *Lab, cfg serverConfig) (*servers, er
 		rzArgs = append(rzArgs, "--join-token-file", f)
 	}
 	connect := make(chan string, 1)
-	s.rz, err = startProc(ctx, lab, "rendezvous", cfg.bins.Rendezvous, rzArgs, func(line string) {
+	s.rz, err = startProc(ctx, lab, lab.Srv, "rendezvous", cfg.bins.Rendezvous, rzArgs, func(line string) {
 		if v, ok := strings.CutPrefix(line, "connect string: "); ok {
 			select {
 			case connect <- strings.TrimSpace(v):
@@ -210,8 +211,10 @@ func (s *servers) alive() error {
 	return nil
 }
 
-func startProc(ctx context.Context, lab *Lab, name, bin string, args []string, onLine func(string)) (*proc, error) {
-	cmd := lab.Command(ctx, lab.Srv, bin, args...)
+// startProc starts bin in namespace ns; onLine (may be nil) sees each line
+// of its output.
+func startProc(ctx context.Context, lab *Lab, ns, name, bin string, args []string, onLine func(string)) (*proc, error) {
+	cmd := lab.Command(ctx, ns, bin, args...)
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: &tailBuffer{max: 8 << 10}}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
