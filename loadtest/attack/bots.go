@@ -304,7 +304,7 @@ func punchFlood(ctx context.Context, e *env) error {
 // addresses: each RelayBound it earns is a ticket naming the legitimate
 // peer at an address the attacker holds.
 func bindReplay(ctx context.Context, e *env) error {
-	captured := wire.AppendRelayBind(nil, e.pop.peers[0].id, time.Now())
+	captured := wire.AppendRelayBind(nil, e.pop.peers[0].id, time.Now(), crypto.Cookie{})
 	bots(ctx, 16, func(ctx context.Context, i int) {
 		conn, err := listenUDP(e.lab.Bad, netip.AddrPortFrom(botAddr(i), 0))
 		if err != nil {
@@ -323,7 +323,7 @@ func bindReplay(ctx context.Context, e *env) error {
 			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err == nil && from == e.srv.relayAddr {
-				if _, _, _, perr := wire.ParseRelayBound(buf[:n]); perr == nil {
+				if _, perr := wire.ParseRelayBound(buf[:n]); perr == nil {
 					e.held.Add(1)
 				}
 			}

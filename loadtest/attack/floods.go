@@ -84,13 +84,13 @@ func bindForge(oneAddr bool) func(ctx context.Context, e *env) error {
 			}
 			copy(keys[i][:], pub)
 		}
-		return spoofFlood(ctx, e, e.srv.relayAddr, wire.RelayBindMin, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
-			b := scratch[:wire.RelayBindMin]
+		return spoofFlood(ctx, e, e.srv.relayAddr, wire.RelayBindLen, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
+			b := scratch[:wire.RelayBindLen]
 			clear(b)
-			b[0], b[1] = wire.TypeRelayBind, wire.Version
+			b[0], b[1] = wire.TypeRelayBind, wire.BindVersion
 			copy(b[2:34], keys[r.IntN(len(keys))][:])
 			binary.BigEndian.PutUint64(b[34:42], uint64(time.Now().UnixMilli()))
-			fillRandom(r, b[42:106])
+			fillRandom(r, b[42:42+crypto.CookieSize+ed25519.SignatureSize]) // a made-up cookie and signature
 			src := randomSource(r)
 			if oneAddr {
 				src = netip.AddrPortFrom(victim.Addr(), src.Port())
