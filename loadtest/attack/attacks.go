@@ -38,6 +38,13 @@ const (
 	// may be larger than the request, but the answers to one source must
 	// be rate-limited (Thresholds.MaxReflectPPS).
 	CheckReflectRate Check = "reflect-rate"
+	// CheckChallengeRate: a TURN request that needs a 401/438 challenge
+	// from a spoofed victim. A valid challenge (REALM and NONCE) cannot be
+	// smaller than 64 bytes while clients' first Allocates are 20-60, so
+	// like STUN Binding answers the challenges may be larger than their
+	// request but must be rate-limited per source: judged on the answers
+	// per second to the victim and on bytes out never exceeding bytes in.
+	CheckChallengeRate Check = "challenge-rate"
 )
 
 // Attack is one attack of the suite.
@@ -93,7 +100,7 @@ func Attacks() []Attack {
 			run: stunFlood(func(*servers) netip.AddrPort { return netip.AddrPortFrom(srvAltAddr, altPort) })},
 		{Name: "turn-stun-reflect", Summary: "STUN Binding to the TURN port from a spoofed victim", Check: CheckReflectRate, Spoofed: true,
 			run: stunFlood(func(s *servers) netip.AddrPort { return s.turnAddr })},
-		{Name: "turn-allocate-unauth", Summary: "unauthenticated TURN Allocate from a spoofed victim (the 401 answer)", Check: CheckAmplification, Spoofed: true, run: turnUnauth},
+		{Name: "turn-allocate-unauth", Summary: "unauthenticated TURN Allocate from a spoofed victim (the 401 answer)", Check: CheckChallengeRate, Spoofed: true, run: turnUnauth},
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},

@@ -75,6 +75,13 @@ func judge(res *Result, th Thresholds) {
 		if res.Held > 0 {
 			res.Failures = append(res.Failures, fmt.Sprintf("%d replayed requests answered", res.Held))
 		}
+	case CheckChallengeRate:
+		if res.Amplification > th.MaxAmplification {
+			res.Failures = append(res.Failures, fmt.Sprintf("amplification %.2fx > %.2fx", res.Amplification, th.MaxAmplification))
+		}
+		if res.OutPPS > th.MaxReflectPPS {
+			res.Failures = append(res.Failures, fmt.Sprintf("%.0f challenges/s to one spoofed source > %.0f (not rate-limited)", res.OutPPS, th.MaxReflectPPS))
+		}
 	case CheckReflectRate:
 		if res.OutPPS > th.MaxReflectPPS {
 			res.Failures = append(res.Failures, fmt.Sprintf("%.0f answers/s to one spoofed source > %.0f (not rate-limited)", res.OutPPS, th.MaxReflectPPS))
