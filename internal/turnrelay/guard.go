@@ -41,7 +41,7 @@ func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		m := parseSTUN(p[:n])
+		m := parseAsPion(p[:n])
 		if !m.ok || m.class() != classRequest {
 			return n, addr, err
 		}
