@@ -82,6 +82,9 @@ type TURNOptions struct {
 	Quota       int // live allocations per user (0: default, <0: none)
 	// MaxAllocations caps live allocations server-wide (<0: none).
 	MaxAllocations int
+	// MaxTCPConnsPerSource and MaxTCPConns cap open TCP connections per
+	// source and server-wide (<0: none).
+	MaxTCPConnsPerSource, MaxTCPConns int
 	// AllocationRate, BindingRate and ChallengeRate are per-source rates
 	// (per second; <0: none) of Allocates, Binding answers and
 	// challenges larger than their request.
@@ -153,6 +156,8 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConns, "turn-max-tcp-conns", turnrelay.DefaultMaxTCPConns, "open TCP connections to the TURN server in all; one beyond is closed on accept (negative: no limit)")
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.BindingRate, "turn-binding-rate", turnrelay.DefaultBindingRate, "STUN Binding requests answered per second per source on the TURN ports, burst "+strconv.Itoa(turnrelay.DefaultBindingBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.ChallengeRate, "turn-challenge-rate", turnrelay.DefaultChallengeRate, "TURN 401/438 challenges larger than their request sent per second per source, burst "+strconv.Itoa(turnrelay.DefaultChallengeBurst)+"; the rest are dropped (negative: no limit)")

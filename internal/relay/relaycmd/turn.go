@@ -32,6 +32,8 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 		AllowDestinations:     allow,
 		MaxAllocationsPerUser: o.Quota,
 		MaxAllocations:        o.MaxAllocations,
+		MaxTCPConnsPerSource:  o.MaxTCPConnsPerSource,
+		MaxTCPConns:           o.MaxTCPConns,
 		AllocationRate:        o.AllocationRate,
 		BindingRate:           o.BindingRate,
 		ChallengeRate:         o.ChallengeRate,
