@@ -183,7 +183,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&st.Limits.IPByteRate, "stream-ip-byte-rate", streamrelay.DefaultIPByteRate, "payload bytes per second all stream tunnels of one client IPv4 address or IPv6 /64 send out together (burst: a quarter second)")
 	fs.IntVar(&st.Limits.MaxDestinations, "stream-max-destinations", streamrelay.DefaultMaxDestinations, "distinct destinations (address and port) a stream tunnel may have sent to within --stream-destination-timeout")
 	fs.DurationVar(&st.Limits.DestinationTTL, "stream-destination-timeout", streamrelay.DefaultDestinationTTL, "how long a destination a stream tunnel stopped sending to keeps its place among --stream-max-destinations")
-	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to a destination whose address has sent it nothing (registering, binding, punching); answered destinations get --stream-rate")
+	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to an address that has sent it nothing, all its ports together (registering, binding, punching); answered addresses get --stream-rate")
 	fs.Float64Var(&st.Limits.ProbeBurst, "stream-probe-burst", streamrelay.DefaultProbeBurst, "burst of --stream-probe-rate, in datagrams")
 	fs.StringVar(&acmeDomains, "acme-domain", "", "domain names (comma-separated) for an ACME certificate on the stream relay (empty: self-signed)")
 	fs.StringVar(&st.ACME.Email, "acme-email", "", "ACME account e-mail")
