@@ -73,6 +73,10 @@ const (
 	// long as the client keeps it open.
 	DefaultMaxTCPConnsPerSource = 64
 	DefaultMaxTCPConns          = 20000
+	// DefaultMaxPeerConns bounds the open peer connections of one RFC 6062
+	// TCP allocation that its peers opened to it (pion keeps one it was
+	// not asked to bind for 30 s).
+	DefaultMaxPeerConns = 64
 )
 
 // Config configures a Server. The zero value of each optional field means
@@ -135,6 +139,10 @@ type Config struct {
 	// means DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns; negative
 	// means no cap.
 	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxPeerConns caps the open connections that peers opened to one RFC
+	// 6062 TCP allocation; one beyond is closed on accept. Zero means
+	// DefaultMaxPeerConns; negative means no cap.
+	MaxPeerConns int
 
 	// MaxAllocationsPerUser caps the live allocations of one REST user (the
 	// part of the username after ':'); the allocation beyond it is refused
@@ -191,6 +199,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTCPConns == 0 {
 		c.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if c.MaxPeerConns == 0 {
+		c.MaxPeerConns = DefaultMaxPeerConns
 	}
 	if c.MaxAllocationsPerUser == 0 {
 		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser

@@ -77,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		tcpRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keymesh_turn_tcp_refusals_total",
-			Help: "TCP connections closed on accept because their source, or the server, held its maximum of open connections.",
+			Help: "TCP connections closed on accept because their source, the server or the allocation they were opened to held its maximum of open connections.",
 		}),
 	}
 	for _, r := range []string{dropBinding, dropChallenge, dropOversize} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -108,5 +109,57 @@ func TestTCPConnectionsCapped(t *testing.T) {
 	}
 	if got := value(t, ts.metrics.tcpRefusals); got != 1 {
 		t.Errorf("keymesh_turn_tcp_refusals_total %v, want 1", got)
+	}
+}
+
+// TestInboundPeerConnectionsCapped is a resource attack through an RFC
+// 6062 TCP allocation: its owner permits its own address and opens
+// connections to the relayed port. pion keeps each one it has not been
+// asked to bind for 30 seconds and checks every new one against all the
+// allocation's others under the lock all allocations share, so one
+// allocation could hold the relay's descriptors and that lock. An
+// allocation holds at most DefaultMaxPeerConns peer connections; one
+// beyond is closed on accept.
+func TestInboundPeerConnectionsCapped(t *testing.T) {
+	ts := startServer(t, 1, nil)
+	u, p := Credentials(testSecret, "mallory-inbound", time.Hour, time.Now())
+	c := dialRaw(t, "tcp", ts.tcp, u, p)
+	relayed := c.allocateRaw(6)
+	if r := c.request(stun.MethodCreatePermission, peerAddr(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})); r.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("CreatePermission: %v (code %d)", r.Type, errCode(r))
+	}
+	relayedTCP := &net.TCPAddr{IP: relayed.IP, Port: relayed.Port}
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	// Each accepted connection is announced to the client with a
+	// ConnectionAttempt; count them.
+	attempts := 0
+	for i := range DefaultMaxPeerConns + 1 {
+		pc, err := net.DialTCP("tcp4", nil, relayedTCP)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, pc)
+		if i < DefaultMaxPeerConns {
+			b, err := c.read(5 * time.Second)
+			if err != nil {
+				t.Fatalf("no ConnectionAttempt for connection %d: %v", i, err)
+			}
+			if m := parseSTUN(b); m.ok && m.method() == 0x00c && m.class() == classIndication {
+				attempts++
+			}
+		}
+	}
+	if attempts != DefaultMaxPeerConns {
+		t.Fatalf("%d ConnectionAttempts for %d connections", attempts, DefaultMaxPeerConns)
+	}
+	last := conns[len(conns)-1]
+	last.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := last.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection %d to one allocation: read %d, %v; want it closed", DefaultMaxPeerConns+1, n, err)
 	}
 }

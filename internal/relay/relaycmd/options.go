@@ -85,6 +85,9 @@ type TURNOptions struct {
 	// MaxTCPConnsPerSource and MaxTCPConns cap open TCP connections per
 	// source and server-wide (<0: none).
 	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxPeerConns caps the connections peers open to one TCP allocation
+	// (<0: none).
+	MaxPeerConns int
 	// AllocationRate, BindingRate and ChallengeRate are per-source rates
 	// (per second; <0: none) of Allocates, Binding answers and
 	// challenges larger than their request.
@@ -158,6 +161,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConns, "turn-max-tcp-conns", turnrelay.DefaultMaxTCPConns, "open TCP connections to the TURN server in all; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxPeerConns, "turn-max-peer-conns", turnrelay.DefaultMaxPeerConns, "open connections peers may make to one RFC 6062 TCP allocation; one beyond is closed on accept (negative: no limit)")
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.BindingRate, "turn-binding-rate", turnrelay.DefaultBindingRate, "STUN Binding requests answered per second per source on the TURN ports, burst "+strconv.Itoa(turnrelay.DefaultBindingBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.ChallengeRate, "turn-challenge-rate", turnrelay.DefaultChallengeRate, "TURN 401/438 challenges larger than their request sent per second per source, burst "+strconv.Itoa(turnrelay.DefaultChallengeBurst)+"; the rest are dropped (negative: no limit)")
