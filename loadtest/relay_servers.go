@@ -41,11 +41,12 @@ func startOurs(ctx context.Context, sockets int, log *slog.Logger) (*ourServer, 
 		// The benchmark's clients and echo peer are all on loopback, as
 		// coturn's config allows for its side: no per-source allocation
 		// rate, no server-wide cap, loopback peers allowed.
-		MaxAllocations:    -1,
-		AllocationRate:    -1,
-		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Logger:            log,
-		Registerer:        prometheus.NewRegistry(),
+		MaxAllocations:       -1,
+		AllocationRate:       -1,
+		MaxTCPConnsPerSource: -1,
+		AllowDestinations:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger:               log,
+		Registerer:           prometheus.NewRegistry(),
 	})
 	if err != nil {
 		for _, c := range pcs {

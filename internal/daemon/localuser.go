@@ -49,6 +49,10 @@ func (l *ownerListener) Accept() (net.Conn, error) {
 // host (network namespace).
 var errNotLocal = errors.New("not a connection from this host")
 
+// errClosedEnd means the local socket at a TCP connection's other end has
+// been closed by its process, so no process owns it any more.
+var errClosedEnd = errors.New("the connecting socket was closed before it was checked")
+
 // checkOwner admits c when the process at its other end runs as uid.
 func checkOwner(c net.Conn, uid int) error {
 	switch cc := c.(type) {

@@ -66,6 +66,12 @@ func scanTCPTable(path string, wantLocal, wantRemote netip.AddrPort) (int, bool,
 	for sc.Scan() {
 		uid, la, ra, ok := parseTCPLine(sc.Text())
 		if ok && la == wantLocal && ra == wantRemote {
+			if !ownedByProcess(sc.Text()) {
+				// Closed by its process (an orphan or a time-wait entry,
+				// listed with uid 0): nobody to vouch for the bytes it
+				// left in our queue.
+				return 0, false, errClosedEnd
+			}
 			return uid, true, nil
 		}
 	}
@@ -87,6 +93,13 @@ func parseTCPLine(line string) (uid int, local, remote netip.AddrPort, ok bool) 
 		return 0, local, remote, false
 	}
 	return int(u), local, remote, true
+}
+
+// ownedByProcess reports whether a line of /proc/net/tcp{,6} is a socket
+// a process still holds: its inode (the tenth field) is not 0.
+func ownedByProcess(line string) bool {
+	f := strings.Fields(line)
+	return len(f) >= 10 && f[9] != "0"
 }
 
 func parseProcAddr(s string) (netip.AddrPort, bool) {

@@ -28,6 +28,10 @@ func TestParseTCPLine(t *testing.T) {
 			t.Errorf("parseTCPLine(%q) = %d %s %s %v, want %d %s %s", tc.line, uid, l, r, ok, tc.uid, tc.local, tc.remote)
 		}
 	}
+	closed := "  10: 0100007F:9D6E 0100007F:DB95 05 00000000:00000000 03:0000175E 00000000     0        0 0 3 00000000bb7d2dde"
+	if !ownedByProcess(v4) || ownedByProcess(closed) || ownedByProcess("1: 0100007F:9D6E") {
+		t.Error("ownedByProcess: want true for a held socket, false for a closed one (inode 0) and a short line")
+	}
 	if _, _, _, ok := parseTCPLine("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"); ok {
 		t.Error("the header parsed as a line")
 	}

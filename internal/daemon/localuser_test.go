@@ -54,6 +54,15 @@ func asOther(mode, arg string) int {
 		return report(socksEcho(proxy, host))
 	case "tcp":
 		return report(tcpEcho(arg))
+	case "send-close":
+		// Write and close at once: the data waits in the daemon's queue
+		// while this end is gone.
+		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
+		if err != nil {
+			return report(err)
+		}
+		c.Write([]byte("one-way"))
+		return report(c.Close())
 	case "fake-daemon":
 		// Another user's daemon at a path the victim's CLI is pointed at.
 		if err := os.MkdirAll(filepath.Dir(arg), 0o755); err != nil {
@@ -296,4 +305,64 @@ func TestOtherUserRefused(t *testing.T) {
 	if !errors.Is(err, daemon.ErrOtherUser) {
 		t.Errorf("the CLI talked to another user's socket: status %+v, err %v", st, err)
 	}
+}
+
+// TestOtherUserClosedSocketRefused is a race on the /proc/net/tcp lookup:
+// another user connects to a loopback forward listener, writes and closes
+// before the daemon accepts. The closed end lingers in the kernel's table
+// as a socket of no process, listed with uid 0, so a daemon running as
+// root took the other user's bytes for its own user's and carried them
+// one way with the node's identity.
+func TestOtherUserClosedSocketRefused(t *testing.T) {
+	other := newOtherUser(t)
+	if os.Geteuid() != 0 {
+		t.Fatal("newOtherUser runs only as root")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oln := daemon.OwnerOnly(ln, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { oln.Close() })
+	if got := other.run("send-close", ln.Addr().String()); got != "ok" {
+		t.Fatalf("the other user's client: %s", got)
+	}
+	// The attacker's end leaves FIN_WAIT1 once the daemon's kernel has
+	// acknowledged its FIN (an attacker just waits a moment).
+	port := ln.Addr().(*net.TCPAddr).Port
+	listener := fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32([]byte{127, 0, 0, 1}), port)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if clientEndState(t, listener) == "05" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the closed client end never reached FIN_WAIT2 (state %s)", clientEndState(t, listener))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
+	c, err := oln.Accept()
+	if err == nil {
+		b, _ := io.ReadAll(c)
+		c.Close()
+		t.Fatalf("a root daemon accepted another user's closed connection and read %q", b)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("accept: %v", err)
+	}
+}
+
+// clientEndState is the /proc/net/tcp state of the socket connected to
+// remote (hex address:port as the table prints it), or "".
+func clientEndState(t *testing.T, remote string) string {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[2] == remote {
+			return f[3]
+		}
+	}
+	return ""
 }

@@ -106,9 +106,10 @@ type Config struct {
 	// sending to keeps its place (default DefaultDestinationTTL).
 	DestinationTTL time.Duration
 	// ProbeRate and ProbeBurst bound the datagrams per second a tunnel
-	// sends to one destination whose address has not sent anything to
-	// its presence: enough to register, bind and punch, too little to
-	// flood a third party (default DefaultProbeRate, DefaultProbeBurst).
+	// sends to one address that has not sent anything to its presence,
+	// all its ports together: enough to register, bind and punch, too
+	// little to flood a third party (default DefaultProbeRate,
+	// DefaultProbeBurst).
 	ProbeRate  float64
 	ProbeBurst float64
 	// ClockSkew is how far a hello's clock may be from ours (default 2 min).

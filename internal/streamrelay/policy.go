@@ -53,24 +53,32 @@ func (s *Server) publicPort(port uint16) bool {
 }
 
 // destinations is one tunnel's record of where it sends and who answers:
-// it bounds the distinct destinations and holds a destination that never
-// answered to ProbeRate, so that a tunnel is no flood cannon toward a third
-// party. Both maps are bounded.
+// it bounds the distinct destinations and holds an address that never
+// answered to ProbeRate, whatever the ports, so that a tunnel is no flood
+// cannon toward a third party. Every map is bounded.
 type destinations struct {
 	mu        sync.Mutex
 	sent      map[netip.AddrPort]*dest
 	nextEvict int64                // no entry of sent expires before this (Unix ns)
 	heard     map[netip.Addr]int64 // addresses that sent to the presence: when last
+	// probes are the ProbeRate buckets, one per destination address (not
+	// per port: a victim's ports are one victim). An address has one while
+	// sent holds one of its destinations, so there are no more than sent.
+	probes map[netip.Addr]*probeBucket
 }
 
 type dest struct {
-	last   int64 // Unix ns of the last datagram to it
+	last int64 // Unix ns of the last datagram to it
+}
+
+type probeBucket struct {
 	tokens float64
 	refill int64
 }
 
 func newDestinations() *destinations {
-	return &destinations{sent: make(map[netip.AddrPort]*dest), heard: make(map[netip.Addr]int64)}
+	return &destinations{sent: make(map[netip.AddrPort]*dest), heard: make(map[netip.Addr]int64),
+		probes: make(map[netip.Addr]*probeBucket)}
 }
 
 // allow records a datagram to dst at now (Unix ns) and returns "" when it
@@ -83,21 +91,26 @@ func (d *destinations) allow(dst netip.AddrPort, now int64, c *Config) string {
 		if len(d.sent) >= c.MaxDestinations && !d.evictLocked(now, int64(c.DestinationTTL)) {
 			return dropDestsFull
 		}
-		e = &dest{tokens: c.ProbeBurst, refill: now}
+		e = &dest{}
 		d.sent[dst] = e
 	}
 	e.last = now
 	if _, ok := d.heard[dst.Addr()]; ok {
 		return ""
 	}
-	if el := now - e.refill; el > 0 {
-		e.tokens = min(c.ProbeBurst, e.tokens+float64(el)*c.ProbeRate/1e9)
-		e.refill = now
+	p := d.probes[dst.Addr()]
+	if p == nil {
+		p = &probeBucket{tokens: c.ProbeBurst, refill: now}
+		d.probes[dst.Addr()] = p
 	}
-	if e.tokens < 1 {
+	if el := now - p.refill; el > 0 {
+		p.tokens = min(c.ProbeBurst, p.tokens+float64(el)*c.ProbeRate/1e9)
+		p.refill = now
+	}
+	if p.tokens < 1 {
 		return dropProbeRate
 	}
-	e.tokens--
+	p.tokens--
 	return ""
 }
 
@@ -120,8 +133,18 @@ func (d *destinations) evictLocked(now, ttl int64) bool {
 	}
 	if !freed {
 		d.nextEvict = oldest + ttl
+		return false
 	}
-	return freed
+	live := make(map[netip.Addr]bool, len(d.sent))
+	for a := range d.sent {
+		live[a.Addr()] = true
+	}
+	for a := range d.probes {
+		if !live[a] {
+			delete(d.probes, a)
+		}
+	}
+	return true
 }
 
 // heardFrom records that a datagram from a arrived at the presence: the

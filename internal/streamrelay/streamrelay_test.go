@@ -230,8 +230,8 @@ func FuzzDestination(f *testing.F) {
 			t.Fatalf("policy let %v out", dst)
 		}
 		_ = d.allow(dst, now, &srv.cfg)
-		if len(d.sent) > srv.cfg.MaxDestinations {
-			t.Fatalf("%d destinations, cap %d", len(d.sent), srv.cfg.MaxDestinations)
+		if len(d.sent) > srv.cfg.MaxDestinations || len(d.probes) > srv.cfg.MaxDestinations {
+			t.Fatalf("%d destinations, %d probe buckets, cap %d", len(d.sent), len(d.probes), srv.cfg.MaxDestinations)
 		}
 	})
 }

@@ -67,6 +67,16 @@ const (
 	// challenges per source that are larger than the request they answer.
 	DefaultChallengeRate  = 4
 	DefaultChallengeBurst = 16
+	// DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns bound the open
+	// TCP connections to the Listeners, per source (IPv4 address or IPv6
+	// /64) and in all; each costs pion a goroutine and a buffer for as
+	// long as the client keeps it open.
+	DefaultMaxTCPConnsPerSource = 64
+	DefaultMaxTCPConns          = 20000
+	// DefaultMaxPeerConns bounds the open peer connections of one RFC 6062
+	// TCP allocation that its peers opened to it (pion keeps one it was
+	// not asked to bind for 30 s).
+	DefaultMaxPeerConns = 64
 )
 
 // Config configures a Server. The zero value of each optional field means
@@ -123,6 +133,17 @@ type Config struct {
 	// dropped. Zero means the default; a negative rate means no limit.
 	ChallengeRate, ChallengeBurst float64
 
+	// MaxTCPConnsPerSource and MaxTCPConns cap the open TCP connections to
+	// the Listeners of one source (IPv4 address or IPv6 /64) and of the
+	// whole server; a connection beyond either is closed on accept. Zero
+	// means DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns; negative
+	// means no cap.
+	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxPeerConns caps the open connections that peers opened to one RFC
+	// 6062 TCP allocation; one beyond is closed on accept. Zero means
+	// DefaultMaxPeerConns; negative means no cap.
+	MaxPeerConns int
+
 	// MaxAllocationsPerUser caps the live allocations of one REST user (the
 	// part of the username after ':'); the allocation beyond it is refused
 	// with 486 Allocation Quota Reached. Zero means
@@ -173,6 +194,15 @@ func (c Config) withDefaults() Config {
 	c.AllocationRate, c.AllocationBurst = rateDefaults(c.AllocationRate, c.AllocationBurst, DefaultAllocationRate, DefaultAllocationBurst)
 	c.BindingRate, c.BindingBurst = rateDefaults(c.BindingRate, c.BindingBurst, DefaultBindingRate, DefaultBindingBurst)
 	c.ChallengeRate, c.ChallengeBurst = rateDefaults(c.ChallengeRate, c.ChallengeBurst, DefaultChallengeRate, DefaultChallengeBurst)
+	if c.MaxTCPConnsPerSource == 0 {
+		c.MaxTCPConnsPerSource = DefaultMaxTCPConnsPerSource
+	}
+	if c.MaxTCPConns == 0 {
+		c.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if c.MaxPeerConns == 0 {
+		c.MaxPeerConns = DefaultMaxPeerConns
+	}
 	if c.MaxAllocationsPerUser == 0 {
 		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
 	}

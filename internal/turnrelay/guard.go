@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/keymesh/keymesh/internal/ratelimit"
 )
 
 // guardConn is a UDP socket as pion sees it, with the checks a server on a
@@ -41,7 +43,7 @@ func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		m := parseSTUN(p[:n])
+		m := parseAsPion(p[:n])
 		if !m.ok || m.class() != classRequest {
 			return n, addr, err
 		}
@@ -102,25 +104,79 @@ func (g *guardConn) refuse(m stunMessage, p []byte, addr net.Addr) string {
 }
 
 // guardListener hands pion TCP connections whose refused ChannelBinds get
-// 403 (see forbidChannelBind). TCP needs no size rule: the handshake
+// 403 (see forbidChannelBind), within the caps on open connections per
+// source and in all (pion keeps a goroutine and a buffer for each as long
+// as the client holds it open). TCP needs no size rule: the handshake
 // proves the client's address.
-type guardListener struct{ net.Listener }
-
-func (l guardListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return guardTCPConn{c}, nil
+type guardListener struct {
+	net.Listener
+	s *Server
 }
 
-type guardTCPConn struct{ net.Conn }
+func (l guardListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src := ratelimit.Source(addrOf(c.RemoteAddr()))
+		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConns) {
+			l.s.metrics.tcpRefusals.Inc()
+			l.s.log.Debug("turn tcp connection refused: too many open", "src", addrString(c.RemoteAddr()))
+			c.Close()
+			continue
+		}
+		return &guardTCPConn{Conn: c, s: l.s, src: src}, nil
+	}
+}
+
+type guardTCPConn struct {
+	net.Conn
+	s    *Server
+	src  netip.Addr
+	once sync.Once
+}
 
 // Write sends p, a whole STUN message or ChannelData frame as pion writes
 // them, after forbidChannelBind.
-func (c guardTCPConn) Write(p []byte) (int, error) {
+func (c *guardTCPConn) Write(p []byte) (int, error) {
 	forbidChannelBind(p)
 	return c.Conn.Write(p)
+}
+
+// Close closes the connection and frees its place.
+func (c *guardTCPConn) Close() error {
+	c.once.Do(func() { c.s.tcp.release(c.src) })
+	return c.Conn.Close()
+}
+
+// tcpConns counts open TCP connections per source and in all.
+type tcpConns struct {
+	mu        sync.Mutex
+	perSource map[netip.Addr]int
+	all       int
+}
+
+// take counts one more connection from src unless src already holds
+// perSource or the server all (a cap below one is no cap).
+func (t *tcpConns) take(src netip.Addr, perSource, all int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) {
+		return false
+	}
+	t.perSource[src]++
+	t.all++
+	return true
+}
+
+func (t *tcpConns) release(src netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.perSource[src]--; t.perSource[src] <= 0 {
+		delete(t.perSource, src)
+	}
+	t.all--
 }
 
 // addrOf returns a's IP, or the zero Addr.

@@ -34,6 +34,7 @@ type metrics struct {
 	rateRefusals      prometheus.Counter
 	peerRefusals      prometheus.Counter
 	dropped           *prometheus.CounterVec
+	tcpRefusals       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -74,6 +75,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "keymesh_turn_dropped_total",
 			Help: "Datagrams the TURN server's guard dropped, by reason (binding, challenge, oversize).",
 		}, []string{"reason"}),
+		tcpRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_tcp_refusals_total",
+			Help: "TCP connections closed on accept because their source, the server or the allocation they were opened to held its maximum of open connections.",
+		}),
 	}
 	for _, r := range []string{dropBinding, dropChallenge, dropOversize} {
 		m.dropped.WithLabelValues(r)
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsTotal, m.authFailures, m.quotaRefusals, m.requestErrors,
-		m.capacityRefusals, m.rateRefusals, m.peerRefusals, m.dropped} {
+		m.capacityRefusals, m.rateRefusals, m.peerRefusals, m.dropped, m.tcpRefusals} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("turnrelay metrics (give each server its own Registerer): %w", err)
 		}

@@ -95,12 +95,58 @@ func (c *ownConn) Close() error {
 }
 
 // ownListener is an allocation's relayed TCP listener, registered in
-// ownPorts while open.
+// ownPorts while open. It holds at most MaxPeerConns connections its peers
+// opened at once: pion keeps one it was not asked to bind for 30 s and
+// checks each new one against the others under the lock every allocation
+// shares.
 type ownListener struct {
 	net.Listener
 	s    *Server
 	port uint16
 	once sync.Once
+
+	mu    sync.Mutex
+	conns int
+}
+
+// Accept returns the next peer connection within the cap; one beyond it is
+// closed.
+func (l *ownListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		full := l.s.cfg.MaxPeerConns >= 1 && l.conns >= l.s.cfg.MaxPeerConns
+		if !full {
+			l.conns++
+		}
+		l.mu.Unlock()
+		if full {
+			l.s.metrics.tcpRefusals.Inc()
+			c.Close()
+			continue
+		}
+		return &peerConn{Conn: c, l: l}, nil
+	}
+}
+
+// peerConn is a connection a peer opened to an allocation, counted by its
+// listener until closed.
+type peerConn struct {
+	net.Conn
+	l    *ownListener
+	once sync.Once
+}
+
+func (c *peerConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.conns--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (l *ownListener) Close() error {

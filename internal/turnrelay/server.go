@@ -29,6 +29,8 @@ type Server struct {
 	// range holds, which the relayed sockets send to at any port.
 	ownAllowed map[netip.Addr]bool
 
+	tcp *tcpConns // open TCP connections, per source and in all
+
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
 	challenges  *ratelimit.Limiter // oversize 401/438 per source
@@ -53,6 +55,7 @@ func New(cfg Config) (*Server, error) {
 		metrics: m,
 		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
 		own:     newOwnPorts(),
+		tcp:     &tcpConns{perSource: make(map[netip.Addr]int)},
 
 		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
 		ownAllowed:      make(map[netip.Addr]bool),
@@ -111,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	for _, ln := range cfg.Listeners {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener:              guardListener{ln},
+			Listener:              guardListener{Listener: ln, s: s},
 			RelayAddressGenerator: gen,
 			PermissionHandler:     s.permitPeer,
 		})

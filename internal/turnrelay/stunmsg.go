@@ -53,6 +53,32 @@ func parseSTUN(b []byte) stunMessage {
 	return m
 }
 
+// parseAsPion reads b's header as pion's server does before it answers:
+// anything that is not ChannelData, with the magic cookie and at least the
+// declared length, is a STUN message, whatever the type's two top bits
+// and whatever follows the declared length. The guard must count every
+// request pion will answer, so it reads requests this way, not with the
+// stricter parseSTUN.
+func parseAsPion(b []byte) stunMessage {
+	if len(b) < stunHeaderLen || isChannelData(b) || binary.BigEndian.Uint32(b[4:8]) != magicCookie ||
+		stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])) > len(b) {
+		return stunMessage{}
+	}
+	m := stunMessage{typ: binary.BigEndian.Uint16(b[0:2]) &^ 0xC000, ok: true}
+	copy(m.txid[:], b[8:20])
+	return m
+}
+
+// isChannelData is pion's test for a ChannelData frame: a channel number
+// in 0x4000-0x7FFF and a length the datagram holds.
+func isChannelData(b []byte) bool {
+	if len(b) < 4 || int(binary.BigEndian.Uint16(b[2:4])) > len(b)-4 {
+		return false
+	}
+	n := binary.BigEndian.Uint16(b[0:2])
+	return n >= 0x4000 && n <= 0x7FFF
+}
+
 func (m stunMessage) class() int { return int((m.typ>>4)&1 | (m.typ>>7)&2) }
 
 func (m stunMessage) method() int {

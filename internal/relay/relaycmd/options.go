@@ -84,6 +84,12 @@ type TURNOptions struct {
 	Quota       int // live allocations per user (0: default, <0: none)
 	// MaxAllocations caps live allocations server-wide (<0: none).
 	MaxAllocations int
+	// MaxTCPConnsPerSource and MaxTCPConns cap open TCP connections per
+	// source and server-wide (<0: none).
+	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxPeerConns caps the connections peers open to one TCP allocation
+	// (<0: none).
+	MaxPeerConns int
 	// AllocationRate, BindingRate and ChallengeRate are per-source rates
 	// (per second; <0: none) of Allocates, Binding answers and
 	// challenges larger than their request.
@@ -185,6 +191,9 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConns, "turn-max-tcp-conns", turnrelay.DefaultMaxTCPConns, "open TCP connections to the TURN server in all; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxPeerConns, "turn-max-peer-conns", turnrelay.DefaultMaxPeerConns, "open connections peers may make to one RFC 6062 TCP allocation; one beyond is closed on accept (negative: no limit)")
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.BindingRate, "turn-binding-rate", turnrelay.DefaultBindingRate, "STUN Binding requests answered per second per source on the TURN ports, burst "+strconv.Itoa(turnrelay.DefaultBindingBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.ChallengeRate, "turn-challenge-rate", turnrelay.DefaultChallengeRate, "TURN 401/438 challenges larger than their request sent per second per source, burst "+strconv.Itoa(turnrelay.DefaultChallengeBurst)+"; the rest are dropped (negative: no limit)")
@@ -210,7 +219,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&st.Limits.IPByteRate, "stream-ip-byte-rate", streamrelay.DefaultIPByteRate, "payload bytes per second all stream tunnels of one client IPv4 address or IPv6 /64 send out together (burst: a quarter second)")
 	fs.IntVar(&st.Limits.MaxDestinations, "stream-max-destinations", streamrelay.DefaultMaxDestinations, "distinct destinations (address and port) a stream tunnel may have sent to within --stream-destination-timeout")
 	fs.DurationVar(&st.Limits.DestinationTTL, "stream-destination-timeout", streamrelay.DefaultDestinationTTL, "how long a destination a stream tunnel stopped sending to keeps its place among --stream-max-destinations")
-	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to a destination whose address has sent it nothing (registering, binding, punching); answered destinations get --stream-rate")
+	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to an address that has sent it nothing, all its ports together (registering, binding, punching); answered addresses get --stream-rate")
 	fs.Float64Var(&st.Limits.ProbeBurst, "stream-probe-burst", streamrelay.DefaultProbeBurst, "burst of --stream-probe-rate, in datagrams")
 	fs.StringVar(&acmeDomains, "acme-domain", "", "domain names (comma-separated) for an ACME certificate on the stream relay (empty: self-signed)")
 	fs.StringVar(&st.ACME.Email, "acme-email", "", "ACME account e-mail")
