@@ -14,9 +14,7 @@ import (
 // B's, both with the same start time. A target that is not registered and
 // one whose policy refuses A get the same ConnectReply{Found: false}.
 func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire.Connect) []outPacket {
-	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
-		return s.challenge(sc, req, wire.MsgConnect)
-	}
+	// The cookie was checked by handleFrame.
 	s.m.lookups.Inc()
 	rctx, cancel := s.registryCtx(ctx)
 	self, err := s.cfg.Registry.Get(rctx, req.sender)

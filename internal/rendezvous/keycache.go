@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"hash/maphash"
 	"sync"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -11,10 +12,13 @@ const keyCacheShards = 64
 // keyCache holds the box keys shared with recently seen peers, so that only
 // a cache miss costs an X25519 scalar multiplication. It is bounded: a full
 // shard forgets an arbitrary entry (Go's map iteration order) to make room.
-// Only keys that opened a box are added, so forged sender keys cannot
-// flush it.
+// Only keys that opened a box from a source with a valid cookie are added,
+// so forged sender keys from spoofed sources cannot flush it. Shards are
+// picked by a hash keyed with a per-process secret: the sender chooses its
+// key's bytes, and must not be able to aim every key at one shard.
 type keyCache struct {
 	perShard int
+	seed     maphash.Seed
 	shards   [keyCacheShards]keyShard
 }
 
@@ -24,7 +28,7 @@ type keyShard struct {
 }
 
 func newKeyCache(size int) *keyCache {
-	c := &keyCache{perShard: max(1, size/keyCacheShards)}
+	c := &keyCache{perShard: max(1, size/keyCacheShards), seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].m = make(map[crypto.PeerID][32]byte)
 	}
@@ -32,8 +36,7 @@ func newKeyCache(size int) *keyCache {
 }
 
 func (c *keyCache) shard(id *crypto.PeerID) *keyShard {
-	// The key is a public key: its bytes are already uniform.
-	return &c.shards[id[31]%keyCacheShards]
+	return &c.shards[maphash.Bytes(c.seed, id[:])%keyCacheShards]
 }
 
 // get returns the cached key shared with id.

@@ -1,0 +1,207 @@
+package rendezvous
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// spoofed returns the i-th address of a spoofed flood (198.18.0.0/15, the
+// benchmarking range; the frames never leave the process).
+func spoofed(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18 + byte(i>>16&1), byte(i >> 8), byte(i)}), uint16(1024+i%60000))
+}
+
+// TestSpoofedFloodThenRegister is issue 10 item 3: sealed, cookieless frames
+// from spoofed sources used to be written into the replay cache before the
+// cookie was checked, and a full cache refused every message, so about
+// 15 Mbit/s stopped all registrations. Now a cookieless frame gets its
+// Challenge and leaves nothing behind.
+func TestSpoofedFloodThenRegister(t *testing.T) {
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.ReplayCache = 1024
+	})
+	attacker := fx.newPeer("192.0.2.1:1")
+	for i := range 8 * 1024 {
+		// One fresh nonce each; the attacker's key opens the box.
+		fx.exchange(spoofed(i), fx.seal(attacker, &wire.Register{AllowAny: true}))
+		if i%512 == 0 {
+			fx.clock.Add(time.Second) // the key-miss budget refills
+		}
+	}
+	if n := fx.srv.replay.Len(); n != 0 {
+		t.Errorf("replay cache holds %d pairs from cookieless frames", n)
+	}
+	legit := fx.newPeer("203.0.113.5:40000")
+	fx.register(legit, wire.Register{AllowAny: true})
+}
+
+// TestReplayCachePressure is issue 10 items 3 and 10 with real addresses:
+// an attacker who owns many addresses (so holds valid cookies) floods
+// distinct frames stamped anywhere in the clock window, far beyond the
+// replay cache. Fresh registrations still succeed (the cache evicts; the
+// old one refused everything once full) and a replay of a registration
+// captured before the flood is refused all the same.
+func TestReplayCachePressure(t *testing.T) {
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.ReplayCache = 1024
+	})
+	legit := fx.newPeer("203.0.113.5:40000")
+	fx.register(legit, wire.Register{AllowAny: true})
+	captured := fx.seal(legit, &wire.Register{AllowAny: true, Cookie: legit.cookie})
+	if out := fx.exchange(legit.addr, captured); len(out) != 1 {
+		t.Fatalf("registration to capture: %d replies", len(out))
+	}
+	fx.clock.Add(5 * time.Second)
+
+	attacker := fx.newPeer("192.0.2.1:1")
+	now := fx.clock.Now()
+	for i := range 16 * 1024 {
+		from := spoofed(i)
+		stamp := now.Add(-29*time.Second + time.Duration(i%580)*100*time.Millisecond)
+		pkt := wire.SealFrame(nil, attacker.id.ID(), attacker.shared, wire.Message{
+			Time: stamp.UnixMilli(),
+			Body: &wire.Connect{Cookie: fx.srv.cfg.Cookies.Make(from), Target: legit.id.ID()},
+		})
+		fx.exchange(from, pkt)
+	}
+	if n := fx.srv.replay.Len(); n > 1024 {
+		t.Errorf("replay cache holds %d pairs, bound 1024", n)
+	}
+	for _, o := range fx.exchange(legit.addr, captured) {
+		if _, ok := fx.open(legit, o.b).Body.(*wire.Registered); ok {
+			t.Fatal("a replayed registration was accepted after the flood")
+		}
+	}
+	fx.register(legit, wire.Register{AllowAny: true})
+	fresh := fx.newPeer("203.0.113.6:40000")
+	fx.register(fresh, wire.Register{AllowAny: true})
+}
+
+// strangerFrame is a sealed Register from a fresh key that the attacker did
+// not even bother to seal properly: the server has to do the X25519 before
+// it can tell.
+func strangerFrame() []byte {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	b := []byte{wire.TypeSealed, wire.Version}
+	b = append(b, pub...)
+	junk := make([]byte, crypto.NonceSize+crypto.BoxOverhead+64)
+	rand.Read(junk)
+	return append(b, junk...)
+}
+
+// TestStrangerKeyFlood is issue 10 item 5: every unknown sender key cost an
+// X25519 before any cookie, so about 18k packets/s of fresh keys saturated a
+// core. Now strangers' X25519s fit a global budget (and one per source),
+// while peers whose keys are cached keep registering without touching it.
+func TestStrangerKeyFlood(t *testing.T) {
+	const budget = 200
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.KeyMissBudget = budget
+	})
+	known := make([]*peer, 16)
+	for i := range known {
+		known[i] = fx.newPeer(netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)}), 4000).String())
+		fx.register(known[i], wire.Register{AllowAny: true})
+	}
+	before := value(fx.srv.m.keyComputes)
+	const (
+		flood = 8000
+		tick  = time.Millisecond // the flood runs at 1000 frames per (fake) second
+	)
+	ok := 0
+	for i := range flood {
+		fx.exchange(spoofed(i), strangerFrame())
+		fx.clock.Add(tick)
+		if i%100 == 0 {
+			p := known[(i/100)%len(known)]
+			out := fx.exchange(p.addr, fx.seal(p, &wire.Register{AllowAny: true, Cookie: p.cookie}))
+			if len(out) == 1 {
+				if _, is := fx.open(p, out[0].b).Body.(*wire.Registered); is {
+					ok++
+				}
+			}
+		}
+	}
+	if ok != flood/100 {
+		t.Errorf("known peers registered %d of %d times during the flood", ok, flood/100)
+	}
+	spent := value(fx.srv.m.keyComputes) - before
+	elapsed := float64(flood) * tick.Seconds()
+	if limit := budget + budget*elapsed; spent > limit {
+		t.Errorf("%v X25519s for strangers in %vs of flood, budget allows %v", spent, elapsed, limit)
+	}
+	if fx.rejected("key_budget") == 0 {
+		t.Error("no key_budget refusal counted")
+	}
+}
+
+// TestStrangerKeyPerSource: one source rotating fresh keys gets its own
+// small budget, not the global one.
+func TestStrangerKeyPerSource(t *testing.T) {
+	fx := newFixture(t, func(c *Config) { c.RateLimit.PerSecond = -1 })
+	from := netip.MustParseAddrPort("192.0.2.7:1")
+	before := value(fx.srv.m.keyComputes)
+	for i := range 200 {
+		// Rotating ports earns nothing.
+		fx.exchange(netip.AddrPortFrom(from.Addr(), uint16(1000+i)), strangerFrame())
+	}
+	if spent := value(fx.srv.m.keyComputes) - before; spent > DefaultKeyMissBurst {
+		t.Errorf("one source cost %v X25519s, per-source burst %d", spent, DefaultKeyMissBurst)
+	}
+	if fx.rejected("key_rate_limited") == 0 {
+		t.Error("no key_rate_limited refusal counted")
+	}
+}
+
+// TestNewPeerOneX25519: a new peer's Challenge round trip costs one X25519,
+// not two (the key is kept on probation until the cookie comes back).
+func TestNewPeerOneX25519(t *testing.T) {
+	fx := newFixture(t, nil)
+	before := value(fx.srv.m.keyComputes)
+	p := fx.newPeer("203.0.113.5:40000")
+	fx.register(p, wire.Register{AllowAny: true})
+	fx.register(p, wire.Register{AllowAny: true})
+	if spent := value(fx.srv.m.keyComputes) - before; spent != 1 {
+		t.Fatalf("a new peer cost %v X25519s, want 1", spent)
+	}
+}
+
+// TestKeyCacheShardsNotChosen: the sender chooses its key's bytes; keys that
+// agree on every byte the old shard pick looked at must still spread over
+// the shards (the old cache held only one shard's worth of them).
+func TestKeyCacheShardsNotChosen(t *testing.T) {
+	const size = 64 * keyCacheShards
+	c := newKeyCache(size)
+	var k [32]byte
+	for i := range size {
+		var id crypto.PeerID
+		binary.BigEndian.PutUint64(id[:8], uint64(i))
+		id[31] = 7
+		c.put(&id, &k)
+	}
+	held := 0
+	for i := range size {
+		var id crypto.PeerID
+		binary.BigEndian.PutUint64(id[:8], uint64(i))
+		id[31] = 7
+		if _, ok := c.get(&id); ok {
+			held++
+		}
+	}
+	if held < size/2 {
+		t.Fatalf("cache holds %d of %d keys sharing a last byte: one shard takes them all", held, size)
+	}
+}
