@@ -199,15 +199,21 @@ func (s *shard) appendEntry(k *addrKey, body []byte, exp int64) int {
 	return off
 }
 
-// put stores body under k, expiring at exp. It reports false when the shard
-// is full (over 4 GiB).
-func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
+// put stores body under k, expiring at exp. A new key in a shard holding
+// limit entries (limit > 0) first makes room (see makeRoom); it returns how
+// many live entries that evicted. It reports false when the shard is over
+// 4 GiB.
+func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64, limit int) (bool, int) {
 	s.sweep(now, sweepPerPut)
 	bucket, off := s.lookup(k, tag)
 	if bucket >= 0 && s.bodyLen(off) == len(body) {
 		s.setExpires(off, exp)
 		copy(s.body(off), body)
-		return true
+		return true, 0
+	}
+	evicted := 0
+	if bucket < 0 && limit > 0 && s.count >= limit {
+		evicted = s.makeRoom(now)
 	}
 	if s.garbage > compactMin && s.garbage*2 > len(s.arena) {
 		s.compact(now)
@@ -215,7 +221,7 @@ func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
 	}
 	noff := s.appendEntry(k, body, exp)
 	if noff < 0 {
-		return false
+		return false, evicted
 	}
 	if bucket >= 0 {
 		s.kill(off)
@@ -223,7 +229,41 @@ func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
 	} else {
 		s.insert(tag, noff)
 	}
-	return true
+	return true, evicted
+}
+
+// makeRoom removes every expired entry of a full shard or, when none is
+// expired, the live one closest to expiry (the oldest registration: all
+// share one TTL). It returns how many live entries it removed. It looks at
+// the whole shard, 1/256 of the registry, only when a new peer finds its
+// shard full.
+func (s *shard) makeRoom(now int64) int {
+	var victims []int // arena offsets
+	oldest, oldestExp := -1, int64(math.MaxInt64)
+	for _, b := range s.table {
+		if b == 0 {
+			continue
+		}
+		off := int(uint32(b)) - 1
+		switch exp := s.expires(off); {
+		case exp <= now:
+			victims = append(victims, off)
+		case exp < oldestExp:
+			oldest, oldestExp = off, exp
+		}
+	}
+	live := 0
+	if len(victims) == 0 && oldest >= 0 {
+		victims, live = append(victims, oldest), 1
+	}
+	for _, off := range victims {
+		k := s.key(off)
+		if bucket, boff := s.lookup(&k, uint32(hashKey(s.seed, &k)>>32)); bucket >= 0 && boff == off {
+			s.removeBucket(bucket)
+			s.kill(off)
+		}
+	}
+	return live
 }
 
 // get returns the body stored under k if it is live at now.

@@ -109,6 +109,12 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 		Name: ns + "replay_pairs_forgotten_total", Help: "Replay-cache entries forgotten while recent, when the newest generations alone overflowed the cache.",
 	}, func() float64 { return float64(rc.Stats().Overflowed) }))
 	keep(err)
+	if ev, ok := registry.(interface{ Evicted() uint64 }); ok {
+		_, err = register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: ns + "registry_evicted_total", Help: "Live registrations evicted to keep the registry under its cap (--max-records).",
+		}, func() float64 { return float64(ev.Evicted()) }))
+		keep(err)
+	}
 	_, err = register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: ns + "registered_peers", Help: "Live registrations in the registry (approximate).",
 	}, func() float64 {
