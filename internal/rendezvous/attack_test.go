@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
@@ -204,4 +205,20 @@ func TestKeyCacheShardsNotChosen(t *testing.T) {
 	if held < size/2 {
 		t.Fatalf("cache holds %d of %d keys sharing a last byte: one shard takes them all", held, size)
 	}
+}
+
+// BenchmarkStrangerKeyFlood measures what one frame from a fresh key and a
+// spoofed source costs the server once the flood exceeds the key-miss
+// budget (the old server did an X25519 for each).
+func BenchmarkStrangerKeyFlood(b *testing.B) {
+	fx := newFixture(b, func(c *Config) { c.RateLimit.PerSecond = -1 })
+	frames := make([][]byte, 4096)
+	for i := range frames {
+		frames[i] = strangerFrame()
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		fx.srv.handle(context.Background(), fx.sc, spoofed(i%100000), frames[i%len(frames)])
+	}
+	b.ReportMetric(value(fx.srv.m.keyComputes)/float64(b.N), "X25519/op")
 }
