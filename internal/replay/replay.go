@@ -11,13 +11,18 @@
 //
 // The cache is bounded and never refuses a fresh message for lack of room.
 // When a shard is full it first drops expired generations, then the oldest
-// live ones, and raises the shard's floor past them: from then on stamps
-// below the floor are refused as stale, so a replay of a forgotten pair is
-// still refused, and only messages stamped more than one generation before
-// now (clocks already nearly out of the window) lose anything. Only when the
-// generations of the last two widths alone overflow a shard does the cache
-// forget single pairs (counted in Stats.Overflowed); a replay of one of
-// those within the window would pass.
+// live ones, raising the shard's floor past them: from then on stamps below
+// the floor are refused as stale, so a replay of a forgotten pair is still
+// refused. Then it drops the generations furthest in the future, lowering a
+// ceiling: stamps at or above it are refused while they are more than one
+// generation ahead of now. Under pressure the window so shrinks, down to
+// the generations of one width either side of now; messages from clocks
+// that close to the truth never lose anything. Only when those three
+// generations alone overflow a shard does the cache forget single pairs
+// (counted in Stats.Overflowed); a replay of one of those within the window
+// would pass. So would, once now catches up with the lowered ceiling, a
+// replay of a pair stamped that far ahead before it was dropped (a sender
+// whose clock runs ahead by more than a generation).
 //
 // Keys are 64-bit keyed hashes (hash/maphash with a per-cache random seed):
 // an outsider cannot aim collisions, and an accidental one, which would
@@ -67,6 +72,7 @@ type shard struct {
 	gens  [ring]generation
 	n     int   // pairs in all generations
 	floor int64 // generations below it are refused (raised by eviction)
+	ceil  int64 // generations at or above it are refused while in the future
 }
 
 type generation struct {
@@ -97,6 +103,7 @@ func New(window time.Duration, max int) *Cache {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.floor = math.MinInt64
+		s.ceil = math.MaxInt64
 		for g := range s.gens {
 			s.gens[g].m = make(map[uint64]struct{})
 		}
@@ -152,7 +159,8 @@ func (c *Cache) insert(k uint64, t, st int64, anyGen bool) error {
 			}
 		}
 	}
-	if b < s.floor {
+	cur := floorDiv(t, c.width)
+	if b < s.floor || (b >= s.ceil && b > cur+1) {
 		return ErrStale
 	}
 	g := &s.gens[mod(b, ring)]
@@ -167,8 +175,8 @@ func (c *Cache) insert(k uint64, t, st int64, anyGen bool) error {
 		return ErrReplay
 	}
 	if s.n >= c.perShard {
-		c.makeRoom(s, floorDiv(t-c.half, c.width), floorDiv(t, c.width))
-		if b < s.floor {
+		c.makeRoom(s, floorDiv(t-c.half, c.width), cur)
+		if b < s.floor || (b >= s.ceil && b > cur+1) {
 			return ErrStale
 		}
 	}
@@ -178,8 +186,9 @@ func (c *Cache) insert(k uint64, t, st int64, anyGen bool) error {
 }
 
 // makeRoom frees at least one place in a full shard: expired generations
-// first, then the oldest live ones older than the last two widths (raising
-// the floor past them), then single pairs of the largest generation.
+// first, then the oldest live ones before cur-1 (raising the floor past
+// them), then the furthest ones after cur+1 (lowering the ceiling), then
+// single pairs of the largest generation.
 func (c *Cache) makeRoom(s *shard, lo, cur int64) {
 	for i := range s.gens {
 		if g := &s.gens[i]; len(g.m) > 0 && g.id < lo {
@@ -201,6 +210,25 @@ func (c *Cache) makeRoom(s *shard, lo, cur int64) {
 		s.n -= len(oldest.m)
 		clear(oldest.m)
 		s.floor = max(s.floor, oldest.id+1)
+		c.raised.Add(1)
+	}
+	for s.n >= c.perShard {
+		var furthest *generation
+		for i := range s.gens {
+			g := &s.gens[i]
+			if len(g.m) > 0 && g.id > cur+1 && (furthest == nil || g.id > furthest.id) {
+				furthest = g
+			}
+		}
+		if furthest == nil {
+			break
+		}
+		s.n -= len(furthest.m)
+		clear(furthest.m)
+		if s.ceil <= cur+1 { // an old ceiling that no longer bites
+			s.ceil = furthest.id
+		}
+		s.ceil = min(s.ceil, furthest.id)
 		c.raised.Add(1)
 	}
 	if s.n < c.perShard {
@@ -254,7 +282,8 @@ func (c *Cache) Len() int {
 // Stats counts what the cache gave up under pressure.
 type Stats struct {
 	// Raised counts generations dropped before their stamps expired (the
-	// floor was raised past them: their replays are refused as stale).
+	// floor was raised or the ceiling lowered past them: their replays are
+	// refused as stale).
 	Raised uint64
 	// Overflowed counts pairs forgotten while their stamps were recent
 	// (a replay of one of them within the window would pass).

@@ -172,3 +172,42 @@ func BenchmarkCheck(b *testing.B) {
 		_ = c.Check(now, s, n)
 	}
 }
+
+// TestPressureFuture floods generations stamped ahead of now (a clock the
+// window still accepts): they are dropped under a lowered ceiling, not
+// single pairs of the present, so nothing recent is forgotten.
+func TestPressureFuture(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 4 {
+		if err := c.CheckStamped(t0, t0, []byte("legit"), nonce(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 * bound {
+		stamp := t0.Add(5*time.Second + time.Duration(i%25)*time.Second)
+		if err := c.CheckStamped(t0, stamp, []byte("flood"), nonce(i)); err != nil && !errors.Is(err, ErrStale) {
+			t.Fatalf("flood pair %d: %v", i, err)
+		}
+	}
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	for i := range 4 {
+		if err := c.CheckStamped(t0.Add(time.Second), t0, []byte("legit"), nonce(i)); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replay of legitimate pair %d: %v, want ErrReplay", i, err)
+		}
+	}
+	if err := c.CheckStamped(t0, t0, []byte("fresh"), nonce(1)); err != nil {
+		t.Fatalf("fresh pair: %v", err)
+	}
+	if st := c.Stats(); st.Overflowed != 0 || st.Raised == 0 {
+		t.Fatalf("stats %+v: want generations dropped, no pair of the present forgotten", st)
+	}
+	// Once now has moved on, stamps in the formerly refused range pass.
+	later := t0.Add(20 * time.Second)
+	if err := c.CheckStamped(later, later, []byte("fresh"), nonce(2)); err != nil {
+		t.Fatalf("fresh pair 20 s later: %v", err)
+	}
+}
