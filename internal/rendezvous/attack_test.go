@@ -222,3 +222,43 @@ func BenchmarkStrangerKeyFlood(b *testing.B) {
 	}
 	b.ReportMetric(value(fx.srv.m.keyComputes)/float64(b.N), "X25519/op")
 }
+
+// TestKeyCacheKeepsUsedKeys: peers that proved an address and keep
+// refreshing hold their cached keys against a stream of keys used once (an
+// attacker with many real addresses, each within its X25519 budget), so
+// they do not fall back to the contested key-miss budget. The old cache
+// forgot an arbitrary entry.
+func TestKeyCacheKeepsUsedKeys(t *testing.T) {
+	const size = 8 * keyCacheShards
+	c := newKeyCache(size)
+	var k [32]byte
+	id := func(tag byte, i int) *crypto.PeerID {
+		var p crypto.PeerID
+		p[0] = tag
+		binary.BigEndian.PutUint64(p[1:], uint64(i))
+		return &p
+	}
+	const peers = size / 2
+	for i := range peers {
+		c.put(id(1, i), &k)
+	}
+	for round := range 20 {
+		for i := range peers { // every peer refreshes once a round
+			if _, ok := c.get(id(1, i)); !ok {
+				c.put(id(1, i), &k) // a miss: the X25519 again
+			}
+		}
+		for j := range size { // a cache's worth of fresh keys in between
+			c.put(id(2, round*size+j), &k)
+		}
+	}
+	held := 0
+	for i := range peers {
+		if _, ok := c.get(id(1, i)); ok {
+			held++
+		}
+	}
+	if held < peers*3/4 {
+		t.Fatalf("%d of %d refreshing peers kept their keys through the stream of fresh keys", held, peers)
+	}
+}
