@@ -262,3 +262,34 @@ func TestKeyCacheKeepsUsedKeys(t *testing.T) {
 		t.Fatalf("%d of %d refreshing peers kept their keys through the stream of fresh keys", held, peers)
 	}
 }
+
+// TestRegisterRatePerSource is issue 10 item 7 at the door: one source
+// (here an IPv6 /64, every address and port in it) registering ever new
+// keys gets its registration burst and no more, while another source is
+// unaffected.
+func TestRegisterRatePerSource(t *testing.T) {
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.KeyMissRate.PerSecond = -1 // its own test; here every key is new
+	})
+	accepted := 0
+	for i := range 2 * DefaultRegisterBurst {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)})
+		p := fx.newPeer(netip.AddrPortFrom(a, uint16(2000+i)).String())
+		p.cookie = fx.srv.cfg.Cookies.Make(p.addr)
+		out := fx.exchange(p.addr, fx.seal(p, &wire.Register{AllowAny: true, Cookie: p.cookie}))
+		if len(out) == 1 {
+			if _, ok := fx.open(p, out[0].b).Body.(*wire.Registered); ok {
+				accepted++
+			}
+		}
+	}
+	if accepted == 0 || accepted > DefaultRegisterBurst {
+		t.Fatalf("one /64 registered %d new peers at once; the burst is %d", accepted, DefaultRegisterBurst)
+	}
+	if fx.rejected("register_rate_limited") == 0 {
+		t.Fatal("no register_rate_limited refusal counted")
+	}
+	other := fx.newPeer("[2001:db8:2::1]:4000")
+	fx.register(other, wire.Register{AllowAny: true})
+}
