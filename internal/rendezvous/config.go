@@ -159,7 +159,7 @@ type Config struct {
 	// ReplayCache bounds the (sender, nonce) pairs remembered for replay
 	// rejection. Only frames with a valid cookie reach it; when full it
 	// forgets the oldest stamps and refuses them from then on (see package
-	// replay), never fresh frames. Default DefaultReplayCache (about 50 MB
+	// replay), never fresh frames. Default DefaultReplayCache (about 40 MB
 	// at most).
 	ReplayCache int
 	// RegistryTimeout bounds each registry call (each gets a context with

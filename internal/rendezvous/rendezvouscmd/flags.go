@@ -90,7 +90,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&o.RegisterRate, "register-rate", rendezvous.DefaultRegisterRate, "registrations per second per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of registrations per source address")
 	fs.IntVar(&o.KeyCache, "key-cache", rendezvous.DefaultKeyCache, "peers' shared keys kept (each miss costs an X25519)")
-	fs.IntVar(&o.ReplayCache, "replay-cache", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 48 bytes each); when full the oldest stamps are forgotten and refused")
+	fs.IntVar(&o.ReplayCache, "replay-cache", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept (memory and Redis); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
