@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -95,4 +96,38 @@ func TestRedisCap(t *testing.T) {
 	if reg.Evicted() == 0 {
 		t.Fatal("no eviction counted")
 	}
+}
+
+// The shared behaviour holds with a cap far above what the tests store
+// (every Put then also runs the cap's bookkeeping).
+func TestMemoryConformanceCapped(t *testing.T) {
+	testConformance(t, func(t *testing.T) harness {
+		clk := discovery.NewFakeClock()
+		m := discovery.NewMemory(clk.Now)
+		m.SetMaxRecords(1 << 20)
+		t.Cleanup(func() { _ = m.Close() })
+		return harness{reg: m, advance: clk.Advance, shortTTL: 30 * time.Second, lenExact: true}
+	})
+}
+
+func TestRedisConformanceCapped(t *testing.T) {
+	srv := redistest.Start(t)
+	testConformance(t, func(t *testing.T) harness {
+		opts, err := discovery.ParseRedisURL("redis://" + srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewUniversalClient(opts)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg, err := discovery.NewRedis(ctx, discovery.RedisOptions{
+			Client: c, Prefix: fmt.Sprintf("capc%d", prefixSeq.Add(1)), MaxRecords: 1 << 20,
+		})
+		if err != nil {
+			_ = c.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = reg.Close() })
+		return harness{reg: reg, advance: time.Sleep, shortTTL: time.Second}
+	})
 }
