@@ -233,28 +233,39 @@ func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64, limit i
 }
 
 // makeRoom removes every expired entry of a full shard or, when none is
-// expired, the live one closest to expiry (the oldest registration: all
-// share one TTL). It returns how many live entries it removed. It looks at
-// the whole shard, 1/256 of the registry, only when a new peer finds its
-// shard full.
+// expired, the live ones closest to expiry (the oldest registrations: all
+// share one TTL): those in the first 1/32 of the span of expiries, at most
+// 1/32 of the shard and at least one, so that a stream of new peers pays
+// for a scan of the shard only every so many Puts. It returns how many
+// live entries it removed.
 func (s *shard) makeRoom(now int64) int {
 	var victims []int // arena offsets
-	oldest, oldestExp := -1, int64(math.MaxInt64)
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
 	for _, b := range s.table {
 		if b == 0 {
 			continue
 		}
 		off := int(uint32(b)) - 1
-		switch exp := s.expires(off); {
-		case exp <= now:
+		exp := s.expires(off)
+		if exp <= now {
 			victims = append(victims, off)
-		case exp < oldestExp:
-			oldest, oldestExp = off, exp
+			continue
 		}
+		lo, hi = min(lo, exp), max(hi, exp)
 	}
 	live := 0
-	if len(victims) == 0 && oldest >= 0 {
-		victims, live = append(victims, oldest), 1
+	if len(victims) == 0 && lo <= hi {
+		limit := max(1, s.count/32)
+		cut := lo + (hi-lo)/32
+		for _, b := range s.table {
+			if b == 0 || len(victims) >= limit {
+				continue
+			}
+			if off := int(uint32(b)) - 1; s.expires(off) <= cut {
+				victims = append(victims, off)
+			}
+		}
+		live = len(victims)
 	}
 	for _, off := range victims {
 		k := s.key(off)
