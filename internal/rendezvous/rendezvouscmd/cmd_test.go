@@ -47,6 +47,11 @@ func TestFlagErrors(t *testing.T) {
 		{"--log-format", "xml"},
 		{"--turn-uri", "turn:x:3478"},
 		{"--rate-limit", "0"},
+		{"--stun-rate", "0"},
+		{"--key-miss-budget", "0"},
+		{"--register-rate", "0"},
+		{"--stun-burst", "0"},
+		{"--max-records", "0"},
 		{"extra"},
 	} {
 		var stderr bytes.Buffer
