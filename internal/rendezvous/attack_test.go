@@ -293,3 +293,23 @@ func TestRegisterRatePerSource(t *testing.T) {
 	other := fx.newPeer("[2001:db8:2::1]:4000")
 	fx.register(other, wire.Register{AllowAny: true})
 }
+
+// TestNewPeerBehindProvenAddress: during a fresh-key flood that spends the
+// global key-miss budget, a new peer behind an address that already proved
+// itself (another peer behind the same NAT) still registers.
+func TestNewPeerBehindProvenAddress(t *testing.T) {
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.KeyMissBudget = 50
+	})
+	known := fx.newPeer("203.0.113.10:4000")
+	fx.register(known, wire.Register{AllowAny: true})
+	for i := range 500 {
+		fx.exchange(spoofed(i), strangerFrame())
+	}
+	if fx.rejected("key_budget") == 0 {
+		t.Fatal("the flood did not spend the budget; the test proves nothing")
+	}
+	neighbour := fx.newPeer("203.0.113.10:5000")
+	fx.register(neighbour, wire.Register{AllowAny: true})
+}

@@ -135,8 +135,9 @@ type Config struct {
 	// together may cost, with a burst of one second's worth; it only
 	// bites under a flood of fresh keys. Senders whose key is cached
 	// (every peer that registered here with a valid cookie, until the
-	// cache forgets it) never touch it. Default DefaultKeyMissBudget;
-	// negative: no global cap.
+	// cache forgets it) never touch it, and sources that sent a valid
+	// cookie within the last 10 minutes draw on a second budget of the
+	// same size. Default DefaultKeyMissBudget; negative: no global cap.
 	KeyMissBudget float64
 	// STUNRate limits STUN Binding answers per source (their answers are
 	// larger than the smallest requests), on the main socket and, through

@@ -127,6 +127,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if !s.cfg.Cookies.Check(from, *cookie) {
 		return s.challenge(sc, &req, mt)
 	}
+	s.proven.mark(from.Addr(), now.UnixNano())
 	if !cached {
 		// Only a key that opened a box from a proven address earns a place.
 		s.keys.put(&sealed.Sender, &key)
@@ -147,14 +148,20 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 }
 
 // admitKeyMiss decides whether a sender whose key is not cached may cost an
-// X25519: its source's budget first, then the global one, which only bites
+// X25519: its source's budget first, then a global one, which only bites
 // when misses arrive faster than it refills (a flood of fresh keys).
+// Sources that proved their address recently have a global budget of their
+// own, so new peers behind a known address get in during such a flood.
 func (s *Server) admitKeyMiss(src netip.Addr, now time.Time) (reason, bool) {
 	t := now.UnixNano()
 	if !s.keyMissSource.Allow(src, t) {
 		return reasonKeyRate, false
 	}
-	if !s.keyMissBudget.Allow(t) {
+	budget := s.keyMissBudget
+	if s.proven.has(src, t) {
+		budget = s.provenBudget
+	}
+	if !budget.Allow(t) {
 		return reasonKeyBudget, false
 	}
 	return 0, true

@@ -32,12 +32,15 @@ type Server struct {
 	// keyMissSource and keyMissBudget budget X25519s for uncached keys.
 	keyMissSource *ratelimit.Limiter
 	keyMissBudget *ratelimit.Budget
-	stunRate      *ratelimit.Limiter
-	registerRate  *ratelimit.Limiter
-	m             *metrics
-	ttl           uint16 // seconds, as sent in Registered
-	refresh       uint16
-	health        regHealth
+	// provenBudget is the key-miss budget of sources in proven.
+	provenBudget *ratelimit.Budget
+	proven       *provenSources
+	stunRate     *ratelimit.Limiter
+	registerRate *ratelimit.Limiter
+	m            *metrics
+	ttl          uint16 // seconds, as sent in Registered
+	refresh      uint16
+	health       regHealth
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
 }
@@ -64,6 +67,8 @@ func New(cfg Config) (*Server, error) {
 		limiter:       cfg.RateLimit.limiter(),
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
+		provenBudget:  ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
+		proven:        newProvenSources(DefaultProvenSources),
 		stunRate:      cfg.STUNRate.limiter(),
 		registerRate:  cfg.RegisterRate.limiter(),
 		m:             m,
