@@ -38,6 +38,10 @@ const (
 // does in its shard, by Sweep, and by Run, which sweeps every SweepInterval
 // until its context ends: run it with `go m.Run(ctx)` where Puts may stop
 // for long (Len counts records not yet swept). Close drops every record.
+//
+// SetMaxRecords caps it (the rendezvous command sets DefaultMaxRecords): a
+// new peer then evicts the registrations closest to expiry, never a
+// refresh.
 type Memory struct {
 	now      func() time.Time
 	seed     maphash.Seed
