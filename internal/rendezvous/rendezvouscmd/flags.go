@@ -89,8 +89,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&o.KeyMissBudget, "key-miss-budget", rendezvous.DefaultKeyMissBudget, "X25519s per second for uncached sender keys, all sources together; negative disables")
 	fs.Float64Var(&o.RegisterRate, "register-rate", rendezvous.DefaultRegisterRate, "registrations per second per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of registrations per source address")
-	fs.IntVar(&o.KeyCache, "key-cache", rendezvous.DefaultKeyCache, "peers' shared keys kept (each miss costs an X25519)")
-	fs.IntVar(&o.ReplayCache, "replay-cache", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
+	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
+	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept (memory and Redis); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -142,7 +142,7 @@ func (o *Options) check() error {
 	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1:
 		return bad("--rate-burst, --stun-burst and --register-burst must be at least 1")
 	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1:
-		return bad("--key-cache, --replay-cache and --max-records must be at least 1")
+		return bad("--max-cached-keys, --max-replay-nonces and --max-records must be at least 1")
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
 	}
