@@ -85,22 +85,23 @@ locals {
         { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
       ]
       env = merge(local.acme_env, {
-        KEYMESH_LISTEN             = ":${local.ports.relay}"
-        KEYMESH_TLS_LISTEN         = ":${local.ports.relay_tls}"
-        KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
-        KEYMESH_KEY                = "${local.secret_dir}/relay-key"
-        KEYMESH_TICKET_KEY_FILE    = "${local.secret_dir}/ticket-keys"
-        KEYMESH_PEER_SECRET_FILE   = "${local.secret_dir}/peer-secret"
-        KEYMESH_TURN_LISTEN        = ":${local.ports.turn}"
-        KEYMESH_TURN_TCP_LISTEN    = ":${local.ports.turn}"
-        KEYMESH_TURN_SECRET_FILE   = "${local.secret_dir}/turn-secret"
-        KEYMESH_TURN_REALM         = var.acme_domain != "" ? var.acme_domain : var.deployment_name
-        KEYMESH_TURN_RELAY_IP      = "$${PUBLIC_IP}"
-        KEYMESH_STREAM_PRESENCE_IP = "$${PUBLIC_IP}"
-        KEYMESH_TURN_SOCKETS       = "$${NPROC}"
-        KEYMESH_REUSEPORT          = "$${NPROC}"
-        KEYMESH_LOG_FORMAT         = "json"
-        KEYMESH_LOG_LEVEL          = var.log_level
+        KEYMESH_LISTEN              = ":${local.ports.relay}"
+        KEYMESH_TLS_LISTEN          = ":${local.ports.relay_tls}"
+        KEYMESH_ADMIN               = "0.0.0.0:${local.ports.admin}"
+        KEYMESH_KEY                 = "${local.secret_dir}/relay-key"
+        KEYMESH_TICKET_KEY_FILE     = "${local.secret_dir}/ticket-keys"
+        KEYMESH_PEER_SECRET_FILE    = "${local.secret_dir}/peer-secret"
+        KEYMESH_TURN_LISTEN         = ":${local.ports.turn}"
+        KEYMESH_TURN_TCP_LISTEN     = ":${local.ports.turn}"
+        KEYMESH_TURN_SECRET_FILE    = "${local.secret_dir}/turn-secret"
+        KEYMESH_TURN_REALM          = var.acme_domain != "" ? var.acme_domain : var.deployment_name
+        KEYMESH_TURN_RELAY_IP       = "$${PUBLIC_IP}"
+        KEYMESH_STREAM_PRESENCE_IP  = "0.0.0.0"
+        KEYMESH_STREAM_ADVERTISE_IP = "$${PUBLIC_IP}"
+        KEYMESH_TURN_SOCKETS        = "$${NPROC}"
+        KEYMESH_REUSEPORT           = "$${NPROC}"
+        KEYMESH_LOG_FORMAT          = "json"
+        KEYMESH_LOG_LEVEL           = var.log_level
       })
     }
   }

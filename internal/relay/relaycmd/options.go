@@ -12,12 +12,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/streamrelay"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 )
 
@@ -39,6 +42,11 @@ type Options struct {
 	Admin string
 	// LogFormat and LogLevel configure the logger (obs.NewLogger).
 	LogFormat, LogLevel string
+
+	// AllowDestinations are ranges the relay sends to for strangers
+	// although addrpolicy refuses them (loopback, private, link-local...):
+	// an operator's own network, a lab.
+	AllowDestinations []netip.Prefix
 
 	Ticket    TicketOptions
 	RateLimit relay.RateLimit
@@ -135,10 +143,30 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	st := &o.Stream
-	var presenceIP, acmeDomains string
+	var presenceIP, advertiseIP, acmeDomains, ownPorts, allowDest string
+	fs.StringVar(&allowDest, "allow-destinations", "", "CIDR ranges (comma-separated) the relay may send to for peers although they are refused by default (loopback, private, CGNAT, link-local incl. 169.254.169.254, multicast, reserved, this host's own addresses), e.g. 10.1.0.0/16")
 	fs.StringVar(&st.TLSListen, "tls-listen", "", "TCP address of the TLS stream relay for networks without UDP, e.g. :443 (empty: off)")
 	fs.StringVar(&st.KeyFile, "key", "relay.key", "relay identity key file (created if missing); without ACME the stream relay's certificate is made from it and peers pin it")
-	fs.StringVar(&presenceIP, "stream-presence-ip", "", "public IP of the UDP sockets the stream relay gives each tunnel (default: the --tls-listen host)")
+	fs.StringVar(&presenceIP, "stream-presence-ip", "", "IP the stream relay's per-tunnel UDP sockets bind to: the public one, a private one or 0.0.0.0 (default: the --tls-listen host)")
+	fs.StringVar(&advertiseIP, "stream-advertise-ip", "", "public IP tunnels are told their UDP presence has, when it is not on the interface (AWS); needed when --stream-presence-ip is private or unspecified (default: --stream-presence-ip)")
+	fs.StringVar(&ownPorts, "stream-own-ports", "", "UDP ports (comma-separated) of other public keymesh services on this host, e.g. a rendezvous on 3478, that tunnels may reach at this host's addresses (the ticket relay's and TURN's ports always are; every other port of the host is refused)")
+	fs.IntVar(&st.Limits.MaxTunnels, "stream-max-tunnels", streamrelay.DefaultMaxTunnels, "open stream tunnels, those in their handshake included")
+	fs.IntVar(&st.Limits.MaxTunnelsPerIP, "stream-max-tunnels-per-ip", streamrelay.DefaultMaxTunnelsPerIP, "open stream tunnels per client IPv4 address or IPv6 /64")
+	fs.IntVar(&st.Limits.MaxTunnelsPerNet, "stream-max-tunnels-per-net", streamrelay.DefaultMaxTunnelsPerNet, "open stream tunnels per client IPv4 /24 or IPv6 /48")
+	fs.Float64Var(&st.Limits.OpenRate, "stream-open-rate", streamrelay.DefaultOpenRate, "TCP connections, and separately stream tunnels, a client IPv4 address or IPv6 /64 may open per second (a connection over it is closed before its TLS handshake)")
+	fs.Float64Var(&st.Limits.OpenBurst, "stream-open-burst", streamrelay.DefaultOpenBurst, "burst of --stream-open-rate, in connections and in tunnels")
+	fs.DurationVar(&st.Limits.HandshakeTimeout, "stream-handshake-timeout", streamrelay.DefaultHandshakeTimeout, "time a stream client has for each of its TLS handshake with request headers, and its tunnel hello; also how long an idle HTTP connection stays open")
+	fs.DurationVar(&st.Limits.IdleTimeout, "stream-idle-timeout", streamrelay.DefaultIdleTimeout, "a stream tunnel whose client sends no datagram for this long is closed")
+	fs.DurationVar(&st.Limits.WriteTimeout, "stream-write-timeout", streamrelay.DefaultWriteTimeout, "a stream tunnel whose client takes no datagram for this long is closed")
+	fs.IntVar(&st.MaxHeaderBytes, "stream-max-header-bytes", streamrelay.DefaultMaxHeaderBytes, "largest HTTP request header the stream relay reads, in bytes")
+	fs.Float64Var(&st.Limits.Rate, "stream-rate", streamrelay.DefaultRate, "datagrams per second each stream tunnel carries in each direction")
+	fs.IntVar(&st.Limits.Burst, "stream-burst", streamrelay.DefaultBurst, "burst of --stream-rate, in datagrams")
+	fs.IntVar(&st.Limits.ByteRate, "stream-byte-rate", streamrelay.DefaultByteRate, "payload bytes per second each stream tunnel carries in each direction (burst: a quarter second)")
+	fs.IntVar(&st.Limits.IPByteRate, "stream-ip-byte-rate", streamrelay.DefaultIPByteRate, "payload bytes per second all stream tunnels of one client IPv4 address or IPv6 /64 send out together (burst: a quarter second)")
+	fs.IntVar(&st.Limits.MaxDestinations, "stream-max-destinations", streamrelay.DefaultMaxDestinations, "distinct destinations (address and port) a stream tunnel may have sent to within --stream-destination-timeout")
+	fs.DurationVar(&st.Limits.DestinationTTL, "stream-destination-timeout", streamrelay.DefaultDestinationTTL, "how long a destination a stream tunnel stopped sending to keeps its place among --stream-max-destinations")
+	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to a destination whose address has sent it nothing (registering, binding, punching); answered destinations get --stream-rate")
+	fs.Float64Var(&st.Limits.ProbeBurst, "stream-probe-burst", streamrelay.DefaultProbeBurst, "burst of --stream-probe-rate, in datagrams")
 	fs.StringVar(&acmeDomains, "acme-domain", "", "domain names (comma-separated) for an ACME certificate on the stream relay (empty: self-signed)")
 	fs.StringVar(&st.ACME.Email, "acme-email", "", "ACME account e-mail")
 	fs.StringVar(&st.ACME.CA, "acme-ca", certs.LetsEncrypt, "ACME directory URL")
@@ -178,6 +206,25 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		st.PresenceIP = ip
 	}
+	if advertiseIP != "" {
+		ip, err := netip.ParseAddr(advertiseIP)
+		if err != nil || ip.IsUnspecified() {
+			return nil, usageErr("--stream-advertise-ip %q is not a specific IP address (give the public IP, e.g. 203.0.113.7)", advertiseIP)
+		}
+		st.AdvertiseIP = ip
+	}
+	for _, f := range splitList(ownPorts) {
+		p, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || p == 0 {
+			return nil, usageErr("--stream-own-ports: %q is not a port (give e.g. 3478,3480)", f)
+		}
+		st.OwnPorts = append(st.OwnPorts, uint16(p))
+	}
+	allow, err := addrpolicy.ParsePrefixes(allowDest)
+	if err != nil {
+		return nil, usageErr("--allow-destinations: %v", err)
+	}
+	o.AllowDestinations = allow
 	st.ACME.Domains = splitList(acmeDomains)
 	if c.rateLimitPS <= 0 {
 		o.RateLimit.Disabled = true
@@ -205,6 +252,12 @@ func (c *command) check() error {
 		return usageErr("--turn-sockets %d: give 1 to 256", o.TURN.Sockets)
 	case o.UDPBuffer < 0:
 		return usageErr("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
+	case o.Stream.enabled() && o.Stream.noAdvertise():
+		return usageErr("--tls-listen %q with no specific --stream-presence-ip: give --stream-advertise-ip, the public IP tunnels are reached at", o.Stream.TLSListen)
+	case o.Stream.enabled() && o.Stream.Limits.invalid() != "":
+		return usageErr("--stream-%s must be above 0 (see relay --help for its default)", o.Stream.Limits.invalid())
+	case o.Stream.enabled() && o.Stream.MaxHeaderBytes < 1024:
+		return usageErr("--stream-max-header-bytes %d: give at least 1024 (default %d)", o.Stream.MaxHeaderBytes, streamrelay.DefaultMaxHeaderBytes)
 	case o.Listen == "":
 		return usageErr("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
 	}

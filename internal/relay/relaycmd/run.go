@@ -63,7 +63,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if turn != nil {
 		defer turn.Close()
 	}
-	streamURL, err := startStream(ctx, o.Stream, admin.Registry, log, &addrs)
+	streamURL, err := startStream(ctx, o.Stream, o.AllowDestinations, admin.Registry, log, &addrs)
 	if err != nil {
 		return err
 	}
