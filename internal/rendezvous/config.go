@@ -31,9 +31,11 @@ const (
 	DefaultBurst       = 100
 	DefaultRateSources = 1 << 16
 	// DefaultKeyMissRate and DefaultKeyMissBurst bound, per source, the
-	// X25519s spent on sender keys the key cache does not hold.
-	DefaultKeyMissRate  = 10
-	DefaultKeyMissBurst = 20
+	// X25519s spent on sender keys the key cache does not hold: half the
+	// datagram rate, so that the 1,000 peers of a carrier-grade NAT
+	// address are all back within 40 s of a restart (the TTL is 90 s).
+	DefaultKeyMissRate  = 25
+	DefaultKeyMissBurst = 50
 	// DefaultKeyMissBudget is how many such X25519s all sources together
 	// may cost per second (an X25519 and the key conversion take about
 	// 50 µs: a fifth of a core).
