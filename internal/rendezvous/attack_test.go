@@ -272,6 +272,8 @@ func TestRegisterRatePerSource(t *testing.T) {
 		c.RateLimit.PerSecond = -1
 		c.KeyMissRate.PerSecond = -1 // its own test; here every key is new
 	})
+	first := fx.newPeer("[2001:db8:0:1::ffff]:1999")
+	fx.register(first, wire.Register{AllowAny: true})
 	accepted := 0
 	for i := range 2 * DefaultRegisterBurst {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)})
@@ -292,6 +294,17 @@ func TestRegisterRatePerSource(t *testing.T) {
 	}
 	other := fx.newPeer("[2001:db8:2::1]:4000")
 	fx.register(other, wire.Register{AllowAny: true})
+	// Refreshes of a peer this instance knows, from the exhausted /64,
+	// do not count against it.
+	for range 5 {
+		out := fx.exchange(first.addr, fx.seal(first, &wire.Register{AllowAny: true, Cookie: first.cookie}))
+		if len(out) != 1 {
+			t.Fatalf("refresh: %d replies", len(out))
+		}
+		if _, ok := fx.open(first, out[0].b).Body.(*wire.Registered); !ok {
+			t.Fatal("a known peer's refresh was refused by the registration limit")
+		}
+	}
 }
 
 // TestNewPeerBehindProvenAddress: during a fresh-key flood that spends the

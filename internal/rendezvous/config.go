@@ -45,9 +45,9 @@ const (
 	DefaultSTUNRate  = 10
 	DefaultSTUNBurst = 20
 	// DefaultRegisterRate and DefaultRegisterBurst bound the registrations
-	// taken per source (after its cookie): a NAT address with 200 peers
-	// refreshing every 20 s sends 10 a second.
-	DefaultRegisterRate  = 10
+	// of keys new to this instance taken per source (after its cookie):
+	// as the key-miss rate, 1,000 peers behind one address in 40 s.
+	DefaultRegisterRate  = 25
 	DefaultRegisterBurst = 100
 	DefaultInstanceName  = "rendezvous"
 	// DefaultRegistryTimeout bounds each registry call: about one peer
@@ -146,9 +146,10 @@ type Config struct {
 	// AllowSTUN, on the RFC 5780 sockets. Default DefaultSTUNRate and
 	// DefaultSTUNBurst.
 	STUNRate RateLimit
-	// RegisterRate limits registrations per source, counted after the
-	// cookie proved the source. Default DefaultRegisterRate and
-	// DefaultRegisterBurst.
+	// RegisterRate limits registrations per source of keys not in the key
+	// cache (new peers; refreshes of peers this instance knows do not
+	// count), after the cookie proved the source. Default
+	// DefaultRegisterRate and DefaultRegisterBurst.
 	RegisterRate RateLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.

@@ -47,6 +47,9 @@ type request struct {
 	key    [32]byte // shared with sender
 	now    time.Time
 	size   int // of the datagram, for the amplification bound
+	// known: the sender's key was in the key cache (it proved an address
+	// here before), so a Register is most likely a refresh.
+	known bool
 }
 
 func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPort, pkt []byte, now time.Time) []outPacket {
@@ -110,7 +113,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if err != nil {
 		return s.reject(reasonMalformed)
 	}
-	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt)}
+	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt), known: cached}
 	// Cheap and stateless before anything stateful: a frame without a
 	// valid cookie for its source gets a Challenge (smaller than it) and
 	// leaves nothing behind, neither in the key cache nor in the replay
