@@ -14,17 +14,15 @@ const (
 	// provenFor is how long a source counts as proven after its last valid
 	// cookie.
 	provenFor = 10 * time.Minute
-	// DefaultProvenSources bounds the proven-source table (about 64 bytes
-	// a source).
-	DefaultProvenSources = 1 << 17
 )
 
 // provenSources remembers the sources (IPv4 address or IPv6 /64) that sent
 // a valid cookie within provenFor: a new key from such a source (another
 // peer behind the same NAT, a peer that made a new key) draws on a budget of
 // its own, which a flood of fresh keys from spoofed sources cannot spend.
-// The table is bounded: a full shard forgets an expired source among a few,
-// else an arbitrary one.
+// The table is bounded (twice RateLimit.Sources, about 64 bytes a source):
+// a full shard forgets an expired source among a few, else an arbitrary
+// one.
 type provenSources struct {
 	seed     maphash.Seed
 	perShard int

@@ -68,7 +68,7 @@ func New(cfg Config) (*Server, error) {
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
 		provenBudget:  ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
-		proven:        newProvenSources(DefaultProvenSources),
+		proven:        newProvenSources(2 * cfg.RateLimit.Sources),
 		stunRate:      cfg.STUNRate.limiter(),
 		registerRate:  cfg.RegisterRate.limiter(),
 		m:             m,

@@ -39,6 +39,7 @@ type Options struct {
 	AltListen        string
 	RateLimit        float64
 	RateBurst        int
+	RateSources      int
 	STUNRate         float64
 	STUNBurst        int
 	KeyMissRate      float64
@@ -83,6 +84,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
+	fs.IntVar(&o.RateSources, "rate-sources", rendezvous.DefaultRateSources, "source addresses (IPv6: /64s) each per-source limit tracks at once (about 48 bytes each); beyond it idle sources are forgotten first")
 	fs.Float64Var(&o.STUNRate, "stun-rate", rendezvous.DefaultSTUNRate, "STUN Binding answers per second per source address (IPv6: per /64), main and --alt-listen sockets together; negative disables")
 	fs.IntVar(&o.STUNBurst, "stun-burst", rendezvous.DefaultSTUNBurst, "burst of STUN answers per source address")
 	fs.Float64Var(&o.KeyMissRate, "key-miss-rate", rendezvous.DefaultKeyMissRate, "X25519s per second per source address for sender keys not in the key cache (burst twice that); negative disables")
@@ -141,8 +143,8 @@ func (o *Options) check() error {
 		return bad("--register-rate 0 would refuse every registration: give a rate, or a negative value to disable")
 	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1:
 		return bad("--rate-burst, --stun-burst and --register-burst must be at least 1")
-	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1:
-		return bad("--max-cached-keys, --max-replay-nonces and --max-records must be at least 1")
+	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1 || o.RateSources < 1:
+		return bad("--max-cached-keys, --max-replay-nonces, --max-records and --rate-sources must be at least 1")
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
 	}
