@@ -175,7 +175,13 @@ func (c *Cache) insert(k uint64, t, st int64, anyGen bool) error {
 		return ErrReplay
 	}
 	if s.n >= c.perShard {
-		c.makeRoom(s, floorDiv(t-c.half, c.width), cur)
+		at := cur
+		if anyGen {
+			// Check files every pair at the latest stamp: its oldest
+			// generations are the ones filed before the latest.
+			at = b
+		}
+		c.makeRoom(s, floorDiv(t-c.half, c.width), at)
 		if b < s.floor || (b >= s.ceil && b > cur+1) {
 			return ErrStale
 		}

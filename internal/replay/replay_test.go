@@ -211,3 +211,24 @@ func TestPressureFuture(t *testing.T) {
 		t.Fatalf("fresh pair 20 s later: %v", err)
 	}
 }
+
+// TestCheckPressure: Check (no stamps) stays bounded and keeps taking
+// fresh pairs when full, forgetting the earliest filed.
+func TestCheckPressure(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 20 * bound {
+		now := t0.Add(time.Duration(i) * 5 * time.Millisecond)
+		if err := c.Check(now, []byte("s"), nonce(i)); err != nil {
+			t.Fatalf("pair %d: %v", i, err)
+		}
+	}
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	last := t0.Add(time.Duration(20*bound-1) * 5 * time.Millisecond)
+	if err := c.Check(last, []byte("s"), nonce(20*bound-1)); !errors.Is(err, ErrReplay) {
+		t.Fatalf("the latest pair again: %v, want ErrReplay", err)
+	}
+}
