@@ -141,6 +141,8 @@ func TestStrangerKeyFlood(t *testing.T) {
 	}
 	spent := value(fx.srv.m.keyComputes) - before
 	elapsed := float64(flood) * tick.Seconds()
+	t.Logf("%d fresh-key frames in %vs: %v X25519s, %v refused by the global budget, %d/%d known-peer registrations",
+		flood, elapsed, spent, fx.rejected("key_budget"), ok, flood/100)
 	if limit := budget + budget*elapsed; spent > limit {
 		t.Errorf("%v X25519s for strangers in %vs of flood, budget allows %v", spent, elapsed, limit)
 	}
