@@ -51,8 +51,9 @@ type Memory struct {
 }
 
 // DefaultMaxRecords is the registry cap the rendezvous command sets by
-// default: about 250 bytes a typical record in memory (540 at most), so
-// 2,097,152 records take about 512 MiB (1.1 GiB at worst).
+// default: a typical record takes about 250 bytes in memory and the largest
+// a registration frame can carry about 1.7 KB, so 2,097,152 records take
+// about 512 MiB, 3.5 GiB if every peer sent the largest.
 const DefaultMaxRecords = 1 << 21
 
 // SetMaxRecords caps the registry at about n records (n/256 per shard, at

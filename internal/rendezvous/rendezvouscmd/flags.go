@@ -93,7 +93,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of new peers' registrations per source address")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
-	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept (memory and Redis); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
+	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
