@@ -42,8 +42,8 @@ import (
 var (
 	// ErrReplay means the pair was seen within the window.
 	ErrReplay = errors.New("replayed message")
-	// ErrStale means the stamp is outside the window, or below the floor
-	// the cache raised when it had to forget a generation early.
+	// ErrStale means the stamp is outside the window, or beyond the floor
+	// or ceiling the cache moved when it had to forget a generation early.
 	ErrStale = errors.New("message stamp outside the replay window")
 )
 
