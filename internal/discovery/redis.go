@@ -35,7 +35,8 @@ type RedisOptions struct {
 	// sorted set per count shard, about 100 bytes of Redis memory a peer)
 	// and, when a new peer takes the index over MaxRecords/16, the records
 	// closest to expiry are deleted. A refresh of a registered peer is never
-	// refused: it moves the peer to the far end of the index.
+	// refused: it moves the peer to the far end of the index. Needs Redis
+	// 5 or later (ZPOPMIN).
 	MaxRecords int
 }
 
