@@ -97,7 +97,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				{"probe", seal(now, &wire.Probe{})},
 				{"sealed junk", junkSealed},
 				{"sealed junk from a stranger's key", append(append([]byte{wire.TypeSealed, wire.Version}, sid[:]...), make([]byte, 64)...)},
-				{"relay bind", wire.AppendRelayBind(nil, peerID, now)},
+				{"relay bind", wire.AppendRelayBind(nil, peerID, now, crypto.Cookie{})},
 				{"data", wire.AppendData(nil, 1, nil)},
 				{"STUN allocate", stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)).Raw},
 				{"STUN binding indication", stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodBinding, stun.ClassIndication)).Raw},

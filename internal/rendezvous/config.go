@@ -175,6 +175,12 @@ type Config struct {
 	// another of the server's sockets are sent by the Responder.
 	Netcheck      *netcheck.Responder
 	NetcheckLocal netip.AddrPort
+	// Mesh, when set, reaches the other instances (package mesh), and
+	// MeshAddr is this instance's mesh address: registrations record it as
+	// the peer's home, and a Punch for a peer homed on another instance is
+	// sent through that instance. Without Mesh every Punch leaves from here.
+	Mesh     Forwarder
+	MeshAddr netip.AddrPort
 	// Workers is the number of goroutines reading each served socket.
 	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
 	// Redis).
@@ -190,6 +196,9 @@ func (c *Config) validate() error {
 	}
 	if c.Cookies == nil {
 		return fmt.Errorf("%w: Cookies is required (a CookieJar over a secret shared by all instances)", ErrConfig)
+	}
+	if c.Mesh != nil && !c.MeshAddr.IsValid() {
+		return fmt.Errorf("%w: Mesh needs MeshAddr, this instance's mesh address", ErrConfig)
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
@@ -256,7 +265,8 @@ func (c *Config) validate() error {
 	// The largest Registered must fit one frame.
 	worst := wire.Registered{
 		Relays: c.Relays, StreamRelays: c.StreamRelays, TURNURIs: c.TURNURIs, Instance: c.Instance,
-		TURNUser: string(make([]byte, 64)), TURNPass: string(make([]byte, 28)),
+		// An 18-digit expiry, ':' and a 52-character peer ID.
+		TURNUser: string(make([]byte, 71)), TURNPass: string(make([]byte, 28)),
 	}
 	if n := len(wire.AppendMessage(nil, wire.Message{Body: &worst})) + wire.SealedOverhead; n > wire.MaxFrame {
 		return fmt.Errorf("%w: relays, URIs and instance name make a %d-byte Registered; at most %d fit a frame", ErrConfig, n, wire.MaxFrame)

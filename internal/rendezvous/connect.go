@@ -51,6 +51,9 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 		NAT:        self.NAT,
 	}}
 	s.reply(sc, 0, req, target.Reflexive, &tkey, p)
+	if s.viaHome(&target, sc.replies[0].b) {
+		sc.replies = sc.replies[:0]
+	}
 	s.m.punches.Inc()
 	r := &sc.reply
 	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Peer: wire.PeerInfo{

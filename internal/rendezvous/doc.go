@@ -29,6 +29,14 @@
 // replayed request from another source address fails the cookie check, so
 // a replay cannot move a peer's record.
 //
+// Behind a managed anycast front door an instance's own sends leave from its
+// regional address, which a peer's NAT drops unless that instance holds the
+// peer's flow. With Config.Mesh set, a registration records this instance's
+// mesh address as the peer's home (discovery.Record.Home), and a Punch for
+// a peer homed on another instance is handed to that instance over the mesh
+// (package mesh), which sends it from its own socket (DeliverPunches). The
+// Connect's reply still leaves from the instance that got the Connect.
+//
 // The packet handler (Server.handle) is a pure step from one datagram to the
 // datagrams to send back: the read loop in Serve only moves bytes between
 // the socket and it, which keeps it testable and benchmarkable without

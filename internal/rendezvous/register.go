@@ -32,6 +32,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		NAT:        m.NAT,
 		Policy:     discovery.Policy{AllowAny: m.AllowAny, Allowed: m.Allowed},
 		Instance:   s.cfg.Instance,
+		Home:       s.cfg.MeshAddr,
 		Updated:    req.now,
 	}
 	rctx, cancel := s.registryCtx(ctx)
@@ -55,7 +56,9 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		Instance:     s.cfg.Instance,
 	}
 	if len(s.cfg.TURNSecret) > 0 {
-		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.Short(), s.cfg.TURNTTL, req.now)
+		// The full peer ID names the TURN user: the relay counts its
+		// quota per name, and short IDs collide among many peers.
+		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.String(), s.cfg.TURNTTL, req.now)
 	}
 	s.reply(sc, 0, req, req.from, &req.key, r)
 	return sc.replies

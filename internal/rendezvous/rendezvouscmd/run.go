@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -141,6 +142,17 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 			return err
 		}
 		cfg.Netcheck, cfg.NetcheckLocal, serveAlt = nc, bound, serve
+	}
+	var metrics prometheus.Registerer
+	if admin != nil {
+		metrics = admin.Registry
+	}
+	node, err := startMesh(ctx, o, conns[0], metrics, log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		cfg.Mesh, cfg.MeshAddr = node, node.Addr()
 	}
 	srv, err := rendezvous.New(cfg)
 	if err != nil {
