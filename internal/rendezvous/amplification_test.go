@@ -151,7 +151,9 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 			}
 			answered := 0
 			for i, k := range kinds {
-				for _, n := range read(socks[i]) {
+				sizes := read(socks[i])
+				t.Logf("%s: %d-byte request, replies %v", k.name, len(k.pkt), sizes)
+				for _, n := range sizes {
 					answered++
 					if n > len(k.pkt) {
 						t.Errorf("%s: %d-byte reply to a %d-byte request from an unproven source", k.name, n, len(k.pkt))
@@ -166,6 +168,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 			// IPv6, to a bare 20-byte request): bounded per source. The
 			// clock stands still, so nothing refills.
 			got := read(c)
+			t.Logf("STUN Binding: 20-byte request, %d of %d answered, %v bytes each", len(got), 3*DefaultSTUNBurst, got[:min(1, len(got))])
 			for _, n := range got {
 				if limit := 20 + 12 + 12*boolInt(me.Addr().Is6()); n > limit {
 					t.Errorf("STUN answer of %d bytes, at most %d expected", n, limit)
