@@ -14,8 +14,11 @@ import (
 // Registered carrying that address, the refresh timing, the relays and
 // fresh TURN credentials.
 func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wire.Register) []outPacket {
-	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
-		return s.challenge(sc, req, wire.MsgRegister)
+	// The cookie was checked by handleFrame. Refreshes of peers this
+	// instance knows do not count: only new peers grow the registry.
+	if !req.known && !s.registerRate.Allow(req.from.Addr(), req.now.UnixNano()) {
+		s.m.rejected[reasonRegisterRate].Inc()
+		return s.errorReply(sc, req, wire.ErrCodeRateLimited, wire.MsgRegister, "too many registrations from this address")
 	}
 	if len(s.cfg.JoinToken) > 0 && subtle.ConstantTimeCompare(m.Token, s.cfg.JoinToken) != 1 {
 		s.m.rejected[reasonBadToken].Inc()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/obs"
@@ -43,6 +44,16 @@ type Options struct {
 	AltListen        string
 	RateLimit        float64
 	RateBurst        int
+	RateSources      int
+	STUNRate         float64
+	STUNBurst        int
+	KeyMissRate      float64
+	KeyMissBudget    float64
+	RegisterRate     float64
+	RegisterBurst    int
+	KeyCache         int
+	ReplayCache      int
+	MaxRecords       int
 	LogFormat        string
 	LogLevel         string
 	Version          bool
@@ -81,6 +92,16 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
+	fs.IntVar(&o.RateSources, "rate-sources", rendezvous.DefaultRateSources, "source addresses (IPv6: /64s) each per-source limit tracks at once (about 48 bytes each); beyond it idle sources are forgotten first")
+	fs.Float64Var(&o.STUNRate, "stun-rate", rendezvous.DefaultSTUNRate, "STUN Binding answers per second per source address (IPv6: per /64), main and --alt-listen sockets together; negative disables")
+	fs.IntVar(&o.STUNBurst, "stun-burst", rendezvous.DefaultSTUNBurst, "burst of STUN answers per source address")
+	fs.Float64Var(&o.KeyMissRate, "key-miss-rate", rendezvous.DefaultKeyMissRate, "X25519s per second per source address for sender keys not in the key cache (burst twice that); negative disables")
+	fs.Float64Var(&o.KeyMissBudget, "key-miss-budget", rendezvous.DefaultKeyMissBudget, "X25519s per second for uncached sender keys, all sources together; negative disables")
+	fs.Float64Var(&o.RegisterRate, "register-rate", rendezvous.DefaultRegisterRate, "registrations of peers new to this instance per second per source address (IPv6: per /64); negative disables")
+	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of new peers' registrations per source address")
+	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
+	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
+	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -122,6 +143,16 @@ func (o *Options) check() error {
 		return bad("--ttl %v: at most 65535s", o.TTL)
 	case o.RateLimit == 0:
 		return bad("--rate-limit 0 would drop everything: give a rate, or a negative value to disable")
+	case o.STUNRate == 0:
+		return bad("--stun-rate 0 would answer no STUN: give a rate, or a negative value to disable")
+	case o.KeyMissRate == 0 || o.KeyMissBudget == 0:
+		return bad("--key-miss-rate and --key-miss-budget 0 would admit no new peer: give a rate, or a negative value to disable")
+	case o.RegisterRate == 0:
+		return bad("--register-rate 0 would refuse every registration: give a rate, or a negative value to disable")
+	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1:
+		return bad("--rate-burst, --stun-burst and --register-burst must be at least 1")
+	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1 || o.RateSources < 1:
+		return bad("--max-cached-keys, --max-replay-nonces, --max-records and --rate-sources must be at least 1")
 	case o.MeshRate == 0:
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.MeshListen != "" && o.PeerSecretFile == "":
