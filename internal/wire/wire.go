@@ -24,7 +24,8 @@
 //
 // # Version history
 //
-//	1: first version.
+//	1: first version. The Report message (type 8, peer to rendezvous) came
+//	   later within it: a server that does not know it drops it.
 package wire
 
 import (
