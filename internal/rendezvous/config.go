@@ -91,6 +91,8 @@ type Config struct {
 	Now func() time.Time
 	// RateLimit limits every source.
 	RateLimit RateLimit
+	// Reports limits the outcome reports each source may have counted.
+	Reports ReportLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.
 	MaxSkew time.Duration
@@ -171,6 +173,7 @@ func (c *Config) validate() error {
 	if c.Workers <= 0 {
 		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	c.Reports.defaults()
 	rl := &c.RateLimit
 	if rl.PerSecond == 0 {
 		rl.PerSecond = DefaultRate

@@ -27,6 +27,7 @@ type Server struct {
 	replay  *replay.Cache
 	limiter *limiter
 	m       *metrics
+	reports *reports
 	ttl     uint16 // seconds, as sent in Registered
 	refresh uint16
 	health  regHealth
@@ -43,6 +44,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	tm, err := newTraversalMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	_, inProcess := cfg.Registry.(*discovery.Memory)
 	s := &Server{
 		inProcess: inProcess,
@@ -53,6 +58,7 @@ func New(cfg Config) (*Server, error) {
 		replay:    replay.New(2*cfg.MaxSkew, cfg.ReplayCache),
 		limiter:   newLimiter(cfg.RateLimit),
 		m:         m,
+		reports:   newReports(cfg.Reports, tm),
 		ttl:       uint16(cfg.TTL / time.Second),
 		refresh:   uint16(cfg.Refresh / time.Second),
 	}
