@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // fromPrometheus are series Prometheus itself makes (not the servers).
@@ -69,6 +75,9 @@ func TestMetricsExported(t *testing.T) {
 	rz := startServer(t, work, filepath.Join(bins, "rendezvous"), "--listen", "127.0.0.1:0",
 		"--key", filepath.Join(work, "rz.key"), "--admin", "127.0.0.1:0")
 	rzAdmin := strings.TrimSuffix(strings.TrimPrefix(rz.waitLine(t, "admin: http://"), "admin: http://"), "/metrics")
+	// The traversal metrics have series once a peer reported a session.
+	sendReport(t, strings.TrimPrefix(rz.waitLine(t, "connect string: "), "connect string: "))
+	waitMetric(t, rzAdmin, "keymesh_traversal_outcomes_total")
 
 	secret := filepath.Join(work, "turn.secret")
 	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
@@ -100,6 +109,56 @@ func TestMetricsExported(t *testing.T) {
 		if !exported[name] {
 			t.Errorf("metric %s is not exported by the rendezvous or the relay; used in %s", name, strings.Join(where, "; "))
 		}
+	}
+}
+
+// sendReport sends the rendezvous at connect a peer's outcome report, as
+// a node does (answering the cookie challenge).
+func sendReport(t *testing.T, connect string) {
+	t.Helper()
+	server, key, err := rzclient.ParseServer(connect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c, err := rzclient.New(rzclient.Config{Identity: id, Server: server, ServerKey: key,
+		Send: func(b []byte, to netip.AddrPort) error { _, err := conn.WriteToUDPAddrPort(b, to); return err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.HandleFrame(buf[:n], from)
+		}
+	}()
+	if err := c.Report(wire.Report{Initiator: true, LocalNAT: wire.NATEndpointIndep, RemoteNAT: wire.NATAddrPortDepend,
+		Outcome: wire.OutcomeDirect, FirstByteMs: 40, DirectMs: 300, Switches: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitMetric waits up to 10 s for a metric family in a server's scrape.
+func waitMetric(t *testing.T, admin, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for scrape(t, admin)[name] == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/metrics has no %s within 10 s", admin, name)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
