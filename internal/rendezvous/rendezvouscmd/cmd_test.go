@@ -47,6 +47,8 @@ func TestFlagErrors(t *testing.T) {
 		{"--log-format", "xml"},
 		{"--turn-uri", "turn:x:3478"},
 		{"--rate-limit", "0"},
+		{"--report-rate", "0"},
+		{"--report-burst", "0"},
 		{"extra"},
 	} {
 		var stderr bytes.Buffer

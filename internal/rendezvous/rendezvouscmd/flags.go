@@ -38,6 +38,8 @@ type Options struct {
 	AltListen        string
 	RateLimit        float64
 	RateBurst        int
+	ReportRate       float64
+	ReportBurst      int
 	LogFormat        string
 	LogLevel         string
 	Version          bool
@@ -73,6 +75,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
+	fs.Float64Var(&o.ReportRate, "report-rate", rendezvous.DefaultReportRate, "peers' outcome reports counted per second per source address (IPv6: per /64); negative counts none")
+	fs.IntVar(&o.ReportBurst, "report-burst", rendezvous.DefaultReportBurst, "burst of outcome reports counted per source address")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -114,6 +118,10 @@ func (o *Options) check() error {
 		return bad("--ttl %v: at most 65535s", o.TTL)
 	case o.RateLimit == 0:
 		return bad("--rate-limit 0 would drop everything: give a rate, or a negative value to disable")
+	case o.ReportRate == 0:
+		return bad("--report-rate 0: give a rate, or a negative value to count no outcome reports")
+	case o.ReportBurst < 1:
+		return bad("--report-burst %d: want 1 or more", o.ReportBurst)
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
 	}

@@ -85,6 +85,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		Instance:     o.Instance,
 		Logger:       log,
 		RateLimit:    rendezvous.RateLimit{PerSecond: o.RateLimit, Burst: o.RateBurst},
+		Reports:      rendezvous.ReportLimit{PerSecond: o.ReportRate, Burst: o.ReportBurst},
 	}
 	secret, err := cookieSecret(o.CookieSecretFile, log)
 	if err != nil {
