@@ -13,7 +13,7 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "installing what the tests use (Debian packages)"
 if [ "$(id -u)" = 0 ]; then
-	pkgs=(iptables redis-server coturn pebble iproute2 procps)
+	pkgs=(iptables redis-server coturn pebble iproute2 procps prometheus)
 	missing=()
 	for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 	if [ "${#missing[@]}" -gt 0 ]; then
@@ -22,6 +22,8 @@ if [ "$(id -u)" = 0 ]; then
 		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 		# coturn's package starts nothing by default; make sure of it.
 		systemctl disable --now coturn >/dev/null 2>&1 || true
+		# prometheus is there for promtool; its service is not wanted.
+		systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 	fi
 else
 	echo "not root: tests that need namespaces, iptables or Debian packages will say so and skip"
