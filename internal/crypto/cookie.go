@@ -77,3 +77,10 @@ func (j *CookieJar) Check(addr netip.AddrPort, c Cookie) bool {
 	b := j.mac(addr, p-1)
 	return hmac.Equal(b[:], c[:])
 }
+
+// Recent returns the cookies Check accepts for addr: this period's and the
+// one before's.
+func (j *CookieJar) Recent(addr netip.AddrPort) (cur, prev Cookie) {
+	p := j.period()
+	return j.mac(addr, p), j.mac(addr, p-1)
+}
