@@ -328,3 +328,92 @@ func TestNewPeerBehindProvenAddress(t *testing.T) {
 	neighbour := fx.newPeer("203.0.113.10:5000")
 	fx.register(neighbour, wire.Register{AllowAny: true})
 }
+
+// sealRequest is a protocol-3 Request from p, with the proof of p's cookie
+// when it has one; it returns the frame and its salt.
+func (f *fixture) sealRequest(p *peer, body wire.Body) ([]byte, [wire.SaltLen]byte) {
+	plain := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+	return wire.SealRequest(nil, p.id.ID(), p.shared, plain, &p.cookie)
+}
+
+// TestNewPeersDuringKeyFlood: while a flood of fresh keys from spoofed
+// sources spends the global key-miss budget, brand-new peers from addresses
+// never seen (and from one seen before) still register and connect: their
+// first Request, without a proof, gets an unsealed CookieReply (no X25519,
+// smaller than the request) and the next, proving the cookie, skips the
+// global budget. Before, the cookie was only inside the box, so such a
+// peer's every frame was dropped at the budget.
+func TestNewPeersDuringKeyFlood(t *testing.T) {
+	fx := newFixture(t, func(c *Config) {
+		c.RateLimit.PerSecond = -1
+		c.KeyMissBudget = 50
+	})
+	target := fx.newPeer("203.0.113.200:4000")
+	fx.register(target, wire.Register{AllowAny: true})
+	flood := 0
+	spend := func() {
+		for range 200 {
+			fx.exchange(spoofed(flood), strangerFrame())
+			flood++
+		}
+	}
+	spend()
+	if fx.rejected("key_budget") == 0 {
+		t.Fatal("the flood did not spend the budget; the test proves nothing")
+	}
+	const newPeers = 40
+	registered, connected := 0, 0
+	for i := range newPeers {
+		spend()
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 5000)
+		if i == newPeers-1 {
+			addr = netip.AddrPortFrom(target.addr.Addr(), 4001) // a new key from a known address
+		}
+		p := fx.newPeer(addr.String())
+		computesBefore := value(fx.srv.m.keyComputes)
+		req, salt := fx.sealRequest(p, &wire.Register{AllowAny: true})
+		out := fx.exchange(p.addr, req)
+		if len(out) != 1 {
+			t.Fatalf("new peer %d: %d replies to its first request, want a cookie reply", i, len(out))
+		}
+		if i < newPeers-1 {
+			if value(fx.srv.m.keyComputes) != computesBefore {
+				t.Errorf("new peer %d: a request without a proof cost an X25519 with the budget spent", i)
+			}
+			c, echo, err := wire.ParseCookieReply(out[0].b)
+			if err != nil {
+				t.Fatalf("new peer %d: first reply is not a cookie reply: %v", i, err)
+			}
+			if echo != salt || len(out[0].b) >= len(req) {
+				t.Fatalf("cookie reply echoes %x (want %x), %d bytes to a request of %d", echo, salt, len(out[0].b), len(req))
+			}
+			p.cookie = c
+			req, _ = fx.sealRequest(p, &wire.Register{AllowAny: true, Cookie: p.cookie})
+			out = fx.exchange(p.addr, req)
+		}
+		if len(out) == 1 {
+			if _, ok := fx.open(p, out[0].b).Body.(*wire.Registered); ok {
+				registered++
+			} else if ch, ok := fx.open(p, out[0].b).Body.(*wire.Challenge); ok && i == newPeers-1 {
+				p.cookie = ch.Cookie // the proven-address budget let it in without a cookie
+				fx.register(p, wire.Register{AllowAny: true})
+				registered++
+			}
+		}
+		spend()
+		req, _ = fx.sealRequest(p, &wire.Connect{Cookie: p.cookie, TxID: uint64(i), Target: target.id.ID()})
+		for _, o := range fx.exchange(p.addr, req) {
+			if o.to != p.addr {
+				continue
+			}
+			if r, ok := fx.open(p, o.b).Body.(*wire.ConnectReply); ok && r.Found {
+				connected++
+			}
+		}
+	}
+	t.Logf("%d flood frames: %v cookie replies; %d/%d new peers registered, %d connected",
+		flood, value(fx.srv.m.cookieReplies), registered, newPeers, connected)
+	if registered != newPeers || connected != newPeers {
+		t.Errorf("during the flood %d/%d new peers registered and %d connected", registered, newPeers, connected)
+	}
+}

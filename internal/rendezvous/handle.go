@@ -61,22 +61,33 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonBadVersion)
 	case err != nil:
 		return s.reject(reasonMalformed)
-	case t != wire.TypeSealed:
+	case t != wire.TypeRequest && t != wire.TypeSealed:
 		return s.reject(reasonUnknownType)
 	}
-	sealed, err := wire.ParseSealed(pkt)
+	var sealed wire.Sealed
+	if t == wire.TypeRequest {
+		sealed, err = wire.ParseRequest(pkt)
+	} else { // before protocol version 3: a request without a proof
+		sealed, err = wire.ParseSealed(pkt)
+	}
 	if err != nil {
 		return s.reject(reasonTruncated)
 	}
-	// The cookie is inside the box, so a stranger's first frame costs one
-	// X25519 before anything proves its address: strangers' X25519s are
-	// budgeted per source and in all (known keys are cached and free).
+	// A stranger's frame costs an X25519 before the box opens. A Request
+	// whose nonce proves the cookie of its source (a hash or two) is
+	// exempt from the global budget of such X25519s; others draw on it,
+	// and once it is spent get a CookieReply instead (WireGuard's cookie
+	// reply under load). Known keys are cached and free.
 	key, cached := s.keys.get(&sealed.Sender)
 	computed := false
 	if !cached {
 		var ok bool
 		if key, ok = s.probation.get(&sealed.Sender); !ok {
-			if r, ok := s.admitKeyMiss(from.Addr(), now); !ok {
+			proved := t == wire.TypeRequest && s.proofValid(&sealed, from)
+			if r, ok := s.admitKeyMiss(from.Addr(), now, proved); !ok {
+				if r == reasonKeyBudget {
+					return s.cookieReply(sc, &sealed, from, len(pkt))
+				}
 				return s.reject(r)
 			}
 			k, err := s.cfg.Identity.SharedKey(sealed.Sender)
@@ -151,14 +162,19 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 }
 
 // admitKeyMiss decides whether a sender whose key is not cached may cost an
-// X25519: its source's budget first, then a global one, which only bites
-// when misses arrive faster than it refills (a flood of fresh keys).
+// X25519: its source's budget first; then a frame that proved its source's
+// cookie (proved) goes through; others draw on a global budget, which only
+// bites when misses arrive faster than it refills (a flood of fresh keys).
 // Sources that proved their address recently have a global budget of their
-// own, so new peers behind a known address get in during such a flood.
-func (s *Server) admitKeyMiss(src netip.Addr, now time.Time) (reason, bool) {
+// own, so new peers behind a known address get in during such a flood
+// without a round trip for the cookie.
+func (s *Server) admitKeyMiss(src netip.Addr, now time.Time, proved bool) (reason, bool) {
 	t := now.UnixNano()
 	if !s.keyMissSource.Allow(src, t) {
 		return reasonKeyRate, false
+	}
+	if proved {
+		return 0, true
 	}
 	budget := s.keyMissBudget
 	if s.proven.has(src, t) {
@@ -189,6 +205,27 @@ func (s *Server) challenge(sc *scratch, req *request, t wire.MsgType) []outPacke
 		sc.replies = sc.replies[:0]
 		return nil
 	}
+	return sc.replies
+}
+
+// proofValid reports whether a Request's nonce proves the cookie of its
+// source, this period's or the one before's.
+func (s *Server) proofValid(sealed *wire.Sealed, from netip.AddrPort) bool {
+	cur, prev := s.cfg.Cookies.Recent(from)
+	return sealed.ProofValid(&cur) || sealed.ProofValid(&prev)
+}
+
+// cookieReply answers a frame from an unknown key that did not prove its
+// source's cookie while the global key-miss budget is spent: the cookie,
+// unsealed (no X25519), in a reply smaller than the request.
+func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPort, size int) []outPacket {
+	s.m.rejected[reasonKeyBudget].Inc()
+	if wire.CookieReplyLen > size { // cannot happen (see wire); never amplify
+		return nil
+	}
+	s.m.cookieReplies.Inc()
+	sc.bufs[0] = wire.AppendCookieReply(sc.bufs[0][:0], s.cfg.Cookies.Make(from), sealed.Salt())
+	sc.replies = append(sc.replies, outPacket{to: from, b: sc.bufs[0]})
 	return sc.replies
 }
 
