@@ -45,6 +45,9 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				Relays:   []string{"198.51.100.7:3479"},
 				Now:      clk.Now,
 				Workers:  1,
+				// One X25519 for strangers, so that the later ones get
+				// CookieReplies.
+				KeyMissBudget: 1,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -79,6 +82,10 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 			seal := func(at time.Time, b wire.Body) []byte {
 				return wire.SealFrame(nil, peerID.ID(), shared, wire.Message{Time: at.UnixMilli(), Body: b})
 			}
+			request := func(at time.Time, b wire.Body) []byte {
+				f, _ := wire.SealRequest(nil, peerID.ID(), shared, wire.AppendMessage(nil, wire.Message{Time: at.UnixMilli(), Body: b}), nil)
+				return f
+			}
 			elsewhere := netip.MustParseAddrPort("192.0.2.1:9")
 			now := clk.Now()
 			junkSealed := append([]byte{wire.TypeSealed, wire.Version}, make([]byte, wire.SealedOverhead+8)...)
@@ -104,6 +111,9 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				{"STUN binding success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw},
 				{"one byte", []byte{0}},
 				{"sealed header only", []byte{wire.TypeSealed, wire.Version}},
+				{"request without proof", request(now, &wire.Register{})},
+				{"request junk from a stranger's key (cookie reply)", append(append([]byte{wire.TypeRequest, wire.RequestVersion}, sid[:]...), make([]byte, crypto.NonceSize+crypto.BoxOverhead)...)},
+				{"request header only", []byte{wire.TypeRequest, wire.RequestVersion}},
 			}
 			// One socket per kind, all sent at once, so that each reply is
 			// attributed to its request.
