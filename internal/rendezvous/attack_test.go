@@ -417,3 +417,62 @@ func TestNewPeersDuringKeyFlood(t *testing.T) {
 		t.Errorf("during the flood %d/%d new peers registered and %d connected", registered, newPeers, connected)
 	}
 }
+
+// TestPunchRatePerTarget is the punch-flood attack: registered keys Connect
+// to one peer over and over, and each Connect made the server send it a
+// large Punch (4.8 times the attacker's bytes). Now a target is sent at
+// most its Punch burst, then its rate; the requesters still get their
+// ConnectReply, and Punches to other targets are not affected.
+func TestPunchRatePerTarget(t *testing.T) {
+	fx := newFixture(t, func(c *Config) { c.RateLimit.PerSecond = -1 })
+	victim := fx.newPeer("203.0.113.50:4000")
+	fx.register(victim, wire.Register{AllowAny: true})
+	other := fx.newPeer("203.0.113.51:4000")
+	fx.register(other, wire.Register{AllowAny: true})
+	bots := make([]*peer, 16)
+	for i := range bots {
+		bots[i] = fx.newPeer(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), 7000).String())
+		fx.register(bots[i], wire.Register{AllowAny: true})
+	}
+	punches, replies := 0, 0
+	connect := func(p *peer, to *peer, tx uint64) (punched bool) {
+		out := fx.exchange(p.addr, fx.seal(p, &wire.Connect{Cookie: p.cookie, TxID: tx, Target: to.id.ID()}))
+		for _, o := range out {
+			switch o.to {
+			case to.addr:
+				punched = true
+			case p.addr:
+				if r, ok := fx.open(p, o.b).Body.(*wire.ConnectReply); ok && r.Found {
+					replies++
+				}
+			}
+		}
+		return punched
+	}
+	const flood = 400
+	for i := range flood {
+		if connect(bots[i%len(bots)], victim, uint64(i)) {
+			punches++
+		}
+	}
+	if punches > DefaultPunchBurst {
+		t.Errorf("the victim was sent %d Punches at once, burst %d", punches, DefaultPunchBurst)
+	}
+	if replies != flood {
+		t.Errorf("%d of %d connects got their ConnectReply", replies, flood)
+	}
+	if !connect(bots[0], other, 1<<32) {
+		t.Error("another target's Punch was limited too")
+	}
+	fx.clock.Add(time.Second)
+	later := 0
+	for i := range flood {
+		if connect(bots[i%len(bots)], victim, uint64(flood+i)) {
+			later++
+		}
+	}
+	if later > DefaultPunchRate+1 || later == 0 {
+		t.Errorf("a second later the victim was sent %d Punches, rate %d/s", later, DefaultPunchRate)
+	}
+	t.Logf("%d connects: %d Punches at once, %d a second later; %v limited", 2*flood, punches, later, value(fx.srv.m.punchLimited))
+}

@@ -49,7 +49,11 @@ const (
 	// as the key-miss rate, 1,000 peers behind one address in 40 s.
 	DefaultRegisterRate  = 25
 	DefaultRegisterBurst = 100
-	DefaultInstanceName  = "rendezvous"
+	// DefaultPunchRate and DefaultPunchBurst bound the Punches one peer
+	// (by key) is sent, from all requesters together.
+	DefaultPunchRate    = 20
+	DefaultPunchBurst   = 40
+	DefaultInstanceName = "rendezvous"
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
 	// holding a reader.
@@ -151,6 +155,13 @@ type Config struct {
 	// count), after the cookie proved the source. Default
 	// DefaultRegisterRate and DefaultRegisterBurst.
 	RegisterRate RateLimit
+	// PunchRate limits the Punches each target peer is sent (keyed by its
+	// key, Sources targets tracked at once): over it a Connect still gets
+	// its ConnectReply, with the target's addresses and relay tickets, but
+	// the target is not sent the Punch, so registered keys that Connect to
+	// one peer over and over cannot flood it. Default DefaultPunchRate and
+	// DefaultPunchBurst; negative PerSecond disables.
+	PunchRate RateLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.
 	MaxSkew time.Duration
@@ -246,6 +257,7 @@ func (c *Config) validate() error {
 	c.KeyMissRate.fill(DefaultKeyMissRate, DefaultKeyMissBurst)
 	c.STUNRate.fill(DefaultSTUNRate, DefaultSTUNBurst)
 	c.RegisterRate.fill(DefaultRegisterRate, DefaultRegisterBurst)
+	c.PunchRate.fill(DefaultPunchRate, DefaultPunchBurst)
 	if c.KeyMissBudget == 0 {
 		c.KeyMissBudget = DefaultKeyMissBudget
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -37,10 +38,13 @@ type Server struct {
 	proven       *provenSources
 	stunRate     *ratelimit.Limiter
 	registerRate *ratelimit.Limiter
-	m            *metrics
-	ttl          uint16 // seconds, as sent in Registered
-	refresh      uint16
-	health       regHealth
+	// punchRate limits the Punches per target, keyed by punchKey.
+	punchRate *ratelimit.Limiter
+	punchSeed maphash.Seed
+	m         *metrics
+	ttl       uint16 // seconds, as sent in Registered
+	refresh   uint16
+	health    regHealth
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
 }
@@ -71,6 +75,8 @@ func New(cfg Config) (*Server, error) {
 		proven:        newProvenSources(2 * cfg.RateLimit.Sources),
 		stunRate:      cfg.STUNRate.limiter(),
 		registerRate:  cfg.RegisterRate.limiter(),
+		punchRate:     cfg.PunchRate.limiter(),
+		punchSeed:     maphash.MakeSeed(),
 		m:             m,
 		ttl:           uint16(cfg.TTL / time.Second),
 		refresh:       uint16(cfg.Refresh / time.Second),
