@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"golang.org/x/net/ipv4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
@@ -171,7 +172,13 @@ type udpConn interface {
 	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 }
 
+// readBatch is how many datagrams one read takes from a UDP socket.
+const readBatch = 32
+
 func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
+	if uc, ok := conn.(*net.UDPConn); ok {
+		return s.readBatches(ctx, uc)
+	}
 	fast, _ := conn.(udpConn)
 	buf := make([]byte, wire.MaxFrame+1) // one byte more tells oversized frames
 	sc := newScratch()
@@ -220,6 +227,56 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 			}
 			if werr != nil {
 				s.log.Debug("rendezvous send failed", "to", out.to, "err", werr)
+			}
+		}
+	}
+}
+
+// readBatches is readLoop for a UDP socket: it takes up to readBatch
+// datagrams per system call (recvmmsg on Linux), so that a flood costs
+// fewer reads and the socket's receive buffer drains faster, and hands
+// each to handle on its own.
+func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
+	pc := ipv4.NewPacketConn(conn) // reads IPv6 datagrams too: it only batches
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, wire.MaxFrame+1)} // one byte more tells oversized frames
+	}
+	sc := newScratch()
+	backoff := time.Millisecond
+	for {
+		n, err := pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("rendezvous socket: %w", err)
+			}
+			s.log.Warn("rendezvous read failed", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = time.Millisecond
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			if !from.IsValid() {
+				continue
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			for _, out := range s.handle(ctx, sc, from, m.Buffers[0][:m.N]) {
+				if _, werr := conn.WriteToUDPAddrPort(out.b, out.to); werr != nil {
+					s.log.Debug("rendezvous send failed", "to", out.to, "err", werr)
+				}
 			}
 		}
 	}
