@@ -45,9 +45,6 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				Relays:   []string{"198.51.100.7:3479"},
 				Now:      clk.Now,
 				Workers:  1,
-				// One X25519 for strangers, so that the later ones get
-				// CookieReplies.
-				KeyMissBudget: 1,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -80,10 +77,14 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			seal := func(at time.Time, b wire.Body) []byte {
-				return wire.SealFrame(nil, peerID.ID(), shared, wire.Message{Time: at.UnixMilli(), Body: b})
-			}
-			request := func(at time.Time, b wire.Body) []byte {
-				f, _ := wire.SealRequest(nil, peerID.ID(), shared, wire.AppendMessage(nil, wire.Message{Time: at.UnixMilli(), Body: b}), nil)
+				var cookie crypto.Cookie
+				switch m := b.(type) {
+				case *wire.Register:
+					cookie = m.Cookie
+				case *wire.Connect:
+					cookie = m.Cookie
+				}
+				f, _ := wire.SealRequest(nil, peerID.ID(), shared, wire.AppendMessage(nil, wire.Message{Time: at.UnixMilli(), Body: b}), &cookie)
 				return f
 			}
 			elsewhere := netip.MustParseAddrPort("192.0.2.1:9")
@@ -111,7 +112,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				{"STUN binding success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw},
 				{"one byte", []byte{0}},
 				{"sealed header only", []byte{wire.TypeSealed, wire.Version}},
-				{"request without proof", request(now, &wire.Register{})},
+				{"sealed register (protocol 1)", wire.SealFrame(nil, peerID.ID(), shared, wire.Message{Time: now.UnixMilli(), Body: &wire.Register{}})},
 				{"request junk from a stranger's key (cookie reply)", append(append([]byte{wire.TypeRequest, wire.RequestVersion}, sid[:]...), make([]byte, crypto.NonceSize+crypto.BoxOverhead)...)},
 				{"request header only", []byte{wire.TypeRequest, wire.RequestVersion}},
 			}
@@ -133,7 +134,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// A last request whose Challenge marks the end: the one worker
+			// A last request whose CookieReply marks the end: the one worker
 			// handles datagrams in order, so everything before it has been
 			// answered (or dropped) once it arrives.
 			marker, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(me.Addr(), 0)))
@@ -146,7 +147,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 			}
 			_ = marker.SetReadDeadline(time.Now().Add(30 * time.Second))
 			if _, err := marker.Read(make([]byte, 2048)); err != nil {
-				t.Fatalf("no Challenge to the marker: %v", err)
+				t.Fatalf("no CookieReply to the marker: %v", err)
 			}
 			read := func(c *net.UDPConn) (sizes []int) {
 				buf := make([]byte, 2048)
@@ -171,7 +172,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				}
 			}
 			if answered < 5 {
-				t.Errorf("only %d replies: the challenges are missing, the test proves nothing", answered)
+				t.Errorf("only %d replies: the cookie replies are missing, the test proves nothing", answered)
 			}
 
 			// STUN Binding answers are larger (32 bytes for IPv4, 44 for

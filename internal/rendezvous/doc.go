@@ -16,16 +16,16 @@
 //
 //  1. the per-source datagram limit (IPv4 address or IPv6 /64, never the
 //     port; internal/ratelimit);
-//  2. the sender's box key: cached for peers that proved an address, else
-//     one X25519 drawn from a per-source budget and, unless the request's
-//     nonce proves its source's cookie (one hash per cookie period), from a
-//     global one; once that is spent, a request without the proof gets an
-//     unsealed CookieReply (smaller than it, no X25519) and the peer asks
-//     again with the proof, as with WireGuard's cookie reply under load;
-//  3. the box, the ±30 s clock window and the cookie: a message without a
-//     valid cookie gets only a Challenge, smaller than the request, and
-//     leaves nothing behind;
-//  4. only then the key cache, the replay cache (bounded, evicting; see
+//  2. the cookie proof in the request's nonce (a hash per cookie period):
+//     without a valid one the request gets an unsealed CookieReply, smaller
+//     than it, costs no X25519 and leaves nothing behind (WireGuard's
+//     mac2 and cookie reply);
+//  3. the sender's box key: cached for peers seen before, else one X25519
+//     from the proven source's budget;
+//  4. the box, the ±30 s clock window and the cookie inside the box (a
+//     message whose inner cookie is not valid gets a sealed Challenge,
+//     smaller than it);
+//  5. only then the key cache, the replay cache (bounded, evicting; see
 //     package replay) and the registry (capped, evicting; per-source
 //     registration limit).
 //

@@ -61,53 +61,38 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonBadVersion)
 	case err != nil:
 		return s.reject(reasonMalformed)
-	case t != wire.TypeRequest && t != wire.TypeSealed:
+	case t != wire.TypeRequest: // since protocol version 3, requests are Request frames
 		return s.reject(reasonUnknownType)
 	}
-	var sealed wire.Sealed
-	if t == wire.TypeRequest {
-		sealed, err = wire.ParseRequest(pkt)
-	} else { // before protocol version 3: a request without a proof
-		sealed, err = wire.ParseSealed(pkt)
-	}
+	sealed, err := wire.ParseRequest(pkt)
 	if err != nil {
 		return s.reject(reasonTruncated)
 	}
-	// A stranger's frame costs an X25519 before the box opens. A Request
-	// whose nonce proves the cookie of its source (a hash or two) is
-	// exempt from the global budget of such X25519s; others draw on it,
-	// and once it is spent get a CookieReply instead (WireGuard's cookie
-	// reply under load). Known keys are cached and free.
+	// The cookie first, outside the box (WireGuard's mac2): a Request whose
+	// nonce does not prove its source's cookie (a hash or two) gets the
+	// cookie in an unsealed CookieReply, smaller than it, and costs neither
+	// an X25519 nor opening a box, and leaves nothing behind.
+	if !s.proofValid(&sealed, from) {
+		return s.cookieReply(sc, &sealed, from, len(pkt))
+	}
+	// A proven source's sender key: cached for peers seen before, else one
+	// X25519 from the source's budget (a new peer, or a peer that made a new
+	// key, behind that address).
 	key, cached := s.keys.get(&sealed.Sender)
-	computed := false
 	if !cached {
-		var ok bool
-		if key, ok = s.probation.get(&sealed.Sender); !ok {
-			proved := t == wire.TypeRequest && s.proofValid(&sealed, from)
-			if r, ok := s.admitKeyMiss(from.Addr(), now, proved); !ok {
-				if r == reasonKeyBudget {
-					return s.cookieReply(sc, &sealed, from, len(pkt))
-				}
-				return s.reject(r)
-			}
-			k, err := s.cfg.Identity.SharedKey(sealed.Sender)
-			s.m.keyComputes.Inc()
-			if err != nil {
-				return s.reject(reasonBadBox)
-			}
-			key, computed = *k, true
+		if !s.keyMissSource.Allow(from.Addr(), now.UnixNano()) {
+			return s.reject(reasonKeyRate)
 		}
+		k, err := s.cfg.Identity.SharedKey(sealed.Sender)
+		s.m.keyComputes.Inc()
+		if err != nil {
+			return s.reject(reasonBadBox)
+		}
+		key = *k
 	}
 	plain, err := crypto.OpenBox(sc.plain[:0], sealed.Box, &sealed.Nonce, &key)
 	if err != nil {
 		return s.reject(reasonBadBox)
-	}
-	if computed {
-		// A new peer's first frame has no cookie yet; keeping its key a
-		// little while saves a second X25519 for the frame that answers
-		// the Challenge. This cache holds about one second of the budget,
-		// so a flood only rotates it.
-		s.probation.put(&sealed.Sender, &key)
 	}
 	if len(plain) < msgHeaderLen {
 		return s.reject(reasonMalformed)
@@ -125,10 +110,10 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonMalformed)
 	}
 	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt), known: cached}
-	// Cheap and stateless before anything stateful: a frame without a
-	// valid cookie for its source gets a Challenge (smaller than it) and
-	// leaves nothing behind, neither in the key cache nor in the replay
-	// cache, so spoofed sources cannot fill either.
+	// The cookie inside the box must be valid too (a client puts the same
+	// cookie in both); one that is not gets a sealed Challenge (smaller
+	// than the request) and leaves nothing behind, neither in the key
+	// cache nor in the replay cache.
 	var cookie *crypto.Cookie
 	switch b := msg.Body.(type) {
 	case *wire.Register:
@@ -141,7 +126,6 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if !s.cfg.Cookies.Check(from, *cookie) {
 		return s.challenge(sc, &req, mt)
 	}
-	s.proven.mark(from.Addr(), now.UnixNano())
 	if !cached {
 		// Only a key that opened a box from a proven address earns a place.
 		s.keys.put(&sealed.Sender, &key)
@@ -159,31 +143,6 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.connect(ctx, sc, &req, b)
 	}
 	return s.reject(reasonUnknownType)
-}
-
-// admitKeyMiss decides whether a sender whose key is not cached may cost an
-// X25519: its source's budget first; then a frame that proved its source's
-// cookie (proved) goes through; others draw on a global budget, which only
-// bites when misses arrive faster than it refills (a flood of fresh keys).
-// Sources that proved their address recently have a global budget of their
-// own, so new peers behind a known address get in during such a flood
-// without a round trip for the cookie.
-func (s *Server) admitKeyMiss(src netip.Addr, now time.Time, proved bool) (reason, bool) {
-	t := now.UnixNano()
-	if !s.keyMissSource.Allow(src, t) {
-		return reasonKeyRate, false
-	}
-	if proved {
-		return 0, true
-	}
-	budget := s.keyMissBudget
-	if s.proven.has(src, t) {
-		budget = s.provenBudget
-	}
-	if !budget.Allow(t) {
-		return reasonKeyBudget, false
-	}
-	return 0, true
 }
 
 // reply seals body to the request's sender into scratch buffer i and queues
@@ -215,11 +174,11 @@ func (s *Server) proofValid(sealed *wire.Sealed, from netip.AddrPort) bool {
 	return sealed.ProofValid(&cur) || sealed.ProofValid(&prev)
 }
 
-// cookieReply answers a frame from an unknown key that did not prove its
-// source's cookie while the global key-miss budget is spent: the cookie,
-// unsealed (no X25519), in a reply smaller than the request.
+// cookieReply answers a Request that did not prove its source's cookie:
+// the cookie, unsealed (no X25519, no box), in a reply smaller than the
+// request, bound to it by the echo of its salt.
 func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPort, size int) []outPacket {
-	s.m.rejected[reasonKeyBudget].Inc()
+	s.m.rejected[reasonNoCookie].Inc()
 	if wire.CookieReplyLen > size { // cannot happen (see wire); never amplify
 		return nil
 	}

@@ -23,23 +23,19 @@ import (
 // Server is a rendezvous server. One Server may serve several sockets at
 // once (Serve on each), and several Servers may share one Registry.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	id   crypto.PeerID
-	keys *keyCache
-	// probation holds the keys of senders not yet proven by a cookie.
-	probation *keyCache
-	replay    *replay.Cache
-	limiter   *ratelimit.Limiter
-	// keyMissSource and keyMissBudget budget X25519s for uncached keys.
+	cfg     Config
+	log     *slog.Logger
+	id      crypto.PeerID
+	keys    *keyCache
+	replay  *replay.Cache
+	limiter *ratelimit.Limiter
+	// keyMissSource budgets, per source, the X25519s for uncached sender
+	// keys; keyMissBudget those for uncached connect targets (keyFor).
 	keyMissSource *ratelimit.Limiter
 	keyMissBudget *ratelimit.Budget
-	// provenBudget is the key-miss budget of sources in proven.
-	provenBudget *ratelimit.Budget
-	proven       *provenSources
-	stunRate     *ratelimit.Limiter
-	registerRate *ratelimit.Limiter
-	// punchRate limits the Punches per target, keyed by punchKey.
+	stunRate      *ratelimit.Limiter
+	registerRate  *ratelimit.Limiter
+	// punchRate limits the Punches per target (allowPunch).
 	punchRate *ratelimit.Limiter
 	punchSeed maphash.Seed
 	m         *metrics
@@ -67,13 +63,10 @@ func New(cfg Config) (*Server, error) {
 		log:           cfg.Logger,
 		id:            cfg.Identity.ID(),
 		keys:          newKeyCache(cfg.KeyCache),
-		probation:     newKeyCache(probationSize(cfg.KeyMissBudget)),
 		replay:        rc,
 		limiter:       cfg.RateLimit.limiter(),
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
-		provenBudget:  ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
-		proven:        newProvenSources(2 * cfg.RateLimit.Sources),
 		stunRate:      cfg.STUNRate.limiter(),
 		registerRate:  cfg.RegisterRate.limiter(),
 		punchRate:     cfg.PunchRate.limiter(),
@@ -83,15 +76,6 @@ func New(cfg Config) (*Server, error) {
 		refresh:       uint16(cfg.Refresh / time.Second),
 	}
 	return s, nil
-}
-
-// probationSize is one second of the global key-miss budget, at least
-// 4096 keys (1 MiB at most with the default budget).
-func probationSize(budget float64) int {
-	if budget <= 0 || budget > 1<<16 {
-		return 1 << 16
-	}
-	return max(1<<12, int(budget))
 }
 
 // AllowSTUN takes one token from the STUN answer budget of from's source

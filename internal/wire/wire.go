@@ -25,15 +25,12 @@
 //
 // A Request's cookie proof is SHA-256(cookie, "keymesh rz proof", sender
 // key, salt) cut to 16 bytes (RequestProof), or random bytes while the peer
-// has no cookie. The rendezvous checks it with one hash per cookie period
-// before it computes any X25519 for a sender key it does not know, in the
-// manner of WireGuard's mac2: a Request with a valid proof is exempt from
-// the global budget of such X25519s; one without gets, while that budget is
-// spent, a CookieReply (26 bytes, smaller than any Request) instead of an
-// X25519, and the peer repeats its request with the proof. The cookie also
-// stays inside the box (Register, Connect), where the rendezvous checks it
-// as before. The rendezvous still takes Sealed frames as requests without a
-// proof.
+// has no cookie. The rendezvous checks it (a hash per cookie period) before
+// it computes any X25519 or opens any box, in the manner of WireGuard's
+// mac2: a Request without a valid proof gets a CookieReply (26 bytes,
+// smaller than any Request) and the peer repeats its request with the
+// proof. The cookie also stays inside the box (Register, Connect), where
+// the rendezvous checks it as before.
 //
 // The relay bind handshake (version BindVersion) proves a peer's address
 // before the relay checks a signature or hands out a ticket, in the manner
@@ -67,8 +64,10 @@
 //	   RelayBound carries the next cookie and an echo of the bind.
 //	3: rendezvous requests only (Request and CookieReply carry RequestVersion;
 //	   other frames keep theirs): a peer's messages to the rendezvous are
-//	   Request frames whose nonce carries a cookie proof outside the box, and
-//	   the rendezvous may answer one without a valid proof with a CookieReply.
+//	   Request frames (no longer Sealed frames) whose nonce carries a cookie
+//	   proof outside the box; the rendezvous answers one without a valid
+//	   proof with an unsealed CookieReply (it used to answer with a sealed
+//	   Challenge, after an X25519 for an unknown sender key).
 package wire
 
 import (
