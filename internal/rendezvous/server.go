@@ -217,14 +217,22 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 }
 
 // readBatches is readLoop for a UDP socket: it takes up to readBatch
-// datagrams per system call (recvmmsg on Linux), so that a flood costs
-// fewer reads and the socket's receive buffer drains faster, and hands
-// each to handle on its own.
+// datagrams per system call (recvmmsg on Linux), hands each to handle on
+// its own, and sends the replies to the batch together (sendmmsg), so that
+// a flood costs fewer system calls and the socket's receive buffer drains
+// faster.
 func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
 	pc := ipv4.NewPacketConn(conn) // reads IPv6 datagrams too: it only batches
 	msgs := make([]ipv4.Message, readBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, wire.MaxFrame+1)} // one byte more tells oversized frames
+	}
+	// A datagram gets at most two replies (a ConnectReply and a Punch).
+	outs := make([]ipv4.Message, 2*readBatch)
+	outBufs := make([][]byte, 2*readBatch)
+	for i := range outs {
+		outs[i].Buffers = make([][]byte, 1)
+		outBufs[i] = make([]byte, 0, wire.MaxFrame)
 	}
 	sc := newScratch()
 	backoff := time.Millisecond
@@ -246,6 +254,7 @@ func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
 			continue
 		}
 		backoff = time.Millisecond
+		nout := 0
 		for i := range msgs[:n] {
 			m := &msgs[i]
 			ua, ok := m.Addr.(*net.UDPAddr)
@@ -258,11 +267,29 @@ func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
 			}
 			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 			for _, out := range s.handle(ctx, sc, from, m.Buffers[0][:m.N]) {
-				if _, werr := conn.WriteToUDPAddrPort(out.b, out.to); werr != nil {
-					s.log.Debug("rendezvous send failed", "to", out.to, "err", werr)
-				}
+				// The replies alias sc: copy them into the batch to send.
+				o := &outs[nout]
+				outBufs[nout] = append(outBufs[nout][:0], out.b...)
+				o.Buffers[0] = outBufs[nout]
+				o.Addr = net.UDPAddrFromAddrPort(out.to)
+				nout++
 			}
 		}
+		s.sendBatch(pc, outs[:nout])
+	}
+}
+
+// sendBatch sends the replies to one read batch, with as few system calls
+// as the kernel takes (sendmmsg on Linux). A reply that fails is dropped,
+// as a lost datagram would be.
+func (s *Server) sendBatch(pc *ipv4.PacketConn, outs []ipv4.Message) {
+	for len(outs) > 0 {
+		n, err := pc.WriteBatch(outs, 0)
+		if err != nil {
+			s.log.Debug("rendezvous send failed", "to", outs[0].Addr, "err", err)
+			n = max(n, 1) // skip the datagram the kernel refused
+		}
+		outs = outs[n:]
 	}
 }
 
