@@ -78,9 +78,6 @@ func (j *CookieJar) Check(addr netip.AddrPort, c Cookie) bool {
 	return hmac.Equal(b[:], c[:])
 }
 
-// Recent returns the cookies Check accepts for addr: this period's and the
-// one before's.
-func (j *CookieJar) Recent(addr netip.AddrPort) (cur, prev Cookie) {
-	p := j.period()
-	return j.mac(addr, p), j.mac(addr, p-1)
-}
+// Previous returns the cookie for addr of the period before this one, which
+// Check still accepts.
+func (j *CookieJar) Previous(addr netip.AddrPort) Cookie { return j.mac(addr, j.period()-1) }

@@ -72,8 +72,9 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	// nonce does not prove its source's cookie (a hash or two) gets the
 	// cookie in an unsealed CookieReply, smaller than it, and costs neither
 	// an X25519 nor opening a box, and leaves nothing behind.
-	if !s.proofValid(&sealed, from) {
-		return s.cookieReply(sc, &sealed, from, len(pkt))
+	fresh, proved := s.proofValid(&sealed, from)
+	if !proved {
+		return s.cookieReply(sc, &sealed, from, &fresh, len(pkt))
 	}
 	// A proven source's sender key: cached for peers seen before, else one
 	// X25519 from the source's budget (a new peer, or a peer that made a new
@@ -168,22 +169,27 @@ func (s *Server) challenge(sc *scratch, req *request, t wire.MsgType) []outPacke
 }
 
 // proofValid reports whether a Request's nonce proves the cookie of its
-// source, this period's or the one before's.
-func (s *Server) proofValid(sealed *wire.Sealed, from netip.AddrPort) bool {
-	cur, prev := s.cfg.Cookies.Recent(from)
-	return sealed.ProofValid(&cur) || sealed.ProofValid(&prev)
+// source, this period's or the one before's; it returns this period's,
+// for a CookieReply.
+func (s *Server) proofValid(sealed *wire.Sealed, from netip.AddrPort) (crypto.Cookie, bool) {
+	cur := s.cfg.Cookies.Make(from)
+	if sealed.ProofValid(&cur) {
+		return cur, true
+	}
+	prev := s.cfg.Cookies.Previous(from)
+	return cur, sealed.ProofValid(&prev)
 }
 
 // cookieReply answers a Request that did not prove its source's cookie:
 // the cookie, unsealed (no X25519, no box), in a reply smaller than the
 // request, bound to it by the echo of its salt.
-func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPort, size int) []outPacket {
+func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPort, cookie *crypto.Cookie, size int) []outPacket {
 	s.m.rejected[reasonNoCookie].Inc()
 	if wire.CookieReplyLen > size { // cannot happen (see wire); never amplify
 		return nil
 	}
 	s.m.cookieReplies.Inc()
-	sc.bufs[0] = wire.AppendCookieReply(sc.bufs[0][:0], s.cfg.Cookies.Make(from), sealed.Salt())
+	sc.bufs[0] = wire.AppendCookieReply(sc.bufs[0][:0], *cookie, sealed.Salt())
 	sc.replies = append(sc.replies, outPacket{to: from, b: sc.bufs[0]})
 	return sc.replies
 }
