@@ -77,3 +77,7 @@ func (j *CookieJar) Check(addr netip.AddrPort, c Cookie) bool {
 	b := j.mac(addr, p-1)
 	return hmac.Equal(b[:], c[:])
 }
+
+// Previous returns the cookie for addr of the period before this one, which
+// Check still accepts.
+func (j *CookieJar) Previous(addr netip.AddrPort) Cookie { return j.mac(addr, j.period()-1) }

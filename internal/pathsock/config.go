@@ -27,9 +27,10 @@ type Config struct {
 	Conn       PacketConn
 	ListenAddr string
 
-	// ServerKey is the rendezvous server's key: sealed frames from it go to
-	// OnServerFrame (the rendezvous client's HandleFrame). The slice is
-	// only valid during the call.
+	// ServerKey is the rendezvous server's key: sealed frames from it, and
+	// the rendezvous' unsealed CookieReplies, go to OnServerFrame (the
+	// rendezvous client's HandleFrame). The slice is only valid during the
+	// call.
 	ServerKey     crypto.PeerID
 	OnServerFrame func(b []byte, from netip.AddrPort) bool
 	// OnSTUN receives STUN messages (the slice is only valid during the

@@ -94,6 +94,12 @@ func (s *Sock) handleVia(bp *[]byte, n int, from netip.AddrPort, via *extra) {
 			break
 		}
 		s.sealed(b, from, true, 0, via)
+	case wire.TypeCookieReply:
+		// The rendezvous' unsealed cookie (the client checks that it came
+		// from the server's address and answers a request of ours).
+		if s.cfg.OnServerFrame != nil && via == nil {
+			s.cfg.OnServerFrame(b, from)
+		}
 	case wire.TypeRelayBound:
 		s.relayBound(b, from)
 	case wire.TypeRelayChallenge:

@@ -77,7 +77,15 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			seal := func(at time.Time, b wire.Body) []byte {
-				return wire.SealFrame(nil, peerID.ID(), shared, wire.Message{Time: at.UnixMilli(), Body: b})
+				var cookie crypto.Cookie
+				switch m := b.(type) {
+				case *wire.Register:
+					cookie = m.Cookie
+				case *wire.Connect:
+					cookie = m.Cookie
+				}
+				f, _ := wire.SealRequest(nil, peerID.ID(), shared, wire.AppendMessage(nil, wire.Message{Time: at.UnixMilli(), Body: b}), &cookie)
+				return f
 			}
 			elsewhere := netip.MustParseAddrPort("192.0.2.1:9")
 			now := clk.Now()
@@ -104,6 +112,9 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				{"STUN binding success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw},
 				{"one byte", []byte{0}},
 				{"sealed header only", []byte{wire.TypeSealed, wire.Version}},
+				{"sealed register (protocol 1)", wire.SealFrame(nil, peerID.ID(), shared, wire.Message{Time: now.UnixMilli(), Body: &wire.Register{}})},
+				{"request junk from a stranger's key (cookie reply)", append(append([]byte{wire.TypeRequest, wire.RequestVersion}, sid[:]...), make([]byte, crypto.NonceSize+crypto.BoxOverhead)...)},
+				{"request header only", []byte{wire.TypeRequest, wire.RequestVersion}},
 			}
 			// One socket per kind, all sent at once, so that each reply is
 			// attributed to its request.
@@ -123,7 +134,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// A last request whose Challenge marks the end: the one worker
+			// A last request whose CookieReply marks the end: the one worker
 			// handles datagrams in order, so everything before it has been
 			// answered (or dropped) once it arrives.
 			marker, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(me.Addr(), 0)))
@@ -136,7 +147,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 			}
 			_ = marker.SetReadDeadline(time.Now().Add(30 * time.Second))
 			if _, err := marker.Read(make([]byte, 2048)); err != nil {
-				t.Fatalf("no Challenge to the marker: %v", err)
+				t.Fatalf("no CookieReply to the marker: %v", err)
 			}
 			read := func(c *net.UDPConn) (sizes []int) {
 				buf := make([]byte, 2048)
@@ -161,7 +172,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				}
 			}
 			if answered < 5 {
-				t.Errorf("only %d replies: the challenges are missing, the test proves nothing", answered)
+				t.Errorf("only %d replies: the cookie replies are missing, the test proves nothing", answered)
 			}
 
 			// STUN Binding answers are larger (32 bytes for IPv4, 44 for

@@ -23,7 +23,7 @@ func spoofed(i int) netip.AddrPort {
 // from spoofed sources used to be written into the replay cache before the
 // cookie was checked, and a full cache refused every message, so about
 // 15 Mbit/s stopped all registrations. Now a cookieless frame gets its
-// Challenge and leaves nothing behind.
+// CookieReply and leaves nothing behind.
 func TestSpoofedFloodThenRegister(t *testing.T) {
 	fx := newFixture(t, func(c *Config) {
 		c.RateLimit.PerSecond = -1
@@ -87,31 +87,42 @@ func TestReplayCachePressure(t *testing.T) {
 	fx.register(fresh, wire.Register{AllowAny: true})
 }
 
-// strangerFrame is a sealed Register from a fresh key that the attacker did
-// not even bother to seal properly: the server has to do the X25519 before
-// it can tell.
+// strangerFrame is a Request from a fresh key that the attacker did not
+// even bother to seal properly: before the cookie proof, the server had to
+// do the X25519 before it could tell.
 func strangerFrame() []byte {
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		panic(err)
 	}
-	b := []byte{wire.TypeSealed, wire.Version}
+	b := []byte{wire.TypeRequest, wire.RequestVersion}
 	b = append(b, pub...)
 	junk := make([]byte, crypto.NonceSize+crypto.BoxOverhead+64)
 	rand.Read(junk)
 	return append(b, junk...)
 }
 
+// provenStrangerFrame is strangerFrame from an attacker at a real address,
+// from which it got the cookie: its nonce proves it, so the server goes on
+// to the X25519.
+func (f *fixture) provenStrangerFrame(from netip.AddrPort) []byte {
+	b := strangerFrame()
+	var sender crypto.PeerID
+	copy(sender[:], b[2:34])
+	var salt [wire.SaltLen]byte
+	copy(salt[:], b[34+wire.ProofLen:])
+	cookie := f.srv.cfg.Cookies.Make(from)
+	proof := wire.RequestProof(&cookie, &sender, &salt)
+	copy(b[34:], proof[:])
+	return b
+}
+
 // TestStrangerKeyFlood is issue 10 item 5: every unknown sender key cost an
 // X25519 before any cookie, so about 18k packets/s of fresh keys saturated a
-// core. Now strangers' X25519s fit a global budget (and one per source),
-// while peers whose keys are cached keep registering without touching it.
+// core. Now the cookie proof comes first: frames from spoofed sources cost
+// no X25519 at all (each gets a CookieReply), and peers keep registering.
 func TestStrangerKeyFlood(t *testing.T) {
-	const budget = 200
-	fx := newFixture(t, func(c *Config) {
-		c.RateLimit.PerSecond = -1
-		c.KeyMissBudget = budget
-	})
+	fx := newFixture(t, func(c *Config) { c.RateLimit.PerSecond = -1 })
 	known := make([]*peer, 16)
 	for i := range known {
 		known[i] = fx.newPeer(netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)}), 4000).String())
@@ -140,26 +151,27 @@ func TestStrangerKeyFlood(t *testing.T) {
 		t.Errorf("known peers registered %d of %d times during the flood", ok, flood/100)
 	}
 	spent := value(fx.srv.m.keyComputes) - before
-	elapsed := float64(flood) * tick.Seconds()
-	t.Logf("%d fresh-key frames in %vs: %v X25519s, %v refused by the global budget, %d/%d known-peer registrations",
-		flood, elapsed, spent, fx.rejected("key_budget"), ok, flood/100)
-	if limit := budget + budget*elapsed; spent > limit {
-		t.Errorf("%v X25519s for strangers in %vs of flood, budget allows %v", spent, elapsed, limit)
+	t.Logf("%d fresh-key frames: %v X25519s, %v cookie replies, %d/%d known-peer registrations",
+		flood, spent, value(fx.srv.m.cookieReplies), ok, flood/100)
+	if spent != 0 {
+		t.Errorf("%v X25519s for strangers from spoofed sources", spent)
 	}
-	if fx.rejected("key_budget") == 0 {
-		t.Error("no key_budget refusal counted")
+	if got := value(fx.srv.m.cookieReplies); got < flood {
+		t.Errorf("%v cookie replies to %d frames without a proof", got, flood)
 	}
 }
 
-// TestStrangerKeyPerSource: one source rotating fresh keys gets its own
-// small budget, not the global one.
+// TestStrangerKeyPerSource: an attacker at a real address (it has the
+// cookies) rotating fresh keys and ports gets its source's small X25519
+// budget.
 func TestStrangerKeyPerSource(t *testing.T) {
 	fx := newFixture(t, func(c *Config) { c.RateLimit.PerSecond = -1 })
 	from := netip.MustParseAddrPort("192.0.2.7:1")
 	before := value(fx.srv.m.keyComputes)
 	for i := range 200 {
 		// Rotating ports earns nothing.
-		fx.exchange(netip.AddrPortFrom(from.Addr(), uint16(1000+i)), strangerFrame())
+		src := netip.AddrPortFrom(from.Addr(), uint16(1000+i))
+		fx.exchange(src, fx.provenStrangerFrame(src))
 	}
 	if spent := value(fx.srv.m.keyComputes) - before; spent > DefaultKeyMissBurst {
 		t.Errorf("one source cost %v X25519s, per-source burst %d", spent, DefaultKeyMissBurst)
@@ -169,8 +181,8 @@ func TestStrangerKeyPerSource(t *testing.T) {
 	}
 }
 
-// TestNewPeerOneX25519: a new peer's Challenge round trip costs one X25519,
-// not two (the key is kept on probation until the cookie comes back).
+// TestNewPeerOneX25519: a new peer's cookie round trip costs one X25519
+// (its first Request, without the proof, costs none).
 func TestNewPeerOneX25519(t *testing.T) {
 	fx := newFixture(t, nil)
 	before := value(fx.srv.m.keyComputes)
@@ -309,22 +321,141 @@ func TestRegisterRatePerSource(t *testing.T) {
 	}
 }
 
-// TestNewPeerBehindProvenAddress: during a fresh-key flood that spends the
-// global key-miss budget, a new peer behind an address that already proved
-// itself (another peer behind the same NAT) still registers.
-func TestNewPeerBehindProvenAddress(t *testing.T) {
+// sealRequest is a protocol-3 Request from p, with the proof of p's cookie
+// when it has one; it returns the frame and its salt.
+func (f *fixture) sealRequest(p *peer, body wire.Body) ([]byte, [wire.SaltLen]byte) {
+	plain := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+	return wire.SealRequest(nil, p.id.ID(), p.shared, plain, &p.cookie)
+}
+
+// TestNewPeersDuringKeyFlood: during a flood of fresh keys from spoofed
+// sources, brand-new peers from addresses never seen (and from one seen
+// before) register and connect, each after one CookieReply round trip, and
+// the flood costs no X25519. Before, the cookie was only inside the box:
+// every such frame cost an X25519 within a global budget, which the flood
+// spent, so new peers' frames were dropped with the flood's.
+func TestNewPeersDuringKeyFlood(t *testing.T) {
 	fx := newFixture(t, func(c *Config) {
 		c.RateLimit.PerSecond = -1
 		c.KeyMissBudget = 50
 	})
-	known := fx.newPeer("203.0.113.10:4000")
-	fx.register(known, wire.Register{AllowAny: true})
-	for i := range 500 {
-		fx.exchange(spoofed(i), strangerFrame())
+	target := fx.newPeer("203.0.113.200:4000")
+	fx.register(target, wire.Register{AllowAny: true})
+	computes := value(fx.srv.m.keyComputes)
+	flood := 0
+	spend := func() {
+		for range 200 {
+			fx.exchange(spoofed(flood), strangerFrame())
+			flood++
+		}
 	}
-	if fx.rejected("key_budget") == 0 {
-		t.Fatal("the flood did not spend the budget; the test proves nothing")
+	const newPeers = 40
+	registered, connected := 0, 0
+	for i := range newPeers {
+		spend()
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 5000)
+		if i == newPeers-1 {
+			addr = netip.AddrPortFrom(target.addr.Addr(), 4001) // a new key from a known address
+		}
+		p := fx.newPeer(addr.String())
+		computesBefore := value(fx.srv.m.keyComputes)
+		req, salt := fx.sealRequest(p, &wire.Register{AllowAny: true})
+		out := fx.exchange(p.addr, req)
+		if value(fx.srv.m.keyComputes) != computesBefore {
+			t.Errorf("new peer %d: a request without a proof cost an X25519", i)
+		}
+		c, echo, err := wire.ParseCookieReply(out[0].b)
+		if len(out) != 1 || err != nil {
+			t.Fatalf("new peer %d: %d replies to its first request, want a cookie reply (%v)", i, len(out), err)
+		}
+		if echo != salt || len(out[0].b) >= len(req) {
+			t.Fatalf("cookie reply echoes %x (want %x), %d bytes to a request of %d", echo, salt, len(out[0].b), len(req))
+		}
+		p.cookie = c
+		spend()
+		req, _ = fx.sealRequest(p, &wire.Register{AllowAny: true, Cookie: p.cookie})
+		if out = fx.exchange(p.addr, req); len(out) == 1 {
+			if _, ok := fx.open(p, out[0].b).Body.(*wire.Registered); ok {
+				registered++
+			}
+		}
+		spend()
+		req, _ = fx.sealRequest(p, &wire.Connect{Cookie: p.cookie, TxID: uint64(i), Target: target.id.ID()})
+		for _, o := range fx.exchange(p.addr, req) {
+			if o.to != p.addr {
+				continue
+			}
+			if r, ok := fx.open(p, o.b).Body.(*wire.ConnectReply); ok && r.Found {
+				connected++
+			}
+		}
 	}
-	neighbour := fx.newPeer("203.0.113.10:5000")
-	fx.register(neighbour, wire.Register{AllowAny: true})
+	spent := value(fx.srv.m.keyComputes) - computes
+	t.Logf("%d flood frames: %v cookie replies, %v X25519s; %d/%d new peers registered, %d connected",
+		flood, value(fx.srv.m.cookieReplies), spent, registered, newPeers, connected)
+	if registered != newPeers || connected != newPeers {
+		t.Errorf("during the flood %d/%d new peers registered and %d connected", registered, newPeers, connected)
+	}
+	if spent != newPeers {
+		t.Errorf("%v X25519s, want one per new peer", spent)
+	}
+}
+
+// TestPunchRatePerTarget is the punch-flood attack: registered keys Connect
+// to one peer over and over, and each Connect made the server send it a
+// large Punch (4.8 times the attacker's bytes). Now a target is sent at
+// most its Punch burst, then its rate; the requesters still get their
+// ConnectReply, and Punches to other targets are not affected.
+func TestPunchRatePerTarget(t *testing.T) {
+	fx := newFixture(t, func(c *Config) { c.RateLimit.PerSecond = -1 })
+	victim := fx.newPeer("203.0.113.50:4000")
+	fx.register(victim, wire.Register{AllowAny: true})
+	other := fx.newPeer("203.0.113.51:4000")
+	fx.register(other, wire.Register{AllowAny: true})
+	bots := make([]*peer, 16)
+	for i := range bots {
+		bots[i] = fx.newPeer(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), 7000).String())
+		fx.register(bots[i], wire.Register{AllowAny: true})
+	}
+	punches, replies := 0, 0
+	connect := func(p *peer, to *peer, tx uint64) (punched bool) {
+		out := fx.exchange(p.addr, fx.seal(p, &wire.Connect{Cookie: p.cookie, TxID: tx, Target: to.id.ID()}))
+		for _, o := range out {
+			switch o.to {
+			case to.addr:
+				punched = true
+			case p.addr:
+				if r, ok := fx.open(p, o.b).Body.(*wire.ConnectReply); ok && r.Found {
+					replies++
+				}
+			}
+		}
+		return punched
+	}
+	const flood = 400
+	for i := range flood {
+		if connect(bots[i%len(bots)], victim, uint64(i)) {
+			punches++
+		}
+	}
+	if punches > DefaultPunchBurst {
+		t.Errorf("the victim was sent %d Punches at once, burst %d", punches, DefaultPunchBurst)
+	}
+	if replies != flood {
+		t.Errorf("%d of %d connects got their ConnectReply", replies, flood)
+	}
+	if !connect(bots[0], other, 1<<32) {
+		t.Error("another target's Punch was limited too")
+	}
+	fx.clock.Add(time.Second)
+	later := 0
+	for i := range flood {
+		if connect(bots[i%len(bots)], victim, uint64(flood+i)) {
+			later++
+		}
+	}
+	if later > DefaultPunchRate+1 || later == 0 {
+		t.Errorf("a second later the victim was sent %d Punches, rate %d/s", later, DefaultPunchRate)
+	}
+	t.Logf("%d connects: %d Punches at once, %d a second later; %v limited", 2*flood, punches, later, value(fx.srv.m.punchLimited))
 }

@@ -115,8 +115,8 @@ func BenchmarkConnect(b *testing.B) {
 	}, 2)
 }
 
-// BenchmarkChallenge: a Register without a cookie (what a flood of fresh
-// sources costs once each sender key is cached).
+// BenchmarkChallenge: a Register without the cookie proof (what a flood
+// from spoofed sources costs): answered with a CookieReply, no box opened.
 func BenchmarkChallenge(b *testing.B) {
 	f := benchFixture(b)
 	peers := benchPeers(b, f, 1000)
@@ -147,7 +147,7 @@ func BenchmarkSTUN(b *testing.B) {
 func BenchmarkBadBox(b *testing.B) {
 	f := benchFixture(b)
 	p := benchPeers(b, f, 1)[0]
-	pkt := f.seal(p, &wire.Register{})
+	pkt := f.seal(p, &wire.Register{Cookie: p.cookie})
 	pkt[len(pkt)-1] ^= 1
 	sc := newScratch()
 	b.ReportAllocs()
@@ -156,10 +156,16 @@ func BenchmarkBadBox(b *testing.B) {
 	}
 }
 
-// BenchmarkFirstContact: a Register from a peer the server has never met
-// (its shared key is computed: one X25519), answered with a Challenge.
+// BenchmarkFirstContact: a Register, proving its source's cookie, from a
+// peer the server has never met (its shared key is computed: one X25519).
 func BenchmarkFirstContact(b *testing.B) {
-	f := benchFixture(b)
+	f := newFixture(b, func(c *Config) {
+		// One source brings every new key: lift its limits.
+		c.RateLimit.PerSecond = -1
+		c.KeyMissRate.PerSecond = -1
+		c.RegisterRate.PerSecond = -1
+		c.TURNSecret = nil
+	})
 	const batch = 256
 	pkts := make([][]byte, 0, batch)
 	var cpu cpuMeter
@@ -173,8 +179,9 @@ func BenchmarkFirstContact(b *testing.B) {
 			cpu.stop()
 			b.StopTimer()
 			pkts = pkts[:0]
+			cookie := f.srv.cfg.Cookies.Make(from)
 			for range batch {
-				pkts = append(pkts, f.seal(f.newPeer("203.0.113.5:40000"), &wire.Register{AllowAny: true}))
+				pkts = append(pkts, f.seal(f.newPeer("203.0.113.5:40000"), &wire.Register{AllowAny: true, Cookie: cookie}))
 			}
 			b.StartTimer()
 			cpu.start()

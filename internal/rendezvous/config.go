@@ -36,9 +36,9 @@ const (
 	// address are all back within 40 s of a restart (the TTL is 90 s).
 	DefaultKeyMissRate  = 25
 	DefaultKeyMissBurst = 50
-	// DefaultKeyMissBudget is how many such X25519s all sources together
-	// may cost per second (an X25519 and the key conversion take about
-	// 50 µs: a fifth of a core).
+	// DefaultKeyMissBudget is how many X25519s for uncached connect
+	// targets all Connects together may cost per second (an X25519 and
+	// the key conversion take about 50 µs: a fifth of a core).
 	DefaultKeyMissBudget = 4000
 	// DefaultSTUNRate and DefaultSTUNBurst bound the STUN Binding answers
 	// per source, on every socket.
@@ -49,7 +49,11 @@ const (
 	// as the key-miss rate, 1,000 peers behind one address in 40 s.
 	DefaultRegisterRate  = 25
 	DefaultRegisterBurst = 100
-	DefaultInstanceName  = "rendezvous"
+	// DefaultPunchRate and DefaultPunchBurst bound the Punches one peer
+	// (by key) is sent, from all requesters together.
+	DefaultPunchRate    = 20
+	DefaultPunchBurst   = 40
+	DefaultInstanceName = "rendezvous"
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
 	// holding a reader.
@@ -129,17 +133,16 @@ type Config struct {
 	// RateLimit limits every source's datagrams, before any other work.
 	RateLimit RateLimit
 	// KeyMissRate limits, per source, the X25519s spent on sender keys the
-	// key cache does not hold (the cookie is inside the box, so this is
-	// spent before the source is proven). Default DefaultKeyMissRate and
+	// key cache does not hold; a request reaches that step only after its
+	// nonce proved the source's cookie. Default DefaultKeyMissRate and
 	// DefaultKeyMissBurst.
 	KeyMissRate RateLimit
-	// KeyMissBudget is how many such X25519s per second all sources
-	// together may cost, with a burst of one second's worth; it only
-	// bites under a flood of fresh keys. Senders whose key is cached
-	// (every peer that registered here with a valid cookie, until the
-	// cache forgets it) never touch it, and sources that sent a valid
-	// cookie within the last 10 minutes draw on a second budget of the
-	// same size. Default DefaultKeyMissBudget; negative: no global cap.
+	// KeyMissBudget is how many X25519s per second all Connects together
+	// may cost for targets whose keys the key cache does not hold (peers
+	// registered through other instances), with a burst of one second's
+	// worth. Requests never draw on it: their senders' X25519s come after
+	// the cookie proof, within KeyMissRate. Default DefaultKeyMissBudget;
+	// negative: no global cap.
 	KeyMissBudget float64
 	// STUNRate limits STUN Binding answers per source (their answers are
 	// larger than the smallest requests), on the main socket and, through
@@ -153,6 +156,13 @@ type Config struct {
 	RegisterRate RateLimit
 	// Reports limits the outcome reports each source may have counted.
 	Reports ReportLimit
+	// PunchRate limits the Punches each target peer is sent (keyed by its
+	// key, Sources targets tracked at once): over it a Connect still gets
+	// its ConnectReply, with the target's addresses and relay tickets, but
+	// the target is not sent the Punch, so registered keys that Connect to
+	// one peer over and over cannot flood it. Default DefaultPunchRate and
+	// DefaultPunchBurst; negative PerSecond disables.
+	PunchRate RateLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.
 	MaxSkew time.Duration
@@ -249,6 +259,7 @@ func (c *Config) validate() error {
 	c.KeyMissRate.fill(DefaultKeyMissRate, DefaultKeyMissBurst)
 	c.STUNRate.fill(DefaultSTUNRate, DefaultSTUNBurst)
 	c.RegisterRate.fill(DefaultRegisterRate, DefaultRegisterBurst)
+	c.PunchRate.fill(DefaultPunchRate, DefaultPunchBurst)
 	if c.KeyMissBudget == 0 {
 		c.KeyMissBudget = DefaultKeyMissBudget
 	}

@@ -2,7 +2,10 @@ package rendezvous
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/maphash"
+	"net/netip"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
@@ -10,8 +13,8 @@ import (
 )
 
 // connect introduces the sender (A) to its target (B): B gets a Punch with
-// A's addresses at its registered reflexive address, A a ConnectReply with
-// B's, both with the same start time. A target that is not registered and
+// A's addresses at its registered reflexive address (unless B is over its
+// Punch rate), A a ConnectReply with B's, both with the same start time. A target that is not registered and
 // one whose policy refuses A get the same ConnectReply{Found: false}.
 func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire.Connect) []outPacket {
 	// The cookie was checked by handleFrame.
@@ -50,11 +53,15 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 		Tickets:    self.Tickets,
 		NAT:        self.NAT,
 	}}
-	s.reply(sc, 0, req, target.Reflexive, &tkey, p)
-	if s.viaHome(&target, sc.replies[0].b) {
-		sc.replies = sc.replies[:0]
+	if s.allowPunch(target.ID, req.now.UnixNano()) {
+		s.reply(sc, 0, req, target.Reflexive, &tkey, p)
+		if s.viaHome(&target, sc.replies[0].b) {
+			sc.replies = sc.replies[:0]
+		}
+		s.m.punches.Inc()
+	} else {
+		s.m.punchLimited.Inc()
 	}
-	s.m.punches.Inc()
 	r := &sc.reply
 	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Peer: wire.PeerInfo{
 		ID:         target.ID,
@@ -65,6 +72,16 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 	}}
 	s.reply(sc, 1, req, req.from, &req.key, r)
 	return sc.replies
+}
+
+// allowPunch takes one token from target's Punch budget. The rate
+// limiter is keyed by address, so the key is hashed (with a per-process
+// seed, the key being the peer's choice) into an IPv6 /64 of its own.
+func (s *Server) allowPunch(target crypto.PeerID, now int64) bool {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], maphash.Bytes(s.punchSeed, target[:]))
+	b[0] = 0x20 // a global unicast prefix: never IPv4-mapped
+	return s.punchRate.Allow(netip.AddrFrom16(b), now)
 }
 
 // lookup finds the Connect's target by peer ID, else by overlay address.

@@ -5,22 +5,27 @@
 //
 // Every keymesh message stands alone, so any instance behind an anycast
 // address may answer any packet: messages are NaCl boxes between the peer's
-// identity and the server's (wire.TypeSealed), stamped with the sender's
-// clock; Register and Connect carry a stateless cookie (crypto.CookieJar,
-// secret shared by the instances) that proves the source address.
+// identity and the server's (a peer's requests are wire.TypeRequest frames,
+// the server's answers wire.TypeSealed), stamped with the sender's clock;
+// Register and Connect carry a stateless cookie (crypto.CookieJar, secret
+// shared by the instances) that proves the source address, inside the box
+// and, as a proof keyed by it, in the request's nonce outside the box.
 //
 // A datagram from a stranger meets the cheap checks first and the stateful
 // ones only once its address is proven:
 //
 //  1. the per-source datagram limit (IPv4 address or IPv6 /64, never the
 //     port; internal/ratelimit);
-//  2. the sender's box key: cached for peers that proved an address, else
-//     one X25519 drawn from a per-source and a global budget (the cookie is
-//     inside the box, so this is the one cost paid before the proof);
-//  3. the box, the ±30 s clock window and the cookie: a message without a
-//     valid cookie gets only a Challenge, smaller than the request, and
-//     leaves nothing behind;
-//  4. only then the key cache, the replay cache (bounded, evicting; see
+//  2. the cookie proof in the request's nonce (a hash per cookie period):
+//     without a valid one the request gets an unsealed CookieReply, smaller
+//     than it, costs no X25519 and leaves nothing behind (WireGuard's
+//     mac2 and cookie reply);
+//  3. the sender's box key: cached for peers seen before, else one X25519
+//     from the proven source's budget;
+//  4. the box, the ±30 s clock window and the cookie inside the box (a
+//     message whose inner cookie is not valid gets a sealed Challenge,
+//     smaller than it);
+//  5. only then the key cache, the replay cache (bounded, evicting; see
 //     package replay) and the registry (capped, evicting; per-source
 //     registration limit).
 //

@@ -38,6 +38,16 @@ func FuzzHandle(f *testing.F) {
 	f.Add(fx.seal(a, &wire.Register{Cookie: fx.srv.cfg.Cookies.Make(netip.MustParseAddrPort("192.0.2.1:9"))}))
 	f.Add(wire.SealFrame(nil, a.id.ID(), a.shared, wire.Message{Time: 1, Body: &wire.Register{}}))
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}}).Raw)
+	req, _ := fx.sealRequest(a, &wire.Register{AllowAny: true})
+	f.Add(req)
+	a.cookie = fx.srv.cfg.Cookies.Make(from)
+	req, _ = fx.sealRequest(a, &wire.Connect{Target: b.id.ID()})
+	f.Add(req) // a valid proof outside the box, no cookie inside
+	a.cookie = crypto.Cookie{}
+	stranger := strangerFrame()
+	stranger[0], stranger[1] = wire.TypeRequest, wire.RequestVersion
+	f.Add(stranger)
+	f.Add([]byte{wire.TypeRequest, wire.RequestVersion})
 	sc := newScratch()
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		out := fx.srv.handle(context.Background(), sc, from, pkt)

@@ -61,42 +61,39 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonBadVersion)
 	case err != nil:
 		return s.reject(reasonMalformed)
-	case t != wire.TypeSealed:
+	case t != wire.TypeRequest: // since protocol version 3, requests are Request frames
 		return s.reject(reasonUnknownType)
 	}
-	sealed, err := wire.ParseSealed(pkt)
+	sealed, err := wire.ParseRequest(pkt)
 	if err != nil {
 		return s.reject(reasonTruncated)
 	}
-	// The cookie is inside the box, so a stranger's first frame costs one
-	// X25519 before anything proves its address: strangers' X25519s are
-	// budgeted per source and in all (known keys are cached and free).
+	// The cookie first, outside the box (WireGuard's mac2): a Request whose
+	// nonce does not prove its source's cookie (a hash or two) gets the
+	// cookie in an unsealed CookieReply, smaller than it, and costs neither
+	// an X25519 nor opening a box, and leaves nothing behind.
+	fresh, proved := s.proofValid(&sealed, from)
+	if !proved {
+		return s.cookieReply(sc, &sealed, from, &fresh, len(pkt))
+	}
+	// A proven source's sender key: cached for peers seen before, else one
+	// X25519 from the source's budget (a new peer, or a peer that made a new
+	// key, behind that address).
 	key, cached := s.keys.get(&sealed.Sender)
-	computed := false
 	if !cached {
-		var ok bool
-		if key, ok = s.probation.get(&sealed.Sender); !ok {
-			if r, ok := s.admitKeyMiss(from.Addr(), now); !ok {
-				return s.reject(r)
-			}
-			k, err := s.cfg.Identity.SharedKey(sealed.Sender)
-			s.m.keyComputes.Inc()
-			if err != nil {
-				return s.reject(reasonBadBox)
-			}
-			key, computed = *k, true
+		if !s.keyMissSource.Allow(from.Addr(), now.UnixNano()) {
+			return s.reject(reasonKeyRate)
 		}
+		k, err := s.cfg.Identity.SharedKey(sealed.Sender)
+		s.m.keyComputes.Inc()
+		if err != nil {
+			return s.reject(reasonBadBox)
+		}
+		key = *k
 	}
 	plain, err := crypto.OpenBox(sc.plain[:0], sealed.Box, &sealed.Nonce, &key)
 	if err != nil {
 		return s.reject(reasonBadBox)
-	}
-	if computed {
-		// A new peer's first frame has no cookie yet; keeping its key a
-		// little while saves a second X25519 for the frame that answers
-		// the Challenge. This cache holds about one second of the budget,
-		// so a flood only rotates it.
-		s.probation.put(&sealed.Sender, &key)
 	}
 	if len(plain) < msgHeaderLen {
 		return s.reject(reasonMalformed)
@@ -114,10 +111,10 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonMalformed)
 	}
 	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt), known: cached}
-	// Cheap and stateless before anything stateful: a frame without a
-	// valid cookie for its source gets a Challenge (smaller than it) and
-	// leaves nothing behind, neither in the key cache nor in the replay
-	// cache, so spoofed sources cannot fill either.
+	// The cookie inside the box must be valid too (a client puts the same
+	// cookie in both); one that is not gets a sealed Challenge (smaller
+	// than the request) and leaves nothing behind, neither in the key
+	// cache nor in the replay cache.
 	var cookie *crypto.Cookie
 	switch b := msg.Body.(type) {
 	case *wire.Register:
@@ -132,7 +129,6 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if !s.cfg.Cookies.Check(from, *cookie) {
 		return s.challenge(sc, &req, mt)
 	}
-	s.proven.mark(from.Addr(), now.UnixNano())
 	if !cached {
 		// Only a key that opened a box from a proven address earns a place.
 		s.keys.put(&sealed.Sender, &key)
@@ -154,26 +150,6 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	return s.reject(reasonUnknownType)
 }
 
-// admitKeyMiss decides whether a sender whose key is not cached may cost an
-// X25519: its source's budget first, then a global one, which only bites
-// when misses arrive faster than it refills (a flood of fresh keys).
-// Sources that proved their address recently have a global budget of their
-// own, so new peers behind a known address get in during such a flood.
-func (s *Server) admitKeyMiss(src netip.Addr, now time.Time) (reason, bool) {
-	t := now.UnixNano()
-	if !s.keyMissSource.Allow(src, t) {
-		return reasonKeyRate, false
-	}
-	budget := s.keyMissBudget
-	if s.proven.has(src, t) {
-		budget = s.provenBudget
-	}
-	if !budget.Allow(t) {
-		return reasonKeyBudget, false
-	}
-	return 0, true
-}
-
 // reply seals body to the request's sender into scratch buffer i and queues
 // it for to.
 func (s *Server) reply(sc *scratch, i int, req *request, to netip.AddrPort, key *[32]byte, body wire.Body) {
@@ -193,6 +169,32 @@ func (s *Server) challenge(sc *scratch, req *request, t wire.MsgType) []outPacke
 		sc.replies = sc.replies[:0]
 		return nil
 	}
+	return sc.replies
+}
+
+// proofValid reports whether a Request's nonce proves the cookie of its
+// source, this period's or the one before's; it returns this period's,
+// for a CookieReply.
+func (s *Server) proofValid(sealed *wire.Sealed, from netip.AddrPort) (crypto.Cookie, bool) {
+	cur := s.cfg.Cookies.Make(from)
+	if sealed.ProofValid(&cur) {
+		return cur, true
+	}
+	prev := s.cfg.Cookies.Previous(from)
+	return cur, sealed.ProofValid(&prev)
+}
+
+// cookieReply answers a Request that did not prove its source's cookie:
+// the cookie, unsealed (no X25519, no box), in a reply smaller than the
+// request, bound to it by the echo of its salt.
+func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPort, cookie *crypto.Cookie, size int) []outPacket {
+	s.m.rejected[reasonNoCookie].Inc()
+	if wire.CookieReplyLen > size { // cannot happen (see wire); never amplify
+		return nil
+	}
+	s.m.cookieReplies.Inc()
+	sc.bufs[0] = wire.AppendCookieReply(sc.bufs[0][:0], *cookie, sealed.Salt())
+	sc.replies = append(sc.replies, outPacket{to: from, b: sc.bufs[0]})
 	return sc.replies
 }
 

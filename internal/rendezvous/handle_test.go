@@ -16,7 +16,7 @@ import (
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
-func TestRegisterChallengeThenRegistered(t *testing.T) {
+func TestRegisterCookieThenRegistered(t *testing.T) {
 	f := newFixture(t, nil)
 	a := f.newPeer("203.0.113.5:40000")
 	reg := &wire.Register{
@@ -27,14 +27,14 @@ func TestRegisterChallengeThenRegistered(t *testing.T) {
 	req := f.seal(a, reg)
 	out := f.exchange(a.addr, req)
 	if len(out) != 1 || out[0].to != a.addr {
-		t.Fatalf("first register: %d replies, want one challenge to the sender", len(out))
+		t.Fatalf("first register: %d replies, want one cookie reply to the sender", len(out))
 	}
 	if len(out[0].b) > len(req) {
-		t.Fatalf("challenge of %d bytes answers a %d-byte request: amplification", len(out[0].b), len(req))
+		t.Fatalf("cookie reply of %d bytes answers a %d-byte request: amplification", len(out[0].b), len(req))
 	}
-	ch, ok := f.open(a, out[0].b).Body.(*wire.Challenge)
-	if !ok || ch.For != wire.MsgRegister {
-		t.Fatalf("got %#v, want a challenge for register", f.open(a, out[0].b).Body)
+	cookie := f.cookieOf(out)
+	if got := value(f.srv.m.keyComputes); got != 0 {
+		t.Fatalf("a request without the cookie proof cost %v X25519s", got)
 	}
 	if got := f.rejected("no_cookie"); got != 1 {
 		t.Fatalf("no_cookie = %v, want 1", got)
@@ -43,8 +43,8 @@ func TestRegisterChallengeThenRegistered(t *testing.T) {
 		t.Fatalf("registered without a cookie: %v", err)
 	}
 
-	a.cookie = ch.Cookie
-	reg.Cookie = ch.Cookie
+	a.cookie = cookie
+	reg.Cookie = cookie
 	out = f.exchange(a.addr, f.seal(a, reg))
 	if len(out) != 1 {
 		t.Fatalf("%d replies", len(out))
@@ -90,13 +90,13 @@ func TestCookieBoundToAddress(t *testing.T) {
 	if len(out) != 1 {
 		t.Fatal("no reply")
 	}
-	if _, ok := f.open(a, out[0].b).Body.(*wire.Challenge); !ok {
+	if c := f.cookieOf(out); c == a.cookie {
 		t.Fatal("a cookie made for another address was accepted")
 	}
 	// An expired cookie (two windows later) is challenged too.
 	f.clock.Add(2*crypto.CookieWindow + time.Second)
 	out = f.exchange(a.addr, f.seal(a, &wire.Register{Cookie: a.cookie, AllowAny: true}))
-	if _, ok := f.open(a, out[0].b).Body.(*wire.Challenge); !ok {
+	if c := f.cookieOf(out); c == a.cookie {
 		t.Fatal("an expired cookie was accepted")
 	}
 }
@@ -197,13 +197,10 @@ func TestPolicyRefusalLooksLikeUnknown(t *testing.T) {
 func TestConnectRequiresRegistration(t *testing.T) {
 	f := newFixture(t, nil)
 	a := f.newPeer("203.0.113.5:40000")
-	// Get a cookie through a connect challenge.
+	// Get a cookie through a connect's cookie reply.
 	out := f.exchange(a.addr, f.seal(a, &wire.Connect{TxID: 1, Target: crypto.PeerID{9}}))
-	ch, ok := f.open(a, out[0].b).Body.(*wire.Challenge)
-	if !ok || ch.For != wire.MsgConnect {
-		t.Fatal("want a challenge for connect")
-	}
-	out = f.exchange(a.addr, f.seal(a, &wire.Connect{Cookie: ch.Cookie, TxID: 1, Target: crypto.PeerID{9}}))
+	cookie := f.cookieOf(out)
+	out = f.exchange(a.addr, f.seal(a, &wire.Connect{Cookie: cookie, TxID: 1, Target: crypto.PeerID{9}}))
 	e, ok := f.open(a, out[0].b).Body.(*wire.Error)
 	if !ok || e.Code != wire.ErrCodeNotRegistered || e.For != wire.MsgConnect {
 		t.Fatalf("got %+v, want Error NotRegistered", f.open(a, out[0].b).Body)
@@ -214,7 +211,7 @@ func TestJoinToken(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.JoinToken = []byte("let-me-in") })
 	a := f.newPeer("203.0.113.5:40000")
 	out := f.exchange(a.addr, f.seal(a, &wire.Register{AllowAny: true}))
-	a.cookie = f.open(a, out[0].b).Body.(*wire.Challenge).Cookie
+	a.cookie = f.cookieOf(out)
 	out = f.exchange(a.addr, f.seal(a, &wire.Register{Cookie: a.cookie, Token: []byte("guess")}))
 	if e, ok := f.open(a, out[0].b).Body.(*wire.Error); !ok || e.Code != wire.ErrCodeBadToken {
 		t.Fatal("a wrong join token was not refused")
@@ -251,9 +248,10 @@ func TestReplayRejected(t *testing.T) {
 func TestStaleTime(t *testing.T) {
 	f := newFixture(t, nil)
 	a := f.newPeer("203.0.113.5:40000")
+	a.cookie = f.srv.cfg.Cookies.Make(a.addr)
 	for _, skew := range []time.Duration{-31 * time.Second, 31 * time.Second} {
-		m := wire.Message{Time: f.clock.Now().Add(skew).UnixMilli(), Body: &wire.Register{AllowAny: true}}
-		if out := f.exchange(a.addr, wire.SealFrame(nil, a.id.ID(), a.shared, m)); len(out) != 0 {
+		m := wire.Message{Time: f.clock.Now().Add(skew).UnixMilli(), Body: &wire.Register{AllowAny: true, Cookie: a.cookie}}
+		if out := f.exchange(a.addr, f.sealMessage(a, m)); len(out) != 0 {
 			t.Fatalf("message %v off answered", skew)
 		}
 	}
@@ -261,8 +259,8 @@ func TestStaleTime(t *testing.T) {
 		t.Fatalf("stale_time = %v, want 2", got)
 	}
 	// 29 s off is inside the window.
-	m := wire.Message{Time: f.clock.Now().Add(-29 * time.Second).UnixMilli(), Body: &wire.Register{AllowAny: true}}
-	if out := f.exchange(a.addr, wire.SealFrame(nil, a.id.ID(), a.shared, m)); len(out) != 1 {
+	m := wire.Message{Time: f.clock.Now().Add(-29 * time.Second).UnixMilli(), Body: &wire.Register{AllowAny: true, Cookie: a.cookie}}
+	if out := f.exchange(a.addr, f.sealMessage(a, m)); len(out) != 1 {
 		t.Fatal("message 29 s old not answered")
 	}
 }
@@ -270,27 +268,28 @@ func TestStaleTime(t *testing.T) {
 func TestWrongBoxKey(t *testing.T) {
 	f := newFixture(t, nil)
 	a := f.newPeer("203.0.113.5:40000")
+	a.cookie = f.srv.cfg.Cookies.Make(a.addr) // all these prove the cookie
 	other, _ := crypto.GenerateIdentity(nil)
 	wrong, _ := a.id.SharedKey(other.ID()) // sealed to another server
-	pkt := wire.SealFrame(nil, a.id.ID(), wrong, wire.Message{Time: f.clock.Now().UnixMilli(), Body: &wire.Register{}})
+	plain := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: &wire.Register{Cookie: a.cookie}})
+	pkt, _ := wire.SealRequest(nil, a.id.ID(), wrong, plain, &a.cookie)
 	if out := f.exchange(a.addr, pkt); len(out) != 0 {
 		t.Fatal("box for another key answered")
 	}
 	// A sender claiming someone else's key.
-	pkt = f.seal(a, &wire.Register{})
-	oid := other.ID()
-	copy(pkt[2:34], oid[:])
+	pkt, _ = wire.SealRequest(nil, other.ID(), a.shared, plain, &a.cookie)
 	if out := f.exchange(a.addr, pkt); len(out) != 0 {
 		t.Fatal("frame with a forged sender key answered")
 	}
 	// A sender key that is not a curve point.
-	pkt = f.seal(a, &wire.Register{})
-	copy(pkt[2:34], bytes.Repeat([]byte{0xff}, 32))
+	var notPoint crypto.PeerID
+	copy(notPoint[:], bytes.Repeat([]byte{0xff}, 32))
+	pkt, _ = wire.SealRequest(nil, notPoint, a.shared, plain, &a.cookie)
 	if out := f.exchange(a.addr, pkt); len(out) != 0 {
 		t.Fatal("frame with an invalid sender key answered")
 	}
 	// A flipped bit in the box.
-	pkt = f.seal(a, &wire.Register{})
+	pkt = f.seal(a, &wire.Register{Cookie: a.cookie})
 	pkt[len(pkt)-1] ^= 1
 	if out := f.exchange(a.addr, pkt); len(out) != 0 {
 		t.Fatal("corrupted box answered")
@@ -310,6 +309,7 @@ func TestWrongBoxKey(t *testing.T) {
 func TestTruncatedVersionUnknown(t *testing.T) {
 	f := newFixture(t, nil)
 	a := f.newPeer("203.0.113.5:40000")
+	a.cookie = f.srv.cfg.Cookies.Make(a.addr)
 	pkt := f.seal(a, &wire.Register{})
 	for _, n := range []int{0, 1, wire.HeaderLen, wire.SealedOverhead - 1} {
 		if out := f.exchange(a.addr, pkt[:n]); len(out) != 0 {
@@ -328,14 +328,17 @@ func TestTruncatedVersionUnknown(t *testing.T) {
 	f.exchange(a.addr, wire.AppendData(nil, 1, []byte("x")))
 	f.exchange(a.addr, f.seal(a, &wire.Probe{TxID: 1}))
 	f.exchange(a.addr, f.seal(a, &wire.Registered{}))
-	if got := f.rejected("unknown_type"); got != 3 {
-		t.Fatalf("unknown_type = %v, want 3", got)
+	// A Sealed frame: requests before protocol version 3.
+	f.exchange(a.addr, wire.SealFrame(nil, a.id.ID(), a.shared, wire.Message{Time: f.clock.Now().UnixMilli(), Body: &wire.Register{Cookie: a.cookie}}))
+	if got := f.rejected("unknown_type"); got != 4 {
+		t.Fatalf("unknown_type = %v, want 4", got)
 	}
 	f.exchange(a.addr, []byte{0x99, 1, 2, 3})
 	f.exchange(a.addr, make([]byte, wire.MaxFrame+1)) // too large
 	// A message of a known type with trailing garbage.
 	m := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: &wire.Register{}})
-	f.exchange(a.addr, wire.SealPlain(nil, a.id.ID(), a.shared, append(m, 0)))
+	garbage, _ := wire.SealRequest(nil, a.id.ID(), a.shared, append(m, 0), &a.cookie)
+	f.exchange(a.addr, garbage)
 	if got := f.rejected("malformed"); got != 3 {
 		t.Fatalf("malformed = %v, want 3", got)
 	}
@@ -461,7 +464,7 @@ func TestRegistryUnavailable(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.Registry = &down })
 	a := f.newPeer("203.0.113.5:40000")
 	out := f.exchange(a.addr, f.seal(a, &wire.Register{}))
-	a.cookie = f.open(a, out[0].b).Body.(*wire.Challenge).Cookie
+	a.cookie = f.cookieOf(out)
 	out = f.exchange(a.addr, f.seal(a, &wire.Register{Cookie: a.cookie}))
 	if e, ok := f.open(a, out[0].b).Body.(*wire.Error); !ok || e.Code != wire.ErrCodeUnavailable {
 		t.Fatal("registry failure not reported")

@@ -93,8 +93,39 @@ func (f *fixture) newPeer(addr string) *peer {
 	return &peer{id: id, addr: netip.MustParseAddrPort(addr), shared: k}
 }
 
+// seal makes a Request from p carrying body, whose nonce proves the cookie
+// in body (Register, Connect), as the client does, else p's.
 func (f *fixture) seal(p *peer, body wire.Body) []byte {
-	return wire.SealFrame(nil, p.id.ID(), p.shared, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+	cookie := p.cookie
+	switch b := body.(type) {
+	case *wire.Register:
+		cookie = b.Cookie
+	case *wire.Connect:
+		cookie = b.Cookie
+	}
+	plain := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+	out, _ := wire.SealRequest(nil, p.id.ID(), p.shared, plain, &cookie)
+	return out
+}
+
+// sealMessage makes a Request from p carrying m, proving p's cookie.
+func (f *fixture) sealMessage(p *peer, m wire.Message) []byte {
+	out, _ := wire.SealRequest(nil, p.id.ID(), p.shared, wire.AppendMessage(nil, m), &p.cookie)
+	return out
+}
+
+// cookieOf returns the cookie of a CookieReply, failing the test on any
+// other reply.
+func (f *fixture) cookieOf(out []outPacket) crypto.Cookie {
+	f.t.Helper()
+	if len(out) != 1 {
+		f.t.Fatalf("%d replies, want one CookieReply", len(out))
+	}
+	c, _, err := wire.ParseCookieReply(out[0].b)
+	if err != nil {
+		f.t.Fatalf("reply is not a CookieReply: %v", err)
+	}
+	return c
 }
 
 // exchange hands pkt from p to the server and returns copies of the replies.
@@ -124,7 +155,7 @@ func (f *fixture) open(p *peer, b []byte) wire.Message {
 	return m
 }
 
-// register runs a full registration for p (challenge, then register).
+// register runs a full registration for p (cookie reply, then register).
 func (f *fixture) register(p *peer, reg wire.Register) *wire.Registered {
 	f.t.Helper()
 	for range 2 {
@@ -132,6 +163,10 @@ func (f *fixture) register(p *peer, reg wire.Register) *wire.Registered {
 		out := f.exchange(p.addr, f.seal(p, &reg))
 		if len(out) != 1 {
 			f.t.Fatalf("register: %d replies, want 1", len(out))
+		}
+		if c, _, err := wire.ParseCookieReply(out[0].b); err == nil {
+			p.cookie = c
+			continue
 		}
 		switch m := f.open(p, out[0].b).Body.(type) {
 		case *wire.Challenge:

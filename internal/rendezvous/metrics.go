@@ -53,6 +53,8 @@ type metrics struct {
 	stun          prometheus.Counter
 	registryErrs  prometheus.Counter
 	keyComputes   prometheus.Counter
+	cookieReplies prometheus.Counter
+	punchLimited  prometheus.Counter
 	registryUp    prometheus.Gauge
 	rejected      [numReasons]prometheus.Counter
 }
@@ -81,6 +83,8 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 		stun:          counter("stun_answered_total", "STUN Binding requests answered."),
 		registryErrs:  counter("registry_errors_total", "Registry operations that failed (store unavailable)."),
 		keyComputes:   counter("shared_key_computations_total", "X25519 shared-key computations (key cache misses)."),
+		cookieReplies: counter("cookie_replies_total", "Unsealed CookieReplies sent to requests without a valid cookie proof (also counted as rejected no_cookie)."),
+		punchLimited:  counter("punches_limited_total", "Punches not sent because their target was over its --punch-rate."),
 	}
 	up, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: ns + "registry_up", Help: "1 while the registry answers, 0 after a call found it unreachable.",
@@ -95,7 +99,7 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 	m.connectsFound = connects.WithLabelValues("found")
 	m.connectsNone = connects.WithLabelValues("not_found")
 	rejected, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: ns + "rejected_total", Help: "Datagrams dropped or refused, by reason (no_cookie: answered with a challenge; key_rate_limited and key_budget: an uncached sender key over the per-source or global X25519 budget; stun_rate_limited: a STUN answer over its source's budget, on any socket; register_rate_limited: a registration over its source's budget).",
+		Name: ns + "rejected_total", Help: "Datagrams dropped or refused, by reason (no_cookie: answered with a CookieReply, or a Challenge when only the cookie inside the box was wrong; key_rate_limited: an uncached sender key over its source's X25519 budget; key_budget: an uncached connect target over the global X25519 budget; stun_rate_limited: a STUN answer over its source's budget, on any socket; register_rate_limited: a registration over its source's budget).",
 	}, []string{"reason"}))
 	keep(err)
 	for r := range numReasons {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/pion/stun/v4"
+	"golang.org/x/net/ipv4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
@@ -21,27 +23,26 @@ import (
 // Server is a rendezvous server. One Server may serve several sockets at
 // once (Serve on each), and several Servers may share one Registry.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	id   crypto.PeerID
-	keys *keyCache
-	// probation holds the keys of senders not yet proven by a cookie.
-	probation *keyCache
-	replay    *replay.Cache
-	limiter   *ratelimit.Limiter
-	// keyMissSource and keyMissBudget budget X25519s for uncached keys.
+	cfg     Config
+	log     *slog.Logger
+	id      crypto.PeerID
+	keys    *keyCache
+	replay  *replay.Cache
+	limiter *ratelimit.Limiter
+	// keyMissSource budgets, per source, the X25519s for uncached sender
+	// keys; keyMissBudget those for uncached connect targets (keyFor).
 	keyMissSource *ratelimit.Limiter
 	keyMissBudget *ratelimit.Budget
-	// provenBudget is the key-miss budget of sources in proven.
-	provenBudget *ratelimit.Budget
-	proven       *provenSources
-	stunRate     *ratelimit.Limiter
-	registerRate *ratelimit.Limiter
-	m            *metrics
-	ttl          uint16 // seconds, as sent in Registered
-	refresh      uint16
-	health       regHealth
-	reports      *reports
+	stunRate      *ratelimit.Limiter
+	registerRate  *ratelimit.Limiter
+	// punchRate limits the Punches per target (allowPunch).
+	punchRate *ratelimit.Limiter
+	punchSeed maphash.Seed
+	m         *metrics
+	ttl       uint16 // seconds, as sent in Registered
+	refresh   uint16
+	health    regHealth
+	reports   *reports
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
 }
@@ -67,30 +68,20 @@ func New(cfg Config) (*Server, error) {
 		log:           cfg.Logger,
 		id:            cfg.Identity.ID(),
 		keys:          newKeyCache(cfg.KeyCache),
-		probation:     newKeyCache(probationSize(cfg.KeyMissBudget)),
 		replay:        rc,
 		limiter:       cfg.RateLimit.limiter(),
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
-		provenBudget:  ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
-		proven:        newProvenSources(2 * cfg.RateLimit.Sources),
 		stunRate:      cfg.STUNRate.limiter(),
 		registerRate:  cfg.RegisterRate.limiter(),
+		punchRate:     cfg.PunchRate.limiter(),
+		punchSeed:     maphash.MakeSeed(),
 		m:             m,
 		ttl:           uint16(cfg.TTL / time.Second),
 		refresh:       uint16(cfg.Refresh / time.Second),
 		reports:       newReports(cfg.Reports, tm),
 	}
 	return s, nil
-}
-
-// probationSize is one second of the global key-miss budget, at least
-// 4096 keys (1 MiB at most with the default budget).
-func probationSize(budget float64) int {
-	if budget <= 0 || budget > 1<<16 {
-		return 1 << 16
-	}
-	return max(1<<12, int(budget))
 }
 
 // AllowSTUN takes one token from the STUN answer budget of from's source
@@ -171,7 +162,13 @@ type udpConn interface {
 	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 }
 
+// readBatch is how many datagrams one read takes from a UDP socket.
+const readBatch = 32
+
 func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
+	if uc, ok := conn.(*net.UDPConn); ok {
+		return s.readBatches(ctx, uc)
+	}
 	fast, _ := conn.(udpConn)
 	buf := make([]byte, wire.MaxFrame+1) // one byte more tells oversized frames
 	sc := newScratch()
@@ -222,6 +219,83 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 				s.log.Debug("rendezvous send failed", "to", out.to, "err", werr)
 			}
 		}
+	}
+}
+
+// readBatches is readLoop for a UDP socket: it takes up to readBatch
+// datagrams per system call (recvmmsg on Linux), hands each to handle on
+// its own, and sends the replies to the batch together (sendmmsg), so that
+// a flood costs fewer system calls and the socket's receive buffer drains
+// faster.
+func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
+	pc := ipv4.NewPacketConn(conn) // reads IPv6 datagrams too: it only batches
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, wire.MaxFrame+1)} // one byte more tells oversized frames
+	}
+	// A datagram gets at most two replies (a ConnectReply and a Punch).
+	outs := make([]ipv4.Message, 2*readBatch)
+	outBufs := make([][]byte, 2*readBatch)
+	for i := range outs {
+		outs[i].Buffers = make([][]byte, 1)
+		outBufs[i] = make([]byte, 0, wire.MaxFrame)
+	}
+	sc := newScratch()
+	backoff := time.Millisecond
+	for {
+		n, err := pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("rendezvous socket: %w", err)
+			}
+			s.log.Warn("rendezvous read failed", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = time.Millisecond
+		nout := 0
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			if !from.IsValid() {
+				continue
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			for _, out := range s.handle(ctx, sc, from, m.Buffers[0][:m.N]) {
+				// The replies alias sc: copy them into the batch to send.
+				o := &outs[nout]
+				outBufs[nout] = append(outBufs[nout][:0], out.b...)
+				o.Buffers[0] = outBufs[nout]
+				o.Addr = net.UDPAddrFromAddrPort(out.to)
+				nout++
+			}
+		}
+		s.sendBatch(pc, outs[:nout])
+	}
+}
+
+// sendBatch sends the replies to one read batch, with as few system calls
+// as the kernel takes (sendmmsg on Linux). A reply that fails is dropped,
+// as a lost datagram would be.
+func (s *Server) sendBatch(pc *ipv4.PacketConn, outs []ipv4.Message) {
+	for len(outs) > 0 {
+		n, err := pc.WriteBatch(outs, 0)
+		if err != nil {
+			s.log.Debug("rendezvous send failed", "to", outs[0].Addr, "err", err)
+			n = max(n, 1) // skip the datagram the kernel refused
+		}
+		outs = outs[n:]
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -27,13 +28,25 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultRetransmit = time.Second
+	// DefaultRetransmit is the first retransmission timeout: one lost
+	// datagram costs about this much.
+	DefaultRetransmit = 250 * time.Millisecond
 	DefaultMaxBackoff = 8 * time.Second
 	DefaultRefresh    = 20 * time.Second
 	DefaultMaxSkew    = 30 * time.Second
 	// DefaultConnectTries is how many times Connect sends its request
-	// before it gives up with ErrNoAnswer.
-	DefaultConnectTries = 5
+	// before it gives up with ErrNoAnswer: with the default timeouts, after
+	// about 24 s (0.25+0.5+1+2+4+8+8).
+	DefaultConnectTries = 7
+	// jitterSpread is the share by which each retransmission timeout is
+	// drawn above or below its nominal value, so that peers that lost
+	// datagrams at the same moment do not retransmit together.
+	jitterSpread = 0.2
+	// saltRing is how many of its recent requests' salts the client keeps
+	// to match CookieReplies against.
+	saltRing = 32
+	// replayCacheSize bounds the client's replay cache of server frames.
+	replayCacheSize = 1 << 14
 	// noAnswerAfter is how many unanswered Registers make Status say so.
 	noAnswerAfter = 3
 )
@@ -71,8 +84,8 @@ type Config struct {
 	// Now is the clock that stamps messages. Default time.Now.
 	Now func() time.Time
 	// Retransmit is the first retransmission timeout (default
-	// DefaultRetransmit), doubled up to MaxBackoff (default
-	// DefaultMaxBackoff).
+	// DefaultRetransmit), doubled after each try up to MaxBackoff (default
+	// DefaultMaxBackoff); each timeout is drawn within ±20% of that.
 	Retransmit, MaxBackoff time.Duration
 	// ConnectTries bounds Connect's sends. Default DefaultConnectTries.
 	ConnectTries int
@@ -146,12 +159,25 @@ type Client struct {
 	kick   chan struct{} // Reregister
 	regd   chan struct{} // a Registered arrived
 
+	// after and jitter are the retransmission clock and its randomness
+	// (time.After and a uniform draw in [0, 1); tests inject their own).
+	after  func(time.Duration) <-chan time.Time
+	jitter func() float64
+
 	mu         sync.Mutex
 	cookie     crypto.Cookie
+	salts      [saltRing]sentSalt // of recent requests, for CookieReplies
+	saltNext   int
 	st         Status
 	regRetried bool // a challenge was answered in this register round
 	pending    map[uint64]*pending
 	reports    []wire.Report // sent since the last report challenge
+}
+
+// sentSalt is a recent request's salt and its message type.
+type sentSalt struct {
+	salt [wire.SaltLen]byte
+	t    wire.MsgType
 }
 
 // pending is a Connect waiting for its reply.
@@ -181,7 +207,9 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		me:      cfg.Identity.ID(),
 		shared:  *k,
-		seen:    replay.New(2*cfg.MaxSkew, 1<<14),
+		seen:    replay.New(2*cfg.MaxSkew, replayCacheSize),
+		after:   time.After,
+		jitter:  mrand.Float64,
 		kick:    make(chan struct{}, 1),
 		regd:    make(chan struct{}, 1),
 		pending: map[uint64]*pending{},
@@ -190,9 +218,18 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// send seals body to the server and sends it.
+// send seals body to the server in a Request frame, whose nonce proves the
+// cookie we hold (if any), and sends it.
 func (c *Client) send(body wire.Body) error {
-	b := wire.SealFrame(make([]byte, 0, 512), c.me, &c.shared, wire.Message{Time: c.cfg.Now().UnixMilli(), Body: body})
+	plain := wire.AppendMessage(make([]byte, 0, 512), wire.Message{Time: c.cfg.Now().UnixMilli(), Body: body})
+	c.mu.Lock()
+	cookie := c.cookie
+	c.mu.Unlock()
+	b, salt := wire.SealRequest(make([]byte, 0, 512), c.me, &c.shared, plain, &cookie)
+	c.mu.Lock()
+	c.salts[c.saltNext] = sentSalt{salt: salt, t: body.Type()}
+	c.saltNext = (c.saltNext + 1) % saltRing
+	c.mu.Unlock()
 	if err := c.cfg.Send(b, c.cfg.Server); err != nil {
 		return fmt.Errorf("send to rendezvous %s: %w", c.cfg.Server, err)
 	}
@@ -223,6 +260,18 @@ func (c *Client) Reregister() {
 	case c.kick <- struct{}{}:
 	default:
 	}
+}
+
+// retransmitAfter is how long to wait for an answer after the try-th send
+// of a request (0 for the first): Retransmit doubled per try up to
+// MaxBackoff, drawn within ±jitterSpread of that.
+func (c *Client) retransmitAfter(try int) time.Duration {
+	d := c.cfg.Retransmit
+	for i := 0; i < try && d < c.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.cfg.MaxBackoff)
+	return time.Duration(float64(d) * (1 - jitterSpread + 2*jitterSpread*c.jitter()))
 }
 
 func randomTxID() uint64 {

@@ -20,6 +20,7 @@ type fakeServer struct {
 	id     *crypto.Identity
 	shared *[32]byte // with the client
 	sent   chan wire.Message
+	frames chan wire.Sealed // the same sends, as parsed frames
 	client *Client
 	now    func() time.Time
 }
@@ -30,7 +31,7 @@ func newFake(t testing.TB, mod func(*Config)) *fakeServer {
 	t.Helper()
 	sid, _ := crypto.GenerateIdentity(nil)
 	cid, _ := crypto.GenerateIdentity(nil)
-	fs := &fakeServer{t: t, id: sid, sent: make(chan wire.Message, 64), now: time.Now}
+	fs := &fakeServer{t: t, id: sid, sent: make(chan wire.Message, 64), frames: make(chan wire.Sealed, 64), now: time.Now}
 	fs.shared, _ = sid.SharedKey(cid.ID())
 	cfg := Config{
 		Identity:   cid,
@@ -43,7 +44,7 @@ func newFake(t testing.TB, mod func(*Config)) *fakeServer {
 			if to != serverAddr {
 				t.Errorf("sent to %v", to)
 			}
-			s, err := wire.ParseSealed(b)
+			s, err := wire.ParseRequest(b)
 			if err != nil {
 				t.Errorf("client sent a bad frame: %v", err)
 				return nil
@@ -52,6 +53,10 @@ func newFake(t testing.TB, mod func(*Config)) *fakeServer {
 			if err != nil {
 				t.Errorf("server cannot open the client's frame: %v", err)
 				return nil
+			}
+			select {
+			case fs.frames <- s:
+			default:
 			}
 			fs.sent <- m
 			return nil

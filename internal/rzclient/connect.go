@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/wire"
@@ -15,7 +14,9 @@ import (
 // with our addresses, and the reply carries its addresses and the moment
 // both sides start punching. A target that is not registered, or does not
 // admit us, gives ErrPeerNotFound. Connect retransmits with backoff and
-// gives up with ErrNoAnswer after Config.ConnectTries sends.
+// gives up with ErrNoAnswer after Config.ConnectTries sends (with the
+// defaults: first retransmission after about 250 ms, give-up after about
+// 24 s).
 func (c *Client) Connect(ctx context.Context, target string) (wire.ConnectReply, error) {
 	t, err := parseTarget(target)
 	if err != nil {
@@ -50,10 +51,6 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 		delete(c.pending, p.msg.TxID)
 		c.mu.Unlock()
 	}()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
-	rto := c.cfg.Retransmit
 	for tries := 0; ; tries++ {
 		if tries == c.cfg.ConnectTries {
 			err := fmt.Errorf("connect %s: %w %s after %d tries", t, ErrNoAnswer, c.cfg.Server, tries)
@@ -68,7 +65,7 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 		if err := c.sendConnect(p); err != nil {
 			c.setError(err)
 		}
-		timer.Reset(rto)
+		wait := c.after(c.retransmitAfter(tries))
 		select {
 		case <-ctx.Done():
 			return wire.ConnectReply{}, fmt.Errorf("connect %s: %w", t, ctx.Err())
@@ -77,8 +74,7 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 				return wire.ConnectReply{}, fmt.Errorf("connect %s: %w", t, r.err)
 			}
 			return r.reply, nil
-		case <-timer.C:
-			rto = min(2*rto, c.cfg.MaxBackoff)
+		case <-wait:
 		}
 	}
 }

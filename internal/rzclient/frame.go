@@ -12,11 +12,20 @@ import (
 )
 
 // HandleFrame takes a datagram the path layer received. It returns false
-// when the frame is not a sealed frame from the pinned server key (the
-// caller then handles it elsewhere), true when it consumed it, whether or
-// not it was valid: a frame claiming the server's key that does not open,
-// is stale or replayed is dropped here.
+// when the frame is neither a sealed frame from the pinned server key nor a
+// CookieReply from the server's address (the caller then handles it
+// elsewhere), true when it consumed it, whether or not it was valid: a
+// frame claiming the server's key that does not open, is stale or replayed
+// is dropped here, and so is a CookieReply that answers none of our recent
+// requests.
 func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
+	if len(b) > 0 && b[0] == wire.TypeCookieReply {
+		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != c.cfg.Server {
+			return false
+		}
+		c.onCookieReply(b)
+		return true
+	}
 	s, err := wire.ParseSealed(b)
 	if err != nil || s.Sender != c.cfg.ServerKey {
 		return false
@@ -64,6 +73,40 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 		c.log.Debug("unexpected message from rendezvous", "type", m.Body.Type())
 	}
 	return true
+}
+
+// onCookieReply takes the cookie the server sent, unsealed, instead of
+// opening a request of ours from an unknown key while it was under load,
+// and asks again at once (once per round) with its proof. The reply must
+// echo the salt of one of our recent requests, which an off-path forger
+// cannot know; each salt is good for one reply.
+func (c *Client) onCookieReply(b []byte) {
+	cookie, salt, err := wire.ParseCookieReply(b)
+	if err != nil {
+		c.log.Debug("dropped cookie reply", "err", err)
+		return
+	}
+	c.mu.Lock()
+	var t wire.MsgType
+	for i := range c.salts {
+		if s := &c.salts[i]; s.t != 0 && s.salt == salt {
+			t = s.t
+			*s = sentSalt{}
+			break
+		}
+	}
+	if t != 0 {
+		c.cookie = cookie
+	}
+	c.mu.Unlock()
+	switch t {
+	case wire.MsgRegister:
+		c.onRegisterChallenge()
+	case wire.MsgConnect:
+		c.onConnectChallenge()
+	default:
+		c.log.Debug("dropped a cookie reply that answers none of our requests")
+	}
 }
 
 func (c *Client) onPunch(p *wire.Punch) {

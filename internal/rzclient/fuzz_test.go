@@ -9,8 +9,8 @@ import (
 )
 
 // FuzzHandleFrame feeds arbitrary datagrams (and mutations of real server
-// frames) to the client: no panic, and only frames claiming the server key
-// are consumed.
+// frames) to the client: no panic, and only frames claiming the server key,
+// or cookie replies (from the server's address), are consumed.
 func FuzzHandleFrame(f *testing.F) {
 	fs := newFake(f, nil)
 	fs.client.cfg.Send = func([]byte, netip.AddrPort) error { return nil }
@@ -21,9 +21,16 @@ func FuzzHandleFrame(f *testing.F) {
 	f.Add(fs.frame(&wire.Error{Code: wire.ErrCodeBadToken, For: wire.MsgConnect}))
 	f.Add([]byte{wire.TypeSealed, wire.Version})
 	f.Add([]byte{})
+	_ = fs.client.send(&wire.Register{})
+	f.Add(wire.AppendCookieReply(nil, crypto.Cookie{1}, fs.client.salts[0].salt))
+	f.Add(wire.AppendCookieReply(nil, crypto.Cookie{2}, [wire.SaltLen]byte{}))
+	f.Add([]byte{wire.TypeCookieReply, wire.RequestVersion})
 	key := fs.id.ID()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		consumed := fs.client.HandleFrame(b, serverAddr)
+		if consumed && len(b) > 0 && b[0] == wire.TypeCookieReply {
+			return
+		}
 		if consumed {
 			s, err := wire.ParseSealed(b)
 			if err != nil || s.Sender != key {

@@ -10,15 +10,12 @@ import (
 
 // Run registers now and keeps the registration fresh until ctx ends (then it
 // returns nil): it re-registers every Refresh the server asked for, at once
-// after Reregister, and retransmits with exponential backoff while the
-// server does not answer.
+// after Reregister, and retransmits with jittered exponential backoff
+// (Config.Retransmit, doubled up to Config.MaxBackoff) while the server does
+// not answer.
 func (c *Client) Run(ctx context.Context) error {
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
 	for {
 		// One registration round: send until a Registered arrives.
-		rto := c.cfg.Retransmit
 		tries := 0
 		select { // a stale signal from an earlier round means nothing now
 		case <-c.regd:
@@ -31,22 +28,19 @@ func (c *Client) Run(ctx context.Context) error {
 			if err := c.sendRegister(); err != nil {
 				c.setError(err)
 			}
+			wait := c.after(c.retransmitAfter(tries))
 			tries++
-			timer.Reset(rto)
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-c.regd:
 				answered = true
-				timer.Stop()
 			case <-c.kick:
-				rto = c.cfg.Retransmit
-				timer.Stop()
-			case <-timer.C:
+				tries = 0
+			case <-wait:
 				if tries >= noAnswerAfter {
 					c.setError(fmt.Errorf("%w %s after %d tries: is the server key in the connect string right, and is UDP to it open?", ErrNoAnswer, c.cfg.Server, tries))
 				}
-				rto = min(2*rto, c.cfg.MaxBackoff)
 			}
 		}
 		c.mu.Lock()
@@ -55,13 +49,11 @@ func (c *Client) Run(ctx context.Context) error {
 		if refresh <= 0 {
 			refresh = DefaultRefresh
 		}
-		timer.Reset(refresh)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.kick:
-			timer.Stop()
-		case <-timer.C:
+		case <-c.after(refresh):
 		}
 	}
 }

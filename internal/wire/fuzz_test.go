@@ -42,8 +42,23 @@ func FuzzFrames(f *testing.F) {
 	f.Add(AppendRelayBind(nil, id, time.Unix(0, 0), crypto.Cookie{}))
 	f.Add(AppendRelayChallenge(nil, RelayChallenge{Cookie: crypto.Cookie{1}, Echo: Echo{2}}))
 	f.Add(AppendRelayBound(nil, RelayBound{Ticket: make([]byte, crypto.TicketSize), Expiry: time.Unix(0, 0)}))
+	cookie := crypto.Cookie{3}
+	req, salt := SealRequest(nil, id.ID(), shared, AppendMessage(nil, Message{Time: 1, Body: &Register{}}), &cookie)
+	f.Add(req)
+	noProof, _ := SealRequest(nil, id.ID(), shared, AppendMessage(nil, Message{Time: 1, Body: &Connect{TxID: 1}}), nil)
+	f.Add(noProof)
+	f.Add(AppendCookieReply(nil, cookie, salt))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Classify(b)
+		if s, err := ParseRequest(b); err == nil {
+			s.ProofValid(&cookie)
+			_, _ = s.Open(shared)
+		}
+		if c, salt, err := ParseCookieReply(b); err == nil {
+			if again := AppendCookieReply(nil, c, salt); !bytes.Equal(again, b) {
+				t.Fatal("cookie reply does not re-encode to its bytes")
+			}
+		}
 		if s, err := ParseSealed(b); err == nil {
 			_, _ = s.Open(shared)
 		}

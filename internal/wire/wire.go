@@ -18,6 +18,19 @@
 //	0x22 Data       [2:10] sender tag  [10:] payload (a QUIC packet), peer to peer direct
 //	0x23 RelaySend  [2:101] recipient's ticket  [101:109] sender tag  [109:] payload, peer to relay
 //	0x24 Relayed    [2:10] sender tag  [10:] payload, relay to peer (never larger than the RelaySend)
+//	0x28 Request    [2:34] sender Ed25519 key  [34:50] cookie proof  [50:58] salt (random)
+//	                [58:] NaCl box of a Message under the nonce [34:58]; peer to rendezvous
+//	0x29 CookieReply [2:18] cookie  [18:26] the request's salt XOR the cookie [0:8]; rendezvous
+//	                to peer, unsealed
+//
+// A Request's cookie proof is SHA-256(cookie, "keymesh rz proof", sender
+// key, salt) cut to 16 bytes (RequestProof), or random bytes while the peer
+// has no cookie. The rendezvous checks it (a hash per cookie period) before
+// it computes any X25519 or opens any box, in the manner of WireGuard's
+// mac2: a Request without a valid proof gets a CookieReply (26 bytes,
+// smaller than any Request) and the peer repeats its request with the
+// proof. The cookie also stays inside the box (Register, Connect), where
+// the rendezvous checks it as before.
 //
 // The relay bind handshake (version BindVersion) proves a peer's address
 // before the relay checks a signature or hands out a ticket, in the manner
@@ -50,6 +63,12 @@
 //	   BindVersion; other frames stay at 1): the bind carries the relay's
 //	   address-validation cookie under its signature, RelayChallenge is new,
 //	   RelayBound carries the next cookie and an echo of the bind.
+//	3: rendezvous requests only (Request and CookieReply carry RequestVersion;
+//	   other frames keep theirs): a peer's messages to the rendezvous are
+//	   Request frames (no longer Sealed frames) whose nonce carries a cookie
+//	   proof outside the box; the rendezvous answers one without a valid
+//	   proof with an unsealed CookieReply (it used to answer with a sealed
+//	   Challenge, after an X25519 for an unknown sender key).
 package wire
 
 import (
@@ -58,18 +77,24 @@ import (
 )
 
 // Version is the protocol version of every frame except the relay bind
-// handshake's.
+// handshake's and the rendezvous requests'.
 const Version = 1
 
 // BindVersion is the protocol version of the relay bind handshake frames:
 // RelayBind, RelayChallenge and RelayBound.
 const BindVersion = 2
 
+// RequestVersion is the protocol version of a peer's Request frames to the
+// rendezvous and of the rendezvous' CookieReply.
+const RequestVersion = 3
+
 // VersionOf is the protocol version frames of type t carry.
 func VersionOf(t byte) byte {
 	switch t {
 	case TypeRelayBind, TypeRelayChallenge, TypeRelayBound:
 		return BindVersion
+	case TypeRequest, TypeCookieReply:
+		return RequestVersion
 	}
 	return Version
 }
@@ -84,6 +109,12 @@ const (
 	TypeRelayBound byte = 0x26
 	// TypeRelayChallenge is a relay's stateless challenge to a bind.
 	TypeRelayChallenge byte = 0x27
+	// TypeRequest is a peer's sealed message to the rendezvous, with a
+	// cookie proof in its nonce.
+	TypeRequest byte = 0x28
+	// TypeCookieReply is the rendezvous' unsealed cookie for a Request
+	// without a valid proof.
+	TypeCookieReply byte = 0x29
 )
 
 // MaxFrame is the largest frame any keymesh party sends or accepts.

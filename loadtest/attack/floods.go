@@ -20,10 +20,10 @@ func spoofFlood(ctx context.Context, e *env, dst netip.AddrPort, size int,
 	return nil
 }
 
-// replayFill sends valid, sealed, cookieless Registers from one attacker
-// key (so the server's key cache holds it after the first) with a fresh
-// nonce each: every one passes the box and the clock, enters the replay
-// cache and earns a Challenge sent to a spoofed source.
+// replayFill sends valid, sealed, cookieless Registers (Request frames) from
+// one attacker key with a fresh nonce each, from spoofed sources: before
+// the cookie proof, every one passed the box and the clock, entered the
+// replay cache and earned a Challenge; now each earns a CookieReply.
 func replayFill(ctx context.Context, e *env) error {
 	id, err := crypto.GenerateIdentity(nil)
 	if err != nil {
@@ -37,13 +37,15 @@ func replayFill(ctx context.Context, e *env) error {
 	size := len(wire.SealFrame(nil, me, shared, wire.Message{Time: 1, Body: &wire.Register{}}))
 	return spoofFlood(ctx, e, e.srv.rzAddr, size, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
 		m := wire.Message{Time: time.Now().UnixMilli(), Body: &wire.Register{NAT: wire.NATNone, AllowAny: true}}
-		return wire.SealFrame(scratch[:0], me, shared, m), randomSource(r)
+		b, _ := wire.SealRequest(scratch[:0], me, shared, wire.AppendMessage(nil, m), nil)
+		return b, randomSource(r)
 	})
 }
 
-// x25519Flood sends sealed frames whose sender keys are valid Ed25519 points
-// (so the server's X25519 runs to the end) and whose boxes are random (so
-// none is ever cached): one scalar multiplication per datagram.
+// x25519Flood sends Request frames whose sender keys are valid Ed25519
+// points (so the server's X25519 would run to the end) and whose nonces
+// (cookie proofs) and boxes are random (so none is ever cached): before the
+// cookie proof came first, one scalar multiplication per datagram.
 func x25519Flood(ctx context.Context, e *env) error {
 	keys := make([][32]byte, 4096)
 	for i := range keys {
@@ -56,7 +58,7 @@ func x25519Flood(ctx context.Context, e *env) error {
 	const size = wire.SealedOverhead + 48
 	return spoofFlood(ctx, e, e.srv.rzAddr, size, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
 		b := scratch[:size]
-		b[0], b[1] = wire.TypeSealed, wire.Version
+		b[0], b[1] = wire.TypeRequest, wire.RequestVersion
 		copy(b[2:34], keys[r.IntN(len(keys))][:])
 		fillRandom(r, b[34:])
 		return b, randomSource(r)

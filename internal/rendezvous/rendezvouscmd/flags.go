@@ -51,6 +51,9 @@ type Options struct {
 	KeyMissBudget    float64
 	RegisterRate     float64
 	RegisterBurst    int
+	PunchRate        float64
+	PunchBurst       int
+	UDPBuffer        int
 	KeyCache         int
 	ReplayCache      int
 	MaxRecords       int
@@ -97,10 +100,13 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.RateSources, "rate-sources", rendezvous.DefaultRateSources, "source addresses (IPv6: /64s) each per-source limit tracks at once (about 48 bytes each); beyond it idle sources are forgotten first")
 	fs.Float64Var(&o.STUNRate, "stun-rate", rendezvous.DefaultSTUNRate, "STUN Binding answers per second per source address (IPv6: per /64), main and --alt-listen sockets together; negative disables")
 	fs.IntVar(&o.STUNBurst, "stun-burst", rendezvous.DefaultSTUNBurst, "burst of STUN answers per source address")
-	fs.Float64Var(&o.KeyMissRate, "key-miss-rate", rendezvous.DefaultKeyMissRate, "X25519s per second per source address for sender keys not in the key cache (burst twice that); negative disables")
-	fs.Float64Var(&o.KeyMissBudget, "key-miss-budget", rendezvous.DefaultKeyMissBudget, "X25519s per second for uncached sender keys, all sources together; negative disables")
+	fs.Float64Var(&o.KeyMissRate, "key-miss-rate", rendezvous.DefaultKeyMissRate, "X25519s per second per source address for sender keys not in the key cache, after the request proved its cookie (burst twice that); negative disables")
+	fs.Float64Var(&o.KeyMissBudget, "key-miss-budget", rendezvous.DefaultKeyMissBudget, "X25519s per second for connect targets whose keys are not cached (peers registered through other instances), all connects together; negative disables")
 	fs.Float64Var(&o.RegisterRate, "register-rate", rendezvous.DefaultRegisterRate, "registrations of peers new to this instance per second per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of new peers' registrations per source address")
+	fs.Float64Var(&o.PunchRate, "punch-rate", rendezvous.DefaultPunchRate, "Punches per second one peer is sent, all requesters together (over it a Connect gets its reply but the peer no Punch); negative disables")
+	fs.IntVar(&o.PunchBurst, "punch-burst", rendezvous.DefaultPunchBurst, "burst of Punches one peer is sent")
+	fs.IntVar(&o.UDPBuffer, "udp-buffer", 4<<20, "receive/send buffer of each rendezvous socket in bytes, capped by net.core.rmem_max/wmem_max unless the process may raise it (0: system default)")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
@@ -153,8 +159,12 @@ func (o *Options) check() error {
 		return bad("--key-miss-rate and --key-miss-budget 0 would admit no new peer: give a rate, or a negative value to disable")
 	case o.RegisterRate == 0:
 		return bad("--register-rate 0 would refuse every registration: give a rate, or a negative value to disable")
-	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1:
-		return bad("--rate-burst, --stun-burst and --register-burst must be at least 1")
+	case o.PunchRate == 0:
+		return bad("--punch-rate 0 would send no Punch: give a rate, or a negative value to disable")
+	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1 || o.PunchBurst < 1:
+		return bad("--rate-burst, --stun-burst, --register-burst and --punch-burst must be at least 1")
+	case o.UDPBuffer < 0:
+		return bad("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1 || o.RateSources < 1:
 		return bad("--max-cached-keys, --max-replay-nonces, --max-records and --rate-sources must be at least 1")
 	case o.MeshRate == 0:

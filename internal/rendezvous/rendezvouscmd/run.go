@@ -90,6 +90,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		KeyMissRate:   rendezvous.RateLimit{PerSecond: o.KeyMissRate, Burst: int(max(1, 2*o.KeyMissRate)), Sources: o.RateSources},
 		KeyMissBudget: o.KeyMissBudget,
 		RegisterRate:  rendezvous.RateLimit{PerSecond: o.RegisterRate, Burst: o.RegisterBurst, Sources: o.RateSources},
+		PunchRate:     rendezvous.RateLimit{PerSecond: o.PunchRate, Burst: o.PunchBurst, Sources: o.RateSources},
 		KeyCache:      o.KeyCache,
 		ReplayCache:   o.ReplayCache,
 		Reports:       rendezvous.ReportLimit{PerSecond: o.ReportRate, Burst: o.ReportBurst},
@@ -135,6 +136,15 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 			c.Close()
 		}
 	}()
+	if o.UDPBuffer > 0 {
+		// Room for bursts: at the kernel's default a flood fills the
+		// buffer and legitimate datagrams are dropped before any check.
+		for _, c := range conns {
+			if err := sockopt.SetBuffers(c, o.UDPBuffer, o.UDPBuffer); err != nil {
+				log.Warn("rendezvous socket buffer not set", "bytes", o.UDPBuffer, "err", err)
+			}
+		}
+	}
 	bound := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	var serveAlt func(allow func(netip.Addr) bool)
 	if o.AltListen != "" {
