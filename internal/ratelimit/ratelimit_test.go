@@ -112,3 +112,36 @@ func BenchmarkAllow(b *testing.B) {
 		l.Allow(a, int64(i))
 	}
 }
+
+// A stream relay's presence address stands for many peers: it gets
+// SharedFactor times the bucket, every other source the plain one.
+func TestSharedSourceGetsFactor(t *testing.T) {
+	l := New(Config{PerSecond: 10, Burst: 5, Shared: []netip.Prefix{netip.MustParsePrefix("198.51.100.9/32")}, SharedFactor: 100})
+	relay, other := netip.MustParseAddr("198.51.100.9"), netip.MustParseAddr("198.51.100.10")
+	var now int64
+	for i := range 500 {
+		if !l.Allow(relay, now) {
+			t.Fatalf("shared source refused at %d of its 500 burst", i)
+		}
+	}
+	if l.Allow(relay, now) {
+		t.Fatal("shared source allowed beyond factor x burst")
+	}
+	now += int64(time.Second) // 1,000 tokens at 100 x 10/s, capped at 500
+	for i := range 500 {
+		if !l.Allow(relay, now) {
+			t.Fatalf("shared source refused at %d after a second's refill", i)
+		}
+	}
+	for i := range 5 {
+		if !l.Allow(other, now) {
+			t.Fatalf("plain source refused at %d", i)
+		}
+	}
+	if l.Allow(other, now) {
+		t.Fatal("plain source got the shared factor")
+	}
+	if !l.Allow(netip.MustParseAddr("::ffff:198.51.100.9"), now+int64(10*time.Millisecond)) {
+		t.Fatal("IPv4-mapped form of the shared address not recognised")
+	}
+}
