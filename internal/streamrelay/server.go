@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/ratelimit"
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 type metrics struct {
@@ -136,17 +137,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "relay full", code)
 		return
 	}
-	defer s.release(client)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{})
+	ws, err := websocket.Accept(&smallHijack{ResponseWriter: w}, r, &websocket.AcceptOptions{})
 	if err != nil {
+		s.release(client)
 		s.m.refused.WithLabelValues("upgrade").Inc()
 		return
 	}
-	defer ws.CloseNow()
 	ws.SetReadLimit(addrLen + MaxPayload + 16)
-	if err := s.serve(r.Context(), ws, client); err != nil {
-		s.cfg.Logger.Debug("tunnel ended", "remote", r.RemoteAddr, "err", err)
-	}
+	// The tunnel runs on in a goroutine of its own: returning lets
+	// net/http drop the connection's 4 KiB buffers, the request and the
+	// deep stack of its serving goroutine, which an idle tunnel would
+	// otherwise hold for its life.
+	remote := r.RemoteAddr
+	go func() {
+		defer s.release(client)
+		defer ws.CloseNow()
+		if err := s.serve(context.Background(), ws, client); err != nil {
+			s.cfg.Logger.Debug("tunnel ended", "remote", remote, "err", err)
+		}
+	}()
 }
 
 // admit counts a tunnel against the global and the per-address caps; ""
@@ -252,10 +261,8 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Add
 	defer s.m.tunnels.Dec()
 	s.cfg.Logger.Info("tunnel open", "peer", id.Short(), "presence", presence)
 
-	go func() {
-		<-ctx.Done()
-		udp.Close()
-	}()
+	stopClose := context.AfterFunc(ctx, func() { udp.Close() })
+	defer stopClose()
 	errc := make(chan error, 1)
 	go func() { errc <- s.down(ctx, ws, udp, t) }()
 	err = s.up(ctx, ws, udp, t, client) // ends when the tunnel does
@@ -372,40 +379,49 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel) error {
 	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
 	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
-	buf := make([]byte, MaxPayload+1)
-	out := make([]byte, 0, addrLen+MaxPayload)
 	for {
-		n, from, err := udp.ReadFromUDPAddrPort(buf)
+		b, n, from, err := recvPresence(udp)
 		if err != nil {
 			return err
 		}
-		if n > MaxPayload {
-			s.m.dropped.WithLabelValues(dropTooLarge).Inc()
-			continue
-		}
-		now := s.cfg.Now()
-		if !pps.AllowN(now, 1) {
-			s.m.dropped.WithLabelValues(dropRate).Inc()
-			continue
-		}
-		if !bps.AllowN(now, n) {
-			s.m.dropped.WithLabelValues(dropByteRate).Inc()
-			continue
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
-		out = appendDatagram(out[:0], from, buf[:n])
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		err = ws.Write(wctx, websocket.MessageBinary, out)
-		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
-		cancel()
+		err = s.downOne(ctx, ws, t, pps, bps, b, n, from)
+		putBuf(b)
 		if err != nil {
-			if timedOut {
-				s.m.closed.WithLabelValues("write_timeout").Inc()
-			}
 			return err
 		}
-		s.m.packets.WithLabelValues("down").Inc()
-		s.m.bytes.WithLabelValues("down").Add(float64(n))
 	}
+}
+
+// downOne hands the client one datagram that arrived at its presence: the
+// payload of n bytes at (*b)[addrLen:], from from.
+func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, pps, bps *rate.Limiter, b *[]byte, n int, from netip.AddrPort) error {
+	if n > MaxPayload {
+		s.m.dropped.WithLabelValues(dropTooLarge).Inc()
+		return nil
+	}
+	now := s.cfg.Now()
+	if !pps.AllowN(now, 1) {
+		s.m.dropped.WithLabelValues(dropRate).Inc()
+		return nil
+	}
+	if !bps.AllowN(now, n) {
+		s.m.dropped.WithLabelValues(dropByteRate).Inc()
+		return nil
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
+	out := wire.AppendAddr((*b)[:0], from)[:addrLen+n] // the payload is already in place
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	err := ws.Write(wctx, websocket.MessageBinary, out)
+	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err != nil {
+		if timedOut {
+			s.m.closed.WithLabelValues("write_timeout").Inc()
+		}
+		return err
+	}
+	s.m.packets.WithLabelValues("down").Inc()
+	s.m.bytes.WithLabelValues("down").Add(float64(n))
+	return nil
 }
