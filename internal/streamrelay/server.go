@@ -55,9 +55,12 @@ type Server struct {
 	policy   *addrpolicy.Policy
 	own      map[netip.Addr]bool
 	ownPorts map[uint16]bool
-	opens    *ratelimit.Limiter // tunnel opens per client address
-	conns    *ratelimit.Limiter // TCP connections per client address (Listener)
-	ipBytes  *ratelimit.Limiter // bytes out per client address
+	// servers and serverPorts are Config.ServerAddrs and ServerPorts.
+	servers     map[netip.AddrPort]bool
+	serverPorts map[uint16]bool
+	opens       *ratelimit.Limiter // tunnel opens per client address
+	conns       *ratelimit.Limiter // TCP connections per client address (Listener)
+	ipBytes     *ratelimit.Limiter // bytes out per client address
 
 	mu       sync.Mutex
 	open     int                  // tunnels, in their handshake or open
@@ -81,24 +84,32 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		m:        newMetrics(cfg.Registerer),
-		policy:   addrpolicy.New(cfg.AllowDestinations, cfg.OwnAddrs),
-		own:      make(map[netip.Addr]bool),
-		ownPorts: make(map[uint16]bool),
-		opens:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
-		conns:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
-		ipBytes:  ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
-		perIP:    make(map[netip.Addr]int),
-		perNet:   make(map[netip.Prefix]int),
-		ports:    make(map[uint16]int),
-		tunnels:  make(map[*tunnel]struct{}),
+		cfg:         cfg,
+		m:           newMetrics(cfg.Registerer),
+		policy:      addrpolicy.New(cfg.AllowDestinations, cfg.OwnAddrs),
+		own:         make(map[netip.Addr]bool),
+		ownPorts:    make(map[uint16]bool),
+		servers:     make(map[netip.AddrPort]bool),
+		serverPorts: make(map[uint16]bool),
+		opens:       ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		conns:       ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		ipBytes:     ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
+		perIP:       make(map[netip.Addr]int),
+		perNet:      make(map[netip.Prefix]int),
+		ports:       make(map[uint16]int),
+		tunnels:     make(map[*tunnel]struct{}),
 	}
 	for _, a := range cfg.OwnAddrs {
 		s.own[a.Unmap().WithZone("")] = true
 	}
 	for _, p := range cfg.OwnPorts {
 		s.ownPorts[p] = true
+	}
+	for _, a := range cfg.ServerAddrs {
+		s.servers[netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())] = true
+	}
+	for _, p := range cfg.ServerPorts {
+		s.serverPorts[p] = true
 	}
 	return s, nil
 }
@@ -328,6 +339,7 @@ func (s *Server) sweep() int {
 func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel, client netip.Addr) error {
 	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
 	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
+	var toServers *rate.Limiter // ServerRate; made with the first datagram to a server
 	for {
 		typ, b, err := ws.Read(ctx)
 		if err != nil {
@@ -351,6 +363,15 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 		if reason := s.checkDest(dst); reason != "" {
 			s.m.dropped.WithLabelValues(reason).Inc()
 			continue
+		}
+		if s.toServer(dst, payload) {
+			if toServers == nil {
+				toServers = rate.NewLimiter(rate.Limit(s.cfg.ServerRate), int(max(1, s.cfg.ServerBurst)))
+			}
+			if !toServers.AllowN(now, 1) {
+				s.m.dropped.WithLabelValues(dropServerRate).Inc()
+				continue
+			}
 		}
 		if reason := t.dests.allow(dst, now.UnixNano(), &s.cfg); reason != "" {
 			s.m.dropped.WithLabelValues(reason).Inc()
