@@ -141,6 +141,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if reason := s.admit(client); reason != "" {
 		s.m.refused.WithLabelValues(reason).Inc()
+		w.Header().Set("Connection", "close") // not held open as an idle keep-alive
 		code := http.StatusServiceUnavailable
 		if reason == "per_ip" || reason == "per_net" {
 			code = http.StatusTooManyRequests
@@ -174,19 +175,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) admit(client netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.open >= s.cfg.MaxTunnels {
-		return "full"
-	}
-	if s.perIP[client] >= s.cfg.MaxTunnelsPerIP {
-		return "per_ip"
-	}
 	n := clientNet(client)
-	if s.perNet[n] >= s.cfg.MaxTunnelsPerNet {
+	switch {
+	case s.open >= s.cfg.MaxTunnels:
+		return "full"
+	case s.perIP[client] >= s.cfg.MaxTunnelsPerIP:
+		return "per_ip"
+	case s.perNet[n] >= s.cfg.MaxTunnelsPerNet:
 		return "per_net"
 	}
 	s.open++
 	s.perIP[client]++
 	s.perNet[n]++
+	return ""
+}
+
+// full is admit's check alone: the refusal reason when client could not
+// open a tunnel now, else "".
+func (s *Server) full(client netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.open >= s.cfg.MaxTunnels:
+		return "full"
+	case s.perIP[client] >= s.cfg.MaxTunnelsPerIP:
+		return "per_ip"
+	case s.perNet[clientNet(client)] >= s.cfg.MaxTunnelsPerNet:
+		return "per_net"
+	}
 	return ""
 }
 
