@@ -60,9 +60,24 @@ func TestMemoryChild(t *testing.T) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		fmt.Printf("mem %d %d %d\n", ms.HeapAlloc+ms.StackInuse, runtime.NumGoroutine(), srv.Open())
+		fmt.Printf("mem %d %d %d %d\n", ms.HeapAlloc+ms.StackInuse, runtime.NumGoroutine(), srv.Open(), rss())
 
 	}
+}
+
+// rss is the process's resident memory in bytes (Linux), or 0.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // tunnelMemory is what one idle tunnel costs the relay process: live heap
@@ -70,6 +85,7 @@ func TestMemoryChild(t *testing.T) {
 type tunnelMemory struct {
 	bytes      float64
 	goroutines float64
+	rss        float64 // resident memory, the collector's headroom included
 }
 
 // measureTunnelMemory starts a relay in a child process, opens memTunnels
@@ -111,14 +127,14 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mem := func() (bytes, goroutines, open float64) {
+	mem := func() (bytes, goroutines, open, rss float64) {
 		fmt.Fprintln(stdin, "mem")
 		f := line("mem")
-		v := make([]float64, 3)
+		v := make([]float64, 4)
 		for i := range v {
 			v[i], _ = strconv.ParseFloat(f[i], 64)
 		}
-		return v[0], v[1], v[2]
+		return v[0], v[1], v[2], v[3]
 	}
 	// One tunnel first, so that what is made once (the sweeper, pools,
 	// the TLS server's state) is not counted per tunnel.
@@ -128,7 +144,7 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 	}
 	defer first.Close()
 	time.Sleep(100 * time.Millisecond)
-	b0, g0, _ := mem()
+	b0, g0, _, r0 := mem()
 	tunnels := make([]*Tunnel, 0, memTunnels)
 	defer func() {
 		for _, tu := range tunnels {
@@ -142,9 +158,9 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 		}
 		tunnels = append(tunnels, tu)
 	}
-	var b1, g1, open float64
+	var b1, g1, open, r1 float64
 	for range 50 { // the server side of the last tunnels may still be starting
-		if b1, g1, open = mem(); open == memTunnels+1 {
+		if b1, g1, open, r1 = mem(); open == memTunnels+1 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -152,7 +168,7 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 	if open != memTunnels+1 {
 		tb.Fatalf("relay holds %v tunnels, want %d", open, memTunnels+1)
 	}
-	return tunnelMemory{bytes: (b1 - b0) / memTunnels, goroutines: (g1 - g0) / memTunnels}
+	return tunnelMemory{bytes: (b1 - b0) / memTunnels, goroutines: (g1 - g0) / memTunnels, rss: (r1 - r0) / memTunnels}
 }
 
 // maxTunnelBytes is the most one idle tunnel may cost the relay in live
@@ -164,7 +180,7 @@ const maxTunnelBytes = 28 << 10
 // what one tunnel costs times the cap: that cost has a ceiling.
 func TestIdleTunnelMemory(t *testing.T) {
 	m := measureTunnelMemory(t)
-	t.Logf("idle tunnel: %.0f bytes, %.1f goroutines in the relay", m.bytes, m.goroutines)
+	t.Logf("idle tunnel: %.0f bytes live, %.1f goroutines, %.0f bytes resident in the relay", m.bytes, m.goroutines, m.rss)
 	if raceEnabled {
 		return // the race detector's shadow memory is no measure
 	}
@@ -180,4 +196,5 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 	}
 	b.ReportMetric(m.bytes, "bytes/tunnel")
 	b.ReportMetric(m.goroutines, "goroutines/tunnel")
+	b.ReportMetric(m.rss, "rss-bytes/tunnel")
 }

@@ -92,6 +92,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		RegisterRate:  rendezvous.RateLimit{PerSecond: o.RegisterRate, Burst: o.RegisterBurst, Sources: o.RateSources},
 		KeyCache:      o.KeyCache,
 		ReplayCache:   o.ReplayCache,
+
+		StreamRelaySources: o.StreamRelaySources,
+		StreamRelayFactor:  o.StreamRelayFactor,
 	}
 	secret, err := cookieSecret(o.CookieSecretFile, log)
 	if err != nil {
