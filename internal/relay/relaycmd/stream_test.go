@@ -114,6 +114,10 @@ func TestStreamFlagsBadInvocations(t *testing.T) {
 		{"zero limit", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-tunnels-per-ip", "0"}, "--stream-max-tunnels-per-ip"},
 		{"small header", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-header-bytes", "10"}, "--stream-max-header-bytes"},
 		{"wildcard without advertise", []string{"--tls-listen", "0.0.0.0:0", "--key", filepath.Join(t.TempDir(), "k")}, "--stream-advertise-ip"},
+		{"bad stream server", []string{"--stream-servers", "203.0.113.5"}, "--stream-servers"},
+		{"bad stream relay source", []string{"--stream-relay-sources", "relay.example"}, "--stream-relay-sources"},
+		{"small factor", []string{"--stream-relay-factor", "0.5"}, "--stream-relay-factor"},
+		{"zero server rate", []string{"--tls-listen", "127.0.0.1:0", "--stream-server-rate", "0"}, "--stream-server-rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -134,6 +138,22 @@ func TestStreamFlagsBadInvocations(t *testing.T) {
 	}
 	if want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.1/32")}; !slices.Equal(c.opts.AllowDestinations, want) {
 		t.Fatalf("AllowDestinations %v, want %v", c.opts.AllowDestinations, want)
+	}
+	c, err = parse([]string{"--stream-servers", "203.0.113.5:3478, [2001:db8::5]:3479", "--stream-relay-sources", "198.51.100.7",
+		"--tls-listen", "192.0.2.10:443", "--stream-advertise-ip", "203.0.113.10"}, noEnv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.5:3478"), netip.MustParseAddrPort("[2001:db8::5]:3479")}; !slices.Equal(c.opts.Stream.Servers, want) {
+		t.Fatalf("Stream.Servers %v, want %v", c.opts.Stream.Servers, want)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}; !slices.Equal(c.opts.RateLimit.StreamRelays, want) {
+		t.Fatalf("RateLimit.StreamRelays %v, want %v", c.opts.RateLimit.StreamRelays, want)
+	}
+	// The ticket relay on this host sees its own stream relay's tunnels
+	// come from the presence and the advertised address.
+	if got, want := c.opts.Stream.presenceSources(), []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("203.0.113.10/32")}; !slices.Equal(got, want) {
+		t.Fatalf("presenceSources %v, want %v", got, want)
 	}
 }
 
