@@ -93,13 +93,19 @@ func TestDisabled(t *testing.T) {
 
 func TestBudget(t *testing.T) {
 	b := NewBudget(2, 2, 0)
-	if !b.Allow(0) || !b.Allow(0) || b.Allow(0) {
-		t.Fatal("budget of 2 misbehaves")
+	allow := func(b *Budget, now int64, n int) (got []bool) {
+		for range n {
+			got = append(got, b.Allow(now))
+		}
+		return got
 	}
-	if !b.Allow(int64(500*time.Millisecond)) || b.Allow(int64(500*time.Millisecond)) {
-		t.Fatal("refill after 500 ms at 2/s should give one token")
+	if got := allow(b, 0, 3); !got[0] || !got[1] || got[2] {
+		t.Fatalf("budget of 2 at once: %v", got)
 	}
-	if unc := NewBudget(-1, 0, 0); !unc.Allow(0) || !unc.Allow(0) {
+	if got := allow(b, int64(500*time.Millisecond), 2); !got[0] || got[1] {
+		t.Fatalf("refill after 500 ms at 2/s should give one token: %v", got)
+	}
+	if got := allow(NewBudget(-1, 0, 0), 0, 2); !got[0] || !got[1] {
 		t.Fatal("uncapped budget refused")
 	}
 }
