@@ -245,3 +245,55 @@ func TestStreamHTTPLimits(t *testing.T) {
 		t.Fatalf("idle keep-alive connection still open: %v", err)
 	}
 }
+
+// TestStreamTunnelsBindDespiteAbusiveTunnel is the shared-address attack
+// on the ticket relay: every tunnel binds from the stream relay's one
+// presence address, so one tunnel flooding binds at the tunnel rate used
+// up that address's challenges and binds, and no tunnelled peer could
+// bind. The relay gives its own presence address --stream-relay-factor
+// times the per-source limits and holds each tunnel to
+// --stream-server-rate toward the ticket relay: the other tunnels bind.
+func TestStreamTunnelsBindDespiteAbusiveTunnel(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "relay.key")
+	// Per-source limits that hardly refill within the test: 5 x 20 = 100
+	// challenges and binds for the presence address.
+	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0", "--key", key,
+		"--challenge-rate", "0.0001", "--challenge-burst", "5", "--bind-rate", "0.0001", "--bind-burst", "5",
+		"--stream-relay-factor", "20", "--stream-server-burst", "10", "--stream-server-rate", "0.01"}, nil)
+	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dial := func() (*streamrelay.Tunnel, *crypto.Identity) {
+		id, _ := crypto.GenerateIdentity(nil)
+		tun, err := streamrelay.Dial(ctx, target, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tun.Close() })
+		return tun, id
+	}
+	abuser, aid := dial()
+	flood := wire.AppendRelayBind(nil, aid, time.Now(), crypto.Cookie{})
+	for range 1000 {
+		if _, err := abuser.WriteTo(flood, r.addrs.UDP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The abuser's own bind goes after its flood through the same
+	// tunnel and socket: once it is over, the flood has reached the relay.
+	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+	_, _ = relay.Bind(actx, abuser, r.addrs.UDP, aid)
+	acancel()
+	for i := range 5 {
+		tun, id := dial()
+		bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := relay.Bind(bctx, tun, r.addrs.UDP, id)
+		bcancel()
+		if err != nil {
+			t.Fatalf("tunnelled peer %d of 5 could not bind after one tunnel's flood: %v", i, err)
+		}
+	}
+}
