@@ -45,6 +45,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	th := attack.DefaultThresholds
 	fs.Float64Var(&th.MinSuccess, "min-success", th.MinSuccess, "threshold: least share of legitimate registrations, connects and binds that succeed")
 	fs.DurationVar(&th.MaxP99, "max-p99", th.MaxP99, "threshold: their p99 latency must stay below this")
+	fs.Float64Var(&th.MaxPeerReflection, "max-peer-reflection", th.MaxPeerReflection, "threshold: bytes a peer's probes bring the victims a registered attacker named, over the attacker's bytes (QUIC's 3x before address validation)")
 	fs.Float64Var(&th.MaxAmplification, "max-amplification", th.MaxAmplification, "threshold: server bytes out over attacker bytes in (UDP payload) for spoofed requests")
 	fs.Float64Var(&th.MaxReflectPPS, "max-reflect-pps", th.MaxReflectPPS, "threshold: STUN Binding answers per second one spoofed source may get")
 	maxRSS := fs.Int("max-rss", int(th.MaxRSS>>20), "threshold: each server's resident memory, MiB")

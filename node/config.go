@@ -40,6 +40,10 @@ type Config struct {
 	// blocks UDP and moves its socket into a tunnel to this relay; it
 	// reconnects the tunnel when it breaks.
 	StreamRelay string
+	// NoReports keeps the node from sending the rendezvous outcome reports
+	// (wire.Report: both NAT behaviours, direct or relayed, times; no
+	// addresses or peer IDs), which feed the server's traversal metrics.
+	NoReports bool
 	// UDPTimeout is how long to wait for a UDP answer before using
 	// StreamRelay; default 3 s.
 	UDPTimeout time.Duration

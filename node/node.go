@@ -70,6 +70,13 @@ type Node struct {
 	listeners  map[uint16]*listener
 	closed     bool
 	closeError error
+
+	// Outcome reports (report.go).
+	noReports bool
+	rmu       sync.Mutex
+	watched   map[crypto.PeerID]*traversal
+	reported  map[crypto.PeerID]time.Time // when each recent report went
+	rwake     chan struct{}
 }
 
 // New starts a node: it opens the socket, registers with the rendezvous
@@ -109,6 +116,10 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		conns:     map[crypto.PeerID]*quic.Conn{},
 		dialing:   map[crypto.PeerID]*dialCall{},
 		listeners: map[uint16]*listener{},
+		noReports: cfg.NoReports,
+		watched:   map[crypto.PeerID]*traversal{},
+		reported:  map[crypto.PeerID]time.Time{},
+		rwake:     make(chan struct{}, 1),
 	}
 	n.changeMark.Store(-1)
 	n.rz, err = rzclient.New(rzclient.Config{
@@ -158,11 +169,12 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		cancel()
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		n.rz.Run(nctx)
 	}()
+	go n.reportLoop()
 	if cfg.StreamRelay != "" {
 		if n.stream, err = streamrelay.ParseTarget(cfg.StreamRelay); err != nil {
 			n.Close()
@@ -249,10 +261,12 @@ func (n *Node) reregister() {
 }
 
 func (n *Node) onPunch(p wire.Punch) {
+	now := time.Now()
 	if err := n.sock.AddPeer(p.Peer, time.UnixMilli(p.Start)); err != nil {
 		n.log.Debug("punch from unusable peer", "peer", p.Peer.ID.Short(), "err", err)
 		return
 	}
+	n.watchTraversal(p.Peer.ID, p.Peer.NAT, false, now)
 	n.log.Debug("punch", "peer", p.Peer.ID.Short())
 }
 
@@ -311,6 +325,10 @@ func (n *Node) OverlayAddr() netip.Addr { return n.me.OverlayAddr() }
 // Close ends every session and stops the node.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		// Report the traversals still watched while the socket is open.
+		if !n.noReports {
+			n.pollTraversals(time.Now(), true)
+		}
 		n.mu.Lock()
 		n.closed = true
 		conns := make([]*quic.Conn, 0, len(n.conns))

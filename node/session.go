@@ -137,6 +137,7 @@ func (n *Node) introduce(ctx context.Context, t target) (crypto.PeerID, error) {
 	if !t.id.IsZero() {
 		name = t.id.String()
 	}
+	start := time.Now()
 	reply, err := n.rz.Connect(ctx, name)
 	if err != nil {
 		if errors.Is(err, rzclient.ErrPeerNotFound) {
@@ -158,6 +159,7 @@ func (n *Node) introduce(ctx context.Context, t target) (crypto.PeerID, error) {
 	if err := n.sock.AddPeer(reply.Peer, time.UnixMilli(reply.Start)); err != nil {
 		return id, fmt.Errorf("node: peer %s: %w", id.Short(), err)
 	}
+	n.watchTraversal(id, reply.Peer.NAT, true, start)
 	return id, nil
 }
 

@@ -13,7 +13,7 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "installing what the tests use (Debian packages)"
 if [ "$(id -u)" = 0 ]; then
-	pkgs=(iptables redis-server coturn pebble iproute2 procps)
+	pkgs=(iptables redis-server coturn pebble iproute2 procps prometheus)
 	missing=()
 	for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 	if [ "${#missing[@]}" -gt 0 ]; then
@@ -22,6 +22,8 @@ if [ "$(id -u)" = 0 ]; then
 		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 		# coturn's package starts nothing by default; make sure of it.
 		systemctl disable --now coturn >/dev/null 2>&1 || true
+		# prometheus is there for promtool; its service is not wanted.
+		systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 	fi
 else
 	echo "not root: tests that need namespaces, iptables or Debian packages will say so and skip"
@@ -38,7 +40,15 @@ step "staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 step "go test"
-go test -count=1 -timeout 15m ./... 2>&1 | tee /tmp/keymesh-test.log
+# loadtest/attack floods real servers at up to 100 Mbit/s and judges
+# latency: it runs alone in the next step, not beside other packages.
+go test -count=1 -timeout 15m $(go list ./... | grep -v '/loadtest/attack$') 2>&1 | tee /tmp/keymesh-test.log
+
+step "attack suite (loadtest/attack, short form)"
+rc=0
+go test -count=1 -timeout 10m -v ./loadtest/attack >/tmp/keymesh-attack.log 2>&1 || rc=$?
+grep -E '^ *--- |^(ok|FAIL)' /tmp/keymesh-attack.log || true
+if [ "$rc" != 0 ]; then echo "attack suite failed (exit $rc):"; tail -100 /tmp/keymesh-attack.log; exit 1; fi
 
 step "fuzz targets (${FUZZTIME} each)"
 fuzzed=0

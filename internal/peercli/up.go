@@ -25,6 +25,8 @@ type upOptions struct {
 	AllowAny bool
 	Allow    []string
 	NoDirect bool
+	// NoReports keeps outcome reports from the rendezvous (--no-reports).
+	NoReports bool
 	// JoinToken goes in every registration (--join-token-file).
 	JoinToken []byte
 	// StreamRelay is the TLS stream relay used when UDP is blocked.
@@ -61,6 +63,7 @@ are let in).`,
 		fs.Var(&allow, "allow", "accept sessions from this `peer-id` (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
+		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")

@@ -193,6 +193,8 @@ type Config struct {
 	// count), after the cookie proved the source. Default
 	// DefaultRegisterRate and DefaultRegisterBurst.
 	RegisterRate RateLimit
+	// Reports limits the outcome reports each source may have counted.
+	Reports ReportLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.
 	MaxSkew time.Duration
@@ -284,6 +286,7 @@ func (c *Config) validate() error {
 	if c.Workers <= 0 {
 		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
 	}
+	c.Reports.defaults()
 	c.RateLimit.fill(DefaultRate, DefaultBurst)
 	c.KeyMissRate.fill(DefaultKeyMissRate, DefaultKeyMissBurst)
 	c.STUNRate.fill(DefaultSTUNRate, DefaultSTUNBurst)

@@ -102,7 +102,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonMalformed)
 	}
 	mt := wire.MsgType(plain[0])
-	if mt != wire.MsgRegister && mt != wire.MsgConnect {
+	if mt != wire.MsgRegister && mt != wire.MsgConnect && mt != wire.MsgReport {
 		return s.reject(reasonUnknownType)
 	}
 	sent := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:msgHeaderLen])))
@@ -123,6 +123,8 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	case *wire.Register:
 		cookie = &b.Cookie
 	case *wire.Connect:
+		cookie = &b.Cookie
+	case *wire.Report:
 		cookie = &b.Cookie
 	default:
 		return s.reject(reasonUnknownType)
@@ -146,6 +148,8 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.register(ctx, sc, &req, b)
 	case *wire.Connect:
 		return s.connect(ctx, sc, &req, b)
+	case *wire.Report:
+		return s.report(sc, &req, b)
 	}
 	return s.reject(reasonUnknownType)
 }

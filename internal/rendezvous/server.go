@@ -41,6 +41,7 @@ type Server struct {
 	ttl          uint16 // seconds, as sent in Registered
 	refresh      uint16
 	health       regHealth
+	reports      *reports
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
 }
@@ -52,6 +53,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	rc := replay.New(2*cfg.MaxSkew, cfg.ReplayCache)
 	m, err := newMetrics(cfg.Registerer, cfg.Registry, rc)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := newTraversalMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 		m:             m,
 		ttl:           uint16(cfg.TTL / time.Second),
 		refresh:       uint16(cfg.Refresh / time.Second),
+		reports:       newReports(cfg.Reports, tm),
 	}
 	return s, nil
 }

@@ -151,6 +151,7 @@ type Client struct {
 	st         Status
 	regRetried bool // a challenge was answered in this register round
 	pending    map[uint64]*pending
+	reports    []wire.Report // sent since the last report challenge
 }
 
 // pending is a Connect waiting for its reply.

@@ -51,6 +51,8 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 			c.onRegisterChallenge()
 		case wire.MsgConnect:
 			c.onConnectChallenge()
+		case wire.MsgReport:
+			c.onReportChallenge()
 		}
 	case *wire.ConnectReply:
 		c.onConnectReply(body)

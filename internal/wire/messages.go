@@ -10,7 +10,7 @@ import (
 // MsgType says what a sealed message holds.
 type MsgType byte
 
-// Message types. Peer to rendezvous: Register, Connect. Rendezvous to peer:
+// Message types. Peer to rendezvous: Register, Connect, Report. Rendezvous to peer:
 // Registered, Challenge, ConnectReply, Punch, Error. Peer to peer: Probe,
 // ProbeReply, PathUpdate.
 const (
@@ -21,6 +21,7 @@ const (
 	MsgConnectReply MsgType = 5
 	MsgPunch        MsgType = 6
 	MsgError        MsgType = 7
+	MsgReport       MsgType = 8
 	MsgProbe        MsgType = 10
 	MsgProbeReply   MsgType = 11
 	MsgPathUpdate   MsgType = 12
@@ -42,6 +43,8 @@ func (t MsgType) String() string {
 		return "punch"
 	case MsgError:
 		return "error"
+	case MsgReport:
+		return "report"
 	case MsgProbe:
 		return "probe"
 	case MsgProbeReply:
@@ -101,6 +104,8 @@ func AppendMessage(b []byte, m Message) []byte {
 		v.appendTo(&w)
 	case *Error:
 		v.appendTo(&w)
+	case *Report:
+		v.appendTo(&w)
 	case *Probe:
 		v.appendTo(&w)
 	case *ProbeReply:
@@ -148,6 +153,10 @@ func ParseMessage(b []byte) (Message, error) {
 		body = v
 	case MsgError:
 		v := &Error{}
+		v.readFrom(&r)
+		body = v
+	case MsgReport:
+		v := &Report{}
 		v.readFrom(&r)
 		body = v
 	case MsgProbe:

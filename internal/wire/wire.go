@@ -44,7 +44,8 @@
 //
 // # Version history
 //
-//	1: first version.
+//	1: first version. The Report message (type 8, peer to rendezvous) came
+//	   later within it: a server that does not know it drops it.
 //	2: relay bind handshake only (RelayBind, RelayChallenge, RelayBound carry
 //	   BindVersion; other frames stay at 1): the bind carries the relay's
 //	   address-validation cookie under its signature, RelayChallenge is new,

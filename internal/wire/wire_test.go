@@ -41,6 +41,7 @@ func sampleBodies(t testing.TB) []Body {
 		&Probe{TxID: 5, Dest: info.Reflexive},
 		&ProbeReply{TxID: 5, Observed: info.Reflexive},
 		&PathUpdate{Info: info},
+		&Report{Cookie: crypto.Cookie{4}, Initiator: true, LocalNAT: NATAddrPortDepend, RemoteNAT: NATEndpointIndep, Outcome: OutcomeDirect, FirstByteMs: 120, DirectMs: 480, Switches: 1},
 	}
 }
 

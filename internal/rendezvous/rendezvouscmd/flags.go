@@ -59,6 +59,8 @@ type Options struct {
 	KeyCache           int
 	ReplayCache        int
 	MaxRecords         int
+	ReportRate         float64
+	ReportBurst        int
 	LogFormat          string
 	LogLevel           string
 	Version            bool
@@ -110,6 +112,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
+	fs.Float64Var(&o.ReportRate, "report-rate", rendezvous.DefaultReportRate, "peers' outcome reports counted per second per source address (IPv6: per /64); negative counts none")
+	fs.IntVar(&o.ReportBurst, "report-burst", rendezvous.DefaultReportBurst, "burst of outcome reports counted per source address")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -176,6 +180,10 @@ func (o *Options) check() error {
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case o.MeshListen != "" && o.Registry != "redis":
 		return bad("--mesh-listen needs a shared registry: add --registry redis")
+	case o.ReportRate == 0:
+		return bad("--report-rate 0: give a rate, or a negative value to count no outcome reports")
+	case o.ReportBurst < 1:
+		return bad("--report-burst %d: want 1 or more", o.ReportBurst)
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
 	}

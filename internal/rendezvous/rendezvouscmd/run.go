@@ -92,6 +92,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		RegisterRate:  rendezvous.RateLimit{PerSecond: o.RegisterRate, Burst: o.RegisterBurst, Sources: o.RateSources},
 		KeyCache:      o.KeyCache,
 		ReplayCache:   o.ReplayCache,
+		Reports:       rendezvous.ReportLimit{PerSecond: o.ReportRate, Burst: o.ReportBurst},
 
 		StreamRelaySources: o.StreamRelaySources,
 		StreamRelayFactor:  o.StreamRelayFactor,
