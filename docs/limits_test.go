@@ -13,7 +13,7 @@ const limitsDoc = "limits.md"
 // limitFlag picks the flags that bound what strangers can make a server or
 // peer do: rates, bursts, caps, quotas, table sizes and timeouts. A new
 // limit needs no registration here; naming it like one is enough.
-var limitFlag = regexp.MustCompile(`(^|-)(rate|burst|max|cap|quota|limit|timeout|budget|sources|per-)(-|$)|-(rate|limit|timeout|quota)$|^max-`)
+var limitFlag = regexp.MustCompile(`(^|-)(rate|burst|max|cap|quota|limit|timeout|budget|sources|factor|per-)(-|$)|-(rate|limit|timeout|quota)$|^max-`)
 
 // notLimits are flags named like limits that bound nothing a stranger sends.
 var notLimits = map[string]bool{

@@ -30,6 +30,15 @@ type Config struct {
 	Burst float64
 	// MaxSources bounds the table. Default DefaultMaxSources.
 	MaxSources int
+	// Shared are addresses that stand for many peers, such as a stream
+	// relay's presence address (every tunnel behind it sends from there):
+	// a source inside one gets SharedFactor times PerSecond and Burst.
+	// Such a relay bounds each of its tunnels itself, so one tunnel cannot
+	// spend the shared bucket.
+	Shared []netip.Prefix
+	// SharedFactor multiplies the rate and burst of Shared sources
+	// (values below 1 count as 1).
+	SharedFactor float64
 }
 
 // DefaultMaxSources bounds a Limiter's table when Config.MaxSources is 0:
@@ -43,6 +52,8 @@ type Limiter struct {
 	burst    float64
 	perShard int
 	off      bool
+	shared   []netip.Prefix
+	factor   float64
 	seed     maphash.Seed
 	shards   [Shards]shard
 }
@@ -71,6 +82,8 @@ func New(cfg Config) *Limiter {
 		burst:    cfg.Burst,
 		perShard: max(1, cfg.MaxSources/Shards),
 		off:      cfg.PerSecond < 0,
+		shared:   cfg.Shared,
+		factor:   max(1, cfg.SharedFactor),
 		seed:     maphash.MakeSeed(),
 	}
 	for i := range l.shards {
@@ -100,18 +113,22 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	if l.off {
 		return true
 	}
+	rate, burst := l.rate, l.burst
+	if l.isShared(src) {
+		rate, burst = rate*l.factor, burst*l.factor
+	}
 	src = Source(src)
 	b16 := src.As16()
 	s := &l.shards[maphash.Bytes(l.seed, b16[:])%Shards]
 	s.mu.Lock()
 	b, ok := s.m[src]
 	if ok {
-		b.refill(now, l.rate, l.burst)
+		b.refill(now, rate, burst)
 	} else {
 		if len(s.m) >= l.perShard {
 			l.evict(s, now)
 		}
-		b = bucket{tokens: l.burst, last: now}
+		b = bucket{tokens: burst, last: now}
 	}
 	pass := b.tokens >= cost
 	if pass {
@@ -120,6 +137,20 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	s.m[src] = b
 	s.mu.Unlock()
 	return pass
+}
+
+// isShared reports whether src lies in one of Config.Shared.
+func (l *Limiter) isShared(src netip.Addr) bool {
+	if len(l.shared) == 0 {
+		return false
+	}
+	src = src.Unmap().WithZone("")
+	for _, p := range l.shared {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *bucket) refill(now int64, rate, burst float64) {

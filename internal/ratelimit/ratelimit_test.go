@@ -93,13 +93,19 @@ func TestDisabled(t *testing.T) {
 
 func TestBudget(t *testing.T) {
 	b := NewBudget(2, 2, 0)
-	if !b.Allow(0) || !b.Allow(0) || b.Allow(0) {
-		t.Fatal("budget of 2 misbehaves")
+	allow := func(b *Budget, now int64, n int) (got []bool) {
+		for range n {
+			got = append(got, b.Allow(now))
+		}
+		return got
 	}
-	if !b.Allow(int64(500*time.Millisecond)) || b.Allow(int64(500*time.Millisecond)) {
-		t.Fatal("refill after 500 ms at 2/s should give one token")
+	if got := allow(b, 0, 3); !got[0] || !got[1] || got[2] {
+		t.Fatalf("budget of 2 at once: %v", got)
 	}
-	if unc := NewBudget(-1, 0, 0); !unc.Allow(0) || !unc.Allow(0) {
+	if got := allow(b, int64(500*time.Millisecond), 2); !got[0] || got[1] {
+		t.Fatalf("refill after 500 ms at 2/s should give one token: %v", got)
+	}
+	if got := allow(NewBudget(-1, 0, 0), 0, 2); !got[0] || !got[1] {
 		t.Fatal("uncapped budget refused")
 	}
 }
@@ -110,5 +116,38 @@ func BenchmarkAllow(b *testing.B) {
 	b.ReportAllocs()
 	for i := range b.N {
 		l.Allow(a, int64(i))
+	}
+}
+
+// A stream relay's presence address stands for many peers: it gets
+// SharedFactor times the bucket, every other source the plain one.
+func TestSharedSourceGetsFactor(t *testing.T) {
+	l := New(Config{PerSecond: 10, Burst: 5, Shared: []netip.Prefix{netip.MustParsePrefix("198.51.100.9/32")}, SharedFactor: 100})
+	relay, other := netip.MustParseAddr("198.51.100.9"), netip.MustParseAddr("198.51.100.10")
+	var now int64
+	for i := range 500 {
+		if !l.Allow(relay, now) {
+			t.Fatalf("shared source refused at %d of its 500 burst", i)
+		}
+	}
+	if l.Allow(relay, now) {
+		t.Fatal("shared source allowed beyond factor x burst")
+	}
+	now += int64(time.Second) // 1,000 tokens at 100 x 10/s, capped at 500
+	for i := range 500 {
+		if !l.Allow(relay, now) {
+			t.Fatalf("shared source refused at %d after a second's refill", i)
+		}
+	}
+	for i := range 5 {
+		if !l.Allow(other, now) {
+			t.Fatalf("plain source refused at %d", i)
+		}
+	}
+	if l.Allow(other, now) {
+		t.Fatal("plain source got the shared factor")
+	}
+	if !l.Allow(netip.MustParseAddr("::ffff:198.51.100.9"), now+int64(10*time.Millisecond)) {
+		t.Fatal("IPv4-mapped form of the shared address not recognised")
 	}
 }

@@ -52,6 +52,12 @@ const (
 	DefaultBindsPerSecond = 20000
 	// DefaultMaxSources bounds each per-source table.
 	DefaultMaxSources = 1 << 16
+	// DefaultStreamRelayFactor multiplies the per-source limits of a
+	// stream relay's presence address (RateLimit.StreamRelays), which
+	// stands for all its tunnelled peers: each tunnel is held to the
+	// stream relay's server rate, so an attacker needs 100 times the
+	// tunnels that would spend one plain source's budget.
+	DefaultStreamRelayFactor = 100
 )
 
 // RateLimit limits what one source may send, a source being an IPv4 address
@@ -86,6 +92,13 @@ type RateLimit struct {
 	BindsPerSecond float64
 	// MaxSources bounds each table. Default DefaultMaxSources.
 	MaxSources int
+	// StreamRelays are the presence addresses of TLS stream relays: every
+	// tunnel of one reaches this relay from there, so each per-source
+	// limit above gives them StreamRelayFactor times its rate and burst
+	// (the stream relay bounds each tunnel's binds itself).
+	StreamRelays []netip.Prefix
+	// StreamRelayFactor defaults to DefaultStreamRelayFactor.
+	StreamRelayFactor float64
 }
 
 // Config configures a Server. The zero value of each optional field means
@@ -157,6 +170,9 @@ func (c Config) withDefaults() Config {
 	}
 	if r.BindsPerSecond == 0 {
 		r.BindsPerSecond = DefaultBindsPerSecond
+	}
+	if r.StreamRelayFactor <= 0 {
+		r.StreamRelayFactor = DefaultStreamRelayFactor
 	}
 	if r.MaxSources == 0 {
 		r.MaxSources = DefaultMaxSources

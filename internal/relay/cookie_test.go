@@ -105,3 +105,46 @@ func TestEveryDropReasonHasAName(t *testing.T) {
 		seen[r.String()] = true
 	}
 }
+
+// TestStreamRelayAddressBindsForManyPeers: every tunnel of a TLS stream
+// relay binds from its one presence address. Binds from it have
+// StreamRelayFactor times the bind budget of a plain address, so a hundred
+// tunnelled peers re-binding at once all get tickets (the stream relay
+// holds each tunnel to what one peer needs); a plain address still gets
+// its own burst only.
+func TestStreamRelayAddressBindsForManyPeers(t *testing.T) {
+	presence, other := netip.MustParseAddr("198.51.100.77"), netip.MustParseAddr("2001:db8:77::1")
+	f := newHandleFixture(t, RateLimit{BindRate: 1, BindBurst: 3, ChallengeRate: 1, ChallengeBurst: 3,
+		StreamRelays: []netip.Prefix{netip.PrefixFrom(presence, 32), netip.MustParsePrefix("2001:db8:77::/64")}, StreamRelayFactor: 100})
+	bound := 0
+	for port := range 300 {
+		src := netip.AddrPortFrom(presence, uint16(port+1))
+		c := f.cookie(t, f.id, src, f.now)
+		if act, _ := f.step(wire.AppendRelayBind(nil, f.id, f.now, c), src, f.now); act == actReply {
+			bound++
+		}
+	}
+	if bound != 300 {
+		t.Fatalf("%d of 300 tunnelled peers bound through the stream relay's address, want all (bind burst 3 x 100)", bound)
+	}
+	challenged := 0
+	for port := range 300 {
+		src := netip.AddrPortFrom(other, uint16(port+1))
+		if act, _ := f.step(wire.AppendRelayBind(nil, f.id, f.now, crypto.Cookie{}), src, f.now); act == actChallenge {
+			challenged++
+		}
+	}
+	if challenged != 300 {
+		t.Fatalf("%d of 300 first binds through the stream relay's address challenged, want all", challenged)
+	}
+	plain := 0
+	for port := range 10 {
+		src := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.78"), uint16(port+1))
+		if act, _ := f.step(wire.AppendRelayBind(nil, f.id, f.now, crypto.Cookie{}), src, f.now); act == actChallenge {
+			plain++
+		}
+	}
+	if plain != 3 {
+		t.Fatalf("a plain address was challenged %d times, want its burst of 3", plain)
+	}
+}

@@ -18,7 +18,8 @@ func newLimits(r RateLimit, now int64) limits {
 		if r.Disabled {
 			rate = -1 // ratelimit: off
 		}
-		return ratelimit.New(ratelimit.Config{PerSecond: rate, Burst: burst, MaxSources: r.MaxSources})
+		return ratelimit.New(ratelimit.Config{PerSecond: rate, Burst: burst, MaxSources: r.MaxSources,
+			Shared: r.StreamRelays, SharedFactor: r.StreamRelayFactor})
 	}
 	return limits{
 		send:      per(r.Rate, r.Burst),

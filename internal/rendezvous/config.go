@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/keymesh/keymesh/internal/netcheck"
 	"log/slog"
+	"net/url"
 	"runtime"
 	"time"
 
@@ -54,6 +55,13 @@ const (
 	DefaultPunchRate    = 20
 	DefaultPunchBurst   = 40
 	DefaultInstanceName = "rendezvous"
+	// DefaultStreamRelayFactor multiplies the per-source limits of a
+	// stream relay's presence address (Config.StreamRelaySources), which
+	// stands for all its tunnelled peers: each tunnel is held to the
+	// stream relay's server rate (5 datagrams per second by default), so
+	// the 50/s of DefaultRate becomes 5,000/s, a thousand attacking
+	// tunnels' worth.
+	DefaultStreamRelayFactor = 100
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
 	// holding a reader.
@@ -74,6 +82,11 @@ type RateLimit struct {
 	// source whose bucket refilled, else an arbitrary one, is forgotten
 	// (its bucket starts full again). Default DefaultRateSources.
 	Sources int
+
+	// shared and factor are Config.StreamRelaySources and
+	// StreamRelayFactor, set by Config.validate.
+	shared []netip.Prefix
+	factor float64
 }
 
 // fill sets the zero fields to the defaults given.
@@ -90,7 +103,27 @@ func (r *RateLimit) fill(rate float64, burst int) {
 }
 
 func (r RateLimit) limiter() *ratelimit.Limiter {
-	return ratelimit.New(ratelimit.Config{PerSecond: r.PerSecond, Burst: float64(r.Burst), MaxSources: r.Sources})
+	return ratelimit.New(ratelimit.Config{PerSecond: r.PerSecond, Burst: float64(r.Burst), MaxSources: r.Sources,
+		Shared: r.shared, SharedFactor: r.factor})
+}
+
+// StreamRelayHosts returns the hosts of stream relay URLs
+// (wss://host:port/...) that are IP literals, each as its /32 or /128:
+// where those relays' tunnels reach the rendezvous from when the relay
+// advertises the address its presences send from.
+func StreamRelayHosts(urls []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+			a = a.Unmap().WithZone("")
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
 }
 
 // Config configures a Server.
@@ -149,6 +182,15 @@ type Config struct {
 	// AllowSTUN, on the RFC 5780 sockets. Default DefaultSTUNRate and
 	// DefaultSTUNBurst.
 	STUNRate RateLimit
+	// StreamRelaySources are the addresses TLS stream relays' tunnels
+	// come from (their presence addresses): every tunnelled peer of one
+	// relay sends from its one address, so RateLimit, KeyMissRate,
+	// STUNRate and RegisterRate give these StreamRelayFactor times their
+	// rate and burst; the stream relay holds each tunnel to what one peer
+	// needs. Default: the hosts of StreamRelays that are IP literals.
+	StreamRelaySources []netip.Prefix
+	// StreamRelayFactor defaults to DefaultStreamRelayFactor.
+	StreamRelayFactor float64
 	// RegisterRate limits registrations per source of keys not in the key
 	// cache (new peers; refreshes of peers this instance knows do not
 	// count), after the cookie proved the source. Default
@@ -260,6 +302,15 @@ func (c *Config) validate() error {
 	c.STUNRate.fill(DefaultSTUNRate, DefaultSTUNBurst)
 	c.RegisterRate.fill(DefaultRegisterRate, DefaultRegisterBurst)
 	c.PunchRate.fill(DefaultPunchRate, DefaultPunchBurst)
+	if c.StreamRelaySources == nil {
+		c.StreamRelaySources = StreamRelayHosts(c.StreamRelays)
+	}
+	if c.StreamRelayFactor <= 0 {
+		c.StreamRelayFactor = DefaultStreamRelayFactor
+	}
+	for _, r := range []*RateLimit{&c.RateLimit, &c.KeyMissRate, &c.STUNRate, &c.RegisterRate} {
+		r.shared, r.factor = c.StreamRelaySources, c.StreamRelayFactor
+	}
 	if c.KeyMissBudget == 0 {
 		c.KeyMissBudget = DefaultKeyMissBudget
 	}

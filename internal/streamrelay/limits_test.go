@@ -3,9 +3,14 @@ package streamrelay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -581,5 +586,43 @@ func TestIdleSweepRuns(t *testing.T) {
 	}
 	if got := value(srv.m.closed.WithLabelValues("idle")); got != 1 {
 		t.Fatalf("idle closes %v, want 1", got)
+	}
+}
+
+// TestListenerRefusesClientAtCap is the tunnel-exhaustion attack's churn:
+// a client holding its tunnel cap that keeps connecting cost the relay a
+// TLS handshake, a request and an idle keep-alive connection per attempt.
+// Now the connection is closed on accept, before the handshake.
+func TestListenerRefusesClientAtCap(t *testing.T) {
+	relayID := ident(t)
+	srv, err := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1"), MaxTunnelsPerIP: 1, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := relayID.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = srv.Listener(ts.Listener)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	target, err := ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + Path + "#" + relayID.ID().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDial(t, target)
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection from a client at its tunnel cap: read %d, %v; want it closed on accept", n, err)
+	}
+	if got := value(srv.m.refused.WithLabelValues("per_ip")); got != 1 {
+		t.Fatalf("per_ip refusals %v, want 1", got)
 	}
 }

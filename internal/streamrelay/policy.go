@@ -3,6 +3,8 @@ package streamrelay
 import (
 	"net/netip"
 	"sync"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // Reasons a datagram from a tunnel is dropped, the reason label of
@@ -15,6 +17,7 @@ const (
 	dropRate       = "rate_limited"         // the tunnel's datagrams per second
 	dropByteRate   = "byte_rate_limited"    // the tunnel's bytes per second
 	dropIPByteRate = "ip_byte_rate_limited" // the client address's bytes per second
+	dropServerRate = "server_rate_limited"  // ServerRate toward a keymesh server
 	dropMalformed  = "malformed"
 	dropSend       = "send"
 	dropTooLarge   = "too_large"
@@ -39,6 +42,20 @@ func (s *Server) checkDest(dst netip.AddrPort) string {
 		return dropDestOwn
 	}
 	return dropDestDenied
+}
+
+// toServer reports whether a datagram to dst with payload p counts
+// against the tunnel's ServerRate: it goes to a keymesh server and is not
+// a ticket relay's RelaySend (relayed data).
+func (s *Server) toServer(dst netip.AddrPort, p []byte) bool {
+	if len(p) > 0 && p[0] == wire.TypeRelaySend {
+		return false
+	}
+	a := dst.Addr().Unmap().WithZone("")
+	if s.servers[netip.AddrPortFrom(a, dst.Port())] {
+		return true
+	}
+	return s.serverPorts[dst.Port()] && (a == s.cfg.AdvertiseIP || (a == s.cfg.PresenceIP && !a.IsUnspecified()))
 }
 
 // publicPort reports whether port is one of this server's public keymesh

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/ratelimit"
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 type metrics struct {
@@ -54,9 +55,12 @@ type Server struct {
 	policy   *addrpolicy.Policy
 	own      map[netip.Addr]bool
 	ownPorts map[uint16]bool
-	opens    *ratelimit.Limiter // tunnel opens per client address
-	conns    *ratelimit.Limiter // TCP connections per client address (Listener)
-	ipBytes  *ratelimit.Limiter // bytes out per client address
+	// servers and serverPorts are Config.ServerAddrs and ServerPorts.
+	servers     map[netip.AddrPort]bool
+	serverPorts map[uint16]bool
+	opens       *ratelimit.Limiter // tunnel opens per client address
+	conns       *ratelimit.Limiter // TCP connections per client address (Listener)
+	ipBytes     *ratelimit.Limiter // bytes out per client address
 
 	mu       sync.Mutex
 	open     int                  // tunnels, in their handshake or open
@@ -80,24 +84,32 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		m:        newMetrics(cfg.Registerer),
-		policy:   addrpolicy.New(cfg.AllowDestinations, cfg.OwnAddrs),
-		own:      make(map[netip.Addr]bool),
-		ownPorts: make(map[uint16]bool),
-		opens:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
-		conns:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
-		ipBytes:  ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
-		perIP:    make(map[netip.Addr]int),
-		perNet:   make(map[netip.Prefix]int),
-		ports:    make(map[uint16]int),
-		tunnels:  make(map[*tunnel]struct{}),
+		cfg:         cfg,
+		m:           newMetrics(cfg.Registerer),
+		policy:      addrpolicy.New(cfg.AllowDestinations, cfg.OwnAddrs),
+		own:         make(map[netip.Addr]bool),
+		ownPorts:    make(map[uint16]bool),
+		servers:     make(map[netip.AddrPort]bool),
+		serverPorts: make(map[uint16]bool),
+		opens:       ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		conns:       ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		ipBytes:     ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
+		perIP:       make(map[netip.Addr]int),
+		perNet:      make(map[netip.Prefix]int),
+		ports:       make(map[uint16]int),
+		tunnels:     make(map[*tunnel]struct{}),
 	}
 	for _, a := range cfg.OwnAddrs {
 		s.own[a.Unmap().WithZone("")] = true
 	}
 	for _, p := range cfg.OwnPorts {
 		s.ownPorts[p] = true
+	}
+	for _, a := range cfg.ServerAddrs {
+		s.servers[netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())] = true
+	}
+	for _, p := range cfg.ServerPorts {
+		s.serverPorts[p] = true
 	}
 	return s, nil
 }
@@ -129,6 +141,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if reason := s.admit(client); reason != "" {
 		s.m.refused.WithLabelValues(reason).Inc()
+		w.Header().Set("Connection", "close") // not held open as an idle keep-alive
 		code := http.StatusServiceUnavailable
 		if reason == "per_ip" || reason == "per_net" {
 			code = http.StatusTooManyRequests
@@ -136,17 +149,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "relay full", code)
 		return
 	}
-	defer s.release(client)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{})
+	ws, err := websocket.Accept(&smallHijack{ResponseWriter: w}, r, &websocket.AcceptOptions{})
 	if err != nil {
+		s.release(client)
 		s.m.refused.WithLabelValues("upgrade").Inc()
 		return
 	}
-	defer ws.CloseNow()
 	ws.SetReadLimit(addrLen + MaxPayload + 16)
-	if err := s.serve(r.Context(), ws, client); err != nil {
-		s.cfg.Logger.Debug("tunnel ended", "remote", r.RemoteAddr, "err", err)
-	}
+	// The tunnel runs on in a goroutine of its own: returning lets
+	// net/http drop the connection's 4 KiB buffers, the request and the
+	// deep stack of its serving goroutine, which an idle tunnel would
+	// otherwise hold for its life.
+	remote := r.RemoteAddr
+	go func() {
+		defer s.release(client)
+		defer ws.CloseNow()
+		if err := s.serve(context.Background(), ws, client); err != nil {
+			s.cfg.Logger.Debug("tunnel ended", "remote", remote, "err", err)
+		}
+	}()
 }
 
 // admit counts a tunnel against the global and the per-address caps; ""
@@ -154,19 +175,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) admit(client netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.open >= s.cfg.MaxTunnels {
-		return "full"
-	}
-	if s.perIP[client] >= s.cfg.MaxTunnelsPerIP {
-		return "per_ip"
-	}
 	n := clientNet(client)
-	if s.perNet[n] >= s.cfg.MaxTunnelsPerNet {
+	switch {
+	case s.open >= s.cfg.MaxTunnels:
+		return "full"
+	case s.perIP[client] >= s.cfg.MaxTunnelsPerIP:
+		return "per_ip"
+	case s.perNet[n] >= s.cfg.MaxTunnelsPerNet:
 		return "per_net"
 	}
 	s.open++
 	s.perIP[client]++
 	s.perNet[n]++
+	return ""
+}
+
+// full is admit's check alone: the refusal reason when client could not
+// open a tunnel now, else "".
+func (s *Server) full(client netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.open >= s.cfg.MaxTunnels:
+		return "full"
+	case s.perIP[client] >= s.cfg.MaxTunnelsPerIP:
+		return "per_ip"
+	case s.perNet[clientNet(client)] >= s.cfg.MaxTunnelsPerNet:
+		return "per_net"
+	}
 	return ""
 }
 
@@ -252,10 +288,8 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Add
 	defer s.m.tunnels.Dec()
 	s.cfg.Logger.Info("tunnel open", "peer", id.Short(), "presence", presence)
 
-	go func() {
-		<-ctx.Done()
-		udp.Close()
-	}()
+	stopClose := context.AfterFunc(ctx, func() { udp.Close() })
+	defer stopClose()
 	errc := make(chan error, 1)
 	go func() { errc <- s.down(ctx, ws, udp, t) }()
 	err = s.up(ctx, ws, udp, t, client) // ends when the tunnel does
@@ -321,6 +355,7 @@ func (s *Server) sweep() int {
 func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel, client netip.Addr) error {
 	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
 	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
+	var toServers *rate.Limiter // ServerRate; made with the first datagram to a server
 	for {
 		typ, b, err := ws.Read(ctx)
 		if err != nil {
@@ -344,6 +379,15 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 		if reason := s.checkDest(dst); reason != "" {
 			s.m.dropped.WithLabelValues(reason).Inc()
 			continue
+		}
+		if s.toServer(dst, payload) {
+			if toServers == nil {
+				toServers = rate.NewLimiter(rate.Limit(s.cfg.ServerRate), int(max(1, s.cfg.ServerBurst)))
+			}
+			if !toServers.AllowN(now, 1) {
+				s.m.dropped.WithLabelValues(dropServerRate).Inc()
+				continue
+			}
 		}
 		if reason := t.dests.allow(dst, now.UnixNano(), &s.cfg); reason != "" {
 			s.m.dropped.WithLabelValues(reason).Inc()
@@ -372,40 +416,49 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel) error {
 	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
 	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
-	buf := make([]byte, MaxPayload+1)
-	out := make([]byte, 0, addrLen+MaxPayload)
 	for {
-		n, from, err := udp.ReadFromUDPAddrPort(buf)
+		b, n, from, err := recvPresence(udp)
 		if err != nil {
 			return err
 		}
-		if n > MaxPayload {
-			s.m.dropped.WithLabelValues(dropTooLarge).Inc()
-			continue
-		}
-		now := s.cfg.Now()
-		if !pps.AllowN(now, 1) {
-			s.m.dropped.WithLabelValues(dropRate).Inc()
-			continue
-		}
-		if !bps.AllowN(now, n) {
-			s.m.dropped.WithLabelValues(dropByteRate).Inc()
-			continue
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
-		out = appendDatagram(out[:0], from, buf[:n])
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		err = ws.Write(wctx, websocket.MessageBinary, out)
-		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
-		cancel()
+		err = s.downOne(ctx, ws, t, pps, bps, b, n, from)
+		putBuf(b)
 		if err != nil {
-			if timedOut {
-				s.m.closed.WithLabelValues("write_timeout").Inc()
-			}
 			return err
 		}
-		s.m.packets.WithLabelValues("down").Inc()
-		s.m.bytes.WithLabelValues("down").Add(float64(n))
 	}
+}
+
+// downOne hands the client one datagram that arrived at its presence: the
+// payload of n bytes at (*b)[addrLen:], from from.
+func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, pps, bps *rate.Limiter, b *[]byte, n int, from netip.AddrPort) error {
+	if n > MaxPayload {
+		s.m.dropped.WithLabelValues(dropTooLarge).Inc()
+		return nil
+	}
+	now := s.cfg.Now()
+	if !pps.AllowN(now, 1) {
+		s.m.dropped.WithLabelValues(dropRate).Inc()
+		return nil
+	}
+	if !bps.AllowN(now, n) {
+		s.m.dropped.WithLabelValues(dropByteRate).Inc()
+		return nil
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
+	out := wire.AppendAddr((*b)[:0], from)[:addrLen+n] // the payload is already in place
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	err := ws.Write(wctx, websocket.MessageBinary, out)
+	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err != nil {
+		if timedOut {
+			s.m.closed.WithLabelValues("write_timeout").Inc()
+		}
+		return err
+	}
+	s.m.packets.WithLabelValues("down").Inc()
+	s.m.bytes.WithLabelValues("down").Add(float64(n))
+	return nil
 }

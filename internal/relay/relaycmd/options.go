@@ -169,6 +169,9 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.Float64Var(&rl.BindBurst, "bind-burst", relay.DefaultBindBurst, "burst of the per-source bind limit")
 	fs.Float64Var(&rl.BindsPerSecond, "binds-per-second", relay.DefaultBindsPerSecond, "bind signature checks per second over all sources (negative: no cap)")
 	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources each per-source limit table holds; when full it forgets idle sources first")
+	var streamSources string
+	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) of other TLS stream relays' presence addresses, from which all their tunnels bind: there --rate-limit, --bind-rate and --challenge-rate and their bursts are multiplied by --stream-relay-factor (this relay's own --stream-presence-ip and --stream-advertise-ip count when --tls-listen is on)")
+	fs.Float64Var(&rl.StreamRelayFactor, "stream-relay-factor", relay.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay presence addresses (see --stream-relay-sources)")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.BoolVar(&c.genKey, "gen-ticket-key", false, "print a new ticket key line and exit (rotate: put the new line first, keep the old one second until its tickets expire)")
 	m := &o.Mesh
@@ -204,7 +207,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&presenceIP, "stream-presence-ip", "", "IP the stream relay's per-tunnel UDP sockets bind to: the public one, a private one or 0.0.0.0 (default: the --tls-listen host)")
 	fs.StringVar(&streamAdvertiseIP, "stream-advertise-ip", "", "public IP tunnels are told their UDP presence has, when it is not on the interface (AWS); needed when --stream-presence-ip is private or unspecified (default: --stream-presence-ip)")
 	fs.StringVar(&ownPorts, "stream-own-ports", "", "UDP ports (comma-separated) of other public keymesh services on this host, e.g. a rendezvous on 3478, that tunnels may reach at this host's addresses (the ticket relay's and TURN's ports always are; every other port of the host is refused)")
-	fs.IntVar(&st.Limits.MaxTunnels, "stream-max-tunnels", streamrelay.DefaultMaxTunnels, "open stream tunnels, those in their handshake included")
+	fs.IntVar(&st.Limits.MaxTunnels, "stream-max-tunnels", streamrelay.DefaultMaxTunnels, fmt.Sprintf("open stream tunnels, those in their handshake included; each idle one holds about %d KiB of relay memory, so the default %d tunnels ≈ %d MiB: size it to the memory the relay may give tunnels", streamrelay.TunnelMemory>>10, streamrelay.DefaultMaxTunnels, streamrelay.DefaultMaxTunnels*streamrelay.TunnelMemory>>20))
 	fs.IntVar(&st.Limits.MaxTunnelsPerIP, "stream-max-tunnels-per-ip", streamrelay.DefaultMaxTunnelsPerIP, "open stream tunnels per client IPv4 address or IPv6 /64")
 	fs.IntVar(&st.Limits.MaxTunnelsPerNet, "stream-max-tunnels-per-net", streamrelay.DefaultMaxTunnelsPerNet, "open stream tunnels per client IPv4 /24 or IPv6 /48")
 	fs.Float64Var(&st.Limits.OpenRate, "stream-open-rate", streamrelay.DefaultOpenRate, "TCP connections, and separately stream tunnels, a client IPv4 address or IPv6 /64 may open per second (a connection over it is closed before its TLS handshake)")
@@ -221,6 +224,10 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.DurationVar(&st.Limits.DestinationTTL, "stream-destination-timeout", streamrelay.DefaultDestinationTTL, "how long a destination a stream tunnel stopped sending to keeps its place among --stream-max-destinations")
 	fs.Float64Var(&st.Limits.ProbeRate, "stream-probe-rate", streamrelay.DefaultProbeRate, "datagrams per second a stream tunnel may send to an address that has sent it nothing, all its ports together (registering, binding, punching); answered addresses get --stream-rate")
 	fs.Float64Var(&st.Limits.ProbeBurst, "stream-probe-burst", streamrelay.DefaultProbeBurst, "burst of --stream-probe-rate, in datagrams")
+	var streamServers string
+	fs.StringVar(&streamServers, "stream-servers", "", "UDP addresses ip:port (comma-separated) of keymesh rendezvous servers and ticket relays elsewhere: each stream tunnel may send them, with this host's ticket relay and --stream-own-ports, only --stream-server-rate datagrams per second (RelaySend data aside), so that one tunnel cannot spend what they allow this relay's address")
+	fs.Float64Var(&st.Limits.ServerRate, "stream-server-rate", streamrelay.DefaultServerRate, "datagrams per second each stream tunnel may send to the keymesh servers (--stream-servers, this host's ticket relay and --stream-own-ports) all together, RelaySend data aside")
+	fs.Float64Var(&st.Limits.ServerBurst, "stream-server-burst", streamrelay.DefaultServerBurst, "burst of --stream-server-rate, in datagrams")
 	fs.StringVar(&acmeDomains, "acme-domain", "", "domain names (comma-separated) for an ACME certificate on the stream relay (empty: self-signed)")
 	fs.StringVar(&st.ACME.Email, "acme-email", "", "ACME account e-mail")
 	fs.StringVar(&st.ACME.CA, "acme-ca", certs.LetsEncrypt, "ACME directory URL")
@@ -288,6 +295,20 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 		}
 		st.OwnPorts = append(st.OwnPorts, uint16(p))
 	}
+	for _, f := range splitList(streamServers) {
+		ap, err := netip.ParseAddrPort(f)
+		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			return nil, usageErr("--stream-servers: %q is not ip:port (give e.g. 203.0.113.5:3478,203.0.113.6:3479)", f)
+		}
+		st.Servers = append(st.Servers, ap)
+	}
+	if streamSources != "" {
+		p, err := addrpolicy.ParsePrefixes(streamSources)
+		if err != nil {
+			return nil, usageErr("--stream-relay-sources: %v", err)
+		}
+		o.RateLimit.StreamRelays = p
+	}
 	st.ACME.Domains = splitList(acmeDomains)
 	if c.rateLimitPS <= 0 {
 		o.RateLimit.Disabled = true
@@ -315,6 +336,8 @@ func (c *command) check() error {
 		return usageErr("--bind-rate %v, --bind-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.BindRate, o.RateLimit.BindBurst)
 	case o.RateLimit.BindsPerSecond == 0:
 		return usageErr("--binds-per-second 0 would refuse every bind: give a positive number, or a negative one for no cap")
+	case o.RateLimit.StreamRelayFactor < 1:
+		return usageErr("--stream-relay-factor %v: give at least 1 (default %v)", o.RateLimit.StreamRelayFactor, relay.DefaultStreamRelayFactor)
 	case o.RateLimit.MaxSources < 1:
 		return usageErr("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
 	case o.TURN.enabled() && o.TURN.SecretFile == "":

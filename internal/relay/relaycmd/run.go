@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/keymesh/keymesh/internal/obs"
@@ -37,10 +38,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 			c.Close()
 		}
 	}()
+	rl := o.RateLimit
+	rl.StreamRelays = append(append([]netip.Prefix(nil), rl.StreamRelays...), o.Stream.presenceSources()...)
 	cfg := relay.Config{
 		Keys:       keys,
 		TicketTTL:  o.Ticket.TTL,
-		RateLimit:  o.RateLimit,
+		RateLimit:  rl,
 		Logger:     log,
 		Registerer: admin.Registry,
 		Instance:   uint16(o.Mesh.Instance),

@@ -38,6 +38,10 @@ type StreamOptions struct {
 	// host (a rendezvous) that tunnels may reach at its addresses; the
 	// ticket relay's and TURN's ports are added by Run.
 	OwnPorts []uint16
+	// Servers are keymesh servers elsewhere (rendezvous, ticket relays)
+	// that each tunnel may send only Limits.ServerRate; the ticket
+	// relay's port and OwnPorts on this host count as servers too.
+	Servers []netip.AddrPort
 	// MaxHeaderBytes bounds an HTTP request's header.
 	MaxHeaderBytes int
 	// Limits are the stream relay's limits (only those fields of
@@ -73,7 +77,7 @@ type StreamLimits struct {
 	MaxTunnels, MaxTunnelsPerIP, MaxTunnelsPerNet, Burst, MaxDestinations int
 	ByteRate, IPByteRate                                                  int
 	OpenRate, OpenBurst, Rate                                             float64
-	ProbeRate, ProbeBurst                                                 float64
+	ProbeRate, ProbeBurst, ServerRate, ServerBurst                        float64
 	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL           time.Duration
 }
 
@@ -89,6 +93,7 @@ func (l StreamLimits) invalid() string {
 		{"open-rate", l.OpenRate > 0}, {"open-burst", l.OpenBurst >= 1}, {"rate", l.Rate > 0},
 		{"byte-rate", l.ByteRate > 0}, {"ip-byte-rate", l.IPByteRate > 0},
 		{"probe-rate", l.ProbeRate > 0}, {"probe-burst", l.ProbeBurst >= 1},
+		{"server-rate", l.ServerRate > 0}, {"server-burst", l.ServerBurst >= 1},
 		{"handshake-timeout", l.HandshakeTimeout > 0}, {"idle-timeout", l.IdleTimeout > 0},
 		{"write-timeout", l.WriteTimeout > 0}, {"destination-timeout", l.DestinationTTL > 0},
 	} {
@@ -127,6 +132,10 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		advertise = presence
 	}
 	ownPorts := append([]uint16(nil), o.OwnPorts...)
+	serverPorts := append([]uint16(nil), o.OwnPorts...)
+	if ua, ok := addrs.UDP.(*net.UDPAddr); ok {
+		serverPorts = append(serverPorts, uint16(ua.Port))
+	}
 	for _, a := range []net.Addr{addrs.UDP, addrs.TURNUDP} {
 		if ua, ok := a.(*net.UDPAddr); ok {
 			ownPorts = append(ownPorts, uint16(ua.Port))
@@ -159,6 +168,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		HandshakeTimeout: l.HandshakeTimeout, IdleTimeout: l.IdleTimeout, WriteTimeout: l.WriteTimeout,
 		Rate: l.Rate, Burst: l.Burst, ByteRate: float64(l.ByteRate), IPByteRate: float64(l.IPByteRate),
 		MaxDestinations: l.MaxDestinations, DestinationTTL: l.DestinationTTL, ProbeRate: l.ProbeRate, ProbeBurst: l.ProbeBurst,
+		ServerAddrs: o.Servers, ServerPorts: serverPorts, ServerRate: l.ServerRate, ServerBurst: l.ServerBurst,
 		Logger: log.With("service", "stream"), Registerer: reg,
 	})
 	if err != nil {
@@ -207,6 +217,30 @@ func streamHTTPServer(h http.Handler, tlsConf *tls.Config, o StreamOptions, log 
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.With("service", "stream").Handler(), slog.LevelDebug),
 	}
+}
+
+// presenceSources are the addresses the ticket relay on this host sees
+// the stream relay's tunnels come from: the presence address when it is a
+// specific one, and the advertised address (where a packet to the public
+// address comes back from through the provider's NAT). None when the
+// stream relay is off.
+func (o StreamOptions) presenceSources() []netip.Prefix {
+	if !o.enabled() {
+		return nil
+	}
+	p := o.PresenceIP
+	if !p.IsValid() {
+		if host, _, err := net.SplitHostPort(o.TLSListen); err == nil {
+			p, _ = netip.ParseAddr(host)
+		}
+	}
+	var out []netip.Prefix
+	for _, a := range []netip.Addr{p, o.AdvertiseIP} {
+		if a = a.Unmap(); a.IsValid() && !a.IsUnspecified() {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
 }
 
 func splitList(s string) []string {

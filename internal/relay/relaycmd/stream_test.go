@@ -114,6 +114,10 @@ func TestStreamFlagsBadInvocations(t *testing.T) {
 		{"zero limit", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-tunnels-per-ip", "0"}, "--stream-max-tunnels-per-ip"},
 		{"small header", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-header-bytes", "10"}, "--stream-max-header-bytes"},
 		{"wildcard without advertise", []string{"--tls-listen", "0.0.0.0:0", "--key", filepath.Join(t.TempDir(), "k")}, "--stream-advertise-ip"},
+		{"bad stream server", []string{"--stream-servers", "203.0.113.5"}, "--stream-servers"},
+		{"bad stream relay source", []string{"--stream-relay-sources", "relay.example"}, "--stream-relay-sources"},
+		{"small factor", []string{"--stream-relay-factor", "0.5"}, "--stream-relay-factor"},
+		{"zero server rate", []string{"--tls-listen", "127.0.0.1:0", "--stream-server-rate", "0"}, "--stream-server-rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -134,6 +138,22 @@ func TestStreamFlagsBadInvocations(t *testing.T) {
 	}
 	if want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.1/32")}; !slices.Equal(c.opts.AllowDestinations, want) {
 		t.Fatalf("AllowDestinations %v, want %v", c.opts.AllowDestinations, want)
+	}
+	c, err = parse([]string{"--stream-servers", "203.0.113.5:3478, [2001:db8::5]:3479", "--stream-relay-sources", "198.51.100.7",
+		"--tls-listen", "192.0.2.10:443", "--stream-advertise-ip", "203.0.113.10"}, noEnv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.5:3478"), netip.MustParseAddrPort("[2001:db8::5]:3479")}; !slices.Equal(c.opts.Stream.Servers, want) {
+		t.Fatalf("Stream.Servers %v, want %v", c.opts.Stream.Servers, want)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}; !slices.Equal(c.opts.RateLimit.StreamRelays, want) {
+		t.Fatalf("RateLimit.StreamRelays %v, want %v", c.opts.RateLimit.StreamRelays, want)
+	}
+	// The ticket relay on this host sees its own stream relay's tunnels
+	// come from the presence and the advertised address.
+	if got, want := c.opts.Stream.presenceSources(), []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("203.0.113.10/32")}; !slices.Equal(got, want) {
+		t.Fatalf("presenceSources %v, want %v", got, want)
 	}
 }
 
@@ -223,5 +243,57 @@ func TestStreamHTTPLimits(t *testing.T) {
 	}
 	if _, err := br2.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("idle keep-alive connection still open: %v", err)
+	}
+}
+
+// TestStreamTunnelsBindDespiteAbusiveTunnel is the shared-address attack
+// on the ticket relay: every tunnel binds from the stream relay's one
+// presence address, so one tunnel flooding binds at the tunnel rate used
+// up that address's challenges and binds, and no tunnelled peer could
+// bind. The relay gives its own presence address --stream-relay-factor
+// times the per-source limits and holds each tunnel to
+// --stream-server-rate toward the ticket relay: the other tunnels bind.
+func TestStreamTunnelsBindDespiteAbusiveTunnel(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "relay.key")
+	// Per-source limits that hardly refill within the test: 5 x 20 = 100
+	// challenges and binds for the presence address.
+	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0", "--key", key,
+		"--challenge-rate", "0.0001", "--challenge-burst", "5", "--bind-rate", "0.0001", "--bind-burst", "5",
+		"--stream-relay-factor", "20", "--stream-server-burst", "10", "--stream-server-rate", "0.01"}, nil)
+	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dial := func() (*streamrelay.Tunnel, *crypto.Identity) {
+		id, _ := crypto.GenerateIdentity(nil)
+		tun, err := streamrelay.Dial(ctx, target, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tun.Close() })
+		return tun, id
+	}
+	abuser, aid := dial()
+	flood := wire.AppendRelayBind(nil, aid, time.Now(), crypto.Cookie{})
+	for range 1000 {
+		if _, err := abuser.WriteTo(flood, r.addrs.UDP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The abuser's own bind goes after its flood through the same
+	// tunnel and socket: once it is over, the flood has reached the relay.
+	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+	_, _ = relay.Bind(actx, abuser, r.addrs.UDP, aid)
+	acancel()
+	for i := range 5 {
+		tun, id := dial()
+		bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := relay.Bind(bctx, tun, r.addrs.UDP, id)
+		bcancel()
+		if err != nil {
+			t.Fatalf("tunnelled peer %d of 5 could not bind after one tunnel's flood: %v", i, err)
+		}
 	}
 }

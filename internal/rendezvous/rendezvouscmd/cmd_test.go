@@ -52,6 +52,8 @@ func TestFlagErrors(t *testing.T) {
 		{"--register-rate", "0"},
 		{"--stun-burst", "0"},
 		{"--max-records", "0"},
+		{"--stream-relay-sources", "relay.example"},
+		{"--stream-relay-factor", "0"},
 		{"--mesh-listen", "127.0.0.1:3490", "--registry", "redis", "--redis", "redis://x"},
 		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s"},
 		{"--mesh-listen", "0.0.0.0:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x"},

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/mesh"
@@ -48,20 +49,24 @@ type Options struct {
 	STUNRate         float64
 	STUNBurst        int
 	KeyMissRate      float64
-	KeyMissBudget    float64
-	RegisterRate     float64
-	RegisterBurst    int
-	PunchRate        float64
-	PunchBurst       int
-	UDPBuffer        int
-	KeyCache         int
-	ReplayCache      int
-	MaxRecords       int
-	ReportRate       float64
-	ReportBurst      int
-	LogFormat        string
-	LogLevel         string
-	Version          bool
+	// StreamRelaySources is --stream-relay-sources, nil when not given
+	// (then the IP hosts of the --stream-relay URLs).
+	StreamRelaySources []netip.Prefix
+	StreamRelayFactor  float64
+	KeyMissBudget      float64
+	RegisterRate       float64
+	RegisterBurst      int
+	PunchRate          float64
+	PunchBurst         int
+	UDPBuffer          int
+	KeyCache           int
+	ReplayCache        int
+	MaxRecords         int
+	ReportRate         float64
+	ReportBurst        int
+	LogFormat          string
+	LogLevel           string
+	Version            bool
 }
 
 // errUsage marks a bad flag (exit code 2).
@@ -107,6 +112,9 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&o.PunchRate, "punch-rate", rendezvous.DefaultPunchRate, "Punches per second one peer is sent, all requesters together (over it a Connect gets its reply but the peer no Punch); negative disables")
 	fs.IntVar(&o.PunchBurst, "punch-burst", rendezvous.DefaultPunchBurst, "burst of Punches one peer is sent")
 	fs.IntVar(&o.UDPBuffer, "udp-buffer", 4<<20, "receive/send buffer of each rendezvous socket in bytes, capped by net.core.rmem_max/wmem_max unless the process may raise it (0: system default)")
+	var streamSources string
+	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) TLS stream relays' tunnels come from, each standing for all its tunnelled peers: there --rate-limit, --stun-rate, --key-miss-rate and --register-rate and their bursts are multiplied by --stream-relay-factor (default: the hosts of the --stream-relay URLs that are IP addresses)")
+	fs.Float64Var(&o.StreamRelayFactor, "stream-relay-factor", rendezvous.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay addresses (see --stream-relay-sources); each tunnel is held to the stream relay's --stream-server-rate")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
@@ -127,6 +135,13 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 		return o, fmt.Errorf("%w: unexpected argument %q (all settings are flags; see --help)", errUsage, fs.Arg(0))
 	}
 	o.Relays, o.StreamRelays, o.TURNURIs = relays, streams, turnURIs
+	if streamSources != "" {
+		p, err := addrpolicy.ParsePrefixes(streamSources)
+		if err != nil {
+			return o, fmt.Errorf("%w: --stream-relay-sources: %v", errUsage, err)
+		}
+		o.StreamRelaySources = p
+	}
 	return o, o.check()
 }
 
@@ -167,6 +182,8 @@ func (o *Options) check() error {
 		return bad("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1 || o.RateSources < 1:
 		return bad("--max-cached-keys, --max-replay-nonces, --max-records and --rate-sources must be at least 1")
+	case o.StreamRelayFactor < 1:
+		return bad("--stream-relay-factor %v: give at least 1 (default %v)", o.StreamRelayFactor, rendezvous.DefaultStreamRelayFactor)
 	case o.MeshRate == 0:
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.MeshListen != "" && o.PeerSecretFile == "":

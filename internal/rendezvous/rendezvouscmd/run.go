@@ -94,6 +94,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		KeyCache:      o.KeyCache,
 		ReplayCache:   o.ReplayCache,
 		Reports:       rendezvous.ReportLimit{PerSecond: o.ReportRate, Burst: o.ReportBurst},
+
+		StreamRelaySources: o.StreamRelaySources,
+		StreamRelayFactor:  o.StreamRelayFactor,
 	}
 	secret, err := cookieSecret(o.CookieSecretFile, log)
 	if err != nil {

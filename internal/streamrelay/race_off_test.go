@@ -1,0 +1,5 @@
+//go:build !race
+
+package streamrelay
+
+const raceEnabled = false
