@@ -362,10 +362,19 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	}
 }
 
-// tickPeers runs every peer's probes and liveness checks.
+// tickPeers runs every peer's probes and liveness checks. A direct path
+// lost is a sign that this peer's NAT may have forgotten its mappings (a
+// router reboot, a conntrack flush): the relay ticket it published may
+// point at a port that no longer leads here, so the layer reacts at once
+// (pathLost) instead of waiting for the next rebind and registration.
 func (s *Sock) tickPeers(now time.Time) {
+	lost := false
 	for _, pr := range s.peers() {
+		was := pr.route.Load().kind
 		probes, relayProbe, forget := s.tickPeer(pr, now)
+		if was == PathDirect && pr.route.Load().kind != PathDirect {
+			lost = true
+		}
 		if forget {
 			s.log.Debug("forgetting idle peer", "peer", pr.id.Short())
 			s.RemovePeer(pr.id)
@@ -378,6 +387,28 @@ func (s *Sock) tickPeers(now time.Time) {
 			s.sendProbe(pr, false, netip.AddrPort{}, nil)
 		}
 	}
+	if lost {
+		s.pathLost(now)
+	}
+}
+
+// lostReactEvery bounds pathLost's reaction to once per interval, however
+// many paths fail at once or flap.
+const lostReactEvery = time.Second
+
+// pathLost reacts to a lost direct path as to a change of this peer's own
+// addresses (localChanged): rebind every relay now, re-register, and send
+// every peer a PathUpdate. When the relay then sees a new address (the NAT
+// made a new mapping), the new ticket goes out in the next PathUpdates,
+// so the peers' relay path leads here again within a round trip rather
+// than at the next RelayRebindInterval.
+func (s *Sock) pathLost(now time.Time) {
+	last := s.lostAt.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < lostReactEvery {
+		return
+	}
+	s.lostAt.Store(now.UnixNano())
+	s.localChanged("direct path lost")
 }
 
 func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relayProbe, forget bool) {

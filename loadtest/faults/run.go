@@ -83,6 +83,9 @@ type Result struct {
 	// ready again until a third peer, registered before, got a reply
 	// from B over a new session; nil when not measured or never.
 	NewSession *time.Duration `json:"new_session_ns,omitempty"`
+	// Gaps are the gaps in delivery longer than 250 ms: when each ended,
+	// in ms from the fault, and how long it was.
+	Gaps []string `json:"gaps,omitempty"`
 	// Paths are the changes of A's path to B, in ms from the fault.
 	Paths []string `json:"paths,omitempty"`
 	// Err says why the run could not complete.
@@ -234,6 +237,15 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		}
 	}
 	res.DataBack = flowing.Sub(faultAt)
+	prev := faultAt
+	for _, t := range times {
+		if t.After(faultAt) && t.Sub(prev) > stallThreshold {
+			res.Gaps = append(res.Gaps, fmt.Sprintf("%+dms: %dms", t.Sub(faultAt).Milliseconds(), t.Sub(prev).Milliseconds()))
+		}
+		if t.After(prev) {
+			prev = t
+		}
+	}
 	if len(samples) > 0 {
 		res.Final = samples[len(samples)-1].path
 	}

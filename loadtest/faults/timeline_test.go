@@ -31,7 +31,9 @@ func TestLongestGap(t *testing.T) {
 
 func TestStableSince(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	s := func(ms int, p string) sample { return sample{at: t0.Add(time.Duration(ms) * time.Millisecond), path: p} }
+	s := func(ms int, p string) sample {
+		return sample{at: t0.Add(time.Duration(ms) * time.Millisecond), path: p}
+	}
 	samples := []sample{s(0, "direct"), s(50, "relay"), s(100, "direct"), s(150, "relay"), s(200, "direct"), s(250, "direct")}
 	got, ok := stableSince(samples, "direct")
 	if !ok || !got.Equal(t0.Add(200*time.Millisecond)) {
