@@ -425,10 +425,11 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 	r := pr.route.Load()
 	if r.kind == PathDirect {
 		c := pr.cands[r.addr]
-		switch {
-		case c == nil || nat.Dead(now, c.unanswered, c.firstUnanswered):
+		if c == nil {
 			r = s.fallback(pr, r, now)
-		case now.Sub(c.lastSent) >= nat.ProbeInterval(now, lastSent):
+		} else if dead, probe := checkDirect(now, c, lastSent, lastSeen); dead {
+			r = s.fallback(pr, r, now)
+		} else if probe {
 			probes = append(probes, c.addr)
 		}
 	}
