@@ -36,7 +36,9 @@ func suspect(now, lastSent, lastSeen time.Time, rtt time.Duration) bool {
 
 // checkDirect decides for the active direct path's candidate c at now:
 // whether it is dead (fall back), else whether to probe it now. lastSent
-// and lastSeen are the peer's last data sent and last frame heard.
+// is the peer's last data sent, lastSeen the last frame heard over this
+// path (not through the relay: a peer that switched to the relay has
+// given this path up).
 func checkDirect(now time.Time, c *cand, lastSent, lastSeen time.Time) (dead, probe bool) {
 	if suspect(now, lastSent, lastSeen, c.rtt) {
 		if c.unanswered >= quickMissed && now.Sub(c.firstUnanswered) >= max(4*c.rtt, quickDeadAfter) {

@@ -132,3 +132,26 @@ func TestResumeOnDeadIdlePath(t *testing.T) {
 		t.Fatalf("the loss was noticed %s after traffic resumed, want within 500ms", took)
 	}
 }
+
+// TestBirthdayAgainAfterLoss: a birthday punch runs once per punchWindow,
+// but a NAT that forgot the mappings it found must not leave the peers on
+// the relay for the rest of the window: after a loss the next punch may
+// start birthdayAgainAfter after the last one began, the easy side's
+// spent spray window no longer holding it back.
+func TestBirthdayAgainAfterLoss(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	pr := &peer{bdayAt: t0, sprayUntil: t0.Add(nat.BirthdayWindow)}
+	allowed := func(now time.Time) bool {
+		return !now.Before(pr.sprayUntil) && now.Sub(pr.bdayAt) >= punchWindow
+	}
+	if allowed(t0.Add(birthdayAgainAfter)) {
+		t.Fatal("a second punch was allowed without a loss")
+	}
+	pr.birthdayAgain()
+	if allowed(t0.Add(birthdayAgainAfter - time.Millisecond)) {
+		t.Fatal("a punch was allowed again sooner than birthdayAgainAfter")
+	}
+	if !allowed(t0.Add(birthdayAgainAfter)) {
+		t.Fatal("after a loss, a punch was still held back for punchWindow")
+	}
+}

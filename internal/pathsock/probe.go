@@ -295,6 +295,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		}
 	}
 	c.lastReply, c.unanswered = now, 0
+	pr.lastDirect.Store(now.UnixNano())
 	c.rtt = smooth(c.rtt, rtt)
 	c.via = p.via
 	if via != nil {
@@ -414,6 +415,7 @@ func (s *Sock) pathLost(now time.Time) {
 func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relayProbe, forget bool) {
 	lastSent := unixTime(pr.lastSent.Load())
 	lastSeen := unixTime(pr.lastSeen.Load())
+	lastDirect := unixTime(pr.lastDirect.Load())
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	punching := !s.noDirect() && pr.punch.Active(now)
@@ -427,7 +429,7 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 		c := pr.cands[r.addr]
 		if c == nil {
 			r = s.fallback(pr, r, now)
-		} else if dead, probe := checkDirect(now, c, lastSent, lastSeen); dead {
+		} else if dead, probe := checkDirect(now, c, lastSent, lastDirect); dead {
 			r = s.fallback(pr, r, now)
 		} else if probe {
 			probes = append(probes, c.addr)
@@ -477,6 +479,14 @@ func (s *Sock) fallback(pr *peer, dead *route, now time.Time) *route {
 		nr = &route{kind: PathDirect, addr: best.addr, via: best.via}
 	}
 	pr.route.Store(nr)
+	if nr.kind != PathDirect {
+		// The NATs may have forgotten the mappings that birthday
+		// punching found: let the PathUpdates that follow a loss
+		// (pathLost) punch again, not only after punchWindow.
+		if st := nat.ChooseStrategy(s.cfg.NAT(), pr.nat); st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy {
+			pr.birthdayAgain()
+		}
+	}
 	s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", dead.addr.String(), "now", nr.kind)
 	return nr
 }
