@@ -14,6 +14,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/faults"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 )
@@ -90,6 +91,14 @@ func runFaults(ctx context.Context, args []string) error {
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	}
+	for _, f := range o.faults {
+		if f.Kind == faults.NATFlush {
+			if _, err := debpkg.Ensure(ctx, "conntrack", "conntrack"); err != nil {
+				return fmt.Errorf("nat-flush needs conntrack: %w", err)
+			}
+			break
+		}
 	}
 	log := slog.New(slog.DiscardHandler)
 	if o.verbose {

@@ -314,7 +314,7 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, 
 				continue
 			}
 			if out, err := n.Command(ctx, "conntrack", "-F").CombinedOutput(); err != nil {
-				return at, ref, ready, fmt.Errorf("conntrack -F: %w: %s", err, out)
+				return at, ref, ready, fmt.Errorf("conntrack -F in %s's NAT (needs the Debian package conntrack): %w: %s", sa.Name, err, out)
 			}
 		}
 		at = time.Now()
