@@ -2,6 +2,7 @@
 // traversal matrix, load generators for the rendezvous and relay servers, and
 // data-path throughput against a raw UDP baseline.
 //
+//	loadtest faults      recovery from faults under a paced stream, in the netns lab (root)
 //	loadtest matrix      traversal success by NAT-type pair, in the netns lab (root)
 //	loadtest peers       N simulated peers registering and connecting
 //	loadtest relay       TURN load against our relay and coturn, side by side
@@ -27,6 +28,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"faults", "recovery from faults under a paced stream in the netns lab (needs root)", runFaults},
 		{"matrix", "traversal success by NAT-type pair in the netns lab (needs root)", runMatrix},
 		{"peers", "N simulated peers registering and connecting against rendezvous servers", runPeers},
 		{"relay", "TURN load against our relay and against coturn, side by side", runRelay},

@@ -93,6 +93,14 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 		return
 	}
 	if st == nat.StrategyBirthdayHard {
+		if pr.kept != nil {
+			// The socket an earlier punch kept has lost its path (the
+			// route is not direct): the new punch's winner replaces it.
+			pr.kept.retired.Store(true)
+			s.dropExtra(pr.kept)
+			s.forgetVia(pr, pr.kept)
+			pr.kept, pr.keptLost = nil, time.Time{}
+		}
 		pr.bdayAt = now
 		b := &birthday{done: make(chan struct{})}
 		pr.bday = b
@@ -109,6 +117,23 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 	pr.sprayUntil = now.Add(nat.BirthdayWindow)
 	s.wg.Add(1)
 	go s.birthdayEasy(pr, target.Addr(), start)
+}
+
+// birthdayAgainAfter is how soon after the start of a peer's last
+// birthday punch a lost direct path lets it punch again (punchWindow
+// otherwise).
+const birthdayAgainAfter = 2 * time.Second
+
+// birthdayAgain lets the next startBirthday run birthdayAgainAfter after
+// the last one started, rather than punchWindow: the direct path it found
+// was lost. pr.mu is held.
+func (pr *peer) birthdayAgain() {
+	if !pr.bdayAt.IsZero() {
+		pr.bdayAt = pr.bdayAt.Add(birthdayAgainAfter - punchWindow)
+	}
+	// An easy side's spray ended when the path opened; its window no
+	// longer holds the next one back.
+	pr.sprayUntil = time.Time{}
 }
 
 // wonBirthday keeps the socket via that answered for pr and ends the

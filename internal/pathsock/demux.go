@@ -120,6 +120,11 @@ func (s *Sock) data(bp *[]byte, tag uint64, off, n int, from netip.AddrPort, dir
 	}
 	now := s.now()
 	pr.lastSeen.Store(now.UnixNano())
+	if direct {
+		if r := pr.route.Load(); r.kind == PathDirect && r.addr == from {
+			pr.lastDirect.Store(now.UnixNano())
+		}
+	}
 	// A new source is probed only for a frame at least as large as the
 	// probe: a spoofed tag must not buy an amplified reflection.
 	if direct && n >= minNoticeFrame {

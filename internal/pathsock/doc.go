@@ -10,7 +10,14 @@
 // authenticated ProbeReply opens a direct path, and the lowest-RTT direct
 // path is kept. The active direct path is probed (every 500 ms while traffic
 // flows, every 5 s when idle); three unanswered probes fall back to the
-// relay within 2 s, and the peer's candidates are probed again so that a
+// relay within 2 s. A peer silent over the direct path while data goes out
+// to it makes the path suspect (liveness.go): it is probed every 100 ms
+// tick and given up after two probes unanswered for 200 ms, so a cut
+// moves to the relay within about half a second. A lost direct path is
+// treated as a change of this peer's own addresses (its NAT may have
+// forgotten its mappings, the relay ticket's port among them): the relay
+// is bound again at once, the peer re-registers and sends PathUpdates,
+// at most once a second. The peer's candidates are probed again so that a
 // direct path that comes back is taken again.
 //
 // The layer finds its own NAT's mapping behaviour (NATBehaviour) from two
@@ -34,7 +41,9 @@
 // address destRate a second and all of them unprovenRate a second. A Punch
 // repeated within punchWindow does not restart the schedule; birthday
 // punching opens at most maxBirthdaySockets sockets in all and runs once
-// per peer and punchWindow, towards the address the rendezvous saw. Only
+// per peer and punchWindow (after the direct path it found is lost, again
+// birthdayAgainAfter after the last start), towards the address the
+// rendezvous saw. Only
 // peers the layer knows are heard (a stranger's key costs no X25519); a
 // Probe is answered only when its sealed time is within probeMaxAge of
 // this clock, and, to a source that is not a proven path of that peer, at

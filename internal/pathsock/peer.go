@@ -56,6 +56,9 @@ type peer struct {
 	route    atomic.Pointer[route]
 	lastSent atomic.Int64 // unix ns of the last QUIC packet sent
 	lastSeen atomic.Int64 // unix ns of the last frame received
+	// lastDirect is the unix ns of the last frame received over the
+	// active direct path: frames through the relay say nothing of it.
+	lastDirect atomic.Int64
 
 	mu         sync.Mutex
 	cands      map[netip.AddrPort]*cand

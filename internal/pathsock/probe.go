@@ -295,6 +295,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		}
 	}
 	c.lastReply, c.unanswered = now, 0
+	pr.lastDirect.Store(now.UnixNano())
 	c.rtt = smooth(c.rtt, rtt)
 	c.via = p.via
 	if via != nil {
@@ -362,10 +363,19 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	}
 }
 
-// tickPeers runs every peer's probes and liveness checks.
+// tickPeers runs every peer's probes and liveness checks. A direct path
+// lost is a sign that this peer's NAT may have forgotten its mappings (a
+// router reboot, a conntrack flush): the relay ticket it published may
+// point at a port that no longer leads here, so the layer reacts at once
+// (pathLost) instead of waiting for the next rebind and registration.
 func (s *Sock) tickPeers(now time.Time) {
+	lost := false
 	for _, pr := range s.peers() {
+		was := pr.route.Load().kind
 		probes, relayProbe, forget := s.tickPeer(pr, now)
+		if was == PathDirect && pr.route.Load().kind != PathDirect {
+			lost = true
+		}
 		if forget {
 			s.log.Debug("forgetting idle peer", "peer", pr.id.Short())
 			s.RemovePeer(pr.id)
@@ -378,11 +388,34 @@ func (s *Sock) tickPeers(now time.Time) {
 			s.sendProbe(pr, false, netip.AddrPort{}, nil)
 		}
 	}
+	if lost {
+		s.pathLost(now)
+	}
+}
+
+// lostReactEvery bounds pathLost's reaction to once per interval, however
+// many paths fail at once or flap.
+const lostReactEvery = time.Second
+
+// pathLost reacts to a lost direct path as to a change of this peer's own
+// addresses (localChanged): rebind every relay now, re-register, and send
+// every peer a PathUpdate. When the relay then sees a new address (the NAT
+// made a new mapping), the new ticket goes out in the next PathUpdates,
+// so the peers' relay path leads here again within a round trip rather
+// than at the next RelayRebindInterval.
+func (s *Sock) pathLost(now time.Time) {
+	last := s.lostAt.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < lostReactEvery {
+		return
+	}
+	s.lostAt.Store(now.UnixNano())
+	s.localChanged("direct path lost")
 }
 
 func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relayProbe, forget bool) {
 	lastSent := unixTime(pr.lastSent.Load())
 	lastSeen := unixTime(pr.lastSeen.Load())
+	lastDirect := unixTime(pr.lastDirect.Load())
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	punching := !s.noDirect() && pr.punch.Active(now)
@@ -394,10 +427,11 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 	r := pr.route.Load()
 	if r.kind == PathDirect {
 		c := pr.cands[r.addr]
-		switch {
-		case c == nil || nat.Dead(now, c.unanswered, c.firstUnanswered):
+		if c == nil {
 			r = s.fallback(pr, r, now)
-		case now.Sub(c.lastSent) >= nat.ProbeInterval(now, lastSent):
+		} else if dead, probe := checkDirect(now, c, lastSent, lastDirect); dead {
+			r = s.fallback(pr, r, now)
+		} else if probe {
 			probes = append(probes, c.addr)
 		}
 	}
@@ -445,6 +479,14 @@ func (s *Sock) fallback(pr *peer, dead *route, now time.Time) *route {
 		nr = &route{kind: PathDirect, addr: best.addr, via: best.via}
 	}
 	pr.route.Store(nr)
+	if nr.kind != PathDirect {
+		// The NATs may have forgotten the mappings that birthday
+		// punching found: let the PathUpdates that follow a loss
+		// (pathLost) punch again, not only after punchWindow.
+		if st := nat.ChooseStrategy(s.cfg.NAT(), pr.nat); st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy {
+			pr.birthdayAgain()
+		}
+	}
 	s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", dead.addr.String(), "now", nr.kind)
 	return nr
 }

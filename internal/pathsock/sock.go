@@ -78,6 +78,7 @@ type Sock struct {
 	extras  map[*extra]struct{}
 	natSeen atomic.Uint32 // last NAT behaviour seen, +1 (0: none yet)
 	sprays  atomic.Int32  // easy-side birthday sprays running
+	lostAt  atomic.Int64  // unix ns of the last reaction to a lost path (pathLost)
 
 	guard guard
 

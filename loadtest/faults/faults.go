@@ -1,0 +1,142 @@
+// Package faults measures how the data path survives faults, in the NAT lab
+// of package natlab with the real binaries (package labrun): two peers keep
+// a paced stream (`peer pipe` into `peer listen`) while one fault is
+// injected, and each run reports the longest gap in delivered bytes, the
+// time until data flows again, the time until the best path (the one used
+// before the fault) is back, and whether every byte arrived (SHA-256 on
+// both ends). It backs the `loadtest faults` command and its CI short form.
+//
+//	lab, _ := labrun.Start(ctx, labrun.Config{Bins: bins})
+//	defer lab.Close()
+//	f, _ := faults.Parse("nat-flush/symmetric")
+//	res := faults.Run(ctx, lab, f, faults.Options{Rate: 4 << 20, Size: 40 << 20})
+package faults
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/keymesh/keymesh/loadtest/natlab"
+)
+
+// Kind is what a fault does.
+type Kind string
+
+// The faults the lab can inject.
+const (
+	// DirectCut drops UDP between the two sites' public addresses for
+	// Options.Hold, then lets it through again: the path falls back to
+	// the relay and must come back to direct once the cut is lifted.
+	DirectCut Kind = "direct-cut"
+	// RelayRestart kills the relay (SIGKILL) and starts it again 500 ms
+	// later with the same ticket keys, while both peers relay only.
+	RelayRestart Kind = "relay-restart"
+	// RendezvousRestart kills the rendezvous (memory registry) and starts
+	// it again with the same key; a third peer, registered before, then
+	// opens a new session to B (Result.NewSession).
+	RendezvousRestart Kind = "rendezvous-restart"
+	// NATFlush flushes every conntrack entry of A's NAT (both NATs of a
+	// double NAT), as a router reboot would: every mapping is forgotten.
+	NATFlush Kind = "nat-flush"
+	// Move renumbers A's host in its LAN: a new address, so a new NAT
+	// mapping.
+	Move Kind = "move"
+	// UDPBlock drops every UDP packet between A's site and the other
+	// site and the servers for Options.Hold, then lets it through again.
+	UDPBlock Kind = "udp-block"
+)
+
+// Fault is one fault to inject: a kind and, for NATFlush, the NAT type of
+// A's site.
+type Fault struct {
+	Kind Kind
+	NAT  natlab.NATType
+}
+
+// String is the fault's name as Parse takes it, e.g. "nat-flush/symmetric".
+func (f Fault) String() string {
+	if f.Kind == NATFlush {
+		return string(f.Kind) + "/" + string(f.NAT)
+	}
+	return string(f.Kind)
+}
+
+// flushTypes are the NAT types NATFlush runs with by default: those with a
+// NAT whose mappings a direct path uses.
+var flushTypes = []natlab.NATType{natlab.FullCone, natlab.PortRestricted, natlab.Symmetric, natlab.Double}
+
+// All returns every fault, in the order the command runs them.
+func All() []Fault {
+	out := []Fault{{Kind: DirectCut}, {Kind: RelayRestart}, {Kind: RendezvousRestart}}
+	for _, t := range flushTypes {
+		out = append(out, Fault{Kind: NATFlush, NAT: t})
+	}
+	return append(out, Fault{Kind: Move}, Fault{Kind: UDPBlock})
+}
+
+// Names returns the names of All, comma-separated.
+func Names() string {
+	var s []string
+	for _, f := range All() {
+		s = append(s, f.String())
+	}
+	return strings.Join(s, ",")
+}
+
+// Parse returns the fault named s: a name from Names, or "nat-flush" for
+// every NAT type's flush (so it may return several).
+func Parse(s string) ([]Fault, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == string(NATFlush) {
+		var out []Fault
+		for _, t := range flushTypes {
+			out = append(out, Fault{Kind: NATFlush, NAT: t})
+		}
+		return out, nil
+	}
+	for _, f := range All() {
+		if f.String() == s {
+			return []Fault{f}, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown fault %q: want one of %s, or nat-flush for all its types", s, Names())
+}
+
+// ParseList parses a comma-separated list of faults ("all": every one).
+func ParseList(s string) ([]Fault, error) {
+	if strings.TrimSpace(s) == "all" {
+		return All(), nil
+	}
+	var out []Fault
+	seen := map[Fault]bool{}
+	for _, part := range strings.Split(s, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		fs, err := Parse(part)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range fs {
+			if !seen[f] {
+				seen[f] = true
+				out = append(out, f)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no fault in %q: want one or more of %s", s, Names())
+	}
+	return out, nil
+}
+
+// sites returns the NAT types of A's and B's sites for fault f.
+func (f Fault) sites() (a, b natlab.NATType) {
+	switch f.Kind {
+	case NATFlush:
+		return f.NAT, natlab.PortRestricted
+	case RelayRestart:
+		return natlab.PortRestricted, natlab.Symmetric
+	}
+	return natlab.PortRestricted, natlab.PortRestricted
+}
