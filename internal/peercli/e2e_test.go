@@ -380,7 +380,7 @@ func TestE2EDirect(t *testing.T) {
 		start := time.Now()
 		code, _, errs := peerCmd(t, 20*time.Second, nil, "up", "--server", host+"#"+a, "--key", m.key("d"),
 			"--socket", m.socket("d"), "--listen", "127.0.0.1:0", "--register-timeout", "2s")
-		if code != 1 || !strings.Contains(errs, "not registered with the rendezvous server") || !strings.Contains(errs, "server ID") {
+		if code != 1 || !strings.Contains(errs, "not registered with the rendezvous server") || !strings.Contains(errs, "server ID after # in the connect string is probably wrong") {
 			t.Errorf("exit %d, stderr %q", code, errs)
 		}
 		if _, err := os.Stat(m.socket("d")); !errors.Is(err, os.ErrNotExist) {

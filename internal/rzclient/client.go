@@ -164,14 +164,18 @@ type Client struct {
 	after  func(time.Duration) <-chan time.Time
 	jitter func() float64
 
-	mu         sync.Mutex
-	cookie     crypto.Cookie
-	salts      [saltRing]sentSalt // of recent requests, for CookieReplies
-	saltNext   int
-	st         Status
-	regRetried bool // a challenge was answered in this register round
-	pending    map[uint64]*pending
-	reports    []wire.Report // sent since the last report challenge
+	mu     sync.Mutex
+	cookie crypto.Cookie
+	salts  [saltRing]sentSalt // of recent requests, for CookieReplies
+	// cookieHeard: a CookieReply answered one of our requests, so the
+	// server is there; if sealed answers never come, it cannot open our
+	// boxes, and the server ID we seal to is the likely fault.
+	cookieHeard bool
+	saltNext    int
+	st          Status
+	regRetried  bool // a challenge was answered in this register round
+	pending     map[uint64]*pending
+	reports     []wire.Report // sent since the last report challenge
 }
 
 // sentSalt is a recent request's salt and its message type.

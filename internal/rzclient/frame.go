@@ -97,6 +97,7 @@ func (c *Client) onCookieReply(b []byte) {
 	}
 	if t != 0 {
 		c.cookie = cookie
+		c.cookieHeard = true
 	}
 	c.mu.Unlock()
 	switch t {
@@ -104,6 +105,8 @@ func (c *Client) onCookieReply(b []byte) {
 		c.onRegisterChallenge()
 	case wire.MsgConnect:
 		c.onConnectChallenge()
+	case wire.MsgReport:
+		c.onReportChallenge()
 	default:
 		c.log.Debug("dropped a cookie reply that answers none of our requests")
 	}

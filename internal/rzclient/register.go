@@ -39,7 +39,14 @@ func (c *Client) Run(ctx context.Context) error {
 				tries = 0
 			case <-wait:
 				if tries >= noAnswerAfter {
-					c.setError(fmt.Errorf("%w %s after %d tries: is the server key in the connect string right, and is UDP to it open?", ErrNoAnswer, c.cfg.Server, tries))
+					c.mu.Lock()
+					heard := c.cookieHeard
+					c.mu.Unlock()
+					if heard {
+						c.setError(fmt.Errorf("%w %s after %d tries: it answers but cannot open our requests, so the server ID after # in the connect string is probably wrong", ErrNoAnswer, c.cfg.Server, tries))
+					} else {
+						c.setError(fmt.Errorf("%w %s after %d tries: is the server running, is UDP to it open, and is the server ID in the connect string right?", ErrNoAnswer, c.cfg.Server, tries))
+					}
 				}
 			}
 		}
