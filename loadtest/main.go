@@ -7,6 +7,7 @@
 //	loadtest relay       TURN load against our relay and coturn, side by side
 //	loadtest relayflows  ticket-relay forwarding at 1..10,000 flows vs raw UDP
 //	loadtest throughput  session throughput direct and relayed vs raw UDP
+//	loadtest regionkill  a paced stream across regions while one region dies (root)
 package main
 
 import (
@@ -31,6 +32,7 @@ func commands() []command {
 		{"relay", "TURN load against our relay and against coturn, side by side", runRelay},
 		{"relayflows", "ticket-relay forwarding at 1, 100 and 10,000 flows against raw UDP", runRelayFlows},
 		{"throughput", "session throughput direct and relayed against raw UDP", runThroughput},
+		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", runRegionKill},
 	}
 }
 
