@@ -77,7 +77,7 @@ func (l *Lab) buildAccelerator(ctx context.Context, a *Anycast) error {
 		}{
 			{fd, []string{"addr", "add", fdAddr.String(), "dev", dev}},
 			{fd, []string{"link", "set", dev, "up"}},
-			{fd, []string{"route", "add", netip.PrefixFrom(h.Addr, 32).String(), "via", instAddr.Addr().String(), "dev", dev}},
+			{fd, []string{"route", "add", netip.PrefixFrom(h.Addr, 32).String(), "via", instAddr.Addr().String(), "dev", dev, "table", backboneTable}},
 			{h.Netns, []string{"addr", "add", instAddr.String(), "dev", backboneDev}},
 			{h.Netns, []string{"link", "set", backboneDev, "up"}},
 			{h.Netns, []string{"route", "add", "default", "via", fdAddr.Addr().String(), "dev", backboneDev, "table", backboneTable}},
@@ -96,7 +96,14 @@ func (l *Lab) buildAccelerator(ctx context.Context, a *Anycast) error {
 			return err
 		}
 	}
-	return l.restoreIn(ctx, fd, frontDoorFilter())
+	// Only packets that came in for an anycast address take the backbone
+	// (once DNATed); everything else to an instance's regional address,
+	// such as the answers to an instance that is itself a client, goes
+	// over the internet.
+	if err := l.ipIn(ctx, fd, "rule", "add", "fwmark", backboneMark, "lookup", backboneTable); err != nil {
+		return err
+	}
+	return l.restoreIn(ctx, fd, frontDoorFilter(anycast))
 }
 
 // instanceRules marks every connection that arrived over the backbone and
@@ -111,11 +118,19 @@ func instanceRules() string {
 		"COMMIT\n"
 }
 
-// frontDoorFilter is the accelerator's filter table: nothing reaches the
-// front door itself; from the internet only flows it DNATed pass (the
-// listeners), and from the backbone only the replies of those flows.
-func frontDoorFilter() string {
-	return "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" +
+// frontDoorFilter is the accelerator's mangle and filter tables: packets
+// for the anycast addresses are marked to take the backbone (table
+// backboneTable) once DNATed; nothing reaches the front door itself; from
+// the internet only flows it DNATed pass (the listeners), and from the
+// backbone only the replies of those flows.
+func frontDoorFilter(anycast []netip.Addr) string {
+	var b strings.Builder
+	b.WriteString("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n")
+	for _, a := range anycast {
+		fmt.Fprintf(&b, "-A PREROUTING -i %s -d %s/32 -j MARK --set-mark %s\n", wanDev, a, backboneMark)
+	}
+	b.WriteString("COMMIT\n")
+	return b.String() + "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" +
 		"-A INPUT -i " + wanDev + " -m conntrack --ctstate NEW -j DROP\n" +
 		"-A FORWARD -i " + wanDev + " -m conntrack --ctstate DNAT --ctdir ORIGINAL -j ACCEPT\n" +
 		"-A FORWARD -o " + wanDev + " -m conntrack --ctstate DNAT --ctdir REPLY -j ACCEPT\n" +

@@ -68,7 +68,7 @@ func TestFrontDoorRules(t *testing.T) {
 	if r := a.chooseLocked(client); r.Name != "r2" {
 		t.Errorf("with every region down, client goes to %s, want its nearest r2", r.Name)
 	}
-	if !strings.Contains(frontDoorFilter(), ":FORWARD DROP") {
+	if !strings.Contains(frontDoorFilter(nil), ":FORWARD DROP") {
 		t.Error("the front door forwards what it does not track")
 	}
 }
@@ -286,6 +286,24 @@ func TestAnycast(t *testing.T) {
 				if _, ok := arrivesAt(fc, markedSocket(t, ctx, r1), fcMapping, "sneak"); ok {
 					t.Error("the front door forwarded a packet of a flow it does not track")
 				}
+			}
+
+			// An instance is a client too (a relay's stream presence
+			// talking to the rendezvous): behind the accelerator it has no
+			// table entry, so it goes to the default region, r1, and the
+			// answer reaches it over the internet from the anycast
+			// address; under BGP it holds the address and reaches itself.
+			inst, err := r2.ListenUDP(ctx, netip.AddrPortFrom(r2.Addr, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { inst.Close() })
+			wantRegion := "r1"
+			if model == BGP {
+				wantRegion = "r2"
+			}
+			if a, from := rig.exchange(t, inst, "from-r2"); a.region != wantRegion || a.from.Addr() != r2.Addr || from != anyAddr {
+				t.Errorf("instance r2 as a client: arrived in %s from %s, answer from %s; want %s, %s, %s", a.region, a.from, from, wantRegion, r2.Addr, anyAddr)
 			}
 
 			// TCP: connect to the anycast address, the instance sees the
