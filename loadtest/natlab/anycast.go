@@ -261,12 +261,24 @@ func (a *Anycast) order(first []string) []string {
 // chooseLocked returns the first healthy region in src's order (the
 // default order for sources without one), or the nearest when none is.
 func (a *Anycast) chooseLocked(src netip.Addr) *Region {
+	return a.chooseRoleLocked(src, -1)
+}
+
+// chooseRoleLocked is chooseLocked for traffic to role number role (-1:
+// any), skipping a region whose instance of that role is src itself: an
+// instance that is a client of its own role (a relay's stream presence
+// binding to the relay) is sent elsewhere, since the accelerator's answer
+// from an instance to itself would never pass the front door.
+func (a *Anycast) chooseRoleLocked(src netip.Addr, role int) *Region {
 	order, ok := a.nearest[src]
 	if !ok {
 		order = a.order(nil)
 	}
+	self := func(name string) bool {
+		return role >= 0 && a.Region(name).Instances[role].Addr == src
+	}
 	for _, name := range order {
-		if !a.down[name] {
+		if !a.down[name] && !self(name) {
 			return a.Region(name)
 		}
 	}
@@ -331,6 +343,13 @@ func (l *Lab) AddAnycast(ctx context.Context, cfg AnycastConfig) (*Anycast, erro
 			r.Instances = append(r.Instances, h)
 		}
 		a.Regions = append(a.Regions, r)
+	}
+	// An instance that is itself a client (a relay's stream presence
+	// talking to the rendezvous) is nearest its own region.
+	for _, r := range a.Regions {
+		for _, h := range r.Instances {
+			a.nearest[h.Addr] = a.order([]string{r.Name})
+		}
 	}
 	var err error
 	if cfg.Model == Accelerator {

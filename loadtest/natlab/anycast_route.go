@@ -147,27 +147,29 @@ func (a *Anycast) frontDoorNAT() string {
 		srcs = append(srcs, s)
 	}
 	slices.SortFunc(srcs, func(x, y netip.Addr) int { return x.Compare(y) })
-	choice := map[netip.Addr]*Region{}
+	srcs = append(srcs, netip.Addr{}) // everyone else, last
+	choice := map[netip.Addr][]*Region{}
 	for _, s := range srcs {
-		choice[s] = a.chooseLocked(s)
+		for i := range a.roles {
+			choice[s] = append(choice[s], a.chooseRoleLocked(s, i))
+		}
 	}
-	def := a.chooseLocked(netip.Addr{})
 	a.mu.Unlock()
 
 	var b strings.Builder
 	b.WriteString("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n")
-	rules := func(src string, r *Region) {
+	for _, s := range srcs {
+		match := ""
+		if s.IsValid() {
+			match = " -s " + s.String() + "/32"
+		}
 		for i, ro := range a.roles {
 			for _, p := range ro.Ports {
 				fmt.Fprintf(&b, "-A PREROUTING -i %s%s -d %s/32 -p %s --dport %d -j DNAT --to-destination %s\n",
-					wanDev, src, a.addrs[ro.Name], p.Proto, p.Num, r.Instances[i].Addr)
+					wanDev, match, a.addrs[ro.Name], p.Proto, p.Num, choice[s][i].Instances[i].Addr)
 			}
 		}
 	}
-	for _, s := range srcs {
-		rules(" -s "+s.String()+"/32", choice[s])
-	}
-	rules("", def)
 	b.WriteString("COMMIT\n")
 	return b.String()
 }

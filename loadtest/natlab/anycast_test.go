@@ -60,6 +60,11 @@ func TestFrontDoorRules(t *testing.T) {
 			t.Errorf("nat table lacks %q:\n%s", want, nat)
 		}
 	}
+	r2 := a.Regions[1].Instances[0].Addr
+	a.nearest[r2] = a.order([]string{"r2"})
+	if nat := a.frontDoorNAT(); !strings.Contains(nat, "-s 203.0.113.21/32 -d 198.51.100.9/32 -p udp --dport 3478 -j DNAT --to-destination 203.0.113.20\n") {
+		t.Errorf("an instance is sent to itself through the front door:\n%s", nat)
+	}
 	a.down["r2"] = true
 	if r := a.chooseLocked(client); r.Name != "r1" {
 		t.Errorf("with r2 down, client goes to %s, want r1", r.Name)
@@ -289,10 +294,16 @@ func TestAnycast(t *testing.T) {
 			}
 
 			// An instance is a client too (a relay's stream presence
-			// talking to the rendezvous): behind the accelerator it has no
-			// table entry, so it goes to the default region, r1, and the
-			// answer reaches it over the internet from the anycast
-			// address; under BGP it holds the address and reaches itself.
+			// talking to the rendezvous): behind the accelerator, sent to
+			// another region (its own is nearest by default), the answer
+			// reaches it over the internet from the anycast address;
+			// under BGP it holds the address and reaches itself.
+			if r := any.RegionFor(r2.Addr); r.Name != "r2" {
+				t.Errorf("instance r2 as a client goes to %s by default, want its own region", r.Name)
+			}
+			if err := any.SetNearest(ctx, r2.Addr, "r1"); err != nil {
+				t.Fatal(err)
+			}
 			inst, err := r2.ListenUDP(ctx, netip.AddrPortFrom(r2.Addr, 0))
 			if err != nil {
 				t.Fatal(err)
