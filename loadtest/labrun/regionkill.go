@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -69,6 +70,19 @@ type RegionKillResult struct {
 	// first after it, and Resumed how long after the kill that first byte
 	// arrived (zero when none arrived after the kill).
 	KillGap, Resumed time.Duration
+}
+
+// smallReads hands out at most max bytes per Read.
+type smallReads struct {
+	r   io.Reader
+	max int
+}
+
+func (s *smallReads) Read(p []byte) (int, error) {
+	if len(p) > s.max {
+		p = p[:s.max]
+	}
+	return s.r.Read(p)
 }
 
 // GapSink is a Sink that also records the longest time between two
@@ -181,7 +195,10 @@ func (l *Lab) RegionKill(ctx context.Context, cfg RegionKillConfig) (RegionKillR
 	})
 	start := time.Now()
 	sink := NewGapSink(start)
-	tr, err := transfer(ctx, pa, pb, src, sink, cfg.Timeout)
+	// Small reads make the pace smooth: 20 ms of data at a time, so gaps
+	// are measured to about that.
+	in := &smallReads{r: src, max: int(max(cfg.Rate/50, 1))}
+	tr, err := transfer(ctx, pa, pb, src, in, sink, cfg.Timeout)
 	res.Transfer = tr
 	var killErr error
 	select {

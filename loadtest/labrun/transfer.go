@@ -152,7 +152,7 @@ func (r TransferResult) OK() bool {
 // writes into a Sink, `peer pipe b` on a reads src. It returns when both
 // commands have ended, or an error when one failed or timeout passed.
 func Transfer(ctx context.Context, a, b *Peer, src *Source, timeout time.Duration) (TransferResult, error) {
-	return transfer(ctx, a, b, src, NewSink(), timeout)
+	return transfer(ctx, a, b, src, src, NewSink(), timeout)
 }
 
 // hashSink is what transfer writes B's output into: a Sink or a GapSink.
@@ -162,7 +162,9 @@ type hashSink interface {
 	Sum() [32]byte
 }
 
-func transfer(ctx context.Context, a, b *Peer, src *Source, sink hashSink, timeout time.Duration) (TransferResult, error) {
+// transfer is Transfer with the pipe reading in (src itself, or a reader
+// over it) and B's output going to sink.
+func transfer(ctx context.Context, a, b *Peer, src *Source, in io.Reader, sink hashSink, timeout time.Duration) (TransferResult, error) {
 	var res TransferResult
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -171,7 +173,7 @@ func transfer(ctx context.Context, a, b *Peer, src *Source, sink hashSink, timeo
 		return res, err
 	}
 	res.Listen = ln
-	pipe, err := a.Pipe(ctx, b.ID, src, nil)
+	pipe, err := a.Pipe(ctx, b.ID, in, nil)
 	if err != nil {
 		ln.Stop()
 		return res, err
