@@ -199,11 +199,21 @@ func (a *Anycast) forgetFlows(ctx context.Context, r *Region) error {
 // buildBGP gives every instance its role's anycast address and the
 // internet router a route to each anycast address (in the main table, for
 // clients without an entry), set by applyBGP.
+//
+// Linux drops a packet arriving with one of its own addresses as source
+// ("martian"), and instances of a role share the anycast address: what one
+// sends from it to another's regional address (a relay forwarding to a
+// peer's stream-relay presence in another region) would be lost. Instances
+// therefore accept such packets (accept_local), as a BGP deployment must
+// configure them.
 func (l *Lab) buildBGP(ctx context.Context, a *Anycast) error {
 	for _, r := range a.Regions {
 		for i, h := range r.Instances {
 			addr := a.addrs[r.roles[i].Name]
 			if err := l.ipIn(ctx, h.Netns, "addr", "add", netip.PrefixFrom(addr, 32).String(), "dev", h.Dev); err != nil {
+				return err
+			}
+			if err := setSysctls(h.Netns, "ipv4/conf/all/accept_local", "1", "ipv4/conf/"+h.Dev+"/accept_local", "1"); err != nil {
 				return err
 			}
 		}

@@ -317,6 +317,14 @@ func TestAnycast(t *testing.T) {
 				t.Errorf("instance r2 as a client: arrived in %s from %s, answer from %s; want %s, %s, %s", a.region, a.from, from, wantRegion, r2.Addr, anyAddr)
 			}
 
+			if model == BGP {
+				// One instance's send from the shared anycast address
+				// reaches another's regional address (accept_local).
+				if _, ok := arrivesAt(inst, rig.srv["r1"], inst.LocalAddr().(*net.UDPAddr).AddrPort(), "r1-to-r2"); !ok {
+					t.Error("r1's send from the anycast address to r2's regional address was lost")
+				}
+			}
+
 			// TCP: connect to the anycast address, the instance sees the
 			// client, the answer comes back.
 			checkTCP(t, ctx, rig, r1)
