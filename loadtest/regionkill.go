@@ -150,7 +150,7 @@ func printRegionKill(w io.Writer, o regionKillOpts, r labrun.RegionKillResult) {
 		}
 		return fmt.Sprintf("%d", d.Milliseconds())
 	}
-	fmt.Fprintf(w, "| front door | regions | A / B | path | killed | front door moved (ms after kill) | gap at the kill (ms) | first byte after kill (ms) | longest gap (ms) | sent | received | SHA-256 equal |\n")
+	fmt.Fprintf(w, "| front door | regions | A / B | path | killed | front door moved (ms after kill) | longest gap after the kill (ms) | flowing again (ms after kill) | longest gap (ms) | sent | received | SHA-256 equal |\n")
 	fmt.Fprintf(w, "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	fmt.Fprintf(w, "| %s | %d | %s / %s | %s | %s at %s | %s | %s | %s | %s | %d | %d | %v |\n",
 		o.door, o.regions, o.cfg.AType, o.cfg.BType, path, o.cfg.Kill, r.Killed.Round(time.Millisecond),

@@ -66,9 +66,10 @@ type RegionKillResult struct {
 	// LongestGap is the longest time without a byte arriving at B, and
 	// GapStart when it began (from the start of the stream).
 	LongestGap, GapStart time.Duration
-	// KillGap is the gap between the last byte before the kill and the
-	// first after it, and Resumed how long after the kill that first byte
-	// arrived (zero when none arrived after the kill).
+	// KillGap is the longest gap that ended after the kill (bytes already
+	// in flight may still arrive just after it), and Resumed how long
+	// after the kill that gap ended: when the stream flowed again through
+	// the surviving region (zero when no byte arrived after the kill).
 	KillGap, Resumed time.Duration
 }
 
@@ -122,19 +123,20 @@ func (g *GapSink) Longest() (gap time.Duration, start time.Time) {
 	return g.gap, g.gapStart
 }
 
-// Around returns the last write at or before t (the start if none) and
-// the first after it (zero if none).
-func (g *GapSink) Around(t time.Time) (before, after time.Time) {
+// LongestAfter returns the longest gap between two writes (or the start
+// and the first write) that ended after t, and when it ended (zero if no
+// write came after t).
+func (g *GapSink) LongestAfter(t time.Time) (gap time.Duration, end time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	before = g.start
+	prev := g.start
 	for _, w := range g.writes {
-		if w.After(t) {
-			return before, w
+		if w.After(t) && w.Sub(prev) > gap {
+			gap, end = w.Sub(prev), w
 		}
-		before = w
+		prev = w
 	}
-	return before, time.Time{}
+	return gap, end
 }
 
 // RegionKill streams paced data from a peer in a site nearest region 1 to
@@ -218,8 +220,8 @@ func (l *Lab) RegionKill(ctx context.Context, cfg RegionKillConfig) (RegionKillR
 	}
 	gap, gapStart := sink.Longest()
 	res.LongestGap, res.GapStart = gap, gapStart.Sub(start)
-	if before, after := sink.Around(killedAt); !after.IsZero() {
-		res.KillGap, res.Resumed = after.Sub(before), after.Sub(killedAt)
+	if gap, end := sink.LongestAfter(killedAt); !end.IsZero() {
+		res.KillGap, res.Resumed = gap, end.Sub(killedAt)
 	}
 	return res, nil
 }

@@ -47,11 +47,11 @@ func TestGapSink(t *testing.T) {
 		t.Errorf("Received = %d, want 3", g.Received())
 	}
 	gap, gs := g.Longest()
-	before, after := g.Around(mid)
-	if after.Sub(before) != gap || !before.Equal(gs) {
-		t.Errorf("gap around %v is %v..%v, longest %v from %v", mid, before, after, gap, gs)
+	after, end := g.LongestAfter(mid)
+	if after != gap || !end.Equal(gs.Add(gap)) {
+		t.Errorf("longest gap after %v is %v ending %v; longest %v from %v", mid, after, end, gap, gs)
 	}
-	if _, after := g.Around(time.Now()); !after.IsZero() {
+	if _, end := g.LongestAfter(time.Now()); !end.IsZero() {
 		t.Error("a write after the last one was found")
 	}
 }
