@@ -150,11 +150,11 @@ func printRegionKill(w io.Writer, o regionKillOpts, r labrun.RegionKillResult) {
 		}
 		return fmt.Sprintf("%d", d.Milliseconds())
 	}
-	fmt.Fprintf(w, "| front door | regions | A / B | path | killed | front door moved (ms after kill) | longest gap after the kill (ms) | flowing again (ms after kill) | longest gap (ms) | sent | received | SHA-256 equal |\n")
+	fmt.Fprintf(w, "| front door | regions | A / B | path | killed | front door moved (ms after kill) | longest gap after the kill (ms) | it began (ms after kill) | longest gap (ms) | sent | received | SHA-256 equal |\n")
 	fmt.Fprintf(w, "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	fmt.Fprintf(w, "| %s | %d | %s / %s | %s | %s at %s | %s | %s | %s | %s | %d | %d | %v |\n",
 		o.door, o.regions, o.cfg.AType, o.cfg.BType, path, o.cfg.Kill, r.Killed.Round(time.Millisecond),
-		ms(r.MarkedDown), ms(r.KillGap), ms(r.Resumed), ms(r.LongestGap), r.Transfer.Sent, r.Transfer.Received,
+		ms(r.MarkedDown), ms(r.KillGap), fmt.Sprint(r.KillGapAt.Milliseconds()), ms(r.LongestGap), r.Transfer.Sent, r.Transfer.Received,
 		r.Transfer.SentSum == r.Transfer.ReceivedSum)
 	fmt.Fprintf(w, "\nsent     SHA-256 %s\nreceived SHA-256 %s\nlongest gap began %s into the stream; health checks every %s\n",
 		hex.EncodeToString(r.Transfer.SentSum[:]), hex.EncodeToString(r.Transfer.ReceivedSum[:]),

@@ -67,10 +67,11 @@ type RegionKillResult struct {
 	// GapStart when it began (from the start of the stream).
 	LongestGap, GapStart time.Duration
 	// KillGap is the longest gap that ended after the kill (bytes already
-	// in flight may still arrive just after it), and Resumed how long
-	// after the kill that gap ended: when the stream flowed again through
-	// the surviving region (zero when no byte arrived after the kill).
-	KillGap, Resumed time.Duration
+	// in flight may still arrive just after it), and KillGapAt when it
+	// began, from the kill (negative: just before it, as the kill landed
+	// between two bytes); KillGap is zero when no byte arrived after the
+	// kill.
+	KillGap, KillGapAt time.Duration
 }
 
 // smallReads hands out at most max bytes per Read.
@@ -221,7 +222,7 @@ func (l *Lab) RegionKill(ctx context.Context, cfg RegionKillConfig) (RegionKillR
 	gap, gapStart := sink.Longest()
 	res.LongestGap, res.GapStart = gap, gapStart.Sub(start)
 	if gap, end := sink.LongestAfter(killedAt); !end.IsZero() {
-		res.KillGap, res.Resumed = gap, end.Sub(killedAt)
+		res.KillGap, res.KillGapAt = gap, end.Add(-gap).Sub(killedAt)
 	}
 	return res, nil
 }
