@@ -38,8 +38,15 @@ func startOurs(ctx context.Context, sockets int, log *slog.Logger) (*ourServer, 
 		Realm:                 benchRealm,
 		Secret:                []byte(benchSecret),
 		MaxAllocationsPerUser: -1, // uclient leaves one probe allocation per session
-		Logger:                log,
-		Registerer:            prometheus.NewRegistry(),
+		// The benchmark's clients and echo peer are all on loopback, as
+		// coturn's config allows for its side: no per-source allocation
+		// rate, no server-wide cap, loopback peers allowed.
+		MaxAllocations:       -1,
+		AllocationRate:       -1,
+		MaxTCPConnsPerSource: -1,
+		AllowDestinations:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger:               log,
+		Registerer:           prometheus.NewRegistry(),
 	})
 	if err != nil {
 		for _, c := range pcs {

@@ -77,10 +77,11 @@ func newFlowLab(ctx context.Context, cfg relayFlowsConfig) (*flowLab, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	// The per-source limiter stays on, so that its cost is measured, but
-	// never bites.
+	// The per-source limiters stay on, so that their cost is measured, but
+	// never bite (the lab binds thousands of tickets from one address).
 	srv, err := relay.New(relay.Config{Keys: keys, Registerer: reg,
-		RateLimit: relay.RateLimit{Rate: 1e12, Burst: 1e12, BindsPerSecond: -1}})
+		RateLimit: relay.RateLimit{Rate: 1e12, Burst: 1e12, BindRate: 1e12, BindBurst: 1e12,
+			ChallengeRate: 1e12, ChallengeBurst: 1e12, BindsPerSecond: -1}})
 	if err != nil {
 		return nil, err
 	}

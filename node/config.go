@@ -30,6 +30,9 @@ type Config struct {
 	Allow    []string
 	// NoDirect keeps every session on the relay (no hole punching).
 	NoDirect bool
+	// JoinToken is sent in every registration, for a rendezvous server
+	// that requires one (its --join-token-file).
+	JoinToken []byte
 	// StreamRelay is a TLS stream relay, "wss://host:port/v1/tunnel#<relay-id>"
 	// (without the fragment the certificate is checked against the system's
 	// roots, as for an ACME certificate). When the rendezvous does not

@@ -40,7 +40,11 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func startMesh(t *testing.T) *mesh { return startMeshTB(t) }
 
-func startMeshTB(t testing.TB) *mesh {
+func startMeshTB(t testing.TB) *mesh { return startMeshWith(t, nil) }
+
+// startMeshWith starts a mesh whose rendezvous configuration mod may
+// change.
+func startMeshWith(t testing.TB, mod func(*rendezvous.Config)) *mesh {
 	t.Helper()
 	m := &mesh{t: t}
 	k := make([]byte, 32)
@@ -58,13 +62,17 @@ func startMeshTB(t testing.TB) *mesh {
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	srv, err := rendezvous.New(rendezvous.Config{
+	rcfg := rendezvous.Config{
 		Identity: id,
 		Registry: discovery.NewMemory(time.Now),
 		Cookies:  crypto.NewCookieJar(secret, time.Now),
 		Relays:   []string{m.relayAt},
 		Logger:   testLogger(t),
-	})
+	}
+	if mod != nil {
+		mod(&rcfg)
+	}
+	srv, err := rendezvous.New(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

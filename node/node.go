@@ -123,6 +123,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		NAT:          n.natBehaviour,
 		AllowAny:     cfg.AllowAny,
 		Allowed:      allow,
+		Token:        cfg.JoinToken,
 		OnPunch:      n.onPunch,
 		OnRegistered: n.onRegistered,
 		Logger:       log.With("part", "rendezvous"),

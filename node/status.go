@@ -20,9 +20,22 @@ type Status struct {
 	Relay      string   `json:"relay,omitempty"`
 	// Transport is "udp", or "tcp" when UDP is blocked and the node runs
 	// over a TLS stream tunnel.
-	Transport string       `json:"transport"`
-	Error     string       `json:"error,omitempty"`
-	Peers     []PeerStatus `json:"peers"`
+	Transport string `json:"transport"`
+	Error     string `json:"error,omitempty"`
+	// ICEServers are the TURN servers and credentials the rendezvous
+	// handed out, in the shape of WebRTC's RTCIceServer, ready for an
+	// RTCPeerConnection's iceServers; empty when it hands out none.
+	ICEServers []ICEServer  `json:"ice_servers,omitempty"`
+	Peers      []PeerStatus `json:"peers"`
+}
+
+// ICEServer is one entry of WebRTC's iceServers: URLs such as
+// "turn:relay.example:3478?transport=udp", with time-limited TURN REST API
+// credentials (username "<unix-expiry>:<peer ID>").
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
 }
 
 // PeerStatus is one known peer's path.
@@ -68,6 +81,7 @@ func (n *Node) Status() Status {
 	if rz.Reflexive.IsValid() {
 		st.NATFacing = rz.Reflexive.String()
 	}
+	st.ICEServers = iceServers(rz.TURNURIs, rz.TURNUser, rz.TURNPass)
 	if r, ok := n.sock.Relay(); ok {
 		st.Relay = r.Addr.String()
 	}
@@ -85,6 +99,15 @@ func (n *Node) Status() Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
+}
+
+// iceServers returns the TURN URIs with their credentials as WebRTC's
+// iceServers, or nil when there are no URIs.
+func iceServers(uris []string, user, pass string) []ICEServer {
+	if len(uris) == 0 {
+		return nil
+	}
+	return []ICEServer{{URLs: append([]string(nil), uris...), Username: user, Credential: pass}}
 }
 
 // Ping probes peer (a peer ID or overlay address) over its active path and

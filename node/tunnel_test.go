@@ -31,7 +31,8 @@ func (b blockedUDP) WriteToUDPAddrPort(p []byte, _ netip.AddrPort) (int, error) 
 func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 	m := startMesh(t)
 	relayID, _ := crypto.GenerateIdentity(nil)
-	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: netip.MustParseAddr("127.0.0.1"),
+		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // the rendezvous and peer B are on loopback
 	if err != nil {
 		t.Fatal(err)
 	}

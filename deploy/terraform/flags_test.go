@@ -70,7 +70,7 @@ var envRef = regexp.MustCompile(`KEYMESH_[A-Z0-9_]+`)
 // so a pending one does no harm at run time; it just does nothing yet.
 var pendingFlags = map[string][]string{
 	"rendezvous": {"alt-listen"},
-	"relay":      {"peer-secret-file"},
+	"relay":      {},
 }
 
 // deployVars returns every KEYMESH_ variable the deployment sets for a

@@ -40,20 +40,28 @@ locals {
   # The two servers every region runs. env is the whole of each server's
   # configuration: the KEYMESH_<FLAG> variables written to
   # /etc/keymesh/<service>.env at boot (flag --x-y is KEYMESH_X_Y). Values
-  # may use ${PUBLIC_IP}, ${NPROC} and ${REDIS_AUTH}, which the boot script
-  # sets (written $${...} here). This is the one place that names flags.
+  # may use ${PUBLIC_IP}, ${PRIVATE_IP}, ${NPROC} and ${REDIS_AUTH}, which the
+  # boot script sets (written $${...} here). This is the one place that names
+  # flags.
+  #
+  # KEYMESH_ADMIN: the admin endpoint (/healthz, /readyz, /metrics) has no
+  # authentication, so it listens on the instance's private VPC address
+  # only, not 0.0.0.0: the load balancers' health checks reach it there (and
+  # the security group admits only them and admin_cidrs); the instance's
+  # public address never serves it.
+  admin_listen = "$${PRIVATE_IP}:${local.ports.admin}"
   services = {
     rendezvous = {
       instance_type = var.rendezvous_instance_type
       unit          = file("${path.module}/../systemd/keymesh-rendezvous.service")
-      secrets       = ["server-key", "cookie-secret", "turn-secret", "redis-auth"]
+      secrets       = concat(["server-key", "cookie-secret", "turn-secret", "redis-auth"], var.require_join_token ? ["join-token"] : [])
       ports = [
         { port = local.ports.rendezvous, protocol = "UDP" },
       ]
       direct = []
-      env = {
+      env = merge(var.require_join_token ? { KEYMESH_JOIN_TOKEN_FILE = "${local.secret_dir}/join-token" } : {}, {
         KEYMESH_LISTEN             = ":${local.ports.rendezvous}"
-        KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
+        KEYMESH_ADMIN              = local.admin_listen
         KEYMESH_KEY                = "${local.secret_dir}/server-key"
         KEYMESH_PUBLIC_ADDR        = local.public_host
         KEYMESH_REGISTRY           = "redis"
@@ -66,7 +74,7 @@ locals {
         KEYMESH_REUSEPORT          = "$${NPROC}"
         KEYMESH_LOG_FORMAT         = "json"
         KEYMESH_LOG_LEVEL          = var.log_level
-      }
+      })
     }
     relay = {
       instance_type = var.relay_instance_type
@@ -85,22 +93,24 @@ locals {
         { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
       ]
       env = merge(local.acme_env, {
-        KEYMESH_LISTEN             = ":${local.ports.relay}"
-        KEYMESH_TLS_LISTEN         = ":${local.ports.relay_tls}"
-        KEYMESH_ADMIN              = "0.0.0.0:${local.ports.admin}"
-        KEYMESH_KEY                = "${local.secret_dir}/relay-key"
-        KEYMESH_TICKET_KEY_FILE    = "${local.secret_dir}/ticket-keys"
-        KEYMESH_PEER_SECRET_FILE   = "${local.secret_dir}/peer-secret"
-        KEYMESH_TURN_LISTEN        = ":${local.ports.turn}"
-        KEYMESH_TURN_TCP_LISTEN    = ":${local.ports.turn}"
-        KEYMESH_TURN_SECRET_FILE   = "${local.secret_dir}/turn-secret"
-        KEYMESH_TURN_REALM         = var.acme_domain != "" ? var.acme_domain : var.deployment_name
-        KEYMESH_TURN_RELAY_IP      = "$${PUBLIC_IP}"
-        KEYMESH_STREAM_PRESENCE_IP = "$${PUBLIC_IP}"
-        KEYMESH_TURN_SOCKETS       = "$${NPROC}"
-        KEYMESH_REUSEPORT          = "$${NPROC}"
-        KEYMESH_LOG_FORMAT         = "json"
-        KEYMESH_LOG_LEVEL          = var.log_level
+        KEYMESH_LISTEN              = ":${local.ports.relay}"
+        KEYMESH_TLS_LISTEN          = ":${local.ports.relay_tls}"
+        KEYMESH_ADMIN               = local.admin_listen
+        KEYMESH_KEY                 = "${local.secret_dir}/relay-key"
+        KEYMESH_TICKET_KEY_FILE     = "${local.secret_dir}/ticket-keys"
+        KEYMESH_PEER_SECRET_FILE    = "${local.secret_dir}/peer-secret"
+        KEYMESH_TURN_LISTEN         = ":${local.ports.turn}"
+        KEYMESH_TURN_TCP_LISTEN     = ":${local.ports.turn}"
+        KEYMESH_TURN_SECRET_FILE    = "${local.secret_dir}/turn-secret"
+        KEYMESH_TURN_REALM          = var.acme_domain != "" ? var.acme_domain : var.deployment_name
+        KEYMESH_TURN_RELAY_IP       = "0.0.0.0"
+        KEYMESH_TURN_ADVERTISE_IP   = "$${PUBLIC_IP}"
+        KEYMESH_STREAM_PRESENCE_IP  = "0.0.0.0"
+        KEYMESH_STREAM_ADVERTISE_IP = "$${PUBLIC_IP}"
+        KEYMESH_TURN_SOCKETS        = "$${NPROC}"
+        KEYMESH_REUSEPORT           = "$${NPROC}"
+        KEYMESH_LOG_FORMAT          = "json"
+        KEYMESH_LOG_LEVEL           = var.log_level
       })
     }
   }

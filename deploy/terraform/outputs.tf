@@ -70,3 +70,9 @@ output "autoscaling_groups" {
   description = "Auto scaling group names by region and service, for `aws autoscaling start-instance-refresh` and the like."
   value       = { for r, m in local.deployed : r => m.autoscaling_group_names }
 }
+
+output "join_token" {
+  description = "The join token peers present when registering (when require_join_token): write it to a file of mode 0600 and start peers with --join-token-file <file> (KEYMESH_JOIN_TOKEN_FILE)."
+  value       = local.secret_values["join-token"]
+  sensitive   = true
+}

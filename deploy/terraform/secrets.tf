@@ -31,6 +31,12 @@ resource "random_bytes" "peer_secret" {
   length = 32
 }
 
+# The join token every peer must present when it registers (unless
+# require_join_token is false): output join_token.
+resource "random_bytes" "join_token" {
+  length = 32
+}
+
 # Redis AUTH token; ElastiCache allows printable characters other than
 # / " @ and space, so letters and digits only.
 resource "random_password" "redis_auth" {
@@ -69,6 +75,7 @@ locals {
     "turn-secret"   = "${random_bytes.turn_secret.base64}\n"
     "peer-secret"   = "${random_bytes.peer_secret.base64}\n"
     "redis-auth"    = random_password.redis_auth.result
+    "join-token"    = "${random_bytes.join_token.base64}\n"
     "ticket-keys"   = local.ticket_keys
   }
 

@@ -141,6 +141,12 @@ variable "acme_ca" {
   }
 }
 
+variable "require_join_token" {
+  description = "Make the rendezvous servers refuse registrations without the join token (output join_token; peers give it with --join-token-file). On by default: without it, anyone who can make a key registers, gets relay tickets and TURN credentials."
+  type        = bool
+  default     = true
+}
+
 variable "admin_cidrs" {
   description = "IPv4 CIDRs allowed to reach the servers' admin port (/healthz, /readyz, /metrics) directly, for monitoring. The load balancers' health checks are always allowed."
   type        = list(string)

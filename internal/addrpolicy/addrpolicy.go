@@ -6,8 +6,10 @@
 // 169.254.169.254 among them), multicast, reserved or unspecified, or one of
 // the server's own addresses, unless the operator allows a range.
 //
-// Addresses that embed an IPv4 address (IPv4-mapped, NAT64 64:ff9b::/96 and
-// 6to4 2002::/16) are judged by the IPv4 address they carry.
+// Addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible
+// ::/96, SIIT ::ffff:0:0:0/96, NAT64 64:ff9b::/96, 6to4 2002::/16 and the
+// client of a Teredo 2001::/32 address) are judged by the IPv4 address they
+// carry.
 package addrpolicy
 
 import (
@@ -119,9 +121,13 @@ func (p *Policy) Allowed(a netip.Addr) bool { return p.Check(a) == nil }
 var (
 	nat64  = netip.MustParsePrefix("64:ff9b::/96")
 	sixTo4 = netip.MustParsePrefix("2002::/16")
+	compat = netip.MustParsePrefix("::/96")           // IPv4-compatible (deprecated; a sit tunnel routes it)
+	siit   = netip.MustParsePrefix("::ffff:0:0:0/96") // RFC 2765 IPv4-translated
+	teredo = netip.MustParsePrefix("2001::/32")
 )
 
-// embedded returns the IPv4 address a carries (mapped, NAT64, 6to4), or a.
+// embedded returns the IPv4 address a carries (mapped, IPv4-compatible,
+// SIIT, NAT64, 6to4, a Teredo client's), or a.
 func embedded(a netip.Addr) netip.Addr {
 	a = a.Unmap()
 	if !a.Is6() {
@@ -129,8 +135,10 @@ func embedded(a netip.Addr) netip.Addr {
 	}
 	b := a.As16()
 	switch {
-	case nat64.Contains(a):
+	case nat64.Contains(a), compat.Contains(a), siit.Contains(a):
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	case teredo.Contains(a): // the client's address, inverted (RFC 4380)
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
 	case sixTo4.Contains(a):
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
 	}

@@ -18,13 +18,20 @@ func TestDefaultRefusals(t *testing.T) {
 		"2002:0a00:0001::1",  // 6to4 of 10.0.0.1
 		"203.0.113.5",        // the server itself
 		"::ffff:203.0.113.5",
+		// Forms that carry an IPv4 address a host or its gateway may
+		// deliver to (a sit tunnel's ::/96 route, SIIT, a Teredo relay).
+		"::127.0.0.1", "::169.254.169.254", "::10.0.0.1", "::203.0.113.5", // IPv4-compatible
+		"::ffff:0:127.0.0.1", "::ffff:0:169.254.169.254", // SIIT, RFC 2765
+		"2001:0:cb00:7105::f5ff:fffe", "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo clients 10.0.0.1
+		"2001:0:cb00:7105::34ff:8efa", // Teredo client 203.0.113.5, the server itself
 	}
 	for _, s := range refused {
 		if err := p.Check(netip.MustParseAddr(s)); !errors.Is(err, ErrDenied) {
 			t.Errorf("%s: got %v, want refused", s, err)
 		}
 	}
-	allowed := []string{"203.0.113.9", "198.51.100.1", "8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808"}
+	allowed := []string{"203.0.113.9", "198.51.100.1", "8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808",
+		"::8.8.8.8", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:db9::1"}
 	for _, s := range allowed {
 		if err := p.Check(netip.MustParseAddr(s)); err != nil {
 			t.Errorf("%s: %v, want allowed", s, err)

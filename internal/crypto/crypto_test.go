@@ -264,3 +264,37 @@ func TestTLSBoundToKeys(t *testing.T) {
 		t.Fatalf("server accepted a stranger: %v", serr)
 	}
 }
+
+// TestTicketInstance: the relay instance a ticket names survives sealing,
+// and a ticket without one (as relays sealed them before instance numbers)
+// opens as instance 0 with its expiry intact.
+func TestTicketInstance(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	tk, err := ParseTicketKeys([]byte(NewTicketKeyLine(1)), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range []uint16{0, 1, 2, 65535} {
+		in := Ticket{Addr: netip.MustParseAddrPort("198.51.100.9:5555"), ID: mustIdentity(t).ID(), Expiry: now.Add(time.Minute), Instance: inst}
+		got, err := tk.Open(tk.Seal(nil, in))
+		if err != nil {
+			t.Fatalf("instance %d: %v", inst, err)
+		}
+		if got.Instance != inst || !got.Expiry.Equal(in.Expiry) || got.Addr != in.Addr || got.ID != in.ID {
+			t.Fatalf("got %+v, want %+v", got, in)
+		}
+	}
+	// The layout before instance numbers: an 8-byte expiry, whose top two
+	// bytes are zero for any real date.
+	old := Ticket{Addr: netip.MustParseAddrPort("198.51.100.9:5555"), Expiry: now.Add(time.Minute)}
+	got, err := tk.Open(tk.Seal(nil, old))
+	if err != nil || got.Instance != 0 || !got.Expiry.Equal(old.Expiry) {
+		t.Fatalf("old-layout ticket: %+v, %v", got, err)
+	}
+	// An expired ticket naming an instance is still expired.
+	now = now.Add(2 * time.Minute)
+	if _, err := tk.Open(tk.Seal(nil, Ticket{Expiry: now.Add(-time.Second), Instance: 7})); !errors.Is(err, ErrTicketExpired) {
+		t.Fatalf("expired ticket with an instance: %v", err)
+	}
+}

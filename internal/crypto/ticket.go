@@ -21,9 +21,15 @@ import (
 //
 //	[0]      key ID
 //	[1:25]   XChaCha20-Poly1305 nonce
-//	[25:99]  sealed: IPv6-mapped address (16) | port (2) | peer ID (32) | expiry, Unix seconds (8) | tag (16)
+//	[25:99]  sealed: IPv6-mapped address (16) | port (2) | peer ID (32) | instance (2) | expiry, Unix seconds (6) | tag (16)
 //
-// The key ID and nonce are authenticated as additional data.
+// The key ID and nonce are authenticated as additional data. The instance
+// and expiry fields were one 8-byte expiry before relays had instance
+// numbers: a ticket from then reads as instance 0 (none) with the same
+// expiry, so old tickets open unchanged. The reverse does not hold: a relay
+// from before instance numbers reads a ticket naming an instance as expiring
+// centuries from now, so give relays instance numbers (--instance) only once
+// every relay sharing the ticket keys runs a build that reads them.
 const (
 	TicketSize      = 1 + chacha20poly1305.NonceSizeX + ticketPlain + chacha20poly1305.Overhead
 	ticketPlain     = 16 + 2 + 32 + 8
@@ -37,7 +43,13 @@ type Ticket struct {
 	Addr   netip.AddrPort
 	ID     PeerID
 	Expiry time.Time
+	// Instance numbers the relay instance that took the bind, the one
+	// holding the peer's flow; 0 when relays have no instance numbers.
+	Instance uint16
 }
+
+// maxTicketExpiry is the largest expiry the 6-byte field holds.
+const maxTicketExpiry = 1<<48 - 1
 
 // TicketKeys seals and opens tickets. Every relay instance holds the same
 // keys; the first is used to seal, all are accepted when opening, so a key
@@ -46,6 +58,7 @@ type TicketKeys struct {
 	sealID byte
 	aeads  map[byte]cipher.AEAD
 	now    func() time.Time
+	cookie []byte // see CookieSecret
 }
 
 // NewTicketKeys builds a key set. keys maps key ID to a 32-byte key; sealID
@@ -65,6 +78,7 @@ func NewTicketKeys(sealID byte, keys map[byte][]byte, now func() time.Time) (*Ti
 	if _, ok := tk.aeads[sealID]; !ok {
 		return nil, fmt.Errorf("ticket key %d to seal with is not in the key set", sealID)
 	}
+	tk.cookie = deriveCookieSecret(keys[sealID])
 	return tk, nil
 }
 
@@ -80,7 +94,8 @@ func (tk *TicketKeys) Seal(out []byte, t Ticket) []byte {
 	copy(plain[:16], a[:])
 	binary.BigEndian.PutUint16(plain[16:], t.Addr.Port())
 	copy(plain[18:50], t.ID[:])
-	binary.BigEndian.PutUint64(plain[50:], uint64(t.Expiry.Unix()))
+	exp := min(max(t.Expiry.Unix(), 0), maxTicketExpiry)
+	binary.BigEndian.PutUint64(plain[50:], uint64(t.Instance)<<48|uint64(exp))
 	out = append(out, hdr[:]...)
 	return tk.aeads[tk.sealID].Seal(out, hdr[1:], plain[:], hdr[:])
 }
@@ -115,7 +130,9 @@ func (tk *TicketKeys) OpenWith(s *TicketScratch, b []byte) (Ticket, error) {
 	copy(a[:], plain[:16])
 	t.Addr = netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), binary.BigEndian.Uint16(plain[16:]))
 	copy(t.ID[:], plain[18:50])
-	t.Expiry = time.Unix(int64(binary.BigEndian.Uint64(plain[50:])), 0)
+	v := binary.BigEndian.Uint64(plain[50:])
+	t.Instance = uint16(v >> 48)
+	t.Expiry = time.Unix(int64(v&maxTicketExpiry), 0)
 	if !tk.now().Before(t.Expiry) {
 		return t, ErrTicketExpired
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 )
@@ -29,7 +30,17 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Msg }
 
+// dial connects to the daemon, and only to one run by the current user:
+// the socket file and its directory must be this user's (a directory
+// others can write to must be sticky), and the process that accepted must
+// run as this user (SO_PEERCRED).
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	if err := checkSocketFile(c.Socket); err != nil {
+		if isNoDaemon(err) {
+			return nil, fmt.Errorf("%w at %s (start one with `peer up --server host:port#id`, or point --socket at it)", ErrNoDaemon, c.Socket)
+		}
+		return nil, err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
@@ -37,6 +48,10 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 			return nil, fmt.Errorf("%w at %s (start one with `peer up --server host:port#id`, or point --socket at it)", ErrNoDaemon, c.Socket)
 		}
 		return nil, fmt.Errorf("daemon socket %s: %w", c.Socket, err)
+	}
+	if err := checkOwner(conn, os.Geteuid()); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("daemon socket %s: %w; not talking to it", c.Socket, err)
 	}
 	return conn, nil
 }

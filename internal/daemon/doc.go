@@ -3,8 +3,14 @@
 // byte streams to and from other peers), a SOCKS5 proxy into the overlay,
 // and exposed local TCP ports.
 //
-// The local API is HTTP/1.1 over the Unix socket (mode 0600, in a 0700
-// directory):
+// Everything local acts with the node's identity, so only the user who runs
+// the daemon may use it: the API socket has mode 0600 in a 0700 directory
+// and the daemon refuses a client of another uid (SO_PEERCRED); the SOCKS5
+// proxy and `peer forward` refuse TCP connections from another user of the
+// host (found in /proc/net/tcp and tcp6); the CLI talks only to a socket
+// its own user owns, served by a process of that user (see OwnerOnly).
+//
+// The local API is HTTP/1.1 over the Unix socket:
 //
 //	GET    /v1/status                  the node's status plus what the daemon serves (JSON)
 //	POST   /v1/ping?peer=P&timeout=D   one ping (JSON)

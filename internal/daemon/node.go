@@ -29,6 +29,9 @@ func (a nodeAdapter) Status() Status {
 		ID: s.ID, Overlay: s.Overlay, Local: s.Local, NATFacing: s.NATFacing, Registered: s.Registered,
 		Server: s.Server, Relay: s.Relay, Transport: s.Transport, Error: s.Error, Peers: make([]PeerStatus, 0, len(s.Peers)),
 	}
+	for _, is := range s.ICEServers {
+		st.ICEServers = append(st.ICEServers, ICEServer{URLs: is.URLs, Username: is.Username, Credential: is.Credential})
+	}
 	for _, p := range s.Peers {
 		st.Peers = append(st.Peers, PeerStatus{ID: p.ID, Overlay: p.Overlay, Path: p.Path, Remote: p.Remote, RTTms: p.RTTms, LastSeen: p.LastSeen})
 	}

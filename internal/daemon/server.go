@@ -126,8 +126,10 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves the local API on ln until ctx ends or Close is called.
+// Serve serves the local API on ln until ctx ends or Close is called. Only
+// connections from the user running the daemon are served (OwnerOnly).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ln = OwnerOnly(ln, s.log)
 	// Requests end when either the caller's ctx or the server ends.
 	base, cancelBase := context.WithCancel(ctx)
 	defer cancelBase()

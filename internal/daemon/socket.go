@@ -89,6 +89,36 @@ func privateDir(dir string) error {
 	return nil
 }
 
+// checkSocketFile checks, before the CLI talks to it, that the socket at
+// path is the current user's, in a directory that is the user's or root's
+// and that nobody else can write to (unless it is sticky, like /tmp):
+// another local user must not be able to put a daemon of theirs there.
+func checkSocketFile(path string) error {
+	uid := os.Geteuid()
+	dir := filepath.Dir(path)
+	dst, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if sys, ok := dst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid && sys.Uid != 0 {
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to you (uid %d): %w; another user may have made it; not talking to a daemon there", dir, sys.Uid, uid, ErrOtherUser)
+	}
+	if dst.Mode().Perm()&0o022 != 0 && dst.Mode()&fs.ModeSticky == 0 {
+		return fmt.Errorf("socket directory %s has mode %#o: %w; others could replace the socket", dir, dst.Mode().Perm(), ErrUnsafeDir)
+	}
+	st, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s is not a socket; point --socket at the daemon's", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid {
+		return fmt.Errorf("socket %s belongs to uid %d, not to you (uid %d): %w; not talking to it", path, sys.Uid, uid, ErrOtherUser)
+	}
+	return nil
+}
+
 // isNoDaemon reports whether a dial error means nobody listens on the socket.
 func isNoDaemon(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)

@@ -43,8 +43,11 @@ func ParseDestination(host string) (string, error) {
 // until ctx ends or Close is called. Destinations must name a peer (see
 // ParseDestination); the connection becomes a stream to that peer's port.
 // Any other destination is refused ("not allowed by ruleset"): the proxy
-// never reaches the ordinary network.
+// never reaches the ordinary network. Local connections are served only
+// from the user running the daemon (OwnerOnly): the proxy acts with the
+// node's identity.
 func (s *Server) ServeSOCKS(ctx context.Context, ln net.Listener) error {
+	ln = OwnerOnly(ln, s.log)
 	s.mu.Lock()
 	s.socksAddr = ln.Addr().String()
 	s.mu.Unlock()

@@ -28,16 +28,26 @@ type Node interface {
 
 // Status is the node's state as the local API reports it.
 type Status struct {
-	ID         string       `json:"id"`
-	Overlay    string       `json:"overlay"`
-	Local      []string     `json:"local,omitempty"`
-	NATFacing  string       `json:"nat_facing,omitempty"`
-	Registered bool         `json:"registered"`
-	Server     string       `json:"server,omitempty"`
-	Relay      string       `json:"relay,omitempty"`
-	Transport  string       `json:"transport,omitempty"`
-	Error      string       `json:"error,omitempty"`
+	ID         string   `json:"id"`
+	Overlay    string   `json:"overlay"`
+	Local      []string `json:"local,omitempty"`
+	NATFacing  string   `json:"nat_facing,omitempty"`
+	Registered bool     `json:"registered"`
+	Server     string   `json:"server,omitempty"`
+	Relay      string   `json:"relay,omitempty"`
+	Transport  string   `json:"transport,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	// ICEServers are the TURN servers and credentials the node received,
+	// in WebRTC's RTCIceServer shape (see node.ICEServer).
+	ICEServers []ICEServer  `json:"ice_servers,omitempty"`
 	Peers      []PeerStatus `json:"peers"`
+}
+
+// ICEServer is one entry of WebRTC's iceServers.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
 }
 
 // PeerStatus is one known peer in Status.

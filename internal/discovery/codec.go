@@ -23,13 +23,16 @@ import (
 //	ntick     varint, then ntick x (varint length, bytes)
 //	nallow    varint, then nallow x 32-byte peer ID
 //	instance  varint length, bytes
+//	home      addrport (since 1.1; absent in older records: the zero AddrPort)
 //
 // addrport is one kind byte then the address and a 2-byte port:
 // 0 = none (the zero AddrPort, nothing follows), 4 = IPv4 (4+2 bytes),
 // 6 = IPv6 (16+2 bytes; IPv4-mapped addresses stay mapped). IPv6 zones are
 // not stored: they mean nothing on another host.
 //
-// Changelog and evolution rule: version 1 is the first. A compatible
+// Changelog and evolution rule: version 1 is the first; 1.1 appends home
+// (same version byte: older readers ignore it, and a record without it
+// decodes with no home). A compatible
 // addition appends fields after instance; readers ignore bytes they do not
 // know, so instances of mixed versions share one store. An incompatible
 // change bumps the version byte, and older readers report ErrBadRecord.
@@ -83,6 +86,7 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(rec.Instance)))
 	dst = append(dst, rec.Instance...)
+	dst = appendAddrPort(dst, rec.Home)
 	if n := len(dst) - start; n > MaxRecordSize {
 		return dst[:start], fmt.Errorf("record of %d bytes exceeds %d: %w", n, MaxRecordSize, ErrInvalid)
 	}
@@ -161,10 +165,13 @@ func decodeRecord(b []byte) (Record, error) {
 		}
 	}
 	rec.Instance = string(d.bytes())
+	if d.err == nil && len(d.b) > 0 {
+		rec.Home = d.addrPort()
+	}
 	if d.err != nil {
 		return Record{}, d.err
 	}
-	// Bytes after instance are fields of a newer compatible version.
+	// Bytes after home are fields of a newer compatible version.
 	return rec, nil
 }
 

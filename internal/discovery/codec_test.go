@@ -44,8 +44,8 @@ func TestCodecCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 43 header + 7 reflexive + 1+7+19 candidates + 1+1+99 ticket + 1 policy + 1+5 instance
-	if want := 43 + 7 + 27 + 101 + 1 + 6; len(b) != want {
+	// 43 header + 7 reflexive + 1+7+19 candidates + 1+1+99 ticket + 1 policy + 1+5 instance + 1 home
+	if want := 43 + 7 + 27 + 101 + 1 + 6 + 1; len(b) != want {
 		t.Fatalf("encoded %d bytes, want %d", len(b), want)
 	}
 }
@@ -66,12 +66,21 @@ func TestCodecRejects(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	rec := randRecord(r)
 	rec.Instance = "x"
+	rec.Home = netip.MustParseAddrPort("10.0.0.1:3490")
 	b, _ := appendRecord(nil, rec)
-	// Every truncation fails cleanly.
+	old := len(b) - 7 // the record as version 1.0 wrote it, without home
+	// Every truncation fails cleanly, but for the older form.
 	for n := range len(b) {
+		if n == old {
+			continue
+		}
 		if _, err := decodeRecord(b[:n]); !errors.Is(err, ErrBadRecord) {
 			t.Fatalf("truncated to %d of %d: err = %v, want ErrBadRecord", n, len(b), err)
 		}
+	}
+	// A record from before home decodes with no home (older writers).
+	if got, err := decodeRecord(b[:old]); err != nil || got.Home.IsValid() || got.Instance != "x" {
+		t.Fatalf("record without home: %+v, %v", got, err)
 	}
 	// Fields appended by a newer compatible version are ignored.
 	if got, err := decodeRecord(append(bytes.Clone(b), 1, 2, 3)); err != nil || !sameRecord(rec, got) {
@@ -118,7 +127,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		if len(b2) > len(b) {
+		if len(b2) > len(b)+1 { // +1: the absent home of an older record
 			t.Fatalf("re-encoded %d bytes from %d", len(b2), len(b))
 		}
 		rec2, err := decodeRecord(b2)

@@ -61,6 +61,10 @@ type Record struct {
 	Policy Policy
 	// Instance names the rendezvous instance that took the registration.
 	Instance string
+	// Home is the mesh address (package mesh) of that instance, the one
+	// holding the peer's flow; zero when the instance runs without a mesh.
+	// Another instance sends datagrams for the peer through it.
+	Home netip.AddrPort
 	// Updated is when the registration was taken.
 	Updated time.Time
 }

@@ -42,6 +42,9 @@ func randRecord(r *rand.Rand) Record {
 	if r.IntN(4) > 0 {
 		rec.Instance = "rdv-" + string(rune('a'+r.IntN(26)))
 	}
+	if r.IntN(2) == 0 {
+		rec.Home = randAddrPort(r)
+	}
 	if r.IntN(8) > 0 {
 		rec.Updated = time.Unix(1_800_000_000+r.Int64N(1e6), r.Int64N(1e9)).UTC()
 	}
@@ -84,7 +87,7 @@ func sameRecord(a, b Record) bool {
 		slices.Equal(a.Policy.Allowed, b.Policy.Allowed) &&
 		slices.Equal(a.Candidates, b.Candidates) &&
 		slices.EqualFunc(a.Tickets, b.Tickets, bytes.Equal) &&
-		a.Instance == b.Instance && a.Updated.Equal(b.Updated)
+		a.Instance == b.Instance && a.Home == b.Home && a.Updated.Equal(b.Updated)
 }
 
 // fakeClock is a settable clock for tests.

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -37,11 +38,39 @@ const (
 // does in its shard, by Sweep, and by Run, which sweeps every SweepInterval
 // until its context ends: run it with `go m.Run(ctx)` where Puts may stop
 // for long (Len counts records not yet swept). Close drops every record.
+//
+// SetMaxRecords caps it (the rendezvous command sets DefaultMaxRecords): a
+// new peer then evicts the registrations closest to expiry, never a
+// refresh.
 type Memory struct {
-	now    func() time.Time
-	seed   maphash.Seed
-	shards [numShards]shard
+	now      func() time.Time
+	seed     maphash.Seed
+	perShard int // records a shard keeps; 0: no cap
+	evicted  atomic.Uint64
+	shards   [numShards]shard
 }
+
+// DefaultMaxRecords is the registry cap the rendezvous command sets by
+// default: a typical record takes about 250 bytes in memory and the largest
+// a registration frame can carry about 1.7 KB, so 2,097,152 records take
+// about 512 MiB, 3.5 GiB if every peer sent the largest.
+const DefaultMaxRecords = 1 << 21
+
+// SetMaxRecords caps the registry at about n records (n/256 per shard, at
+// least one): a Put of a new peer into a full shard first evicts that
+// shard's expired records or, when none is, the one closest to expiry. A
+// refresh of a registered peer is never refused or evicted for room. n <= 0
+// removes the cap. Call it before the registry is used.
+func (m *Memory) SetMaxRecords(n int) {
+	if n <= 0 {
+		m.perShard = 0
+		return
+	}
+	m.perShard = max(1, n/numShards)
+}
+
+// Evicted counts the live records evicted to make room (the cap reached).
+func (m *Memory) Evicted() uint64 { return m.evicted.Load() }
 
 var _ Registry = (*Memory)(nil)
 
@@ -83,8 +112,11 @@ func (m *Memory) Put(_ context.Context, rec Record, ttl time.Duration) error {
 	}
 	s, k, tag := m.locate(rec.ID.OverlayAddr())
 	s.mu.Lock()
-	ok := s.put(&k, tag, body, exp, now)
+	ok, evicted := s.put(&k, tag, body, exp, now, m.perShard)
 	s.mu.Unlock()
+	if evicted > 0 {
+		m.evicted.Add(uint64(evicted))
+	}
 	if !ok {
 		return fmt.Errorf("memory registry shard over 4 GiB: %w", ErrUnavailable)
 	}

@@ -168,7 +168,7 @@ func TestMemoryGetChecksID(t *testing.T) {
 	other[0] = 2
 	s, k, tag := m.locate(other.OverlayAddr())
 	body, _ := appendRecord(nil, rec)
-	s.put(&k, tag, body, time.Now().Add(time.Hour).UnixNano(), time.Now().UnixNano())
+	s.put(&k, tag, body, time.Now().Add(time.Hour).UnixNano(), time.Now().UnixNano(), 0)
 	if _, err := m.Get(ctx, other); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get of other peer: %v", err)
 	}

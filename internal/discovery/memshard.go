@@ -199,15 +199,21 @@ func (s *shard) appendEntry(k *addrKey, body []byte, exp int64) int {
 	return off
 }
 
-// put stores body under k, expiring at exp. It reports false when the shard
-// is full (over 4 GiB).
-func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
+// put stores body under k, expiring at exp. A new key in a shard holding
+// limit entries (limit > 0) first makes room (see makeRoom); it returns how
+// many live entries that evicted. It reports false when the shard is over
+// 4 GiB.
+func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64, limit int) (bool, int) {
 	s.sweep(now, sweepPerPut)
 	bucket, off := s.lookup(k, tag)
 	if bucket >= 0 && s.bodyLen(off) == len(body) {
 		s.setExpires(off, exp)
 		copy(s.body(off), body)
-		return true
+		return true, 0
+	}
+	evicted := 0
+	if bucket < 0 && limit > 0 && s.count >= limit {
+		evicted = s.makeRoom(now)
 	}
 	if s.garbage > compactMin && s.garbage*2 > len(s.arena) {
 		s.compact(now)
@@ -215,7 +221,7 @@ func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
 	}
 	noff := s.appendEntry(k, body, exp)
 	if noff < 0 {
-		return false
+		return false, evicted
 	}
 	if bucket >= 0 {
 		s.kill(off)
@@ -223,7 +229,52 @@ func (s *shard) put(k *addrKey, tag uint32, body []byte, exp, now int64) bool {
 	} else {
 		s.insert(tag, noff)
 	}
-	return true
+	return true, evicted
+}
+
+// makeRoom removes every expired entry of a full shard or, when none is
+// expired, the live ones closest to expiry (the oldest registrations: all
+// share one TTL): those in the first 1/32 of the span of expiries, at most
+// 1/32 of the shard and at least one, so that a stream of new peers pays
+// for a scan of the shard only every so many Puts. It returns how many
+// live entries it removed.
+func (s *shard) makeRoom(now int64) int {
+	var victims []int // arena offsets
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, b := range s.table {
+		if b == 0 {
+			continue
+		}
+		off := int(uint32(b)) - 1
+		exp := s.expires(off)
+		if exp <= now {
+			victims = append(victims, off)
+			continue
+		}
+		lo, hi = min(lo, exp), max(hi, exp)
+	}
+	live := 0
+	if len(victims) == 0 && lo <= hi {
+		limit := max(1, s.count/32)
+		cut := lo + (hi-lo)/32
+		for _, b := range s.table {
+			if b == 0 || len(victims) >= limit {
+				continue
+			}
+			if off := int(uint32(b)) - 1; s.expires(off) <= cut {
+				victims = append(victims, off)
+			}
+		}
+		live = len(victims)
+	}
+	for _, off := range victims {
+		k := s.key(off)
+		if bucket, boff := s.lookup(&k, uint32(hashKey(s.seed, &k)>>32)); bucket >= 0 && boff == off {
+			s.removeBucket(bucket)
+			s.kill(off)
+		}
+	}
+	return live
 }
 
 // get returns the body stored under k if it is live at now.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +30,14 @@ type RedisOptions struct {
 	CountWindow time.Duration
 	// Now is the clock that picks count buckets. Default time.Now.
 	Now func() time.Time
+	// MaxRecords caps the registry at about this many records; 0 means no
+	// cap. With a cap, each Put also files the peer in an expiry index (a
+	// sorted set per count shard, about 100 bytes of Redis memory a peer)
+	// and, when a new peer takes the index over MaxRecords/16, the records
+	// closest to expiry are deleted. A refresh of a registered peer is never
+	// refused: it moves the peer to the far end of the index. Needs Redis
+	// 5 or later (ZPOPMIN).
+	MaxRecords int
 }
 
 // Redis is a registry in Redis, shared by every rendezvous instance that
@@ -40,6 +49,8 @@ type RedisOptions struct {
 //
 //	P:{A}:p           the record (stored form of codec.go), TTL = Put's ttl
 //	P:{cntS}:c:B      HyperLogLog of the addresses put in count window B
+//	P:{cntS}:x        with MaxRecords: sorted set of the addresses (14 bytes)
+//	                  scored by their records' expiry (Unix ms)
 //
 // The record is keyed by the overlay address, which both lookups know: Get
 // derives it from the peer ID (one SHA-256) and checks the ID inside, and
@@ -53,10 +64,12 @@ type RedisOptions struct {
 // Every failure to talk to Redis wraps ErrUnavailable; a missing peer is
 // ErrNotFound.
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
-	window time.Duration
-	now    func() time.Time
+	c        redis.UniversalClient
+	prefix   string
+	window   time.Duration
+	now      func() time.Time
+	perShard int64 // index entries kept per count shard; 0: no cap
+	evicted  atomic.Uint64
 }
 
 var _ Registry = (*Redis)(nil)
@@ -71,6 +84,9 @@ func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		return nil, errors.New("discovery: RedisOptions.Client is nil: build one with redis.NewUniversalClient")
 	}
 	r := &Redis{c: opts.Client, prefix: opts.Prefix, window: opts.CountWindow, now: opts.Now}
+	if opts.MaxRecords > 0 {
+		r.perShard = int64(max(1, opts.MaxRecords/countShards))
+	}
 	if r.prefix == "" {
 		r.prefix = "km"
 	}
@@ -105,6 +121,30 @@ func (r *Redis) countKey(s byte, w int64) string {
 	return r.prefix + ":{cnt" + strconv.FormatUint(uint64(s), 16) + "}:c:" + strconv.FormatInt(w, 10)
 }
 
+// indexKey returns the expiry index key of count shard s.
+func (r *Redis) indexKey(s byte) string {
+	return r.prefix + ":{cnt" + strconv.FormatUint(uint64(s), 16) + "}:x"
+}
+
+// capScript files a peer in its shard's expiry index, drops the expired
+// entries (their records expired by themselves) and, beyond the cap, pops
+// the entries closest to expiry for the caller to delete. One key, so it
+// runs on a Cluster too.
+var capScript = redis.NewScript(`
+local x = KEYS[1]
+redis.call('ZADD', x, ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[3])
+redis.call('PEXPIRE', x, ARGV[5])
+local over = redis.call('ZCARD', x) - tonumber(ARGV[4])
+if over > 0 then
+  return redis.call('ZPOPMIN', x, over)
+end
+return {}
+`)
+
+// Evicted counts the records deleted to keep the cap.
+func (r *Redis) Evicted() uint64 { return r.evicted.Load() }
+
 func (r *Redis) bucket() int64 { return r.now().UnixNano() / int64(r.window) }
 
 // Put stores or refreshes rec until ttl from now, with one pipelined round
@@ -121,15 +161,53 @@ func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 	ttl = max(ttl, time.Millisecond) // Redis counts expiry in milliseconds
 	a := rec.ID.OverlayAddr().As16()
 	ck := r.countKey(a[2]%countShards, r.bucket())
+	var popped *redis.Cmd
 	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, r.recordKey(a), body, ttl)
 		p.PFAdd(ctx, ck, a[2:])
 		p.PExpire(ctx, ck, 3*r.window)
+		if r.perShard > 0 {
+			now := r.now()
+			popped = capScript.Eval(ctx, p, []string{r.indexKey(a[2] % countShards)},
+				a[2:], now.Add(ttl).UnixMilli(), now.UnixMilli(), r.perShard, (ttl + time.Second).Milliseconds())
+		}
 		return nil
 	})
 	if err != nil {
 		return unavailable("put", err)
 	}
+	if popped != nil {
+		return r.evict(ctx, popped)
+	}
+	return nil
+}
+
+// evict deletes the records the cap script popped (address, score pairs).
+func (r *Redis) evict(ctx context.Context, popped *redis.Cmd) error {
+	vals, err := popped.Slice()
+	if err != nil || len(vals) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		m, ok := vals[i].(string)
+		if !ok || len(m) != 14 {
+			continue
+		}
+		var a [16]byte
+		copy(a[2:], m)
+		keys = append(keys, r.recordKey(a))
+	}
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, k) // one key per command: each lives in its own slot
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("evict", err)
+	}
+	r.evicted.Add(uint64(len(keys)))
 	return nil
 }
 
@@ -173,7 +251,15 @@ func (r *Redis) get(ctx context.Context, addr netip.Addr) (Record, error) {
 // Delete removes the record of id. Len keeps counting it until its count
 // window passes.
 func (r *Redis) Delete(ctx context.Context, id crypto.PeerID) error {
-	if err := r.c.Del(ctx, r.recordKey(id.OverlayAddr().As16())).Err(); err != nil {
+	a := id.OverlayAddr().As16()
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.recordKey(a))
+		if r.perShard > 0 {
+			p.ZRem(ctx, r.indexKey(a[2]%countShards), a[2:])
+		}
+		return nil
+	})
+	if err != nil {
 		return unavailable("delete", err)
 	}
 	return nil

@@ -134,3 +134,23 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAnswerLimited is FuzzAnswer for a responder whose answers are bounded
+// per source (LimitPerSource): the RFC 5780 attributes then go to any
+// Binding request, and an answer is never more than a header and three
+// IPv6 address attributes, whatever the request.
+func FuzzAnswerLimited(f *testing.F) {
+	r := NewResponder(netip.MustParseAddrPort("203.0.113.1:3478"), netip.MustParseAddrPort("198.51.100.1:3479"), nil)
+	r.LimitPerSource(func(netip.Addr) bool { return true })
+	plain, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+	f.Add(plain.Raw)
+	change, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}})
+	f.Add(change.Raw)
+	f.Add([]byte{0, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		resp, _, err := r.Answer(b, netip.MustParseAddrPort("[2001:db8::1]:5000"), netip.MustParseAddrPort("203.0.113.1:3478"))
+		if err == nil && len(resp) > 20+3*24 {
+			t.Fatalf("answer of %d bytes to %d", len(resp), len(b))
+		}
+	})
+}

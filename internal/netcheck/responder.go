@@ -18,11 +18,21 @@ import (
 // Answers never amplify beyond plain STUN: a request gets XOR-MAPPED-ADDRESS
 // (a 32-byte answer to the usual 20-byte request, as every STUN server does),
 // and OTHER-ADDRESS and RESPONSE-ORIGIN only when the request is at least as
-// large as the answer would be (netcheck's client pads its requests).
+// large as the answer would be (netcheck's client pads its requests), or
+// always once LimitPerSource bounds the answers each source gets.
 type Responder struct {
 	primary, alt netip.AddrPort
 	conns        map[netip.AddrPort]net.PacketConn
+	allow        func(netip.Addr) bool
 }
+
+// LimitPerSource makes Send (so Serve) ask allow before answering each
+// request and drop it when allow says no. Since each source's answers are
+// then bounded, OTHER-ADDRESS and RESPONSE-ORIGIN go to unpadded requests
+// too, as standard RFC 5780 clients (coturn's turnutils_natdiscovery) need.
+// Answer does not call allow: a caller of Answer asks it itself. Call it
+// before Serve.
+func (r *Responder) LimitPerSource(allow func(netip.Addr) bool) { r.allow = allow }
 
 // NewResponder makes a responder. conns maps each local socket address to its
 // socket; alt may be the zero value when the server has no second address,
@@ -80,7 +90,7 @@ func (r *Responder) Answer(req []byte, from, local netip.AddrPort) ([]byte, neti
 	if err != nil {
 		return nil, local, fmt.Errorf("build answer: %w", err)
 	}
-	if r.alt.IsValid() && len(req) >= len(base.Raw)+24 {
+	if r.alt.IsValid() && (r.allow != nil || len(req) >= len(base.Raw)+24) {
 		other := netip.AddrPortFrom(r.other(local.Addr()), r.otherPort(local.Port()))
 		oa := stun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())}
 		ro := stun.ResponseOrigin{IP: src.Addr().AsSlice(), Port: int(src.Port())}
@@ -121,6 +131,9 @@ func (r *Responder) SendAnswer(resp []byte, src, to netip.AddrPort) bool {
 // Send answers req on the right socket. It returns false when it sent
 // nothing.
 func (r *Responder) Send(req []byte, from, local netip.AddrPort) bool {
+	if r.allow != nil && !r.allow(from.Addr()) {
+		return false
+	}
 	resp, src, err := r.Answer(req, from, local)
 	if err != nil {
 		return false

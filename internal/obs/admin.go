@@ -34,6 +34,22 @@ type Admin struct {
 	mu     sync.Mutex
 	health []Check
 	ready  []Check
+	limits httpLimits
+}
+
+// Limits of the admin HTTP server, so that clients that connect and send
+// nothing, dribble headers, or keep idle connections hold nothing for long.
+const (
+	AdminReadHeaderTimeout = 5 * time.Second
+	AdminReadTimeout       = 10 * time.Second
+	AdminWriteTimeout      = 30 * time.Second
+	AdminIdleTimeout       = 60 * time.Second
+	AdminMaxHeaderBytes    = 16 << 10
+)
+
+type httpLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeader                     int
 }
 
 // NewAdmin makes an Admin for the named server.
@@ -50,7 +66,10 @@ func NewAdmin(server string, log *slog.Logger) *Admin {
 	})
 	bi.Set(1)
 	reg.MustRegister(bi)
-	return &Admin{Registry: reg, log: log}
+	return &Admin{Registry: reg, log: log, limits: httpLimits{
+		readHeader: AdminReadHeaderTimeout, read: AdminReadTimeout, write: AdminWriteTimeout,
+		idle: AdminIdleTimeout, maxHeader: AdminMaxHeaderBytes,
+	}}
 }
 
 // AddHealth adds a check to /healthz (and so to /readyz).
@@ -111,7 +130,16 @@ func (a *Admin) serveChecks(w http.ResponseWriter, r *http.Request, checks []Che
 
 // Serve serves the admin endpoint on ln until ctx ends.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	l := a.limits
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: l.readHeader,
+		ReadTimeout:       l.read,
+		WriteTimeout:      l.write,
+		IdleTimeout:       l.idle,
+		MaxHeaderBytes:    l.maxHeader,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -27,6 +27,7 @@ const (
 type localState struct {
 	mu           sync.Mutex
 	cands        []netip.AddrPort
+	prefixes     []netip.Prefix // this peer's LAN prefixes (candOK)
 	reflexive    netip.AddrPort
 	rounds       int
 	next         time.Time
@@ -41,8 +42,12 @@ func (s *Sock) refreshLocal() bool {
 		return false
 	}
 	cands := nat.LocalCandidates(s.LocalAddrPort(), ifs)
+	prefixes, perr := s.cfg.LocalPrefixes()
 	s.local.mu.Lock()
 	defer s.local.mu.Unlock()
+	if perr == nil {
+		s.local.prefixes = prefixes
+	}
 	if slices.Equal(cands, s.local.cands) {
 		return false
 	}

@@ -86,20 +86,26 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 	if pr.route.Load().kind == PathDirect || !pr.reflexive.IsValid() || !s.canSendTo(pr.reflexive) {
 		return
 	}
+	// The target is the reflexive address the rendezvous saw; one
+	// birthday punch per peer and punchWindow.
 	target := pr.reflexive
+	if pr.bday != nil || now.Before(pr.sprayUntil) || (!pr.bdayAt.IsZero() && now.Sub(pr.bdayAt) < punchWindow) {
+		return
+	}
 	if st == nat.StrategyBirthdayHard {
-		if pr.bday != nil {
-			return
-		}
+		pr.bdayAt = now
 		b := &birthday{done: make(chan struct{})}
 		pr.bday = b
 		s.wg.Add(1)
 		go s.birthdayHard(pr, b, target, start)
 		return
 	}
-	if now.Before(pr.sprayUntil) {
+	if s.sprays.Add(1) > maxSprays {
+		s.sprays.Add(-1)
+		s.log.Debug("birthday punching (easy side): too many sprays running", "peer", pr.id.Short())
 		return
 	}
+	pr.bdayAt = now
 	pr.sprayUntil = now.Add(nat.BirthdayWindow)
 	s.wg.Add(1)
 	go s.birthdayEasy(pr, target.Addr(), start)
@@ -155,7 +161,7 @@ func (s *Sock) tickKept(pr *peer, now time.Time) {
 func (s *Sock) addExtra(e *extra) bool {
 	s.extraMu.Lock()
 	defer s.extraMu.Unlock()
-	if s.isClosed() {
+	if s.isClosed() || len(s.extras) >= maxBirthdaySockets {
 		return false
 	}
 	s.extras[e] = struct{}{}
@@ -233,6 +239,10 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 		}
 	}()
 	for range nat.BirthdaySockets {
+		if s.BirthdaySocketsOpen() >= maxBirthdaySockets {
+			s.log.Debug("birthday punching: global socket cap reached", "opened", len(socks))
+			break
+		}
 		c, err := s.cfg.ListenExtra()
 		if err != nil {
 			s.log.Warn("birthday punching: opening a socket failed", "opened", len(socks), "err", err)
@@ -241,7 +251,10 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 		e := &extra{conn: c}
 		if !s.addExtra(e) {
 			c.Close()
-			return
+			if s.isClosed() {
+				return
+			}
+			break // the global cap, reached meanwhile
 		}
 		socks = append(socks, e)
 		s.stats.BirthdaySockets.Add(1)
@@ -278,6 +291,7 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 // main socket, until a direct path opens.
 func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 	defer s.wg.Done()
+	defer s.sprays.Add(-1)
 	if !s.sleep(time.Until(start.Add(sprayDelay)), nil) {
 		return
 	}

@@ -58,6 +58,11 @@ type Config struct {
 	DropDirect func(remote netip.AddrPort) bool
 	// Interfaces lists local addresses; default nat.InterfaceAddrs.
 	Interfaces func() ([]netip.Addr, error)
+	// LocalPrefixes lists this peer's own LAN prefixes: a peer's private
+	// (RFC 1918, fc00::/7, 100.64.0.0/10) candidates are probed only when
+	// they lie on one. Default: the interfaces' prefixes when Interfaces
+	// is not set, else each address of Interfaces alone.
+	LocalPrefixes func() ([]netip.Prefix, error)
 	// Resolve resolves a relay's host:port; default net.DefaultResolver.
 	Resolve func(hostport string) (netip.AddrPort, error)
 
@@ -72,6 +77,22 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.ListenAddr == "" {
 		c.ListenAddr = ":0"
+	}
+	if c.LocalPrefixes == nil {
+		if c.Interfaces == nil {
+			c.LocalPrefixes = interfacePrefixes
+		} else {
+			ifs := c.Interfaces
+			c.LocalPrefixes = func() ([]netip.Prefix, error) {
+				as, err := ifs()
+				out := make([]netip.Prefix, 0, len(as))
+				for _, a := range as {
+					a = a.Unmap()
+					out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				}
+				return out, err
+			}
+		}
 	}
 	if c.Interfaces == nil {
 		c.Interfaces = nat.InterfaceAddrs

@@ -96,6 +96,8 @@ func (s *Sock) handleVia(bp *[]byte, n int, from netip.AddrPort, via *extra) {
 		s.sealed(b, from, true, 0, via)
 	case wire.TypeRelayBound:
 		s.relayBound(b, from)
+	case wire.TypeRelayChallenge:
+		s.relayChallenge(b, from)
 	}
 	s.putBuf(bp)
 }
@@ -144,7 +146,7 @@ func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
 	pr.mu.Lock()
 	c := pr.cands[from]
 	if c == nil {
-		c = s.addCand(pr, from, true, now)
+		c = s.addCand(pr, from, true, false, now)
 	}
 	due := c != nil && now.Sub(c.lastSent) >= time.Second
 	pr.mu.Unlock()

@@ -24,6 +24,22 @@
 // that peer's direct path (its data frames go out one by one, without
 // segmentation offload). Two hard sides stay on the relay.
 //
+// A peer is no reflector (guard.go). Addresses a peer names are probed only
+// when they could be its own: not loopback (unless this socket is on
+// loopback), link-local, multicast or unspecified, and private or CGNAT
+// only on one of this peer's own LAN prefixes or when the rendezvous saw
+// the peer there. Until an address answers with an authenticated
+// ProbeReply it gets at most candBudget probes a punch, all of a peer's
+// unproven addresses together peerBudget per punchWindow, one destination
+// address destRate a second and all of them unprovenRate a second. A Punch
+// repeated within punchWindow does not restart the schedule; birthday
+// punching opens at most maxBirthdaySockets sockets in all and runs once
+// per peer and punchWindow, towards the address the rendezvous saw. Only
+// peers the layer knows are heard (a stranger's key costs no X25519); a
+// Probe is answered only when its sealed time is within probeMaxAge of
+// this clock, and, to a source that is not a proven path of that peer, at
+// most replyRate a second per IPv4 address or IPv6 /64.
+//
 // Everything shares the socket, told apart by the first byte (see
 // internal/wire): STUN goes to a callback (the STUN client), frames sealed by
 // the rendezvous server's key go to the rendezvous client, sealed frames of

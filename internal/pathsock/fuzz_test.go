@@ -26,7 +26,8 @@ func FuzzHandle(f *testing.F) {
 	f.Add(seal(&wire.PathUpdate{Info: wire.PeerInfo{ID: peerID.ID(), Candidates: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, Tickets: [][]byte{ticket}}}))
 	relayed := wire.RelayedFromSend(wire.AppendRelaySend(nil, ticket, peerID.ID().Tag(), seal(&wire.Probe{TxID: 3})))
 	f.Add(relayed)
-	f.Add(wire.AppendRelayBound(nil, ticket, netip.MustParseAddrPort("127.0.0.1:9"), time.Now().Add(time.Minute)))
+	f.Add(wire.AppendRelayBound(nil, wire.RelayBound{Ticket: ticket, Observed: netip.MustParseAddrPort("127.0.0.1:9"), Expiry: time.Now().Add(time.Minute)}))
+	f.Add(wire.AppendRelayChallenge(nil, wire.RelayChallenge{Cookie: crypto.Cookie{1}}))
 	f.Add([]byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0x21, 1})
 

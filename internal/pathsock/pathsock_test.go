@@ -245,12 +245,16 @@ func TestInterfaceChangeAnnounces(t *testing.T) {
 	ifs.Store([]netip.Addr{netip.MustParseAddr("100.64.1.2")})
 	changed := make(chan struct{}, 8)
 	// a listens on every address: its candidates follow its interfaces. b
-	// never probes (NoDirect), so nothing goes to the made-up addresses.
+	// never probes (NoDirect), so nothing goes to the made-up addresses;
+	// it sits on a's LAN, else a's private candidates would be refused.
 	a, b := pair(t, r, func(c *Config) {
 		c.ListenAddr = "0.0.0.0:0"
 		c.Interfaces = func() ([]netip.Addr, error) { return ifs.Load().([]netip.Addr), nil }
 		c.OnLocalChange = func() { changed <- struct{}{} }
-	}, func(c *Config) { c.NoDirect = true })
+	}, func(c *Config) {
+		c.NoDirect = true
+		c.LocalPrefixes = func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}, nil }
+	})
 	exchange(t, a, b, "before")
 	for len(changed) > 0 {
 		<-changed

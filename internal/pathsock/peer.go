@@ -43,6 +43,7 @@ type cand struct {
 	unanswered      int
 	firstUnanswered time.Time
 	via             *extra // the socket probes go from; nil: the main socket
+	budgetUsed      int    // probes sent unproven in this punch (candBudget)
 }
 
 // peer is one remote peer's path state.
@@ -59,10 +60,14 @@ type peer struct {
 	mu         sync.Mutex
 	cands      map[netip.AddrPort]*cand
 	tickets    [][]byte
-	reflexive  netip.AddrPort
+	reflexive  netip.AddrPort // as the rendezvous saw it (Punch, ConnectReply)
 	nat        byte
 	punch      nat.Schedule
-	lastUpdate int64 // Time of the last PathUpdate applied
+	punchAt    time.Time // when the schedule last (re)started
+	budget     float64   // unproven probes left (peerBudget bucket)
+	budgetAt   time.Time // last refill of budget
+	bdayAt     time.Time // when the last birthday punch with it started
+	lastUpdate int64     // Time of the last PathUpdate applied
 	relayRTT   time.Duration
 	lastProbeR time.Time // last relay probe
 	refreshed  time.Time // last AddPeer
@@ -97,15 +102,23 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	}
 	now := s.now()
 	pr.mu.Lock()
-	s.applyInfo(pr, info, now)
+	s.applyInfo(pr, info, true, now)
+	if info.Reflexive.IsValid() && s.candOK(info.Reflexive.Addr(), true) {
+		// Only the rendezvous' word: a PathUpdate's reflexive address is
+		// the peer's own claim, never a birthday target.
+		pr.reflexive = unmap(info.Reflexive)
+	}
 	pr.refreshed = now
 	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
-	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
-		pr.punch = nat.NewSchedule(start, now)
+	// A repeated Punch within punchWindow leaves the running schedule
+	// (and its spent budgets) alone: candidates it adds are probed by it.
+	again := !pr.punchAt.IsZero() && now.Sub(pr.punchAt) < punchWindow
+	if !s.noDirect() && strategy != nat.StrategyRelayOnly && !again {
+		s.newPunch(pr, start, now)
 	}
 	s.fixRoute(pr)
 	pr.mu.Unlock()
-	if !s.noDirect() {
+	if !s.noDirect() && !again {
 		s.startBirthday(pr, strategy, pr.punch.Start)
 	}
 	s.log.Debug("peer added", "peer", info.ID.Short(), "candidates", len(pr.cands), "tickets", len(info.Tickets))
@@ -137,8 +150,10 @@ func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
 	return pr, nil
 }
 
-// applyInfo merges published addresses and tickets. pr.mu is held.
-func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, now time.Time) {
+// applyInfo merges published addresses and tickets. attested says that
+// info comes from the rendezvous, whose Reflexive is the address it saw
+// the peer's packets come from. pr.mu is held.
+func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, attested bool, now time.Time) {
 	var tickets [][]byte
 	for _, t := range info.Tickets {
 		if len(t) == crypto.TicketSize {
@@ -151,19 +166,18 @@ func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, now time.Time) {
 	if info.NAT != 0 {
 		pr.nat = info.NAT
 	}
-	if info.Reflexive.IsValid() {
-		pr.reflexive = unmap(info.Reflexive)
-	}
-	addrs := append([]netip.AddrPort{info.Reflexive}, info.Candidates...)
-	for _, a := range addrs {
-		s.addCand(pr, a, false, now)
+	s.addCand(pr, info.Reflexive, false, attested, now)
+	for _, a := range info.Candidates {
+		s.addCand(pr, a, false, false, now)
 	}
 }
 
-// addCand adds a direct candidate if the socket can use it. pr.mu is held.
-func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned bool, now time.Time) *cand {
+// addCand adds a direct candidate if the socket can use it (candOK; a
+// private address the rendezvous saw the peer at, attested, is the peer's
+// own). pr.mu is held.
+func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned, attested bool, now time.Time) *cand {
 	a = unmap(a)
-	if !a.IsValid() || a.Port() == 0 || !nat.Usable(a.Addr()) || !s.canSendTo(a) {
+	if !a.IsValid() || a.Port() == 0 || !s.candOK(a.Addr(), attested) || !s.canSendTo(a) {
 		return nil
 	}
 	if c := pr.cands[a]; c != nil {

@@ -107,7 +107,22 @@ func (s *Sock) probe(pr *peer, direct bool, addr netip.AddrPort, done chan struc
 	var ticket []byte
 	pr.mu.Lock()
 	if direct {
-		if c := pr.cands[addr]; c != nil && fromCand {
+		c := pr.cands[addr]
+		if c == nil && fromCand {
+			pr.mu.Unlock()
+			return 0 // not a candidate (refused, or evicted)
+		}
+		if c != nil && fromCand {
+			if c.lastReply.IsZero() {
+				// Unproven: the reflection limits decide.
+				if !s.allowUnproven(pr, c, now) {
+					c.lastSent = now
+					pr.mu.Unlock()
+					s.stats.Refused.Add(1)
+					return 0
+				}
+				s.stats.Unproven.Add(1)
+			}
 			via = c.via
 			c.lastSent = now
 			if c.unanswered == 0 {
@@ -170,16 +185,23 @@ func (s *Sock) sealed(b []byte, from netip.AddrPort, direct bool, relayTag uint6
 	if !direct && sl.Sender.Tag() != relayTag {
 		return
 	}
-	shared, err := s.keys.get(sl.Sender)
-	if err != nil {
+	// Only peers the rendezvous introduced (or the application added) are
+	// heard: a stranger's key costs no X25519 and earns no reply.
+	pr := s.peerByID(sl.Sender)
+	if pr == nil {
 		return
 	}
+	shared := pr.shared
 	m, err := sl.Open(shared)
 	if err != nil {
 		return
 	}
 	switch body := m.Body.(type) {
 	case *wire.Probe:
+		if !fresh(m.Time, s.now()) {
+			s.stats.Stale.Add(1)
+			return
+		}
 		s.onProbe(sl.Sender, shared, body, from, direct, via)
 	case *wire.ProbeReply:
 		s.onProbeReply(sl.Sender, body, direct, via)
@@ -196,22 +218,27 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 	}
 	pr := s.peerByID(sender)
 	if direct {
+		if pr == nil {
+			return
+		}
+		if !s.allowReply(pr, from, s.now()) {
+			s.stats.RepliesLimited.Add(1)
+			return
+		}
 		reply := &wire.ProbeReply{TxID: p.TxID, Observed: from}
 		bp := s.getBuf()
 		s.sendVia(s.sealTo((*bp)[:0], shared, reply), from, via)
 		s.putBuf(bp)
-		if pr != nil && via != nil {
+		if via != nil {
 			// A birthday hit: probe back from the same socket, so that
 			// this side learns the path too.
 			pr.lastSeen.Store(s.now().UnixNano())
 			s.probe(pr, true, from, nil, via, false)
 			return
 		}
-		if pr != nil {
-			now := s.now()
-			pr.lastSeen.Store(now.UnixNano())
-			s.noticeSource(pr, from, now)
-		}
+		now := s.now()
+		pr.lastSeen.Store(now.UnixNano())
+		s.noticeSource(pr, from, now)
 		return
 	}
 	if pr == nil {
@@ -263,7 +290,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	c := pr.cands[p.addr]
 	if c == nil {
-		if c = s.addCand(pr, p.addr, true, now); c == nil {
+		if c = s.addCand(pr, p.addr, true, false, now); c == nil {
 			return
 		}
 	}
@@ -319,9 +346,9 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	for _, c := range pr.cands {
 		c.learned = true
 	}
-	s.applyInfo(pr, u.Info, now)
+	s.applyInfo(pr, u.Info, false, now)
 	if !s.noDirect() {
-		pr.punch = nat.NewSchedule(now, now)
+		s.newPunch(pr, now, now)
 	}
 	s.fixRoute(pr)
 	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/nat"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -37,6 +38,28 @@ type binding struct {
 	ticket   []byte
 	expiry   time.Time
 	observed netip.AddrPort
+	// cookie is the relay's latest address-validation cookie (from a
+	// RelayChallenge or RelayBound), carried by the next bind; echo is
+	// what the answer to the last bind sent must repeat.
+	cookie     crypto.Cookie
+	echo       wire.Echo
+	challenged int // challenges answered at once since the last RelayBound
+}
+
+// maxChallenges is how many RelayChallenges in a row a binding answers at
+// once; past that it waits for the next retry, so that a relay (or someone
+// spoofing one) that keeps challenging cannot spin it.
+const maxChallenges = 3
+
+// bindFrameLocked appends a RelayBind carrying b's cookie and remembers its
+// echo. The caller holds relays.mu.
+func (s *Sock) bindFrameLocked(out []byte, b *binding, now time.Time) []byte {
+	start := len(out)
+	out = wire.AppendRelayBind(out, s.id, now, b.cookie)
+	req, _ := wire.PeekRelayBind(out[start:])
+	b.echo = req.Echo
+	b.sent = now
+	return out
 }
 
 // RelayStatus describes the chosen relay.
@@ -126,6 +149,7 @@ func (s *Sock) resolveRelays(list []string) {
 // every nat.RelayRebindInterval, retrying every nat.RelayRetryInterval while
 // unanswered.
 func (s *Sock) tickRelays(now time.Time) {
+	var frames []byte // one RelayBind per due relay, each with its cookie
 	var due []netip.AddrPort
 	s.relay.mu.Lock()
 	force := s.relay.force
@@ -133,38 +157,60 @@ func (s *Sock) tickRelays(now time.Time) {
 	for a, b := range s.relay.binds {
 		need := force || b.bound.IsZero() || now.Sub(b.bound) >= nat.RelayRebindInterval
 		if need && (force || now.Sub(b.sent) >= nat.RelayRetryInterval) {
-			b.sent = now
+			frames = s.bindFrameLocked(frames, b, now)
 			due = append(due, a)
 		}
 	}
 	s.relay.mu.Unlock()
-	if len(due) == 0 {
+	for i, a := range due {
+		s.send(frames[i*wire.RelayBindLen:(i+1)*wire.RelayBindLen], a)
+	}
+}
+
+// relayChallenge takes a relay's challenge to a bind: it binds again at
+// once with the cookie.
+func (s *Sock) relayChallenge(b []byte, from netip.AddrPort) {
+	c, err := wire.ParseRelayChallenge(b)
+	if err != nil {
 		return
 	}
 	bp := s.getBuf()
 	defer s.putBuf(bp)
-	frame := wire.AppendRelayBind((*bp)[:0], s.id, now)
-	for _, a := range due {
-		s.send(frame, a)
+	s.relay.mu.Lock()
+	bd := s.relay.binds[from]
+	if bd == nil || bd.sent.IsZero() || c.Echo != bd.echo {
+		s.relay.mu.Unlock()
+		return // unsolicited, or not an answer to the last bind
 	}
+	bd.cookie = c.Cookie
+	if bd.challenged >= maxChallenges {
+		s.relay.mu.Unlock()
+		return // the next retry carries the cookie
+	}
+	bd.challenged++
+	frame := s.bindFrameLocked((*bp)[:0], bd, s.now())
+	s.relay.mu.Unlock()
+	s.send(frame, from)
 }
 
 // relayBound takes a relay's answer to a bind.
 func (s *Sock) relayBound(b []byte, from netip.AddrPort) {
-	ticket, observed, expiry, err := wire.ParseRelayBound(b)
+	r, err := wire.ParseRelayBound(b)
 	if err != nil {
 		return
 	}
+	observed := r.Observed
 	now := s.now()
 	s.relay.mu.Lock()
 	bd := s.relay.binds[from]
-	if bd == nil || bd.sent.IsZero() {
+	if bd == nil || bd.sent.IsZero() || r.Echo != bd.echo {
 		s.relay.mu.Unlock()
-		return // unsolicited
+		return // unsolicited, or not an answer to the last bind
 	}
 	bd.rtt = smooth(bd.rtt, max(now.Sub(bd.sent), time.Microsecond))
 	bd.bound = now
-	bd.ticket, bd.expiry = ticket, expiry
+	bd.ticket, bd.expiry = r.Ticket, r.Expiry
+	bd.cookie, bd.challenged = r.Cookie, 0
 	prevObserved := bd.observed
 	bd.observed = unmap(observed)
 	changed := false

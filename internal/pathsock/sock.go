@@ -77,6 +77,9 @@ type Sock struct {
 	extraMu sync.Mutex
 	extras  map[*extra]struct{}
 	natSeen atomic.Uint32 // last NAT behaviour seen, +1 (0: none yet)
+	sprays  atomic.Int32  // easy-side birthday sprays running
+
+	guard guard
 
 	stats Stats
 }
@@ -87,6 +90,12 @@ type Stats struct {
 	// BirthdaySockets counts extra sockets opened as the hard side of
 	// birthday punching; BirthdayProbes the probes sprayed as the easy side.
 	BirthdaySockets, BirthdayProbes atomic.Uint64
+	// Unproven counts probes sent to candidates that have not answered
+	// yet; Refused those the reflection limits held back (guard.go).
+	Unproven, Refused atomic.Uint64
+	// RepliesLimited counts direct Probes left unanswered by the
+	// per-source limit; Stale those refused as too old or too new.
+	RepliesLimited, Stale atomic.Uint64
 }
 
 // New opens (or adopts) the socket and starts the layer.
@@ -126,6 +135,7 @@ func newSock(cfg Config) (*Sock, error) {
 		pending: map[uint64]*probeTx{},
 		extras:  map[*extra]struct{}{},
 	}
+	s.guard = newGuard(cfg.Now())
 	s.bufs.New = func() any { b := make([]byte, readBufSize); return &b }
 	s.keys.init(cfg.Identity)
 	conn := cfg.Conn

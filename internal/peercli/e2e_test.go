@@ -40,6 +40,9 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv("KEYMESH_OTHER_MODE") == "tcp" {
+		os.Exit(otherTCP(os.Getenv("KEYMESH_OTHER_ARG")))
+	}
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -20,7 +21,9 @@ var cmdForward = &command{
 connection to a stream to <port> of <peer>, where "peer expose <port>" makes a
 local service reachable. <peer> is a peer ID or an overlay address in
 brackets: [fd4b::1]:8080. <local-port> 0 picks a free port. Prints the
-address it listens on, then runs until interrupted.`,
+address it listens on, then runs until interrupted. Connections from other
+users of this machine are refused (they would act with this peer's key);
+with a --bind other than loopback, other hosts are let in.`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		cl := c.socketFlag(fs)
 		bind := fs.String("bind", "127.0.0.1", "local `address` to listen on")
@@ -42,7 +45,8 @@ address it listens on, then runs until interrupted.`,
 				return err
 			}
 			fmt.Fprintf(c.stdout, "forwarding %s -> %s port %d\n", ln.Addr(), peer, port)
-			return c.forward(ctx, cl, ln, peer, port)
+			log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			return c.forward(ctx, cl, daemon.OwnerOnly(ln, log), peer, port)
 		}
 	},
 }

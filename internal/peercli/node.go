@@ -19,6 +19,7 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error)
 		AllowAny:    o.AllowAny,
 		Allow:       o.Allow,
 		NoDirect:    o.NoDirect,
+		JoinToken:   o.JoinToken,
 		StreamRelay: o.StreamRelay,
 		Logger:      o.Logger,
 	})

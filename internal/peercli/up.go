@@ -25,6 +25,8 @@ type upOptions struct {
 	AllowAny bool
 	Allow    []string
 	NoDirect bool
+	// JoinToken goes in every registration (--join-token-file).
+	JoinToken []byte
 	// StreamRelay is the TLS stream relay used when UDP is blocked.
 	StreamRelay string
 	Logger      *slog.Logger
@@ -43,7 +45,12 @@ directory) for the other commands. SIGINT or SIGTERM stops it cleanly and
 removes the socket. A missing key file is created.
 
 Only peers allowed by --allow (repeatable; a comma-separated list in
-KEYMESH_ALLOW) or --allow-any may open sessions to this one.`,
+KEYMESH_ALLOW) or --allow-any may open sessions to this one.
+
+The API socket and the SOCKS5 proxy act with this peer's key, so they serve
+only the user running the daemon: connections from other users of this
+machine are refused (on a --socks5 address other than loopback, other hosts
+are let in).`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		var o upOptions
 		var allow, expose flagenv.Strings
@@ -54,6 +61,7 @@ KEYMESH_ALLOW) or --allow-any may open sessions to this one.`,
 		fs.Var(&allow, "allow", "accept sessions from this `peer-id` (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
+		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
@@ -89,6 +97,13 @@ KEYMESH_ALLOW) or --allow-any may open sessions to this one.`,
 					return usagef("--expose %q: want a port 1-65535", e)
 				}
 				ports = append(ports, uint16(p))
+			}
+			if *joinToken != "" {
+				tok, err := crypto.ReadSecretFile(*joinToken, 8)
+				if err != nil {
+					return usagef("--join-token-file: %v", err)
+				}
+				o.JoinToken = tok
 			}
 			if o.RegisterTimeout <= 0 {
 				return usagef("--register-timeout must be positive")

@@ -24,16 +24,27 @@ type Binding struct {
 // bindRetry is how long Bind waits for an answer before asking again.
 const bindRetry = 500 * time.Millisecond
 
+// maxChallenges is how many challenges in a row Bind answers at once; past
+// that it waits bindRetry between binds, so that a relay (or someone
+// spoofing one) that keeps challenging cannot spin it.
+const maxChallenges = 3
+
 // Bind asks the relay at addr for a ticket, over conn, as id, and waits for
-// the answer (asking again every half second) until ctx ends. It reads conn
+// the answer (asking again every half second) until ctx ends. The relay
+// first answers with a challenge (a cookie for conn's address as it sees
+// it); Bind signs again with the cookie and gets the ticket. It reads conn
 // itself and skips whatever else arrives, so it suits tools and tests whose
 // socket has no other reader; a peer's path layer instead sends
-// wire.AppendRelayBind and handles wire.ParseRelayBound in its own demux.
+// wire.AppendRelayBind and handles the answers in its own demux.
 func Bind(ctx context.Context, conn net.PacketConn, addr net.Addr, id *crypto.Identity) (Binding, error) {
 	defer conn.SetReadDeadline(time.Time{})
 	buf := make([]byte, wire.MaxFrame)
+	var cookie crypto.Cookie
+	challenges := 0
 	for {
-		if _, err := conn.WriteTo(wire.AppendRelayBind(nil, id, time.Now()), addr); err != nil {
+		frame := wire.AppendRelayBind(nil, id, time.Now(), cookie)
+		req, _ := wire.PeekRelayBind(frame)
+		if _, err := conn.WriteTo(frame, addr); err != nil {
 			return Binding{}, fmt.Errorf("relay bind: %w", err)
 		}
 		deadline := time.Now().Add(bindRetry)
@@ -44,7 +55,8 @@ func Bind(ctx context.Context, conn net.PacketConn, addr net.Addr, id *crypto.Id
 		if err := conn.SetReadDeadline(deadline); err != nil {
 			return Binding{}, fmt.Errorf("relay bind: %w", err)
 		}
-		for {
+		again := false
+		for !again {
 			n, from, err := conn.ReadFrom(buf)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
@@ -52,14 +64,29 @@ func Bind(ctx context.Context, conn net.PacketConn, addr net.Addr, id *crypto.Id
 			if err != nil {
 				return Binding{}, fmt.Errorf("relay bind: %w", err)
 			}
-			if addrPort(from) != addrPort(addr) {
+			if addrPort(from) != addrPort(addr) || n == 0 {
 				continue
 			}
-			t, obs, exp, err := wire.ParseRelayBound(buf[:n])
-			if err != nil {
-				continue
+			switch buf[0] {
+			case wire.TypeRelayChallenge:
+				c, err := wire.ParseRelayChallenge(buf[:n])
+				if err != nil || c.Echo != req.Echo {
+					continue
+				}
+				cookie = c.Cookie
+				if challenges++; challenges <= maxChallenges {
+					again = true // sign again with the cookie at once
+				}
+			case wire.TypeRelayBound:
+				b, err := wire.ParseRelayBound(buf[:n])
+				if err != nil || b.Echo != req.Echo {
+					continue
+				}
+				return Binding{Ticket: b.Ticket, Observed: b.Observed, Expiry: b.Expiry}, nil
 			}
-			return Binding{Ticket: t, Observed: obs, Expiry: exp}, nil
+		}
+		if again && ctx.Err() == nil {
+			continue
 		}
 		if last || ctx.Err() != nil {
 			cause := ctx.Err()

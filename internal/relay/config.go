@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,39 +24,67 @@ const (
 	// DefaultBatch is how many datagrams one system call reads or writes.
 	DefaultBatch = 64
 
-	// DefaultRate and DefaultBurst limit each source address and port:
-	// 20,000 packets/s is about 190 Mbit/s of 1200-byte packets.
+	// DefaultRate and DefaultBurst limit the RelaySend frames of each
+	// source (an IPv4 address or an IPv6 /64, never the port): 20,000
+	// packets/s is about 190 Mbit/s of 1200-byte packets.
 	DefaultRate  = 20000
 	DefaultBurst = 10000
-	// DefaultBindCost is how many tokens a bind takes: a bind costs a
-	// signature check and a seal, some fifty times a forward.
-	DefaultBindCost = 50
-	// DefaultBindsPerSecond caps signature checks over all sources, so a
-	// flood of binds from spoofed addresses cannot take every core.
+	// DefaultBindRate and DefaultBindBurst limit the binds of each source
+	// whose address the cookie proved: each costs a signature check. One
+	// peer re-binds every RebindInterval, so 100/s serves some 2,000 peers
+	// behind one address.
+	DefaultBindRate  = 100
+	DefaultBindBurst = 200
+	// DefaultChallengeRate and DefaultChallengeBurst limit the challenges
+	// sent to each source whose address is not proven yet. A challenge is a
+	// sixth of the bind it answers, and this bounds the packets spoofed
+	// binds can reflect at one address. The limit is keyed by an address
+	// nobody proved, so a spoofer can use up a victim's challenges: it is
+	// set high enough that doing so takes a steady 200 binds/s (about
+	// 0.3 Mbit/s) per victim address, and it only delays first binds (a
+	// bound peer needs no challenge: every RelayBound carries the next
+	// cookie).
+	DefaultChallengeRate  = 200
+	DefaultChallengeBurst = 400
+	// DefaultBindsPerSecond caps signature checks over all sources (only
+	// binds from proven addresses reach one), so binds from many real
+	// addresses cannot take every core.
 	DefaultBindsPerSecond = 20000
-	// DefaultMaxSources bounds the rate limiter's table.
+	// DefaultMaxSources bounds each per-source table.
 	DefaultMaxSources = 1 << 16
 )
 
-// RateLimit limits what one source (address and port) may send. Each source
-// has a token bucket of Burst tokens refilled at Rate per second; a forward
-// takes one token, a bind BindCost. The table of buckets is bounded by
-// MaxSources; when a part of it fills, idle buckets are dropped first, and
-// if that is not enough the part is cleared (a cleared source starts again
-// with a full bucket).
+// RateLimit limits what one source may send, a source being an IPv4 address
+// or an IPv6 /64 (package ratelimit), never a port. Each kind of request
+// has its own token bucket per source: RelaySend frames (Rate, Burst),
+// challenges to unproven binds (ChallengeRate, ChallengeBurst) and binds
+// from proven addresses (BindRate, BindBurst); BindsPerSecond caps the
+// signature checks of all sources together. Each table of buckets holds at
+// most MaxSources sources and forgets the idle ones first when full (a
+// forgotten source starts again with a full bucket).
 type RateLimit struct {
-	// Disabled turns per-source limiting off.
+	// Disabled turns the per-source limits off (BindsPerSecond still
+	// applies).
 	Disabled bool
-	// Rate is tokens per second. Default DefaultRate.
+	// Rate is RelaySend frames per second per source. Default DefaultRate.
 	Rate float64
-	// Burst is the bucket size. Default DefaultBurst.
+	// Burst is the RelaySend bucket size. Default DefaultBurst.
 	Burst float64
-	// BindCost is the tokens a bind takes. Default DefaultBindCost.
-	BindCost float64
-	// BindsPerSecond caps binds over all sources (burst: one second's
-	// worth). Default DefaultBindsPerSecond; negative means no cap.
+	// BindRate is proven binds per second per source. Default
+	// DefaultBindRate.
+	BindRate float64
+	// BindBurst is the bind bucket size. Default DefaultBindBurst.
+	BindBurst float64
+	// ChallengeRate is challenges per second per source. Default
+	// DefaultChallengeRate.
+	ChallengeRate float64
+	// ChallengeBurst is the challenge bucket size. Default
+	// DefaultChallengeBurst.
+	ChallengeBurst float64
+	// BindsPerSecond caps signature checks over all sources (burst: one
+	// second's worth). Default DefaultBindsPerSecond; negative means no cap.
 	BindsPerSecond float64
-	// MaxSources bounds the table. Default DefaultMaxSources.
+	// MaxSources bounds each table. Default DefaultMaxSources.
 	MaxSources int
 }
 
@@ -70,7 +99,9 @@ type Config struct {
 	// DefaultTicketTTL.
 	TicketTTL time.Duration
 	// ClockSkew is how far a bind's clock may differ from Now. Default
-	// DefaultClockSkew.
+	// DefaultClockSkew. (A bind's freshness and source rest on the relay's
+	// cookie, which lives one to two crypto.CookieWindow; the clock check
+	// is a cheap first filter.)
 	ClockSkew time.Duration
 	// RateLimit limits each source.
 	RateLimit RateLimit
@@ -81,9 +112,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer registers the metrics. Default: kept but not exported.
 	Registerer prometheus.Registerer
-	// Now is the clock for bind times, ticket expiry and rate limits.
-	// Default time.Now.
+	// Now is the clock for bind times, cookies, ticket expiry and rate
+	// limits. Default time.Now.
 	Now func() time.Time
+	// Instance is this relay's number (1 to 65535) among the relays that
+	// share the ticket keys; tickets it seals name it. 0: no number.
+	Instance uint16
+	// Mesh and MeshPeers (instance number to mesh address), when set, send
+	// a packet whose ticket names another known instance through that
+	// instance, which holds the destination's flow. Without them every
+	// packet is forwarded from here.
+	Mesh      MeshSender
+	MeshPeers map[uint16]netip.AddrPort
 }
 
 func (c Config) withDefaults() Config {
@@ -103,8 +143,17 @@ func (c Config) withDefaults() Config {
 	if r.Burst == 0 {
 		r.Burst = DefaultBurst
 	}
-	if r.BindCost == 0 {
-		r.BindCost = DefaultBindCost
+	if r.BindRate == 0 {
+		r.BindRate = DefaultBindRate
+	}
+	if r.BindBurst == 0 {
+		r.BindBurst = DefaultBindBurst
+	}
+	if r.ChallengeRate == 0 {
+		r.ChallengeRate = DefaultChallengeRate
+	}
+	if r.ChallengeBurst == 0 {
+		r.ChallengeBurst = DefaultChallengeBurst
 	}
 	if r.BindsPerSecond == 0 {
 		r.BindsPerSecond = DefaultBindsPerSecond
@@ -134,14 +183,22 @@ func (c Config) validate() error {
 	if c.Batch < 1 || c.Batch > 1024 {
 		return fmt.Errorf("%w: batch %d is not within 1..1024", ErrConfig, c.Batch)
 	}
+	if c.Mesh != nil && c.Instance == 0 {
+		return fmt.Errorf("%w: a mesh needs this relay's instance number", ErrConfig)
+	}
 	r := c.RateLimit
 	if !r.Disabled {
-		if r.Rate < 0 || r.Burst < 1 || r.BindCost < 0 {
-			return fmt.Errorf("%w: rate limit needs rate >= 0, burst >= 1, bind cost >= 0 (got %v, %v, %v)",
-				ErrConfig, r.Rate, r.Burst, r.BindCost)
-		}
-		if r.BindCost > r.Burst {
-			return fmt.Errorf("%w: bind cost %v exceeds the burst %v: no bind could pass", ErrConfig, r.BindCost, r.Burst)
+		for _, l := range []struct {
+			name        string
+			rate, burst float64
+		}{
+			{"relay-send", r.Rate, r.Burst},
+			{"bind", r.BindRate, r.BindBurst},
+			{"challenge", r.ChallengeRate, r.ChallengeBurst},
+		} {
+			if l.rate < 0 || l.burst < 1 {
+				return fmt.Errorf("%w: %s rate limit needs rate >= 0 and burst >= 1 (got %v, %v)", ErrConfig, l.name, l.rate, l.burst)
+			}
 		}
 		if r.MaxSources < 1 {
 			return fmt.Errorf("%w: rate limit table size %d", ErrConfig, r.MaxSources)

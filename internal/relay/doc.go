@@ -8,7 +8,39 @@
 // begins with the ticket; the relay opens the ticket and forwards the rest,
 // rewritten into a Relayed frame, to the address inside. The relay keeps no
 // table of bindings or flows, so any instance behind an anycast address
-// forwards any packet, and a restarted relay loses nothing.
+// opens any ticket, and a restarted relay loses nothing.
+//
+// Behind a managed front door only the instance holding the destination's
+// flow can send to it from an address its NAT accepts. So a relay with an
+// instance number (Config.Instance) writes it into the tickets it seals,
+// and a relay that opens a ticket naming another instance it knows
+// (Config.MeshPeers) hands the Relayed frame to that instance over the mesh
+// (package mesh), which sends it from its relay socket (DeliverRelayed):
+// one extra hop at most. A ticket naming no instance, this one or an unknown
+// one is forwarded from here.
+//
+// # Binds and address validation
+//
+// Before it checks a signature or seals a ticket, the relay wants proof
+// that the bind comes from the address it claims, as QUIC's Retry does: a
+// bind must carry the relay's cookie for its source address and port (a
+// MAC over them and the time period under a secret derived from the ticket
+// keys, so every instance accepts every other's cookies and keeps no
+// state). A bind without one is answered with a RelayChallenge carrying the
+// cookie, smaller than the bind; the peer signs again with it. The
+// signature covers the cookie, so it vouches for the observed address, and
+// a bind replayed from another address fails the MAC before any signature
+// work. Each RelayBound carries the next cookie, so a bound peer's
+// re-binds take one round trip.
+//
+// The checks run cheapest first: size, version and clock; the cookie; then,
+// for a proven address only, the source's bind rate, the global budget of
+// signature checks (Config.RateLimit.BindsPerSecond) and the signature. A
+// flood of binds from spoofed addresses never gets past the cookie, so it
+// cannot spend the budget that honest binds need. Every limit is keyed by
+// the source's IPv4 address or IPv6 /64 (package ratelimit), never its
+// port; challenges to unproven sources have their own per-source rate,
+// which bounds what spoofed binds can reflect.
 //
 // Server.Serve reads one socket; call it once per socket of an SO_REUSEPORT
 // group (package sockopt) to use more cores. On Linux a *net.UDPConn is read
@@ -19,12 +51,15 @@
 // The peer owns its one UDP socket (the path layer) and speaks to the relay
 // with the wire codecs alone:
 //
-//	req := wire.AppendRelayBind(nil, id, time.Now())         // send to the relay
-//	ticket, observed, expiry, err := wire.ParseRelayBound(b)  // the answer
+//	req := wire.AppendRelayBind(nil, id, time.Now(), cookie) // send to the relay (zero cookie at first)
+//	ch, err := wire.ParseRelayChallenge(b)                   // a cookie: bind again with ch.Cookie
+//	bd, err := wire.ParseRelayBound(b)                       // the ticket, and the next cookie
 //	frame := wire.AppendRelaySend(nil, peerTicket, myTag, quicPacket)
-//	tag, payload, err := wire.ParseData(relayed)              // what arrives
+//	tag, payload, err := wire.ParseData(relayed)             // what arrives
 //
-// It re-binds every RebindInterval, which keeps its NAT mapping to the relay
-// alive and renews the ticket before TicketTTL runs out. Bind does one
-// exchange for tools and tests whose socket has no other reader.
+// Answers echo the start of the bind's signature (wire.Echo); a peer takes
+// only an answer to its last bind. It re-binds every RebindInterval, which
+// keeps its NAT mapping to the relay alive and renews the ticket before
+// TicketTTL runs out. Bind does the whole exchange for tools and tests
+// whose socket has no other reader.
 package relay

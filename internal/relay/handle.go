@@ -1,12 +1,12 @@
 package relay
 
 import (
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -14,13 +14,14 @@ import (
 type action uint8
 
 const (
-	actDrop    action = iota
-	actForward        // send out (a suffix of the datagram) to the ticket's address
-	actReply          // send out (a RelayBound) back to the source
+	actDrop      action = iota
+	actForward          // send out (a suffix of the datagram) to the ticket's address
+	actReply            // send out (a RelayBound) back to the source
+	actChallenge        // send out (a RelayChallenge) back to the source
 )
 
-// offset of the clock in a RelayBind frame (after the header and the key).
-const bindTimeOff = wire.HeaderLen + 32
+// toSource reports whether the action answers the datagram's source.
+func (a action) toSource() bool { return a == actReply || a == actChallenge }
 
 // worker is one Serve loop's private state: its counts and the scratch
 // memory that keeps the hot path free of allocations.
@@ -29,52 +30,56 @@ type worker struct {
 	st      stats
 	scratch crypto.TicketScratch
 	ticket  []byte
+	meshBuf []byte // a mesh message being sent (viaHome)
+	// cookies makes and checks bind cookies on the clock of the datagram
+	// being handled (now).
+	cookies *crypto.CookieJar
+	now     time.Time
 }
 
 func (s *Server) newWorker() *worker {
-	return &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
+	if s.cfg.Mesh != nil {
+		w.meshBuf = make([]byte, 0, mesh.MaxMessage)
+	}
+	w.cookies = crypto.NewCookieJar(s.cookieSecret, func() time.Time { return w.now })
+	return w
 }
 
 // handle decides what to do with the datagram pkt that came from src at
 // now (Unix ns and time). For actForward, out is a suffix of pkt, rewritten
 // in place into a Relayed frame, and dst is the address inside its ticket.
-// For actReply, out is a RelayBound written into reply (capacity at least
-// wire.RelayBoundLen) and goes back to src. Either way out is never larger
-// than pkt. A dropped datagram is counted by reason in w.st; what is sent is
-// counted by the caller once the kernel took it.
+// For actReply and actChallenge, out is a RelayBound or RelayChallenge
+// written into reply (capacity at least wire.RelayBoundLen) and goes back
+// to src. Either way out is never larger than pkt. A dropped datagram is
+// counted by reason in w.st; what is sent is counted by the caller once the
+// kernel took it.
 func (w *worker) handle(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64, reply []byte) (act action, out []byte, dst netip.AddrPort) {
-	s := w.s
 	w.st.received++
-	if len(pkt) < wire.HeaderLen || !src.IsValid() {
+	if len(pkt) < wire.HeaderLen || len(pkt) > wire.MaxFrame || !src.IsValid() {
 		w.st.drop(reasonMalformed)
 		return actDrop, nil, dst
 	}
-	var cost float64
 	switch pkt[0] {
 	case wire.TypeRelaySend:
-		cost = 1
-	case wire.TypeRelayBind:
-		cost = s.cfg.RateLimit.BindCost
-	default:
-		w.st.drop(reasonMalformed)
-		return actDrop, nil, dst
-	}
-	if !s.lim.allow(src, nowNs, cost) {
-		w.st.drop(reasonRateLimited)
-		return actDrop, nil, dst
-	}
-	if pkt[1] != wire.Version {
-		w.st.drop(reasonBadVersion)
-		return actDrop, nil, dst
-	}
-	if len(pkt) > wire.MaxFrame {
-		w.st.drop(reasonMalformed)
-		return actDrop, nil, dst
-	}
-	if pkt[0] == wire.TypeRelaySend {
+		if pkt[1] != wire.Version {
+			w.st.drop(reasonBadVersion)
+			return actDrop, nil, dst
+		}
+		if !w.s.lim.send.Allow(src.Addr(), nowNs) {
+			w.st.drop(reasonRateLimited)
+			return actDrop, nil, dst
+		}
 		return w.send(pkt)
+	case wire.TypeRelayBind:
+		if pkt[1] != wire.BindVersion {
+			w.st.drop(reasonBadVersion)
+			return actDrop, nil, dst
+		}
+		return w.bind(pkt, src, now, nowNs, reply)
 	}
-	return w.bind(pkt, src, now, nowNs, reply)
+	w.st.drop(reasonMalformed)
+	return actDrop, nil, dst
 }
 
 // send opens a RelaySend's ticket and rewrites the frame for forwarding.
@@ -88,7 +93,11 @@ func (w *worker) send(pkt []byte) (action, []byte, netip.AddrPort) {
 		w.st.drop(ticketReason(err))
 		return actDrop, nil, netip.AddrPort{}
 	}
-	return actForward, wire.RelayedFromSend(pkt), t.Addr
+	out := wire.RelayedFromSend(pkt)
+	if w.viaHome(t.Instance, out, t.Addr) {
+		return actDrop, nil, netip.AddrPort{} // sent by the mesh, nothing to send here
+	}
+	return actForward, out, t.Addr
 }
 
 func ticketReason(err error) reason {
@@ -104,31 +113,55 @@ func ticketReason(err error) reason {
 	}
 }
 
-// bind checks a RelayBind (size, clock, global budget, signature, in order
-// of cost) and answers with a ticket for the address it came from.
+// bind checks a RelayBind in order of cost: size and clock, then the cookie
+// (one MAC; without a valid one the bind gets a challenge, or nothing over
+// the source's challenge rate), and only for a proven address the source's
+// bind rate, the global signature budget and the signature. It answers
+// with a ticket for the address the bind came from.
 func (w *worker) bind(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64, reply []byte) (action, []byte, netip.AddrPort) {
 	s := w.s
-	if len(pkt) < wire.RelayBindMin {
+	r, err := wire.PeekRelayBind(pkt)
+	if err != nil {
 		w.st.drop(reasonTruncated)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	sent := int64(binary.BigEndian.Uint64(pkt[bindTimeOff:]))
-	skew := now.UnixMilli() - sent
-	if skew < -s.cfg.ClockSkew.Milliseconds() || skew > s.cfg.ClockSkew.Milliseconds() {
+	if skew := now.Sub(r.Time); skew < -s.cfg.ClockSkew || skew > s.cfg.ClockSkew {
 		w.st.drop(reasonStaleTime)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	if !s.lim.allowBind(nowNs) {
-		w.st.drop(reasonRateLimited)
+	src = unmap(src)
+	w.now = now
+	if r.Cookie == (crypto.Cookie{}) || !w.cookies.Check(src, r.Cookie) {
+		return w.challenge(r.Echo, src, nowNs, reply)
+	}
+	// The address is proven: src is where the bind came from.
+	if !s.lim.bind.Allow(src.Addr(), nowNs) {
+		w.st.drop(reasonBindLimited)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	id, _, err := wire.ParseRelayBind(pkt)
-	if err != nil {
+	if !s.lim.sigs.Allow(nowNs) {
+		w.st.drop(reasonBindBudget)
+		return actDrop, nil, netip.AddrPort{}
+	}
+	if _, err := wire.ParseRelayBind(pkt); err != nil {
 		w.st.drop(reasonBadSignature)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	expiry := now.Add(s.cfg.TicketTTL)
-	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: id, Expiry: expiry})
-	return actReply, wire.AppendRelayBound(reply[:0], w.ticket, src, expiry), src
+	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: r.ID, Expiry: expiry, Instance: s.cfg.Instance})
+	out := wire.AppendRelayBound(reply[:0], wire.RelayBound{
+		Ticket: w.ticket, Observed: src, Expiry: expiry, Cookie: w.cookies.Make(src), Echo: r.Echo,
+	})
+	return actReply, out, src
+}
+
+// challenge answers a bind from an address not proven yet with a cookie
+// for that address, within the source's challenge rate.
+func (w *worker) challenge(echo wire.Echo, src netip.AddrPort, nowNs int64, reply []byte) (action, []byte, netip.AddrPort) {
+	if !w.s.lim.challenge.Allow(src.Addr(), nowNs) {
+		w.st.drop(reasonChallengeLimited)
+		return actDrop, nil, netip.AddrPort{}
+	}
+	out := wire.AppendRelayChallenge(reply[:0], wire.RelayChallenge{Cookie: w.cookies.Make(src), Echo: echo})
+	return actChallenge, out, src
 }

@@ -19,7 +19,7 @@ type handleFixture struct {
 	id    *crypto.Identity
 	dst   netip.AddrPort
 	send  []byte // a valid RelaySend to dst
-	bind  []byte // a valid RelayBind from id
+	bind  []byte // a valid RelayBind from id at testSrc, with its cookie
 	reply []byte
 }
 
@@ -38,12 +38,28 @@ func newHandleFixture(tb testing.TB, rl RateLimit) *handleFixture {
 	}
 	dst := netip.MustParseAddrPort("127.0.0.1:4000")
 	ticket := keys.Seal(nil, crypto.Ticket{Addr: dst, ID: id.ID(), Expiry: now.Add(time.Minute)})
-	return &handleFixture{
+	f := &handleFixture{
 		w: srv.newWorker(), keys: keys, now: now, id: id, dst: dst,
 		send:  wire.AppendRelaySend(nil, ticket, 42, bytes.Repeat([]byte{0xab}, 1200)),
-		bind:  wire.AppendRelayBind(nil, id, now),
 		reply: make([]byte, 0, wire.RelayBoundLen),
 	}
+	f.bind = wire.AppendRelayBind(nil, id, now, f.cookie(tb, id, testSrc, now))
+	return f
+}
+
+// cookie asks the handler for src's cookie with a cookieless bind from id,
+// as a peer's first bind does.
+func (f *handleFixture) cookie(tb testing.TB, id *crypto.Identity, src netip.AddrPort, now time.Time) crypto.Cookie {
+	tb.Helper()
+	act, out, dst := f.w.handle(wire.AppendRelayBind(nil, id, now, crypto.Cookie{}), src, now, now.UnixNano(), f.reply)
+	if act != actChallenge || dst != src {
+		tb.Fatalf("cookieless bind: action %v to %v, want a challenge to %v", act, dst, src)
+	}
+	c, err := wire.ParseRelayChallenge(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c.Cookie
 }
 
 var testSrc = netip.MustParseAddrPort("127.0.0.1:5000")
@@ -72,13 +88,21 @@ func TestHandleBindReplyIsSmaller(t *testing.T) {
 	if len(out) > len(f.bind) {
 		t.Fatalf("reply of %d bytes to a bind of %d", len(out), len(f.bind))
 	}
-	ticket, observed, _, err := wire.ParseRelayBound(out)
-	if err != nil || observed != testSrc {
-		t.Fatalf("reply: %v, observed %v", err, observed)
+	bd, err := wire.ParseRelayBound(out)
+	if err != nil || bd.Observed != testSrc {
+		t.Fatalf("reply: %v, observed %v", err, bd.Observed)
 	}
-	tk, err := f.keys.Open(ticket)
+	tk, err := f.keys.Open(bd.Ticket)
 	if err != nil || tk.Addr != testSrc || tk.ID != f.id.ID() {
 		t.Fatalf("ticket: %v %+v", err, tk)
+	}
+}
+
+// reportCPU adds the CPU time per operation since cpu0 (process time, so
+// the figure holds on a machine busy with other work, unlike ns/op).
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	if cpu := processCPU(); cpu > 0 && b.N > 0 {
+		b.ReportMetric(float64(cpu-cpu0)/float64(b.N), "cpu-ns/op")
 	}
 }
 
@@ -88,34 +112,59 @@ func BenchmarkHandleForward(b *testing.B) {
 	pkt := make([]byte, len(f.send))
 	b.ReportAllocs()
 	b.SetBytes(int64(len(f.send)))
+	cpu0 := processCPU()
 	for b.Loop() {
 		copy(pkt, f.send)
 		if act, _, _ := f.w.handle(pkt, testSrc, f.now, f.now.UnixNano(), f.reply); act != actForward {
 			b.Fatal("not forwarded")
 		}
 	}
+	reportCPU(b, cpu0)
 }
 
+// BenchmarkHandleBind is a bind with a valid cookie: a MAC check, a
+// signature check, a seal and a fresh cookie.
 func BenchmarkHandleBind(b *testing.B) {
 	f := newHandleFixture(b, RateLimit{Disabled: true, BindsPerSecond: -1})
 	b.ReportAllocs()
+	cpu0 := processCPU()
 	for b.Loop() {
 		if act, _, _ := f.w.handle(f.bind, testSrc, f.now, f.now.UnixNano(), f.reply); act != actReply {
 			b.Fatal("not answered")
 		}
 	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkHandleForgedBind is a bind whose cookie is wrong, as a flood
+// from spoofed addresses sends: the MAC checks and the challenge.
+func BenchmarkHandleForgedBind(b *testing.B) {
+	f := newHandleFixture(b, RateLimit{Disabled: true, BindsPerSecond: -1})
+	forged := bytes.Clone(f.bind)
+	forged[wire.HeaderLen+40] ^= 1 // in the cookie
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		if act, _, _ := f.w.handle(forged, testSrc, f.now, f.now.UnixNano(), f.reply); act != actChallenge {
+			b.Fatal("not challenged")
+		}
+	}
+	reportCPU(b, cpu0)
 }
 
 // FuzzHandle feeds the relay's packet handler arbitrary datagrams: it must
 // not panic, never send more than it got, forward only what opens under its
-// keys (to the address inside), and answer only valid binds.
+// keys (to the address inside), answer with a ticket only a signed bind
+// carrying a valid cookie for its source, and challenge only binds.
 func FuzzHandle(f *testing.F) {
 	fx := newHandleFixture(f, RateLimit{Disabled: true, BindsPerSecond: -1})
 	f.Add(fx.send)
 	f.Add(fx.bind)
 	f.Add(fx.send[:wire.RelaySendOverhead])
 	f.Add(fx.send[:wire.RelaySendOverhead-1])
-	f.Add(fx.bind[:wire.RelayBindMin-1])
+	f.Add(fx.bind[:wire.RelayBindLen-1])
+	f.Add(wire.AppendRelayBind(nil, fx.id, fx.now, crypto.Cookie{}))
+	f.Add(wire.AppendRelayChallenge(nil, wire.RelayChallenge{}))
 	f.Add([]byte{wire.TypeRelaySend, wire.Version})
 	f.Add([]byte{wire.TypeRelayed, wire.Version, 1, 2, 3, 4, 5, 6, 7, 8})
 	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42})
@@ -140,11 +189,23 @@ func FuzzHandle(f *testing.F) {
 				t.Fatal("forwarded frame is not the Relayed form of the input")
 			}
 		case actReply:
-			if _, _, err := wire.ParseRelayBind(in); err != nil {
+			req, err := wire.ParseRelayBind(in)
+			if err != nil {
 				t.Fatalf("answered an invalid bind: %v", err)
 			}
-			if _, obs, _, err := wire.ParseRelayBound(out); err != nil || obs != testSrc || dst != testSrc {
-				t.Fatalf("bad reply: %v %v %v", err, obs, dst)
+			if !fx.w.cookies.Check(testSrc, req.Cookie) {
+				t.Fatal("answered a bind without a valid cookie with a ticket")
+			}
+			if bd, err := wire.ParseRelayBound(out); err != nil || bd.Observed != testSrc || dst != testSrc || bd.Echo != req.Echo {
+				t.Fatalf("bad reply: %v %v %v", err, bd.Observed, dst)
+			}
+		case actChallenge:
+			req, err := wire.PeekRelayBind(in)
+			if err != nil {
+				t.Fatalf("challenged a frame that is no bind: %v", err)
+			}
+			if c, err := wire.ParseRelayChallenge(out); err != nil || dst != testSrc || c.Echo != req.Echo || !fx.w.cookies.Check(testSrc, c.Cookie) {
+				t.Fatalf("bad challenge: %v to %v", err, dst)
 			}
 		}
 	})

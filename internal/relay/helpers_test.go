@@ -165,6 +165,23 @@ func (p *peer) bind(t testing.TB, relay net.Addr) Binding {
 	return b
 }
 
+// cookie asks the relay for p's cookie, as a first bind does: a cookieless
+// bind, answered with a challenge.
+func (p *peer) cookie(t testing.TB, relay net.Addr) crypto.Cookie {
+	t.Helper()
+	req := wire.AppendRelayBind(nil, p.id, time.Now(), crypto.Cookie{})
+	p.send(t, relay, req)
+	got := p.recv(t, 2*time.Second)
+	c, err := wire.ParseRelayChallenge(got)
+	if err != nil {
+		t.Fatalf("no challenge to a cookieless bind: %v (got %x)", err, got)
+	}
+	if r, _ := wire.PeekRelayBind(req); c.Echo != r.Echo {
+		t.Fatal("the challenge does not echo the bind")
+	}
+	return c.Cookie
+}
+
 func (p *peer) send(t testing.TB, to net.Addr, frame []byte) {
 	t.Helper()
 	if _, err := p.conn.WriteTo(frame, to); err != nil {

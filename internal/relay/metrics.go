@@ -11,16 +11,19 @@ import (
 type reason uint8
 
 const (
-	reasonTruncated    reason = iota // shorter than its frame type needs
-	reasonUnknownKey                 // ticket sealed under a key not in the set
-	reasonForged                     // ticket failed authentication
-	reasonExpired                    // ticket past its expiry
-	reasonBadVersion                 // keymesh frame of another protocol version
-	reasonMalformed                  // not a frame the relay takes
-	reasonRateLimited                // the source (or all binds) over its rate
-	reasonBadSignature               // bind signature did not verify
-	reasonStaleTime                  // bind clock too far from the relay's
-	reasonSendFailed                 // the kernel refused the forward or reply
+	reasonTruncated        reason = iota // shorter than its frame type needs
+	reasonUnknownKey                     // ticket sealed under a key not in the set
+	reasonForged                         // ticket failed authentication
+	reasonExpired                        // ticket past its expiry
+	reasonBadVersion                     // keymesh frame of another protocol version
+	reasonMalformed                      // not a frame the relay takes
+	reasonRateLimited                    // RelaySend over its source's rate
+	reasonBadSignature                   // bind signature did not verify
+	reasonStaleTime                      // bind clock too far from the relay's
+	reasonSendFailed                     // the kernel refused the forward or reply
+	reasonChallengeLimited               // unproven bind over its source's challenge rate
+	reasonBindLimited                    // proven bind over its source's bind rate
+	reasonBindBudget                     // proven bind over the global signature budget
 	numReasons
 )
 
@@ -35,6 +38,10 @@ var reasonNames = [numReasons]string{
 	reasonBadSignature: "bad_signature",
 	reasonStaleTime:    "stale_time",
 	reasonSendFailed:   "send_failed",
+
+	reasonChallengeLimited: "challenge_limited",
+	reasonBindLimited:      "bind_limited",
+	reasonBindBudget:       "bind_budget",
 }
 
 func (r reason) String() string { return reasonNames[r] }
@@ -45,6 +52,7 @@ type metrics struct {
 	forwarded prometheus.Counter
 	fwdBytes  prometheus.Counter
 	binds     prometheus.Counter
+	challenge prometheus.Counter
 	dropped   [numReasons]prometheus.Counter
 	sockets   prometheus.Gauge
 }
@@ -67,6 +75,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "keymesh_relay_binds_total",
 			Help: "Binds answered with a ticket.",
 		}),
+		challenge: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_relay_challenges_total",
+			Help: "Binds from addresses not proven yet, answered with a cookie challenge.",
+		}),
 		sockets: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keymesh_relay_serving_sockets",
 			Help: "Sockets a Serve loop is reading.",
@@ -75,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keymesh_relay_dropped_packets_total",
 		Help: "Datagrams dropped, by reason: truncated, unknown_key, forged, expired, bad_version, malformed, " +
-			"rate_limited, bad_signature, stale_time, send_failed.",
+			"rate_limited, bad_signature, stale_time, send_failed, challenge_limited, bind_limited, bind_budget.",
 	}, []string{"reason"})
 	for r := range numReasons {
 		m.dropped[r] = dropped.WithLabelValues(reasonNames[r])
@@ -83,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.received, m.forwarded, m.fwdBytes, m.binds, dropped, m.sockets} {
+	for _, c := range []prometheus.Collector{m.received, m.forwarded, m.fwdBytes, m.binds, m.challenge, dropped, m.sockets} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("relay metrics (give each server its own Registerer): %w", err)
 		}
@@ -94,8 +106,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // stats are one Serve loop's counts since its last flush, so that the hot
 // loop touches shared counters once per batch, not once per packet.
 type stats struct {
-	received, forwarded, fwdBytes, binds uint64
-	dropped                              [numReasons]uint64
+	received, forwarded, fwdBytes, binds, challenges uint64
+	dropped                                          [numReasons]uint64
 }
 
 func (st *stats) drop(r reason) { st.dropped[r]++ }
@@ -111,6 +123,7 @@ func (m *metrics) flush(st *stats) {
 	add(m.forwarded, st.forwarded)
 	add(m.fwdBytes, st.fwdBytes)
 	add(m.binds, st.binds)
+	add(m.challenge, st.challenges)
 	for r, v := range st.dropped {
 		add(m.dropped[r], v)
 	}

@@ -178,7 +178,7 @@ func (m *mmsg) setDest(j int, dst netip.AddrPort) bool {
 // from, scope included).
 func (m *mmsg) queue(act action, out []byte, dst netip.AddrPort, i int) bool {
 	j := m.ns
-	if act == actReply {
+	if act.toSource() {
 		m.snames[j] = m.rnames[i]
 		m.shdr[j].Hdr.Namelen = m.rhdr[i].Hdr.Namelen
 	} else if !m.setDest(j, dst) {

@@ -15,14 +15,16 @@ import (
 )
 
 // Server is a stateless ticket relay. One Server may serve several sockets
-// at once; it holds no per-peer or per-flow state beyond the rate limiter's
-// bounded table.
+// at once; it holds no per-peer or per-flow state beyond the rate limiters'
+// bounded tables.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	lim     *limiter
-	m       *metrics
-	serving atomic.Int32
+	cfg Config
+	log *slog.Logger
+	lim limits
+	// cookieSecret keys the bind cookies (crypto.TicketKeys.CookieSecret).
+	cookieSecret []byte
+	m            *metrics
+	serving      atomic.Int32
 }
 
 // New checks cfg and makes a Server. It does not listen: hand it sockets
@@ -37,10 +39,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg: cfg,
-		log: cfg.Logger,
-		lim: newLimiter(cfg.RateLimit, cfg.Now().UnixNano()),
-		m:   m,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		lim:          newLimits(cfg.RateLimit, cfg.Now().UnixNano()),
+		cookieSecret: cfg.Keys.CookieSecret(),
+		m:            m,
 	}, nil
 }
 
@@ -138,7 +141,7 @@ func (w *worker) servePacketConn(c net.PacketConn) error {
 	var from net.Addr // the current datagram's source, as the conn gave it
 	send := func(act action, out []byte, dst netip.AddrPort) error {
 		var to net.Addr = net.UDPAddrFromAddrPort(dst)
-		if act == actReply {
+		if act.toSource() {
 			to = from
 		}
 		_, err := c.WriteTo(out, to)
@@ -189,6 +192,8 @@ func (w *worker) sent(act action, n int, err error) {
 		w.st.fwdBytes += uint64(n)
 	case act == actReply:
 		w.st.binds++
+	case act == actChallenge:
+		w.st.challenges++
 	}
 }
 

@@ -14,22 +14,42 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/ratelimit"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // Defaults of Config.
 const (
-	DefaultTTL          = 90 * time.Second
-	DefaultRefresh      = 20 * time.Second
-	DefaultMaxSkew      = 30 * time.Second
-	DefaultPunchDelay   = 150 * time.Millisecond
-	DefaultTURNTTL      = time.Hour
-	DefaultKeyCache     = 1 << 16
-	DefaultReplayCache  = 1 << 20
-	DefaultRate         = 50
-	DefaultBurst        = 100
-	DefaultRateSources  = 1 << 16
-	DefaultInstanceName = "rendezvous"
+	DefaultTTL         = 90 * time.Second
+	DefaultRefresh     = 20 * time.Second
+	DefaultMaxSkew     = 30 * time.Second
+	DefaultPunchDelay  = 150 * time.Millisecond
+	DefaultTURNTTL     = time.Hour
+	DefaultKeyCache    = 1 << 16
+	DefaultReplayCache = 1 << 20
+	DefaultRate        = 50
+	DefaultBurst       = 100
+	DefaultRateSources = 1 << 16
+	// DefaultKeyMissRate and DefaultKeyMissBurst bound, per source, the
+	// X25519s spent on sender keys the key cache does not hold: half the
+	// datagram rate, so that the 1,000 peers of a carrier-grade NAT
+	// address are all back within 40 s of a restart (the TTL is 90 s).
+	DefaultKeyMissRate  = 25
+	DefaultKeyMissBurst = 50
+	// DefaultKeyMissBudget is how many such X25519s all sources together
+	// may cost per second (an X25519 and the key conversion take about
+	// 50 µs: a fifth of a core).
+	DefaultKeyMissBudget = 4000
+	// DefaultSTUNRate and DefaultSTUNBurst bound the STUN Binding answers
+	// per source, on every socket.
+	DefaultSTUNRate  = 10
+	DefaultSTUNBurst = 20
+	// DefaultRegisterRate and DefaultRegisterBurst bound the registrations
+	// of keys new to this instance taken per source (after its cookie):
+	// as the key-miss rate, 1,000 peers behind one address in 40 s.
+	DefaultRegisterRate  = 25
+	DefaultRegisterBurst = 100
+	DefaultInstanceName  = "rendezvous"
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
 	// holding a reader.
@@ -47,9 +67,26 @@ type RateLimit struct {
 	// Burst is the bucket depth. Default DefaultBurst.
 	Burst int
 	// Sources bounds how many sources are tracked at once; beyond it a
-	// random tracked source is forgotten (its bucket starts full again).
-	// Default DefaultRateSources.
+	// source whose bucket refilled, else an arbitrary one, is forgotten
+	// (its bucket starts full again). Default DefaultRateSources.
 	Sources int
+}
+
+// fill sets the zero fields to the defaults given.
+func (r *RateLimit) fill(rate float64, burst int) {
+	if r.PerSecond == 0 {
+		r.PerSecond = rate
+	}
+	if r.Burst <= 0 {
+		r.Burst = burst
+	}
+	if r.Sources <= 0 {
+		r.Sources = DefaultRateSources
+	}
+}
+
+func (r RateLimit) limiter() *ratelimit.Limiter {
+	return ratelimit.New(ratelimit.Config{PerSecond: r.PerSecond, Burst: float64(r.Burst), MaxSources: r.Sources})
 }
 
 // Config configures a Server.
@@ -89,8 +126,31 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// RateLimit limits every source.
+	// RateLimit limits every source's datagrams, before any other work.
 	RateLimit RateLimit
+	// KeyMissRate limits, per source, the X25519s spent on sender keys the
+	// key cache does not hold (the cookie is inside the box, so this is
+	// spent before the source is proven). Default DefaultKeyMissRate and
+	// DefaultKeyMissBurst.
+	KeyMissRate RateLimit
+	// KeyMissBudget is how many such X25519s per second all sources
+	// together may cost, with a burst of one second's worth; it only
+	// bites under a flood of fresh keys. Senders whose key is cached
+	// (every peer that registered here with a valid cookie, until the
+	// cache forgets it) never touch it, and sources that sent a valid
+	// cookie within the last 10 minutes draw on a second budget of the
+	// same size. Default DefaultKeyMissBudget; negative: no global cap.
+	KeyMissBudget float64
+	// STUNRate limits STUN Binding answers per source (their answers are
+	// larger than the smallest requests), on the main socket and, through
+	// AllowSTUN, on the RFC 5780 sockets. Default DefaultSTUNRate and
+	// DefaultSTUNBurst.
+	STUNRate RateLimit
+	// RegisterRate limits registrations per source of keys not in the key
+	// cache (new peers; refreshes of peers this instance knows do not
+	// count), after the cookie proved the source. Default
+	// DefaultRegisterRate and DefaultRegisterBurst.
+	RegisterRate RateLimit
 	// MaxSkew is how far a message's clock may be from ours. Default
 	// DefaultMaxSkew.
 	MaxSkew time.Duration
@@ -101,8 +161,10 @@ type Config struct {
 	// costs an X25519 scalar multiplication). Default DefaultKeyCache.
 	KeyCache int
 	// ReplayCache bounds the (sender, nonce) pairs remembered for replay
-	// rejection; when full, new messages are refused until the window
-	// rotates. Default DefaultReplayCache (about 50 MB at most).
+	// rejection. Only frames with a valid cookie reach it; when full it
+	// forgets the oldest stamps and refuses them from then on (see package
+	// replay), never fresh frames. Default DefaultReplayCache (about 40 MB
+	// at most).
 	ReplayCache int
 	// RegistryTimeout bounds each registry call (each gets a context with
 	// this deadline). Default DefaultRegistryTimeout.
@@ -113,6 +175,12 @@ type Config struct {
 	// another of the server's sockets are sent by the Responder.
 	Netcheck      *netcheck.Responder
 	NetcheckLocal netip.AddrPort
+	// Mesh, when set, reaches the other instances (package mesh), and
+	// MeshAddr is this instance's mesh address: registrations record it as
+	// the peer's home, and a Punch for a peer homed on another instance is
+	// sent through that instance. Without Mesh every Punch leaves from here.
+	Mesh     Forwarder
+	MeshAddr netip.AddrPort
 	// Workers is the number of goroutines reading each served socket.
 	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
 	// Redis).
@@ -128,6 +196,9 @@ func (c *Config) validate() error {
 	}
 	if c.Cookies == nil {
 		return fmt.Errorf("%w: Cookies is required (a CookieJar over a secret shared by all instances)", ErrConfig)
+	}
+	if c.Mesh != nil && !c.MeshAddr.IsValid() {
+		return fmt.Errorf("%w: Mesh needs MeshAddr, this instance's mesh address", ErrConfig)
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
@@ -171,15 +242,12 @@ func (c *Config) validate() error {
 	if c.Workers <= 0 {
 		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
 	}
-	rl := &c.RateLimit
-	if rl.PerSecond == 0 {
-		rl.PerSecond = DefaultRate
-	}
-	if rl.Burst <= 0 {
-		rl.Burst = DefaultBurst
-	}
-	if rl.Sources <= 0 {
-		rl.Sources = DefaultRateSources
+	c.RateLimit.fill(DefaultRate, DefaultBurst)
+	c.KeyMissRate.fill(DefaultKeyMissRate, DefaultKeyMissBurst)
+	c.STUNRate.fill(DefaultSTUNRate, DefaultSTUNBurst)
+	c.RegisterRate.fill(DefaultRegisterRate, DefaultRegisterBurst)
+	if c.KeyMissBudget == 0 {
+		c.KeyMissBudget = DefaultKeyMissBudget
 	}
 	for _, list := range [][]string{c.Relays, c.StreamRelays, c.TURNURIs} {
 		if len(list) > wire.MaxCandidates {
@@ -197,7 +265,8 @@ func (c *Config) validate() error {
 	// The largest Registered must fit one frame.
 	worst := wire.Registered{
 		Relays: c.Relays, StreamRelays: c.StreamRelays, TURNURIs: c.TURNURIs, Instance: c.Instance,
-		TURNUser: string(make([]byte, 64)), TURNPass: string(make([]byte, 28)),
+		// An 18-digit expiry, ':' and a 52-character peer ID.
+		TURNUser: string(make([]byte, 71)), TURNPass: string(make([]byte, 28)),
 	}
 	if n := len(wire.AppendMessage(nil, wire.Message{Body: &worst})) + wire.SealedOverhead; n > wire.MaxFrame {
 		return fmt.Errorf("%w: relays, URIs and instance name make a %d-byte Registered; at most %d fit a frame", ErrConfig, n, wire.MaxFrame)

@@ -14,9 +14,7 @@ import (
 // B's, both with the same start time. A target that is not registered and
 // one whose policy refuses A get the same ConnectReply{Found: false}.
 func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire.Connect) []outPacket {
-	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
-		return s.challenge(sc, req, wire.MsgConnect)
-	}
+	// The cookie was checked by handleFrame.
 	s.m.lookups.Inc()
 	rctx, cancel := s.registryCtx(ctx)
 	self, err := s.cfg.Registry.Get(rctx, req.sender)
@@ -53,6 +51,9 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 		NAT:        self.NAT,
 	}}
 	s.reply(sc, 0, req, target.Reflexive, &tkey, p)
+	if s.viaHome(&target, sc.replies[0].b) {
+		sc.replies = sc.replies[:0]
+	}
 	s.m.punches.Inc()
 	r := &sc.reply
 	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Peer: wire.PeerInfo{
@@ -100,10 +101,16 @@ func (s *Server) registryError(sc *scratch, req *request, err error) []outPacket
 }
 
 // keyFor returns the box key shared with a registered peer, computing and
-// caching it when this instance has not met the peer yet.
+// caching it when this instance has not met the peer yet. The computation
+// draws on the global key-miss budget: connects to many targets registered
+// through other instances cost an X25519 each.
 func (s *Server) keyFor(id crypto.PeerID) ([32]byte, error) {
 	if k, ok := s.keys.get(&id); ok {
 		return k, nil
+	}
+	if !s.keyMissBudget.Allow(s.cfg.Now().UnixNano()) {
+		s.m.rejected[reasonKeyBudget].Inc()
+		return [32]byte{}, errKeyBudget
 	}
 	s.m.keyComputes.Inc()
 	k, err := s.cfg.Identity.SharedKey(id)

@@ -7,3 +7,6 @@ var (
 	// ErrConfig marks an invalid Config or Options.
 	ErrConfig = errors.New("invalid rendezvous configuration")
 )
+
+// errKeyBudget: the global key-miss budget is spent for now.
+var errKeyBudget = errors.New("key-miss budget spent")

@@ -33,6 +33,10 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte{wire.TypeSealed, wire.Version + 1, 0})
 	f.Add(wire.AppendData(nil, 7, []byte("payload")))
 	f.Add([]byte{})
+	f.Add(strangerFrame())
+	f.Add(fx.seal(a, &wire.Register{Cookie: fx.srv.cfg.Cookies.Make(netip.MustParseAddrPort("192.0.2.1:9"))}))
+	f.Add(wire.SealFrame(nil, a.id.ID(), a.shared, wire.Message{Time: 1, Body: &wire.Register{}}))
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}}).Raw)
 	sc := newScratch()
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		out := fx.srv.handle(context.Background(), sc, from, pkt)

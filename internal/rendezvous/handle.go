@@ -21,7 +21,7 @@ func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, p
 	sc.replies = sc.replies[:0]
 	now := s.cfg.Now()
 	s.m.packets.Inc()
-	if !s.limiter.allow(from.Addr(), now) {
+	if !s.limiter.Allow(from.Addr(), now.UnixNano()) {
 		return s.reject(reasonRateLimited)
 	}
 	switch {
@@ -47,6 +47,9 @@ type request struct {
 	key    [32]byte // shared with sender
 	now    time.Time
 	size   int // of the datagram, for the amplification bound
+	// known: the sender's key was in the key cache (it proved an address
+	// here before), so a Register is most likely a refresh.
+	known bool
 }
 
 func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPort, pkt []byte, now time.Time) []outPacket {
@@ -65,22 +68,35 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if err != nil {
 		return s.reject(reasonTruncated)
 	}
+	// The cookie is inside the box, so a stranger's first frame costs one
+	// X25519 before anything proves its address: strangers' X25519s are
+	// budgeted per source and in all (known keys are cached and free).
 	key, cached := s.keys.get(&sealed.Sender)
+	computed := false
 	if !cached {
-		k, err := s.cfg.Identity.SharedKey(sealed.Sender)
-		s.m.keyComputes.Inc()
-		if err != nil {
-			return s.reject(reasonBadBox)
+		var ok bool
+		if key, ok = s.probation.get(&sealed.Sender); !ok {
+			if r, ok := s.admitKeyMiss(from.Addr(), now); !ok {
+				return s.reject(r)
+			}
+			k, err := s.cfg.Identity.SharedKey(sealed.Sender)
+			s.m.keyComputes.Inc()
+			if err != nil {
+				return s.reject(reasonBadBox)
+			}
+			key, computed = *k, true
 		}
-		key = *k
 	}
 	plain, err := crypto.OpenBox(sc.plain[:0], sealed.Box, &sealed.Nonce, &key)
 	if err != nil {
 		return s.reject(reasonBadBox)
 	}
-	if !cached {
-		// Only a key that opened a box earns a place in the cache.
-		s.keys.put(&sealed.Sender, &key)
+	if computed {
+		// A new peer's first frame has no cookie yet; keeping its key a
+		// little while saves a second X25519 for the frame that answers
+		// the Challenge. This cache holds about one second of the budget,
+		// so a flood only rotates it.
+		s.probation.put(&sealed.Sender, &key)
 	}
 	if len(plain) < msgHeaderLen {
 		return s.reject(reasonMalformed)
@@ -97,13 +113,34 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if err != nil {
 		return s.reject(reasonMalformed)
 	}
-	if err := s.replay.Check(now, sealed.Sender[:], sealed.Nonce[:]); err != nil {
-		if errors.Is(err, replay.ErrFull) {
-			s.log.Warn("replay cache full: refusing messages until it rotates; raise ReplayCache")
-		}
+	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt), known: cached}
+	// Cheap and stateless before anything stateful: a frame without a
+	// valid cookie for its source gets a Challenge (smaller than it) and
+	// leaves nothing behind, neither in the key cache nor in the replay
+	// cache, so spoofed sources cannot fill either.
+	var cookie *crypto.Cookie
+	switch b := msg.Body.(type) {
+	case *wire.Register:
+		cookie = &b.Cookie
+	case *wire.Connect:
+		cookie = &b.Cookie
+	default:
+		return s.reject(reasonUnknownType)
+	}
+	if !s.cfg.Cookies.Check(from, *cookie) {
+		return s.challenge(sc, &req, mt)
+	}
+	s.proven.mark(from.Addr(), now.UnixNano())
+	if !cached {
+		// Only a key that opened a box from a proven address earns a place.
+		s.keys.put(&sealed.Sender, &key)
+	}
+	switch err := s.replay.CheckStamped(now, sent, sealed.Sender[:], sealed.Nonce[:]); {
+	case errors.Is(err, replay.ErrStale):
+		return s.reject(reasonStaleTime)
+	case err != nil:
 		return s.reject(reasonReplay)
 	}
-	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt)}
 	switch b := msg.Body.(type) {
 	case *wire.Register:
 		return s.register(ctx, sc, &req, b)
@@ -111,6 +148,26 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.connect(ctx, sc, &req, b)
 	}
 	return s.reject(reasonUnknownType)
+}
+
+// admitKeyMiss decides whether a sender whose key is not cached may cost an
+// X25519: its source's budget first, then a global one, which only bites
+// when misses arrive faster than it refills (a flood of fresh keys).
+// Sources that proved their address recently have a global budget of their
+// own, so new peers behind a known address get in during such a flood.
+func (s *Server) admitKeyMiss(src netip.Addr, now time.Time) (reason, bool) {
+	t := now.UnixNano()
+	if !s.keyMissSource.Allow(src, t) {
+		return reasonKeyRate, false
+	}
+	budget := s.keyMissBudget
+	if s.proven.has(src, t) {
+		budget = s.provenBudget
+	}
+	if !budget.Allow(t) {
+		return reasonKeyBudget, false
+	}
+	return 0, true
 }
 
 // reply seals body to the request's sender into scratch buffer i and queues

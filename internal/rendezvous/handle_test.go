@@ -59,9 +59,14 @@ func TestRegisterChallengeThenRegistered(t *testing.T) {
 	if len(r.Relays) != 1 || r.Relays[0] != "198.51.100.7:3479" || len(r.TURNURIs) != 1 {
 		t.Fatalf("relays = %v, turn URIs = %v", r.Relays, r.TURNURIs)
 	}
-	user, pass := turnrelay.Credentials([]byte("turn-secret"), a.id.ID().Short(), time.Hour, f.clock.Now())
+	// The TURN user is the whole peer ID: short IDs collide among many
+	// peers, and colliding peers would share (and exhaust) one quota.
+	user, pass := turnrelay.Credentials([]byte("turn-secret"), a.id.ID().String(), time.Hour, f.clock.Now())
 	if r.TURNUser != user || r.TURNPass != pass {
 		t.Fatalf("turn credentials %q/%q, want %q/%q", r.TURNUser, r.TURNPass, user, pass)
+	}
+	if _, name, err := turnrelay.ParseUsername(r.TURNUser); err != nil || name != a.id.ID().String() {
+		t.Fatalf("TURN user %q (%v), want the full peer ID %s", name, err, a.id.ID())
 	}
 	rec, err := f.reg.Get(context.Background(), a.id.ID())
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keymesh/keymesh/internal/replay"
 )
 
 // reason is why a datagram was dropped or answered with a refusal; its
@@ -24,12 +26,17 @@ const (
 	reasonMalformed
 	reasonUnknownType
 	reasonBadToken
+	reasonKeyRate
+	reasonKeyBudget
+	reasonSTUNRate
+	reasonRegisterRate
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"truncated", "bad_version", "bad_box", "replay", "stale_time",
 	"no_cookie", "rate_limited", "malformed", "unknown_type", "bad_token",
+	"key_rate_limited", "key_budget", "stun_rate_limited", "register_rate_limited",
 }
 
 func (r reason) String() string { return reasonNames[r] }
@@ -54,7 +61,7 @@ const ns = "keymesh_rendezvous_"
 
 func newMetrics(reg prometheus.Registerer, registry interface {
 	Len(context.Context) (int, error)
-}) (*metrics, error) {
+}, rc *replay.Cache) (*metrics, error) {
 	var firstErr error
 	keep := func(err error) {
 		if firstErr == nil {
@@ -88,11 +95,25 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 	m.connectsFound = connects.WithLabelValues("found")
 	m.connectsNone = connects.WithLabelValues("not_found")
 	rejected, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: ns + "rejected_total", Help: "Datagrams dropped or refused, by reason (no_cookie: answered with a challenge).",
+		Name: ns + "rejected_total", Help: "Datagrams dropped or refused, by reason (no_cookie: answered with a challenge; key_rate_limited and key_budget: an uncached sender key over the per-source or global X25519 budget; stun_rate_limited: a STUN answer over its source's budget, on any socket; register_rate_limited: a registration over its source's budget).",
 	}, []string{"reason"}))
 	keep(err)
 	for r := range numReasons {
 		m.rejected[r] = rejected.WithLabelValues(r.String())
+	}
+	_, err = register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: ns + "replay_generations_dropped_total", Help: "Replay-cache generations dropped early under pressure (their stamps are refused as stale since).",
+	}, func() float64 { return float64(rc.Stats().Raised) }))
+	keep(err)
+	_, err = register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: ns + "replay_pairs_forgotten_total", Help: "Replay-cache entries forgotten while recent, when the newest generations alone overflowed the cache.",
+	}, func() float64 { return float64(rc.Stats().Overflowed) }))
+	keep(err)
+	if ev, ok := registry.(interface{ Evicted() uint64 }); ok {
+		_, err = register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: ns + "registry_evicted_total", Help: "Live registrations evicted to keep the registry under its cap (--max-records).",
+		}, func() float64 { return float64(ev.Evicted()) }))
+		keep(err)
 	}
 	_, err = register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: ns + "registered_peers", Help: "Live registrations in the registry (approximate).",

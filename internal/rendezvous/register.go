@@ -14,8 +14,11 @@ import (
 // Registered carrying that address, the refresh timing, the relays and
 // fresh TURN credentials.
 func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wire.Register) []outPacket {
-	if !s.cfg.Cookies.Check(req.from, m.Cookie) {
-		return s.challenge(sc, req, wire.MsgRegister)
+	// The cookie was checked by handleFrame. Refreshes of peers this
+	// instance knows do not count: only new peers grow the registry.
+	if !req.known && !s.registerRate.Allow(req.from.Addr(), req.now.UnixNano()) {
+		s.m.rejected[reasonRegisterRate].Inc()
+		return s.errorReply(sc, req, wire.ErrCodeRateLimited, wire.MsgRegister, "too many registrations from this address")
 	}
 	if len(s.cfg.JoinToken) > 0 && subtle.ConstantTimeCompare(m.Token, s.cfg.JoinToken) != 1 {
 		s.m.rejected[reasonBadToken].Inc()
@@ -29,6 +32,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		NAT:        m.NAT,
 		Policy:     discovery.Policy{AllowAny: m.AllowAny, Allowed: m.Allowed},
 		Instance:   s.cfg.Instance,
+		Home:       s.cfg.MeshAddr,
 		Updated:    req.now,
 	}
 	rctx, cancel := s.registryCtx(ctx)
@@ -52,7 +56,9 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		Instance:     s.cfg.Instance,
 	}
 	if len(s.cfg.TURNSecret) > 0 {
-		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.Short(), s.cfg.TURNTTL, req.now)
+		// The full peer ID names the TURN user: the relay counts its
+		// quota per name, and short IDs collide among many peers.
+		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.String(), s.cfg.TURNTTL, req.now)
 	}
 	s.reply(sc, 0, req, req.from, &req.key, r)
 	return sc.replies

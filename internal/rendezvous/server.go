@@ -13,6 +13,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/ratelimit"
 	"github.com/keymesh/keymesh/internal/replay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -20,16 +21,26 @@ import (
 // Server is a rendezvous server. One Server may serve several sockets at
 // once (Serve on each), and several Servers may share one Registry.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	id      crypto.PeerID
-	keys    *keyCache
-	replay  *replay.Cache
-	limiter *limiter
-	m       *metrics
-	ttl     uint16 // seconds, as sent in Registered
-	refresh uint16
-	health  regHealth
+	cfg  Config
+	log  *slog.Logger
+	id   crypto.PeerID
+	keys *keyCache
+	// probation holds the keys of senders not yet proven by a cookie.
+	probation *keyCache
+	replay    *replay.Cache
+	limiter   *ratelimit.Limiter
+	// keyMissSource and keyMissBudget budget X25519s for uncached keys.
+	keyMissSource *ratelimit.Limiter
+	keyMissBudget *ratelimit.Budget
+	// provenBudget is the key-miss budget of sources in proven.
+	provenBudget *ratelimit.Budget
+	proven       *provenSources
+	stunRate     *ratelimit.Limiter
+	registerRate *ratelimit.Limiter
+	m            *metrics
+	ttl          uint16 // seconds, as sent in Registered
+	refresh      uint16
+	health       regHealth
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
 }
@@ -39,24 +50,53 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer, cfg.Registry)
+	rc := replay.New(2*cfg.MaxSkew, cfg.ReplayCache)
+	m, err := newMetrics(cfg.Registerer, cfg.Registry, rc)
 	if err != nil {
 		return nil, err
 	}
 	_, inProcess := cfg.Registry.(*discovery.Memory)
 	s := &Server{
-		inProcess: inProcess,
-		cfg:       cfg,
-		log:       cfg.Logger,
-		id:        cfg.Identity.ID(),
-		keys:      newKeyCache(cfg.KeyCache),
-		replay:    replay.New(2*cfg.MaxSkew, cfg.ReplayCache),
-		limiter:   newLimiter(cfg.RateLimit),
-		m:         m,
-		ttl:       uint16(cfg.TTL / time.Second),
-		refresh:   uint16(cfg.Refresh / time.Second),
+		inProcess:     inProcess,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		id:            cfg.Identity.ID(),
+		keys:          newKeyCache(cfg.KeyCache),
+		probation:     newKeyCache(probationSize(cfg.KeyMissBudget)),
+		replay:        rc,
+		limiter:       cfg.RateLimit.limiter(),
+		keyMissSource: cfg.KeyMissRate.limiter(),
+		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
+		provenBudget:  ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
+		proven:        newProvenSources(2 * cfg.RateLimit.Sources),
+		stunRate:      cfg.STUNRate.limiter(),
+		registerRate:  cfg.RegisterRate.limiter(),
+		m:             m,
+		ttl:           uint16(cfg.TTL / time.Second),
+		refresh:       uint16(cfg.Refresh / time.Second),
 	}
 	return s, nil
+}
+
+// probationSize is one second of the global key-miss budget, at least
+// 4096 keys (1 MiB at most with the default budget).
+func probationSize(budget float64) int {
+	if budget <= 0 || budget > 1<<16 {
+		return 1 << 16
+	}
+	return max(1<<12, int(budget))
+}
+
+// AllowSTUN takes one token from the STUN answer budget of from's source
+// (IPv4 address or IPv6 /64) and reports whether it was there. The main
+// socket calls it for every Binding request; give it to the RFC 5780
+// responder so that its sockets share the budget.
+func (s *Server) AllowSTUN(from netip.Addr) bool {
+	if s.stunRate.Allow(from, s.cfg.Now().UnixNano()) {
+		return true
+	}
+	s.m.rejected[reasonSTUNRate].Inc()
+	return false
 }
 
 // ID returns the server's public key, which peers pin.

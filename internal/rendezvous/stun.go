@@ -10,7 +10,8 @@ import (
 // XOR-MAPPED-ADDRESS and nothing else. The answer is 32 bytes for IPv4 and
 // 44 for IPv6 (20-byte header + one attribute); the smallest valid request
 // is a bare 20-byte header, so the worst amplification is 1.6x (IPv4) or
-// 2.2x (IPv6), bounded further by the per-source rate limit. Typical
+// 2.2x (IPv6), which is why every answer takes a token from its source's
+// STUN budget (Config.STUNRate, shared with the RFC 5780 sockets). Typical
 // clients add FINGERPRINT or SOFTWARE and get at most their own size back.
 // Other STUN methods (TURN is the relay's) are dropped.
 func (s *Server) handleSTUN(sc *scratch, from netip.AddrPort, pkt []byte) []outPacket {
@@ -23,6 +24,9 @@ func (s *Server) handleSTUN(sc *scratch, from netip.AddrPort, pkt []byte) []outP
 	}
 	if req.Type != stun.BindingRequest {
 		return s.reject(reasonUnknownType)
+	}
+	if !s.AllowSTUN(from.Addr()) {
+		return nil
 	}
 	if nc := s.cfg.Netcheck; nc != nil {
 		resp, src, err := nc.Answer(pkt, from, s.cfg.NetcheckLocal)

@@ -49,37 +49,85 @@ func TestForgetsAfterTwoWindows(t *testing.T) {
 	if err := c.Check(t0.Add(121*time.Second), []byte("s"), nonce(1)); err != nil {
 		t.Fatalf("after two windows: %v, want nil", err)
 	}
-	if n := c.Len(); n != 1 {
-		t.Fatalf("Len = %d, want 1", n)
+}
+
+func TestStamped(t *testing.T) {
+	c := New(time.Minute, 1000)
+	t0 := time.Unix(1_700_000_000, 0)
+	stamp := t0.Add(-20 * time.Second)
+	if err := c.CheckStamped(t0, stamp, []byte("s"), nonce(1)); err != nil {
+		t.Fatal(err)
+	}
+	// The replay keeps its stamp: refused while the stamp is acceptable,
+	// stale after.
+	if err := c.CheckStamped(t0.Add(9*time.Second), stamp, []byte("s"), nonce(1)); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replay within the window: %v, want ErrReplay", err)
+	}
+	if err := c.CheckStamped(t0.Add(11*time.Second), stamp, []byte("s"), nonce(1)); !errors.Is(err, ErrStale) {
+		t.Fatalf("replay after the window: %v, want ErrStale", err)
+	}
+	if err := c.CheckStamped(t0, t0.Add(31*time.Second), []byte("s"), nonce(2)); !errors.Is(err, ErrStale) {
+		t.Fatalf("stamp 31 s ahead: %v, want ErrStale", err)
 	}
 }
 
-func TestFull(t *testing.T) {
-	c := New(time.Minute, numShards) // one entry per shard
+// TestPressure is the attack of issue 10 item 3 on the cache itself: a flood
+// of distinct pairs stamped anywhere in the window must neither stop fresh
+// pairs (the old cache answered ErrFull until it rotated) nor let a replay
+// of a forgotten old pair through, and the cache stays within its bound.
+func TestPressure(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
 	t0 := time.Unix(1_700_000_000, 0)
-	full := 0
-	for i := 0; i < 10*numShards; i++ {
-		err := c.Check(t0, []byte("s"), nonce(i))
-		if errors.Is(err, ErrFull) {
-			full++
-		} else if err != nil {
+	// Legitimate pairs, stamped by a clock 10 s behind.
+	legit := t0.Add(-10 * time.Second)
+	for i := range 4 {
+		if err := c.CheckStamped(t0, legit, []byte("legit"), nonce(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if full == 0 || c.Len() > numShards {
-		t.Fatalf("full=%d len=%d: the cache grew past its bound", full, c.Len())
-	}
-	// After a window the generation rotates and there is room again, but the
-	// old pairs are still refused.
-	later := t0.Add(61 * time.Second)
-	refused := 0
-	for i := 0; i < 10*numShards; i++ {
-		if err := c.Check(later, []byte("s"), nonce(i)); errors.Is(err, ErrReplay) {
-			refused++
+	// The flood, stamped over the whole window (oldest first).
+	for i := range 100 * bound {
+		stamp := t0.Add(-29*time.Second + time.Duration(i)*58*time.Second/time.Duration(100*bound))
+		err := c.CheckStamped(t0, stamp, []byte("flood"), nonce(i))
+		if err != nil && !errors.Is(err, ErrStale) {
+			t.Fatalf("flood pair %d: %v", i, err)
 		}
 	}
-	if refused == 0 {
-		t.Fatal("no old pair refused after rotation")
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	for i := range 100 {
+		if err := c.CheckStamped(t0, t0, []byte("fresh"), nonce(i)); err != nil {
+			t.Fatalf("fresh pair %d after the flood: %v", i, err)
+		}
+	}
+	for i := range 4 {
+		if err := c.CheckStamped(t0, legit, []byte("legit"), nonce(i)); err == nil {
+			t.Fatalf("replay of legitimate pair %d accepted after the flood", i)
+		}
+	}
+	if st := c.Stats(); st.Raised == 0 {
+		t.Fatalf("stats %+v: no generation dropped early", st)
+	}
+}
+
+// TestPressureAtNow floods the current generation itself: fresh pairs still
+// pass (the cache forgets single pairs instead) and it stays bounded.
+func TestPressureAtNow(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 10 * bound {
+		if err := c.CheckStamped(t0, t0, []byte("flood"), nonce(i)); err != nil {
+			t.Fatalf("pair %d: %v", i, err)
+		}
+	}
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	if st := c.Stats(); st.Overflowed == 0 {
+		t.Fatalf("stats %+v: overflow not counted", st)
 	}
 }
 
@@ -122,5 +170,65 @@ func BenchmarkCheck(b *testing.B) {
 			now = now.Add(time.Minute) // keep within the bound
 		}
 		_ = c.Check(now, s, n)
+	}
+}
+
+// TestPressureFuture floods generations stamped ahead of now (a clock the
+// window still accepts): they are dropped under a lowered ceiling, not
+// single pairs of the present, so nothing recent is forgotten.
+func TestPressureFuture(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 4 {
+		if err := c.CheckStamped(t0, t0, []byte("legit"), nonce(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 * bound {
+		stamp := t0.Add(5*time.Second + time.Duration(i%25)*time.Second)
+		if err := c.CheckStamped(t0, stamp, []byte("flood"), nonce(i)); err != nil && !errors.Is(err, ErrStale) {
+			t.Fatalf("flood pair %d: %v", i, err)
+		}
+	}
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	for i := range 4 {
+		if err := c.CheckStamped(t0.Add(time.Second), t0, []byte("legit"), nonce(i)); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replay of legitimate pair %d: %v, want ErrReplay", i, err)
+		}
+	}
+	if err := c.CheckStamped(t0, t0, []byte("fresh"), nonce(1)); err != nil {
+		t.Fatalf("fresh pair: %v", err)
+	}
+	if st := c.Stats(); st.Overflowed != 0 || st.Raised == 0 {
+		t.Fatalf("stats %+v: want generations dropped, no pair of the present forgotten", st)
+	}
+	// Once now has moved on, stamps in the formerly refused range pass.
+	later := t0.Add(20 * time.Second)
+	if err := c.CheckStamped(later, later, []byte("fresh"), nonce(2)); err != nil {
+		t.Fatalf("fresh pair 20 s later: %v", err)
+	}
+}
+
+// TestCheckPressure: Check (no stamps) stays bounded and keeps taking
+// fresh pairs when full, forgetting the earliest filed.
+func TestCheckPressure(t *testing.T) {
+	const bound = numShards * 8
+	c := New(time.Minute, bound)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 20 * bound {
+		now := t0.Add(time.Duration(i) * 5 * time.Millisecond)
+		if err := c.Check(now, []byte("s"), nonce(i)); err != nil {
+			t.Fatalf("pair %d: %v", i, err)
+		}
+	}
+	if n := c.Len(); n > bound {
+		t.Fatalf("Len = %d beyond the bound %d", n, bound)
+	}
+	last := t0.Add(time.Duration(20*bound-1) * 5 * time.Millisecond)
+	if err := c.Check(last, []byte("s"), nonce(20*bound-1)); !errors.Is(err, ErrReplay) {
+		t.Fatalf("the latest pair again: %v, want ErrReplay", err)
 	}
 }

@@ -25,6 +25,18 @@ func appendClientHello(out []byte, id *crypto.Identity, now time.Time) []byte {
 	return append(out, id.Sign(helloSigned(out[start:]))...)
 }
 
+// helloTime returns a client hello's clock after checking its size and
+// version: the cheap checks, before the signature.
+func helloTime(b []byte) (time.Time, error) {
+	if len(b) != clientHelloLen {
+		return time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrHello, len(b), clientHelloLen)
+	}
+	if b[0] != version {
+		return time.Time{}, fmt.Errorf("%w: version %d", ErrHello, b[0])
+	}
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(b[33:41]))), nil
+}
+
 // parseClientHello checks a client hello's size, version and signature.
 func parseClientHello(b []byte) (crypto.PeerID, time.Time, error) {
 	var id crypto.PeerID

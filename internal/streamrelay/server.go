@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,54 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
-	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/addrpolicy"
+	"github.com/keymesh/keymesh/internal/ratelimit"
 )
-
-// Config configures a stream relay Server.
-type Config struct {
-	// PresenceIP is the address the tunnels' UDP sockets bind to and
-	// advertise. It must be reachable by the rendezvous, the UDP relays and
-	// other peers. Required.
-	PresenceIP netip.Addr
-	// MaxTunnels bounds open tunnels (default 10,000).
-	MaxTunnels int
-	// Rate and Burst bound each tunnel's datagrams per second in each
-	// direction (default 20,000 and 2,000).
-	Rate  float64
-	Burst int
-	// ClockSkew is how far a hello's clock may be from ours (default 2 min).
-	ClockSkew time.Duration
-	// Logger defaults to discarding; Registerer, when set, gets the metrics.
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	// Now defaults to time.Now.
-	Now func() time.Time
-}
-
-func (c *Config) validate() error {
-	if !c.PresenceIP.IsValid() {
-		return errors.New("stream relay: PresenceIP is required (the address tunnels' UDP sockets use)")
-	}
-	if c.MaxTunnels <= 0 {
-		c.MaxTunnels = 10000
-	}
-	if c.Rate <= 0 {
-		c.Rate = 20000
-	}
-	if c.Burst <= 0 {
-		c.Burst = 2000
-	}
-	if c.ClockSkew <= 0 {
-		c.ClockSkew = 2 * time.Minute
-	}
-	if c.Logger == nil {
-		c.Logger = obs.Discard()
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	return nil
-}
 
 type metrics struct {
 	tunnels prometheus.Gauge
@@ -71,6 +26,7 @@ type metrics struct {
 	packets *prometheus.CounterVec
 	bytes   *prometheus.CounterVec
 	dropped *prometheus.CounterVec
+	closed  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -80,20 +36,42 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_tunnels_refused_total", Help: "Tunnel attempts refused, by reason."}, []string{"reason"}),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_datagrams_total", Help: "Datagrams carried, by direction (up: from the tunnel to UDP)."}, []string{"dir"}),
 		bytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_bytes_total", Help: "Payload bytes carried, by direction."}, []string{"dir"}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_dropped_total", Help: "Datagrams dropped, by reason."}, []string{"reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_dropped_total", Help: "Datagrams dropped, by reason (destination_denied, destination_own, destinations_full, probe_rate, rate limits...)."}, []string{"reason"}),
+		closed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keymesh_stream_tunnels_closed_total", Help: "Tunnels the relay closed, by reason (idle, write_timeout)."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.tunnels, m.opened, m.refused, m.packets, m.bytes, m.dropped)
+		reg.MustRegister(m.tunnels, m.opened, m.refused, m.packets, m.bytes, m.dropped, m.closed)
 	}
 	return m
 }
 
-// Server accepts tunnels. It keeps no state beyond the open tunnels: a peer
-// whose tunnel breaks opens a new one and re-registers.
+// Server accepts tunnels. It keeps no state beyond the open tunnels and the
+// per-source rate limits: a peer whose tunnel breaks opens a new one and
+// re-registers.
 type Server struct {
-	cfg  Config
-	m    *metrics
-	open atomic.Int64
+	cfg      Config
+	m        *metrics
+	policy   *addrpolicy.Policy
+	own      map[netip.Addr]bool
+	ownPorts map[uint16]bool
+	opens    *ratelimit.Limiter // tunnel opens per client address
+	conns    *ratelimit.Limiter // TCP connections per client address (Listener)
+	ipBytes  *ratelimit.Limiter // bytes out per client address
+
+	mu       sync.Mutex
+	open     int                  // tunnels, in their handshake or open
+	perIP    map[netip.Addr]int   // open per ratelimit.Source of the client
+	perNet   map[netip.Prefix]int // open per client IPv4 /24 or IPv6 /48
+	ports    map[uint16]int       // live presence ports
+	tunnels  map[*tunnel]struct{} // past their hello
+	sweeping bool
+}
+
+// tunnel is the server's record of one open tunnel.
+type tunnel struct {
+	cancel context.CancelFunc
+	last   atomic.Int64 // Unix ns of the client's last datagram
+	dests  *destinations
 }
 
 // New makes a Server.
@@ -101,11 +79,35 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, m: newMetrics(cfg.Registerer)}, nil
+	s := &Server{
+		cfg:      cfg,
+		m:        newMetrics(cfg.Registerer),
+		policy:   addrpolicy.New(cfg.AllowDestinations, cfg.OwnAddrs),
+		own:      make(map[netip.Addr]bool),
+		ownPorts: make(map[uint16]bool),
+		opens:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		conns:    ratelimit.New(ratelimit.Config{PerSecond: cfg.OpenRate, Burst: cfg.OpenBurst}),
+		ipBytes:  ratelimit.New(ratelimit.Config{PerSecond: cfg.IPByteRate, Burst: byteBurst(cfg.IPByteRate)}),
+		perIP:    make(map[netip.Addr]int),
+		perNet:   make(map[netip.Prefix]int),
+		ports:    make(map[uint16]int),
+		tunnels:  make(map[*tunnel]struct{}),
+	}
+	for _, a := range cfg.OwnAddrs {
+		s.own[a.Unmap().WithZone("")] = true
+	}
+	for _, p := range cfg.OwnPorts {
+		s.ownPorts[p] = true
+	}
+	return s, nil
 }
 
-// Open returns the number of open tunnels.
-func (s *Server) Open() int { return int(s.open.Load()) }
+// Open returns the number of tunnels, those in their handshake included.
+func (s *Server) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
+}
 
 // ServeHTTP upgrades a request at Path to a tunnel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -113,13 +115,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if s.open.Add(1) > int64(s.cfg.MaxTunnels) {
-		s.open.Add(-1)
-		s.m.refused.WithLabelValues("full").Inc()
-		http.Error(w, "relay full", http.StatusServiceUnavailable)
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		s.m.refused.WithLabelValues("no_address").Inc()
+		http.Error(w, "no client address", http.StatusBadRequest)
 		return
 	}
-	defer s.open.Add(-1)
+	client := ratelimit.Source(ap.Addr())
+	if !s.opens.Allow(client, s.cfg.Now().UnixNano()) {
+		s.m.refused.WithLabelValues("open_rate").Inc()
+		http.Error(w, "too many tunnels opened from your address; retry later", http.StatusTooManyRequests)
+		return
+	}
+	if reason := s.admit(client); reason != "" {
+		s.m.refused.WithLabelValues(reason).Inc()
+		code := http.StatusServiceUnavailable
+		if reason == "per_ip" || reason == "per_net" {
+			code = http.StatusTooManyRequests
+		}
+		http.Error(w, "relay full", code)
+		return
+	}
+	defer s.release(client)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{})
 	if err != nil {
 		s.m.refused.WithLabelValues("upgrade").Inc()
@@ -127,13 +144,59 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(addrLen + MaxPayload + 16)
-	if err := s.serve(r.Context(), ws); err != nil {
+	if err := s.serve(r.Context(), ws, client); err != nil {
 		s.cfg.Logger.Debug("tunnel ended", "remote", r.RemoteAddr, "err", err)
 	}
 }
 
-func (s *Server) serve(ctx context.Context, ws *websocket.Conn) error {
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// admit counts a tunnel against the global and the per-address caps; ""
+// when it may open, else the refusal reason.
+func (s *Server) admit(client netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open >= s.cfg.MaxTunnels {
+		return "full"
+	}
+	if s.perIP[client] >= s.cfg.MaxTunnelsPerIP {
+		return "per_ip"
+	}
+	n := clientNet(client)
+	if s.perNet[n] >= s.cfg.MaxTunnelsPerNet {
+		return "per_net"
+	}
+	s.open++
+	s.perIP[client]++
+	s.perNet[n]++
+	return ""
+}
+
+// clientNet is the network a client address counts against for
+// MaxTunnelsPerNet: its IPv4 /24 or IPv6 /48 (what one site is likely to
+// hold; an IPv6 attacker has a /48 as easily as a /64).
+func clientNet(a netip.Addr) netip.Prefix {
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func (s *Server) release(client netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+	if s.perIP[client]--; s.perIP[client] <= 0 {
+		delete(s.perIP, client)
+	}
+	n := clientNet(client)
+	if s.perNet[n]--; s.perNet[n] <= 0 {
+		delete(s.perNet, n)
+	}
+}
+
+func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Addr) error {
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	typ, hello, err := ws.Read(hctx)
 	cancel()
 	if err != nil {
@@ -144,7 +207,8 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn) error {
 		s.m.refused.WithLabelValues("bad_hello").Inc()
 		return ErrHello
 	}
-	id, ts, err := parseClientHello(hello)
+	// The clock first: it costs nothing, the signature costs a verify.
+	ts, err := helloTime(hello)
 	if err != nil {
 		s.m.refused.WithLabelValues("bad_hello").Inc()
 		ws.Close(websocket.StatusPolicyViolation, "bad hello")
@@ -155,59 +219,146 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn) error {
 		ws.Close(websocket.StatusPolicyViolation, "clock too far off")
 		return fmt.Errorf("%w: clock off by %v", ErrHello, d)
 	}
-	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.cfg.PresenceIP, 0)))
+	id, _, err := parseClientHello(hello)
+	if err != nil {
+		s.m.refused.WithLabelValues("bad_hello").Inc()
+		ws.Close(websocket.StatusPolicyViolation, "bad hello")
+		return err
+	}
+	udp, err := s.cfg.ListenUDP(netip.AddrPortFrom(s.cfg.PresenceIP, 0))
 	if err != nil {
 		s.m.refused.WithLabelValues("no_socket").Inc()
 		ws.Close(websocket.StatusInternalError, "no socket")
 		return fmt.Errorf("presence socket: %w", err)
 	}
 	defer udp.Close()
-	presence := netip.AddrPortFrom(s.cfg.PresenceIP, udp.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-	if err := ws.Write(ctx, websocket.MessageBinary, appendServerHello(nil, presence)); err != nil {
+	port := udp.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	presence := netip.AddrPortFrom(s.cfg.AdvertiseIP, port)
+	wctx, wcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	err = ws.Write(wctx, websocket.MessageBinary, appendServerHello(nil, presence))
+	wcancel()
+	if err != nil {
 		return fmt.Errorf("write hello: %w", err)
 	}
+
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	t := &tunnel{cancel: cancel, dests: newDestinations()}
+	t.last.Store(s.cfg.Now().UnixNano())
+	s.add(t, port)
+	defer s.remove(t, port)
 	s.m.opened.Inc()
 	s.m.tunnels.Inc()
 	defer s.m.tunnels.Dec()
 	s.cfg.Logger.Info("tunnel open", "peer", id.Short(), "presence", presence)
 
-	ctx, cancel = context.WithCancel(ctx)
-	defer cancel()
 	go func() {
 		<-ctx.Done()
 		udp.Close()
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- s.down(ctx, ws, udp) }()
-	err = s.up(ctx, ws, udp) // ends when the tunnel does
+	go func() { errc <- s.down(ctx, ws, udp, t) }()
+	err = s.up(ctx, ws, udp, t, client) // ends when the tunnel does
 	cancel()
 	<-errc
 	return err
 }
 
+func (s *Server) add(t *tunnel, port uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tunnels[t] = struct{}{}
+	s.ports[port]++
+	if !s.sweeping {
+		s.sweeping = true
+		go s.sweepLoop()
+	}
+}
+
+func (s *Server) remove(t *tunnel, port uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.tunnels, t)
+	if s.ports[port]--; s.ports[port] <= 0 {
+		delete(s.ports, port)
+	}
+}
+
+// sweepLoop runs the idle sweep while any tunnel is open.
+func (s *Server) sweepLoop() {
+	tk := time.NewTicker(s.cfg.sweepEvery)
+	defer tk.Stop()
+	for range tk.C {
+		if s.sweep() == 0 {
+			s.mu.Lock()
+			if len(s.tunnels) == 0 {
+				s.sweeping = false
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// sweep closes the tunnels whose client has sent nothing for IdleTimeout
+// and returns how many stay open.
+func (s *Server) sweep() int {
+	now := s.cfg.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t := range s.tunnels {
+		if now-t.last.Load() >= int64(s.cfg.IdleTimeout) {
+			s.m.closed.WithLabelValues("idle").Inc()
+			t.cancel()
+			delete(s.tunnels, t)
+		}
+	}
+	return len(s.tunnels)
+}
+
 // up carries datagrams from the tunnel out of the presence socket.
-func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn) error {
-	lim := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel, client netip.Addr) error {
+	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
 	for {
 		typ, b, err := ws.Read(ctx)
 		if err != nil {
 			return err
 		}
 		if typ != websocket.MessageBinary {
-			s.m.dropped.WithLabelValues("malformed").Inc()
+			s.m.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
 		dst, payload, err := parseDatagram(b)
 		if err != nil {
-			s.m.dropped.WithLabelValues("malformed").Inc()
+			s.m.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
-		if !lim.Allow() {
-			s.m.dropped.WithLabelValues("rate_limited").Inc()
+		now := s.cfg.Now()
+		t.last.Store(now.UnixNano())
+		if !pps.AllowN(now, 1) {
+			s.m.dropped.WithLabelValues(dropRate).Inc()
+			continue
+		}
+		if reason := s.checkDest(dst); reason != "" {
+			s.m.dropped.WithLabelValues(reason).Inc()
+			continue
+		}
+		if reason := t.dests.allow(dst, now.UnixNano(), &s.cfg); reason != "" {
+			s.m.dropped.WithLabelValues(reason).Inc()
+			continue
+		}
+		if !bps.AllowN(now, len(payload)) {
+			s.m.dropped.WithLabelValues(dropByteRate).Inc()
+			continue
+		}
+		if !s.ipBytes.AllowN(client, now.UnixNano(), float64(len(payload))) {
+			s.m.dropped.WithLabelValues(dropIPByteRate).Inc()
 			continue
 		}
 		if _, err := udp.WriteToUDPAddrPort(payload, dst); err != nil {
-			s.m.dropped.WithLabelValues("send").Inc()
+			s.m.dropped.WithLabelValues(dropSend).Inc()
 			continue
 		}
 		s.m.packets.WithLabelValues("up").Inc()
@@ -216,8 +367,11 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn) e
 }
 
 // down carries datagrams arriving at the presence socket into the tunnel.
-func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn) error {
-	lim := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+// A client that does not take one within WriteTimeout loses the tunnel:
+// nothing queues beyond the socket's buffer.
+func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel) error {
+	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
 	buf := make([]byte, MaxPayload+1)
 	out := make([]byte, 0, addrLen+MaxPayload)
 	for {
@@ -226,16 +380,29 @@ func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn)
 			return err
 		}
 		if n > MaxPayload {
-			s.m.dropped.WithLabelValues("too_large").Inc()
+			s.m.dropped.WithLabelValues(dropTooLarge).Inc()
 			continue
 		}
-		if !lim.Allow() {
-			s.m.dropped.WithLabelValues("rate_limited").Inc()
+		now := s.cfg.Now()
+		if !pps.AllowN(now, 1) {
+			s.m.dropped.WithLabelValues(dropRate).Inc()
+			continue
+		}
+		if !bps.AllowN(now, n) {
+			s.m.dropped.WithLabelValues(dropByteRate).Inc()
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
 		out = appendDatagram(out[:0], from, buf[:n])
-		if err := ws.Write(ctx, websocket.MessageBinary, out); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		err = ws.Write(wctx, websocket.MessageBinary, out)
+		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
+		cancel()
+		if err != nil {
+			if timedOut {
+				s.m.closed.WithLabelValues("write_timeout").Inc()
+			}
 			return err
 		}
 		s.m.packets.WithLabelValues("down").Inc()

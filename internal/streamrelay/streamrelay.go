@@ -16,6 +16,23 @@
 //
 // The client's Tunnel is a net.PacketConn, so the peer's path layer uses it
 // in place of a UDP socket.
+//
+// # What a stranger's tunnel may do
+//
+// Anyone can make a key, so a tunnel is no open UDP proxy. A datagram goes
+// out only to a destination internal/addrpolicy accepts (no loopback,
+// private, CGNAT, link-local such as 169.254.169.254, multicast, reserved,
+// nor the server's own addresses, whose only reachable ports are the
+// relay's public keymesh services and the live presences), unless the
+// operator allowed the range. A destination whose address has never sent
+// anything to the presence gets ProbeRate (enough to register, bind and
+// punch); one that answered gets the tunnel's rate. Each tunnel has a
+// bounded set of destinations, datagram and byte rates per direction, and
+// an idle and a write timeout; each client IPv4 address or IPv6 /64 has a
+// tunnel cap, an open rate, a connection rate at accept and a byte rate,
+// each /24 or /48 a tunnel cap, and the relay a global one. Every refusal
+// is counted by reason (keymesh_stream_dropped_total,
+// keymesh_stream_tunnels_refused_total).
 package streamrelay
 
 import (

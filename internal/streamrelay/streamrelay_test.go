@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
@@ -25,11 +28,21 @@ func ident(t testing.TB) *crypto.Identity {
 }
 
 // startRelay serves a stream relay over TLS on loopback with a certificate
-// made from the relay's identity, as a relay without ACME does.
-func startRelay(t *testing.T) (Target, *Server) {
+// made from the relay's identity, as a relay without ACME does. Loopback
+// is an allowed destination (the tests' other ends live there) unless
+// mutate changes the config.
+func startRelay(t *testing.T, mutate ...func(*Config)) (Target, *Server) {
 	t.Helper()
 	relayID := ident(t)
-	srv, err := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
+	cfg := Config{
+		PresenceIP:        netip.MustParseAddr("127.0.0.1"),
+		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Registerer:        prometheus.NewRegistry(),
+	}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +188,50 @@ func FuzzParse(f *testing.F) {
 	f.Add(appendClientHello(nil, id, time.Unix(0, 0)))
 	f.Add(appendServerHello(nil, netip.MustParseAddrPort("203.0.113.1:4000")))
 	f.Add(appendDatagram(nil, netip.MustParseAddrPort("203.0.113.1:4000"), []byte("hi")))
+	f.Add([]byte{})
+	f.Add(make([]byte, clientHelloLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := helloTime(b); err == nil && len(b) != clientHelloLen {
+			t.Fatalf("helloTime accepted %d bytes", len(b))
+		}
 		_, _, _ = parseClientHello(b)
 		_, _ = parseServerHello(b)
 		if a, p, err := parseDatagram(b); err == nil && (len(p) > MaxPayload || !a.IsValid()) {
 			t.Fatalf("accepted %v with %d bytes", a, len(p))
+		}
+	})
+}
+
+// FuzzDestination runs tunnel datagrams through the decoder and the
+// destination policy: whatever the bytes, a datagram the policy lets out is
+// never to a refused range, and the per-tunnel table stays within its cap.
+func FuzzDestination(f *testing.F) {
+	for _, a := range []string{"203.0.113.1:4000", "169.254.169.254:80", "[::ffff:10.0.0.1]:53", "[64:ff9b::a9fe:a9fe]:80", "[2002:a00:1::1]:53", "127.0.0.1:3479", "198.51.100.9:3479"} {
+		f.Add(appendDatagram(nil, netip.MustParseAddrPort(a), []byte("x")))
+	}
+	pub := netip.MustParseAddr("198.51.100.9")
+	srv, err := New(Config{PresenceIP: pub, OwnAddrs: []netip.Addr{}, OwnPorts: []uint16{3479}, MaxDestinations: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	d := newDestinations()
+	var now int64
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dst, _, err := parseDatagram(b)
+		if err != nil {
+			return
+		}
+		now += int64(time.Second)
+		if srv.checkDest(dst) != "" {
+			return
+		}
+		a := dst.Addr().Unmap()
+		if a != pub && !(*addrpolicy.Policy)(nil).Allowed(a) {
+			t.Fatalf("policy let %v out", dst)
+		}
+		_ = d.allow(dst, now, &srv.cfg)
+		if len(d.sent) > srv.cfg.MaxDestinations || len(d.probes) > srv.cfg.MaxDestinations {
+			t.Fatalf("%d destinations, %d probe buckets, cap %d", len(d.sent), len(d.probes), srv.cfg.MaxDestinations)
 		}
 	})
 }

@@ -2,8 +2,17 @@
 // WebRTC/ICE clients. It wraps pion/turn with what the relay needs:
 // time-limited credentials from a shared secret in the "TURN REST API"
 // convention (Credentials, the auth handler), a quota of live allocations
-// per user, Prometheus metrics, and one server over several SO_REUSEPORT
-// sockets so that a single reader goroutine per port is not the ceiling.
+// per user and a cap on all of them, Prometheus metrics, and one server over
+// several SO_REUSEPORT sockets so that a single reader goroutine per port is
+// not the ceiling.
+//
+// It is meant for a public address, so it is not an open proxy and not a
+// reflector: peers that package addrpolicy refuses (loopback, private,
+// CGNAT, link-local with the metadata service, multicast, the relay's own
+// addresses) are refused with 403 unless the operator allows their range;
+// Allocates are rate-limited per source; and before a client is
+// authenticated no answer is larger than its request, except Binding
+// answers and 401/438 challenges within per-source rates (guardConn).
 //
 // The server does not listen by itself: the caller opens the UDP sockets and
 // TCP listeners (see package sockopt) and hands them over in Config.
@@ -17,6 +26,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keymesh/keymesh/internal/addrpolicy"
 )
 
 // Defaults and limits of Config.
@@ -38,6 +49,34 @@ const (
 	MinSecretLen = 16
 	// maxRealmLen is the STUN REALM limit (RFC 8489 section 14.9).
 	maxRealmLen = 763
+
+	// DefaultMaxAllocations is the server-wide cap on live allocations
+	// when Config.MaxAllocations is zero. Each holds a socket (a file
+	// descriptor) and a few KiB.
+	DefaultMaxAllocations = 20000
+	// DefaultAllocationRate and DefaultAllocationBurst bound the
+	// authenticated Allocate requests one source (IPv4 address or IPv6
+	// /64) may make: per second, and at once.
+	DefaultAllocationRate  = 2
+	DefaultAllocationBurst = 20
+	// DefaultBindingRate and DefaultBindingBurst bound the STUN Binding
+	// requests answered per source.
+	DefaultBindingRate  = 10
+	DefaultBindingBurst = 20
+	// DefaultChallengeRate and DefaultChallengeBurst bound the 401/438
+	// challenges per source that are larger than the request they answer.
+	DefaultChallengeRate  = 4
+	DefaultChallengeBurst = 16
+	// DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns bound the open
+	// TCP connections to the Listeners, per source (IPv4 address or IPv6
+	// /64) and in all; each costs pion a goroutine and a buffer for as
+	// long as the client keeps it open.
+	DefaultMaxTCPConnsPerSource = 64
+	DefaultMaxTCPConns          = 20000
+	// DefaultMaxPeerConns bounds the open peer connections of one RFC 6062
+	// TCP allocation that its peers opened to it (pion keeps one it was
+	// not asked to bind for 30 s).
+	DefaultMaxPeerConns = 64
 )
 
 // Config configures a Server. The zero value of each optional field means
@@ -58,10 +97,52 @@ type Config struct {
 	// static-auth-secret) that Credentials signs with. Required, at least
 	// MinSecretLen bytes.
 	Secret []byte
-	// RelayIP is the address allocations are bound to and advertised in
-	// XOR-RELAYED-ADDRESS. Default: the IP of the first socket when it is a
-	// specific address; required when the sockets listen on 0.0.0.0 or ::.
+	// RelayIP is the address allocations' sockets are bound to: the
+	// public address, a private one the public address is forwarded to
+	// (a cloud instance's), or the unspecified address. Default: the IP of
+	// the first socket.
 	RelayIP netip.Addr
+	// AdvertiseIP is the address put in XOR-RELAYED-ADDRESS, the one peers
+	// send to. Default RelayIP; required when RelayIP is unspecified.
+	AdvertiseIP netip.Addr
+
+	// AllowDestinations are the peer ranges allowed although
+	// addrpolicy refuses them (loopback, private, CGNAT, link-local,
+	// multicast, the server's own addresses): CreatePermission,
+	// ChannelBind and Connect for any other refused peer get 403.
+	AllowDestinations []netip.Prefix
+	// OwnAddrs are the server's own addresses, refused as peers unless
+	// allowed. Default: the host's interface addresses
+	// (addrpolicy.LocalAddrs); RelayIP and AdvertiseIP are always added.
+	OwnAddrs []netip.Addr
+
+	// MaxAllocations caps the live allocations of the whole server; the
+	// one beyond it gets 508 Insufficient Capacity. Zero means
+	// DefaultMaxAllocations; negative means no cap.
+	MaxAllocations int
+	// AllocationRate and AllocationBurst bound the authenticated Allocate
+	// requests per source (IPv4 address or IPv6 /64); one beyond gets 486.
+	// Zero means the default; a negative rate means no limit.
+	AllocationRate, AllocationBurst float64
+	// BindingRate and BindingBurst bound the STUN Binding requests
+	// answered per source; the rest are dropped. Zero means the default; a
+	// negative rate means no limit.
+	BindingRate, BindingBurst float64
+	// ChallengeRate and ChallengeBurst bound, per source, the 401 and 438
+	// challenges larger than the request they answer; the rest are
+	// dropped. Zero means the default; a negative rate means no limit.
+	ChallengeRate, ChallengeBurst float64
+
+	// MaxTCPConnsPerSource and MaxTCPConns cap the open TCP connections to
+	// the Listeners of one source (IPv4 address or IPv6 /64) and of the
+	// whole server; a connection beyond either is closed on accept. Zero
+	// means DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns; negative
+	// means no cap.
+	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxPeerConns caps the open connections that peers opened to one RFC
+	// 6062 TCP allocation; one beyond is closed on accept. Zero means
+	// DefaultMaxPeerConns; negative means no cap.
+	MaxPeerConns int
 
 	// MaxAllocationsPerUser caps the live allocations of one REST user (the
 	// part of the username after ':'); the allocation beyond it is refused
@@ -100,6 +181,28 @@ func (c Config) withDefaults() Config {
 		c.RelayIP = firstSocketIP(c)
 	}
 	c.RelayIP = c.RelayIP.Unmap()
+	if !c.AdvertiseIP.IsValid() {
+		c.AdvertiseIP = c.RelayIP
+	}
+	c.AdvertiseIP = c.AdvertiseIP.Unmap()
+	if c.OwnAddrs == nil {
+		c.OwnAddrs, _ = addrpolicy.LocalAddrs()
+	}
+	if c.MaxAllocations == 0 {
+		c.MaxAllocations = DefaultMaxAllocations
+	}
+	c.AllocationRate, c.AllocationBurst = rateDefaults(c.AllocationRate, c.AllocationBurst, DefaultAllocationRate, DefaultAllocationBurst)
+	c.BindingRate, c.BindingBurst = rateDefaults(c.BindingRate, c.BindingBurst, DefaultBindingRate, DefaultBindingBurst)
+	c.ChallengeRate, c.ChallengeBurst = rateDefaults(c.ChallengeRate, c.ChallengeBurst, DefaultChallengeRate, DefaultChallengeBurst)
+	if c.MaxTCPConnsPerSource == 0 {
+		c.MaxTCPConnsPerSource = DefaultMaxTCPConnsPerSource
+	}
+	if c.MaxTCPConns == 0 {
+		c.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if c.MaxPeerConns == 0 {
+		c.MaxPeerConns = DefaultMaxPeerConns
+	}
 	if c.MaxAllocationsPerUser == 0 {
 		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
 	}
@@ -116,6 +219,17 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
+}
+
+// rateDefaults fills a zero rate and burst; the burst is at least the rate.
+func rateDefaults(rate, burst, defRate, defBurst float64) (float64, float64) {
+	if rate == 0 {
+		rate = defRate
+	}
+	if burst <= 0 {
+		burst = defBurst
+	}
+	return rate, max(burst, rate)
 }
 
 // firstSocketIP returns the local IP of the first socket, or the zero Addr.
@@ -158,11 +272,19 @@ func (c Config) validate() error {
 	if len(c.Realm) > maxRealmLen {
 		return fmt.Errorf("%w: %d bytes, at most %d", ErrRealm, len(c.Realm), maxRealmLen)
 	}
-	if !c.RelayIP.IsValid() || c.RelayIP.IsUnspecified() {
-		return fmt.Errorf("%w: the sockets listen on a wildcard address, so set the relay IP to the public address clients reach", ErrRelayIP)
+	if !c.RelayIP.IsValid() {
+		return fmt.Errorf("%w: no socket address to bind allocations to; set the relay IP", ErrRelayIP)
 	}
-	if c.RelayIP.Zone() != "" {
-		return fmt.Errorf("%w: %s has a zone; use a global address", ErrRelayIP, c.RelayIP)
+	if !c.AdvertiseIP.IsValid() || c.AdvertiseIP.IsUnspecified() {
+		return fmt.Errorf("%w: allocations bind to a wildcard address, so set the advertised IP to the public address peers reach", ErrRelayIP)
+	}
+	if c.RelayIP.Is4() != c.AdvertiseIP.Is4() {
+		return fmt.Errorf("%w: relay IP %s and advertised IP %s are of different families", ErrRelayIP, c.RelayIP, c.AdvertiseIP)
+	}
+	for _, a := range []netip.Addr{c.RelayIP, c.AdvertiseIP} {
+		if a.Zone() != "" {
+			return fmt.Errorf("%w: %s has a zone; use a global address", ErrRelayIP, a)
+		}
 	}
 	return nil
 }

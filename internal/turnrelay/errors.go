@@ -19,10 +19,11 @@ var (
 	ErrExpired = errors.New("turnrelay: credential expired")
 	// ErrQuota: the user already holds its maximum number of allocations.
 	ErrQuota = errors.New("turnrelay: allocation quota reached")
+	// ErrCapacity: the server holds its maximum number of allocations.
+	ErrCapacity = errors.New("turnrelay: server allocation cap reached")
 
+	// errPeerRefused: a peer address the relay does not send to.
+	errPeerRefused = errors.New("turnrelay: peer address refused")
 	// errNoEvenPort: no even relay port could be found for EVEN-PORT.
 	errNoEvenPort = errors.New("turnrelay: no even relay port free")
-
-	// ErrSecretFile: the secret file is missing, empty or too open.
-	ErrSecretFile = errors.New("turn secret file")
 )

@@ -2,6 +2,7 @@ package turnrelay
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 
@@ -15,6 +16,7 @@ type relayGenerator struct {
 	static  *turn.RelayAddressGeneratorStatic
 	quota   *quota
 	metrics *metrics
+	s       *Server
 }
 
 func (g *relayGenerator) Validate() error { return g.static.Validate() }
@@ -22,11 +24,17 @@ func (g *relayGenerator) Validate() error { return g.static.Validate() }
 // take reserves a slot for user; pion probes ports with an empty user
 // (EVEN-PORT), which count against nobody.
 func (g *relayGenerator) take(user string) error {
-	if user == "" || g.quota.acquire(user) {
+	if user == "" {
 		return nil
 	}
-	g.metrics.quotaRefusals.Inc()
-	return ErrQuota
+	err := g.quota.acquire(user)
+	switch {
+	case errors.Is(err, ErrQuota):
+		g.metrics.quotaRefusals.Inc()
+	case errors.Is(err, ErrCapacity):
+		g.metrics.capacityRefusals.Inc()
+	}
+	return err
 }
 
 func (g *relayGenerator) giveBack(user string) {
@@ -47,7 +55,9 @@ func (g *relayGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.
 		g.giveBack(c.UserID)
 		return nil, nil, err
 	}
-	return pc, addr, nil
+	port := portOf(addr)
+	g.s.own.add(false, port)
+	return &ownConn{PacketConn: pc, s: g.s, port: port}, addr, nil
 }
 
 // anotherEvenPort serves an EVEN-PORT request whose port was taken. pion
@@ -80,9 +90,21 @@ func (g *relayGenerator) AllocateListener(c turn.AllocateListenerConfig) (net.Li
 		g.giveBack(c.UserID)
 		return nil, nil, err
 	}
-	return ln, addr, nil
+	port := portOf(addr)
+	g.s.own.add(true, port)
+	return &ownListener{Listener: ln, s: g.s, port: port}, addr, nil
 }
 
+// AllocateConn dials a peer for an RFC 6062 Connect (the permission
+// handler has passed its address) from the allocation's relayed port. pion
+// asks for the advertised address as the local one; the socket binds the
+// relay IP, which differs when the public address is not on the host.
 func (g *relayGenerator) AllocateConn(c turn.AllocateConnConfig) (net.Conn, error) {
+	if ta, ok := c.RemoteAddr.(*net.TCPAddr); ok && g.s.ownDestinationRefused(true, ta.AddrPort()) {
+		return nil, fmt.Errorf("%w: %s is the relay's own address", errPeerRefused, ta)
+	}
+	if la, ok := c.LocalAddr.(*net.TCPAddr); ok {
+		c.LocalAddr = &net.TCPAddr{IP: net.IP(g.s.cfg.RelayIP.AsSlice()), Port: la.Port}
+	}
 	return g.static.AllocateConn(c)
 }

@@ -13,7 +13,8 @@ import (
 func TestEvenPortTakenMeanwhile(t *testing.T) {
 	g := &relayGenerator{
 		static: &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv4(127, 0, 0, 1), Address: "127.0.0.1"},
-		quota:  newQuota(5),
+		quota:  newQuota(5, -1),
+		s:      &Server{own: newOwnPorts()},
 	}
 	if err := g.Validate(); err != nil {
 		t.Fatal(err)

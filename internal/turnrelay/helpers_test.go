@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -43,6 +44,12 @@ func startServer(t *testing.T, sockets int, mod func(*Config)) *testServer {
 		Realm:      testRealm,
 		Secret:     testSecret,
 		Registerer: reg,
+		// The tests' peers are on loopback, which only an operator's
+		// range lets a relay reach.
+		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		// Every test client shares 127.0.0.1; TestAllocationRate tests
+		// the per-source rate.
+		AllocationRate: -1,
 	}
 	for _, c := range conns {
 		cfg.PacketConns = append(cfg.PacketConns, c)

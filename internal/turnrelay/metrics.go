@@ -15,6 +15,14 @@ const (
 	reasonIntegrity = "integrity" // MESSAGE-INTEGRITY did not verify: wrong password
 )
 
+// Reasons the guard drops a datagram, the "reason" label of
+// keymesh_turn_dropped_total.
+const (
+	dropBinding   = "binding"   // Binding request over its source's rate
+	dropChallenge = "challenge" // 401/438 larger than its request, over its source's rate
+	dropOversize  = "oversize"  // other unauthenticated answer larger than its request
+)
+
 // metrics are the server's Prometheus collectors.
 type metrics struct {
 	allocationsActive prometheus.Gauge
@@ -22,6 +30,11 @@ type metrics struct {
 	authFailures      *prometheus.CounterVec
 	quotaRefusals     prometheus.Counter
 	requestErrors     prometheus.Counter
+	capacityRefusals  prometheus.Counter
+	rateRefusals      prometheus.Counter
+	peerRefusals      prometheus.Counter
+	dropped           *prometheus.CounterVec
+	tcpRefusals       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,6 +59,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "keymesh_turn_request_errors_total",
 			Help: "TURN requests and packets that failed (refused credentials, bad requests, relay sockets that could not be opened, ...).",
 		}),
+		capacityRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_capacity_refusals_total",
+			Help: "TURN allocations refused because the server held its maximum (508 Insufficient Capacity).",
+		}),
+		rateRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_rate_refusals_total",
+			Help: "TURN allocations refused because their source exceeded its allocation rate (486).",
+		}),
+		peerRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_peer_refusals_total",
+			Help: "TURN permissions, channel binds and connects refused for their peer address (403 Forbidden).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keymesh_turn_dropped_total",
+			Help: "Datagrams the TURN server's guard dropped, by reason (binding, challenge, oversize).",
+		}, []string{"reason"}),
+		tcpRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_turn_tcp_refusals_total",
+			Help: "TCP connections closed on accept because their source, the server or the allocation they were opened to held its maximum of open connections.",
+		}),
+	}
+	for _, r := range []string{dropBinding, dropChallenge, dropOversize} {
+		m.dropped.WithLabelValues(r)
 	}
 	for _, r := range []string{reasonMalformed, reasonExpired, reasonRealm, reasonIntegrity} {
 		m.authFailures.WithLabelValues(r)
@@ -53,7 +89,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsTotal, m.authFailures, m.quotaRefusals, m.requestErrors} {
+	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsTotal, m.authFailures, m.quotaRefusals, m.requestErrors,
+		m.capacityRefusals, m.rateRefusals, m.peerRefusals, m.dropped, m.tcpRefusals} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("turnrelay metrics (give each server its own Registerer): %w", err)
 		}

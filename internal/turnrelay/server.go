@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 
+	"github.com/keymesh/keymesh/internal/addrpolicy"
+	"github.com/keymesh/keymesh/internal/ratelimit"
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/pion/turn/v5"
 )
@@ -17,6 +20,20 @@ type Server struct {
 	quota   *quota
 	metrics *metrics
 	turn    *turn.Server
+	peers   *addrpolicy.Policy
+	own     *ownPorts
+	// advertisePublic: the advertised address passes addrpolicy's
+	// defaults, so clients may relay to each other's allocations on it.
+	advertisePublic bool
+	// ownAllowed: the relay and advertised addresses an AllowDestinations
+	// range holds, which the relayed sockets send to at any port.
+	ownAllowed map[netip.Addr]bool
+
+	tcp *tcpConns // open TCP connections, per source and in all
+
+	allocations *ratelimit.Limiter // authenticated Allocates per source
+	bindings    *ratelimit.Limiter // Binding answers per source
+	challenges  *ratelimit.Limiter // oversize 401/438 per source
 }
 
 // New starts a TURN server over cfg's sockets: one reader goroutine per
@@ -34,16 +51,34 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		quota:   newQuota(cfg.MaxAllocationsPerUser),
+		quota:   newQuota(cfg.MaxAllocationsPerUser, cfg.MaxAllocations),
 		metrics: m,
+		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
+		own:     newOwnPorts(),
+		tcp:     &tcpConns{perSource: make(map[netip.Addr]int)},
+
+		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
+		ownAllowed:      make(map[netip.Addr]bool),
+
+		allocations: ratelimit.New(ratelimit.Config{PerSecond: cfg.AllocationRate, Burst: cfg.AllocationBurst}),
+		bindings:    ratelimit.New(ratelimit.Config{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst}),
+		challenges:  ratelimit.New(ratelimit.Config{PerSecond: cfg.ChallengeRate, Burst: cfg.ChallengeBurst}),
+	}
+	for _, a := range []netip.Addr{cfg.RelayIP, cfg.AdvertiseIP} {
+		for _, p := range cfg.AllowDestinations {
+			if p.Contains(a) {
+				s.ownAllowed[a] = true
+			}
+		}
 	}
 	gen := &relayGenerator{
 		static: &turn.RelayAddressGeneratorStatic{
-			RelayAddress: net.IP(cfg.RelayIP.AsSlice()),
+			RelayAddress: net.IP(cfg.AdvertiseIP.AsSlice()),
 			Address:      cfg.RelayIP.String(),
 		},
 		quota:   s.quota,
 		metrics: m,
+		s:       s,
 	}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
@@ -72,14 +107,16 @@ func New(cfg Config) (*Server, error) {
 			pc = split
 		}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            pc,
+			PacketConn:            &guardConn{PacketConn: pc, s: s},
 			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permitPeer,
 		})
 	}
 	for _, ln := range cfg.Listeners {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener:              ln,
+			Listener:              guardListener{Listener: ln, s: s},
 			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permitPeer,
 		})
 	}
 	ts, err := turn.NewServer(sc)
@@ -88,9 +125,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("turnrelay: start pion server: %w", err)
 	}
 	s.turn = ts
-	s.log.Info("turn server started", "realm", cfg.Realm, "relay_ip", cfg.RelayIP,
+	s.log.Info("turn server started", "realm", cfg.Realm, "relay_ip", cfg.RelayIP, "advertise_ip", cfg.AdvertiseIP,
 		"udp_sockets", len(cfg.PacketConns), "tcp_listeners", len(cfg.Listeners),
-		"max_allocations_per_user", cfg.MaxAllocationsPerUser)
+		"max_allocations", cfg.MaxAllocations, "max_allocations_per_user", cfg.MaxAllocationsPerUser,
+		"allow_destinations", cfg.AllowDestinations)
 	return s, nil
 }
 
@@ -98,7 +136,11 @@ func New(cfg Config) (*Server, error) {
 // caller's sockets open, when New fails half way.
 func (s *Server) closeSplit(pcs []turn.PacketConnConfig) {
 	for _, c := range pcs {
-		if sp, ok := c.PacketConn.(*splitConn); ok {
+		g, _ := c.PacketConn.(*guardConn)
+		if g == nil {
+			continue
+		}
+		if sp, ok := g.PacketConn.(*splitConn); ok {
 			sp.closeWriters()
 		}
 	}
@@ -118,11 +160,45 @@ func (s *Server) Close() error {
 // AllocationCount returns the number of live allocations.
 func (s *Server) AllocationCount() int { return s.turn.AllocationCount() }
 
-// RelayIP returns the address allocations are bound to and advertised.
+// RelayIP returns the address allocations are bound to.
 func (s *Server) RelayIP() string { return s.cfg.RelayIP.String() }
 
-// checkQuota is pion's QuotaHandler: false answers the client 486.
+// AdvertiseIP returns the address allocations are advertised at.
+func (s *Server) AdvertiseIP() string { return s.cfg.AdvertiseIP.String() }
+
+func (s *Server) nowNano() int64 { return s.cfg.Now().UnixNano() }
+
+// permitPeer is pion's PermissionHandler, asked for CreatePermission,
+// ChannelBind and Connect (Send and ChannelData need a permission one of
+// them made): peers that addrpolicy refuses are refused (403), except the
+// relay's public advertised address, whose ports the relayed sockets check
+// (see ownPorts).
+func (s *Server) permitPeer(client net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		s.metrics.peerRefusals.Inc()
+		return false
+	}
+	if s.advertisePublic && ip.Unmap() == s.cfg.AdvertiseIP {
+		return true
+	}
+	if err := s.peers.Check(ip); err != nil {
+		s.metrics.peerRefusals.Inc()
+		s.log.Debug("turn peer refused", "client", addrString(client), "peer", ip.String(), "err", err)
+		return false
+	}
+	return true
+}
+
+// checkQuota is pion's QuotaHandler, asked for each authenticated
+// Allocate: false answers the client 486. It spends a token of the
+// source's allocation rate.
 func (s *Server) checkQuota(user, _ string, src net.Addr) bool {
+	if !s.allocations.Allow(addrOf(src), s.nowNano()) {
+		s.metrics.rateRefusals.Inc()
+		s.log.Debug("turn allocation refused: source over its allocation rate", "user", user, "src", addrString(src))
+		return false
+	}
 	if s.quota.full(user) {
 		s.metrics.quotaRefusals.Inc()
 		s.log.Debug("turn allocation refused: quota reached", "user", user, "src", src.String(),

@@ -1,11 +1,8 @@
 package wire
 
 import (
-	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
-	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 )
@@ -134,80 +131,4 @@ func RelayedFromSend(b []byte) []byte {
 	out := b[crypto.TicketSize:]
 	out[0], out[1] = TypeRelayed, Version
 	return out
-}
-
-// Relay binding sizes.
-const (
-	relayBindSigned = HeaderLen + 32 + 8
-	// RelayBindMin is the size of a RelayBind frame, padded so that the
-	// RelayBound reply is never larger.
-	RelayBindMin = 136
-	// RelayBoundLen is the size of a RelayBound frame.
-	RelayBoundLen = HeaderLen + crypto.TicketSize + AddrLen + 8
-)
-
-// AppendRelayBind appends a signed, padded request for a ticket.
-func AppendRelayBind(out []byte, id *crypto.Identity, now time.Time) []byte {
-	start := len(out)
-	me := id.ID()
-	out = append(out, TypeRelayBind, Version)
-	out = append(out, me[:]...)
-	out = binary.BigEndian.AppendUint64(out, uint64(now.UnixMilli()))
-	out = append(out, id.Sign(out[start:])...)
-	for len(out)-start < RelayBindMin {
-		out = append(out, 0)
-	}
-	return out
-}
-
-// ParseRelayBind checks a RelayBind frame's size and signature and returns
-// the requester's ID and clock.
-func ParseRelayBind(b []byte) (crypto.PeerID, time.Time, error) {
-	var id crypto.PeerID
-	t, err := Header(b)
-	if err != nil {
-		return id, time.Time{}, err
-	}
-	if t != TypeRelayBind {
-		return id, time.Time{}, fmt.Errorf("%w: frame type %#x is not relay-bind", ErrMalformed, t)
-	}
-	if len(b) < RelayBindMin {
-		return id, time.Time{}, ErrShort
-	}
-	copy(id[:], b[HeaderLen:HeaderLen+32])
-	ts := time.UnixMilli(int64(binary.BigEndian.Uint64(b[HeaderLen+32:])))
-	if !ed25519.Verify(id.PublicKey(), b[:relayBindSigned], b[relayBindSigned:relayBindSigned+ed25519.SignatureSize]) {
-		return id, ts, fmt.Errorf("%w: relay-bind signature", crypto.ErrOpen)
-	}
-	return id, ts, nil
-}
-
-// AppendRelayBound appends a relay's answer to a bind.
-func AppendRelayBound(out []byte, ticket []byte, observed netip.AddrPort, expiry time.Time) []byte {
-	out = append(out, TypeRelayBound, Version)
-	out = append(out, ticket[:crypto.TicketSize]...)
-	out = AppendAddr(out, observed)
-	return binary.BigEndian.AppendUint64(out, uint64(expiry.Unix()))
-}
-
-// ParseRelayBound decodes a relay's answer to a bind.
-func ParseRelayBound(b []byte) (ticket []byte, observed netip.AddrPort, expiry time.Time, err error) {
-	t, err := Header(b)
-	if err != nil {
-		return nil, observed, expiry, err
-	}
-	if t != TypeRelayBound {
-		return nil, observed, expiry, fmt.Errorf("%w: frame type %#x is not relay-bound", ErrMalformed, t)
-	}
-	if len(b) != RelayBoundLen {
-		return nil, observed, expiry, ErrShort
-	}
-	ticket = append([]byte(nil), b[HeaderLen:HeaderLen+crypto.TicketSize]...)
-	off := HeaderLen + crypto.TicketSize
-	observed, err = ParseAddr(b[off:])
-	if err != nil {
-		return nil, observed, expiry, err
-	}
-	expiry = time.Unix(int64(binary.BigEndian.Uint64(b[off+AddrLen:])), 0)
-	return ticket, observed, expiry, nil
 }

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"bytes"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -40,8 +39,9 @@ func FuzzFrames(f *testing.F) {
 	f.Add(SealFrame(nil, id.ID(), shared, Message{Time: 1, Body: &Probe{TxID: 1}}))
 	f.Add(AppendData(nil, 1, []byte("x")))
 	f.Add(AppendRelaySend(nil, make([]byte, crypto.TicketSize), 2, []byte("y")))
-	f.Add(AppendRelayBind(nil, id, time.Unix(0, 0)))
-	f.Add(AppendRelayBound(nil, make([]byte, crypto.TicketSize), netip.AddrPort{}, time.Unix(0, 0)))
+	f.Add(AppendRelayBind(nil, id, time.Unix(0, 0), crypto.Cookie{}))
+	f.Add(AppendRelayChallenge(nil, RelayChallenge{Cookie: crypto.Cookie{1}, Echo: Echo{2}}))
+	f.Add(AppendRelayBound(nil, RelayBound{Ticket: make([]byte, crypto.TicketSize), Expiry: time.Unix(0, 0)}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Classify(b)
 		if s, err := ParseSealed(b); err == nil {
@@ -55,7 +55,9 @@ func FuzzFrames(f *testing.F) {
 				t.Fatalf("relayed frame of %d bytes from a send of %d", len(out), n)
 			}
 		}
-		_, _, _ = ParseRelayBind(b)
-		_, _, _, _ = ParseRelayBound(b)
+		_, _ = PeekRelayBind(b)
+		_, _ = ParseRelayBind(b)
+		_, _ = ParseRelayChallenge(b)
+		_, _ = ParseRelayBound(b)
 	})
 }

@@ -10,7 +10,7 @@
 // frame, whose second byte is the protocol version. Every keymesh frame
 // starts:
 //
-//	[0] frame type   [1] version (Version)
+//	[0] frame type   [1] version (VersionOf the type)
 //
 // Frame types and layouts:
 //
@@ -18,13 +18,37 @@
 //	0x22 Data       [2:10] sender tag  [10:] payload (a QUIC packet), peer to peer direct
 //	0x23 RelaySend  [2:101] recipient's ticket  [101:109] sender tag  [109:] payload, peer to relay
 //	0x24 Relayed    [2:10] sender tag  [10:] payload, relay to peer (never larger than the RelaySend)
-//	0x25 RelayBind  [2:34] peer key  [34:42] time (Unix ms)  [42:106] Ed25519 signature over [0:42]
-//	                [106:RelayBindMin] zero padding, so the reply is never larger than the request
-//	0x26 RelayBound [2:101] ticket  [101:119] observed address  [119:127] ticket expiry (Unix s)
+//
+// The relay bind handshake (version BindVersion) proves a peer's address
+// before the relay checks a signature or hands out a ticket, in the manner
+// of QUIC's Retry (RFC 9000 section 8.1) and WireGuard's cookie reply. The
+// relay's cookie is a MAC over the source address, port and time period
+// under a secret every relay instance shares (crypto.CookieJar), so the
+// relay keeps no state for it:
+//
+//	0x25 RelayBind      [2:34] peer key  [34:42] time (Unix ms)  [42:58] relay cookie (zero: none yet)
+//	                    [58:122] Ed25519 signature over [0:58]
+//	                    [122:RelayBindLen] zero padding, so that no answer is larger than the request
+//	0x27 RelayChallenge [2:18] cookie for the bind's source
+//	                    [18:26] echo: the bind's signature [0:8] XOR the cookie [0:8], so that no
+//	                    byte of an answer to an unproven source is the sender's choice
+//	0x26 RelayBound     [2:101] ticket  [101:119] observed address  [119:127] ticket expiry (Unix s)
+//	                    [127:143] cookie for the next bind  [143:151] echo: the bind's signature [0:8]
+//
+// A bind without a valid cookie for its source gets a RelayChallenge (or
+// nothing, over the source's rate); the peer signs again with that cookie
+// and gets a RelayBound. The RelayBound's fresh cookie lets the next
+// re-bind go straight through. A bind replayed from another address fails
+// the cookie check, and the signature covers the cookie, so it vouches for
+// the address the relay saw.
 //
 // # Version history
 //
 //	1: first version.
+//	2: relay bind handshake only (RelayBind, RelayChallenge, RelayBound carry
+//	   BindVersion; other frames stay at 1): the bind carries the relay's
+//	   address-validation cookie under its signature, RelayChallenge is new,
+//	   RelayBound carries the next cookie and an echo of the bind.
 package wire
 
 import (
@@ -32,8 +56,22 @@ import (
 	"errors"
 )
 
-// Version is the protocol version this package speaks.
+// Version is the protocol version of every frame except the relay bind
+// handshake's.
 const Version = 1
+
+// BindVersion is the protocol version of the relay bind handshake frames:
+// RelayBind, RelayChallenge and RelayBound.
+const BindVersion = 2
+
+// VersionOf is the protocol version frames of type t carry.
+func VersionOf(t byte) byte {
+	switch t {
+	case TypeRelayBind, TypeRelayChallenge, TypeRelayBound:
+		return BindVersion
+	}
+	return Version
+}
 
 // Frame types.
 const (
@@ -43,6 +81,8 @@ const (
 	TypeRelayed    byte = 0x24
 	TypeRelayBind  byte = 0x25
 	TypeRelayBound byte = 0x26
+	// TypeRelayChallenge is a relay's stateless challenge to a bind.
+	TypeRelayChallenge byte = 0x27
 )
 
 // MaxFrame is the largest frame any keymesh party sends or accepts.
@@ -95,7 +135,7 @@ func Header(b []byte) (byte, error) {
 	if b[0] < 0x20 || b[0] > 0x2f {
 		return 0, ErrNotKeymesh
 	}
-	if b[1] != Version {
+	if b[1] != VersionOf(b[0]) {
 		return b[0], ErrVersion
 	}
 	return b[0], nil

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 )
@@ -120,30 +119,6 @@ func TestDataAndRelayFrames(t *testing.T) {
 	tag, p, err = ParseData(out)
 	if err != nil || tag != 0x55 || !bytes.Equal(p, payload) || out[0] != TypeRelayed {
 		t.Fatalf("relayed: %x %q %v", tag, p, err)
-	}
-}
-
-func TestRelayBind(t *testing.T) {
-	id := ident(t)
-	now := time.UnixMilli(1700000000000)
-	b := AppendRelayBind(nil, id, now)
-	if len(b) != RelayBindMin || RelayBoundLen > RelayBindMin {
-		t.Fatalf("bind %d bytes, bound %d: the reply must not be larger", len(b), RelayBoundLen)
-	}
-	got, ts, err := ParseRelayBind(b)
-	if err != nil || got != id.ID() || !ts.Equal(now) {
-		t.Fatalf("parse bind: %v", err)
-	}
-	b[10] ^= 1
-	if _, _, err := ParseRelayBind(b); err == nil {
-		t.Fatal("bind with a bad signature accepted")
-	}
-	obs := netip.MustParseAddrPort("198.51.100.4:777")
-	ticket := bytes.Repeat([]byte{3}, crypto.TicketSize)
-	bound := AppendRelayBound(nil, ticket, obs, time.Unix(1800000000, 0))
-	tk, o, exp, err := ParseRelayBound(bound)
-	if err != nil || !bytes.Equal(tk, ticket) || o != obs || exp.Unix() != 1800000000 {
-		t.Fatalf("bound: %v", err)
 	}
 }
 

@@ -311,6 +311,11 @@ func (l *Lab) startRelay(ctx context.Context) error {
 		}
 		ap := netip.AddrPortFrom(l.Server.Addr, uint16(l.cfg.StreamPort))
 		args = append(args, "--tls-listen", ap.String(), "--key", idFile)
+		if hasFlag(ctx, l.cfg.Bins.Relay, "stream-own-ports") {
+			// The rendezvous shares the relay's address: tunnels may
+			// reach its port there.
+			args = append(args, "--stream-own-ports", strconv.Itoa(l.cfg.RendezvousPort))
+		}
 		l.StreamURL = fmt.Sprintf("wss://%s/v1/tunnel#%s", ap, id.ID())
 	}
 	l.relayArgs = append(args, l.cfg.RelayArgs...)

@@ -3,6 +3,7 @@ package relaycmd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,6 +34,8 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 	dir := t.TempDir()
 	exposed := filepath.Join(dir, "exposed.keys")
 	os.WriteFile(exposed, []byte(crypto.NewTicketKeyLine(1)), 0o644)
+	keys := filepath.Join(dir, "ticket.keys")
+	os.WriteFile(keys, []byte(crypto.NewTicketKeyLine(1)), 0o600)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -51,8 +54,22 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"dev and file", []string{"--dev", "--ticket-key-file", exposed}, nil, "drop one"},
 		{"turn without secret", []string{"--dev", "--turn-listen", "127.0.0.1:0"}, nil, "--turn-secret-file"},
 		{"bad relay ip", []string{"--dev", "--turn-relay-ip", "example"}, nil, "not an IP"},
+		{"bad advertise ip", []string{"--dev", "--turn-advertise-ip", "0.0.0.0"}, nil, "--turn-advertise-ip"},
+		{"bad allowed range", []string{"--dev", "--allow-destinations", "10.0.0.0/8,nope"}, nil, "--allow-destinations"},
 		{"bad env", nil, map[string]string{"KEYMESH_TICKET_TTL": "soon"}, "KEYMESH_TICKET_TTL"},
 		{"key id", []string{"--gen-ticket-key", "--ticket-key-id", "300"}, nil, "0 to 255"},
+		{"instance range", []string{"--dev", "--instance", "70000"}, nil, "1 to 65535"},
+		{"mesh without instance", []string{"--dev", "--mesh-listen", "127.0.0.1:3490"}, nil, "--mesh-listen needs --instance"},
+		{"mesh without secret", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490"}, nil, "--peer-secret-file"},
+		{"mesh without peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", exposed}, nil, "--mesh-peers"},
+		{"peers without mesh", []string{"--dev", "--mesh-peers", "2=127.0.0.2:3490"}, nil, "--mesh-peers needs --mesh-listen"},
+		{"bad peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "two=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "1 to 65535"},
+		{"wildcard mesh", []string{"--dev", "--instance", "1", "--mesh-listen", "0.0.0.0:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "own private ip:port"},
+		{"exposed peer secret", []string{"--ticket-key-file", keys, "--admin", "", "--listen", "127.0.0.1:0", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "chmod 600"},
+		{"zero bind budget", []string{"--dev", "--binds-per-second", "0"}, nil, "negative one for no cap"},
+		{"zero bind rate", []string{"--dev", "--bind-rate", "0"}, nil, "--bind-rate 0"},
+		{"zero challenge burst", []string{"--dev", "--challenge-burst", "0"}, nil, "--challenge-burst 0"},
+		{"no sources", []string{"--dev", "--rate-limit-sources", "0"}, nil, "--rate-limit-sources 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -70,6 +87,29 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 				t.Fatalf("message %q does not mention %q", msg, tc.want)
 			}
 		})
+	}
+}
+
+func TestTURNDeploymentFlags(t *testing.T) {
+	c, err := parse([]string{"--dev", "--turn-relay-ip", "0.0.0.0", "--turn-advertise-ip", "203.0.113.4",
+		"--allow-destinations", "10.1.0.0/16, 192.0.2.7", "--turn-max-allocations", "500", "--turn-allocation-rate", "-1"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := c.opts.TURN
+	if tu.RelayIP.String() != "0.0.0.0" || tu.AdvertiseIP.String() != "203.0.113.4" || tu.MaxAllocations != 500 || tu.AllocationRate != -1 {
+		t.Fatalf("TURN options %+v", tu)
+	}
+	if got := fmt.Sprint(c.opts.AllowDestinations); got != "[10.1.0.0/16 192.0.2.7/32]" {
+		t.Fatalf("AllowDestinations %s", got)
+	}
+	c, err = parse([]string{"--dev"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.opts.AllowDestinations != nil || c.opts.TURN.MaxAllocations != turnrelay.DefaultMaxAllocations ||
+		c.opts.TURN.ChallengeRate != turnrelay.DefaultChallengeRate || c.opts.TURN.BindingRate != turnrelay.DefaultBindingRate {
+		t.Fatalf("defaults %+v", c.opts)
 	}
 }
 

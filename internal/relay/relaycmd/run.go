@@ -24,16 +24,6 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	admin := obs.NewAdmin("relay", log)
-	srv, err := relay.New(relay.Config{
-		Keys:       keys,
-		TicketTTL:  o.Ticket.TTL,
-		RateLimit:  o.RateLimit,
-		Logger:     log,
-		Registerer: admin.Registry,
-	})
-	if err != nil {
-		return usageErr("%v", err)
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -47,6 +37,25 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 			c.Close()
 		}
 	}()
+	cfg := relay.Config{
+		Keys:       keys,
+		TicketTTL:  o.Ticket.TTL,
+		RateLimit:  o.RateLimit,
+		Logger:     log,
+		Registerer: admin.Registry,
+		Instance:   uint16(o.Mesh.Instance),
+	}
+	node, peers, err := startMesh(ctx, o.Mesh, conns[0], len(conns), admin.Registry, log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		cfg.Mesh, cfg.MeshPeers = node, peers
+	}
+	srv, err := relay.New(cfg)
+	if err != nil {
+		return usageErr("%v", err)
+	}
 	addrs := Addrs{UDP: conns[0].LocalAddr()}
 	if o.UDPBuffer > 0 {
 		for _, c := range conns {
@@ -56,14 +65,14 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		}
 	}
 
-	turn, err := startTURN(ctx, o.TURN, admin.Registry, log, &addrs)
+	turn, err := startTURN(ctx, o.TURN, o.AllowDestinations, admin.Registry, log, &addrs)
 	if err != nil {
 		return err
 	}
 	if turn != nil {
 		defer turn.Close()
 	}
-	streamURL, err := startStream(ctx, o.Stream, admin.Registry, log, &addrs)
+	streamURL, err := startStream(ctx, o.Stream, o.AllowDestinations, admin.Registry, log, &addrs)
 	if err != nil {
 		return err
 	}

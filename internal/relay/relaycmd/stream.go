@@ -28,18 +28,82 @@ type StreamOptions struct {
 	// KeyFile is the relay's identity; without ACME its certificate is
 	// made from it and peers pin its key.
 	KeyFile string
-	// PresenceIP is the address the tunnels' UDP sockets use; default the
-	// TLSListen host.
+	// PresenceIP is the address the tunnels' UDP sockets bind to (public,
+	// private or unspecified); default the TLSListen host.
 	PresenceIP netip.Addr
+	// AdvertiseIP is the public address tunnels are told their presence
+	// has; default PresenceIP.
+	AdvertiseIP netip.Addr
+	// OwnPorts are UDP ports of other public keymesh services on this
+	// host (a rendezvous) that tunnels may reach at its addresses; the
+	// ticket relay's and TURN's ports are added by Run.
+	OwnPorts []uint16
+	// MaxHeaderBytes bounds an HTTP request's header.
+	MaxHeaderBytes int
+	// Limits are the stream relay's limits (only those fields of
+	// streamrelay.Config are read).
+	Limits StreamLimits
 	// ACME settings (certs.Config); Domains empty means self-signed.
 	ACME certs.Config
 }
 
 func (o StreamOptions) enabled() bool { return o.TLSListen != "" }
 
+// noAdvertise reports whether no address to advertise follows from the
+// options: no --stream-advertise-ip, and the presence (given, or the
+// --tls-listen host) is not a specific IP.
+func (o StreamOptions) noAdvertise() bool {
+	if o.AdvertiseIP.IsValid() {
+		return false
+	}
+	p := o.PresenceIP
+	if !p.IsValid() {
+		host, _, err := net.SplitHostPort(o.TLSListen)
+		if err != nil {
+			return false // startStream says what is wrong with --tls-listen
+		}
+		p, _ = netip.ParseAddr(host)
+	}
+	return !p.IsValid() || p.IsUnspecified()
+}
+
+// StreamLimits are the stream relay's limits, each a --stream-* flag; see
+// streamrelay.Config for their meaning.
+type StreamLimits struct {
+	MaxTunnels, MaxTunnelsPerIP, MaxTunnelsPerNet, Burst, MaxDestinations int
+	ByteRate, IPByteRate                                                  int
+	OpenRate, OpenBurst, Rate                                             float64
+	ProbeRate, ProbeBurst                                                 float64
+	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL           time.Duration
+}
+
+// invalid names the first limit that is not above 0 (its flag without
+// the --stream- prefix), or "".
+func (l StreamLimits) invalid() string {
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{"max-tunnels", l.MaxTunnels > 0}, {"max-tunnels-per-ip", l.MaxTunnelsPerIP > 0}, {"max-tunnels-per-net", l.MaxTunnelsPerNet > 0},
+		{"burst", l.Burst > 0}, {"max-destinations", l.MaxDestinations > 0},
+		{"open-rate", l.OpenRate > 0}, {"open-burst", l.OpenBurst >= 1}, {"rate", l.Rate > 0},
+		{"byte-rate", l.ByteRate > 0}, {"ip-byte-rate", l.IPByteRate > 0},
+		{"probe-rate", l.ProbeRate > 0}, {"probe-burst", l.ProbeBurst >= 1},
+		{"handshake-timeout", l.HandshakeTimeout > 0}, {"idle-timeout", l.IdleTimeout > 0},
+		{"write-timeout", l.WriteTimeout > 0}, {"destination-timeout", l.DestinationTTL > 0},
+	} {
+		if !c.ok {
+			return c.name
+		}
+	}
+	return ""
+}
+
 // startStream starts the stream relay, returning its URL (with the key pin
 // when the certificate is self-signed).
-func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (string, error) {
+// allow are the operator's allowed destinations; the ticket relay's and
+// TURN's UDP ports in addrs join o.OwnPorts.
+func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (string, error) {
 	if !o.enabled() {
 		return "", nil
 	}
@@ -50,10 +114,23 @@ func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer
 	presence := o.PresenceIP
 	if !presence.IsValid() {
 		ip, perr := netip.ParseAddr(host)
-		if perr != nil || ip.IsUnspecified() {
-			return "", usageErr("--tls-listen %q has no specific address: give --stream-presence-ip, the public IP tunnels' UDP sockets use", o.TLSListen)
+		if perr != nil || (ip.IsUnspecified() && !o.AdvertiseIP.IsValid()) {
+			return "", usageErr("--tls-listen %q has no specific address: give --stream-advertise-ip, the public IP tunnels are reached at (and --stream-presence-ip if they should bind a specific one)", o.TLSListen)
 		}
 		presence = ip
+	}
+	advertise := o.AdvertiseIP
+	if !advertise.IsValid() {
+		if presence.IsUnspecified() {
+			return "", usageErr("--stream-presence-ip %v is unspecified: give --stream-advertise-ip, the public IP tunnels are reached at", presence)
+		}
+		advertise = presence
+	}
+	ownPorts := append([]uint16(nil), o.OwnPorts...)
+	for _, a := range []net.Addr{addrs.UDP, addrs.TURNUDP} {
+		if ua, ok := a.(*net.UDPAddr); ok {
+			ownPorts = append(ownPorts, uint16(ua.Port))
+		}
 	}
 	cfg := o.ACME
 	cfg.Logger = log
@@ -74,7 +151,16 @@ func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer
 	if err != nil {
 		return "", err
 	}
-	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: presence, Logger: log.With("service", "stream"), Registerer: reg})
+	l := o.Limits
+	srv, err := streamrelay.New(streamrelay.Config{
+		PresenceIP: presence, AdvertiseIP: advertise,
+		AllowDestinations: allow, OwnPorts: ownPorts,
+		MaxTunnels: l.MaxTunnels, MaxTunnelsPerIP: l.MaxTunnelsPerIP, MaxTunnelsPerNet: l.MaxTunnelsPerNet, OpenRate: l.OpenRate, OpenBurst: l.OpenBurst,
+		HandshakeTimeout: l.HandshakeTimeout, IdleTimeout: l.IdleTimeout, WriteTimeout: l.WriteTimeout,
+		Rate: l.Rate, Burst: l.Burst, ByteRate: float64(l.ByteRate), IPByteRate: float64(l.IPByteRate),
+		MaxDestinations: l.MaxDestinations, DestinationTTL: l.DestinationTTL, ProbeRate: l.ProbeRate, ProbeBurst: l.ProbeBurst,
+		Logger: log.With("service", "stream"), Registerer: reg,
+	})
 	if err != nil {
 		return "", usageErr("%v", err)
 	}
@@ -83,7 +169,7 @@ func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer
 		return "", fmt.Errorf("stream relay: %w", err)
 	}
 	addrs.Stream = ln.Addr()
-	hs := &http.Server{Handler: srv, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second}
+	hs := streamHTTPServer(srv, tlsConf, o, log)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -91,12 +177,12 @@ func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer
 		_ = hs.Shutdown(sctx)
 	}()
 	go func() {
-		if err := hs.Serve(tls.NewListener(ln, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(tls.NewListener(srv.Listener(ln), tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("stream relay stopped", "err", err)
 		}
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
-	urlHost := presence.String()
+	urlHost := advertise.String()
 	if len(cfg.Domains) > 0 {
 		urlHost = cfg.Domains[0]
 	}
@@ -105,6 +191,22 @@ func startStream(ctx context.Context, o StreamOptions, reg prometheus.Registerer
 		url += "#" + cfg.Identity.ID().String()
 	}
 	return url, nil
+}
+
+// streamHTTPServer bounds what a connection that is not (yet) a tunnel may
+// hold: the TLS handshake and the request headers get HandshakeTimeout
+// (net/http applies ReadHeaderTimeout to the handshake too), an idle
+// keep-alive connection as long, a header MaxHeaderBytes. A tunnel, once
+// upgraded, has the stream relay's own timeouts.
+func streamHTTPServer(h http.Handler, tlsConf *tls.Config, o StreamOptions, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: o.Limits.HandshakeTimeout,
+		IdleTimeout:       o.Limits.HandshakeTimeout,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.With("service", "stream").Handler(), slog.LevelDebug),
+	}
 }
 
 func splitList(s string) []string {

@@ -1,10 +1,19 @@
 package relaycmd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,5 +99,129 @@ func TestStreamRelayACMEFromPebble(t *testing.T) {
 		"--acme-storage", t.TempDir(), "--acme-http-port", strconv.Itoa(ca.HTTPPort)}, nil)
 	if strings.Contains(r.addrs.StreamURL, "#") || !strings.HasPrefix(r.addrs.StreamURL, "wss://localhost:") {
 		t.Fatalf("stream URL %q: want wss://localhost:port without a pin", r.addrs.StreamURL)
+	}
+}
+
+func TestStreamFlagsBadInvocations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad allow", []string{"--allow-destinations", "10.0.0.0/8,intranet"}, "--allow-destinations"},
+		{"bad advertise", []string{"--stream-advertise-ip", "0.0.0.0"}, "--stream-advertise-ip"},
+		{"bad own port", []string{"--stream-own-ports", "3478,http"}, "--stream-own-ports"},
+		{"zero limit", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-tunnels-per-ip", "0"}, "--stream-max-tunnels-per-ip"},
+		{"small header", []string{"--tls-listen", "127.0.0.1:0", "--stream-max-header-bytes", "10"}, "--stream-max-header-bytes"},
+		{"wildcard without advertise", []string{"--tls-listen", "0.0.0.0:0", "--key", filepath.Join(t.TempDir(), "k")}, "--stream-advertise-ip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			args := append([]string{"--dev", "--listen", "127.0.0.1:0", "--admin", ""}, tc.args...)
+			if code := MainEnv(ctx, args, noEnv, &out, &errb); code != 2 {
+				t.Fatalf("exit %d, want 2 (stderr %q)", code, errb.String())
+			}
+			if msg := errb.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
+				t.Fatalf("want one line naming %s, got %q", tc.want, msg)
+			}
+		})
+	}
+	c, err := parse([]string{"--allow-destinations", "10.1.0.0/16, 192.0.2.1"}, noEnv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.1/32")}; !slices.Equal(c.opts.AllowDestinations, want) {
+		t.Fatalf("AllowDestinations %v, want %v", c.opts.AllowDestinations, want)
+	}
+}
+
+// TestStreamRelayAdvertisesPublicIP: presences bound on 0.0.0.0 (AWS: the
+// public IPv4 is not on the interface) are announced, and the relay's URL
+// printed, with --stream-advertise-ip.
+func TestStreamRelayAdvertisesPublicIP(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "relay.key")
+	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0", "--key", key,
+		"--stream-presence-ip", "0.0.0.0", "--stream-advertise-ip", "203.0.113.7"}, nil)
+	if !strings.HasPrefix(r.addrs.StreamURL, "wss://203.0.113.7:") {
+		t.Fatalf("stream URL %q: want the advertised address", r.addrs.StreamURL)
+	}
+	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.URL = "wss://" + r.addrs.Stream.String() + streamrelay.Path // where it really listens
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, _ := crypto.GenerateIdentity(nil)
+	tun, err := streamrelay.Dial(ctx, target, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if tun.Presence().Addr() != netip.MustParseAddr("203.0.113.7") || tun.Presence().Port() == 0 {
+		t.Fatalf("presence %v, want 203.0.113.7:<port>", tun.Presence())
+	}
+}
+
+// TestStreamHTTPLimits is the slow client against the stream relay's HTTP
+// server: a connection that never finishes its TLS handshake, one that
+// idles after a request, and an oversized header.
+func TestStreamHTTPLimits(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "relay.key")
+	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0", "--key", key,
+		"--stream-handshake-timeout", "200ms", "--stream-max-header-bytes", "2048"}, nil)
+	deadline := time.Now().Add(10 * time.Second)
+
+	// Silent TCP: the server hangs up (a read ends) instead of waiting.
+	raw, err := net.Dial("tcp", r.addrs.Stream.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetReadDeadline(deadline)
+	if _, err := raw.Read(make([]byte, 10)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("silent connection still open: %v", err)
+	}
+
+	tc, err := tls.Dial("tcp", r.addrs.Stream.String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	_ = tc.SetDeadline(deadline)
+	br := bufio.NewReader(tc)
+	// An oversized header is refused (431).
+	fmt.Fprintf(tc, "GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", strings.Repeat("a", 8<<10))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("8 KB header: %d, want 431", resp.StatusCode)
+	}
+
+	// A kept-alive connection that goes idle is closed.
+	tc2, err := tls.Dial("tcp", r.addrs.Stream.String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc2.Close()
+	_ = tc2.SetDeadline(deadline)
+	br2 := bufio.NewReader(tc2)
+	fmt.Fprintf(tc2, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err = http.ReadResponse(br2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Close {
+		t.Fatalf("first request: %d close=%v", resp.StatusCode, resp.Close)
+	}
+	if _, err := br2.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle keep-alive connection still open: %v", err)
 	}
 }

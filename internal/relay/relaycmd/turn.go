@@ -5,28 +5,39 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 )
 
 // startTURN opens the TURN sockets and starts the server, or returns nil
 // when TURN is off. The server owns the sockets: Close closes them.
-func startTURN(ctx context.Context, o TURNOptions, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (*turnrelay.Server, error) {
+func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg prometheus.Registerer, log *slog.Logger, addrs *Addrs) (*turnrelay.Server, error) {
 	if !o.enabled() {
 		return nil, nil
 	}
-	secret, err := turnrelay.LoadSecretFile(o.SecretFile)
+	secret, err := crypto.ReadSecretFile(o.SecretFile, turnrelay.MinSecretLen)
 	if err != nil {
-		return nil, usageErr("%v", err)
+		return nil, usageErr("--turn-secret-file: %v", err)
 	}
 	cfg := turnrelay.Config{
 		Realm:                 o.Realm,
 		Secret:                secret,
 		RelayIP:               o.RelayIP,
+		AdvertiseIP:           o.AdvertiseIP,
+		AllowDestinations:     allow,
 		MaxAllocationsPerUser: o.Quota,
+		MaxAllocations:        o.MaxAllocations,
+		MaxTCPConnsPerSource:  o.MaxTCPConnsPerSource,
+		MaxTCPConns:           o.MaxTCPConns,
+		MaxPeerConns:          o.MaxPeerConns,
+		AllocationRate:        o.AllocationRate,
+		BindingRate:           o.BindingRate,
+		ChallengeRate:         o.ChallengeRate,
 		Logger:                log.With("service", "turn"),
 		Registerer:            reg,
 	}

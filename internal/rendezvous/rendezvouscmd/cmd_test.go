@@ -47,6 +47,14 @@ func TestFlagErrors(t *testing.T) {
 		{"--log-format", "xml"},
 		{"--turn-uri", "turn:x:3478"},
 		{"--rate-limit", "0"},
+		{"--stun-rate", "0"},
+		{"--key-miss-budget", "0"},
+		{"--register-rate", "0"},
+		{"--stun-burst", "0"},
+		{"--max-records", "0"},
+		{"--mesh-listen", "127.0.0.1:3490", "--registry", "redis", "--redis", "redis://x"},
+		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s"},
+		{"--mesh-listen", "0.0.0.0:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x"},
 		{"extra"},
 	} {
 		var stderr bytes.Buffer

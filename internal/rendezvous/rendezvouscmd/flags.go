@@ -9,11 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 )
@@ -34,10 +37,23 @@ type Options struct {
 	RedisURL         string
 	TTL, Refresh     time.Duration
 	Instance         string
+	MeshListen       string
+	PeerSecretFile   string
+	MeshRate         float64
 	ReusePort        int
 	AltListen        string
 	RateLimit        float64
 	RateBurst        int
+	RateSources      int
+	STUNRate         float64
+	STUNBurst        int
+	KeyMissRate      float64
+	KeyMissBudget    float64
+	RegisterRate     float64
+	RegisterBurst    int
+	KeyCache         int
+	ReplayCache      int
+	MaxRecords       int
 	LogFormat        string
 	LogLevel         string
 	Version          bool
@@ -61,7 +77,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&o.AltListen, "alt-listen", "", "second ip:port of this host for RFC 5780 NAT behaviour discovery (CHANGE-REQUEST); needs a specific --listen address")
 	fs.Var(&relays, "relay", "relay UDP address advertised to peers (repeatable)")
 	fs.Var(&streams, "stream-relay", "stream relay URL advertised to peers (repeatable)")
-	fs.StringVar(&o.TURNSecretFile, "turn-secret-file", "", "TURN REST-API shared secret; when set, peers get TURN credentials")
+	fs.StringVar(&o.TURNSecretFile, "turn-secret-file", "", "file whose text (trimmed) is the TURN REST API shared secret, as coturn's static-auth-secret and the relay's --turn-secret-file; when set, peers get TURN credentials")
 	fs.Var(&turnURIs, "turn-uri", "TURN URI advertised with the credentials, e.g. turn:relay.example:3478 (repeatable)")
 	fs.StringVar(&o.CookieSecretFile, "cookie-secret-file", "", "cookie secret shared by every instance behind one address (default: random per process)")
 	fs.StringVar(&o.JoinTokenFile, "join-token-file", "", "require this join token in every registration")
@@ -70,9 +86,22 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.TTL, "ttl", rendezvous.DefaultTTL, "registration lifetime")
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
+	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
+	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
 	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
+	fs.IntVar(&o.RateSources, "rate-sources", rendezvous.DefaultRateSources, "source addresses (IPv6: /64s) each per-source limit tracks at once (about 48 bytes each); beyond it idle sources are forgotten first")
+	fs.Float64Var(&o.STUNRate, "stun-rate", rendezvous.DefaultSTUNRate, "STUN Binding answers per second per source address (IPv6: per /64), main and --alt-listen sockets together; negative disables")
+	fs.IntVar(&o.STUNBurst, "stun-burst", rendezvous.DefaultSTUNBurst, "burst of STUN answers per source address")
+	fs.Float64Var(&o.KeyMissRate, "key-miss-rate", rendezvous.DefaultKeyMissRate, "X25519s per second per source address for sender keys not in the key cache (burst twice that); negative disables")
+	fs.Float64Var(&o.KeyMissBudget, "key-miss-budget", rendezvous.DefaultKeyMissBudget, "X25519s per second for uncached sender keys, all sources together; negative disables")
+	fs.Float64Var(&o.RegisterRate, "register-rate", rendezvous.DefaultRegisterRate, "registrations of peers new to this instance per second per source address (IPv6: per /64); negative disables")
+	fs.IntVar(&o.RegisterBurst, "register-burst", rendezvous.DefaultRegisterBurst, "burst of new peers' registrations per source address")
+	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
+	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
+	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -114,8 +143,29 @@ func (o *Options) check() error {
 		return bad("--ttl %v: at most 65535s", o.TTL)
 	case o.RateLimit == 0:
 		return bad("--rate-limit 0 would drop everything: give a rate, or a negative value to disable")
+	case o.STUNRate == 0:
+		return bad("--stun-rate 0 would answer no STUN: give a rate, or a negative value to disable")
+	case o.KeyMissRate == 0 || o.KeyMissBudget == 0:
+		return bad("--key-miss-rate and --key-miss-budget 0 would admit no new peer: give a rate, or a negative value to disable")
+	case o.RegisterRate == 0:
+		return bad("--register-rate 0 would refuse every registration: give a rate, or a negative value to disable")
+	case o.RateBurst < 1 || o.STUNBurst < 1 || o.RegisterBurst < 1:
+		return bad("--rate-burst, --stun-burst and --register-burst must be at least 1")
+	case o.KeyCache < 1 || o.ReplayCache < 1 || o.MaxRecords < 1 || o.RateSources < 1:
+		return bad("--max-cached-keys, --max-replay-nonces, --max-records and --rate-sources must be at least 1")
+	case o.MeshRate == 0:
+		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.MeshListen != "" && o.PeerSecretFile == "":
+		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case o.MeshListen != "" && o.Registry != "redis":
+		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case len(o.TURNURIs) > 0 && o.TURNSecretFile == "":
 		return bad("--turn-uri needs --turn-secret-file to hand out credentials")
+	}
+	if o.MeshListen != "" {
+		if a, err := netip.ParseAddrPort(o.MeshListen); err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
+			return bad("--mesh-listen %q: want this instance's own private ip:port (other instances send to it), e.g. 10.0.1.5:3490", o.MeshListen)
+		}
 	}
 	if _, err := obs.NewLogger(io.Discard, o.LogFormat, o.LogLevel); err != nil {
 		return bad("%v", err)

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -76,15 +77,21 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		log.Info("created a new server key", "file", o.KeyFile)
 	}
 	cfg := rendezvous.Config{
-		Identity:     id,
-		Relays:       o.Relays,
-		StreamRelays: o.StreamRelays,
-		TURNURIs:     o.TURNURIs,
-		TTL:          o.TTL,
-		Refresh:      o.Refresh,
-		Instance:     o.Instance,
-		Logger:       log,
-		RateLimit:    rendezvous.RateLimit{PerSecond: o.RateLimit, Burst: o.RateBurst},
+		Identity:      id,
+		Relays:        o.Relays,
+		StreamRelays:  o.StreamRelays,
+		TURNURIs:      o.TURNURIs,
+		TTL:           o.TTL,
+		Refresh:       o.Refresh,
+		Instance:      o.Instance,
+		Logger:        log,
+		RateLimit:     rendezvous.RateLimit{PerSecond: o.RateLimit, Burst: o.RateBurst, Sources: o.RateSources},
+		STUNRate:      rendezvous.RateLimit{PerSecond: o.STUNRate, Burst: o.STUNBurst, Sources: o.RateSources},
+		KeyMissRate:   rendezvous.RateLimit{PerSecond: o.KeyMissRate, Burst: int(max(1, 2*o.KeyMissRate)), Sources: o.RateSources},
+		KeyMissBudget: o.KeyMissBudget,
+		RegisterRate:  rendezvous.RateLimit{PerSecond: o.RegisterRate, Burst: o.RegisterBurst, Sources: o.RateSources},
+		KeyCache:      o.KeyCache,
+		ReplayCache:   o.ReplayCache,
 	}
 	secret, err := cookieSecret(o.CookieSecretFile, log)
 	if err != nil {
@@ -128,16 +135,32 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		}
 	}()
 	bound := conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	var serveAlt func(allow func(netip.Addr) bool)
 	if o.AltListen != "" {
-		nc, err := startNetcheck(ctx, bound, conns[0], o.AltListen, log)
+		nc, serve, err := openNetcheck(ctx, bound, conns[0], o.AltListen, log)
 		if err != nil {
 			return err
 		}
-		cfg.Netcheck, cfg.NetcheckLocal = nc, bound
+		cfg.Netcheck, cfg.NetcheckLocal, serveAlt = nc, bound, serve
+	}
+	var metrics prometheus.Registerer
+	if admin != nil {
+		metrics = admin.Registry
+	}
+	node, err := startMesh(ctx, o, conns[0], metrics, log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		cfg.Mesh, cfg.MeshAddr = node, node.Addr()
 	}
 	srv, err := rendezvous.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if serveAlt != nil {
+		// The RFC 5780 sockets share the main socket's STUN budget.
+		serveAlt(srv.AllowSTUN)
 	}
 
 	fmt.Fprintf(stdout, "rendezvous key: %s\n", id.ID())
@@ -195,6 +218,7 @@ func cookieSecret(path string, log *slog.Logger) ([]byte, error) {
 func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.Registry, error) {
 	if o.Registry == "memory" {
 		m := discovery.NewMemory(nil)
+		m.SetMaxRecords(o.MaxRecords)
 		go m.Run(ctx)
 		return m, nil
 	}
@@ -210,7 +234,7 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	// writes, not only the dials.
 	opts.ContextTimeoutEnabled = true
 	client := redis.NewUniversalClient(opts)
-	r, err := discovery.NewRedis(ctx, discovery.RedisOptions{Client: client})
+	r, err := discovery.NewRedis(ctx, discovery.RedisOptions{Client: client, MaxRecords: o.MaxRecords})
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("--redis: %w", err)
@@ -287,17 +311,18 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-// startNetcheck opens the three more sockets RFC 5780 needs (the primary
+// openNetcheck opens the three more sockets RFC 5780 needs (the primary
 // address with the alternate port, the alternate address with the primary
-// port, and the alternate address and port) and answers STUN on them.
-func startNetcheck(ctx context.Context, primary netip.AddrPort, primaryConn *net.UDPConn, alt string, log *slog.Logger) (*netcheck.Responder, error) {
+// port, and the alternate address and port); the function it returns
+// answers STUN on them, each answer allowed by allow (per source).
+func openNetcheck(ctx context.Context, primary netip.AddrPort, primaryConn *net.UDPConn, alt string, log *slog.Logger) (*netcheck.Responder, func(allow func(netip.Addr) bool), error) {
 	altAddr, err := netip.ParseAddrPort(alt)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --alt-listen %q: want ip:port, a second address of this host (RFC 5780 needs two)", errUsage, alt)
+		return nil, nil, fmt.Errorf("%w: --alt-listen %q: want ip:port, a second address of this host (RFC 5780 needs two)", errUsage, alt)
 	}
 	primary = netip.AddrPortFrom(primary.Addr().Unmap(), primary.Port())
 	if primary.Addr().IsUnspecified() || altAddr.Addr().IsUnspecified() || primary.Addr() == altAddr.Addr() || altAddr.Port() == 0 || altAddr.Port() == primary.Port() {
-		return nil, fmt.Errorf("%w: --alt-listen %v with --listen %v: both need specific, different addresses and ports", errUsage, altAddr, primary)
+		return nil, nil, fmt.Errorf("%w: --alt-listen %v with --listen %v: both need specific, different addresses and ports", errUsage, altAddr, primary)
 	}
 	conns := map[netip.AddrPort]net.PacketConn{primary: primaryConn}
 	for _, a := range []netip.AddrPort{
@@ -307,21 +332,29 @@ func startNetcheck(ctx context.Context, primary netip.AddrPort, primaryConn *net
 	} {
 		c, err := sockopt.ListenUDP(ctx, a.String(), false)
 		if err != nil {
-			return nil, fmt.Errorf("--alt-listen: %w", err)
+			for a, c := range conns {
+				if a != primary {
+					c.Close()
+				}
+			}
+			return nil, nil, fmt.Errorf("--alt-listen: %w", err)
 		}
 		conns[a] = c
 	}
 	r := netcheck.NewResponder(primary, altAddr, conns)
-	for a, c := range conns {
-		if a == primary {
-			continue
-		}
-		go func() {
-			if err := r.Serve(ctx, c, a); err != nil {
-				log.Warn("netcheck socket stopped", "addr", a, "err", err)
+	serve := func(allow func(netip.Addr) bool) {
+		r.LimitPerSource(allow)
+		for a, c := range conns {
+			if a == primary {
+				continue
 			}
-		}()
+			go func() {
+				if err := r.Serve(ctx, c, a); err != nil {
+					log.Warn("netcheck socket stopped", "addr", a, "err", err)
+				}
+			}()
+		}
+		log.Info("RFC 5780 behaviour discovery on", "primary", primary, "alternate", altAddr)
 	}
-	log.Info("RFC 5780 behaviour discovery on", "primary", primary, "alternate", altAddr)
-	return r, nil
+	return r, serve, nil
 }

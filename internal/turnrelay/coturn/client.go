@@ -31,12 +31,19 @@ type ClientConfig struct {
 	Messages int           // messages per session (-n); default 5
 	Size     int           // message bytes (-l); default 100
 	Interval time.Duration // per-session interval (-z, whole ms); default 20 ms
+
+	// Netns, when set, runs the client in that named network namespace
+	// (`ip netns exec`).
+	Netns string
+	// ClientToClient relays between the sessions' own allocations (-y)
+	// instead of to Peer (whose address is then not sent).
+	ClientToClient bool
 }
 
 // Args returns the turnutils_uclient arguments. RTCP sessions are off (-c),
 // so one session is one allocation.
 func (c ClientConfig) Args() ([]string, error) {
-	if !c.Server.IsValid() || !c.Peer.IsValid() {
+	if !c.Server.IsValid() || (!c.Peer.IsValid() && !c.ClientToClient) {
 		return nil, errors.New("coturn: ClientConfig needs Server and Peer")
 	}
 	if c.User == "" || (c.Secret == "") == (c.Password == "") {
@@ -54,9 +61,13 @@ func (c ClientConfig) Args() ([]string, error) {
 		"-n", strconv.Itoa(def(c.Messages, 5)),
 		"-l", strconv.Itoa(def(c.Size, 100)),
 		"-z", strconv.Itoa(def(ms, 20)),
-		"-e", c.Peer.Addr().String(), "-r", strconv.Itoa(int(c.Peer.Port())),
 		"-p", strconv.Itoa(int(c.Server.Port())),
 		"-u", c.User,
+	}
+	if c.ClientToClient {
+		args = append(args, "-y")
+	} else {
+		args = append(args, "-e", c.Peer.Addr().String(), "-r", strconv.Itoa(int(c.Peer.Port())))
 	}
 	if c.Secret != "" {
 		args = append(args, "-W", c.Secret)
@@ -86,6 +97,14 @@ func StartClient(ctx context.Context, cfg ClientConfig, onLine func(time.Time, s
 	path, err := exec.LookPath(ClientProgram)
 	if err != nil {
 		return nil, fmt.Errorf("coturn: %w (install Debian package %s)", err, Package)
+	}
+	if cfg.Netns != "" {
+		ip, err := exec.LookPath("ip")
+		if err != nil {
+			return nil, fmt.Errorf("coturn: run in netns %s: %w", cfg.Netns, err)
+		}
+		args = append([]string{"netns", "exec", cfg.Netns, path}, args...)
+		path = ip
 	}
 	return start(ctx, path, args, onLine)
 }

@@ -1,0 +1,27 @@
+// Package mesh carries authenticated messages between the instances of one
+// keymesh deployment, so that a datagram for a peer leaves through the
+// instance that holds the peer's flow.
+//
+// Behind a managed anycast front door (AWS Global Accelerator and the like)
+// each client flow is pinned to one instance, and an instance's own sends
+// leave from its regional address, which a NAT with address-dependent
+// filtering drops. So when instance X has a datagram for peer B whose flow
+// is held by instance Y (B's home), X hands the datagram to Y in one mesh
+// message, and Y writes it to B from the socket B talks to. That is one
+// extra hop at most, and it is just as right with plain BGP anycast, where
+// any instance could have sent it.
+//
+// Messages are single UDP datagrams between the instances' private
+// addresses (codec.go has the layout). Each carries the destination (B's
+// address), the datagram to send there, a send time and a per-process
+// sequence number, and ends in an HMAC-SHA256 tag (truncated to 16 bytes)
+// under a key derived with HKDF from the deployment's peer secret. A Node
+// checks, cheapest first: length and version, source allow-list (when it
+// has one), per-source rate, clock, tag, then replay (a sliding window per
+// sending process, WireGuard style); a stranger without the secret never
+// gets past the tag and costs one HMAC at most, within its rate.
+//
+// The mesh holds no state about flows: which instance is B's home is told
+// by the message's sender, who learnt it from the registry record
+// (rendezvous) or from B's relay ticket (relay).
+package mesh

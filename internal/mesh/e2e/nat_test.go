@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+	"github.com/keymesh/keymesh/internal/wire"
+	"github.com/keymesh/keymesh/loadtest/natlab"
+)
+
+// TestHomeInstanceBehindNAT puts B behind a real Linux NAT with address-
+// and-port-dependent filtering (natlab's port-restricted site), the filter
+// that makes the home instance matter: B talks to instance Y only, so its
+// NAT lets in nothing from instance X's address. A (behind its own NAT)
+// reaches B through X. The Punch and A's relayed packet reach B because
+// they leave from Y; the same packet with a ticket that names no instance
+// is forwarded by X, from X's address, and B's NAT drops it.
+func TestHomeInstanceBehindNAT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the servers and a network namespace lab")
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root for network namespaces (CI runs as root)")
+		}
+		t.Skip("needs root: network namespaces, veth pairs and iptables")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	redisBin := debpkg.Require(t, "redis-server", "redis-server")
+	rdvBin, relayBin := binaries(t)
+	lab, err := natlab.New(ctx, natlab.Config{})
+	if err != nil {
+		t.Fatalf("natlab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("natlab close: %v", err)
+		}
+	})
+	host := func(name string) *natlab.Host {
+		h, err := lab.AddServer(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	site := func(name string) *natlab.Host {
+		s, err := lab.AddSite(ctx, name, natlab.PortRestricted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Host()
+	}
+	rh, sx, sy := host("redis"), host("x"), host("y")
+	ha, hb := site("a"), site("b")
+
+	// Redis on the lab's public segment, reached by both instances.
+	redisAddr := netip.AddrPortFrom(rh.Addr, 6379)
+	startCmd(t, "redis", rh.Command(ctx, redisBin, "--bind", rh.Addr.String(), "--port", "6379",
+		"--protected-mode", "no", "--save", "", "--appendonly", "no"))
+	waitRedis(t, ctx, rh, redisAddr)
+
+	dir := t.TempDir()
+	serverID, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "server.key")
+	if err := crypto.WriteKeyFile(keyFile, serverID); err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	peerSecret := writeFile(t, filepath.Join(dir, "peer-secret"), fmt.Sprintf("%x\n", secret))
+	cookieSecret := writeFile(t, filepath.Join(dir, "cookie-secret"), "00112233445566778899aabbccddeeff\n")
+	ticketLine := crypto.NewTicketKeyLine(1)
+	ticketKeys := writeFile(t, filepath.Join(dir, "ticket-keys"), ticketLine)
+
+	// Each instance serves on its 203.0.113.x address and meshes on its
+	// 198.51.100.x one (the "private" address).
+	type inst struct{ rdv, relay, rdvMesh, relayMesh netip.AddrPort }
+	at := func(h *natlab.Host) inst {
+		return inst{
+			rdv: netip.AddrPortFrom(h.Addr, 3478), relay: netip.AddrPortFrom(h.Addr, 3479),
+			rdvMesh: netip.AddrPortFrom(h.Addrs[1], 3490), relayMesh: netip.AddrPortFrom(h.Addrs[1], 3491),
+		}
+	}
+	x, y := at(sx), at(sy)
+	relayPeers := fmt.Sprintf("1=%v,2=%v", x.relayMesh, y.relayMesh)
+	for i, h := range []*natlab.Host{sx, sy} {
+		in, name := at(h), []string{"x", "y"}[i]
+		startCmd(t, "rendezvous-"+name, h.Command(ctx, rdvBin,
+			"--listen", in.rdv.String(), "--key", keyFile, "--admin", "",
+			"--registry", "redis", "--redis", "redis://"+redisAddr.String()+"/0",
+			"--cookie-secret-file", cookieSecret, "--instance", "rdv-"+name,
+			"--mesh-listen", in.rdvMesh.String(), "--peer-secret-file", peerSecret))
+		startCmd(t, "relay-"+name, h.Command(ctx, relayBin,
+			"--listen", in.relay.String(), "--ticket-key-file", ticketKeys, "--admin", "",
+			"--key", filepath.Join(dir, "relay-"+name+".key"),
+			"--instance", fmt.Sprint(i+1), "--mesh-listen", in.relayMesh.String(),
+			"--mesh-peers", relayPeers, "--peer-secret-file", peerSecret))
+	}
+	listen := func(h *natlab.Host) *net.UDPConn {
+		c, err := h.ListenUDP(ctx, netip.AddrPort{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	t.Run("punch through B's NAT", func(t *testing.T) {
+		b := newPeerOn(t, ctx, listen(hb), y.rdv, serverID.ID())
+		a := newPeerOn(t, ctx, listen(ha), x.rdv, serverID.ID())
+		b.waitRegistered(t)
+		a.waitRegistered(t)
+		reply, err := a.client.ConnectPeer(ctx, b.id.ID())
+		if err != nil || !reply.Found {
+			t.Fatalf("connect: %+v, %v", reply, err)
+		}
+		select {
+		case from := <-b.punches:
+			if from != y.rdv {
+				t.Fatalf("B got the Punch from %v, want %v", from, y.rdv)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("B got no Punch through its NAT")
+		}
+	})
+
+	t.Run("relayed packet through B's NAT", func(t *testing.T) {
+		a, b := listen(ha), listen(hb)
+		bid, _ := crypto.GenerateIdentity(nil)
+		bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer bcancel()
+		binding, err := relay.Bind(bctx, b, net.UDPAddrFromAddrPort(y.relay), bid)
+		if err != nil {
+			t.Fatalf("bind at Y: %v", err)
+		}
+		keys, err := crypto.ParseTicketKeys([]byte(ticketLine), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := keys.Open(binding.Ticket)
+		if err != nil || tk.Instance != 2 {
+			t.Fatalf("Y's ticket names instance %d (%v), want 2", tk.Instance, err)
+		}
+		// The control: the same ticket without an instance is forwarded by
+		// X from X's address, which B's NAT drops.
+		tk.Instance = 0
+		noHome := keys.Seal(nil, tk)
+		for range 3 {
+			send(t, a, x.relay, wire.AppendRelaySend(nil, noHome, 1, []byte("from X")))
+		}
+		if n, from := recv(b, 2*time.Second); n > 0 {
+			t.Fatalf("B's NAT let in %d bytes from %v: the lab's NAT does not filter by address, the test proves nothing", n, from)
+		}
+		// Y's own ticket: A's packet lands on X and leaves from Y.
+		send(t, a, x.relay, wire.AppendRelaySend(nil, binding.Ticket, 2, []byte("via Y")))
+		n, from := recv(b, 20*time.Second)
+		if n == 0 {
+			t.Fatal("B got no relayed packet through its NAT")
+		}
+		if from != y.relay {
+			t.Fatalf("B got the relayed packet from %v, want %v", from, y.relay)
+		}
+	})
+}
+
+func send(t *testing.T, c *net.UDPConn, to netip.AddrPort, b []byte) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv waits up to wait for a Relayed frame on c; n is 0 when none came.
+func recv(c *net.UDPConn, wait time.Duration) (int, netip.AddrPort) {
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(wait)
+	for {
+		_ = c.SetReadDeadline(deadline)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return 0, netip.AddrPort{}
+		}
+		if n > 0 && buf[0] == wire.TypeRelayed {
+			return n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		}
+	}
+}
+
+// waitRedis waits until Redis answers PING from inside its namespace.
+func waitRedis(t *testing.T, ctx context.Context, h *natlab.Host, addr netip.AddrPort) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := h.DialTCP(ctx, addr)
+		if err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_, err = c.Write([]byte("PING\r\n"))
+			var line string
+			if err == nil {
+				line, err = bufio.NewReader(c).ReadString('\n')
+			}
+			c.Close()
+			if err == nil && strings.HasPrefix(line, "+PONG") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis at %v did not answer: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

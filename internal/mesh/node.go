@@ -1,0 +1,255 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/ratelimit"
+)
+
+// Defaults of Config.
+const (
+	// DefaultMaxSkew is how far a message's send time may be from the
+	// receiver's clock (instances keep NTP time).
+	DefaultMaxSkew = 10 * time.Second
+	// DefaultRate and DefaultBurst limit each source address, in messages
+	// per second: an instance forwards other instances' relay traffic, so
+	// the limit is high; it bounds what one source can make a receiver
+	// verify.
+	DefaultRate  = 200000
+	DefaultBurst = 200000
+)
+
+// Handler takes one authentic, fresh message: send payload to dst from the
+// socket of kind. payload is valid until Handler returns.
+type Handler func(kind Kind, dst netip.AddrPort, payload []byte)
+
+// Config configures a Node.
+type Config struct {
+	// Key authenticates messages (NewKey over the peer secret). Required.
+	Key *Key
+	// Conn is the node's socket on the instance's private address: it
+	// sends and receives mesh messages. Required; the caller opens and
+	// closes it.
+	Conn *net.UDPConn
+	// Handle gets every accepted message. Required to receive.
+	Handle Handler
+	// Allow, when not empty, lists the only source addresses accepted:
+	// anything else is dropped before any other check.
+	Allow []netip.Addr
+	// MaxSkew bounds the send-time difference. Default DefaultMaxSkew.
+	MaxSkew time.Duration
+	// Rate and Burst limit messages per source address (IPv6: /64).
+	// Defaults DefaultRate and DefaultBurst; a negative Rate turns the
+	// limit off.
+	Rate, Burst float64
+	// MaxSenders bounds the replay table. Default DefaultMaxSenders.
+	MaxSenders int
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Drop reasons, as counted in Stats.
+const (
+	DropMalformed = iota // length, magic, version, kind or address
+	DropStranger         // source not in Allow
+	DropRateLimited
+	DropStale // send time outside MaxSkew
+	DropBadTag
+	DropReplay
+	numDrops
+)
+
+var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay"}
+
+// DropName names a drop reason (for metric labels).
+func DropName(r int) string { return dropNames[r] }
+
+// Stats are a Node's counters since it started.
+type Stats struct {
+	Sent, SendFailed, Received, Accepted uint64
+	Dropped                              [numDrops]uint64
+}
+
+// Node sends and receives mesh messages on one socket. It is safe for
+// concurrent use: any goroutine may Send while Serve runs.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	sender uint64
+	seq    atomic.Uint64
+	lim    *ratelimit.Limiter
+	replay *replayTable
+	allow  map[netip.Addr]struct{}
+	bufs   sync.Pool // of *[]byte, for Forward
+
+	sent, sendFailed, received, accepted atomic.Uint64
+	dropped                              [numDrops]atomic.Uint64
+}
+
+// NewNode checks cfg and returns a node. It starts nothing: call Serve to
+// receive.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Key == nil || cfg.Conn == nil {
+		return nil, fmt.Errorf("%w: Key and Conn are required", ErrConfig)
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	var s [8]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		return nil, fmt.Errorf("mesh sender id: %w", err)
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		sender: binary.BigEndian.Uint64(s[:]),
+		lim:    ratelimit.New(ratelimit.Config{PerSecond: cfg.Rate, Burst: cfg.Burst}),
+		replay: newReplayTable(cfg.MaxSenders),
+	}
+	if len(cfg.Allow) > 0 {
+		n.allow = make(map[netip.Addr]struct{}, len(cfg.Allow))
+		for _, a := range cfg.Allow {
+			n.allow[a.Unmap()] = struct{}{}
+		}
+	}
+	n.bufs.New = func() any { b := make([]byte, 0, MaxMessage); return &b }
+	return n, nil
+}
+
+// Addr is the node's socket address.
+func (n *Node) Addr() netip.AddrPort {
+	a := n.cfg.Conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	s := Stats{
+		Sent: n.sent.Load(), SendFailed: n.sendFailed.Load(),
+		Received: n.received.Load(), Accepted: n.accepted.Load(),
+	}
+	for i := range s.Dropped {
+		s.Dropped[i] = n.dropped[i].Load()
+	}
+	return s
+}
+
+// Send writes one message to the instance at to, asking it to send payload
+// to dst from its socket of kind. buf is scratch memory (give it capacity
+// MaxMessage to avoid allocating); Send returns it for reuse.
+func (n *Node) Send(buf []byte, to netip.AddrPort, kind Kind, dst netip.AddrPort, payload []byte) ([]byte, error) {
+	m := Message{
+		Kind: kind, Time: n.cfg.Now().UnixMilli(), Sender: n.sender, Seq: n.seq.Add(1),
+		Dst: dst, Payload: payload,
+	}
+	buf, err := n.cfg.Key.Append(buf[:0], &m)
+	if err != nil {
+		n.sendFailed.Add(1)
+		return buf, err
+	}
+	if _, err := n.cfg.Conn.WriteToUDPAddrPort(buf, to); err != nil {
+		n.sendFailed.Add(1)
+		return buf, fmt.Errorf("mesh send to %v: %w", to, err)
+	}
+	n.sent.Add(1)
+	return buf, nil
+}
+
+// Forward is Send with a pooled buffer, for callers without scratch memory.
+func (n *Node) Forward(to netip.AddrPort, kind Kind, dst netip.AddrPort, payload []byte) error {
+	bp := n.bufs.Get().(*[]byte)
+	b, err := n.Send(*bp, to, kind, dst, payload)
+	*bp = b[:0]
+	n.bufs.Put(bp)
+	return err
+}
+
+// Serve reads messages until ctx ends (it then returns nil) or the socket
+// fails, and hands each accepted one to Config.Handle. Several goroutines
+// may Serve one node at once (the handler then runs concurrently).
+func (n *Node) Serve(ctx context.Context) error {
+	if n.cfg.Handle == nil {
+		return fmt.Errorf("%w: Handle is required to serve", ErrConfig)
+	}
+	c := n.cfg.Conn
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, MaxMessage+1)
+	for {
+		k, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("mesh socket: %w", err)
+			}
+			n.log.Debug("mesh read failed", "err", err)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		now := n.cfg.Now()
+		if m, ok := n.check(buf[:k], from, now); ok {
+			n.cfg.Handle(m.Kind, m.Dst, m.Payload)
+		}
+	}
+}
+
+// check runs the receive checks, cheapest first, and counts the outcome.
+func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, bool) {
+	n.received.Add(1)
+	m, err := Parse(b)
+	if err != nil {
+		return m, n.drop(DropMalformed)
+	}
+	src := from.Addr().Unmap()
+	if n.allow != nil {
+		if _, ok := n.allow[src]; !ok {
+			return m, n.drop(DropStranger)
+		}
+	}
+	if !n.lim.Allow(src, now.UnixNano()) {
+		return m, n.drop(DropRateLimited)
+	}
+	if d := now.UnixMilli() - m.Time; d > n.cfg.MaxSkew.Milliseconds() || d < -n.cfg.MaxSkew.Milliseconds() {
+		return m, n.drop(DropStale)
+	}
+	if !n.cfg.Key.Verify(b) {
+		return m, n.drop(DropBadTag)
+	}
+	if !n.replay.accept(m.Sender, m.Seq) {
+		return m, n.drop(DropReplay)
+	}
+	n.accepted.Add(1)
+	return m, true
+}
+
+func (n *Node) drop(r int) bool {
+	n.dropped[r].Add(1)
+	return false
+}

@@ -1,0 +1,60 @@
+package relay
+
+import (
+	"log/slog"
+	"net/netip"
+
+	"github.com/keymesh/keymesh/internal/mesh"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// MeshSender sends a datagram to another instance over the mesh, which
+// sends it to dst from its own socket. *mesh.Node is one.
+type MeshSender interface {
+	Send(buf []byte, to netip.AddrPort, kind mesh.Kind, dst netip.AddrPort, payload []byte) ([]byte, error)
+}
+
+// home returns the mesh address of the instance a ticket names when the
+// packet must leave from there: another instance this one knows.
+func (s *Server) home(instance uint16) (netip.AddrPort, bool) {
+	if instance == 0 || instance == s.cfg.Instance || s.cfg.Mesh == nil {
+		return netip.AddrPort{}, false
+	}
+	a, ok := s.cfg.MeshPeers[instance]
+	return a, ok
+}
+
+// viaHome hands a Relayed frame for dst to the instance that holds dst's
+// flow and reports whether the mesh took it. On failure the caller forwards
+// the frame itself (right with plain BGP anycast, best effort otherwise).
+func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool {
+	home, ok := w.s.home(instance)
+	if !ok {
+		return false
+	}
+	var err error
+	w.meshBuf, err = w.s.cfg.Mesh.Send(w.meshBuf, home, mesh.KindRelayed, dst, frame)
+	if err != nil {
+		w.s.log.Debug("relay: forward through the home instance failed; sending from here", "instance", instance, "err", err)
+		return false
+	}
+	return true
+}
+
+// DeliverRelayed is the mesh handler of a relay instance: it sends the
+// Relayed frames other instances forward for the peers whose flows this
+// instance holds, from conn, the relay socket those peers bound to.
+// Anything but a Relayed frame is dropped.
+func DeliverRelayed(conn interface {
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}, log *slog.Logger) mesh.Handler {
+	return func(kind mesh.Kind, dst netip.AddrPort, payload []byte) {
+		if kind != mesh.KindRelayed || len(payload) < wire.HeaderLen || payload[0] != wire.TypeRelayed {
+			log.Debug("mesh: dropped a forward that is not a Relayed frame", "kind", kind)
+			return
+		}
+		if _, err := conn.WriteToUDPAddrPort(payload, dst); err != nil {
+			log.Debug("mesh: relayed send failed", "to", dst, "err", err)
+		}
+	}
+}

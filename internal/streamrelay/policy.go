@@ -1,0 +1,164 @@
+package streamrelay
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// Reasons a datagram from a tunnel is dropped, the reason label of
+// keymesh_stream_dropped_total.
+const (
+	dropDestDenied = "destination_denied"   // addrpolicy refuses the range
+	dropDestOwn    = "destination_own"      // one of the server's own addresses, not a public service port
+	dropDestsFull  = "destinations_full"    // MaxDestinations fresh destinations already
+	dropProbeRate  = "probe_rate"           // ProbeRate to a destination that never answered
+	dropRate       = "rate_limited"         // the tunnel's datagrams per second
+	dropByteRate   = "byte_rate_limited"    // the tunnel's bytes per second
+	dropIPByteRate = "ip_byte_rate_limited" // the client address's bytes per second
+	dropMalformed  = "malformed"
+	dropSend       = "send"
+	dropTooLarge   = "too_large"
+)
+
+// checkDest is the stateless destination policy: "" when a tunnel may send
+// to dst, else the drop reason. addrpolicy refuses loopback, private,
+// CGNAT, link-local (169.254.169.254), multicast, reserved and the server's
+// own addresses unless AllowDestinations has the range; at AdvertiseIP and
+// a specific PresenceIP, the server's public keymesh ports (OwnPorts and
+// the live presences) stay reachable, so that a tunnelled peer binds at
+// this relay and talks to a peer tunnelled through it.
+func (s *Server) checkDest(dst netip.AddrPort) string {
+	a := dst.Addr().Unmap().WithZone("")
+	if s.policy.Allowed(a) {
+		return ""
+	}
+	if (a == s.cfg.AdvertiseIP || (a == s.cfg.PresenceIP && !a.IsUnspecified())) && s.publicPort(dst.Port()) {
+		return ""
+	}
+	if s.own[a] {
+		return dropDestOwn
+	}
+	return dropDestDenied
+}
+
+// publicPort reports whether port is one of this server's public keymesh
+// UDP ports: OwnPorts or a live presence.
+func (s *Server) publicPort(port uint16) bool {
+	if s.ownPorts[port] {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ports[port] > 0
+}
+
+// destinations is one tunnel's record of where it sends and who answers:
+// it bounds the distinct destinations and holds an address that never
+// answered to ProbeRate, whatever the ports, so that a tunnel is no flood
+// cannon toward a third party. Every map is bounded.
+type destinations struct {
+	mu        sync.Mutex
+	sent      map[netip.AddrPort]*dest
+	nextEvict int64                // no entry of sent expires before this (Unix ns)
+	heard     map[netip.Addr]int64 // addresses that sent to the presence: when last
+	// probes are the ProbeRate buckets, one per destination address (not
+	// per port: a victim's ports are one victim). An address has one while
+	// sent holds one of its destinations, so there are no more than sent.
+	probes map[netip.Addr]*probeBucket
+}
+
+type dest struct {
+	last int64 // Unix ns of the last datagram to it
+}
+
+type probeBucket struct {
+	tokens float64
+	refill int64
+}
+
+func newDestinations() *destinations {
+	return &destinations{sent: make(map[netip.AddrPort]*dest), heard: make(map[netip.Addr]int64),
+		probes: make(map[netip.Addr]*probeBucket)}
+}
+
+// allow records a datagram to dst at now (Unix ns) and returns "" when it
+// may go, else the drop reason.
+func (d *destinations) allow(dst netip.AddrPort, now int64, c *Config) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.sent[dst]
+	if e == nil {
+		if len(d.sent) >= c.MaxDestinations && !d.evictLocked(now, int64(c.DestinationTTL)) {
+			return dropDestsFull
+		}
+		e = &dest{}
+		d.sent[dst] = e
+	}
+	e.last = now
+	if _, ok := d.heard[dst.Addr()]; ok {
+		return ""
+	}
+	p := d.probes[dst.Addr()]
+	if p == nil {
+		p = &probeBucket{tokens: c.ProbeBurst, refill: now}
+		d.probes[dst.Addr()] = p
+	}
+	if el := now - p.refill; el > 0 {
+		p.tokens = min(c.ProbeBurst, p.tokens+float64(el)*c.ProbeRate/1e9)
+		p.refill = now
+	}
+	if p.tokens < 1 {
+		return dropProbeRate
+	}
+	p.tokens--
+	return ""
+}
+
+// evictLocked drops every destination unused for ttl and reports whether
+// one went. It scans only when one can have expired, so a tunnel spraying
+// new destinations into a full table costs a map lookup each.
+func (d *destinations) evictLocked(now, ttl int64) bool {
+	if now < d.nextEvict {
+		return false
+	}
+	freed := false
+	oldest := now
+	for a, e := range d.sent {
+		if now-e.last >= ttl {
+			delete(d.sent, a)
+			freed = true
+		} else {
+			oldest = min(oldest, e.last)
+		}
+	}
+	if !freed {
+		d.nextEvict = oldest + ttl
+		return false
+	}
+	live := make(map[netip.Addr]bool, len(d.sent))
+	for a := range d.sent {
+		live[a.Addr()] = true
+	}
+	for a := range d.probes {
+		if !live[a] {
+			delete(d.probes, a)
+		}
+	}
+	return true
+}
+
+// heardFrom records that a datagram from a arrived at the presence: the
+// tunnel's sends to a are answers, not probes. When full, an arbitrary
+// entry makes room (a flood of spoofed sources only sends answered
+// destinations back to the probe rate until they answer again).
+func (d *destinations) heardFrom(a netip.Addr, now int64, max int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.heard[a]; !ok && len(d.heard) >= max {
+		for k := range d.heard {
+			delete(d.heard, k)
+			break
+		}
+	}
+	d.heard[a] = now
+}

@@ -1,0 +1,197 @@
+package turnrelay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/keymesh/keymesh/internal/ratelimit"
+)
+
+// guardConn is a UDP socket as pion sees it, with the checks a server on a
+// public address needs before its source addresses are proven (the long-term
+// credential proves them; nothing before it does):
+//
+//   - STUN Binding requests are answered only within a per-source rate
+//     (BindingRate): the answer is larger than the request.
+//   - No answer without MESSAGE-INTEGRITY leaves larger than the request it
+//     answers, except a 401 or 438 challenge within a per-source rate
+//     (ChallengeRate): a client's first Allocate carries no credentials and
+//     can be smaller than any challenge (REALM and NONCE alone are 40 bytes).
+//     Anything else over size is dropped.
+//   - A ChannelBind refused for its peer gets 403 (forbidChannelBind).
+//
+// pion reads a socket from one goroutine and answers each request before
+// reading the next one, so the request an answer belongs to is the last one
+// read; other writers (allocations relaying to their clients) send only
+// indications and ChannelData, never answers.
+type guardConn struct {
+	net.PacketConn
+	s *Server
+
+	mu   sync.Mutex
+	last struct {
+		txid [12]byte
+		size int
+	}
+}
+
+// ReadFrom returns the next datagram that passes the Binding rate.
+func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := g.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		m := parseAsPion(p[:n])
+		if !m.ok || m.class() != classRequest {
+			return n, addr, err
+		}
+		if m.method() == methodBinding && !g.s.bindings.Allow(addrOf(addr), g.s.nowNano()) {
+			g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
+			continue
+		}
+		g.mu.Lock()
+		g.last.txid, g.last.size = m.txid, n
+		g.mu.Unlock()
+		return n, addr, err
+	}
+}
+
+// WriteTo sends p unless it is an unauthenticated answer the rules above
+// refuse; a refused answer is dropped silently (pion is told it was sent).
+func (g *guardConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	m := parseSTUN(p)
+	if !m.ok || (m.class() != classSuccess && m.class() != classError) {
+		return g.PacketConn.WriteTo(p, addr)
+	}
+	if m.class() == classError {
+		forbidChannelBind(p)
+	}
+	if reason := g.refuse(m, p, addr); reason != "" {
+		g.s.metrics.dropped.WithLabelValues(reason).Inc()
+		return len(p), nil
+	}
+	return g.PacketConn.WriteTo(p, addr)
+}
+
+// refuse returns why answer p (header m) to addr must not be sent, or "".
+func (g *guardConn) refuse(m stunMessage, p []byte, addr net.Addr) string {
+	if authenticated(p) {
+		return ""
+	}
+	if m.method() == methodBinding && m.class() == classSuccess {
+		return "" // rate-limited where the request was read
+	}
+	g.mu.Lock()
+	reqSize := 0
+	if g.last.txid == m.txid {
+		reqSize = g.last.size
+	}
+	g.mu.Unlock()
+	if len(p) <= reqSize {
+		return ""
+	}
+	if m.class() == classError {
+		if c := errorCode(p); c == codeUnauthorized || c == codeStaleNonce {
+			if g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
+				return ""
+			}
+			return dropChallenge
+		}
+	}
+	return dropOversize
+}
+
+// guardListener hands pion TCP connections whose refused ChannelBinds get
+// 403 (see forbidChannelBind), within the caps on open connections per
+// source and in all (pion keeps a goroutine and a buffer for each as long
+// as the client holds it open). TCP needs no size rule: the handshake
+// proves the client's address.
+type guardListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l guardListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src := ratelimit.Source(addrOf(c.RemoteAddr()))
+		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConns) {
+			l.s.metrics.tcpRefusals.Inc()
+			l.s.log.Debug("turn tcp connection refused: too many open", "src", addrString(c.RemoteAddr()))
+			c.Close()
+			continue
+		}
+		return &guardTCPConn{Conn: c, s: l.s, src: src}, nil
+	}
+}
+
+type guardTCPConn struct {
+	net.Conn
+	s    *Server
+	src  netip.Addr
+	once sync.Once
+}
+
+// Write sends p, a whole STUN message or ChannelData frame as pion writes
+// them, after forbidChannelBind.
+func (c *guardTCPConn) Write(p []byte) (int, error) {
+	forbidChannelBind(p)
+	return c.Conn.Write(p)
+}
+
+// Close closes the connection and frees its place.
+func (c *guardTCPConn) Close() error {
+	c.once.Do(func() { c.s.tcp.release(c.src) })
+	return c.Conn.Close()
+}
+
+// tcpConns counts open TCP connections per source and in all.
+type tcpConns struct {
+	mu        sync.Mutex
+	perSource map[netip.Addr]int
+	all       int
+}
+
+// take counts one more connection from src unless src already holds
+// perSource or the server all (a cap below one is no cap).
+func (t *tcpConns) take(src netip.Addr, perSource, all int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) {
+		return false
+	}
+	t.perSource[src]++
+	t.all++
+	return true
+}
+
+func (t *tcpConns) release(src netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.perSource[src]--; t.perSource[src] <= 0 {
+		delete(t.perSource, src)
+	}
+	t.all--
+}
+
+// addrOf returns a's IP, or the zero Addr.
+func addrOf(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(addrString(a))
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

@@ -1,0 +1,165 @@
+package turnrelay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// ownPorts are the relayed ports of live allocations, UDP and TCP.
+//
+// Two clients of one relay talk to each other through it (both relayed,
+// as WebRTC often ends up): one's peer is the other's relayed address, the
+// relay's own advertised address. That address is refused as a peer by
+// default, since it also carries the relay's other services (the ticket
+// relay, the TURN ports themselves, maybe the admin endpoint); so the
+// permission handler lets the advertised address through only when it is
+// public, and the relayed sockets then refuse to send to any port of it
+// that is not a live allocation's (ownConn, generator.AllocateConn).
+type ownPorts struct {
+	mu       sync.Mutex
+	udp, tcp map[uint16]int
+}
+
+func newOwnPorts() *ownPorts {
+	return &ownPorts{udp: make(map[uint16]int), tcp: make(map[uint16]int)}
+}
+
+func (o *ownPorts) table(tcp bool) map[uint16]int {
+	if tcp {
+		return o.tcp
+	}
+	return o.udp
+}
+
+func (o *ownPorts) add(tcp bool, port uint16) {
+	o.mu.Lock()
+	o.table(tcp)[port]++
+	o.mu.Unlock()
+}
+
+func (o *ownPorts) remove(tcp bool, port uint16) {
+	o.mu.Lock()
+	t := o.table(tcp)
+	if t[port] <= 1 {
+		delete(t, port)
+	} else {
+		t[port]--
+	}
+	o.mu.Unlock()
+}
+
+func (o *ownPorts) has(tcp bool, port uint16) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.table(tcp)[port] > 0
+}
+
+// isOwn reports whether a is the relay's bound or advertised address and
+// no AllowDestinations range holds it.
+func (s *Server) isOwn(a netip.Addr) bool {
+	a = a.Unmap()
+	return (a == s.cfg.AdvertiseIP || a == s.cfg.RelayIP) && !s.ownAllowed[a]
+}
+
+// ownDestinationRefused reports whether sending to ap must be refused: one
+// of the relay's own addresses (not in an allowed range), at a port no live
+// allocation holds.
+func (s *Server) ownDestinationRefused(tcp bool, ap netip.AddrPort) bool {
+	if !s.isOwn(ap.Addr()) || s.own.has(tcp, ap.Port()) {
+		return false
+	}
+	s.metrics.peerRefusals.Inc()
+	return true
+}
+
+// ownConn is an allocation's relayed UDP socket: it drops datagrams to the
+// relay's own address unless they go to another live allocation.
+type ownConn struct {
+	net.PacketConn
+	s    *Server
+	port uint16
+	once sync.Once
+}
+
+func (c *ownConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && c.s.ownDestinationRefused(false, ua.AddrPort()) {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *ownConn) Close() error {
+	c.once.Do(func() { c.s.own.remove(false, c.port) })
+	return c.PacketConn.Close()
+}
+
+// ownListener is an allocation's relayed TCP listener, registered in
+// ownPorts while open. It holds at most MaxPeerConns connections its peers
+// opened at once: pion keeps one it was not asked to bind for 30 s and
+// checks each new one against the others under the lock every allocation
+// shares.
+type ownListener struct {
+	net.Listener
+	s    *Server
+	port uint16
+	once sync.Once
+
+	mu    sync.Mutex
+	conns int
+}
+
+// Accept returns the next peer connection within the cap; one beyond it is
+// closed.
+func (l *ownListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		full := l.s.cfg.MaxPeerConns >= 1 && l.conns >= l.s.cfg.MaxPeerConns
+		if !full {
+			l.conns++
+		}
+		l.mu.Unlock()
+		if full {
+			l.s.metrics.tcpRefusals.Inc()
+			c.Close()
+			continue
+		}
+		return &peerConn{Conn: c, l: l}, nil
+	}
+}
+
+// peerConn is a connection a peer opened to an allocation, counted by its
+// listener until closed.
+type peerConn struct {
+	net.Conn
+	l    *ownListener
+	once sync.Once
+}
+
+func (c *peerConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.conns--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (l *ownListener) Close() error {
+	l.once.Do(func() { l.s.own.remove(true, l.port) })
+	return l.Listener.Close()
+}
+
+func portOf(a net.Addr) uint16 {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return uint16(v.Port)
+	case *net.TCPAddr:
+		return uint16(v.Port)
+	}
+	return 0
+}
