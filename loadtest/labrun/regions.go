@@ -402,10 +402,12 @@ func (l *Lab) Home(ctx context.Context, s *natlab.Site, region int) error {
 }
 
 // ExpandArgs splits a template of flags on white space and fills in, for
-// instance in of lab l: {name}, {region}, {role}, {addr} (its regional
-// address), {anycast}, {listen}, {secret} (l.PeerSecretFile), and {peers}
-// or {peers:PORT}: the regional addresses (with :PORT) of the other
-// instances of its role, comma-separated. For Config.InstanceArgs:
+// instance in of lab l: {name}, {region}, {n} (its region's number, from
+// 1), {role}, {addr} (its regional address), {anycast}, {listen}, {secret}
+// (l.PeerSecretFile), {peers} or {peers:PORT}: the regional addresses
+// (with :PORT) of the other instances of its role, comma-separated, and
+// {peermap:PORT}: every instance of its role as n=addr:PORT,
+// comma-separated. For Config.InstanceArgs:
 //
 //	InstanceArgs: func(in *Instance, l *Lab) []string {
 //		return ExpandArgs("--mesh-listen {addr}:7946 --mesh-peers {peers:7946}", in, l)
@@ -415,8 +417,24 @@ func ExpandArgs(tmpl string, in *Instance, l *Lab) []string {
 	fields := strings.Fields(tmpl)
 	out := make([]string, 0, len(fields))
 	for _, f := range fields {
+		var peermap []string
+		for _, o := range all {
+			if o.Role == in.Role {
+				peermap = append(peermap, strings.TrimPrefix(o.Region, "r")+"="+o.Host.Addr.String())
+			}
+		}
+		for {
+			i := strings.Index(f, "{peermap:")
+			j := strings.Index(f[max(i, 0):], "}")
+			if i < 0 || j < 0 {
+				break
+			}
+			spec := f[i : i+j+1]
+			port := strings.TrimSuffix(strings.TrimPrefix(spec, "{peermap"), "}")
+			f = strings.Replace(f, spec, strings.Join(peermap, port+",")+port, 1)
+		}
 		f = strings.NewReplacer(
-			"{name}", in.Name, "{region}", in.Region, "{role}", in.Role,
+			"{name}", in.Name, "{region}", in.Region, "{n}", strings.TrimPrefix(in.Region, "r"), "{role}", in.Role,
 			"{addr}", in.Host.Addr.String(), "{anycast}", in.Anycast.String(),
 			"{listen}", in.Listen.String(), "{secret}", secretFile,
 		).Replace(f)
@@ -443,6 +461,18 @@ func ExpandArgs(tmpl string, in *Instance, l *Lab) []string {
 		out = append(out, f)
 	}
 	return out
+}
+
+// MeshArgs are the InstanceArgs of a mesh between instances (the binaries'
+// --mesh-listen, --mesh-peers, --peer-secret-file): each relay is numbered
+// by its region and meets the others on its regional address, port 3490;
+// each rendezvous listens for the mesh on its regional address, port 3491,
+// and finds the others through the shared Redis registry.
+func MeshArgs(in *Instance, l *Lab) []string {
+	if in.Role == RoleRelay {
+		return ExpandArgs("--instance {n} --mesh-listen {addr}:3490 --mesh-peers {peermap:3490} --peer-secret-file {secret}", in, l)
+	}
+	return ExpandArgs("--mesh-listen {addr}:3491 --peer-secret-file {secret}", in, l)
 }
 
 func parsePort(s string) uint16 {

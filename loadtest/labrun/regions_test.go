@@ -30,6 +30,11 @@ func TestExpandArgs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("ExpandArgs:\n got %q\nwant %q", got, want)
 	}
+	got = ExpandArgs("--instance {n} --mesh-peers {peermap:3490}", all[2], l)
+	want = []string{"--instance", "2", "--mesh-peers", "1=203.0.113.10:3490,2=203.0.113.12:3490,3=203.0.113.14:3490"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ExpandArgs:\n got %q\nwant %q", got, want)
+	}
 	if got := ExpandArgs("  ", all[0], l); len(got) != 0 {
 		t.Errorf("empty template gave %q", got)
 	}
