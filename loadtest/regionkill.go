@@ -24,6 +24,7 @@ type regionKillOpts struct {
 	keep     bool
 	verbose  bool
 	interval time.Duration
+	mesh     bool
 }
 
 func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, error) {
@@ -38,6 +39,7 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.Int64Var(&o.cfg.Rate, "rate", 64<<10, "pace of the stream from A to B, bytes per second")
 	fs.DurationVar(&o.cfg.Duration, "duration", 20*time.Second, "planned length of the stream at --rate")
 	fs.DurationVar(&o.cfg.KillAfter, "kill-after", 5*time.Second, "when the region dies, into the stream")
+	fs.BoolVar(&o.mesh, "mesh", false, "join the instances in a mesh (as loadtest matrix --mesh), so packets for a peer leave from its home instance")
 	fs.BoolVar(&o.cfg.Direct, "direct", false, "let the peers use a direct path (default: relay only, whose instances are in the regions)")
 	fs.DurationVar(&o.interval, "health-interval", 200*time.Millisecond, "how often the lab's health checker asks each instance's /healthz (a region is down after 2 failed rounds)")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
@@ -112,8 +114,12 @@ func runRegionKill(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "starting the lab (%d regions behind %s anycast)...\n", o.regions, o.door)
-	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep,
-		Regions: o.regions, FrontDoor: o.door, HealthInterval: o.interval})
+	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep,
+		Regions: o.regions, FrontDoor: o.door, HealthInterval: o.interval}
+	if o.mesh {
+		cfg.InstanceArgs = labrun.MeshArgs
+	}
+	lab, err := labrun.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -143,6 +149,9 @@ func printRegionKill(w io.Writer, o regionKillOpts, r labrun.RegionKillResult) {
 	path := "relay only"
 	if o.cfg.Direct {
 		path = "direct allowed"
+	}
+	if o.mesh {
+		path += ", mesh"
 	}
 	ms := func(d time.Duration) string {
 		if d == 0 {
