@@ -65,18 +65,29 @@ func TestGapSink(t *testing.T) {
 // model, A's site nearest region 1 and B's nearest region 2, and proves
 // that each peer's flows went to its own region (each rendezvous instance
 // registered a peer) and that A reaches B: under BGP anycast through a
-// port-restricted NAT; behind the accelerator through a full cone (an
-// instance's own sends leave from its regional address, which
-// address-dependent filtering drops until instances forward for each
-// other). Then region 2's instances are killed: the health checker marks
+// port-restricted NAT; behind the accelerator through a full cone without
+// the instance mesh (an instance's own sends leave from its regional
+// address, which address-dependent filtering drops) and through a
+// port-restricted NAT with it (MeshArgs: B's Punch leaves from its home
+// instance). Then region 2's instances are killed: the health checker marks
 // it down and B, now served by region 1, is reached again.
 func TestRegions(t *testing.T) {
 	needRoot(t)
-	for _, model := range []natlab.FrontDoor{natlab.Accelerator, natlab.BGP} {
-		t.Run(string(model), func(t *testing.T) {
+	for _, c := range []struct {
+		model natlab.FrontDoor
+		mesh  bool
+	}{{natlab.Accelerator, false}, {natlab.Accelerator, true}, {natlab.BGP, false}} {
+		model := c.model
+		name := string(model)
+		cfg := Config{Bins: binaries(t), Regions: 2, FrontDoor: model}
+		if c.mesh {
+			name += "-mesh"
+			cfg.InstanceArgs = MeshArgs
+		}
+		t.Run(name, func(t *testing.T) {
 			ctx := testContext(t, 2*time.Minute)
-			lab, err := Start(ctx, Config{Bins: binaries(t), Regions: 2, FrontDoor: model,
-				Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))})
+			cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+			lab, err := Start(ctx, cfg)
 			if err != nil {
 				t.Fatalf("start the lab: %v", err)
 			}
@@ -94,7 +105,7 @@ func TestRegions(t *testing.T) {
 				t.Fatalf("%d instances, redis %v; want 4 and a Redis host", len(lab.Instances), lab.Redis)
 			}
 			bType := natlab.PortRestricted
-			if model == natlab.Accelerator {
+			if model == natlab.Accelerator && !c.mesh {
 				bType = natlab.FullCone
 			}
 			sa, err := lab.AddSite(ctx, "a", natlab.Public)
