@@ -8,6 +8,7 @@
 //	loadtest relay       TURN load against our relay and coturn, side by side
 //	loadtest relayflows  ticket-relay forwarding at 1..10,000 flows vs raw UDP
 //	loadtest throughput  session throughput direct and relayed vs raw UDP
+//	loadtest regionkill  a paced stream across regions while one region dies (root)
 //	loadtest attack      attacks on real servers while legitimate peers work (root)
 package main
 
@@ -34,6 +35,7 @@ func commands() []command {
 		{"relay", "TURN load against our relay and against coturn, side by side", runRelay},
 		{"relayflows", "ticket-relay forwarding at 1, 100 and 10,000 flows against raw UDP", runRelayFlows},
 		{"throughput", "session throughput direct and relayed against raw UDP", runThroughput},
+		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", runRegionKill},
 		{"attack", "attacks at a stated rate on real servers, with legitimate peers (needs root)", runAttack},
 	}
 }

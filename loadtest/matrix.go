@@ -30,6 +30,11 @@ type matrixOpts struct {
 	keep     bool
 	quick    bool
 	verbose  bool
+	regions  int
+	door     natlab.FrontDoor
+	rdvArgs  string
+	relArgs  string
+	mesh     bool
 }
 
 func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
@@ -45,6 +50,11 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
+	fs.IntVar(&o.regions, "regions", 0, "run the servers in this many regions behind anycast addresses, A's site nearest region 1 and B's region 2 (0: one server host)")
+	door := fs.String("frontdoor", "accel", "anycast model with --regions: accel (managed accelerator: DNAT, instances' own sends leave from their regional address) or bgp (every instance holds the anycast address)")
+	fs.StringVar(&o.rdvArgs, "rendezvous-args", "", "extra flags for every rendezvous instance with --regions; {name} {region} {addr} {anycast} {listen} {secret} {peers} {peers:PORT} are filled in per instance")
+	fs.BoolVar(&o.mesh, "mesh", false, "with --regions, join the instances in a mesh (relays: --instance, --mesh-listen, --mesh-peers; rendezvous: --mesh-listen; both --peer-secret-file), so a Punch and a relayed packet leave from the peer's home instance")
+	fs.StringVar(&o.relArgs, "relay-args", "", "extra flags for every relay instance with --regions, with the same fill-ins as --rendezvous-args")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: loadtest matrix [flags]\n\n"+
 			"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
@@ -71,6 +81,13 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 		return o, fmt.Errorf("--timeout %s: want at least 1s", o.timeout)
 	case o.parallel <= 0:
 		return o, fmt.Errorf("--parallel %d: want 1 or more", o.parallel)
+	case o.regions < 0 || o.regions > 3:
+		return o, fmt.Errorf("--regions %d: want 0 (one server host) to 3", o.regions)
+	case o.regions == 0 && (o.rdvArgs != "" || o.relArgs != "" || o.mesh):
+		return o, errors.New("--mesh, --rendezvous-args and --relay-args are for instances: add --regions 2")
+	}
+	if o.door, err = natlab.ParseFrontDoor(*door); err != nil {
+		return o, fmt.Errorf("--frontdoor: %w", err)
 	}
 	return o, nil
 }
@@ -113,7 +130,21 @@ func runMatrix(ctx context.Context, args []string) error {
 	}
 
 	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
-	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep})
+	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: o.regions, FrontDoor: o.door}
+	if o.rdvArgs != "" || o.relArgs != "" || o.mesh {
+		cfg.InstanceArgs = func(in *labrun.Instance, l *labrun.Lab) []string {
+			var args []string
+			if o.mesh {
+				args = labrun.MeshArgs(in, l)
+			}
+			tmpl := o.relArgs
+			if in.Role == labrun.RoleRendezvous {
+				tmpl = o.rdvArgs
+			}
+			return append(args, labrun.ExpandArgs(tmpl, in, l)...)
+		}
+	}
+	lab, err := labrun.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -172,6 +203,17 @@ func runMatrix(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("\n%d trials in %s; results in %s (matrix.md, matrix.json, matrix.svg)\n",
 		len(trials), time.Since(started).Round(time.Second), o.out)
+	if o.regions > 0 {
+		home := "r2"
+		if o.regions == 1 {
+			home = "r1"
+		}
+		mesh := ""
+		if o.mesh {
+			mesh = ", instances in a mesh"
+		}
+		fmt.Printf("servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
+	}
 	printTrialErrors(os.Stderr, trials)
 	if runErr != nil {
 		return fmt.Errorf("matrix stopped early: %w", runErr)

@@ -24,6 +24,17 @@
 // relay on TCP 443 and the rendezvous advertises it (--stream-relay); when
 // `peer up` has --stream-relay, every daemon is given it too.
 //
+// With Config.Regions the servers run as instances in regions behind
+// anycast addresses (natlab.AddAnycast, Config.FrontDoor picks the managed
+// accelerator or BGP anycast): a relay and a rendezvous per region, sharing
+// their keys, the ticket key, the cookie secret and a Redis registry
+// (redis-server on the lab host "redis"). Lab.Home makes a region the
+// nearest to a site; a health checker asks every instance's /healthz and
+// marks a region down at the front door when an instance stops answering;
+// Lab.KillRegion kills a region's instances and Lab.RegionKill measures a
+// paced stream across it. Config.InstanceArgs (or ExpandArgs templates)
+// adds flags per instance, such as a mesh between instances.
+//
 // It needs root (network namespaces). The package's tests (root only) are
 // the lab's end-to-end proofs of the data path and the CI run of the
 // traversal matrix; KEYMESH_LAB_BIN=<dir> reuses prebuilt binaries and

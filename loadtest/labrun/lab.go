@@ -49,6 +49,28 @@ type Config struct {
 	PeerLogLevel string
 	// StartTimeout bounds each server's start; default 20 s.
 	StartTimeout time.Duration
+
+	// Regions, when 1 or more, runs the servers as instances in that many
+	// regions ("r1", "r2", ...) behind anycast addresses instead of on one
+	// server host: a rendezvous and a relay instance per region, sharing
+	// keys, secrets and a Redis registry (redis-server on the lab host
+	// "redis"). See StartRegions.
+	Regions int
+	// FrontDoor is the anycast model with Regions (default
+	// natlab.Accelerator).
+	FrontDoor natlab.FrontDoor
+	// InstanceArgs, when set, returns extra flags for one instance; the
+	// lab's Instances and PeerSecretFile are set when it is called (for
+	// flags naming the other instances, such as a mesh between them). They
+	// come last, so they win over the lab's. See ExpandArgs for a template
+	// form.
+	InstanceArgs func(in *Instance, l *Lab) []string
+	// HealthInterval is how often the lab's health checker asks each
+	// instance's /healthz with Regions (default 200 ms); a region is marked
+	// down after HealthFailures failed rounds (default 2) and up again
+	// after as many good ones.
+	HealthInterval time.Duration
+	HealthFailures int
 }
 
 func (c *Config) defaults() error {
@@ -76,6 +98,18 @@ func (c *Config) defaults() error {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = 20 * time.Second
 	}
+	if c.Regions < 0 {
+		return fmt.Errorf("labrun: Config.Regions %d: want 0 (one server host) or more", c.Regions)
+	}
+	if c.FrontDoor == "" {
+		c.FrontDoor = natlab.Accelerator
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = 200 * time.Millisecond
+	}
+	if c.HealthFailures <= 0 {
+		c.HealthFailures = 2
+	}
 	return nil
 }
 
@@ -83,8 +117,15 @@ func (c *Config) defaults() error {
 type Lab struct {
 	// Net is the underlying netns lab.
 	Net *natlab.Lab
-	// Server is the host running the rendezvous and the relay.
+	// Server is the host running the rendezvous and the relay (nil with
+	// Regions: see Instances).
 	Server *natlab.Host
+	// Anycast, Instances and Redis are set with Regions: the regions behind
+	// their anycast addresses, every server instance (region by region,
+	// relay then rendezvous) and the Redis host.
+	Anycast   *natlab.Anycast
+	Instances []*Instance
+	Redis     *natlab.Host
 	// Connect is the rendezvous connect string, host:port#server-id.
 	Connect string
 	// RelayAddr is the relay's UDP address.
@@ -94,6 +135,10 @@ type Lab struct {
 	StreamURL string
 	// Work is the work directory (keys, sockets, logs).
 	Work string
+	// PeerSecretFile is the secret shared by the instances for a mesh
+	// between them (with Regions; for InstanceArgs, e.g.
+	// --peer-secret-file).
+	PeerSecretFile string
 
 	cfg Config
 	ctx context.Context // the lab's life: servers run under it
@@ -108,6 +153,10 @@ type Lab struct {
 	// before it can register).
 	peerStream bool
 	seq        int
+	// stopHealth ends the health checker (with Regions); health is what
+	// it did.
+	stopHealth func()
+	health     []HealthEvent
 }
 
 // Start builds a lab (natlab.New), adds the server host "server" and
@@ -145,6 +194,9 @@ func (l *Lab) start(ctx context.Context) error {
 		return err
 	}
 	l.Net = net
+	if l.cfg.Regions > 0 {
+		return l.startRegions(ctx)
+	}
 	srv, err := net.AddServer(ctx, "server")
 	if err != nil {
 		return err
@@ -294,6 +346,9 @@ func (l *Lab) runRelay(ctx context.Context) error {
 // with the same flags and the same ticket key file, so tickets issued before
 // stay valid.
 func (l *Lab) RestartRelay(ctx context.Context, kill bool, down time.Duration) error {
+	if l.Anycast != nil {
+		return errors.New("labrun: RestartRelay is for the one-server lab; with regions use KillRegion")
+	}
 	l.mu.Lock()
 	p := l.relay
 	l.mu.Unlock()
@@ -316,7 +371,12 @@ func (l *Lab) RestartRelay(ctx context.Context, kill bool, down time.Duration) e
 // waitReady polls a server's admin /readyz inside the server's namespace
 // until it answers 200.
 func (l *Lab) waitReady(ctx context.Context, p *Proc, port int) error {
-	hc := l.ServerHTTP()
+	return l.waitReadyIn(ctx, l.Server, p, port)
+}
+
+// waitReadyIn is waitReady for a server in host h.
+func (l *Lab) waitReadyIn(ctx context.Context, h *natlab.Host, p *Proc, port int) error {
+	hc := hostHTTP(h)
 	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
 	deadline := time.Now().Add(l.cfg.StartTimeout)
 	var last error
@@ -349,7 +409,11 @@ func (l *Lab) waitReady(ctx context.Context, p *Proc, port int) error {
 
 // ServerHTTP returns an HTTP client whose connections are made inside the
 // server host's namespace (for the servers' admin endpoints on 127.0.0.1).
-func (l *Lab) ServerHTTP() *http.Client {
+func (l *Lab) ServerHTTP() *http.Client { return hostHTTP(l.Server) }
+
+// hostHTTP returns an HTTP client whose connections are made inside host
+// h's namespace.
+func hostHTTP(h *natlab.Host) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -357,23 +421,63 @@ func (l *Lab) ServerHTTP() *http.Client {
 			if err != nil {
 				return nil, err
 			}
-			return l.Server.DialTCP(ctx, ap)
+			return h.DialTCP(ctx, ap)
 		},
 	}}
 }
 
 // Metrics returns the text of a server's /metrics ("rendezvous" or
 // "relay").
+// With regions, it is the text of every instance of that role, one after
+// the other (so MetricSum adds up the instances).
 func (l *Lab) Metrics(ctx context.Context, server string) (string, error) {
 	port := l.cfg.AdminPort
 	if server == "relay" {
 		port++
 	}
+	if l.Anycast != nil {
+		var b strings.Builder
+		for _, in := range l.Instances {
+			if in.Role != server {
+				continue
+			}
+			text, err := metricsOf(ctx, in.Host, port)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", in.Name, err)
+			}
+			b.WriteString(text)
+		}
+		return b.String(), nil
+	}
+	return metricsOf(ctx, l.Server, port)
+}
+
+// getAdmin GETs path from the admin server on port in h and returns the
+// body; a status other than 200 is an error.
+func getAdmin(ctx context.Context, h *natlab.Host, port int, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hostHTTP(h).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, err
+}
+
+// metricsOf returns the /metrics text of the admin server on port in h.
+func metricsOf(ctx context.Context, h *natlab.Host, port int) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), nil)
 	if err != nil {
 		return "", err
 	}
-	resp, err := l.ServerHTTP().Do(req)
+	resp, err := hostHTTP(h).Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -424,7 +528,11 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	procs := l.procs
+	stopHealth := l.stopHealth
 	l.mu.Unlock()
+	if stopHealth != nil {
+		stopHealth()
+	}
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Add(1)

@@ -215,6 +215,17 @@ func (sp *sitePool) site(ctx context.Context, role string, t natlab.NATType) (*n
 	if err != nil {
 		return nil, err
 	}
+	if sp.lab.Anycast != nil {
+		// With regions, A's sites are nearest region 1 and B's region 2
+		// (when there is one); a same-nat site is in region 1.
+		region := 1
+		if role == "b" && len(sp.lab.Anycast.Regions) > 1 {
+			region = 2
+		}
+		if err := sp.lab.Home(ctx, s, region); err != nil {
+			return nil, err
+		}
+	}
 	sp.lab.cfg.Logger.Info("labrun: site ready", "site", s.Name, "type", t, "public", s.PublicAddr, "took", time.Since(start).Round(time.Millisecond))
 	sp.sites[key] = s
 	return s, nil

@@ -152,16 +152,28 @@ func (r TransferResult) OK() bool {
 // writes into a Sink, `peer pipe b` on a reads src. It returns when both
 // commands have ended, or an error when one failed or timeout passed.
 func Transfer(ctx context.Context, a, b *Peer, src *Source, timeout time.Duration) (TransferResult, error) {
+	return transfer(ctx, a, b, src, src, NewSink(), timeout)
+}
+
+// hashSink is what transfer writes B's output into: a Sink or a GapSink.
+type hashSink interface {
+	io.Writer
+	Received() int64
+	Sum() [32]byte
+}
+
+// transfer is Transfer with the pipe reading in (src itself, or a reader
+// over it) and B's output going to sink.
+func transfer(ctx context.Context, a, b *Peer, src *Source, in io.Reader, sink hashSink, timeout time.Duration) (TransferResult, error) {
 	var res TransferResult
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	sink := NewSink()
 	ln, err := b.Listen(ctx, sink)
 	if err != nil {
 		return res, err
 	}
 	res.Listen = ln
-	pipe, err := a.Pipe(ctx, b.ID, src, nil)
+	pipe, err := a.Pipe(ctx, b.ID, in, nil)
 	if err != nil {
 		ln.Stop()
 		return res, err

@@ -38,6 +38,23 @@
 // (hosts) and "<prefix>-v5" (Verify's own server). Removing the namespaces
 // removes everything.
 //
+// # Anycast regions
+//
+// AddAnycast adds regions of server instances (one host per role and
+// region, each with a regional address on the public segment) behind one
+// anycast address per role, in one of two models. Accelerator is a managed
+// front door (AWS Global Accelerator-like) in its own namespace
+// "<prefix>-aN", linked to every instance by a backbone veth
+// (100.127.N.0/24): it DNATs each new flow to the instance of the client's
+// nearest healthy region, keeping the client's address; conntrack keeps
+// the flow there; the instance routes replies of those flows (connmark)
+// back over the backbone, where they get the anycast source again; anything
+// else an instance sends leaves from its regional address. BGP gives every
+// instance its role's anycast address and the internet router per-source
+// routes to the nearest healthy region. SetNearest fills the per-site
+// nearest-region table, SetHealthy marks a region up or down (the
+// accelerator deletes the flows it had sent there).
+//
 // # Use
 //
 //	lab, err := natlab.New(ctx, natlab.Config{Logger: log})
