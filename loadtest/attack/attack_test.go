@@ -251,7 +251,7 @@ func assertNoNetns(t *testing.T, prefix string) {
 // TestSuiteDetectsAnUndefendedTarget shows that the measurement can fail:
 // the same STUN reflection flood against the rendezvous is within the
 // threshold with its per-source rate limit, and breaks it when the
-// operator turns the limit off (--rate-limit -1): the suite tells a
+// operator turns the limits off (--rate-limit -1 --stun-rate -1): the suite tells a
 // defended server from an undefended one.
 func TestSuiteDetectsAnUndefendedTarget(t *testing.T) {
 	needRoot(t)
@@ -277,7 +277,7 @@ func TestSuiteDetectsAnUndefendedTarget(t *testing.T) {
 		t.Fatalf("the flood was not measured: sent %d, answers %v/s", defended.SentPackets, defended.OutPPS)
 	}
 
-	cfg.RendezvousArgs = []string{"--rate-limit=-1"}
+	cfg.RendezvousArgs = []string{"--rate-limit=-1", "--stun-rate=-1"}
 	open := runSuite(t, ctx, cfg).Results[0]
 	if open.Err != "" {
 		t.Fatal(open.Err)
