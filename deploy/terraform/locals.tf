@@ -87,7 +87,7 @@ locals {
       ]
       # Reached on each instance's own public address, not through the
       # accelerator: TURN relayed addresses and stream-relay UDP presences,
-      # and relay-to-relay forwarding (authenticated with the peer secret).
+      # and the TLS stream relay, which listens on every address.
       direct = [
         { protocol = "udp", from = var.relay_direct_udp_ports.from, to = var.relay_direct_udp_ports.to },
         { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
