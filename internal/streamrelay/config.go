@@ -73,9 +73,11 @@ type Config struct {
 	OwnAddrs []netip.Addr
 	// OwnPorts are the UDP ports of this host's public keymesh services
 	// (its ticket relay, TURN, a rendezvous on the same host) that a
-	// tunnel may reach at AdvertiseIP or PresenceIP; other tunnels'
-	// presence ports are reachable there too, every other port of the
-	// server's own addresses is refused.
+	// tunnel may reach at any of the server's own addresses but loopback
+	// and link-local (AdvertiseIP, PresenceIP, OwnAddrs: an anycast
+	// address on the interface); other tunnels' presence ports are
+	// reachable there too, every other port of the server's own addresses
+	// is refused.
 	OwnPorts []uint16
 
 	// ServerAddrs are the UDP addresses of keymesh servers elsewhere (a

@@ -626,3 +626,44 @@ func TestListenerRefusesClientAtCap(t *testing.T) {
 		t.Fatalf("per_ip refusals %v, want 1", got)
 	}
 }
+
+// TestCheckDestAnycast is the anycast front door: every relay instance
+// holds the anycast address X on an interface, and a tunnelled peer is told
+// to bind to its ticket relay at X. The relay's public keymesh ports are
+// reachable at X (and count against ServerRate there); every other port of
+// X stays refused, so a tunnel cannot reach the admin endpoint or Redis
+// through an interface address that is neither the presence nor the
+// advertised one.
+func TestCheckDestAnycast(t *testing.T) {
+	pub, anycast := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("198.51.100.53")
+	srv, err := New(Config{
+		PresenceIP: pub,
+		OwnAddrs:   []netip.Addr{anycast, netip.MustParseAddr("127.0.0.1")},
+		OwnPorts:   []uint16{3479, 3478}, ServerPorts: []uint16{3479},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ports[40000] = 1 // a live presence
+	for dst, want := range map[string]string{
+		"198.51.100.53:3479":  "",          // the ticket relay at the anycast address
+		"198.51.100.53:3478":  "",          // TURN there
+		"198.51.100.53:40000": "",          // another tunnel's presence there
+		"198.51.100.53:9090":  dropDestOwn, // the admin endpoint
+		"198.51.100.53:6379":  dropDestOwn, // Redis
+		"198.51.100.53:53":    dropDestOwn, // any other port
+		"127.0.0.1:3479":      dropDestOwn, // loopback, even at a public port
+	} {
+		if got := srv.checkDest(netip.MustParseAddrPort(dst)); got != want {
+			t.Errorf("%s: %q, want %q", dst, got, want)
+		}
+	}
+	// The ticket relay at X is a keymesh server: a tunnel's datagrams to it
+	// count against ServerRate as they do at the presence address.
+	if !srv.toServer(netip.MustParseAddrPort("198.51.100.53:3479"), []byte{0}) {
+		t.Error("the ticket relay at the anycast address does not count against ServerRate")
+	}
+	if srv.toServer(netip.MustParseAddrPort("127.0.0.1:3479"), []byte{0}) {
+		t.Error("loopback counted as a keymesh server")
+	}
+}

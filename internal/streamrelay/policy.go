@@ -26,16 +26,18 @@ const (
 // checkDest is the stateless destination policy: "" when a tunnel may send
 // to dst, else the drop reason. addrpolicy refuses loopback, private,
 // CGNAT, link-local (169.254.169.254), multicast, reserved and the server's
-// own addresses unless AllowDestinations has the range; at AdvertiseIP and
-// a specific PresenceIP, the server's public keymesh ports (OwnPorts and
-// the live presences) stay reachable, so that a tunnelled peer binds at
-// this relay and talks to a peer tunnelled through it.
+// own addresses unless AllowDestinations has the range; at each of its own
+// addresses (AdvertiseIP, a specific PresenceIP and the interface
+// addresses, an anycast address among them) but loopback and link-local,
+// the server's public keymesh ports (OwnPorts and the live presences) stay
+// reachable, so that a tunnelled peer binds at this relay and talks to a
+// peer tunnelled through it. Every other port of an own address is refused.
 func (s *Server) checkDest(dst netip.AddrPort) string {
 	a := dst.Addr().Unmap().WithZone("")
 	if s.policy.Allowed(a) {
 		return ""
 	}
-	if (a == s.cfg.AdvertiseIP || (a == s.cfg.PresenceIP && !a.IsUnspecified())) && s.publicPort(dst.Port()) {
+	if s.publicAddr(a) && s.publicPort(dst.Port()) {
 		return ""
 	}
 	if s.own[a] {
@@ -55,7 +57,21 @@ func (s *Server) toServer(dst netip.AddrPort, p []byte) bool {
 	if s.servers[netip.AddrPortFrom(a, dst.Port())] {
 		return true
 	}
-	return s.serverPorts[dst.Port()] && (a == s.cfg.AdvertiseIP || (a == s.cfg.PresenceIP && !a.IsUnspecified()))
+	return s.serverPorts[dst.Port()] && s.publicAddr(a)
+}
+
+// publicAddr reports whether a is one of this server's own addresses its
+// public keymesh ports are reached at: AdvertiseIP, a specific PresenceIP,
+// or an interface address (an anycast address every instance holds), but
+// never loopback or link-local.
+func (s *Server) publicAddr(a netip.Addr) bool {
+	if a == s.cfg.AdvertiseIP {
+		return true
+	}
+	if !s.own[a] || a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() {
+		return false
+	}
+	return true
 }
 
 // publicPort reports whether port is one of this server's public keymesh
