@@ -55,6 +55,16 @@ type Config struct {
 	Rate, Burst float64
 	// MaxSenders bounds the replay table. Default DefaultMaxSenders.
 	MaxSenders int
+	// Peers are the mesh addresses of the instances this node sends to:
+	// it sends each a heartbeat (see Heartbeat) and Alive tells whether
+	// each was heard from lately. Other peers are watched once Alive is
+	// asked about them or they send a heartbeat, up to MaxWatched.
+	// Heartbeats name the node's own address, so Conn must be bound to a
+	// specific address.
+	Peers []netip.AddrPort
+	// MaxWatched bounds the peers watched beyond Peers. Default
+	// DefaultMaxWatched.
+	MaxWatched int
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -69,10 +79,11 @@ const (
 	DropStale // send time outside MaxSkew
 	DropBadTag
 	DropReplay
+	DropHeartbeatAddr // an authentic heartbeat naming another address than its source
 	numDrops
 )
 
-var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay"}
+var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay", "heartbeat_addr"}
 
 // DropName names a drop reason (for metric labels).
 func DropName(r int) string { return dropNames[r] }
@@ -94,6 +105,11 @@ type Node struct {
 	replay *replayTable
 	allow  map[netip.Addr]struct{}
 	bufs   sync.Pool // of *[]byte, for Forward
+	live   *liveness
+
+	beatMu  sync.Mutex // guards beatTo and beatBuf
+	beatTo  []netip.AddrPort
+	beatBuf []byte
 
 	sent, sendFailed, received, accepted atomic.Uint64
 	dropped                              [numDrops]atomic.Uint64
@@ -130,6 +146,7 @@ func NewNode(cfg Config) (*Node, error) {
 		sender: binary.BigEndian.Uint64(s[:]),
 		lim:    ratelimit.New(ratelimit.Config{PerSecond: cfg.Rate, Burst: cfg.Burst}),
 		replay: newReplayTable(cfg.MaxSenders),
+		live:   newLiveness(cfg.MaxWatched, cfg.Peers, cfg.Now().UnixNano()),
 	}
 	if len(cfg.Allow) > 0 {
 		n.allow = make(map[netip.Addr]struct{}, len(cfg.Allow))
@@ -214,7 +231,7 @@ func (n *Node) Serve(ctx context.Context) error {
 			continue
 		}
 		now := n.cfg.Now()
-		if m, ok := n.check(buf[:k], from, now); ok {
+		if m, ok := n.check(buf[:k], from, now); ok && m.Kind != KindHeartbeat {
 			n.cfg.Handle(m.Kind, m.Dst, m.Payload)
 		}
 	}
@@ -245,6 +262,12 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 	if !n.replay.accept(m.Sender, m.Seq) {
 		return m, n.drop(DropReplay)
 	}
+	from = netip.AddrPortFrom(src, from.Port())
+	hb := m.Kind == KindHeartbeat
+	if hb && m.Dst != from {
+		return m, n.drop(DropHeartbeatAddr)
+	}
+	n.heard(from, hb, now.UnixNano())
 	n.accepted.Add(1)
 	return m, true
 }
