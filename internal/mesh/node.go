@@ -207,7 +207,8 @@ func (n *Node) Forward(to netip.AddrPort, kind Kind, dst netip.AddrPort, payload
 }
 
 // Serve reads messages until ctx ends (it then returns nil) or the socket
-// fails, and hands each accepted one to Config.Handle. Several goroutines
+// fails, records who was heard (see Alive), and hands each accepted
+// message but heartbeats to Config.Handle. Several goroutines
 // may Serve one node at once (the handler then runs concurrently).
 func (n *Node) Serve(ctx context.Context) error {
 	if n.cfg.Handle == nil {
