@@ -90,8 +90,10 @@ func DropName(r int) string { return dropNames[r] }
 
 // Stats are a Node's counters since it started.
 type Stats struct {
-	Sent, SendFailed, Received, Accepted uint64
-	Dropped                              [numDrops]uint64
+	// Accepted counts the messages handed to Handle, Heartbeats the
+	// authentic heartbeats.
+	Sent, SendFailed, Received, Accepted, Heartbeats uint64
+	Dropped                                          [numDrops]uint64
 }
 
 // Node sends and receives mesh messages on one socket. It is safe for
@@ -111,8 +113,8 @@ type Node struct {
 	beatTo  []netip.AddrPort
 	beatBuf []byte
 
-	sent, sendFailed, received, accepted atomic.Uint64
-	dropped                              [numDrops]atomic.Uint64
+	sent, sendFailed, received, accepted, heartbeats atomic.Uint64
+	dropped                                          [numDrops]atomic.Uint64
 }
 
 // NewNode checks cfg and returns a node. It starts nothing: call Serve to
@@ -168,7 +170,7 @@ func (n *Node) Addr() netip.AddrPort {
 func (n *Node) Stats() Stats {
 	s := Stats{
 		Sent: n.sent.Load(), SendFailed: n.sendFailed.Load(),
-		Received: n.received.Load(), Accepted: n.accepted.Load(),
+		Received: n.received.Load(), Accepted: n.accepted.Load(), Heartbeats: n.heartbeats.Load(),
 	}
 	for i := range s.Dropped {
 		s.Dropped[i] = n.dropped[i].Load()
@@ -269,7 +271,11 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 		return m, n.drop(DropHeartbeatAddr)
 	}
 	n.heard(from, hb, now.UnixNano())
-	n.accepted.Add(1)
+	if hb {
+		n.heartbeats.Add(1)
+	} else {
+		n.accepted.Add(1)
+	}
 	return m, true
 }
 

@@ -215,9 +215,9 @@ func TestForwardSkipsDeadHome(t *testing.T) {
 	if from := expectRelayedFrom(t, b, a, "home dead"); from != x.addr.AddrPort() {
 		t.Fatalf("home silent for DeadAfter: B got it from %v, want %v (where it landed)", from, x.addr)
 	}
-	before := x.node.Stats().Accepted
+	before := x.node.Stats().Heartbeats
 	y.node.Beat()
-	for deadline := time.Now().Add(5 * time.Second); x.node.Stats().Accepted == before; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); x.node.Stats().Heartbeats == before; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("instance 1 never got instance 2's heartbeat: %+v", x.node.Stats())
 		}

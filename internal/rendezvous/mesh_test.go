@@ -199,14 +199,14 @@ func TestConnectPunchesAroundDeadHome(t *testing.T) {
 
 	// X's heartbeat makes Y watch X; Y's heartbeat brings Y back.
 	x.Beat()
-	for deadline := time.Now().Add(10 * time.Second); yn.Stats().Accepted < 2; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); yn.Stats().Heartbeats < 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("Y never got X's heartbeat: %+v", yn.Stats())
 		}
 	}
-	before := x.Stats().Accepted
+	before := x.Stats().Heartbeats
 	yn.Beat()
-	for deadline := time.Now().Add(10 * time.Second); x.Stats().Accepted == before; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); x.Stats().Heartbeats == before; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("X never got Y's heartbeat: %+v", x.Stats())
 		}
