@@ -25,6 +25,9 @@ import (
 //	46   n    payload: the datagram to send to the destination
 //	46+n 16   tag: HMAC-SHA256 under the mesh key of bytes 0 to 46+n, first 16 bytes
 //
+// A heartbeat (KindHeartbeat) names its sender's own mesh address as the
+// destination and carries no payload.
+//
 // Changelog: version 1 is the first.
 const (
 	// Version is the message format this build writes and reads.
@@ -57,9 +60,12 @@ const (
 	KindPunch Kind = 1
 	// KindRelayed carries a Relayed frame, sent from the relay socket.
 	KindRelayed Kind = 2
+	// KindHeartbeat says its sender is alive; its destination is the
+	// sender's own mesh address. Nothing is sent on.
+	KindHeartbeat Kind = 3
 )
 
-func (k Kind) valid() bool { return k == KindPunch || k == KindRelayed }
+func (k Kind) valid() bool { return k == KindPunch || k == KindRelayed || k == KindHeartbeat }
 
 func (k Kind) String() string {
 	switch k {
@@ -67,6 +73,8 @@ func (k Kind) String() string {
 		return "punch"
 	case KindRelayed:
 		return "relayed"
+	case KindHeartbeat:
+		return "heartbeat"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }

@@ -24,4 +24,15 @@
 // The mesh holds no state about flows: which instance is B's home is told
 // by the message's sender, who learnt it from the registry record
 // (rendezvous) or from B's relay ticket (relay).
+//
+// Peer liveness (live.go): a node sends each peer it watches (Config.Peers,
+// the homes it was asked about through Alive, and the nodes whose
+// heartbeats reached it) an authenticated heartbeat every
+// HeartbeatInterval, naming its own mesh address; a heartbeat counts only
+// when it comes from the address it names. Alive reports a peer down once
+// nothing authentic came from it for DeadAfter: when a whole region dies,
+// the front door moves its clients' flows to a surviving region, and the
+// callers then send from their own socket instead of into the dead home.
+// The table holds one last-heard time per peer address, bounded by
+// Config.MaxWatched beyond the configured peers.
 package mesh

@@ -13,6 +13,7 @@ func FuzzOpen(f *testing.F) {
 	k := mustKey(f, secret)
 	for _, m := range []Message{
 		{Kind: KindPunch, Time: 1, Sender: 1, Seq: 1, Dst: dst, Payload: []byte{0x20, 1, 2, 3}},
+		{Kind: KindHeartbeat, Time: 1 << 41, Sender: 3, Seq: 9, Dst: netip.MustParseAddrPort("10.0.1.5:3490")},
 		{Kind: KindRelayed, Time: 1 << 40, Sender: 1 << 63, Seq: 1 << 62, Dst: netip.MustParseAddrPort("[2001:db8::2]:1"), Payload: bytes.Repeat([]byte{0x24}, 1200)},
 	} {
 		b, err := k.Append(nil, &m)

@@ -22,6 +22,7 @@ func (n *Node) Register(reg prometheus.Registerer) error {
 		counter("send_failed_total", "Mesh messages that could not be sent.", n.sendFailed.Load),
 		counter("received_total", "Datagrams received on the mesh socket.", n.received.Load),
 		counter("accepted_total", "Mesh messages accepted and delivered.", n.accepted.Load),
+		counter("heartbeats_total", "Authentic heartbeats received from other instances.", n.heartbeats.Load),
 	}
 	for r := range numDrops {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{

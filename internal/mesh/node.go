@@ -55,6 +55,16 @@ type Config struct {
 	Rate, Burst float64
 	// MaxSenders bounds the replay table. Default DefaultMaxSenders.
 	MaxSenders int
+	// Peers are the mesh addresses of the instances this node sends to:
+	// it sends each a heartbeat (see Heartbeat) and Alive tells whether
+	// each was heard from lately. Other peers are watched once Alive is
+	// asked about them or they send a heartbeat, up to MaxWatched.
+	// Heartbeats name the node's own address, so Conn must be bound to a
+	// specific address.
+	Peers []netip.AddrPort
+	// MaxWatched bounds the peers watched beyond Peers. Default
+	// DefaultMaxWatched.
+	MaxWatched int
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -69,18 +79,21 @@ const (
 	DropStale // send time outside MaxSkew
 	DropBadTag
 	DropReplay
+	DropHeartbeatAddr // an authentic heartbeat naming another address than its source
 	numDrops
 )
 
-var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay"}
+var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay", "heartbeat_addr"}
 
 // DropName names a drop reason (for metric labels).
 func DropName(r int) string { return dropNames[r] }
 
 // Stats are a Node's counters since it started.
 type Stats struct {
-	Sent, SendFailed, Received, Accepted uint64
-	Dropped                              [numDrops]uint64
+	// Accepted counts the messages handed to Handle, Heartbeats the
+	// authentic heartbeats.
+	Sent, SendFailed, Received, Accepted, Heartbeats uint64
+	Dropped                                          [numDrops]uint64
 }
 
 // Node sends and receives mesh messages on one socket. It is safe for
@@ -94,9 +107,14 @@ type Node struct {
 	replay *replayTable
 	allow  map[netip.Addr]struct{}
 	bufs   sync.Pool // of *[]byte, for Forward
+	live   *liveness
 
-	sent, sendFailed, received, accepted atomic.Uint64
-	dropped                              [numDrops]atomic.Uint64
+	beatMu  sync.Mutex // guards beatTo and beatBuf
+	beatTo  []netip.AddrPort
+	beatBuf []byte
+
+	sent, sendFailed, received, accepted, heartbeats atomic.Uint64
+	dropped                                          [numDrops]atomic.Uint64
 }
 
 // NewNode checks cfg and returns a node. It starts nothing: call Serve to
@@ -130,6 +148,7 @@ func NewNode(cfg Config) (*Node, error) {
 		sender: binary.BigEndian.Uint64(s[:]),
 		lim:    ratelimit.New(ratelimit.Config{PerSecond: cfg.Rate, Burst: cfg.Burst}),
 		replay: newReplayTable(cfg.MaxSenders),
+		live:   newLiveness(cfg.MaxWatched, cfg.Peers, cfg.Now().UnixNano()),
 	}
 	if len(cfg.Allow) > 0 {
 		n.allow = make(map[netip.Addr]struct{}, len(cfg.Allow))
@@ -151,7 +170,7 @@ func (n *Node) Addr() netip.AddrPort {
 func (n *Node) Stats() Stats {
 	s := Stats{
 		Sent: n.sent.Load(), SendFailed: n.sendFailed.Load(),
-		Received: n.received.Load(), Accepted: n.accepted.Load(),
+		Received: n.received.Load(), Accepted: n.accepted.Load(), Heartbeats: n.heartbeats.Load(),
 	}
 	for i := range s.Dropped {
 		s.Dropped[i] = n.dropped[i].Load()
@@ -190,7 +209,8 @@ func (n *Node) Forward(to netip.AddrPort, kind Kind, dst netip.AddrPort, payload
 }
 
 // Serve reads messages until ctx ends (it then returns nil) or the socket
-// fails, and hands each accepted one to Config.Handle. Several goroutines
+// fails, records who was heard (see Alive), and hands each accepted
+// message but heartbeats to Config.Handle. Several goroutines
 // may Serve one node at once (the handler then runs concurrently).
 func (n *Node) Serve(ctx context.Context) error {
 	if n.cfg.Handle == nil {
@@ -214,7 +234,7 @@ func (n *Node) Serve(ctx context.Context) error {
 			continue
 		}
 		now := n.cfg.Now()
-		if m, ok := n.check(buf[:k], from, now); ok {
+		if m, ok := n.check(buf[:k], from, now); ok && m.Kind != KindHeartbeat {
 			n.cfg.Handle(m.Kind, m.Dst, m.Payload)
 		}
 	}
@@ -245,7 +265,17 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 	if !n.replay.accept(m.Sender, m.Seq) {
 		return m, n.drop(DropReplay)
 	}
-	n.accepted.Add(1)
+	from = netip.AddrPortFrom(src, from.Port())
+	hb := m.Kind == KindHeartbeat
+	if hb && m.Dst != from {
+		return m, n.drop(DropHeartbeatAddr)
+	}
+	n.heard(from, hb, now.UnixNano())
+	if hb {
+		n.heartbeats.Add(1)
+	} else {
+		n.accepted.Add(1)
+	}
 	return m, true
 }
 

@@ -9,19 +9,26 @@ import (
 )
 
 // MeshSender sends a datagram to another instance over the mesh, which
-// sends it to dst from its own socket. *mesh.Node is one.
+// sends it to dst from its own socket, and tells whether that instance was
+// heard from lately. *mesh.Node is one.
 type MeshSender interface {
 	Send(buf []byte, to netip.AddrPort, kind mesh.Kind, dst netip.AddrPort, payload []byte) ([]byte, error)
+	Alive(to netip.AddrPort) bool
 }
 
 // home returns the mesh address of the instance a ticket names when the
-// packet must leave from there: another instance this one knows.
+// packet must leave from there: another instance this one knows and heard
+// from lately. A dead home (its region down: the front door has moved its
+// peers' flows elsewhere) gets nothing; the packet leaves from here.
 func (s *Server) home(instance uint16) (netip.AddrPort, bool) {
 	if instance == 0 || instance == s.cfg.Instance || s.cfg.Mesh == nil {
 		return netip.AddrPort{}, false
 	}
 	a, ok := s.cfg.MeshPeers[instance]
-	return a, ok
+	if !ok || !s.cfg.Mesh.Alive(a) {
+		return netip.AddrPort{}, false
+	}
+	return a, true
 }
 
 // viaHome hands a Relayed frame for dst to the instance that holds dst's

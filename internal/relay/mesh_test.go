@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,20 @@ func startMeshRelay(t *testing.T, keys Config, mode, ip string, instance uint16,
 
 func startMeshRelayTB(t testing.TB, keys Config, mode, ip string, instance uint16, peers mesh.Peers, key *mesh.Key) *meshRelay {
 	t.Helper()
+	return startMeshRelayClock(t, keys, mode, ip, instance, peers, key, nil)
+}
+
+// startMeshRelayClock is startMeshRelay whose mesh node runs on clock now
+// (nil: time.Now) and watches the other peers (it sends no heartbeats by
+// itself: the test calls Beat).
+func startMeshRelayClock(t testing.TB, keys Config, mode, ip string, instance uint16, peers mesh.Peers, key *mesh.Key, now func() time.Time) *meshRelay {
+	t.Helper()
+	var others []netip.AddrPort
+	for id, a := range peers {
+		if id != instance {
+			others = append(others, a)
+		}
+	}
 	mc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peers[instance].String())))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +51,7 @@ func startMeshRelayTB(t testing.TB, keys Config, mode, ip string, instance uint1
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := mesh.NewNode(mesh.Config{Key: key, Conn: mc, Allow: peers.Addrs(), Handle: DeliverRelayed(conn, slog.New(slog.DiscardHandler))})
+	node, err := mesh.NewNode(mesh.Config{Key: key, Conn: mc, Allow: peers.Addrs(), Now: now, Peers: others, Handle: DeliverRelayed(conn, slog.New(slog.DiscardHandler))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,4 +181,49 @@ func BenchmarkForwardViaHome(b *testing.B) {
 	}
 	b.Run("direct", func(b *testing.B) { run(b, y.addr) })
 	b.Run("via-home", func(b *testing.B) { run(b, x.addr) })
+}
+
+// TestForwardSkipsDeadHome: the region of B's home relay (instance 2) dies
+// and the front door moves B's flow to instance 1. Once instance 1 heard
+// nothing from instance 2 for mesh.DeadAfter, A's packets for B's old
+// ticket leave from instance 1 itself instead of vanishing into the mesh;
+// when instance 2 is heard again they go through it again.
+func TestForwardSkipsDeadHome(t *testing.T) {
+	key, err := mesh.NewKey([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	peers := mesh.Peers{
+		1: netip.MustParseAddrPort("127.0.1.90:3490"),
+		2: netip.MustParseAddrPort("127.0.2.90:3490"),
+	}
+	cfg := Config{Keys: mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)}
+	x := startMeshRelayClock(t, cfg, serveModes[0], "127.0.1.91", 1, peers, key, now)
+	y := startMeshRelayClock(t, cfg, serveModes[0], "127.0.2.91", 2, peers, key, now)
+	a, b := newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.1:0")
+	bb := b.bind(t, y.addr)
+
+	a.send(t, x.addr, relaySend(bb.Ticket, a, "home alive"))
+	if from := expectRelayedFrom(t, b, a, "home alive"); from != y.addr.AddrPort() {
+		t.Fatalf("home alive: B got it from %v, want the home %v", from, y.addr)
+	}
+	clock.Add(int64(mesh.DeadAfter + time.Millisecond))
+	a.send(t, x.addr, relaySend(bb.Ticket, a, "home dead"))
+	if from := expectRelayedFrom(t, b, a, "home dead"); from != x.addr.AddrPort() {
+		t.Fatalf("home silent for DeadAfter: B got it from %v, want %v (where it landed)", from, x.addr)
+	}
+	before := x.node.Stats().Heartbeats
+	y.node.Beat()
+	for deadline := time.Now().Add(5 * time.Second); x.node.Stats().Heartbeats == before; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("instance 1 never got instance 2's heartbeat: %+v", x.node.Stats())
+		}
+	}
+	a.send(t, x.addr, relaySend(bb.Ticket, a, "home back"))
+	if from := expectRelayedFrom(t, b, a, "home back"); from != y.addr.AddrPort() {
+		t.Fatalf("home heard again: B got it from %v, want the home %v", from, y.addr)
+	}
 }

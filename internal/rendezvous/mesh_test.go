@@ -139,3 +139,77 @@ func TestDeliverPunches(t *testing.T) {
 		t.Fatalf("got %x from %v, want only the frame, from the rendezvous socket", buf[:n], from)
 	}
 }
+
+// TestConnectPunchesAroundDeadHome: B's home instance Y goes silent (its
+// region died; the front door moved B's flow to this instance, X). Once X
+// heard nothing from Y for mesh.DeadAfter, the Punch for B leaves from X
+// itself instead of vanishing into the mesh; when Y is heard again, the
+// Punch goes through Y again.
+func TestConnectPunchesAroundDeadHome(t *testing.T) {
+	key, err := mesh.NewKey([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		x, yn *mesh.Node
+		y     <-chan meshDelivery
+	)
+	f := newFixture(t, func(c *Config) {
+		x, _ = startMeshNode(t, key, c.Now)
+		yn, y = startMeshNode(t, key, c.Now)
+		c.Mesh, c.MeshAddr = x, x.Addr()
+	})
+	a := f.newPeer("203.0.113.5:40000")
+	b := f.newPeer("198.51.100.9:50000")
+	f.register(a, wire.Register{AllowAny: true})
+	f.register(b, wire.Register{AllowAny: true})
+	rec, err := f.reg.Get(context.Background(), b.id.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Home = yn.Addr()
+	if err := f.reg.Put(context.Background(), rec, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	throughY := func(tx uint64) {
+		t.Helper()
+		out := f.exchange(a.addr, f.seal(a, &wire.Connect{Cookie: a.cookie, TxID: tx, Target: b.id.ID()}))
+		if len(out) != 1 || out[0].to != a.addr {
+			t.Fatalf("tx %d, Y alive: replies %v, want only the reply to A", tx, out)
+		}
+		select {
+		case d := <-y:
+			if d.kind != mesh.KindPunch || d.dst != b.addr {
+				t.Fatalf("Y got %v to %v, want a punch to %v", d.kind, d.dst, b.addr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tx %d: Y got no punch over the mesh", tx)
+		}
+	}
+	throughY(1)
+
+	f.clock.Add(mesh.DeadAfter + time.Millisecond)
+	out := f.exchange(a.addr, f.seal(a, &wire.Connect{Cookie: a.cookie, TxID: 2, Target: b.id.ID()}))
+	if len(out) != 2 || out[0].to != b.addr {
+		t.Fatalf("Y silent for DeadAfter: replies %v, want the Punch to B from here and the reply to A", out)
+	}
+	if p, ok := f.open(b, out[0].b).Body.(*wire.Punch); !ok || p.TxID != 2 {
+		t.Fatalf("B's datagram is not its Punch: %+v", p)
+	}
+
+	// X's heartbeat makes Y watch X; Y's heartbeat brings Y back.
+	x.Beat()
+	for deadline := time.Now().Add(10 * time.Second); yn.Stats().Heartbeats < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Y never got X's heartbeat: %+v", yn.Stats())
+		}
+	}
+	before := x.Stats().Heartbeats
+	yn.Beat()
+	for deadline := time.Now().Add(10 * time.Second); x.Stats().Heartbeats == before; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("X never got Y's heartbeat: %+v", x.Stats())
+		}
+	}
+	throughY(3)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,9 +46,15 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 	if err != nil {
 		return nil, nil, fmt.Errorf("--mesh-listen: %w", err)
 	}
+	var others []netip.AddrPort
+	for id, a := range peers {
+		if id != uint16(o.Instance) && a != addr {
+			others = append(others, a)
+		}
+	}
 	n, err := mesh.NewNode(mesh.Config{
 		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(), Rate: o.Rate, Burst: max(o.Rate, 1),
-		Handle: relay.DeliverRelayed(out, log),
+		Handle: relay.DeliverRelayed(out, log), Peers: others,
 	})
 	if err != nil {
 		conn.Close()
@@ -69,6 +76,8 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); n.Heartbeat(ctx) }()
 	go func() { wg.Wait(); conn.Close() }()
 	log.Info("mesh on", "addr", n.Addr(), "instance", o.Instance, "peers", len(peers))
 	return n, peers, nil

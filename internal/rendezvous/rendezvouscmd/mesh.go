@@ -51,6 +51,7 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 		conn.Close()
 		return nil, fmt.Errorf("mesh metrics: %w", err)
 	}
+	go n.Heartbeat(ctx)
 	go func() {
 		defer conn.Close()
 		if err := n.Serve(ctx); err != nil {
