@@ -29,8 +29,15 @@ const (
 	// ticketWait bounds New's wait for a relay ticket once registered.
 	ticketWait = 3 * time.Second
 	// KeepAlivePeriod and MaxIdleTimeout of sessions: the idle timeout
-	// outlasts a path switch (at most about 2 s) many times over.
-	KeepAlivePeriod = 10 * time.Second
+	// outlasts a path switch (at most about 2 s) many times over. A side
+	// that has heard nothing for KeepAlivePeriod sends a PING (quic-go
+	// counts from the last packet received, so a busy session sends none).
+	// That PING is what moves a receiving peer's flow to a surviving
+	// region when its home region dies behind a managed front door: until
+	// it sends, the survivor's packets cannot reach it through its NAT
+	// (`loadtest regionkill`). It costs an idle session one small packet a
+	// second each way.
+	KeepAlivePeriod = time.Second
 	MaxIdleTimeout  = 30 * time.Second
 	// headerTimeout bounds the wait for a new stream's port header.
 	headerTimeout = 10 * time.Second
