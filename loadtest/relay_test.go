@@ -39,9 +39,14 @@ func TestRelayShort(t *testing.T) {
 		if r.failedProcs != 0 || r.sent != want || r.received == 0 {
 			t.Errorf("%s: sent %d of %d, received %d, %d failed uclients", r.server, r.sent, want, r.received, r.failedProcs)
 		}
-		// CPU in the 1 s window may be below /proc's 10 ms tick for coturn.
-		if r.rate() <= 0 || r.runCPU <= 0 {
+		if r.rate() <= 0 || r.runCPU < 0 {
 			t.Errorf("%s: rate %.0f pkt/s, CPU %v over the run: nothing measured", r.server, r.rate(), r.runCPU)
+		}
+		// Our relay's CPU comes from getrusage (nanoseconds) and must show;
+		// coturn's from /proc/<pid>/stat, in 10 ms ticks, which the short
+		// form's few hundred packets may not reach (seen: 0 s at 56 pkt/s).
+		if r.server == "ours" && r.runCPU <= 0 {
+			t.Errorf("ours: CPU %v over the run: nothing measured", r.runCPU)
 		}
 		loss[r.server] = r.lost
 	}
