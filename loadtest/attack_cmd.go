@@ -16,7 +16,6 @@ import (
 
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/loadtest/attack"
-	"github.com/keymesh/keymesh/loadtest/labrun"
 )
 
 // attackOpts are the flags of `loadtest attack`.
@@ -121,21 +120,11 @@ func runAttack(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the attack lab makes network namespaces (run with sudo)")
 	}
-	var bins labrun.Binaries
-	if o.bin != "" {
-		bins, err = labrun.Prebuilt(o.bin)
-	} else {
-		dir, derr := os.MkdirTemp("", "keymesh-bin-")
-		if derr != nil {
-			return derr
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "building rendezvous and relay...")
-		bins, err = labrun.Build(ctx, dir)
-	}
+	bins, cleanup, err := labBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 	o.cfg.Bins = attack.Binaries{Rendezvous: bins.Rendezvous, Relay: bins.Relay, Peer: bins.Peer}
 	attacks, _ := attack.Select(o.cfg.Attacks)
 	bar := progressbar.NewOptions(len(attacks),

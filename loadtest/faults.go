@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,25 +99,12 @@ func runFaults(ctx context.Context, args []string) error {
 			break
 		}
 	}
-	log := slog.New(slog.DiscardHandler)
-	if o.verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	var bins labrun.Binaries
-	if o.bin != "" {
-		bins, err = labrun.Prebuilt(o.bin)
-	} else {
-		dir, derr := os.MkdirTemp("", "keymesh-bin-")
-		if derr != nil {
-			return derr
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
-		bins, err = labrun.Build(ctx, dir)
-	}
+	log := labLogger(o.verbose)
+	bins, cleanup, err := labBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
 	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,26 +107,13 @@ func runMatrix(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
 	}
-	log := slog.New(slog.DiscardHandler)
-	if o.verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
+	log := labLogger(o.verbose)
 
-	var bins labrun.Binaries
-	if o.bin != "" {
-		bins, err = labrun.Prebuilt(o.bin)
-	} else {
-		dir, derr := os.MkdirTemp("", "keymesh-bin-")
-		if derr != nil {
-			return derr
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
-		bins, err = labrun.Build(ctx, dir)
-	}
+	bins, cleanup, err := labBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 
 	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
 	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: o.regions, FrontDoor: o.door}

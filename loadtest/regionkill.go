@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
@@ -94,25 +93,12 @@ func runRegionKill(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
 	}
-	log := slog.New(slog.DiscardHandler)
-	if o.verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	var bins labrun.Binaries
-	if o.bin != "" {
-		bins, err = labrun.Prebuilt(o.bin)
-	} else {
-		dir, derr := os.MkdirTemp("", "keymesh-bin-")
-		if derr != nil {
-			return derr
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
-		bins, err = labrun.Build(ctx, dir)
-	}
+	log := labLogger(o.verbose)
+	bins, cleanup, err := labBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 	fmt.Fprintf(os.Stderr, "starting the lab (%d regions behind %s anycast)...\n", o.regions, o.door)
 	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep,
 		Regions: o.regions, FrontDoor: o.door, HealthInterval: o.interval}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/keymesh/keymesh/loadtest/labrun"
+)
+
+// labBinaries returns the rendezvous, relay and peer binaries the lab
+// commands run: those in dir when given (--bin), else freshly built into a
+// temporary directory that cleanup removes.
+func labBinaries(ctx context.Context, dir string) (bins labrun.Binaries, cleanup func(), err error) {
+	if dir != "" {
+		bins, err = labrun.Prebuilt(dir)
+		return bins, func() {}, err
+	}
+	tmp, err := os.MkdirTemp("", "keymesh-bin-")
+	if err != nil {
+		return bins, func() {}, err
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
+	if bins, err = labrun.Build(ctx, tmp); err != nil {
+		cleanup()
+		return bins, func() {}, err
+	}
+	return bins, cleanup, nil
+}
+
+// labLogger logs the lab's progress on stderr with -v, and nothing without.
+func labLogger(verbose bool) *slog.Logger {
+	if verbose {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
