@@ -3,9 +3,7 @@ package daemon_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,13 +12,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/localuser"
 
 	"github.com/keymesh/keymesh/internal/daemon"
 )
@@ -137,62 +135,19 @@ func tcpEcho(addr string) error {
 	return nil
 }
 
-// otherUser is a throwaway system user and a copy of the test binary it
-// can run.
+// otherUser is a second local user (localuser.User) for one test.
 type otherUser struct {
-	t        *testing.T
-	uid, gid uint32
-	bin      string
+	t *testing.T
+	*localuser.User
 }
 
 func newOtherUser(t *testing.T) *otherUser {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to make a second user, and CI=true")
-		}
-		t.Skip("needs root: makes a second user")
-	}
-	var b [3]byte
-	rand.Read(b[:])
-	name := "kmt" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "kmbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "other.test")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return &otherUser{t: t, uid: uint32(uid), gid: uint32(gid), bin: bin}
+	return &otherUser{t: t, User: localuser.New(t)}
 }
 
 func (o *otherUser) command(ctx context.Context, mode, arg string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, o.bin)
-	cmd.Dir = "/"
-	cmd.Env = []string{"KEYMESH_OTHER_MODE=" + mode, "KEYMESH_OTHER_ARG=" + arg, "PATH=/usr/bin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: o.uid, Gid: o.gid}}
-	return cmd
+	return o.Command(ctx, "KEYMESH_OTHER_MODE="+mode, "KEYMESH_OTHER_ARG="+arg)
 }
 
 // run runs one client action as the other user and returns its verdict.
@@ -286,7 +241,7 @@ func TestOtherUserRefused(t *testing.T) {
 	}
 
 	// Another user's socket where the owner's CLI looks.
-	fake := filepath.Join(os.TempDir(), "kmfake-"+strconv.Itoa(int(other.uid)), "peer.sock")
+	fake := filepath.Join(os.TempDir(), "kmfake-"+strconv.Itoa(int(other.UID)), "peer.sock")
 	t.Cleanup(func() { os.RemoveAll(filepath.Dir(fake)) })
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := other.command(ctx, "fake-daemon", fake)

@@ -2,20 +2,14 @@ package peercli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/localuser"
 )
 
 // otherTCP is the other user's client (TestMain runs it): one exchange
@@ -50,49 +44,10 @@ func tcpExchange(addr string) error {
 // removed at cleanup) in mode with arg, and returns what it printed.
 func asOtherUser(t *testing.T, mode, arg string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to make a second user, and CI=true")
-		}
-		t.Skip("needs root: makes a second user")
-	}
-	var b [3]byte
-	rand.Read(b[:])
-	name := "kmt" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "kmbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "other.test")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	u := localuser.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
-	cmd.Dir = "/"
-	cmd.Env = []string{"KEYMESH_OTHER_MODE=" + mode, "KEYMESH_OTHER_ARG=" + arg, "PATH=/usr/bin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd := u.Command(ctx, "KEYMESH_OTHER_MODE="+mode, "KEYMESH_OTHER_ARG="+arg)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("as the other user: %v: %s", err, out)
