@@ -57,7 +57,18 @@ for pkg in $(go list ./...); do
 	targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
 	for t in $targets; do
 		echo "--- fuzz $pkg $t"
-		go test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/keymesh-fuzz.log 2>&1 || { cat /tmp/keymesh-fuzz.log; exit 1; }
+		if ! go test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/keymesh-fuzz.log 2>&1; then
+			# Go's fuzzer sometimes ends a clean run with "context deadline
+			# exceeded" when -fuzztime runs out mid-step; that failure names
+			# no input. Run such a target once more; any failure with an
+			# input, or a second failure, stops the script.
+			if grep -q 'context deadline exceeded' /tmp/keymesh-fuzz.log && ! grep -q 'Failing input' /tmp/keymesh-fuzz.log; then
+				echo "    (fuzzer timed out without a failing input; running it again)"
+				go test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/keymesh-fuzz.log 2>&1 || { cat /tmp/keymesh-fuzz.log; exit 1; }
+			else
+				cat /tmp/keymesh-fuzz.log; exit 1
+			fi
+		fi
 		fuzzed=$((fuzzed + 1))
 	done
 done
