@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"time"
@@ -35,7 +36,22 @@ type worker struct {
 	// being handled (now).
 	cookies *crypto.CookieJar
 	now     time.Time
+	// last is the ticket this worker opened last within the batch being
+	// handled (forget clears it before each batch). A segmented sender's
+	// datagrams to one peer carry the same ticket bytes: those bytes open
+	// the same way under the same keys at the same now, so only the first
+	// of them pays for the AEAD open. Every datagram still gets its own
+	// size, version and rate checks.
+	last struct {
+		ok     bool
+		ticket [crypto.TicketSize]byte
+		t      crypto.Ticket
+	}
 }
+
+// forget drops the remembered ticket: called before each batch, whose
+// datagrams share one clock reading.
+func (w *worker) forget() { w.last.ok = false }
 
 func (s *Server) newWorker() *worker {
 	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
@@ -88,12 +104,19 @@ func (w *worker) send(pkt []byte) (action, []byte, netip.AddrPort) {
 		w.st.drop(reasonTruncated)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	t, err := w.s.cfg.Keys.OpenWith(&w.scratch, pkt[wire.HeaderLen:wire.HeaderLen+crypto.TicketSize])
-	if err != nil {
-		w.st.drop(ticketReason(err))
-		return actDrop, nil, netip.AddrPort{}
+	sealed := pkt[wire.HeaderLen : wire.HeaderLen+crypto.TicketSize]
+	t := w.last.t
+	if !w.last.ok || !bytes.Equal(sealed, w.last.ticket[:]) {
+		var err error
+		w.st.opens++
+		if t, err = w.s.cfg.Keys.OpenWith(&w.scratch, sealed); err != nil {
+			w.st.drop(ticketReason(err))
+			return actDrop, nil, netip.AddrPort{}
+		}
+		w.last.ok, w.last.t = true, t
+		copy(w.last.ticket[:], sealed)
 	}
-	out := wire.RelayedFromSend(pkt)
+	out := wire.RelayedFromSend(pkt) // overwrites the ticket's last bytes
 	if w.viaHome(t.Instance, out, t.Addr) {
 		return actDrop, nil, netip.AddrPort{} // sent by the mesh, nothing to send here
 	}
