@@ -64,22 +64,27 @@ type pipeEnv struct {
 	bins  labrun.Binaries
 	dir   string
 	relay *exec.Cmd
-	procs []*exec.Cmd
+	procs []pipeProc
 	paths []*pipePath
+}
+
+// pipeProc is a started server or daemon; done closes once it was
+// waited for.
+type pipeProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 func (e *pipeEnv) close() {
 	for _, p := range slices.Backward(e.procs) {
-		_ = p.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, p := range slices.Backward(e.procs) {
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(3 * time.Second):
-			_ = p.Process.Kill()
-			<-done
+			_ = p.cmd.Process.Kill()
+			<-p.done
 		}
 	}
 }
@@ -110,8 +115,13 @@ func (e *pipeEnv) start(name string, watch func(line string), args ...string) (*
 		pw.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	e.procs = append(e.procs, cmd)
-	go func() { _ = cmd.Wait(); pw.Close() }()
+	done := make(chan struct{})
+	e.procs = append(e.procs, pipeProc{cmd, done})
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(done)
+	}()
 	return cmd, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -55,5 +56,39 @@ func TestThroughputSmall(t *testing.T) {
 	}
 	if !strings.Contains(table, "| keymesh-direct | node stream, path layer, direct path | 4.0 MiB |") {
 		t.Errorf("direct scenario did not deliver everything:\n%s", table)
+	}
+}
+
+// TestThroughputPipeShort runs --pipe with a few megabytes between real
+// rendezvous, relay and peer processes and checks that each path moved
+// every byte over the path it names and that the table carries the ratio.
+func TestThroughputPipeShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, md, err := throughputPipe(ctx, tpOpts{bytes: 8 << 20, runs: 1, timeout: time.Minute, pipe: true}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || rep.Direct.Path != "direct" || rep.Relay.Path != "relay" {
+		t.Fatalf("runs: %+v", rep.Runs)
+	}
+	for _, r := range rep.Runs {
+		if r.Bytes != 8<<20 || r.MBps <= 0 {
+			t.Errorf("%s: %d bytes at %.1f MB/s, want all %d", r.Path, r.Bytes, r.MBps, 8<<20)
+		}
+	}
+	if want := fmt.Sprintf("| %.2f |", rep.Ratio); !strings.Contains(md, want) || !strings.Contains(out.String(), md) {
+		t.Errorf("table lacks the ratio %s or was not printed:\n%s", want, md)
+	}
+}
+
+func TestParseThroughputPipeFlags(t *testing.T) {
+	o, err := parseThroughputFlags([]string{"--pipe", "--bin", "/x", "--runs", "3"}, io.Discard)
+	if err != nil || !o.pipe || o.bin != "/x" || o.runs != 3 {
+		t.Fatalf("%+v %v", o, err)
+	}
+	if _, err := parseThroughputFlags([]string{"--pipe", "--only", "raw-udp"}, io.Discard); err == nil {
+		t.Error("--pipe with --only accepted")
 	}
 }
