@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -200,7 +200,7 @@ func forwardOnce(t *testing.T, relayAddr net.Addr, ticket []byte) {
 	b, bid := udpPeer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	bb, err := relay.Bind(ctx, b, relayAddr, bid)
+	bb, err := relayclient.Bind(ctx, b, relayAddr, bid)
 	if err != nil {
 		t.Fatal(err)
 	}

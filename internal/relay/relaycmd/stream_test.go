@@ -21,7 +21,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/streamrelay"
 	"github.com/keymesh/keymesh/internal/testutil/pebbletest"
 	"github.com/keymesh/keymesh/internal/wire"
@@ -49,7 +49,7 @@ func TestStreamRelayBindsThroughTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tun.Close()
-	b, err := relay.Bind(ctx, tun, r.addrs.UDP, id)
+	b, err := relayclient.Bind(ctx, tun, r.addrs.UDP, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,12 +285,12 @@ func TestStreamTunnelsBindDespiteAbusiveTunnel(t *testing.T) {
 	// The abuser's own bind goes after its flood through the same
 	// tunnel and socket: once it is over, the flood has reached the relay.
 	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-	_, _ = relay.Bind(actx, abuser, r.addrs.UDP, aid)
+	_, _ = relayclient.Bind(actx, abuser, r.addrs.UDP, aid)
 	acancel()
 	for i := range 5 {
 		tun, id := dial()
 		bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := relay.Bind(bctx, tun, r.addrs.UDP, id)
+		_, err := relayclient.Bind(bctx, tun, r.addrs.UDP, id)
 		bcancel()
 		if err != nil {
 			t.Fatalf("tunnelled peer %d of 5 could not bind after one tunnel's flood: %v", i, err)

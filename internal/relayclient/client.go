@@ -1,4 +1,8 @@
-package relay
+// Package relayclient is the peer's side of the ticket relay (package relay is
+// the server): Bind asks a relay for a ticket over a socket the caller owns.
+// The frames themselves are in package wire. A peer links this package, never
+// the relay server, its mesh or its metrics.
+package relayclient
 
 import (
 	"context"
@@ -12,6 +16,9 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/wire"
 )
+
+// ErrBindTimeout: Bind got no RelayBound before its context ended.
+var ErrBindTimeout = errors.New("relay: no answer to bind")
 
 // Binding is a relay's answer to a bind: the ticket to publish, the address
 // the relay saw, and when the ticket expires.
@@ -96,4 +103,16 @@ func Bind(ctx context.Context, conn net.PacketConn, addr net.Addr, id *crypto.Id
 			return Binding{}, fmt.Errorf("%w from %s: %w", ErrBindTimeout, addr, cause)
 		}
 	}
+}
+
+// addrPort converts a net.Addr to an unmapped AddrPort; the zero AddrPort
+// when it is not an IP address and port.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap = u.AddrPort()
+	} else if a != nil {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
