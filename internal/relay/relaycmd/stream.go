@@ -17,6 +17,7 @@ import (
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/sockopt"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/streamrelay"
 )
 
@@ -196,7 +197,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 	if len(cfg.Domains) > 0 {
 		urlHost = cfg.Domains[0]
 	}
-	url := fmt.Sprintf("wss://%s%s", net.JoinHostPort(urlHost, fmt.Sprint(port)), streamrelay.Path)
+	url := fmt.Sprintf("wss://%s%s", net.JoinHostPort(urlHost, fmt.Sprint(port)), streamclient.Path)
 	if cfg.Identity != nil {
 		url += "#" + cfg.Identity.ID().String()
 	}

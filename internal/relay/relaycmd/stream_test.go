@@ -22,7 +22,7 @@ import (
 	"github.com/keymesh/keymesh/internal/certs"
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/testutil/pebbletest"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -37,14 +37,14 @@ func TestStreamRelayBindsThroughTunnel(t *testing.T) {
 	if r.addrs.StreamURL == "" || !strings.Contains(r.addrs.StreamURL, "#") {
 		t.Fatalf("stream URL %q: want one with the key pin", r.addrs.StreamURL)
 	}
-	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	target, err := streamclient.ParseTarget(r.addrs.StreamURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, _ := crypto.GenerateIdentity(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tun, err := streamrelay.Dial(ctx, target, id, nil)
+	tun, err := streamclient.Dial(ctx, target, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,15 +167,15 @@ func TestStreamRelayAdvertisesPublicIP(t *testing.T) {
 	if !strings.HasPrefix(r.addrs.StreamURL, "wss://203.0.113.7:") {
 		t.Fatalf("stream URL %q: want the advertised address", r.addrs.StreamURL)
 	}
-	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	target, err := streamclient.ParseTarget(r.addrs.StreamURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	target.URL = "wss://" + r.addrs.Stream.String() + streamrelay.Path // where it really listens
+	target.URL = "wss://" + r.addrs.Stream.String() + streamclient.Path // where it really listens
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id, _ := crypto.GenerateIdentity(nil)
-	tun, err := streamrelay.Dial(ctx, target, id, nil)
+	tun, err := streamclient.Dial(ctx, target, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,15 +260,15 @@ func TestStreamTunnelsBindDespiteAbusiveTunnel(t *testing.T) {
 	r := startRun(t, []string{"--dev", "--listen", "127.0.0.1:0", "--admin", "", "--tls-listen", "127.0.0.1:0", "--key", key,
 		"--challenge-rate", "0.0001", "--challenge-burst", "5", "--bind-rate", "0.0001", "--bind-burst", "5",
 		"--stream-relay-factor", "20", "--stream-server-burst", "10", "--stream-server-rate", "0.01"}, nil)
-	target, err := streamrelay.ParseTarget(r.addrs.StreamURL)
+	target, err := streamclient.ParseTarget(r.addrs.StreamURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dial := func() (*streamrelay.Tunnel, *crypto.Identity) {
+	dial := func() (*streamclient.Tunnel, *crypto.Identity) {
 		id, _ := crypto.GenerateIdentity(nil)
-		tun, err := streamrelay.Dial(ctx, target, id, nil)
+		tun, err := streamclient.Dial(ctx, target, id, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

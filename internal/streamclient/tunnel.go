@@ -1,4 +1,4 @@
-package streamrelay
+package streamclient
 
 import (
 	"context"
@@ -55,8 +55,8 @@ func Dial(ctx context.Context, target Target, id *crypto.Identity, tlsConf *tls.
 	if err != nil {
 		return nil, fmt.Errorf("stream relay %s: %w", target.URL, err)
 	}
-	ws.SetReadLimit(addrLen + MaxPayload + 16)
-	if err := ws.Write(ctx, websocket.MessageBinary, appendClientHello(nil, id, time.Now())); err != nil {
+	ws.SetReadLimit(AddrLen + MaxPayload + 16)
+	if err := ws.Write(ctx, websocket.MessageBinary, AppendClientHello(nil, id, time.Now())); err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("stream relay hello: %w", err)
 	}
@@ -65,7 +65,7 @@ func Dial(ctx context.Context, target Target, id *crypto.Identity, tlsConf *tls.
 		ws.CloseNow()
 		return nil, fmt.Errorf("stream relay hello: %w", err)
 	}
-	presence, err := parseServerHello(b)
+	presence, err := ParseServerHello(b)
 	if err != nil {
 		ws.CloseNow()
 		return nil, err
@@ -88,7 +88,7 @@ func (t *Tunnel) readLoop() {
 		if typ != websocket.MessageBinary {
 			continue
 		}
-		from, payload, err := parseDatagram(b)
+		from, payload, err := ParseDatagram(b)
 		if err != nil {
 			continue
 		}
@@ -164,7 +164,7 @@ func (t *Tunnel) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	t.wbuf = appendDatagram(t.wbuf[:0], ap, p)
+	t.wbuf = AppendDatagram(t.wbuf[:0], ap, p)
 	ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 	defer cancel()
 	if err := t.ws.Write(ctx, websocket.MessageBinary, t.wbuf); err != nil {

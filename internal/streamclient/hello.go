@@ -1,4 +1,4 @@
-package streamrelay
+package streamclient
 
 import (
 	"crypto/ed25519"
@@ -15,8 +15,8 @@ func helloSigned(b []byte) []byte {
 	return append([]byte(helloContext), b[:1+32+8]...)
 }
 
-// appendClientHello appends a signed client hello.
-func appendClientHello(out []byte, id *crypto.Identity, now time.Time) []byte {
+// AppendClientHello appends a signed client hello.
+func AppendClientHello(out []byte, id *crypto.Identity, now time.Time) []byte {
 	me := id.ID()
 	start := len(out)
 	out = append(out, version)
@@ -25,11 +25,11 @@ func appendClientHello(out []byte, id *crypto.Identity, now time.Time) []byte {
 	return append(out, id.Sign(helloSigned(out[start:]))...)
 }
 
-// helloTime returns a client hello's clock after checking its size and
+// ClientHelloTime returns a client hello's clock after checking its size and
 // version: the cheap checks, before the signature.
-func helloTime(b []byte) (time.Time, error) {
-	if len(b) != clientHelloLen {
-		return time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrHello, len(b), clientHelloLen)
+func ClientHelloTime(b []byte) (time.Time, error) {
+	if len(b) != ClientHelloLen {
+		return time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrHello, len(b), ClientHelloLen)
 	}
 	if b[0] != version {
 		return time.Time{}, fmt.Errorf("%w: version %d", ErrHello, b[0])
@@ -37,11 +37,11 @@ func helloTime(b []byte) (time.Time, error) {
 	return time.UnixMilli(int64(binary.BigEndian.Uint64(b[33:41]))), nil
 }
 
-// parseClientHello checks a client hello's size, version and signature.
-func parseClientHello(b []byte) (crypto.PeerID, time.Time, error) {
+// ParseClientHello checks a client hello's size, version and signature.
+func ParseClientHello(b []byte) (crypto.PeerID, time.Time, error) {
 	var id crypto.PeerID
-	if len(b) != clientHelloLen {
-		return id, time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrHello, len(b), clientHelloLen)
+	if len(b) != ClientHelloLen {
+		return id, time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrHello, len(b), ClientHelloLen)
 	}
 	if b[0] != version {
 		return id, time.Time{}, fmt.Errorf("%w: version %d", ErrHello, b[0])
@@ -54,30 +54,30 @@ func parseClientHello(b []byte) (crypto.PeerID, time.Time, error) {
 	return id, ts, nil
 }
 
-func appendServerHello(out []byte, presence netip.AddrPort) []byte {
+func AppendServerHello(out []byte, presence netip.AddrPort) []byte {
 	out = append(out, version)
 	return wire.AppendAddr(out, presence)
 }
 
-func parseServerHello(b []byte) (netip.AddrPort, error) {
+func ParseServerHello(b []byte) (netip.AddrPort, error) {
 	if len(b) != serverHelloLen || b[0] != version {
 		return netip.AddrPort{}, fmt.Errorf("%w: server hello of %d bytes", ErrHello, len(b))
 	}
 	return wire.ParseAddr(b[1:])
 }
 
-// appendDatagram frames a datagram for the tunnel.
-func appendDatagram(out []byte, addr netip.AddrPort, payload []byte) []byte {
+// AppendDatagram frames a datagram for the tunnel.
+func AppendDatagram(out []byte, addr netip.AddrPort, payload []byte) []byte {
 	out = wire.AppendAddr(out, addr)
 	return append(out, payload...)
 }
 
-// parseDatagram splits a tunnel datagram.
-func parseDatagram(b []byte) (netip.AddrPort, []byte, error) {
-	if len(b) < addrLen {
+// ParseDatagram splits a tunnel datagram.
+func ParseDatagram(b []byte) (netip.AddrPort, []byte, error) {
+	if len(b) < AddrLen {
 		return netip.AddrPort{}, nil, wire.ErrShort
 	}
-	if len(b)-addrLen > MaxPayload {
+	if len(b)-AddrLen > MaxPayload {
 		return netip.AddrPort{}, nil, ErrTooLarge
 	}
 	a, err := wire.ParseAddr(b)
@@ -87,5 +87,5 @@ func parseDatagram(b []byte) (netip.AddrPort, []byte, error) {
 	if !a.IsValid() || a.Port() == 0 {
 		return a, nil, fmt.Errorf("%w: no address", wire.ErrMalformed)
 	}
-	return a, b[addrLen:], nil
+	return a, b[AddrLen:], nil
 }

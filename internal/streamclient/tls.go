@@ -1,4 +1,4 @@
-package streamrelay
+package streamclient
 
 import (
 	"crypto/tls"
