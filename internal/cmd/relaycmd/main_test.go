@@ -295,7 +295,7 @@ func TestRunWithKeyFileAndTURN(t *testing.T) {
 
 	// A standard TURN client allocates with REST-API credentials from the
 	// secret in the file.
-	user, pass := turnrelay.Credentials([]byte(secret), "alice", time.Hour, time.Now())
+	user, pass := crypto.TURNCredentials([]byte(secret), "alice", time.Hour, time.Now())
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

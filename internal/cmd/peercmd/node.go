@@ -1,4 +1,4 @@
-package peercli
+package peercmd
 
 import (
 	"context"

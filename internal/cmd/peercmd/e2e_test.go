@@ -1,4 +1,4 @@
-package peercli
+package peercmd
 
 // End-to-end tests with real processes: the rendezvous, the relay and
 // `peer up` daemons on loopback, driven through the `peer` binary.
