@@ -10,16 +10,9 @@ import (
 	"strings"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
-
-// usageError is bad input: Main prints it on one line and exits 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
 
 // errHelp asks Main to print the command's help and exit 0.
 var errHelp = errors.New("help requested")
@@ -37,7 +30,7 @@ func parseArgs(fs *flag.FlagSet, args []string, lookup func(string) (string, boo
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
 			}
-			return nil, usagef("%s", flagError(err))
+			return nil, usage.Errorf("%s", flagError(err))
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -54,7 +47,7 @@ func parseArgs(fs *flag.FlagSet, args []string, lookup func(string) (string, boo
 		lookup = os.LookupEnv
 	}
 	if err := flagenv.ParseEnv(fs, nil, lookup); err != nil {
-		return nil, usagef("%v", err)
+		return nil, usage.Errorf("%v", err)
 	}
 	return pos, nil
 }

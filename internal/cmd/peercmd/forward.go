@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 var cmdForward = &command{
@@ -33,7 +35,7 @@ with a --bind other than loopback, other hosts are let in.`,
 			}
 			lport, err := strconv.ParseUint(args[0], 10, 16)
 			if err != nil {
-				return usagef("local port %q: want 0-65535", args[0])
+				return usage.Errorf("local port %q: want 0-65535", args[0])
 			}
 			peer, port, err := parsePeerPort(args[1])
 			if err != nil {
@@ -55,7 +57,7 @@ with a --bind other than loopback, other hosts are let in.`,
 func parsePeerPort(s string) (string, uint16, error) {
 	host, ps, err := net.SplitHostPort(s)
 	if err != nil {
-		return "", 0, usagef("%q: want <peer>:<port>, e.g. <peer-id>:8080 or [fd4b::1]:8080", s)
+		return "", 0, usage.Errorf("%q: want <peer>:<port>, e.g. <peer-id>:8080 or [fd4b::1]:8080", s)
 	}
 	peer, err := peerArg(host)
 	if err != nil {
@@ -63,7 +65,7 @@ func parsePeerPort(s string) (string, uint16, error) {
 	}
 	port, err := strconv.ParseUint(ps, 10, 16)
 	if err != nil || port == 0 {
-		return "", 0, usagef("port %q in %q: want 1-65535", ps, s)
+		return "", 0, usage.Errorf("port %q in %q: want 1-65535", ps, s)
 	}
 	return peer, uint16(port), nil
 }
@@ -130,11 +132,11 @@ stops.`,
 			}
 			p, err := strconv.ParseUint(args[0], 10, 16)
 			if err != nil || p == 0 {
-				return usagef("port %q: want 1-65535", args[0])
+				return usage.Errorf("port %q: want 1-65535", args[0])
 			}
 			port := uint16(p)
 			if *off && *bg {
-				return usagef("--off and --bg do not go together")
+				return usage.Errorf("--off and --bg do not go together")
 			}
 			if *off {
 				if err := cl.Unexpose(ctx, port); err != nil {

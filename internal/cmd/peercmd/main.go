@@ -12,6 +12,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/obs"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // cli is one run of the command: its standard streams and environment.
@@ -92,7 +94,6 @@ func (c *cli) main(ctx context.Context, args []string) int {
 	if err == nil {
 		err = run(ctx, pos)
 	}
-	var ue *usageError
 	var ee *exitError
 	switch {
 	case err == nil:
@@ -100,9 +101,8 @@ func (c *cli) main(ctx context.Context, args []string) int {
 	case errors.Is(err, errHelp):
 		c.commandUsage(c.stdout, cmd)
 		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(c.stderr, "peer %s: %s (see `peer %s --help`)\n", cmd.name, ue.msg, cmd.name)
-		return 2
+	case usage.Is(err):
+		return usage.Fail(c.stderr, "peer "+cmd.name, err)
 	case errors.As(err, &ee):
 		return ee.code
 	default:
@@ -159,10 +159,10 @@ func (c *cli) commandUsage(w io.Writer, cmd *command) {
 // wantArgs checks the number of positional arguments.
 func wantArgs(args []string, names ...string) error {
 	if len(args) < len(names) {
-		return usagef("missing %s", strings.Join(names[len(args):], " "))
+		return usage.Errorf("missing %s", strings.Join(names[len(args):], " "))
 	}
 	if len(args) > len(names) {
-		return usagef("unexpected argument %q", args[len(names)])
+		return usage.Errorf("unexpected argument %q", args[len(names)])
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 var cmdPing = &command{
@@ -45,10 +47,10 @@ command at once. Exit status 0 when at least one reply came, else 1. With
 				return err
 			}
 			if *count < 0 {
-				return usagef("--count %d: want 0 (forever) or more", *count)
+				return usage.Errorf("--count %d: want 0 (forever) or more", *count)
 			}
 			if *interval <= 0 || *timeout <= 0 {
-				return usagef("--interval and --timeout must be positive")
+				return usage.Errorf("--interval and --timeout must be positive")
 			}
 			return c.ping(ctx, cl, peer, pingOpts{*count, *interval, *timeout, *asJSON, *untilDirect})
 		}
@@ -142,7 +144,7 @@ func shortPeer(p string) string {
 func peerArg(s string) (string, error) {
 	p, err := daemon.ParseDestination(s)
 	if err != nil {
-		return "", usagef("%q is not a peer ID or overlay address (a peer ID is the 52 characters `peer id` prints)", s)
+		return "", usage.Errorf("%q is not a peer ID or overlay address (a peer ID is the 52 characters `peer id` prints)", s)
 	}
 	return p, nil
 }

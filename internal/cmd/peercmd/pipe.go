@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 var cmdPipe = &command{
@@ -36,7 +38,7 @@ it, the session died), even after some data went through.`,
 				return err
 			}
 			if *port > 65535 {
-				return usagef("--port %d: want 0-65535", *port)
+				return usage.Errorf("--port %d: want 0-65535", *port)
 			}
 			s, err := cl.Dial(ctx, peer, uint16(*port))
 			if err != nil {
@@ -66,7 +68,7 @@ sending side is closed at once). Only peers the daemon allows can connect
 				return err
 			}
 			if *port > 65535 {
-				return usagef("--port %d: want 0-65535", *port)
+				return usage.Errorf("--port %d: want 0-65535", *port)
 			}
 			for {
 				s, err := cl.Accept(ctx, uint16(*port))

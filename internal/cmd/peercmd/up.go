@@ -15,6 +15,8 @@ import (
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/obs"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // upOptions is what `peer up` asks of the node.
@@ -76,7 +78,7 @@ are let in).`,
 				return err
 			}
 			if o.Server == "" {
-				return usagef("--server is required: host:port#<server-id>, as the rendezvous server prints it")
+				return usage.Errorf("--server is required: host:port#<server-id>, as the rendezvous server prints it")
 			}
 			if err := checkServer(o.Server); err != nil {
 				return err
@@ -84,39 +86,39 @@ are let in).`,
 			for _, a := range allow {
 				id, err := crypto.ParsePeerID(a)
 				if err != nil {
-					return usagef("--allow %q: not a peer ID (52 base32 characters, as `peer id` prints)", a)
+					return usage.Errorf("--allow %q: not a peer ID (52 base32 characters, as `peer id` prints)", a)
 				}
 				o.Allow = append(o.Allow, id.String())
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
-					return usagef("--socks5 %q: want host:port, e.g. 127.0.0.1:1080", *socks)
+					return usage.Errorf("--socks5 %q: want host:port, e.g. 127.0.0.1:1080", *socks)
 				}
 			}
 			var ports []uint16
 			for _, e := range expose {
 				p, err := strconv.ParseUint(e, 10, 16)
 				if err != nil || p == 0 {
-					return usagef("--expose %q: want a port 1-65535", e)
+					return usage.Errorf("--expose %q: want a port 1-65535", e)
 				}
 				ports = append(ports, uint16(p))
 			}
 			if *joinToken != "" {
 				tok, err := crypto.ReadSecretFile(*joinToken, 8)
 				if err != nil {
-					return usagef("--join-token-file: %v", err)
+					return usage.Errorf("--join-token-file: %v", err)
 				}
 				o.JoinToken = tok
 			}
 			if o.RegisterTimeout <= 0 {
-				return usagef("--register-timeout must be positive")
+				return usage.Errorf("--register-timeout must be positive")
 			}
 			if _, err := net.ResolveUDPAddr("udp", o.Listen); err != nil {
-				return usagef("--listen %q: want a UDP host:port, e.g. :0 or 0.0.0.0:41641", o.Listen)
+				return usage.Errorf("--listen %q: want a UDP host:port, e.g. :0 or 0.0.0.0:41641", o.Listen)
 			}
 			log, err := obs.NewLogger(c.stderr, *logFormat, *logLevel)
 			if err != nil {
-				return usagef("%v", err)
+				return usage.Errorf("%v", err)
 			}
 			o.Logger = log
 			return up(ctx, log, o, *key, *socket, *socks, ports)
@@ -128,13 +130,13 @@ are let in).`,
 func checkServer(s string) error {
 	addr, id, ok := strings.Cut(s, "#")
 	if !ok || id == "" {
-		return usagef("--server %q: missing #<server-id> (the rendezvous server's key, which it prints at start)", s)
+		return usage.Errorf("--server %q: missing #<server-id> (the rendezvous server's key, which it prints at start)", s)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return usagef("--server %q: %q is not host:port", s, addr)
+		return usage.Errorf("--server %q: %q is not host:port", s, addr)
 	}
 	if _, err := crypto.ParsePeerID(id); err != nil {
-		return usagef("--server %q: the part after # is not a server ID (52 base32 characters)", s)
+		return usage.Errorf("--server %q: the part after # is not a server ID (52 base32 characters)", s)
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // keyHelp says how to make a ticket key file.
@@ -18,12 +20,12 @@ func loadKeys(o TicketOptions, log *slog.Logger) (*crypto.TicketKeys, error) {
 	if o.KeyFile != "" {
 		k, err := crypto.LoadTicketKeyFile(o.KeyFile, nil)
 		if err != nil {
-			return nil, usageErr("%v", err)
+			return nil, usage.Errorf("%v", err)
 		}
 		return k, nil
 	}
 	if !o.Dev {
-		return nil, usageErr("no ticket key: %s", keyHelp)
+		return nil, usage.Errorf("no ticket key: %s", keyHelp)
 	}
 	k, err := crypto.ParseTicketKeys([]byte(crypto.NewTicketKeyLine(1)), nil)
 	if err != nil {

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/obs"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // Main runs the relay command with args (without the program name) and
@@ -25,35 +26,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func MainEnv(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	c, err := parse(args, lookup, stdout)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return usage.ExitOK
 	}
 	if err != nil {
-		return fail(stderr, err)
+		return usage.Fail(stderr, "relay", err)
 	}
 	if c.version {
 		fmt.Fprintln(stdout, obs.Version())
-		return 0
+		return usage.ExitOK
 	}
 	if c.genKey {
 		fmt.Fprint(stdout, crypto.NewTicketKeyLine(byte(c.genKeyID)))
-		return 0
+		return usage.ExitOK
 	}
 	log, err := obs.NewLogger(stderr, c.opts.LogFormat, c.opts.LogLevel)
 	if err != nil {
-		return fail(stderr, usageErr("%v", err))
+		return usage.Fail(stderr, "relay", usage.Errorf("%v", err))
 	}
-	if err := Run(ctx, c.opts, log); err != nil {
-		return fail(stderr, err)
+	if err := Run(ctx, c.opts, stdout, log); err != nil {
+		return usage.Fail(stderr, "relay", err)
 	}
-	return 0
-}
-
-// fail prints err as one line and returns its exit status.
-func fail(w io.Writer, err error) int {
-	msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
-	fmt.Fprintln(w, "relay: "+strings.ReplaceAll(msg, "\n", " "))
-	if errors.Is(err, errUsage) {
-		return 2
-	}
-	return 1
+	return usage.ExitOK
 }

@@ -156,7 +156,7 @@ func startRun(t *testing.T, args []string, env map[string]string) *running {
 	c.opts.Ready = func(a Addrs) { ready <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, c.opts, nil) }()
+	go func() { r.done <- Run(ctx, c.opts, io.Discard, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

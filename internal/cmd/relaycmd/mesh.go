@@ -14,6 +14,8 @@ import (
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/sockopt"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // meshReaders bounds the goroutines reading the mesh socket.
@@ -36,11 +38,11 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 	}
 	secret, err := crypto.ReadSecretFile(o.SecretFile, mesh.MinSecret)
 	if err != nil {
-		return nil, nil, usageErr("--peer-secret-file: %v", err)
+		return nil, nil, usage.Errorf("--peer-secret-file: %v", err)
 	}
 	key, err := mesh.NewKey(secret)
 	if err != nil {
-		return nil, nil, usageErr("--peer-secret-file: %v", err)
+		return nil, nil, usage.Errorf("--peer-secret-file: %v", err)
 	}
 	conn, err := sockopt.ListenUDP(ctx, addr.String(), false)
 	if err != nil {

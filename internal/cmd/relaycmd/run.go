@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,11 +13,15 @@ import (
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/sockopt"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // Run runs the relay until ctx ends (then it returns nil) or a service
-// fails. Errors in the options come back wrapped so that Main exits 2.
-func Run(ctx context.Context, o Options, log *slog.Logger) error {
+// fails. Errors in the options come back as usage errors, so that Main
+// exits 2. stdout is for what the command prints for a person; the relay
+// prints nothing there today (the rendezvous prints its connect string).
+func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) error {
 	if log == nil {
 		log = obs.Discard()
 	}
@@ -57,7 +62,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	srv, err := relay.New(cfg)
 	if err != nil {
-		return usageErr("%v", err)
+		return usage.Errorf("%v", err)
 	}
 	addrs := Addrs{UDP: conns[0].LocalAddr()}
 	if o.UDPBuffer > 0 {

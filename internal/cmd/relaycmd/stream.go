@@ -19,6 +19,8 @@ import (
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/streamrelay"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // StreamOptions configure the TCP/TLS stream relay (a WebSocket tunnel per
@@ -115,20 +117,20 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 	}
 	host, _, err := net.SplitHostPort(o.TLSListen)
 	if err != nil {
-		return "", usageErr("--tls-listen %q: want host:port, e.g. :443", o.TLSListen)
+		return "", usage.Errorf("--tls-listen %q: want host:port, e.g. :443", o.TLSListen)
 	}
 	presence := o.PresenceIP
 	if !presence.IsValid() {
 		ip, perr := netip.ParseAddr(host)
 		if perr != nil || (ip.IsUnspecified() && !o.AdvertiseIP.IsValid()) {
-			return "", usageErr("--tls-listen %q has no specific address: give --stream-advertise-ip, the public IP tunnels are reached at (and --stream-presence-ip if they should bind a specific one)", o.TLSListen)
+			return "", usage.Errorf("--tls-listen %q has no specific address: give --stream-advertise-ip, the public IP tunnels are reached at (and --stream-presence-ip if they should bind a specific one)", o.TLSListen)
 		}
 		presence = ip
 	}
 	advertise := o.AdvertiseIP
 	if !advertise.IsValid() {
 		if presence.IsUnspecified() {
-			return "", usageErr("--stream-presence-ip %v is unspecified: give --stream-advertise-ip, the public IP tunnels are reached at", presence)
+			return "", usage.Errorf("--stream-presence-ip %v is unspecified: give --stream-advertise-ip, the public IP tunnels are reached at", presence)
 		}
 		advertise = presence
 	}
@@ -146,11 +148,11 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 	cfg.Logger = log
 	if !cfg.ACME() {
 		if o.KeyFile == "" {
-			return "", usageErr("the stream relay needs --key (its identity; peers pin it) or ACME settings (--acme-domain)")
+			return "", usage.Errorf("the stream relay needs --key (its identity; peers pin it) or ACME settings (--acme-domain)")
 		}
 		id, created, err := crypto.LoadOrCreateKeyFile(o.KeyFile)
 		if err != nil {
-			return "", usageErr("%v", err)
+			return "", usage.Errorf("%v", err)
 		}
 		if created {
 			log.Info("created relay identity", "key", o.KeyFile)
@@ -173,7 +175,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		Logger: log.With("service", "stream"), Registerer: reg,
 	})
 	if err != nil {
-		return "", usageErr("%v", err)
+		return "", usage.Errorf("%v", err)
 	}
 	ln, err := sockopt.ListenTCP(ctx, o.TLSListen, false)
 	if err != nil {

@@ -86,7 +86,7 @@ func TestStreamRelayACMEUnreachableIsOneLine(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err = Run(ctx, c.opts, nil)
+	err = Run(ctx, c.opts, io.Discard, nil)
 	if !errors.Is(err, certs.ErrUnreachable) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("Run = %v, want one line saying the CA cannot be reached", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/keymesh/keymesh/internal/turnrelay"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // startTURN opens the TURN sockets and starts the server, or returns nil
@@ -22,7 +24,7 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 	}
 	secret, err := crypto.ReadSecretFile(o.SecretFile, turnrelay.MinSecretLen)
 	if err != nil {
-		return nil, usageErr("--turn-secret-file: %v", err)
+		return nil, usage.Errorf("--turn-secret-file: %v", err)
 	}
 	cfg := turnrelay.Config{
 		Realm:                 o.Realm,
@@ -71,7 +73,7 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 	s, err := turnrelay.New(cfg)
 	if err != nil {
 		closeAll()
-		return nil, usageErr("%v", err)
+		return nil, usage.Errorf("%v", err)
 	}
 	return s, nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/rendezvous"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // Options are the command's settings.
@@ -68,9 +70,6 @@ type Options struct {
 	LogLevel           string
 	Version            bool
 }
-
-// errUsage marks a bad flag (exit code 2).
-var errUsage = errors.New("usage")
 
 // ParseFlags parses args (and the environment, through lookup) into
 // Options. Errors are one line.
@@ -129,16 +128,16 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 			flagenv.Usage(fs)()
 			return o, err
 		}
-		return o, fmt.Errorf("%w: %v", errUsage, err)
+		return o, usage.Errorf("%v", err)
 	}
 	if fs.NArg() > 0 {
-		return o, fmt.Errorf("%w: unexpected argument %q (all settings are flags; see --help)", errUsage, fs.Arg(0))
+		return o, usage.Errorf("unexpected argument %q (all settings are flags)", fs.Arg(0))
 	}
 	o.Relays, o.StreamRelays, o.TURNURIs = relays, streams, turnURIs
 	if streamSources != "" {
 		p, err := addrpolicy.ParsePrefixes(streamSources)
 		if err != nil {
-			return o, fmt.Errorf("%w: --stream-relay-sources: %v", errUsage, err)
+			return o, usage.Errorf("--stream-relay-sources: %v", err)
 		}
 		o.StreamRelaySources = p
 	}
@@ -147,7 +146,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 
 func (o *Options) check() error {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+		return usage.Errorf(format, a...)
 	}
 	switch {
 	case o.Listen == "":

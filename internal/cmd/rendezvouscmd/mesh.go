@@ -13,6 +13,8 @@ import (
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/sockopt"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // startMesh opens the mesh socket on --mesh-listen and returns the node
@@ -28,15 +30,15 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 	}
 	addr, err := netip.ParseAddrPort(o.MeshListen) // checked by ParseFlags
 	if err != nil {
-		return nil, fmt.Errorf("%w: --mesh-listen: %v", errUsage, err)
+		return nil, usage.Errorf("--mesh-listen: %v", err)
 	}
 	secret, err := crypto.ReadSecretFile(o.PeerSecretFile, mesh.MinSecret)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --peer-secret-file: %v", errUsage, err)
+		return nil, usage.Errorf("--peer-secret-file: %v", err)
 	}
 	key, err := mesh.NewKey(secret)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --peer-secret-file: %v", errUsage, err)
+		return nil, usage.Errorf("--peer-secret-file: %v", err)
 	}
 	conn, err := sockopt.ListenUDP(ctx, addr.String(), false)
 	if err != nil {

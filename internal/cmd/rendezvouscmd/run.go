@@ -3,15 +3,12 @@ package rendezvouscmd
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"flag"
 	"fmt"
 	"github.com/keymesh/keymesh/internal/netcheck"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -24,46 +21,9 @@ import (
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/sockopt"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
-
-// Main runs the command with args until ctx ends and returns the exit code:
-// 0 after a clean shutdown, 2 for bad flags or files, 1 for other failures.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := ParseFlags(args, stderr, os.LookupEnv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "rendezvous: %v\n", unwrapUsage(err))
-		return 2
-	}
-	if o.Version {
-		fmt.Fprintln(stdout, obs.Version())
-		return 0
-	}
-	log, err := obs.NewLogger(stderr, o.LogFormat, o.LogLevel)
-	if err != nil {
-		fmt.Fprintf(stderr, "rendezvous: %v\n", err)
-		return 2
-	}
-	if err := Run(ctx, o, stdout, log); err != nil {
-		fmt.Fprintf(stderr, "rendezvous: %v\n", unwrapUsage(err))
-		if errors.Is(err, errUsage) {
-			return 2
-		}
-		return 1
-	}
-	return 0
-}
-
-// unwrapUsage drops the "usage: " marker from a message.
-func unwrapUsage(err error) string {
-	s := err.Error()
-	if p := errUsage.Error() + ": "; len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
-}
 
 // Run loads the key and secrets, opens the registry, the sockets and the
 // admin endpoint, prints the connect string to stdout and serves until ctx
@@ -71,7 +31,7 @@ func unwrapUsage(err error) string {
 func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) error {
 	id, created, err := crypto.LoadOrCreateKeyFile(o.KeyFile)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usage.Errorf("%v", err)
 	}
 	if created {
 		log.Info("created a new server key", "file", o.KeyFile)
@@ -105,12 +65,12 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	cfg.Cookies = crypto.NewCookieJar(secret, nil)
 	if o.TURNSecretFile != "" {
 		if cfg.TURNSecret, err = crypto.ReadSecretFile(o.TURNSecretFile, 16); err != nil {
-			return fmt.Errorf("%w: --turn-secret-file: %v", errUsage, err)
+			return usage.Errorf("--turn-secret-file: %v", err)
 		}
 	}
 	if o.JoinTokenFile != "" {
 		if cfg.JoinToken, err = crypto.ReadSecretFile(o.JoinTokenFile, 8); err != nil {
-			return fmt.Errorf("%w: --join-token-file: %v", errUsage, err)
+			return usage.Errorf("--join-token-file: %v", err)
 		}
 	}
 
@@ -170,7 +130,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	}
 	srv, err := rendezvous.New(cfg)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usage.Errorf("%v", err)
 	}
 	if serveAlt != nil {
 		// The RFC 5780 sockets share the main socket's STUN budget.
@@ -217,7 +177,7 @@ func cookieSecret(path string, log *slog.Logger) ([]byte, error) {
 	if path != "" {
 		s, err := crypto.ReadSecretFile(path, 16)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --cookie-secret-file: %v", errUsage, err)
+			return nil, usage.Errorf("--cookie-secret-file: %v", err)
 		}
 		return s, nil
 	}
@@ -238,7 +198,7 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	}
 	opts, err := discovery.ParseRedisURL(o.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --redis: %v", errUsage, err)
+		return nil, usage.Errorf("--redis: %v", err)
 	}
 	// go-redis logs every failed dial itself, several a second while
 	// Redis is down; the server logs the outage once (and its end), so
@@ -332,11 +292,11 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 func openNetcheck(ctx context.Context, primary netip.AddrPort, primaryConn *net.UDPConn, alt string, log *slog.Logger) (*netcheck.Responder, func(allow func(netip.Addr) bool), error) {
 	altAddr, err := netip.ParseAddrPort(alt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: --alt-listen %q: want ip:port, a second address of this host (RFC 5780 needs two)", errUsage, alt)
+		return nil, nil, usage.Errorf("--alt-listen %q: want ip:port, a second address of this host (RFC 5780 needs two)", alt)
 	}
 	primary = netip.AddrPortFrom(primary.Addr().Unmap(), primary.Port())
 	if primary.Addr().IsUnspecified() || altAddr.Addr().IsUnspecified() || primary.Addr() == altAddr.Addr() || altAddr.Port() == 0 || altAddr.Port() == primary.Port() {
-		return nil, nil, fmt.Errorf("%w: --alt-listen %v with --listen %v: both need specific, different addresses and ports", errUsage, altAddr, primary)
+		return nil, nil, usage.Errorf("--alt-listen %v with --listen %v: both need specific, different addresses and ports", altAddr, primary)
 	}
 	conns := map[netip.AddrPort]net.PacketConn{primary: primaryConn}
 	for _, a := range []netip.AddrPort{

@@ -23,6 +23,8 @@ import (
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/streamrelay"
 	"github.com/keymesh/keymesh/internal/turnrelay"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 )
 
 // Options is everything Run needs. Each service has its own sub-options;
@@ -125,15 +127,6 @@ type Addrs struct {
 	// StreamURL is the stream relay's address for peers (with the key pin
 	// when the certificate is self-signed).
 	StreamURL string
-}
-
-// errUsage marks errors in how the relay was invoked (exit status 2).
-var errUsage = errors.New("usage")
-
-// usageErr formats a usage error: one line saying what is wrong and how to
-// fix it.
-func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
 
 // command is what the command line asks for.
@@ -242,70 +235,70 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 			fs.Usage()
 			return nil, err
 		}
-		return nil, usageErr("%s (see relay --help)", firstLine(err.Error()))
+		return nil, usage.Errorf("%s (see relay --help)", firstLine(err.Error()))
 	}
 	if fs.NArg() > 0 {
-		return nil, usageErr("unexpected argument %q: the relay takes only flags (see relay --help)", fs.Arg(0))
+		return nil, usage.Errorf("unexpected argument %q: the relay takes only flags (see relay --help)", fs.Arg(0))
 	}
 	if c.version || c.genKey {
 		if c.genKeyID > 255 {
-			return nil, usageErr("--ticket-key-id %d: a key id is 0 to 255", c.genKeyID)
+			return nil, usage.Errorf("--ticket-key-id %d: a key id is 0 to 255", c.genKeyID)
 		}
 		return c, nil
 	}
 	if relayIP != "" {
 		ip, err := netip.ParseAddr(relayIP)
 		if err != nil {
-			return nil, usageErr("--turn-relay-ip %q is not an IP address", relayIP)
+			return nil, usage.Errorf("--turn-relay-ip %q is not an IP address", relayIP)
 		}
 		t.RelayIP = ip
 	}
 	if advertiseIP != "" {
 		ip, err := netip.ParseAddr(advertiseIP)
 		if err != nil || ip.IsUnspecified() {
-			return nil, usageErr("--turn-advertise-ip %q is not a specific IP address: give the public IP peers reach", advertiseIP)
+			return nil, usage.Errorf("--turn-advertise-ip %q is not a specific IP address: give the public IP peers reach", advertiseIP)
 		}
 		t.AdvertiseIP = ip
 	}
 	if allowDest != "" {
 		p, err := addrpolicy.ParsePrefixes(allowDest)
 		if err != nil {
-			return nil, usageErr("--allow-destinations: %v", err)
+			return nil, usage.Errorf("--allow-destinations: %v", err)
 		}
 		o.AllowDestinations = p
 	}
 	if presenceIP != "" {
 		ip, err := netip.ParseAddr(presenceIP)
 		if err != nil {
-			return nil, usageErr("--stream-presence-ip %q is not an IP address", presenceIP)
+			return nil, usage.Errorf("--stream-presence-ip %q is not an IP address", presenceIP)
 		}
 		st.PresenceIP = ip
 	}
 	if streamAdvertiseIP != "" {
 		ip, err := netip.ParseAddr(streamAdvertiseIP)
 		if err != nil || ip.IsUnspecified() {
-			return nil, usageErr("--stream-advertise-ip %q is not a specific IP address (give the public IP, e.g. 203.0.113.7)", streamAdvertiseIP)
+			return nil, usage.Errorf("--stream-advertise-ip %q is not a specific IP address (give the public IP, e.g. 203.0.113.7)", streamAdvertiseIP)
 		}
 		st.AdvertiseIP = ip
 	}
 	for _, f := range splitList(ownPorts) {
 		p, err := strconv.ParseUint(f, 10, 16)
 		if err != nil || p == 0 {
-			return nil, usageErr("--stream-own-ports: %q is not a port (give e.g. 3478,3480)", f)
+			return nil, usage.Errorf("--stream-own-ports: %q is not a port (give e.g. 3478,3480)", f)
 		}
 		st.OwnPorts = append(st.OwnPorts, uint16(p))
 	}
 	for _, f := range splitList(streamServers) {
 		ap, err := netip.ParseAddrPort(f)
 		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
-			return nil, usageErr("--stream-servers: %q is not ip:port (give e.g. 203.0.113.5:3478,203.0.113.6:3479)", f)
+			return nil, usage.Errorf("--stream-servers: %q is not ip:port (give e.g. 203.0.113.5:3478,203.0.113.6:3479)", f)
 		}
 		st.Servers = append(st.Servers, ap)
 	}
 	if streamSources != "" {
 		p, err := addrpolicy.ParsePrefixes(streamSources)
 		if err != nil {
-			return nil, usageErr("--stream-relay-sources: %v", err)
+			return nil, usage.Errorf("--stream-relay-sources: %v", err)
 		}
 		o.RateLimit.StreamRelays = p
 	}
@@ -323,49 +316,49 @@ func (c *command) check() error {
 	o := &c.opts
 	switch {
 	case o.ReusePort < 1 || o.ReusePort > 256:
-		return usageErr("--reuseport %d: give 1 to 256 sockets", o.ReusePort)
+		return usage.Errorf("--reuseport %d: give 1 to 256 sockets", o.ReusePort)
 	case o.Ticket.TTL < time.Second:
-		return usageErr("--ticket-ttl %v: give at least 1s (default %v)", o.Ticket.TTL, relay.DefaultTicketTTL)
+		return usage.Errorf("--ticket-ttl %v: give at least 1s (default %v)", o.Ticket.TTL, relay.DefaultTicketTTL)
 	case o.Ticket.KeyFile != "" && o.Ticket.Dev:
-		return usageErr("--dev and --ticket-key-file both given: --dev is for running without a key file; drop one")
+		return usage.Errorf("--dev and --ticket-key-file both given: --dev is for running without a key file; drop one")
 	case !o.RateLimit.Disabled && o.RateLimit.Burst < 1:
-		return usageErr("--rate-limit-burst %v: give at least 1 packet", o.RateLimit.Burst)
+		return usage.Errorf("--rate-limit-burst %v: give at least 1 packet", o.RateLimit.Burst)
 	case !o.RateLimit.Disabled && (o.RateLimit.ChallengeRate <= 0 || o.RateLimit.ChallengeBurst < 1):
-		return usageErr("--challenge-rate %v, --challenge-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.ChallengeRate, o.RateLimit.ChallengeBurst)
+		return usage.Errorf("--challenge-rate %v, --challenge-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.ChallengeRate, o.RateLimit.ChallengeBurst)
 	case !o.RateLimit.Disabled && (o.RateLimit.BindRate <= 0 || o.RateLimit.BindBurst < 1):
-		return usageErr("--bind-rate %v, --bind-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.BindRate, o.RateLimit.BindBurst)
+		return usage.Errorf("--bind-rate %v, --bind-burst %v: give a rate above 0 and a burst of at least 1", o.RateLimit.BindRate, o.RateLimit.BindBurst)
 	case o.RateLimit.BindsPerSecond == 0:
-		return usageErr("--binds-per-second 0 would refuse every bind: give a positive number, or a negative one for no cap")
+		return usage.Errorf("--binds-per-second 0 would refuse every bind: give a positive number, or a negative one for no cap")
 	case o.RateLimit.StreamRelayFactor < 1:
-		return usageErr("--stream-relay-factor %v: give at least 1 (default %v)", o.RateLimit.StreamRelayFactor, relay.DefaultStreamRelayFactor)
+		return usage.Errorf("--stream-relay-factor %v: give at least 1 (default %v)", o.RateLimit.StreamRelayFactor, relay.DefaultStreamRelayFactor)
 	case o.RateLimit.MaxSources < 1:
-		return usageErr("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
+		return usage.Errorf("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
 	case o.TURN.enabled() && o.TURN.SecretFile == "":
-		return usageErr("TURN is on but --turn-secret-file is missing: create one with `head -c 32 /dev/urandom | base64 > turn.secret && chmod 600 turn.secret`")
+		return usage.Errorf("TURN is on but --turn-secret-file is missing: create one with `head -c 32 /dev/urandom | base64 > turn.secret && chmod 600 turn.secret`")
 	case o.TURN.enabled() && (o.TURN.Sockets < 1 || o.TURN.Sockets > 256):
-		return usageErr("--turn-sockets %d: give 1 to 256", o.TURN.Sockets)
+		return usage.Errorf("--turn-sockets %d: give 1 to 256", o.TURN.Sockets)
 	case o.UDPBuffer < 0:
-		return usageErr("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
+		return usage.Errorf("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.Stream.enabled() && o.Stream.noAdvertise():
-		return usageErr("--tls-listen %q with no specific --stream-presence-ip: give --stream-advertise-ip, the public IP tunnels are reached at", o.Stream.TLSListen)
+		return usage.Errorf("--tls-listen %q with no specific --stream-presence-ip: give --stream-advertise-ip, the public IP tunnels are reached at", o.Stream.TLSListen)
 	case o.Stream.enabled() && o.Stream.Limits.invalid() != "":
-		return usageErr("--stream-%s must be above 0 (see relay --help for its default)", o.Stream.Limits.invalid())
+		return usage.Errorf("--stream-%s must be above 0 (see relay --help for its default)", o.Stream.Limits.invalid())
 	case o.Stream.enabled() && o.Stream.MaxHeaderBytes < 1024:
-		return usageErr("--stream-max-header-bytes %d: give at least 1024 (default %d)", o.Stream.MaxHeaderBytes, streamrelay.DefaultMaxHeaderBytes)
+		return usage.Errorf("--stream-max-header-bytes %d: give at least 1024 (default %d)", o.Stream.MaxHeaderBytes, streamrelay.DefaultMaxHeaderBytes)
 	case o.Listen == "":
-		return usageErr("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
+		return usage.Errorf("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
 	case o.Mesh.Instance > 65535:
-		return usageErr("--instance %d: give a number from 1 to 65535 (0: none)", o.Mesh.Instance)
+		return usage.Errorf("--instance %d: give a number from 1 to 65535 (0: none)", o.Mesh.Instance)
 	case o.Mesh.Listen != "" && o.Mesh.Instance == 0:
-		return usageErr("--mesh-listen needs --instance, this relay's number among the relays")
+		return usage.Errorf("--mesh-listen needs --instance, this relay's number among the relays")
 	case o.Mesh.Listen != "" && o.Mesh.SecretFile == "":
-		return usageErr("--mesh-listen needs --peer-secret-file, the secret the instances share")
+		return usage.Errorf("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case o.Mesh.Listen != "" && o.Mesh.Peers == "":
-		return usageErr("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
+		return usage.Errorf("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
 	case o.Mesh.Rate == 0:
-		return usageErr("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+		return usage.Errorf("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
-		return usageErr("--mesh-peers needs --mesh-listen, this relay's own mesh address")
+		return usage.Errorf("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}
 	if o.Mesh.Listen != "" {
 		if _, _, err := o.Mesh.parse(); err != nil {
@@ -379,15 +372,15 @@ func (c *command) check() error {
 func (o MeshOptions) parse() (netip.AddrPort, mesh.Peers, error) {
 	addr, err := netip.ParseAddrPort(o.Listen)
 	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
-		return addr, nil, usageErr("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
+		return addr, nil, usage.Errorf("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	peers, err := mesh.ParsePeers(o.Peers)
 	if err != nil {
-		return addr, nil, usageErr("--mesh-peers: %v", err)
+		return addr, nil, usage.Errorf("--mesh-peers: %v", err)
 	}
 	if own, ok := peers[uint16(o.Instance)]; ok && own != addr {
-		return addr, nil, usageErr("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
+		return addr, nil, usage.Errorf("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
 	}
 	return addr, peers, nil
 }
