@@ -16,8 +16,8 @@ type Register struct {
 	// Cookie proves the sender owns its source address (zero until the
 	// server has handed one out in a Challenge).
 	Cookie crypto.Cookie
-	// NAT is the sender's measured mapping behaviour (a NAT* constant).
-	NAT byte
+	// NAT is the sender's measured mapping behaviour.
+	NAT NAT
 	// Candidates are the sender's own (LAN) addresses.
 	Candidates []netip.AddrPort
 	// Tickets are relay tickets through which the sender can be reached.
@@ -34,7 +34,7 @@ func (*Register) Type() MsgType { return MsgRegister }
 
 func (m *Register) appendTo(w *writer) {
 	w.raw(m.Cookie[:])
-	w.u8(m.NAT)
+	w.u8(byte(m.NAT))
 	w.addrs(m.Candidates)
 	w.tickets(m.Tickets)
 	w.bool(m.AllowAny)
@@ -51,7 +51,7 @@ func (m *Register) appendTo(w *writer) {
 
 func (m *Register) readFrom(r *reader) {
 	copy(m.Cookie[:], r.need(crypto.CookieSize))
-	m.NAT = r.u8()
+	m.NAT = NAT(r.u8())
 	m.Candidates = r.addrs()
 	m.Tickets = r.tickets()
 	m.AllowAny = r.bool()
@@ -172,7 +172,7 @@ type PeerInfo struct {
 	Reflexive  netip.AddrPort
 	Candidates []netip.AddrPort
 	Tickets    [][]byte
-	NAT        byte
+	NAT        NAT
 }
 
 func (p *PeerInfo) appendTo(w *writer) {
@@ -180,7 +180,7 @@ func (p *PeerInfo) appendTo(w *writer) {
 	w.addr(p.Reflexive)
 	w.addrs(p.Candidates)
 	w.tickets(p.Tickets)
-	w.u8(p.NAT)
+	w.u8(byte(p.NAT))
 }
 
 func (p *PeerInfo) readFrom(r *reader) {
@@ -188,7 +188,7 @@ func (p *PeerInfo) readFrom(r *reader) {
 	p.Reflexive = r.addr()
 	p.Candidates = r.addrs()
 	p.Tickets = r.tickets()
-	p.NAT = r.u8()
+	p.NAT = NAT(r.u8())
 }
 
 // ConnectReply answers a Connect. A peer that is not registered and a peer
