@@ -15,7 +15,7 @@ import (
 
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // matrixOpts configures `loadtest matrix`.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // regionKillOpts configures `loadtest regionkill`.

@@ -21,7 +21,7 @@ import (
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/wire"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // labMesh is a rendezvous server and a relay on a natlab server host.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // ciBounds are what the short form asserts: no byte lost, and recovery

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // Options configure a run.

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // MatrixConfig configures RunMatrix.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // The roles of a region's instances (natlab role names).

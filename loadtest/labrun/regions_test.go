@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 func TestExpandArgs(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // TrialOptions configure one traversal trial.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 func TestParsePingLine(t *testing.T) {

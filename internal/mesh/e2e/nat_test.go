@@ -17,7 +17,7 @@ import (
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // TestHomeInstanceBehindNAT puts B behind a real Linux NAT with address-
