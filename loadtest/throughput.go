@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // tpOpts are the flags of `loadtest throughput`.
@@ -23,6 +24,7 @@ type tpOpts struct {
 	timeout time.Duration
 	pipe    bool   // --pipe: `peer pipe` between real processes, direct against relayed
 	bin     string // --pipe: directory of prebuilt binaries
+	record  string // --record: results prefix
 }
 
 // tpScenario is one way of moving bytes between two endpoints on loopback.
@@ -88,6 +90,7 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	only := fs.String("only", "", "comma-separated scenarios to run (default all: "+strings.Join(tpNames(), ", ")+")")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of each run")
 	fs.BoolVar(&o.pipe, "pipe", false, "instead of the in-process scenarios, time `peer pipe` between real rendezvous, relay and peer daemon processes, direct against relayed (--no-direct) in alternating rounds, and print their ratio")
+	fs.StringVar(&o.record, "record", "", "with --pipe: also write the data and the table to <prefix>.json and <prefix>.md (package loadtest/results), e.g. docs/results/throughput")
 	fs.StringVar(&o.bin, "bin", "", "with --pipe: directory holding prebuilt rendezvous, relay and peer binaries (default: build them)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return o, err
@@ -104,6 +107,9 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	}
 	if o.pipe && *only != "" {
 		return o, errPipeFlags
+	}
+	if o.record != "" && !o.pipe {
+		return o, errors.New("--record works with --pipe")
 	}
 	if *only != "" {
 		for _, name := range strings.Split(*only, ",") {
@@ -133,8 +139,11 @@ func runThroughput(ctx context.Context, args []string) error {
 		return err
 	}
 	if o.pipe {
-		_, _, err := throughputPipe(ctx, o, os.Stdout, os.Stderr)
-		return err
+		rep, md, err := throughputPipe(ctx, o, os.Stdout, os.Stderr)
+		if err != nil || o.record == "" {
+			return err
+		}
+		return results.Write(o.record, append([]string{"throughput"}, args...), rep, md)
 	}
 	return throughput(ctx, o, os.Stdout, os.Stderr)
 }

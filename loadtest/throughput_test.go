@@ -91,4 +91,7 @@ func TestParseThroughputPipeFlags(t *testing.T) {
 	if _, err := parseThroughputFlags([]string{"--pipe", "--only", "raw-udp"}, io.Discard); err == nil {
 		t.Error("--pipe with --only accepted")
 	}
+	if _, err := parseThroughputFlags([]string{"--record", "docs/results/x"}, io.Discard); err == nil {
+		t.Error("--record without --pipe accepted")
+	}
 }
