@@ -47,6 +47,11 @@ type pipeRun struct {
 	DaemonCPU float64 `json:"daemon_cpu_s"`
 	RelayCPU  float64 `json:"relay_cpu_s"`
 	CLICPU    float64 `json:"cli_cpu_s"`
+	// Datagrams the kernel dropped at the daemons' and the relay's UDP
+	// sockets during the transfer (full receive buffers): loss that
+	// QUIC's congestion control reads as congestion.
+	DaemonDrops int64 `json:"daemon_socket_drops"`
+	RelayDrops  int64 `json:"relay_socket_drops"`
 }
 
 // pipeReport is what --record keeps.
@@ -287,6 +292,7 @@ func (e *pipeEnv) transfer(ctx context.Context, p *pipePath, n int64) (pipeRun, 
 		got <- rx{k, time.Now()}
 	}()
 	d0, r0 := procCPU(p.a)+procCPU(p.b), procCPU(e.relay)
+	dd0, rd0 := udpDrops(p.a.Process.Pid)+udpDrops(p.b.Process.Pid), udpDrops(e.relay.Process.Pid)
 	pipe := exec.CommandContext(ctx, e.bins.Peer, "pipe", "--socket", p.aSock, p.bID)
 	pipe.Stdin = io.LimitReader(pipeSource{}, n)
 	var perr strings.Builder
@@ -310,9 +316,11 @@ func (e *pipeEnv) transfer(ctx context.Context, p *pipePath, n int64) (pipeRun, 
 	el := r.end.Sub(start)
 	return pipeRun{
 		Path: p.name, Bytes: r.n, Seconds: el.Seconds(), MBps: float64(r.n) / el.Seconds() / 1e6,
-		DaemonCPU: (procCPU(p.a) + procCPU(p.b) - d0).Seconds(),
-		RelayCPU:  (procCPU(e.relay) - r0).Seconds(),
-		CLICPU:    (exitCPU(pipe) + exitCPU(listen)).Seconds(),
+		DaemonCPU:   (procCPU(p.a) + procCPU(p.b) - d0).Seconds(),
+		RelayCPU:    (procCPU(e.relay) - r0).Seconds(),
+		CLICPU:      (exitCPU(pipe) + exitCPU(listen)).Seconds(),
+		DaemonDrops: udpDrops(p.a.Process.Pid) + udpDrops(p.b.Process.Pid) - dd0,
+		RelayDrops:  udpDrops(e.relay.Process.Pid) - rd0,
 	}, nil
 }
 
@@ -390,18 +398,19 @@ func pipeMedian(rs []pipeRun) pipeRun {
 // pipeTable is the Markdown table of a report.
 func pipeTable(rep pipeReport) string {
 	var b strings.Builder
-	fmt.Fprintln(&b, "| path | MB/s | time | CPU s/GiB: daemons / relay / pipe+listen | relayed / direct |")
-	fmt.Fprintln(&b, "| --- | ---: | ---: | --- | ---: |")
+	fmt.Fprintln(&b, "| path | MB/s | time | CPU s/GiB: daemons / relay / pipe+listen | socket drops: daemons / relay | relayed / direct |")
+	fmt.Fprintln(&b, "| --- | ---: | ---: | --- | --- | ---: |")
 	perGiB := func(s float64, n int64) string { return fmt.Sprintf("%.1f", s/(float64(n)/(1<<30))) }
 	for _, r := range []pipeRun{rep.Direct, rep.Relay} {
 		ratio := "1.00"
-		relayCPU := "-"
+		relayCPU, relayDrops := "-", "-"
 		if r.Path == "relay" {
 			ratio = fmt.Sprintf("%.2f", rep.Ratio)
 			relayCPU = perGiB(r.RelayCPU, r.Bytes)
+			relayDrops = strconv.FormatInt(r.RelayDrops, 10)
 		}
-		fmt.Fprintf(&b, "| %s | %.1f | %.2f s | %s / %s / %s | %s |\n", r.Path, r.MBps, r.Seconds,
-			perGiB(r.DaemonCPU, r.Bytes), relayCPU, perGiB(r.CLICPU, r.Bytes), ratio)
+		fmt.Fprintf(&b, "| %s | %.1f | %.2f s | %s / %s / %s | %d / %s | %s |\n", r.Path, r.MBps, r.Seconds,
+			perGiB(r.DaemonCPU, r.Bytes), relayCPU, perGiB(r.CLICPU, r.Bytes), r.DaemonDrops, relayDrops, ratio)
 	}
 	if len(rep.Ratios) > 1 {
 		rs := make([]string, len(rep.Ratios))
@@ -414,3 +423,36 @@ func pipeTable(rep pipeReport) string {
 }
 
 var errPipeFlags = errors.New("--pipe takes --bytes, --runs, --timeout, --bin and --record, not --only")
+
+// udpDrops sums the kernel's drop counts (a full receive buffer, mostly)
+// of the UDP sockets that the process pid holds, from /proc/net/udp and
+// udp6; -1 when they cannot be read.
+func udpDrops(pid int) int64 {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var total int64
+	for _, table := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			return -1
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 13 || !inodes[f[9]] {
+				continue
+			}
+			d, _ := strconv.ParseInt(f[12], 10, 64)
+			total += d
+		}
+	}
+	return total
+}

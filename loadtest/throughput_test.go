@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +95,35 @@ func TestParseThroughputPipeFlags(t *testing.T) {
 	}
 	if _, err := parseThroughputFlags([]string{"--record", "docs/results/x"}, io.Discard); err == nil {
 		t.Error("--record without --pipe accepted")
+	}
+}
+
+// TestUDPDropsCountsFullBuffers overflows a small receive buffer of this
+// process and checks that udpDrops sees the drops.
+func TestUDPDropsCountsFullBuffers(t *testing.T) {
+	rx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := rx.SetReadBuffer(1); err != nil { // the kernel's minimum
+		t.Fatal(err)
+	}
+	tx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	before := udpDrops(os.Getpid())
+	if before < 0 {
+		t.Fatal("cannot read this process's UDP drops")
+	}
+	for range 200 {
+		if _, err := tx.WriteTo(make([]byte, 1200), rx.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := udpDrops(os.Getpid()) - before; got < 100 {
+		t.Fatalf("udpDrops saw %d drops after 200 datagrams into a minimal buffer, want most of them", got)
 	}
 }
