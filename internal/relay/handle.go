@@ -36,14 +36,17 @@ type worker struct {
 	// being handled (now).
 	cookies *crypto.CookieJar
 	now     time.Time
-	// last is the ticket this worker opened last within the batch being
-	// handled (forget clears it before each batch). A segmented sender's
-	// datagrams to one peer carry the same ticket bytes: those bytes open
-	// the same way under the same keys at the same now, so only the first
-	// of them pays for the AEAD open. Every datagram still gets its own
-	// size, version and rate checks.
+	// last is the ticket this worker opened last, in the batch handled at
+	// the clock reading at (Unix ns); forget clears it before each batch.
+	// A segmented sender's datagrams to one peer carry the same ticket
+	// bytes, which open the same way under the same keys, so only the
+	// first of them pays for the AEAD open. A hit skips the expiry check
+	// and a key removed meanwhile for at most the rest of one batch
+	// (microseconds; expiries have whole seconds). Every datagram still
+	// gets its own size, version and rate checks.
 	last struct {
 		ok     bool
+		at     int64
 		ticket [crypto.TicketSize]byte
 		t      crypto.Ticket
 	}
@@ -86,7 +89,7 @@ func (w *worker) handle(pkt []byte, src netip.AddrPort, now time.Time, nowNs int
 			w.st.drop(reasonRateLimited)
 			return actDrop, nil, dst
 		}
-		return w.send(pkt)
+		return w.send(pkt, nowNs)
 	case wire.TypeRelayBind:
 		if pkt[1] != wire.BindVersion {
 			w.st.drop(reasonBadVersion)
@@ -99,21 +102,21 @@ func (w *worker) handle(pkt []byte, src netip.AddrPort, now time.Time, nowNs int
 }
 
 // send opens a RelaySend's ticket and rewrites the frame for forwarding.
-func (w *worker) send(pkt []byte) (action, []byte, netip.AddrPort) {
+func (w *worker) send(pkt []byte, nowNs int64) (action, []byte, netip.AddrPort) {
 	if len(pkt) < wire.RelaySendOverhead {
 		w.st.drop(reasonTruncated)
 		return actDrop, nil, netip.AddrPort{}
 	}
 	sealed := pkt[wire.HeaderLen : wire.HeaderLen+crypto.TicketSize]
 	t := w.last.t
-	if !w.last.ok || !bytes.Equal(sealed, w.last.ticket[:]) {
+	if !w.last.ok || w.last.at != nowNs || !bytes.Equal(sealed, w.last.ticket[:]) {
 		var err error
 		w.st.opens++
 		if t, err = w.s.cfg.Keys.OpenWith(&w.scratch, sealed); err != nil {
 			w.st.drop(ticketReason(err))
 			return actDrop, nil, netip.AddrPort{}
 		}
-		w.last.ok, w.last.t = true, t
+		w.last.ok, w.last.at, w.last.t = true, nowNs, t
 		copy(w.last.ticket[:], sealed)
 	}
 	out := wire.RelayedFromSend(pkt) // overwrites the ticket's last bytes
