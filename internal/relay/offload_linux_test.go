@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 	"testing"
@@ -384,4 +386,92 @@ func benchRelayCPU(b *testing.B, segmented, offload bool) {
 	b.StopTimer()
 	relayConn.SetReadDeadline(time.Unix(1, 0))
 	b.ReportMetric(float64((<-cpu).Nanoseconds())/float64(b.N*run), "relay-cpu-ns/pkt")
+}
+
+// FuzzSendQueue queues forwards of arbitrary sizes to a few addresses,
+// and replies, and checks every send message a batch would hand the
+// kernel: a segmented one holds at most maxSegs datagrams and maxGSOBytes,
+// all of its segment size but the last (which may be shorter), with the
+// UDP_SEGMENT control message giving that size; and each address gets its
+// datagrams in the order they were queued.
+func FuzzSendQueue(f *testing.F) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer c.Close()
+	m, err := newMmsg(c, 8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	dsts := []netip.AddrPort{
+		netip.MustParseAddrPort("127.0.0.1:1001"),
+		netip.MustParseAddrPort("127.0.0.1:1002"),
+		netip.MustParseAddrPort("[::1]:1003"),
+	}
+	const maxOps = 4096
+	buf := make([]byte, maxOps+2048)
+	f.Add([]byte{200, 0, 200, 0, 200, 0, 100, 0, 200, 0})
+	f.Add([]byte{200, 0, 200, 1, 200, 0, 200, 1, 200, 3, 200, 0})
+	f.Add(bytes.Repeat([]byte{255, 2}, 300))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		m.gso, m.v6 = true, false
+		m.ns, m.nio = 0, 0
+		next := map[netip.AddrPort]int{} // lowest sequence number each address may get next
+		check := func() {
+			for j := range m.ns {
+				sm, h := &m.smeta[j], &m.shdr[j].Hdr
+				if int(h.Iovlen) != sm.segs || sm.segs < 1 || sm.segs > maxSegs || sm.bytes > maxGSOBytes && sm.segs > 1 {
+					t.Fatalf("message %d: %d segments (iovlen %d), %d bytes", j, sm.segs, h.Iovlen, sm.bytes)
+				}
+				iovs := unsafe.Slice(h.Iov, sm.segs)
+				total := 0
+				for k, iov := range iovs {
+					l := int(iov.Len)
+					total += l
+					if l > sm.size || l < sm.size && k != len(iovs)-1 {
+						t.Fatalf("message %d: segment %d of %d bytes with segment size %d", j, k, l, sm.size)
+					}
+					if sm.act != actForward {
+						continue
+					}
+					seq := int(uintptr(unsafe.Pointer(iov.Base)) - uintptr(unsafe.Pointer(&buf[0])))
+					if seq < next[sm.dst] {
+						t.Fatalf("%v got datagram %d after %d", sm.dst, seq, next[sm.dst])
+					}
+					next[sm.dst] = seq + 1
+				}
+				if total != sm.bytes {
+					t.Fatalf("message %d: %d bytes in its buffers, %d counted", j, total, sm.bytes)
+				}
+				if sm.segs > 1 {
+					ctl := m.sctl[j*ctlSpace : j*ctlSpace+int(h.Controllen)]
+					ch := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+					size := *(*uint16)(unsafe.Pointer(&ctl[unix.CmsgSpace(0)]))
+					if h.Control != &ctl[0] || ch.Level != unix.IPPROTO_UDP || ch.Type != unix.UDP_SEGMENT || int(size) != sm.size {
+						t.Fatalf("message %d: control message %+v size %d, want UDP_SEGMENT %d", j, ch, size, sm.size)
+					}
+				} else if h.Controllen != 0 {
+					t.Fatalf("message %d: one datagram with a control message", j)
+				}
+			}
+			m.ns, m.nio = 0, 0
+		}
+		for i := 0; i+1 < len(ops) && i/2 < maxOps; i += 2 {
+			if m.full() {
+				check()
+			}
+			seq := i / 2
+			n := 1 + int(ops[i])*6
+			out := buf[seq : seq+n]
+			if d := int(ops[i+1]) % 4; d < len(dsts) {
+				if !m.queue(actForward, out, dsts[d], 0) && dsts[d].Addr().Is4() {
+					t.Fatalf("an IPv4 socket refused to queue for %v", dsts[d])
+				}
+			} else {
+				m.queue(actReply, out, netip.AddrPort{}, 0)
+			}
+		}
+		check()
+	})
 }
