@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -474,4 +475,40 @@ func FuzzSendQueue(f *testing.F) {
 		}
 		check()
 	})
+}
+
+// TestSegmentedRunDualStack sends segmented runs through a dual-stack
+// relay socket, IPv4 (v4-mapped there) to IPv6 and back.
+func TestSegmentedRunDualStack(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no IPv6 loopback, and CI=true: ", err)
+		}
+		t.Skip("no IPv6 loopback: ", err)
+	} else {
+		c.Close()
+	}
+	keys := mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)
+	r := startRelay(t, Config{Keys: keys}, "batch", "[::]:0")
+	to4 := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: r.addr.Port}
+	to6 := &net.UDPAddr{IP: net.IPv6loopback, Port: r.addr.Port}
+	v4, v6 := newPeer(t, "127.0.0.1:0"), newPeer(t, "[::1]:0")
+	t4, t6 := v4.bind(t, to4).Ticket, v6.bind(t, to6).Ticket
+	enableGRO(t, v4)
+	enableGRO(t, v6)
+	for _, c := range []struct {
+		from, to *peer
+		relay    *net.UDPAddr
+		ticket   []byte
+	}{{v4, v6, to4, t6}, {v6, v4, to6, t4}} {
+		var frames [][]byte
+		var labels []string
+		for i := range 16 {
+			labels = append(labels, fmt.Sprintf("ds %d", i))
+			frames = append(frames, sameSize(c.ticket, c.from, labels[i]))
+		}
+		sendRun(t, c.from, c.relay, frames)
+		got, _ := recvFrames(t, c.to, len(frames))
+		checkPayloads(t, got, c.from, labels)
+	}
 }
