@@ -21,7 +21,8 @@ const (
 	RebindInterval = 20 * time.Second
 	// DefaultClockSkew is how far a bind's clock may be from the relay's.
 	DefaultClockSkew = 60 * time.Second
-	// DefaultBatch is how many datagrams one system call reads or writes.
+	// DefaultBatch is how many receive slots one system call fills (each a
+	// datagram, or under UDP_GRO a run of up to 64 KiB of them).
 	DefaultBatch = 64
 
 	// DefaultRate and DefaultBurst limit the RelaySend frames of each
@@ -122,8 +123,9 @@ type Config struct {
 	ClockSkew time.Duration
 	// RateLimit limits each source.
 	RateLimit RateLimit
-	// Batch is how many datagrams one system call moves. Default
-	// DefaultBatch; 1 turns batching off.
+	// Batch is how many receive slots one system call fills: datagrams,
+	// or where the kernel has UDP_GRO runs of them (a 64 KiB buffer per
+	// slot then). Default DefaultBatch; 1 turns batching and offload off.
 	Batch int
 	// Logger gets the server's logs. Default: discard.
 	Logger *slog.Logger
