@@ -23,21 +23,18 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // buildRelay builds this command into a temporary directory.
 func buildRelay(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "relay")
-	goTool, err := exec.LookPath("go")
+	bins, err := bintest.Build(context.Background(), t.TempDir())
 	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		t.Fatal(err)
 	}
-	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return bins.Relay
 }
 
 func TestProcess(t *testing.T) {

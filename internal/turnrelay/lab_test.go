@@ -25,6 +25,8 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // lab is a few network namespaces wired to a "relay" namespace by veth
@@ -168,16 +170,11 @@ func record(t *testing.T, ns, name string, addr netip.AddrPort, echo bool) *reco
 // buildRelay builds cmd/relay into a temporary directory.
 func buildRelay(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	goBin, err := exec.LookPath("go")
+	bins, err := bintest.Build(context.Background(), t.TempDir())
 	if err != nil {
-		goBin = "/usr/local/go/bin/go"
+		t.Fatal(err)
 	}
-	out, err := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "github.com/keymesh/keymesh/cmd/relay").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cmd/relay: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "relay")
+	return bins.Relay
 }
 
 // syncBuf is a bytes.Buffer safe for a process writing while a test reads.

@@ -4,6 +4,7 @@ package scaleout_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // binDir holds the binaries built once per test run (made in TestMain).
@@ -44,17 +47,7 @@ func binaries(t *testing.T) (rendezvous, relay string) {
 		t.Skip("builds and runs the server binaries")
 	}
 	buildOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = "/usr/local/go/bin/go"
-			if r := os.Getenv("GOROOT"); r != "" {
-				goTool = filepath.Join(r, "bin", "go")
-			}
-		}
-		cmd := exec.Command(goTool, "build", "-o", binDir+"/", "../../cmd/rendezvous", "../../cmd/relay")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		_, buildErr = bintest.Build(context.Background(), binDir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
