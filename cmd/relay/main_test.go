@@ -27,15 +27,9 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
-// buildRelay builds this command into a temporary directory.
-func buildRelay(t *testing.T) string {
-	t.Helper()
-	bins, err := bintest.Build(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bins.Relay
-}
+// buildRelay builds cmd/relay (with the other commands) into a temporary
+// directory.
+func buildRelay(t *testing.T) string { t.Helper(); return bintest.BuildT(t).Relay }
 
 func TestProcess(t *testing.T) {
 	if testing.Short() {
@@ -202,17 +196,8 @@ func forward(t *testing.T, relayAddr *net.UDPAddr) {
 	}
 }
 
-// cleanEnv is the environment without KEYMESH_* variables, so that the
-// caller's settings cannot change what a test runs.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYMESH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// cleanEnv is bintest.CleanEnv.
+func cleanEnv() []string { return bintest.CleanEnv() }
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()

@@ -68,16 +68,8 @@ func binaries(t *testing.T) string {
 	return bins.dir
 }
 
-// cleanEnv is the environment without KEYMESH_* settings of the caller.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYMESH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// cleanEnv is bintest.CleanEnv.
+func cleanEnv() []string { return bintest.CleanEnv() }
 
 // proc is a background process, stopped (SIGTERM, then SIGKILL) at the end
 // of the test; its output is logged when the test fails.

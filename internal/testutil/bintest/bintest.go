@@ -151,3 +151,28 @@ func RemoveShared() {
 		os.RemoveAll(shared.dir)
 	}
 }
+
+// BuildT builds the binaries into t's temporary directory, failing t when
+// that fails.
+func BuildT(t testing.TB) Binaries {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b, err := Build(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// CleanEnv is this process's environment without KEYMESH_* variables, for
+// a binary a test starts: the caller's settings must not configure it.
+func CleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KEYMESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
