@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"io"
 	"os"
 	"os/exec"
@@ -17,8 +18,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/keymesh/keymesh/loadtest/labrun"
 )
 
 // `loadtest throughput --pipe` moves bytes with the `peer pipe` a user
@@ -66,7 +65,7 @@ type pipeReport struct {
 
 // pipeEnv is the servers and daemons of one --pipe run.
 type pipeEnv struct {
-	bins  labrun.Binaries
+	bins  bintest.Binaries
 	dir   string
 	relay *exec.Cmd
 	procs []pipeProc
@@ -160,7 +159,7 @@ var (
 // startPipeEnv starts the rendezvous and relay with their defaults (but
 // for a random in-memory ticket key and no admin listener) and a pair of
 // daemons per path.
-func startPipeEnv(ctx context.Context, bins labrun.Binaries) (e *pipeEnv, err error) {
+func startPipeEnv(ctx context.Context, bins bintest.Binaries) (e *pipeEnv, err error) {
 	dir, err := os.MkdirTemp("", "keymesh-pipe-")
 	if err != nil {
 		return nil, err
