@@ -59,7 +59,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--server", "127.0.0.1:3478"}, "missing #<server-id>"},
 		{[]string{"up", "--server", "nohost#" + id}, "is not host:port"},
 		{[]string{"up", "--server", "127.0.0.1:3478#abc"}, "is not a server ID"},
-		{[]string{"up", "--server", srv, "--allow", "zzz"}, `--allow "zzz": not a peer ID`},
+		{[]string{"up", "--server", srv, "--allow", "zzz"}, `--allow: bad allow rule "zzz"`},
 		{[]string{"up", "--server", srv, "--socks5", "1080"}, `--socks5 "1080"`},
 		{[]string{"up", "--server", srv, "--expose", "0"}, `--expose "0"`},
 		{[]string{"up", "--server", srv, "--listen", "nope"}, `--listen "nope"`},

@@ -4,12 +4,15 @@ import (
 	"context"
 	"io"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/node"
 )
 
 // startNode starts the node `peer up` serves; it returns once registered.
-func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error) {
+// The registry holds the node's metrics (the policy's refusal counter).
+func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, *prometheus.Registry, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RegisterTimeout)
 	defer cancel()
 	n, err := node.New(ctx, node.Config{
@@ -25,7 +28,9 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error)
 		Logger:      o.Logger,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return daemon.FromNode(n), n, nil
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(n.Policy())
+	return daemon.FromNode(n), n, reg, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 // upOptions is what `peer up` asks of the node.
@@ -47,7 +48,17 @@ directory) for the other commands. SIGINT or SIGTERM stops it cleanly and
 removes the socket. A missing key file is created.
 
 Only peers allowed by --allow (repeatable; a comma-separated list in
-KEYMESH_ALLOW) or --allow-any may open sessions to this one.
+KEYMESH_ALLOW) or --allow-any may open sessions to this one, and only to
+the ports their rules name (default deny):
+
+  --allow <peer-id>                   every port
+  --allow <peer-id>:22,80-89,53/udp   these ports (streams count as tcp;
+                                      port 0 is peer listen's and pipe's)
+  --allow web=<peer-id>:80            the same, naming the peer web
+  --allow '*:80'                      any peer, port 80
+
+Each refused flow is logged and counted in keymesh_peer_policy_refused_total,
+which GET /v1/metrics on the API socket serves (Prometheus text format).
 
 The API socket and the SOCKS5 proxy act with this peer's key, so they serve
 only the user running the daemon: connections from other users of this
@@ -60,7 +71,7 @@ are let in).`,
 		key := fs.String("key", defaultKeyPath(c.getenv), "key file `path` (made if missing)")
 		socket := fs.String("socket", defaultSocketPath(c.getenv), "local API socket `path`")
 		fs.StringVar(&o.Listen, "listen", ":0", "UDP `address` of the peer's socket")
-		fs.Var(&allow, "allow", "accept sessions from this `peer-id` (repeatable)")
+		fs.Var(&allow, "allow", "let this peer reach this peer's ports: `[name=]peer-id[:ports]`, ports as 80,443,8000-8099,53/udp; * for any peer (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
 		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
@@ -81,12 +92,12 @@ are let in).`,
 			if err := checkServer(o.Server); err != nil {
 				return err
 			}
-			for _, a := range allow {
-				id, err := crypto.ParsePeerID(a)
-				if err != nil {
-					return usagef("--allow %q: not a peer ID (52 base32 characters, as `peer id` prints)", a)
-				}
-				o.Allow = append(o.Allow, id.String())
+			rules, err := policy.ParseRules(allow)
+			if err != nil {
+				return usagef("--allow: %v", err)
+			}
+			for _, r := range rules {
+				o.Allow = append(o.Allow, r.String())
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
@@ -155,13 +166,13 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	defer ln.Close() // removes the socket file
 
-	n, closer, err := startNode(ctx, o)
+	n, closer, reg, err := startNode(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 
-	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket})
+	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg})
 	if err != nil {
 		return err
 	}
