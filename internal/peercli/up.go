@@ -49,13 +49,13 @@ removes the socket. A missing key file is created.
 
 Only peers allowed by --allow (repeatable; a comma-separated list in
 KEYMESH_ALLOW) or --allow-any may open sessions to this one, and only to
-the ports their rules name (default deny):
+the ports their rules name (default deny). A rule is one of:
 
-  --allow <peer-id>                   every port
-  --allow <peer-id>:22,80-89,53/udp   these ports (streams count as tcp;
-                                      port 0 is peer listen's and pipe's)
-  --allow web=<peer-id>:80            the same, naming the peer web
-  --allow '*:80'                      any peer, port 80
+  <peer-id>                   every port
+  <peer-id>:22,80-89,53/udp   these ports (streams count as tcp; port 0 is
+                              that of peer listen and peer pipe)
+  web=<peer-id>:80            the same, naming the peer web
+  *:80                        any peer, port 80
 
 Each refused flow is logged and counted in keymesh_peer_policy_refused_total,
 which GET /v1/metrics on the API socket serves (Prometheus text format).
