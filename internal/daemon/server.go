@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	// Metrics, when set, is served at GET /v1/metrics in the Prometheus
 	// text format (the policy's refusal counter, for one).
 	Metrics prometheus.Gatherer
+	// Names, when set, resolves <name>.<suffix> and <peer-id>.<suffix> in
+	// the SOCKS5 proxy, dial and ping (see package names).
+	Names *names.Table
 }
 
 func (c *Config) defaults() error {
@@ -194,6 +198,11 @@ func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
 	peer := r.URL.Query().Get("peer")
 	if peer == "" {
 		writeError(w, http.StatusBadRequest, errors.New("missing peer"))
+		return
+	}
+	peer, _, err := s.lookupName(peer)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	timeout := s.cfg.DialTimeout

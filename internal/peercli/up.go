@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/policy"
 )
@@ -35,6 +37,14 @@ type upOptions struct {
 	Logger      *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
+	// Name is this peer's own short name (--name).
+	Name string
+	// NamesFile holds more names (--names-file).
+	NamesFile string
+	// DNS is the address of the DNS server (--dns); empty: none.
+	DNS string
+	// DNSSuffix is the names' suffix (--dns-suffix).
+	DNSSuffix string
 }
 
 var cmdUp = &command{
@@ -56,6 +66,14 @@ the ports their rules name (default deny). A rule is one of:
                               that of peer listen and peer pipe)
   web=<peer-id>:80            the same, naming the peer web
   *:80                        any peer, port 80
+
+Names: web.keymesh (--dns-suffix) resolves to the overlay address of the key
+that this peer's own configuration names web: its --name (itself), a name=
+in --allow, or a line "web <peer-id>" of --names-file; <peer-id>.keymesh
+resolves to that peer's address. Nothing from the network adds or changes a
+name. The SOCKS5 proxy, peer pipe, peer forward and peer ping take names;
+--dns serves them to other programs (AAAA only, on loopback or an overlay
+address).
 
 Each refused flow is logged and counted in keymesh_peer_policy_refused_total,
 which GET /v1/metrics on the API socket serves (Prometheus text format).
@@ -79,6 +97,10 @@ are let in).`,
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
+		fs.StringVar(&o.Name, "name", "", "this peer's short `name`: <name>.<suffix> resolves to its overlay address here")
+		fs.StringVar(&o.NamesFile, "names-file", "", "`file` of names, one \"<name> <peer-id>\" a line (# comments)")
+		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353")
+		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
 		logFormat := fs.String("log-format", "text", "log `format`: text or json")
 		logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
@@ -98,6 +120,19 @@ are let in).`,
 			}
 			for _, r := range rules {
 				o.Allow = append(o.Allow, r.String())
+			}
+			if o.Name != "" {
+				if err := policy.CheckName(o.Name); err != nil {
+					return usagef("--name: %v", err)
+				}
+			}
+			if o.DNS != "" {
+				if ap, err := netip.ParseAddrPort(o.DNS); err != nil || !(ap.Addr().IsLoopback() || crypto.IsOverlay(ap.Addr())) {
+					return usagef("--dns %q: want a loopback or overlay ip:port, e.g. 127.0.0.1:5353", o.DNS)
+				}
+			}
+			if _, err := names.NewTable(o.DNSSuffix, nil); err != nil {
+				return usagef("--dns-suffix: %v", err)
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
@@ -166,13 +201,18 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	defer ln.Close() // removes the socket file
 
+	tab, err := nameTable(o, id.ID())
+	if err != nil {
+		return err
+	}
+
 	n, closer, reg, err := startNode(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 
-	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg})
+	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab})
 	if err != nil {
 		return err
 	}
@@ -197,6 +237,18 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 			}
 		}()
 	}
+	if o.DNS != "" {
+		pc, err := names.ListenDNS(ctx, o.DNS)
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := (&names.Server{Table: tab, Logger: log}).Serve(ctx, pc); err != nil {
+				log.Error("dns server stopped", "err", err)
+			}
+		}()
+		log.Info("serving names over DNS", "addr", pc.LocalAddr().String(), "suffix", tab.Suffix())
+	}
 	attrs := []any{"id", n.ID(), "overlay", n.OverlayAddr().String(), "socket", socket, "server", o.Server}
 	if socksAddr != "" {
 		attrs = append(attrs, "socks5", socksAddr)
@@ -218,6 +270,38 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 		return err
 	}
 	return nil
+}
+
+// nameTable gathers the names this peer's own configuration gives: its
+// --name, the name= of --allow rules, the --names-file.
+func nameTable(o upOptions, self crypto.PeerID) (*names.Table, error) {
+	m := map[string]crypto.PeerID{}
+	if o.Name != "" {
+		if err := names.Add(m, o.Name, self); err != nil {
+			return nil, usagef("--name: %v", err)
+		}
+	}
+	rules, err := policy.ParseRules(o.Allow)
+	if err != nil {
+		return nil, usagef("--allow: %v", err)
+	}
+	for _, r := range rules {
+		if r.Name != "" {
+			if err := names.Add(m, r.Name, r.Peer); err != nil {
+				return nil, usagef("--allow: %v", err)
+			}
+		}
+	}
+	if o.NamesFile != "" {
+		if err := names.ReadFile(o.NamesFile, m); err != nil {
+			return nil, usagef("--names-file: %v", err)
+		}
+	}
+	tab, err := names.NewTable(o.DNSSuffix, m)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return tab, nil
 }
 
 // watchRegistration logs when the node first registers, or warns (with the
