@@ -22,8 +22,18 @@ func peer(t testing.TB, b byte) crypto.PeerID {
 	return id.ID()
 }
 
+// digitPeer returns a peer whose ID starts with a digit, as one in about
+// six does.
+func digitPeer(t testing.TB) crypto.PeerID {
+	for i := byte(1); ; i++ {
+		if id := peer(t, i); id.String()[0] <= '9' {
+			return id
+		}
+	}
+}
+
 func TestParseRules(t *testing.T) {
-	a, b := peer(t, 1), peer(t, 2)
+	a, b, d := peer(t, 1), peer(t, 2), digitPeer(t)
 	rules, err := ParseRules([]string{
 		a.String() + ":80,443,8000-8099,53/udp",
 		"web=" + b.String(),
@@ -36,6 +46,13 @@ func TestParseRules(t *testing.T) {
 		a.String() + ":80,443,8000-8099,53/udp",
 		"web=" + b.String(),
 		"*:22/tcp",
+	}
+	// A peer ID that starts with a digit starts a rule, in both forms.
+	for _, v := range [][]string{{a.String() + ":80", d.String()}, {a.String() + ":80," + d.String() + ":22"}} {
+		rs, err := ParseRules(v)
+		if err != nil || len(rs) != 2 || rs[1].Peer != d {
+			t.Errorf("ParseRules(%q) = %v, %v; want a second rule for %s", v, rs, err, d.Short())
+		}
 	}
 	if len(rules) != len(want) {
 		t.Fatalf("got %d rules, want %d: %v", len(rules), len(want), rules)

@@ -135,9 +135,12 @@ func ParseRules(values []string) ([]Rule, error) {
 	return rules, nil
 }
 
-// isPortItem reports whether s looks like a port item: it starts with a
-// digit (peer IDs and names start with a letter).
-func isPortItem(s string) bool { return s[0] >= '0' && s[0] <= '9' }
+// isPortItem reports whether s is a port item rather than the start of a
+// rule: it starts with a digit and is shorter than a peer ID (which may
+// start with a digit too) with no '=' or ':' in it.
+func isPortItem(s string) bool {
+	return s[0] >= '0' && s[0] <= '9' && len(s) < crypto.PeerIDLen && !strings.ContainsAny(s, "=:")
+}
 
 func parseRule(s string) (Rule, error) {
 	var r Rule
