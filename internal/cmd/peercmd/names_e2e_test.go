@@ -60,7 +60,17 @@ func TestE2ENamesAndPortPolicy(t *testing.T) {
 	}
 	pb := m.up("b", "--name", "web", "--allow", fmt.Sprintf("%s:%d", a, svcPort), "--allow", c, "--expose", fmt.Sprint(svcPort))
 	m.up("a", "--allow", "web="+b, "--socks5", socksA, "--dns", dnsA)
-	m.up("c", "--names-file", names, "--socks5", socksC)
+	// c takes its key from the environment, as the Kubernetes sidecar does.
+	pem, err := os.ReadFile(m.key("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PEER_C_KEY", string(pem))
+	os.Remove(m.key("c"))
+	m.up("c", "--key-env", "PEER_C_KEY", "--names-file", names, "--socks5", socksC)
+	if _, err := os.Stat(m.key("c")); err == nil {
+		t.Error("peer up --key-env made a key file")
+	}
 
 	get := func(socks, u string) (string, error) {
 		proxy, _ := url.Parse("socks5://" + socks)

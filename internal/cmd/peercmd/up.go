@@ -88,6 +88,7 @@ are let in).`,
 		var allow, expose flagenv.Strings
 		fs.StringVar(&o.Server, "server", "", "rendezvous server: `host:port#server-id` (required; the server prints it)")
 		key := fs.String("key", defaultKeyPath(c.getenv), "key file `path` (made if missing)")
+		keyEnv := fs.String("key-env", "", "read the key (PEM, as in a key file) from the environment variable `NAME` instead of --key, e.g. one a Kubernetes Secret fills")
 		socket := fs.String("socket", defaultSocketPath(c.getenv), "local API socket `path`")
 		fs.StringVar(&o.Listen, "listen", ":0", "UDP `address` of the peer's socket")
 		fs.Var(&allow, "allow", "let this peer reach this peer's ports: `[name=]peer-id[:ports]`, ports as 80,443,8000-8099,53/udp; * for any peer (repeatable)")
@@ -166,6 +167,17 @@ are let in).`,
 				return usage.Errorf("%v", err)
 			}
 			o.Logger = log
+			if *keyEnv != "" {
+				pem := c.getenv(*keyEnv)
+				if pem == "" {
+					return usage.Errorf("--key-env %s: the variable is empty or not set", *keyEnv)
+				}
+				id, err := crypto.ParseIdentity([]byte(pem))
+				if err != nil {
+					return usage.Errorf("--key-env %s: %v", *keyEnv, err)
+				}
+				o.Seed = id.Seed()
+			}
 			return up(ctx, log, o, *key, *socket, *socks, ports)
 		}
 	},
@@ -187,14 +199,20 @@ func checkServer(s string) error {
 }
 
 func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, socksAddr string, expose []uint16) error {
-	id, created, err := crypto.LoadOrCreateKeyFile(keyPath)
+	if len(o.Seed) == 0 { // else --key-env gave it
+		id, created, err := crypto.LoadOrCreateKeyFile(keyPath)
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Info("made a new key file", "path", keyPath)
+		}
+		o.Seed = id.Seed()
+	}
+	id, err := crypto.IdentityFromSeed(o.Seed)
 	if err != nil {
 		return err
 	}
-	if created {
-		log.Info("made a new key file", "path", keyPath)
-	}
-	o.Seed = id.Seed()
 
 	ln, err := daemon.ListenSocket(ctx, socket)
 	if err != nil {
