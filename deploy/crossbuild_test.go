@@ -2,9 +2,11 @@ package deploy_test
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,15 +20,58 @@ var peerPlatforms = []struct{ goos, goarch string }{
 	{"darwin", "arm64"}, {"darwin", "amd64"}, {"windows", "amd64"},
 }
 
+// typeCheckPlatforms are the platforms the short form type-checks: one per
+// operating system. darwin/amd64 differs from darwin/arm64 only in files
+// for one architecture, which this module has none of
+// (TestNoArchSpecificFiles) and which its dependencies are built for by
+// `make release` and the long form.
+var typeCheckPlatforms = []struct{ goos, goarch string }{
+	{"darwin", "arm64"}, {"windows", "amd64"},
+}
+
+// TestNoArchSpecificFiles: no Go file of this module is only for some
+// architectures (a _<arch>.go name or a build constraint naming one).
+func TestNoArchSpecificFiles(t *testing.T) {
+	archs := []string{"386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64", "ppc64le", "riscv64", "s390x", "wasm"}
+	nameRe := regexp.MustCompile(`_(` + strings.Join(archs, "|") + `)(_test)?\.go$`)
+	tagRe := regexp.MustCompile(`(?m)^//go:build .*\b(` + strings.Join(archs, "|") + `)\b`)
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		if nameRe.MatchString(d.Name()) {
+			t.Errorf("%s is only for one architecture: type-check it in TestPeerTypeChecksOnOtherPlatforms", path)
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if tagRe.Match(b) {
+			t.Errorf("%s has a build constraint naming an architecture: type-check it in TestPeerTypeChecksOnOtherPlatforms", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPeerTypeChecksOnOtherPlatforms type-checks ./cmd/peer and every
 // package it imports, from source, as the Go compiler would see them with
-// GOOS and GOARCH of each platform `make release` builds the peer for: a
-// file that uses a Linux-only symbol without a build constraint fails here.
+// the GOOS and GOARCH of macOS and Windows: a file that uses a Linux-only
+// symbol without a build constraint fails here.
 // It does not compile or link (a cold cross-build takes about a minute per
 // platform on this machine); KEYMESH_CROSS_BUILD=1 runs the real `go build`
 // as well.
 func TestPeerTypeChecksOnOtherPlatforms(t *testing.T) {
-	for _, p := range peerPlatforms {
+	for _, p := range typeCheckPlatforms {
 		t.Run(p.goos+"-"+p.goarch, func(t *testing.T) {
 			cfg := &packages.Config{
 				Mode: packages.NeedName | packages.NeedImports | packages.NeedDeps | packages.NeedSyntax | packages.NeedTypes,
