@@ -19,9 +19,12 @@
 // with ports and without 0 keeps a peer from piping to this one.
 //
 // One Policy serves every path into the peer: the session check (a peer
-// with no rule cannot open a session at all), incoming streams, and the
-// overlay data path (TUN and userspace netstack), which asks Allow for each
-// new flow. Every refusal is counted (Policy is a prometheus.Collector of
+// with no rule cannot open a session at all, AllowPeer), incoming streams
+// (Allow), and the overlay data path (TUN and userspace netstack), whose
+// router asks AllowPacket about each inbound packet that is not a reply
+// (AllowPacket has the shape of overlay.Policy; it logs and counts a
+// refused flow once a minute, not once a packet). Other IP protocols than
+// TCP and UDP (ICMPv6) pass for every peer some rule admits. Every refusal is counted (Policy is a prometheus.Collector of
 // keymesh_peer_policy_refused_total) and logged in one line, at most
 // LogBurst lines at once and LogRate a second after that: the rest are
 // counted, and the next line says how many went unlogged.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -44,14 +45,16 @@ type Policy struct {
 	rules    []Rule
 	any      bool
 	byPeer   map[crypto.PeerID][]int // rule indexes per peer
-	wildcard []int                   // rules for any peer
+	byAddr   map[netip.Addr]crypto.PeerID
+	wildcard []int // rules for any peer
 	log      *slog.Logger
 	now      func() time.Time
 	refused  *prometheus.CounterVec
 
-	mu         sync.Mutex
-	limiter    *rate.Limiter
-	suppressed uint64 // refusals not logged since the last line
+	mu           sync.Mutex
+	limiter      *rate.Limiter
+	suppressed   uint64 // refusals not logged since the last line
+	refusedFlows map[flowKey]time.Time
 }
 
 // New makes a Policy.
@@ -60,13 +63,15 @@ func New(cfg Config) *Policy {
 		rules:  append([]Rule(nil), cfg.Rules...),
 		any:    cfg.AllowAny,
 		byPeer: map[crypto.PeerID][]int{},
+		byAddr: map[netip.Addr]crypto.PeerID{},
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keymesh_peer_policy_refused_total",
 			Help: "Flows the allow policy refused, by kind: session (a peer with no rule), tcp (streams and TCP flows), udp.",
 		}, []string{"kind"}),
-		limiter: rate.NewLimiter(LogRate, LogBurst),
+		limiter:      rate.NewLimiter(LogRate, LogBurst),
+		refusedFlows: map[flowKey]time.Time{},
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -82,6 +87,7 @@ func New(cfg Config) *Policy {
 			p.wildcard = append(p.wildcard, i)
 		} else {
 			p.byPeer[r.Peer] = append(p.byPeer[r.Peer], i)
+			p.byAddr[r.Peer.OverlayAddr()] = r.Peer
 		}
 	}
 	return p
@@ -114,7 +120,7 @@ func (p *Policy) AllowPeer(peer crypto.PeerID) bool {
 	if p.AnyPeer() || len(p.byPeer[peer]) > 0 {
 		return true
 	}
-	p.refuse(KindSession, peer, 0, "start the daemon with --allow "+peer.String()+" or --allow-any")
+	p.refuse(KindSession, peer.String(), 0, "start the daemon with --allow "+peer.String()+" or --allow-any")
 	return false
 }
 
@@ -128,7 +134,7 @@ func (p *Policy) Allow(peer crypto.PeerID, proto Proto, port uint16) bool {
 	if proto == UDP {
 		kind = KindUDP
 	}
-	p.refuse(kind, peer, port, "allow it with --allow "+peer.String()+":"+PortRange{Lo: port, Hi: port, Proto: proto}.String())
+	p.refuse(kind, peer.String(), port, "allow it with --allow "+peer.String()+":"+PortRange{Lo: port, Hi: port, Proto: proto}.String())
 	return false
 }
 
@@ -137,17 +143,7 @@ func (p *Policy) Check(peer crypto.PeerID, proto Proto, port uint16) bool {
 	if p.any {
 		return true
 	}
-	for _, i := range p.byPeer[peer] {
-		if p.rules[i].allows(proto, port) {
-			return true
-		}
-	}
-	for _, i := range p.wildcard {
-		if p.rules[i].allows(proto, port) {
-			return true
-		}
-	}
-	return false
+	return p.check(peer, true, proto, port)
 }
 
 // Refused returns how many flows of kind were refused.
@@ -159,7 +155,7 @@ func (p *Policy) Refused(kind string) uint64 {
 	return uint64(m.GetCounter().GetValue())
 }
 
-func (p *Policy) refuse(kind string, peer crypto.PeerID, port uint16, hint string) {
+func (p *Policy) refuse(kind, peer string, port uint16, hint string) {
 	p.refused.WithLabelValues(kind).Inc()
 	p.mu.Lock()
 	if !p.limiter.AllowN(p.now(), 1) {
@@ -170,7 +166,7 @@ func (p *Policy) refuse(kind string, peer crypto.PeerID, port uint16, hint strin
 	unlogged := p.suppressed
 	p.suppressed = 0
 	p.mu.Unlock()
-	attrs := []any{"kind", kind, "peer", peer.String()}
+	attrs := []any{"kind", kind, "peer", peer}
 	if kind != KindSession {
 		attrs = append(attrs, "port", port)
 	}
