@@ -24,8 +24,10 @@
 // router asks AllowPacket about each inbound packet that is not a reply
 // (AllowPacket has the shape of overlay.Policy; it logs and counts a
 // refused flow once a minute, not once a packet). Other IP protocols than
-// TCP and UDP (ICMPv6) pass for every peer some rule admits. Every refusal is counted (Policy is a prometheus.Collector of
-// keymesh_peer_policy_refused_total) and logged in one line, at most
+// TCP and UDP (ICMPv6) pass for every peer some rule admits.
+//
+// Every refusal is counted (Refused, by kind; `peer up` exports the counts
+// as keymesh_peer_policy_refused_total) and logged in one line, at most
 // LogBurst lines at once and LogRate a second after that: the rest are
 // counted, and the next line says how many went unlogged.
 package policy

@@ -4,10 +4,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/time/rate"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -26,6 +25,9 @@ const (
 	KindTCP     = "tcp"     // a stream or TCP flow to a port no rule allows
 	KindUDP     = "udp"     // a UDP flow to a port no rule allows
 )
+
+// Kinds lists the kinds of refusal.
+var Kinds = []string{KindSession, KindTCP, KindUDP}
 
 // Config configures a Policy.
 type Config struct {
@@ -49,7 +51,7 @@ type Policy struct {
 	wildcard []int // rules for any peer
 	log      *slog.Logger
 	now      func() time.Time
-	refused  *prometheus.CounterVec
+	refused  [3]atomic.Uint64 // by index in Kinds
 
 	mu           sync.Mutex
 	limiter      *rate.Limiter
@@ -60,16 +62,12 @@ type Policy struct {
 // New makes a Policy.
 func New(cfg Config) *Policy {
 	p := &Policy{
-		rules:  append([]Rule(nil), cfg.Rules...),
-		any:    cfg.AllowAny,
-		byPeer: map[crypto.PeerID][]int{},
-		byAddr: map[netip.Addr]crypto.PeerID{},
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keymesh_peer_policy_refused_total",
-			Help: "Flows the allow policy refused, by kind: session (a peer with no rule), tcp (streams and TCP flows), udp.",
-		}, []string{"kind"}),
+		rules:        append([]Rule(nil), cfg.Rules...),
+		any:          cfg.AllowAny,
+		byPeer:       map[crypto.PeerID][]int{},
+		byAddr:       map[netip.Addr]crypto.PeerID{},
+		log:          cfg.Logger,
+		now:          cfg.Now,
 		limiter:      rate.NewLimiter(LogRate, LogBurst),
 		refusedFlows: map[flowKey]time.Time{},
 	}
@@ -78,9 +76,6 @@ func New(cfg Config) *Policy {
 	}
 	if p.now == nil {
 		p.now = time.Now
-	}
-	for _, k := range []string{KindSession, KindTCP, KindUDP} {
-		p.refused.WithLabelValues(k) // export zeros
 	}
 	for i, r := range p.rules {
 		if r.AnyPeer {
@@ -146,17 +141,22 @@ func (p *Policy) Check(peer crypto.PeerID, proto Proto, port uint16) bool {
 	return p.check(peer, true, proto, port)
 }
 
-// Refused returns how many flows of kind were refused.
+// Refused returns how many flows of kind (one of Kinds) were refused.
 func (p *Policy) Refused(kind string) uint64 {
-	var m dto.Metric
-	if err := p.refused.WithLabelValues(kind).Write(&m); err != nil {
-		return 0
+	for i, k := range Kinds {
+		if k == kind {
+			return p.refused[i].Load()
+		}
 	}
-	return uint64(m.GetCounter().GetValue())
+	return 0
 }
 
 func (p *Policy) refuse(kind, peer string, port uint16, hint string) {
-	p.refused.WithLabelValues(kind).Inc()
+	for i, k := range Kinds {
+		if k == kind {
+			p.refused[i].Add(1)
+		}
+	}
 	p.mu.Lock()
 	if !p.limiter.AllowN(p.now(), 1) {
 		p.suppressed++
@@ -176,9 +176,3 @@ func (p *Policy) refuse(kind, peer string, port uint16, hint string) {
 	}
 	p.log.Warn("policy refused a flow", attrs...)
 }
-
-// Describe implements prometheus.Collector.
-func (p *Policy) Describe(ch chan<- *prometheus.Desc) { p.refused.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (p *Policy) Collect(ch chan<- prometheus.Metric) { p.refused.Collect(ch) }

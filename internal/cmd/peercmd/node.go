@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/policy"
 	"github.com/keymesh/keymesh/node"
 )
 
@@ -31,6 +32,13 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, *prome
 		return nil, nil, nil, err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(n.Policy())
+	pol := n.Policy()
+	for _, kind := range policy.Kinds {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keymesh_peer_policy_refused_total",
+			Help:        "Flows the allow policy (--allow) refused, by kind: session (a peer no rule names), tcp (streams and TCP flows to a port no rule allows), udp.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(pol.Refused(kind)) }))
+	}
 	return daemon.FromNode(n), n, reg, nil
 }
