@@ -91,7 +91,7 @@ are let in).`,
 		keyEnv := fs.String("key-env", "", "read the key (PEM, as in a key file) from the environment variable `NAME` instead of --key, e.g. one a Kubernetes Secret fills")
 		socket := fs.String("socket", defaultSocketPath(c.getenv), "local API socket `path`")
 		fs.StringVar(&o.Listen, "listen", ":0", "UDP `address` of the peer's socket")
-		fs.Var(&allow, "allow", "let this peer reach this peer's ports: `[name=]peer-id[:ports]`, ports as 80,443,8000-8099,53/udp; * for any peer (repeatable)")
+		fs.Var(&allow, "allow", "let a peer reach ports of this one: `[name=]peer-id[:ports]`, ports as 80,443,8000-8099,53/udp; * for any peer (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
 		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
