@@ -3,10 +3,10 @@ package node
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 // Config configures a Node. The identity comes from KeyFile or Seed; Server
@@ -24,10 +24,16 @@ type Config struct {
 	// ListenAddr is the local UDP address of the node's socket; default
 	// ":0" (any port, both address families).
 	ListenAddr string
-	// AllowAny admits sessions from any peer; otherwise only from the peer
-	// IDs in Allow. Dialling out needs no permission.
+	// AllowAny admits sessions and flows from any peer to any port.
+	// Dialling out needs no permission.
 	AllowAny bool
-	Allow    []string
+	// Allow are the allow rules, as `peer up --allow` takes them (each may
+	// be a comma-separated list): <peer-id> allows every port,
+	// <peer-id>:80,443,8000-8099,53/udp only those, [name=] in front names
+	// the peer, * stands for any peer. Streams count as TCP flows; a stream
+	// to a port no rule allows the peer is refused, logged and counted.
+	// Default deny. See the policy package's documentation.
+	Allow []string
 	// NoDirect keeps every session on the relay (no hole punching).
 	NoDirect bool
 	// JoinToken is sent in every registration, for a rendezvous server
@@ -93,19 +99,10 @@ func (c *Config) identity() (*crypto.Identity, error) {
 	return nil, fmt.Errorf("node: %w", ErrNoKey)
 }
 
-func (c *Config) allowed() ([]crypto.PeerID, error) {
-	var out []crypto.PeerID
-	for _, s := range c.Allow {
-		for _, f := range strings.Split(s, ",") {
-			if f = strings.TrimSpace(f); f == "" {
-				continue
-			}
-			id, err := crypto.ParsePeerID(f)
-			if err != nil {
-				return nil, fmt.Errorf("node: allowed peer: %w", err)
-			}
-			out = append(out, id)
-		}
+func (c *Config) policy(log *slog.Logger) (*policy.Policy, error) {
+	rules, err := policy.ParseRules(c.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("node: Config.Allow: %w", err)
 	}
-	return out, nil
+	return policy.New(policy.Config{Rules: rules, AllowAny: c.AllowAny, Logger: log.With("part", "policy")}), nil
 }
