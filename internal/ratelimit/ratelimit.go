@@ -60,9 +60,13 @@ type Limiter struct {
 
 type shard struct {
 	mu sync.Mutex
-	m  map[netip.Addr]bucket
+	m  map[key]bucket
 	_  [40]byte // keep shards on separate cache lines
 }
+
+// key names a bucket: a source (Source's form, 16 bytes) and, for
+// AllowPair, the destination it sends to (zero for Allow).
+type key [32]byte
 
 type bucket struct {
 	tokens float64
@@ -87,7 +91,7 @@ func New(cfg Config) *Limiter {
 		seed:     maphash.MakeSeed(),
 	}
 	for i := range l.shards {
-		l.shards[i].m = make(map[netip.Addr]bucket)
+		l.shards[i].m = make(map[key]bucket)
 	}
 	return l
 }
@@ -110,6 +114,20 @@ func (l *Limiter) Allow(src netip.Addr, now int64) bool { return l.AllowN(src, n
 // AllowN takes cost tokens from src's bucket at time now (Unix ns) and
 // reports whether it held them. A refused request takes nothing.
 func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
+	return l.allow(src, netip.Addr{}, now, cost)
+}
+
+// AllowPair takes one token from the bucket of src sending to dst (each an
+// IPv4 address or an IPv6 /64, as Source gives) at time now (Unix ns) and
+// reports whether it was there. A pair's bucket is the limit of one flow
+// between two places: someone who spoofs src spends src's budget towards
+// dst only, and only if it can send to dst at all (for the relay: it holds
+// a ticket for dst). Shared applies to src.
+func (l *Limiter) AllowPair(src, dst netip.Addr, now int64) bool {
+	return l.allow(src, Source(dst), now, 1)
+}
+
+func (l *Limiter) allow(src, dst netip.Addr, now int64, cost float64) bool {
 	if l.off {
 		return true
 	}
@@ -117,11 +135,13 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	if l.isShared(src) {
 		rate, burst = rate*l.factor, burst*l.factor
 	}
-	src = Source(src)
-	b16 := src.As16()
-	s := &l.shards[maphash.Bytes(l.seed, b16[:])%Shards]
+	var k key
+	s16, d16 := Source(src).As16(), dst.As16()
+	copy(k[:16], s16[:])
+	copy(k[16:], d16[:])
+	s := &l.shards[maphash.Bytes(l.seed, k[:])%Shards]
 	s.mu.Lock()
-	b, ok := s.m[src]
+	b, ok := s.m[k]
 	if ok {
 		b.refill(now, rate, burst)
 	} else {
@@ -134,7 +154,7 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	if pass {
 		b.tokens -= cost
 	}
-	s.m[src] = b
+	s.m[k] = b
 	s.mu.Unlock()
 	return pass
 }
@@ -164,7 +184,7 @@ func (b *bucket) refill(now int64, rate, burst float64) {
 // whose bucket has refilled, else the last one it looked at.
 func (l *Limiter) evict(s *shard, now int64) {
 	looked := 0
-	var victim netip.Addr
+	var victim key
 	for a, b := range s.m {
 		b.refill(now, l.rate, l.burst)
 		if b.tokens >= l.burst {

@@ -25,7 +25,8 @@ const (
 	DefaultBatch = 64
 
 	// DefaultRate and DefaultBurst limit the RelaySend frames of each
-	// source (an IPv4 address or an IPv6 /64, never the port): 20,000
+	// source to each destination (each an IPv4 address or an IPv6 /64,
+	// never the port), charged once the ticket opened: 20,000
 	// packets/s is about 190 Mbit/s of 1200-byte packets.
 	DefaultRate  = 20000
 	DefaultBurst = 10000
@@ -72,7 +73,9 @@ type RateLimit struct {
 	// Disabled turns the per-source limits off (BindsPerSecond still
 	// applies).
 	Disabled bool
-	// Rate is RelaySend frames per second per source. Default DefaultRate.
+	// Rate is RelaySend frames per second per source and destination (the
+	// ticket's address), charged only for frames whose ticket opened.
+	// Default DefaultRate.
 	Rate float64
 	// Burst is the RelaySend bucket size. Default DefaultBurst.
 	Burst float64

@@ -161,7 +161,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.DurationVar(&o.Ticket.TTL, "ticket-ttl", relay.DefaultTicketTTL, "life of a ticket")
 	fs.BoolVar(&o.Ticket.Dev, "dev", false, "without --ticket-key-file, use a random in-memory ticket key (development only: tickets die with the process)")
 	rl := &o.RateLimit
-	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "RelaySend packets per second each source may send; a source is an IPv4 address or IPv6 /64, whatever the port (0: no per-source limits at all)")
+	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "RelaySend packets per second each source may send to each destination, charged once the ticket opened; a source or destination is an IPv4 address or IPv6 /64, whatever the port (0: no per-source limits at all)")
 	fs.Float64Var(&rl.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source RelaySend limit, in packets")
 	fs.Float64Var(&rl.ChallengeRate, "challenge-rate", relay.DefaultChallengeRate, "bind challenges per second sent to each source whose address is not proven yet (bounds what spoofed binds reflect)")
 	fs.Float64Var(&rl.ChallengeBurst, "challenge-burst", relay.DefaultChallengeBurst, "burst of the per-source challenge limit")
