@@ -107,6 +107,20 @@ func Source(a netip.Addr) netip.Addr {
 	return a
 }
 
+// Net returns the network a per-site cap counts address a against: its
+// IPv4 /24 or IPv6 /48. One site is likely to hold a /24, and an IPv6
+// attacker gets a /48 as easily as a /64, so a cap per /64 alone is
+// multiplied by 65,536 for it.
+func Net(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
 // Allow takes one token from src's bucket at time now (Unix ns) and reports
 // whether it was there.
 func (l *Limiter) Allow(src netip.Addr, now int64) bool { return l.AllowN(src, now, 1) }

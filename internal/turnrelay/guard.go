@@ -137,8 +137,8 @@ func (l guardListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := ratelimit.Source(addrOf(c.RemoteAddr()))
-		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConns) {
+		src := addrOf(c.RemoteAddr())
+		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConnsPerNet, l.s.cfg.MaxTCPConns) {
 			l.s.metrics.tcpRefusals.Inc()
 			l.s.log.Debug("turn tcp connection refused: too many open", "src", addrString(c.RemoteAddr()))
 			c.Close()
@@ -168,31 +168,46 @@ func (c *guardTCPConn) Close() error {
 	return c.Conn.Close()
 }
 
-// tcpConns counts open TCP connections per source and in all.
+// tcpConns counts open TCP connections per source (ratelimit.Source), per
+// network (ratelimit.Net) and in all.
 type tcpConns struct {
 	mu        sync.Mutex
 	perSource map[netip.Addr]int
+	perNet    map[netip.Prefix]int
 	all       int
 }
 
-// take counts one more connection from src unless src already holds
-// perSource or the server all (a cap below one is no cap).
-func (t *tcpConns) take(src netip.Addr, perSource, all int) bool {
+func newTCPConns() *tcpConns {
+	return &tcpConns{perSource: make(map[netip.Addr]int), perNet: make(map[netip.Prefix]int)}
+}
+
+// take counts one more connection from address a unless its source
+// already holds perSource, its network perNet or the server all (a cap
+// below one is no cap).
+func (t *tcpConns) take(a netip.Addr, perSource, perNet, all int) bool {
+	src, n := ratelimit.Source(a), ratelimit.Net(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) {
+	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) ||
+		(perNet >= 1 && t.perNet[n] >= perNet) {
 		return false
 	}
 	t.perSource[src]++
+	t.perNet[n]++
 	t.all++
 	return true
 }
 
-func (t *tcpConns) release(src netip.Addr) {
+// release forgets one connection from address a.
+func (t *tcpConns) release(a netip.Addr) {
+	src, n := ratelimit.Source(a), ratelimit.Net(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.perSource[src]--; t.perSource[src] <= 0 {
 		delete(t.perSource, src)
+	}
+	if t.perNet[n]--; t.perNet[n] <= 0 {
+		delete(t.perNet, n)
 	}
 	t.all--
 }

@@ -3,6 +3,7 @@ package turnrelay
 import (
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -82,5 +83,39 @@ func TestUnauthenticatedFloodStopsAtRead(t *testing.T) {
 	}
 	if got := value(t, m.dropped.WithLabelValues(dropChallenge)); got != 10_000-burst {
 		t.Errorf("dropped{challenge} = %v, want %d", got, 10_000-burst)
+	}
+}
+
+// TestTCPConnsCappedPerNet: an IPv6 client opening TCP connections from a
+// new /64 of its /48 each time (each /64 well under its own cap) is held to
+// the per-network cap; another /48, and IPv4 /24s, count apart. The old
+// count had no per-network cap, so one /48 held 65,536 x the per-/64 cap.
+func TestTCPConnsCappedPerNet(t *testing.T) {
+	const perSource, perNet = 64, 8
+	c := newTCPConns()
+	took := 0
+	for i := range 100 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, byte(i), 15: 1})
+		if c.take(a, perSource, perNet, -1) {
+			took++
+		}
+	}
+	if took != perNet {
+		t.Fatalf("one /48 opened %d connections over 100 /64s, want the per-net cap of %d", took, perNet)
+	}
+	if !c.take(netip.MustParseAddr("2001:db8:2::1"), perSource, perNet, -1) {
+		t.Error("another /48 was refused")
+	}
+	for i := range perNet {
+		if !c.take(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), perSource, perNet, -1) {
+			t.Fatalf("IPv4 connection %d of a /24 refused under the cap", i)
+		}
+	}
+	if c.take(netip.MustParseAddr("198.51.100.200"), perSource, perNet, -1) {
+		t.Error("an IPv4 /24 went over the per-net cap")
+	}
+	c.release(netip.MustParseAddr("2001:db8:1:5::1"))
+	if !c.take(netip.MustParseAddr("2001:db8:1:ff::1"), perSource, perNet, -1) {
+		t.Error("a released connection did not free its network's place")
 	}
 }

@@ -87,6 +87,8 @@ type TURNOptions struct {
 	// MaxTCPConnsPerSource and MaxTCPConns cap open TCP connections per
 	// source and server-wide (<0: none).
 	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxTCPConnsPerNet caps them per IPv4 /24 or IPv6 /48.
+	MaxTCPConnsPerNet int
 	// MaxPeerConns caps the connections peers open to one TCP allocation
 	// (<0: none).
 	MaxPeerConns int
@@ -195,6 +197,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConnsPerNet, "turn-max-tcp-conns-per-net", turnrelay.DefaultMaxTCPConnsPerNet, "open TCP connections to the TURN server per source IPv4 /24 or IPv6 /48 (an IPv6 client holds 65,536 /64s in one /48); one beyond is closed on accept (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConns, "turn-max-tcp-conns", turnrelay.DefaultMaxTCPConns, "open TCP connections to the TURN server in all; one beyond is closed on accept (negative: no limit)")
 	fs.IntVar(&t.MaxPeerConns, "turn-max-peer-conns", turnrelay.DefaultMaxPeerConns, "open connections peers may make to one RFC 6062 TCP allocation; one beyond is closed on accept (negative: no limit)")
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")

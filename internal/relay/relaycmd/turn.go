@@ -34,6 +34,7 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 		MaxAllocations:        o.MaxAllocations,
 		MaxTCPConnsPerSource:  o.MaxTCPConnsPerSource,
 		MaxTCPConns:           o.MaxTCPConns,
+		MaxTCPConnsPerNet:     o.MaxTCPConnsPerNet,
 		MaxPeerConns:          o.MaxPeerConns,
 		AllocationRate:        o.AllocationRate,
 		BindingRate:           o.BindingRate,
