@@ -193,7 +193,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&t.Realm, "turn-realm", turnrelay.DefaultRealm, "TURN realm")
 	fs.StringVar(&relayIP, "turn-relay-ip", "", "IP that TURN allocations bind to: the public one, the private one it is forwarded to, or 0.0.0.0 (default: the --turn-listen IP)")
 	fs.StringVar(&advertiseIP, "turn-advertise-ip", "", "public IP put in XOR-RELAYED-ADDRESS, where peers send (default: --turn-relay-ip; needed when allocations bind to a wildcard address)")
-	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
+	fs.IntVar(&t.Sockets, "turn-sockets", 0, "number of SO_REUSEPORT UDP sockets on --turn-listen, each read by its own goroutine (a client's flow stays on one; 0: one per CPU)")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
@@ -345,8 +345,8 @@ func (c *command) check() error {
 		return usageErr("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
 	case o.TURN.enabled() && o.TURN.SecretFile == "":
 		return usageErr("TURN is on but --turn-secret-file is missing: create one with `head -c 32 /dev/urandom | base64 > turn.secret && chmod 600 turn.secret`")
-	case o.TURN.enabled() && (o.TURN.Sockets < 1 || o.TURN.Sockets > 256):
-		return usageErr("--turn-sockets %d: give 1 to 256", o.TURN.Sockets)
+	case o.TURN.enabled() && (o.TURN.Sockets < 0 || o.TURN.Sockets > 256):
+		return usageErr("--turn-sockets %d: give 1 to 256, or 0 for one per CPU", o.TURN.Sockets)
 	case o.UDPBuffer < 0:
 		return usageErr("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.Stream.enabled() && o.Stream.noAdvertise():
