@@ -22,6 +22,7 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error)
 		NoReports:   o.NoReports,
 		JoinToken:   o.JoinToken,
 		StreamRelay: o.StreamRelay,
+		Reflection:  o.Reflection,
 		Logger:      o.Logger,
 	})
 	if err != nil {
