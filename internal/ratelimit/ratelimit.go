@@ -13,6 +13,7 @@
 package ratelimit
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
 	"sync"
@@ -55,7 +56,9 @@ type Limiter struct {
 	shared   []netip.Prefix
 	factor   float64
 	seed     maphash.Seed
-	shards   [Shards]shard
+	// pairSeeds key AllowPair's hash of a source and a destination.
+	pairSeeds [2]maphash.Seed
+	shards    [Shards]shard
 }
 
 type shard struct {
@@ -64,9 +67,10 @@ type shard struct {
 	_  [40]byte // keep shards on separate cache lines
 }
 
-// key names a bucket: a source (Source's form, 16 bytes) and, for
-// AllowPair, the destination it sends to (zero for Allow).
-type key [32]byte
+// key names a bucket: a source in Source's form (Allow), or a keyed 128-bit
+// hash of a source and a destination (AllowPair), which nobody without the
+// per-process seeds can aim at another pair's bucket.
+type key [16]byte
 
 type bucket struct {
 	tokens float64
@@ -89,6 +93,8 @@ func New(cfg Config) *Limiter {
 		shared:   cfg.Shared,
 		factor:   max(1, cfg.SharedFactor),
 		seed:     maphash.MakeSeed(),
+
+		pairSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
 	for i := range l.shards {
 		l.shards[i].m = make(map[key]bucket)
@@ -128,7 +134,7 @@ func (l *Limiter) Allow(src netip.Addr, now int64) bool { return l.AllowN(src, n
 // AllowN takes cost tokens from src's bucket at time now (Unix ns) and
 // reports whether it held them. A refused request takes nothing.
 func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
-	return l.allow(src, netip.Addr{}, now, cost)
+	return l.allow(src, Source(src).As16(), now, cost)
 }
 
 // AllowPair takes one token from the bucket of src sending to dst (each an
@@ -138,10 +144,20 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 // dst only, and only if it can send to dst at all (for the relay: it holds
 // a ticket for dst). Shared applies to src.
 func (l *Limiter) AllowPair(src, dst netip.Addr, now int64) bool {
-	return l.allow(src, Source(dst), now, 1)
+	if l.off {
+		return true
+	}
+	var pair [32]byte
+	s16, d16 := Source(src).As16(), Source(dst).As16()
+	copy(pair[:16], s16[:])
+	copy(pair[16:], d16[:])
+	var k key
+	binary.LittleEndian.PutUint64(k[:8], maphash.Bytes(l.pairSeeds[0], pair[:]))
+	binary.LittleEndian.PutUint64(k[8:], maphash.Bytes(l.pairSeeds[1], pair[:]))
+	return l.allow(src, k, now, 1)
 }
 
-func (l *Limiter) allow(src, dst netip.Addr, now int64, cost float64) bool {
+func (l *Limiter) allow(src netip.Addr, k key, now int64, cost float64) bool {
 	if l.off {
 		return true
 	}
@@ -149,10 +165,6 @@ func (l *Limiter) allow(src, dst netip.Addr, now int64, cost float64) bool {
 	if l.isShared(src) {
 		rate, burst = rate*l.factor, burst*l.factor
 	}
-	var k key
-	s16, d16 := Source(src).As16(), dst.As16()
-	copy(k[:16], s16[:])
-	copy(k[16:], d16[:])
 	s := &l.shards[maphash.Bytes(l.seed, k[:])%Shards]
 	s.mu.Lock()
 	b, ok := s.m[k]
