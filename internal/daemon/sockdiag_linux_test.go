@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // loopbackPairs opens n TCP connections to a loopback listener on network
@@ -114,4 +117,26 @@ func BenchmarkPeerUID(b *testing.B) {
 			})
 		}
 	}
+}
+
+// FuzzParseDiagAnswer feeds the sock_diag answer decoder arbitrary bytes:
+// it must not panic, and it names an owner only for a whole inet_diag_msg
+// with a live inode.
+func FuzzParseDiagAnswer(f *testing.F) {
+	msg := make([]byte, nlmsgHdrLen+inetDiagMsgLen)
+	binary.NativeEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint32(msg[len(msg)-8:], 1000)
+	binary.NativeEndian.PutUint32(msg[len(msg)-4:], 42)
+	errMsg := make([]byte, nlmsgHdrLen+4)
+	binary.NativeEndian.PutUint16(errMsg[4:], unix.NLMSG_ERROR)
+	binary.NativeEndian.PutUint32(errMsg[nlmsgHdrLen:], uint32(0x100000000-int64(unix.ENOENT)))
+	f.Add(msg)
+	f.Add(errMsg)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		uid, err := parseDiagAnswer(b)
+		if err == nil && (len(b) < nlmsgHdrLen+inetDiagMsgLen || binary.NativeEndian.Uint32(b[nlmsgHdrLen+inetDiagMsgLen-4:]) == 0) {
+			t.Fatalf("uid %d from %d bytes without a live inet_diag_msg", uid, len(b))
+		}
+	})
 }
