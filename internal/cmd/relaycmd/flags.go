@@ -163,7 +163,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.Float64Var(&rl.BindRate, "bind-rate", relay.DefaultBindRate, "binds per second each source with a proven address may have checked (one signature check each)")
 	fs.Float64Var(&rl.BindBurst, "bind-burst", relay.DefaultBindBurst, "burst of the per-source bind limit")
 	fs.Float64Var(&rl.BindsPerSecond, "binds-per-second", relay.DefaultBindsPerSecond, "bind signature checks per second over all sources (negative: no cap)")
-	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources each per-source limit table holds; when full it forgets idle sources first")
+	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources (for --rate-limit: source and destination pairs) each per-source limit table holds; when full it forgets idle ones first (a forgotten one starts again with a full bucket)")
 	var streamSources string
 	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) of other TLS stream relays' presence addresses, from which all their tunnels bind: there --rate-limit, --bind-rate and --challenge-rate and their bursts are multiplied by --stream-relay-factor (this relay's own --stream-presence-ip and --stream-advertise-ip count when --tls-listen is on)")
 	fs.Float64Var(&rl.StreamRelayFactor, "stream-relay-factor", relay.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay presence addresses (see --stream-relay-sources)")
