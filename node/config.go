@@ -53,8 +53,37 @@ type Config struct {
 	// UDPTimeout is how long to wait for a UDP answer before using
 	// StreamRelay; default 3 s.
 	UDPTimeout time.Duration
+	// Reflection bounds what the node sends to addresses that a stranger
+	// named and that have not answered yet; zero fields take the defaults.
+	Reflection ReflectionLimits
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+}
+
+// ReflectionLimits bound what a node sends on a stranger's word: the
+// candidates of a Connect (with AllowAny) or a peer's path update are
+// probed within them until they answer. A zero field takes its default
+// (in parentheses).
+type ReflectionLimits struct {
+	// CandidateProbes: probes to one unproven candidate per punch (8).
+	CandidateProbes int
+	// PeerProbes: probes to all unproven candidates of one peer per 30 s
+	// (24).
+	PeerProbes int
+	// Rate and Burst: probes per second to unproven addresses, all peers
+	// together (200, 400).
+	Rate, Burst float64
+	// DestRate and DestBurst: probes per second to one unproven IPv4
+	// address or IPv6 /64, all peers together (20, 40).
+	DestRate, DestBurst float64
+	// ReplyRate and ReplyBurst: answers per second to probes from one
+	// IPv4 address or IPv6 /64 that is not a proven path (50, 100).
+	ReplyRate, ReplyBurst float64
+	// MaxBirthdaySockets: extra sockets birthday punching holds open at
+	// once (1024).
+	MaxBirthdaySockets int
+	// MaxSprays: birthday sprays (the easy side) running at once (2).
+	MaxSprays int
 }
 
 // GenerateKey makes a new identity, writes it to a new key file at path

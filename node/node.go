@@ -160,7 +160,14 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		OnLocalChange: n.reregister,
 		NoDirect:      cfg.NoDirect,
 		NAT:           n.natBehaviour,
-		Logger:        log.With("part", "path"),
+		Limits: pathsock.Limits{
+			CandidateProbes: cfg.Reflection.CandidateProbes, PeerProbes: cfg.Reflection.PeerProbes,
+			UnprovenRate: cfg.Reflection.Rate, UnprovenBurst: cfg.Reflection.Burst,
+			DestRate: cfg.Reflection.DestRate, DestBurst: cfg.Reflection.DestBurst,
+			ReplyRate: cfg.Reflection.ReplyRate, ReplyBurst: cfg.Reflection.ReplyBurst,
+			MaxBirthdaySockets: cfg.Reflection.MaxBirthdaySockets, MaxSprays: cfg.Reflection.MaxSprays,
+		},
+		Logger: log.With("part", "path"),
 	}
 	if pathHook != nil {
 		pathHook(&pcfg)

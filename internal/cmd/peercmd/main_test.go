@@ -69,6 +69,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--server", srv, "--listen", "nope"}, `--listen "nope"`},
 		{[]string{"up", "--server", srv, "--log-level", "loud"}, `log level "loud"`},
 		{[]string{"up", "--server", srv, "--log-format", "xml"}, `log format "xml"`},
+		{[]string{"up", "--server", srv, "--reflect-rate", "0"}, "--reflect-rate 0: give 1 or more"},
+		{[]string{"up", "--server", srv, "--max-birthday-sockets", "-1"}, "--max-birthday-sockets -1"},
 		{[]string{"forward", "80"}, "missing <peer>:<port>"},
 		{[]string{"forward", "x", id + ":80"}, `local port "x"`},
 		{[]string{"forward", "80", id}, "want <peer>:<port>"},

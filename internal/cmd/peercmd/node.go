@@ -26,6 +26,7 @@ func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, *prome
 		NoReports:   o.NoReports,
 		JoinToken:   o.JoinToken,
 		StreamRelay: o.StreamRelay,
+		Reflection:  o.Reflection,
 		Logger:      o.Logger,
 	})
 	if err != nil {

@@ -18,7 +18,9 @@ import (
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/policy"
+	"github.com/keymesh/keymesh/node"
 )
 
 // upOptions is what `peer up` asks of the node.
@@ -46,6 +48,9 @@ type upOptions struct {
 	DNS string
 	// DNSSuffix is the names' suffix (--dns-suffix).
 	DNSSuffix string
+	// Reflection bounds probes to addresses strangers named (--reflect-*,
+	// --probe-reply-*, --max-birthday-sockets, --max-sprays).
+	Reflection node.ReflectionLimits
 }
 
 var cmdUp = &command{
@@ -104,11 +109,15 @@ are let in).`,
 		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353")
 		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
+		reflectionFlags(fs, &o.Reflection)
 		logFormat := fs.String("log-format", "text", "log `format`: text or json")
 		logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		return func(ctx context.Context, args []string) error {
 			if err := wantArgs(args); err != nil {
 				return err
+			}
+			if err := checkReflection(o.Reflection); err != nil {
+				return usage.Errorf("%v", err)
 			}
 			if o.Server == "" {
 				return usage.Errorf("--server is required: host:port#<server-id>, as the rendezvous server prints it")
@@ -345,4 +354,38 @@ func watchRegistration(ctx context.Context, log *slog.Logger, n daemon.Node, wai
 			return
 		}
 	}
+}
+
+// reflectionFlags declares the flags of the path layer's reflection limits:
+// what the peer sends to addresses a stranger named (a Connect's candidates
+// with --allow-any, a peer's path update) before they answer.
+func reflectionFlags(fs *flag.FlagSet, r *node.ReflectionLimits) {
+	fs.IntVar(&r.CandidateProbes, "reflect-candidate-budget", pathsock.DefaultCandidateProbes, "probes to one candidate address a peer named, until it answers, per punch")
+	fs.IntVar(&r.PeerProbes, "reflect-peer-budget", pathsock.DefaultPeerProbes, "probes to all unanswered candidate addresses of one peer together, per 30 s")
+	fs.Float64Var(&r.Rate, "reflect-rate", pathsock.DefaultUnprovenRate, "probes per second to unanswered candidate addresses, all peers together (the cap on what this peer reflects)")
+	fs.Float64Var(&r.Burst, "reflect-burst", pathsock.DefaultUnprovenBurst, "burst of --reflect-rate, in probes")
+	fs.Float64Var(&r.DestRate, "reflect-dest-rate", pathsock.DefaultDestRate, "probes per second to one unanswered IPv4 address or IPv6 /64, all peers together")
+	fs.Float64Var(&r.DestBurst, "reflect-dest-burst", pathsock.DefaultDestBurst, "burst of --reflect-dest-rate, in probes")
+	fs.Float64Var(&r.ReplyRate, "probe-reply-rate", pathsock.DefaultReplyRate, "answers per second to probes from one IPv4 address or IPv6 /64 that is not a proven path")
+	fs.Float64Var(&r.ReplyBurst, "probe-reply-burst", pathsock.DefaultReplyBurst, "burst of --probe-reply-rate, in answers")
+	fs.IntVar(&r.MaxBirthdaySockets, "max-birthday-sockets", pathsock.DefaultMaxBirthdaySockets, "extra UDP sockets birthday punching (behind a symmetric NAT) holds open at once, all peers together")
+	fs.IntVar(&r.MaxSprays, "max-sprays", pathsock.DefaultMaxSprays, "birthday sprays (probes to random ports of a symmetric NAT) running at once")
+}
+
+// checkReflection refuses reflection limits below one.
+func checkReflection(r node.ReflectionLimits) error {
+	for _, v := range []struct {
+		name string
+		val  float64
+	}{
+		{"reflect-candidate-budget", float64(r.CandidateProbes)}, {"reflect-peer-budget", float64(r.PeerProbes)},
+		{"reflect-rate", r.Rate}, {"reflect-burst", r.Burst}, {"reflect-dest-rate", r.DestRate}, {"reflect-dest-burst", r.DestBurst},
+		{"probe-reply-rate", r.ReplyRate}, {"probe-reply-burst", r.ReplyBurst},
+		{"max-birthday-sockets", float64(r.MaxBirthdaySockets)}, {"max-sprays", float64(r.MaxSprays)},
+	} {
+		if v.val < 1 {
+			return fmt.Errorf("--%s %v: give 1 or more", v.name, v.val)
+		}
+	}
+	return nil
 }
