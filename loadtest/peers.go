@@ -18,6 +18,7 @@ import (
 // peersOpts are the flags of `loadtest peers`.
 type peersOpts struct {
 	count     int
+	perSource int // peers sharing one socket and source address
 	servers   []string // connect strings; empty: run one in-process
 	admins    []string // admin URLs of the external servers
 	registry  string   // in-process: memory or redis
@@ -39,7 +40,8 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = flagenv.Usage(fs)
 	var servers, admins flagenv.Strings
-	fs.IntVar(&o.count, "count", 1000, "simulated peers, each with its own UDP socket and loopback source address")
+	fs.IntVar(&o.count, "count", 1000, "simulated peers")
+	fs.IntVar(&o.perSource, "per-source", 1, "peers sharing one UDP socket and loopback source address, as behind one NAT (1: a socket each, at most 62500 peers; more lets a million fit in a few thousand descriptors; the server's per-source limits then count that many peers)")
 	fs.Var(&servers, "server", "rendezvous connect string host:port#<id> (repeatable; peers spread over them); none: start one in-process")
 	fs.Var(&admins, "admin", "admin URL of an external server, for its memory (repeatable)")
 	fs.StringVar(&o.registry, "registry", "memory", "in-process server's registry: memory or redis")
@@ -68,8 +70,10 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.count < 2:
 		return o, errors.New("--count must be at least 2 (peers connect to each other)")
-	case o.count > 250*250:
-		return o, fmt.Errorf("--count %d: at most %d (one loopback source address each)", o.count, 250*250)
+	case o.perSource < 1 || o.perSource > 4096:
+		return o, fmt.Errorf("--per-source %d: want 1 to 4096", o.perSource)
+	case o.count > 250*250*o.perSource:
+		return o, fmt.Errorf("--count %d: at most %d with --per-source %d (250*250 loopback source addresses)", o.count, 250*250*o.perSource, o.perSource)
 	case o.inflight < 1 || o.workers < 1:
 		return o, errors.New("--inflight and --workers must be at least 1")
 	case o.registry != "memory" && o.registry != "redis":

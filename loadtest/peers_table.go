@@ -64,7 +64,11 @@ func (r *peersResult) rows() [][2]string {
 	} else {
 		row("server", "%d external: %s", len(o.servers), strings.Join(o.servers, ", "))
 	}
-	row("peers", "%d (one UDP socket and loopback address each)", o.count)
+	if o.perSource > 1 {
+		row("peers", "%d (%d per UDP socket and loopback address)", o.count, o.perSource)
+	} else {
+		row("peers", "%d (one UDP socket and loopback address each)", o.count)
+	}
 	registered := o.count - r.regMissed
 	row("registration phase", "%d registered in %v, %d missed (%d in flight)", registered, r.regTime.Round(time.Millisecond), r.regMissed, o.inflight)
 	row("registrations/s (first: Register, Challenge, Register, Registered)", "%.0f", float64(registered)/r.regTime.Seconds())
