@@ -18,7 +18,7 @@ import (
 // peersOpts are the flags of `loadtest peers`.
 type peersOpts struct {
 	count     int
-	perSource int // peers sharing one socket and source address
+	perSource int      // peers sharing one socket and source address
 	servers   []string // connect strings; empty: run one in-process
 	admins    []string // admin URLs of the external servers
 	registry  string   // in-process: memory or redis
