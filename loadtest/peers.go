@@ -18,6 +18,8 @@ import (
 // peersOpts are the flags of `loadtest peers`.
 type peersOpts struct {
 	count     int
+	spawn     string   // rendezvous binary to start per scenario
+	spawnArgs []string // its extra flags
 	perSource int      // peers sharing one socket and source address
 	servers   []string // connect strings; empty: run one in-process
 	admins    []string // admin URLs of the external servers
@@ -44,6 +46,8 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 	fs.IntVar(&o.perSource, "per-source", 1, "peers sharing one UDP socket and loopback source address, as behind one NAT (1: a socket each, at most 62500 peers; more lets a million fit in a few thousand descriptors; the server's per-source limits then count that many peers)")
 	fs.Var(&servers, "server", "rendezvous connect string host:port#<id> (repeatable; peers spread over them); none: start one in-process")
 	fs.Var(&admins, "admin", "admin URL of an external server, for its memory (repeatable)")
+	fs.StringVar(&o.spawn, "rendezvous", "", "`binary` of the rendezvous to start (the real server, one process per scenario, on loopback with its admin endpoint) instead of the in-process one; --registry or --compare pick its registry")
+	spawnArgs := fs.String("rendezvous-args", "", "extra flags for --rendezvous (space-separated), e.g. to raise its per-source limits and caches")
 	fs.StringVar(&o.registry, "registry", "memory", "in-process server's registry: memory or redis")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis URL for --registry redis")
 	fs.IntVar(&o.instances, "instances", 1, "in-process rendezvous instances sharing one UDP address (SO_REUSEPORT) and the registry; more than 1 needs --registry redis")
@@ -60,6 +64,7 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 		return o, err
 	}
 	o.servers, o.admins = servers, admins
+	o.spawnArgs = strings.Fields(*spawnArgs)
 	if *compare != "" {
 		if o.compare, err = parseScenarios(*compare); err != nil {
 			return o, err
@@ -80,7 +85,7 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 		return o, fmt.Errorf("--registry %q: want memory or redis", o.registry)
 	case o.registry == "redis" && o.redisURL == "":
 		return o, errors.New("--registry redis needs --redis URL")
-	case len(o.servers) > 0 && o.redisURL != "":
+	case len(o.servers) > 0 && o.redisURL != "" && o.spawn == "":
 		return o, errors.New("--redis configures the in-process server; with --server, point the servers themselves at Redis")
 	case o.duration < 0:
 		return o, errors.New("--duration must not be negative (0 skips the steady phase)")
@@ -90,6 +95,12 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 		return o, fmt.Errorf("--instances %d: want 1 to 64", o.instances)
 	case o.instances > 1 && o.registry != "redis":
 		return o, errors.New("--instances above 1 needs --registry redis: instances with their own memory registries do not know each other's peers")
+	case o.spawn != "" && len(o.servers) > 0:
+		return o, errors.New("--rendezvous starts the server; --server names one already running: not both")
+	case o.spawn == "" && len(o.spawnArgs) > 0:
+		return o, errors.New("--rendezvous-args needs --rendezvous")
+	case o.spawn != "" && o.instances > 1:
+		return o, errors.New("--rendezvous starts one instance: --instances 1")
 	case (o.instances > 1 || len(o.compare) > 0) && len(o.servers) > 0:
 		return o, errors.New("--instances and --compare start in-process servers; with --server, run the instances yourself")
 	}
@@ -144,7 +155,11 @@ func runPeers(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(o.compare) == 0 {
-		res, err := peersBench(ctx, o, os.Stderr)
+		bench := peersBench
+		if o.spawn != "" {
+			bench = spawnedBench
+		}
+		res, err := bench(ctx, o, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -166,7 +181,11 @@ func peersCompare(ctx context.Context, o peersOpts, progress io.Writer) ([]*peer
 		so := o
 		so.registry, so.instances, so.compare = sc.registry, sc.instances, nil
 		fmt.Fprintf(progress, "== %s\n", sc.label())
-		res, err := peersBench(ctx, so, progress)
+		bench := peersBench
+		if o.spawn != "" {
+			bench = spawnedBench
+		}
+		res, err := bench(ctx, so, progress)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sc, err)
 		}

@@ -13,6 +13,7 @@ import (
 type peersResult struct {
 	opts       peersOpts
 	local      bool
+	spawned    bool // the server was started by --rendezvous
 	regTime    time.Duration
 	regMissed  int
 	regSent    int64 // datagrams peers sent during the registration phase

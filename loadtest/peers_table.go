@@ -39,7 +39,11 @@ func compareTable(w io.Writer, results []*peersResult) {
 	}
 	fmt.Fprint(w, "| measure |")
 	for _, r := range results {
-		fmt.Fprintf(w, " %s |", scenario{r.opts.registry, max(1, r.opts.instances)}.label())
+		label := scenario{r.opts.registry, max(1, r.opts.instances)}.label()
+		if r.spawned {
+			label = r.opts.registry + " registry, rendezvous process"
+		}
+		fmt.Fprintf(w, " %s |", label)
 	}
 	fmt.Fprint(w, "\n| --- |"+strings.Repeat(" --- |", len(results))+"\n")
 	for _, k := range keys {
@@ -61,6 +65,8 @@ func (r *peersResult) rows() [][2]string {
 			limit = "no rate limit"
 		}
 		row("server", "in-process, %d instance(s), %s registry, %s", max(1, o.instances), o.registry, limit)
+	} else if r.spawned {
+		row("server", "rendezvous process (--rendezvous), %s registry", o.registry)
 	} else {
 		row("server", "%d external: %s", len(o.servers), strings.Join(o.servers, ", "))
 	}
@@ -104,6 +110,9 @@ func (r *peersResult) rows() [][2]string {
 			parts = append(parts, fmt.Sprintf("%s %.0f", k, r.rejected[k]))
 		}
 		row("server rejected", "%s", strings.Join(parts, ", "))
+	}
+	if len(o.admins) > 0 {
+		row("server registered peers (gauge) / RSS, after the steady phase", "%.0f / %.0f MiB", r.peersGauge, r.rssAfter/(1<<20))
 	}
 	if r.heapPerPeer >= 0 {
 		row("server heap per registered peer", "%.0f B", r.heapPerPeer)
