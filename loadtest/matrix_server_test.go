@@ -136,22 +136,39 @@ func equalCounts(got, want map[labrun.NATPair]labrun.OutcomeCounts) bool {
 	return true
 }
 
-// testBinaries builds rendezvous, relay and peer once for the test (or
-// takes them from $KEYMESH_LAB_BIN).
+// built holds rendezvous, relay and peer, built once per test binary (or
+// taken from $KEYMESH_LAB_BIN).
+var built struct {
+	once sync.Once
+	dir  string
+	bins labrun.Binaries
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// testBinaries returns the built binaries.
 func testBinaries(t *testing.T, ctx context.Context) labrun.Binaries {
 	t.Helper()
-	if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-		bins, err := labrun.Prebuilt(d)
-		if err != nil {
-			t.Fatal(err)
+	built.once.Do(func() {
+		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
+			built.bins, built.err = labrun.Prebuilt(d)
+			return
 		}
-		return bins
+		if built.dir, built.err = os.MkdirTemp("", "loadtest-bin-"); built.err == nil {
+			built.bins, built.err = labrun.Build(ctx, built.dir)
+		}
+	})
+	if built.err != nil {
+		t.Fatalf("build: %v", built.err)
 	}
-	bins, err := labrun.Build(ctx, t.TempDir())
-	if err != nil {
-		t.Fatalf("build: %v", err)
-	}
-	return bins
+	return built.bins
 }
 
 func ipRun(t *testing.T, args ...string) {

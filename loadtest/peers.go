@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,8 @@ type peersOpts struct {
 	count     int
 	spawn     string   // rendezvous binary to start per scenario
 	spawnArgs []string // its extra flags
+	keyFile   string   // the spawned servers' one key file
+	ids       *idPool  // identities kept across scenarios (--rendezvous)
 	perSource int      // peers sharing one socket and source address
 	servers   []string // connect strings; empty: run one in-process
 	admins    []string // admin URLs of the external servers
@@ -153,6 +156,16 @@ func runPeers(ctx context.Context, args []string) error {
 	o, err := parsePeersFlags(args, os.Stderr)
 	if err != nil {
 		return err
+	}
+	if o.spawn != "" {
+		// One server key for every scenario, so the peers' identities
+		// (an X25519 each with the server's key) are made once.
+		dir, err := os.MkdirTemp("", "loadtest-peers-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.keyFile, o.ids = filepath.Join(dir, "rendezvous.key"), &idPool{}
 	}
 	if len(o.compare) == 0 {
 		bench := peersBench

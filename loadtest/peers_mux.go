@@ -95,14 +95,57 @@ type muxPop struct {
 // newMuxPopulation makes n peers behind n/perSource sockets (one loopback
 // source address each for a loopback IPv4 server) and starts the sockets'
 // readers. Making the identities costs an Ed25519 key and an X25519 each.
-func newMuxPopulation(ctx context.Context, n, perSource int, srv peersServer, cnt *peersCounters, progress io.Writer) (*muxPop, error) {
+func newMuxPopulation(ctx context.Context, n, perSource int, srv peersServer, ids *idPool, cnt *peersCounters, progress io.Writer) (*muxPop, error) {
 	nsock := (n + perSource - 1) / perSource
 	if err := peersRaiseNoFile(nsock); err != nil {
 		return nil, err
 	}
 	p := &muxPop{server: srv, peers: make([]muxPeer, n), cnt: cnt, pending: map[uint64]chan wire.ConnectReply{}}
 	p.refresh.Store(int64(20 * time.Second))
-	// Identities, on every core.
+	if err := p.identities(ctx, ids, progress); err != nil {
+		return nil, err
+	}
+	for s := 0; s < nsock; s++ {
+		src := netip.AddrPortFrom(peerSource(s), 0)
+		if !srv.addr.Addr().IsLoopback() || srv.addr.Addr().Is6() {
+			src = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(src))
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("socket %d on %v: %w", s, src, err)
+		}
+		_ = conn.SetReadBuffer(1 << 20)
+		lo, hi := s*perSource, min(n, (s+1)*perSource)
+		p.socks = append(p.socks, &muxSock{pop: p, conn: conn, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+			peers: p.peers[lo:hi], base: lo, wake: make(chan struct{}, 1)})
+	}
+	for _, s := range p.socks {
+		go s.read()
+	}
+	return p, nil
+}
+
+// idPool keeps the simulated peers' identities (their IDs and the keys
+// they share with the server) across scenarios whose servers have one key
+// (--rendezvous reuses its key file), so that a million are made once.
+type idPool struct {
+	server crypto.PeerID
+	ids    []crypto.PeerID
+	shared [][32]byte
+}
+
+// identities gives every peer an identity: from ids when it holds enough for
+// this server, else new ones (an Ed25519 key and an X25519 each, on every
+// core), which ids then keeps.
+func (p *muxPop) identities(ctx context.Context, ids *idPool, progress io.Writer) error {
+	n, srv := len(p.peers), p.server
+	if ids != nil && ids.server == srv.key && len(ids.ids) >= n {
+		for i := range p.peers {
+			p.peers[i].id, p.peers[i].shared = ids.ids[i], ids.shared[i]
+		}
+		return nil
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, runtime.GOMAXPROCS(0))
@@ -135,30 +178,18 @@ func newMuxPopulation(ctx context.Context, n, perSource int, srv peersServer, cn
 	wg.Wait()
 	close(errc)
 	if err := <-errc; err != nil {
-		return nil, err
+		return err
 	}
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	for s := 0; s < nsock; s++ {
-		src := netip.AddrPortFrom(peerSource(s), 0)
-		if !srv.addr.Addr().IsLoopback() || srv.addr.Addr().Is6() {
-			src = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+	if ids != nil {
+		ids.server, ids.ids, ids.shared = srv.key, make([]crypto.PeerID, n), make([][32]byte, n)
+		for i := range p.peers {
+			ids.ids[i], ids.shared[i] = p.peers[i].id, p.peers[i].shared
 		}
-		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(src))
-		if err != nil {
-			p.close()
-			return nil, fmt.Errorf("socket %d on %v: %w", s, src, err)
-		}
-		_ = conn.SetReadBuffer(1 << 20)
-		lo, hi := s*perSource, min(n, (s+1)*perSource)
-		p.socks = append(p.socks, &muxSock{pop: p, conn: conn, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-			peers: p.peers[lo:hi], base: lo, wake: make(chan struct{}, 1)})
 	}
-	for _, s := range p.socks {
-		go s.read()
-	}
-	return p, nil
+	return nil
 }
 
 func (p *muxPop) close() {

@@ -76,7 +76,7 @@ func newPeersPopulation(ctx context.Context, o peersOpts, servers []peersServer,
 	if len(servers) != 1 {
 		return nil, errors.New("--per-source above 1 takes one server")
 	}
-	return newMuxPopulation(ctx, o.count, o.perSource, servers[0], cnt, progress)
+	return newMuxPopulation(ctx, o.count, o.perSource, servers[0], o.ids, cnt, progress)
 }
 
 // peersBench runs the whole measurement.

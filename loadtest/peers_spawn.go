@@ -13,6 +13,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keymesh/keymesh/internal/discovery"
 )
 
 // spawned is a rendezvous binary the bench started (--rendezvous): the real
@@ -28,14 +32,18 @@ type spawned struct {
 }
 
 // spawnRendezvous starts bin on a loopback address with its admin endpoint
-// on another, the scenario's registry and the extra args, and waits for its
+// on another, its key in keyFile (made when missing; "": a new one), the
+// scenario's registry and the extra args, and waits for its
 // connect string and admin address.
-func spawnRendezvous(ctx context.Context, bin, registry, redisURL string, extra []string) (*spawned, error) {
+func spawnRendezvous(ctx context.Context, bin, keyFile, registry, redisURL string, extra []string) (*spawned, error) {
 	dir, err := os.MkdirTemp("", "loadtest-rendezvous-")
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--key", filepath.Join(dir, "rendezvous.key"),
+	if keyFile == "" {
+		keyFile = filepath.Join(dir, "rendezvous.key")
+	}
+	args := []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--key", keyFile,
 		"--registry", registry, "--log-level", "warn"}
 	if registry == "redis" {
 		args = append(args, "--redis", redisURL)
@@ -123,12 +131,22 @@ func spawnedBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersR
 	if o.instances > 1 {
 		return nil, errors.New("--rendezvous starts one instance per scenario")
 	}
-	s, err := spawnRendezvous(ctx, o.spawn, o.registry, o.redisURL, o.spawnArgs)
+	s, err := spawnRendezvous(ctx, o.spawn, o.keyFile, o.registry, o.redisURL, o.spawnArgs)
 	if err != nil {
 		return nil, err
 	}
 	defer s.stop()
 	fmt.Fprintf(progress, "started %s (%s registry): %s\n", o.spawn, o.registry, s.connect)
+	var rc redis.UniversalClient
+	if o.registry == "redis" {
+		opts, err := discovery.ParseRedisURL(o.redisURL)
+		if err != nil {
+			return nil, err
+		}
+		rc = redis.NewUniversalClient(opts)
+		defer rc.Close()
+	}
+	redis0 := redisUsedMemory(ctx, rc)
 	so := o
 	so.servers, so.admins = []string{s.connect}, []string{s.admin}
 	res, err := peersBench(ctx, so, progress)
@@ -136,5 +154,8 @@ func spawnedBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersR
 		return nil, fmt.Errorf("%w\nrendezvous output:\n%s", err, s.lastLines())
 	}
 	res.spawned = true
+	if r1 := redisUsedMemory(ctx, rc); redis0 >= 0 && r1 >= 0 {
+		res.redisPerPeer = float64(r1-redis0) / float64(o.count-res.regMissed)
+	}
 	return res, nil
 }
