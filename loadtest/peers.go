@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/rendezvous"
+	resultsrec "github.com/keymesh/keymesh/loadtest/results"
 )
 
 // peersOpts are the flags of `loadtest peers`.
@@ -21,6 +23,7 @@ type peersOpts struct {
 	count     int
 	spawn     string   // rendezvous binary to start per scenario
 	spawnArgs []string // its extra flags
+	record    string   // --record prefix
 	keyFile   string   // the spawned servers' one key file
 	ids       *idPool  // identities kept across scenarios (--rendezvous)
 	perSource int      // peers sharing one socket and source address
@@ -46,6 +49,7 @@ func parsePeersFlags(args []string, stderr io.Writer) (peersOpts, error) {
 	fs.Usage = flagenv.Usage(fs)
 	var servers, admins flagenv.Strings
 	fs.IntVar(&o.count, "count", 1000, "simulated peers")
+	fs.StringVar(&o.record, "record", "", "also write the table and its data to `prefix`.md and prefix.json (with date, commit, CPU and the command line), e.g. docs/results/peers-1m")
 	fs.IntVar(&o.perSource, "per-source", 1, "peers sharing one UDP socket and loopback source address, as behind one NAT (1: a socket each, at most 62500 peers; more lets a million fit in a few thousand descriptors; the server's per-source limits then count that many peers)")
 	fs.Var(&servers, "server", "rendezvous connect string host:port#<id> (repeatable; peers spread over them); none: start one in-process")
 	fs.Var(&admins, "admin", "admin URL of an external server, for its memory (repeatable)")
@@ -167,6 +171,8 @@ func runPeers(ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 		o.keyFile, o.ids = filepath.Join(dir, "rendezvous.key"), &idPool{}
 	}
+	var results []*peersResult
+	var md bytes.Buffer
 	if len(o.compare) == 0 {
 		bench := peersBench
 		if o.spawn != "" {
@@ -176,14 +182,23 @@ func runPeers(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		res.table(os.Stdout)
-		return nil
+		res.table(&md)
+		results = []*peersResult{res}
+	} else {
+		if results, err = peersCompare(ctx, o, os.Stderr); err != nil {
+			return err
+		}
+		compareTable(&md, results)
 	}
-	results, err := peersCompare(ctx, o, os.Stderr)
-	if err != nil {
+	if _, err := os.Stdout.Write(md.Bytes()); err != nil {
 		return err
 	}
-	compareTable(os.Stdout, results)
+	if o.record != "" {
+		if err := resultsrec.Write(o.record, append([]string{"peers"}, args...), peersData(results), md.String()); err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "recorded %s.json and %s.md\n", o.record, o.record)
+	}
 	return nil
 }
 

@@ -132,3 +132,44 @@ func (r *peersResult) rows() [][2]string {
 	}
 	return out
 }
+
+// peersScenario is one scenario's figures in a --record file: the table's
+// rows as printed and the figures the issue's bar is about.
+type peersScenario struct {
+	Registry        string            `json:"registry"`
+	Peers           int               `json:"peers"`
+	PerSource       int               `json:"per_source"`
+	Registered      int               `json:"registered"`
+	RegisterSeconds float64           `json:"register_seconds"`
+	Connects        int               `json:"connects_ok"`
+	ConnectErrors   int               `json:"connect_errors"`
+	ConnectP50Ms    float64           `json:"connect_p50_ms"`
+	ConnectP99Ms    float64           `json:"connect_p99_ms"`
+	Refreshes       int64             `json:"refreshes_in_steady_phase"`
+	ServerRSSBytes  float64           `json:"server_rss_bytes,omitempty"`
+	ServerPeers     float64           `json:"server_registered_peers_gauge,omitempty"`
+	Rows            map[string]string `json:"rows"`
+}
+
+// peersData is what --record keeps of the results.
+func peersData(results []*peersResult) []peersScenario {
+	var out []peersScenario
+	for _, r := range results {
+		c := r.connects
+		sc := peersScenario{
+			Registry: r.opts.registry, Peers: r.opts.count, PerSource: max(1, r.opts.perSource),
+			Registered: r.opts.count - r.regMissed, RegisterSeconds: r.regTime.Seconds(),
+			Connects: c.ok, ConnectErrors: c.notFound + c.noAnswer + c.other,
+			ConnectP50Ms: ms(percentile(c.latencies, 0.5)), ConnectP99Ms: ms(percentile(c.latencies, 0.99)),
+			Refreshes: r.steadyRegs, ServerRSSBytes: r.rssAfter, ServerPeers: r.peersGauge,
+			Rows: map[string]string{},
+		}
+		for _, kv := range r.rows() {
+			sc.Rows[kv[0]] = kv[1]
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
