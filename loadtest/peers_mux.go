@@ -46,7 +46,7 @@ type muxSalt struct {
 
 const (
 	muxRecent = 16 // peers whose requests a socket tries first
-	muxSalts  = 64
+	muxSalts  = 256
 )
 
 // muxSock is one socket and the peers behind it.
@@ -341,7 +341,8 @@ func (s *muxSock) handle(i int32, m wire.Message) {
 }
 
 // onCookieReply takes the cookie for the socket and sends again the
-// request whose salt it echoes.
+// request whose salt it echoes. (A load generator on loopback need not
+// guard against forged CookieReplies the way a peer does.)
 func (s *muxSock) onCookieReply(b []byte) {
 	cookie, salt, err := wire.ParseCookieReply(b)
 	if err != nil {
@@ -357,9 +358,10 @@ func (s *muxSock) onCookieReply(b []byte) {
 			break
 		}
 	}
-	if found {
-		s.cookie = cookie
-	}
+	// The cookie is for the socket's address, whichever request it
+	// answers: take it even when its salt has left the ring (a socket
+	// sends many requests while the server's cookie rotates).
+	s.cookie = cookie
 	s.mu.Unlock()
 	if !found {
 		return
