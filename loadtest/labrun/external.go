@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/rzclient"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // startExternal links the lab to the host (natlab.Lab.AddUplink) and points
