@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 )
@@ -141,7 +142,7 @@ func equalCounts(got, want map[labrun.NATPair]labrun.OutcomeCounts) bool {
 var built struct {
 	once sync.Once
 	dir  string
-	bins labrun.Binaries
+	bins bintest.Binaries
 	err  error
 }
 
@@ -154,7 +155,7 @@ func TestMain(m *testing.M) {
 }
 
 // testBinaries returns the built binaries.
-func testBinaries(t *testing.T, ctx context.Context) labrun.Binaries {
+func testBinaries(t *testing.T, ctx context.Context) bintest.Binaries {
 	t.Helper()
 	built.once.Do(func() {
 		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
