@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
@@ -65,7 +66,7 @@ func TestPeersBench(t *testing.T) {
 // is left in Redis.
 func TestPeersCompare(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs three load phases against Redis")
+		ci.Skip(t, "runs three load phases against Redis")
 	}
 	rd := redistest.Start(t)
 	o, err := parsePeersFlags([]string{"--count", "90", "--duration", "1500ms", "--refresh", "1s", "--ttl", "5s",

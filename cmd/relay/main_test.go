@@ -22,6 +22,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -42,7 +43,7 @@ func buildRelay(t *testing.T) string {
 
 func TestProcess(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binary")
+		ci.Skip(t, "builds and runs the binary")
 	}
 	bin := buildRelay(t)
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // bins holds the binaries, built once per test binary (on first use, so
@@ -268,7 +269,7 @@ func pingLines(t *testing.T, out string) []pingLine {
 
 func TestE2EDirect(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes")
+		ci.Skip(t, "end-to-end test: starts processes")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")
@@ -402,7 +403,7 @@ func TestE2EDirect(t *testing.T) {
 
 func TestE2ERelay100MB(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes and moves 100 MB")
+		ci.Skip(t, "end-to-end test: starts processes and moves 100 MB")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/natlab"
@@ -26,12 +27,7 @@ var ciBounds = Goals{Stall: 2 * time.Second, BestBack: 4 * time.Second}
 // longest stall and the time until the best path is back must stay within
 // ciBounds, as measured in the lab (the test itself times nothing).
 func TestFaultsShort(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (network namespaces) and CI must run it")
-		}
-		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces, veth pairs and iptables rules")
 	debpkg.Require(t, "conntrack", "conntrack")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // The binaries are built once per test binary, into a temporary directory
@@ -32,9 +34,7 @@ func TestMain(m *testing.M) {
 // needRoot skips a test that needs network namespaces when not root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces, veth pairs and iptables rules")
 }
 
 func binaries(t *testing.T) Binaries {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // binDir holds the binaries built once per test run (made in TestMain).
@@ -41,7 +43,7 @@ var (
 func binaries(t *testing.T) (rendezvous, relay string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds and runs the server binaries")
+		ci.Skip(t, "builds and runs the server binaries")
 	}
 	buildOnce.Do(func() {
 		goTool, err := exec.LookPath("go")
