@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -48,6 +47,7 @@ type Options struct {
 
 // stepResult is one step against one server.
 type stepResult struct {
+	target         uint64 // packets the step was to send
 	sent, received uint64
 	elapsed        time.Duration
 	lat            []uint64 // latency histogram
@@ -133,9 +133,11 @@ func Run(ctx context.Context, o Options, log io.Writer) ([]Sweep, error) {
 	}
 	// This process is the generator: pin all its threads (the ones made
 	// later inherit it, and so do the children until they are re-pinned).
-	if err := pin(os.Getpid(), o.GenCore); err != nil {
+	restore, err := pinSelf(o.GenCore)
+	if err != nil {
 		return nil, err
 	}
+	defer restore()
 	var sweeps []Sweep
 	for run := range o.Repeat {
 		for _, name := range o.Servers {
@@ -206,6 +208,11 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o
 			s.name(), n, run+1, st.Offered, st.Sent, st.Delivered, 100*st.Loss, st.CPUPerPkt, st.P50us, st.P99us)
 		return st, nil
 	}
+	// A short unrecorded step first: the server's first packets on new
+	// sockets and connections cost more than the steady state.
+	if _, err := fs.step(ctx, o.Rates[0], min(o.Step, 500*time.Millisecond)); err != nil {
+		return sw, fmt.Errorf("warm-up: %w", err)
+	}
 	for _, rate := range o.Rates {
 		st, err := measure(rate)
 		if err != nil {
@@ -237,10 +244,10 @@ func stepOf(rate float64, r stepResult, cpu time.Duration) Step {
 		st.Sent = float64(r.sent) / secs
 		st.Delivered = float64(r.received) / secs
 	}
-	// Loss against what was offered: a server that pushes back (TCP) or a
-	// generator that falls behind shows as loss too.
-	offered := rate * secs
-	if offered > 0 {
+	// Loss against what was offered: a server that pushes back (TCP), so
+	// that the step takes longer, or a generator that falls behind shows
+	// as loss too.
+	if offered := max(float64(r.target), rate*secs); offered > 0 {
 		st.Loss = max(0, 1-float64(r.received)/offered)
 	}
 	if r.received > 0 {

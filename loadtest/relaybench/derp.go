@@ -105,9 +105,9 @@ func (f *derpFlows) step(ctx context.Context, rate float64, d time.Duration) (st
 		return stepResult{}, fmt.Errorf("derpgen: %w; stderr: %s", err, tail(f.errb.String(), 1500))
 	}
 	var r struct {
-		Sent, Received uint64
-		ElapsedNS      int64 `json:"elapsed_ns"`
-		Hist           []uint64
+		Target, Sent, Received uint64
+		ElapsedNS              int64 `json:"elapsed_ns"`
+		Hist                   []uint64
 	}
 	if err := f.read(&r); err != nil {
 		return stepResult{}, err
@@ -115,7 +115,7 @@ func (f *derpFlows) step(ctx context.Context, rate float64, d time.Duration) (st
 	if len(r.Hist) != histBuckets {
 		return stepResult{}, fmt.Errorf("derpgen: histogram of %d buckets, want %d", len(r.Hist), histBuckets)
 	}
-	return stepResult{sent: r.Sent, received: r.Received, elapsed: time.Duration(r.ElapsedNS), lat: r.Hist}, ctx.Err()
+	return stepResult{target: r.Target, sent: r.Sent, received: r.Received, elapsed: time.Duration(r.ElapsedNS), lat: r.Hist}, ctx.Err()
 }
 
 func (f *derpFlows) close() {

@@ -237,14 +237,15 @@ func (s *streamFlows) step(ctx context.Context, rate float64, d time.Duration) (
 	phase := s.rec.begin()
 	payload := make([]byte, s.size)
 	start := time.Now()
+	target := stepTarget(rate, d)
 	var sent uint64
 	k := 0
-	for {
+	for sent < target {
 		el := time.Since(start)
-		if el >= d || ctx.Err() != nil {
-			break
+		if el >= 2*d+time.Second || ctx.Err() != nil {
+			break // hopelessly behind
 		}
-		due := uint64(el.Seconds() * rate)
+		due := min(target, uint64(el.Seconds()*rate)+1)
 		if sent >= due {
 			time.Sleep(100 * time.Microsecond)
 			continue
@@ -263,7 +264,7 @@ func (s *streamFlows) step(ctx context.Context, rate float64, d time.Duration) (
 		return stepResult{}, ctx.Err()
 	}
 	got, lat := s.rec.end()
-	return stepResult{sent: sent, received: got, elapsed: elapsed, lat: lat}, nil
+	return stepResult{target: target, sent: sent, received: got, elapsed: elapsed, lat: lat}, nil
 }
 
 func (s *streamFlows) close() {

@@ -97,7 +97,12 @@ func num(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-func kpps(v float64) string { return fmt.Sprintf("%.0fk", v/1000) }
+func kpps(v float64) string {
+	if v < 10000 {
+		return fmt.Sprintf("%.1fk", v/1000)
+	}
+	return fmt.Sprintf("%.0fk", v/1000)
+}
 
 // cell prints a median, and its range when there were several runs.
 func cell(s Spread, runs int, f func(float64) string) string {

@@ -144,14 +144,15 @@ func (u *udpFlows) step(ctx context.Context, rate float64, d time.Duration) (ste
 		msgs[i].Buffers = make([][]byte, 1)
 	}
 	start := time.Now()
+	target := stepTarget(rate, d)
 	var sent uint64
 	k := 0
-	for {
+	for sent < target {
 		el := time.Since(start)
-		if el >= d || ctx.Err() != nil {
-			break
+		if el >= 2*d+time.Second || ctx.Err() != nil {
+			break // hopelessly behind
 		}
-		due := uint64(el.Seconds() * rate)
+		due := min(target, uint64(el.Seconds()*rate)+1)
 		if sent >= due {
 			time.Sleep(100 * time.Microsecond)
 			continue
@@ -178,7 +179,12 @@ func (u *udpFlows) step(ctx context.Context, rate float64, d time.Duration) (ste
 		return stepResult{}, ctx.Err()
 	}
 	got, lat := u.rec.end()
-	return stepResult{sent: sent, received: got, elapsed: elapsed, lat: lat}, nil
+	return stepResult{target: target, sent: sent, received: got, elapsed: elapsed, lat: lat}, nil
+}
+
+// stepTarget is how many packets a step of d at rate sends.
+func stepTarget(rate float64, d time.Duration) uint64 {
+	return uint64(max(1, rate*d.Seconds()+0.5))
 }
 
 func (u *udpFlows) close() {

@@ -7,7 +7,7 @@
 //
 // Protocol (one line each): derpgen prints {"ready":true} once every
 // client is connected; each input line `step <pps> <duration>` answers
-// {"sent":N,"received":N,"elapsed_ns":N,"hist":[...]} where hist counts
+// {"target":N,"sent":N,"received":N,"elapsed_ns":N,"hist":[...]} where hist counts
 // one-way latencies in the buckets of loadtest/relaybench's histogram.
 package main
 
@@ -28,6 +28,7 @@ import (
 
 	"tailscale.com/derp"
 	"tailscale.com/derp/derphttp"
+	"tailscale.com/net/netmon"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
@@ -75,9 +76,10 @@ func run() error {
 	}}}
 	logf := func(string, ...any) {}
 	ctx := context.Background()
+	netMon := netmon.NewStatic()
 	dial := func() (*client, error) {
 		priv := key.NewNode()
-		c := derphttp.NewRegionClient(priv, logf, nil, func() *tailcfg.DERPRegion { return region })
+		c := derphttp.NewRegionClient(priv, logf, netMon, func() *tailcfg.DERPRegion { return region })
 		if err := c.Connect(ctx); err != nil {
 			return nil, err
 		}
@@ -150,14 +152,15 @@ func run() error {
 		}
 		binary.BigEndian.PutUint64(payload, ph)
 		t0 := time.Now()
+		target := uint64(max(1, rate*d.Seconds()+0.5))
 		var sent uint64
 		k := 0
-		for {
+		for sent < target {
 			el := time.Since(t0)
-			if el >= d {
-				break
+			if el >= 2*d+time.Second {
+				break // hopelessly behind
 			}
-			due := uint64(el.Seconds() * rate)
+			due := min(target, uint64(el.Seconds()*rate)+1)
 			if sent >= due {
 				time.Sleep(100 * time.Microsecond)
 				continue
@@ -180,7 +183,7 @@ func run() error {
 		for i := range hist {
 			h[i] = hist[i].Load()
 		}
-		if err := out.Encode(map[string]any{"sent": sent, "received": received.Load(), "elapsed_ns": elapsed.Nanoseconds(), "hist": h}); err != nil {
+		if err := out.Encode(map[string]any{"target": target, "sent": sent, "received": received.Load(), "elapsed_ns": elapsed.Nanoseconds(), "hist": h}); err != nil {
 			return err
 		}
 	}
