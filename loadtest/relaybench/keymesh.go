@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -114,7 +114,7 @@ func (r *relayProc) waitBind(ctx context.Context) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		bctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := relay.Bind(bctx, c, net.UDPAddrFromAddrPort(r.udp), r.id)
+		_, err := relayclient.Bind(bctx, c, net.UDPAddrFromAddrPort(r.udp), r.id)
 		cancel()
 		if err == nil {
 			return nil
@@ -164,7 +164,7 @@ func (r *relayProc) openTicket(ctx context.Context, n int, o Options) (flowSet, 
 			return nil, err
 		}
 		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		b, err := relay.Bind(bctx, c, net.UDPAddrFromAddrPort(r.udp), id)
+		b, err := relayclient.Bind(bctx, c, net.UDPAddrFromAddrPort(r.udp), id)
 		cancel()
 		if err != nil {
 			sk.close()
@@ -191,7 +191,7 @@ func (r *relayProc) openTicket(ctx context.Context, n int, o Options) (flowSet, 
 type streamFlows struct {
 	rec     *recorder
 	sinks   *sinks
-	tunnels []*streamrelay.Tunnel
+	tunnels []*streamclient.Tunnel
 	dst     []*net.UDPAddr
 	size    int
 }
@@ -202,7 +202,7 @@ func (r *relayProc) openStream(ctx context.Context, n int, o Options) (flowSet, 
 		return nil, err
 	}
 	s := &streamFlows{rec: newRecorder(), sinks: sk, size: o.Size}
-	target, err := streamrelay.ParseTarget(fmt.Sprintf("wss://%s%s#%s", r.tls, streamrelay.Path, r.id.ID()))
+	target, err := streamclient.ParseTarget(fmt.Sprintf("wss://%s%s#%s", r.tls, streamclient.Path, r.id.ID()))
 	if err != nil {
 		sk.close()
 		return nil, err
@@ -214,7 +214,7 @@ func (r *relayProc) openStream(ctx context.Context, n int, o Options) (flowSet, 
 			return nil, err
 		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		t, err := streamrelay.Dial(dctx, target, id, nil)
+		t, err := streamclient.Dial(dctx, target, id, nil)
 		cancel()
 		if err != nil {
 			s.close()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
-	"github.com/keymesh/keymesh/internal/turnrelay"
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 )
 
@@ -37,7 +37,7 @@ func openTURN(ctx context.Context, server netip.AddrPort, secret string, n int, 
 	u.sinks = sk
 	u.frames = make([][]byte, n)
 	err = parallel(ctx, n, 16, func(gctx context.Context, i int) error {
-		user, pass := turnrelay.Credentials([]byte(secret), fmt.Sprintf("flow%d", i), time.Hour, time.Now())
+		user, pass := crypto.TURNCredentials([]byte(secret), fmt.Sprintf("flow%d", i), time.Hour, time.Now())
 		c := &turnClient{conn: u.conns[i], server: srv, user: user, pass: pass}
 		if err := c.allocate(gctx); err != nil {
 			return fmt.Errorf("flow %d: allocate: %w", i, err)
