@@ -78,8 +78,8 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	}
 	for _, f := range strings.Split(*flows, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 5000 {
-			return c, fmt.Errorf("--flows %q: want counts from 1 to 5000", *flows)
+		if err != nil || n < 1 || n > 5000 || slices.Contains(o.Flows, n) {
+			return c, fmt.Errorf("--flows %q: want distinct counts from 1 to 5000", *flows)
 		}
 		o.Flows = append(o.Flows, n)
 	}

@@ -62,7 +62,7 @@ func TestParseRelayCompare(t *testing.T) {
 		t.Fatalf("parsed %+v", c.opts)
 	}
 	for _, bad := range [][]string{
-		{"--against", "nginx"}, {"--servers", "", "--against", ""}, {"--flows", "0"}, {"--rates", "200,100"},
+		{"--against", "nginx"}, {"--servers", "", "--against", ""}, {"--flows", "0"}, {"--flows", "10,10"}, {"--rates", "200,100"},
 		{"--size", "9000"}, {"--repeat", "0"}, {"--server-core", "1", "--generator-core", "1"}, {"extra"},
 	} {
 		if _, err := parseRelayCompare(bad, io.Discard); err == nil {

@@ -172,7 +172,7 @@ func (r *relayProc) openTicket(ctx context.Context, n int, o Options) (flowSet, 
 		}
 		tickets[i] = b.Ticket
 	}
-	u, err := newUDPFlows(n, o.Batch, net.UDPAddrFromAddrPort(r.udp), wire.RelaySendOverhead)
+	u, err := newUDPFlows(net.IPv4(127, 0, 0, 1), n, o.Batch, net.UDPAddrFromAddrPort(r.udp), wire.RelaySendOverhead)
 	if err != nil {
 		sk.close()
 		return nil, err

@@ -106,7 +106,7 @@ func kpps(v float64) string {
 
 // cell prints a median, and its range when there were several runs.
 func cell(s Spread, runs int, f func(float64) string) string {
-	if runs < 2 || s.Min == s.Max {
+	if runs < 2 || f(s.Min) == f(s.Max) {
 		return f(s.Median)
 	}
 	return fmt.Sprintf("%s (%s–%s)", f(s.Median), f(s.Min), f(s.Max))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -29,16 +30,34 @@ func openTURN(ctx context.Context, server netip.AddrPort, secret string, n int, 
 		return nil, err
 	}
 	srv := net.UDPAddrFromAddrPort(server)
-	u, err := newUDPFlows(n, o.Batch, srv, channelDataHeader)
+	// Each flow set sends from its own loopback address: a server keeps
+	// an allocation's 5-tuple a while after it ends (coturn answers a new
+	// Allocate on it with 437), and the next set's ports may repeat.
+	k := turnSources.Add(1)
+	src := net.IPv4(127, 1, byte(k>>8), byte(k))
+	u, err := newUDPFlows(src, n, o.Batch, srv, channelDataHeader)
 	if err != nil {
 		sk.close()
 		return nil, err
 	}
 	u.sinks = sk
 	u.frames = make([][]byte, n)
+	clients := make([]*turnClient, n)
+	// Release the allocations when done: the next flow count's sockets
+	// may get the same ports, and a live allocation on a 5-tuple refuses
+	// a new one (437).
+	u.extra = func() {
+		_ = parallel(context.Background(), n, 16, func(ctx context.Context, i int) error {
+			if c := clients[i]; c != nil {
+				c.release(ctx)
+			}
+			return nil
+		})
+	}
 	err = parallel(ctx, n, 16, func(gctx context.Context, i int) error {
 		user, pass := crypto.TURNCredentials([]byte(secret), fmt.Sprintf("flow%d", i), time.Hour, time.Now())
 		c := &turnClient{conn: u.conns[i], server: srv, user: user, pass: pass}
+		clients[i] = c
 		if err := c.allocate(gctx); err != nil {
 			return fmt.Errorf("flow %d: allocate: %w", i, err)
 		}
@@ -58,6 +77,10 @@ func openTURN(ctx context.Context, server netip.AddrPort, secret string, n int, 
 	sk.run(u.rec, 0)
 	return u, nil
 }
+
+// turnSources numbers the flow sets of this process, for their source
+// addresses (127.1.0.0/16).
+var turnSources atomic.Uint32
 
 // turnClient speaks the few TURN requests the benchmark needs over one
 // socket, with long-term credentials.
@@ -139,6 +162,13 @@ func (c *turnClient) allocate(ctx context.Context) error {
 	_, err := c.request(ctx, stun.MethodAllocate,
 		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}})
 	return err
+}
+
+// release ends the allocation (a Refresh with LIFETIME 0), best effort.
+func (c *turnClient) release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, _ = c.request(ctx, stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}})
 }
 
 func (c *turnClient) bindChannel(ctx context.Context, ch uint16, peer *net.UDPAddr) error {

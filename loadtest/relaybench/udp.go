@@ -59,8 +59,11 @@ func (r *recorder) end() (received uint64, lat []uint64) {
 	return r.received.Load(), r.lat.snapshot()
 }
 
-func listenLoopback() (*net.UDPConn, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+func listenLoopback() (*net.UDPConn, error) { return listenOn(net.IPv4(127, 0, 0, 1)) }
+
+// listenOn opens a UDP socket on ip (any port) with the benchmark's buffers.
+func listenOn(ip net.IP) (*net.UDPConn, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +137,7 @@ type udpFlows struct {
 	dst    *net.UDPAddr
 	off    int
 	batch  int
-	extra  func() // closes what the flows hold besides sockets
+	extra  func() // ends what the flows hold on the server, before the sockets close
 }
 
 func (u *udpFlows) step(ctx context.Context, rate float64, d time.Duration) (stepResult, error) {
@@ -188,22 +191,22 @@ func stepTarget(rate float64, d time.Duration) uint64 {
 }
 
 func (u *udpFlows) close() {
+	if u.extra != nil {
+		u.extra()
+	}
 	for _, c := range u.conns {
 		c.Close()
 	}
 	if u.sinks != nil {
 		u.sinks.close()
 	}
-	if u.extra != nil {
-		u.extra()
-	}
 }
 
-// newUDPFlows opens one sender socket per flow.
-func newUDPFlows(n, batch int, dst *net.UDPAddr, off int) (*udpFlows, error) {
+// newUDPFlows opens one sender socket per flow, on src.
+func newUDPFlows(src net.IP, n, batch int, dst *net.UDPAddr, off int) (*udpFlows, error) {
 	u := &udpFlows{rec: newRecorder(), dst: dst, off: off, batch: batch}
 	for range n {
-		c, err := listenLoopback()
+		c, err := listenOn(src)
 		if err != nil {
 			u.close()
 			return nil, fmt.Errorf("sender socket (raise `ulimit -n`?): %w", err)
