@@ -28,10 +28,10 @@ var AllServers = []string{Ticket, Stream, TURN, Derper, Coturn}
 // MaxLoss is the loss a clean step may have.
 const MaxLoss = 0.001
 
-// MinPace is the share of the offered rate a clean step must have been
-// sent at. A server that pushes back (TCP) slows the sender down; the
-// margin lets the generator, on a shared core, be descheduled briefly.
-const MinPace = 0.98
+// MinPace ends a sweep: a step sent below this share of its offered rate
+// shows that the sender is saturated (a TCP server pushing back, or the
+// generator's core), and higher steps would offer no more.
+const MinPace = 0.9
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
@@ -90,8 +90,8 @@ type Sweep struct {
 	Flows  int    `json:"flows"`
 	Run    int    `json:"run"`
 	Steps  []Step `json:"steps"`
-	// Clean is the index in Steps of the highest offered rate with at most
-	// MaxLoss, -1 if even the first lost more.
+	// Clean is the index in Steps of the step that delivered the most
+	// with at most MaxLoss, -1 if every step lost more.
 	Clean int `json:"clean"`
 	// Overload is the index of the step at twice the clean rate, -1 if none.
 	Overload int `json:"overload"`
@@ -191,8 +191,9 @@ func sweepServer(ctx context.Context, s server, name string, run int, o Options,
 	return out, nil
 }
 
-// sweep steps the offered load up until a step loses more than MaxLoss,
-// then offers twice the last clean rate.
+// sweep steps the offered load up until a step loses more than MaxLoss or
+// the sender falls below MinPace, then offers twice the highest rate
+// delivered cleanly.
 func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o Options, log io.Writer) (Sweep, error) {
 	sw := Sweep{Server: name, Flows: n, Run: run, Clean: -1, Overload: -1}
 	measure := func(rate float64) (Step, error) {
@@ -227,11 +228,16 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o
 		if !st.clean() {
 			break
 		}
-		sw.Clean = len(sw.Steps) - 1
+		if c, ok := sw.clean(); !ok || st.Delivered > c.Delivered {
+			sw.Clean = len(sw.Steps) - 1
+		}
+		if st.Sent < MinPace*st.Offered {
+			break
+		}
 	}
 	over := o.Rates[0] * 2
 	if c, ok := sw.clean(); ok {
-		over = 2 * c.Offered
+		over = 2 * c.Delivered
 	}
 	st, err := measure(over)
 	if err != nil {
@@ -242,9 +248,8 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o
 	return sw, nil
 }
 
-// clean reports whether the step lost at most MaxLoss and was sent at
-// MinPace of its offered rate at least.
-func (s Step) clean() bool { return s.Loss <= MaxLoss && s.Sent >= MinPace*s.Offered }
+// clean reports whether the step lost at most MaxLoss.
+func (s Step) clean() bool { return s.Loss <= MaxLoss }
 
 func stepOf(rate float64, r stepResult, cpu time.Duration) Step {
 	secs := r.elapsed.Seconds()
