@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 )
 
 // Server names, as --against and the table take them.

@@ -13,7 +13,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 )
 
 // channelDataHeader is what ChannelData adds to a payload (RFC 8656 12.4).
