@@ -93,7 +93,7 @@ func TestSummarizeAndMarkdown(t *testing.T) {
 		t.Fatalf("rows %+v", rows)
 	}
 	md := Markdown(o, rows)
-	for _, want := range []string{"| 10 | coturn (UDP) | 1.0k | 8.00 (6.00–10.0) | 1.60x |", "medians of 2 runs", "| 150% |"} {
+	for _, want := range []string{"| 10 | coturn (UDP) | 8.00 (6.00–10.0) | 1.60x | 1.0k | 8.00 (6.00–10.0) |", "medians of 2 runs", "| 150% |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
