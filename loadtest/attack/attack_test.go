@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
-	"github.com/keymesh/keymesh/loadtest/labrun"
 )
 
 func TestParseRate(t *testing.T) {
@@ -206,7 +206,7 @@ func needRoot(t *testing.T) {
 // build compiles the servers once per test binary.
 func build(t *testing.T, ctx context.Context) Binaries {
 	t.Helper()
-	b, err := labrun.Build(ctx, t.TempDir())
+	b, err := bintest.Build(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
