@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 const repoRoot = ".."
@@ -164,7 +166,7 @@ func makeDryRun(t *testing.T, args ...string) string {
 	t.Helper()
 	mk, err := exec.LookPath("make")
 	if err != nil {
-		t.Skip("make is not installed")
+		ci.Skip(t, "make is not installed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -25,8 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
-
 	"github.com/keymesh/keymesh/internal/streamclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // TestLabRelayReachesOnlyTheInternet is the open-proxy attack with real
@@ -106,10 +106,7 @@ func newNetnsLab(t testing.TB) *netnsLab {
 	t.Helper()
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() != 0 || ipErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the namespace lab needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), ipErr)
-		}
-		t.Skip("the namespace lab needs root and iproute2")
+		ci.Skipf(t, "the namespace lab needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), ipErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
