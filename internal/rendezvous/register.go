@@ -54,6 +54,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		StreamRelays: s.cfg.StreamRelays,
 		TURNURIs:     s.cfg.TURNURIs,
 		Instance:     s.cfg.Instance,
+		Epoch:        s.epoch.Load(),
 	}
 	if len(s.cfg.TURNSecret) > 0 {
 		// The full peer ID names the TURN user: the relay counts its

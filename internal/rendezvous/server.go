@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -45,6 +46,9 @@ type Server struct {
 	reports   *reports
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
+	// epoch is the registry's boot epoch (0: the registry has none), sent
+	// in every sealed answer; refreshEpoch keeps it current.
+	epoch atomic.Uint64
 }
 
 // New checks cfg and returns a server. It opens no socket.
@@ -81,6 +85,7 @@ func New(cfg Config) (*Server, error) {
 		refresh:       uint16(cfg.Refresh / time.Second),
 		reports:       newReports(cfg.Reports, tm),
 	}
+	s.refreshEpoch(context.Background())
 	return s, nil
 }
 

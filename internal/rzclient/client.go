@@ -146,6 +146,8 @@ type Status struct {
 	// LastError says why the last exchange failed ("" after a success).
 	LastError      string
 	LastRegistered time.Time
+	// Epoch is the server registry's boot epoch last heard (0: none).
+	Epoch uint64
 }
 
 // Client is the peer side of the rendezvous protocol. Its methods are safe
@@ -174,6 +176,7 @@ type Client struct {
 	saltNext    int
 	st          Status
 	regRetried  bool // a challenge was answered in this register round
+	epochKicked time.Time // last registration a changed epoch started
 	pending     map[uint64]*pending
 	reports     []wire.Report // sent since the last report challenge
 }
