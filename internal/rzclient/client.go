@@ -175,7 +175,7 @@ type Client struct {
 	cookieHeard bool
 	saltNext    int
 	st          Status
-	regRetried  bool // a challenge was answered in this register round
+	regRetried  bool      // a challenge was answered in this register round
 	epochKicked time.Time // last registration a changed epoch started
 	pending     map[uint64]*pending
 	reports     []wire.Report // sent since the last report challenge

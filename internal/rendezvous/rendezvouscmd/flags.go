@@ -38,21 +38,21 @@ type Options struct {
 	RedisURL         string
 	// Snapshot and SnapshotEvery are --registry-snapshot and
 	// --registry-snapshot-every.
-	Snapshot      string
-	SnapshotEvery time.Duration
-	TTL, Refresh     time.Duration
-	Instance         string
-	MeshListen       string
-	PeerSecretFile   string
-	MeshRate         float64
-	ReusePort        int
-	AltListen        string
-	RateLimit        float64
-	RateBurst        int
-	RateSources      int
-	STUNRate         float64
-	STUNBurst        int
-	KeyMissRate      float64
+	Snapshot       string
+	SnapshotEvery  time.Duration
+	TTL, Refresh   time.Duration
+	Instance       string
+	MeshListen     string
+	PeerSecretFile string
+	MeshRate       float64
+	ReusePort      int
+	AltListen      string
+	RateLimit      float64
+	RateBurst      int
+	RateSources    int
+	STUNRate       float64
+	STUNBurst      int
+	KeyMissRate    float64
 	// StreamRelaySources is --stream-relay-sources, nil when not given
 	// (then the IP hosts of the --stream-relay URLs).
 	StreamRelaySources []netip.Prefix
