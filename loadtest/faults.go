@@ -26,6 +26,7 @@ type faultsOpts struct {
 	size    int64
 	at      time.Duration
 	hold    time.Duration
+	idle    time.Duration
 	out     string
 	bin     string
 	keep    bool
@@ -42,6 +43,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	size := fs.Int64("size", 40, "the stream's length in MiB (it must outlast --at, --hold and the recovery)")
 	fs.DurationVar(&o.at, "at", 2*time.Second, "when, into the stream, the fault strikes")
 	fs.DurationVar(&o.hold, "hold", 3*time.Second, "how long a cut (direct-cut, udp-block) lasts before it is lifted")
+	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
@@ -74,8 +76,8 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 		return o, fmt.Errorf("--rate %g: want more than 0 MiB/s", *rate)
 	case *size <= 0:
 		return o, fmt.Errorf("--size %d: want 1 MiB or more", *size)
-	case o.at <= 0 || o.hold <= 0:
-		return o, errors.New("--at and --hold: want more than 0 (e.g. 2s)")
+	case o.at <= 0 || o.hold <= 0 || o.idle <= 0:
+		return o, errors.New("--at, --hold and --idle: want more than 0 (e.g. 2s)")
 	}
 	if need := o.at + o.hold + 3*time.Second; time.Duration(float64(o.size)/float64(o.rate)*float64(time.Second)) < need {
 		return o, fmt.Errorf("--size %d MiB at --rate %g MiB/s lasts less than --at + --hold + 3s (%s): raise --size", *size, *rate, need)
@@ -137,7 +139,7 @@ func runFaults(ctx context.Context, args []string) error {
 			seq++
 			bar.Describe(fmt.Sprintf("%s run %d", f, run))
 			r := faults.Run(ctx, lab, f, run, faults.Options{
-				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold,
+				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
 				Name: fmt.Sprintf("f%d", seq),
 			})
 			results = append(results, r)

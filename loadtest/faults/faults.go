@@ -41,6 +41,11 @@ const (
 	// Move renumbers A's host in its LAN: a new address, so a new NAT
 	// mapping.
 	Move Kind = "move"
+	// NATIdle gives the NATs of both sites a 10 s UDP mapping timeout
+	// (A's site of the fault's NAT type), pauses the stream for
+	// Options.Idle (12 s: longer than the timeout) and resumes it; times
+	// count from the resumption.
+	NATIdle Kind = "nat-idle"
 	// UDPBlock drops every UDP packet between A's site and the other
 	// site and the servers for Options.Hold, then lets it through again.
 	UDPBlock Kind = "udp-block"
@@ -55,7 +60,7 @@ type Fault struct {
 
 // String is the fault's name as Parse takes it, e.g. "nat-flush/symmetric".
 func (f Fault) String() string {
-	if f.Kind == NATFlush {
+	if f.Kind == NATFlush || f.Kind == NATIdle {
 		return string(f.Kind) + "/" + string(f.NAT)
 	}
 	return string(f.Kind)
@@ -71,6 +76,9 @@ func All() []Fault {
 	for _, t := range flushTypes {
 		out = append(out, Fault{Kind: NATFlush, NAT: t})
 	}
+	for _, t := range flushTypes {
+		out = append(out, Fault{Kind: NATIdle, NAT: t})
+	}
 	return append(out, Fault{Kind: Move}, Fault{Kind: UDPBlock})
 }
 
@@ -83,14 +91,14 @@ func Names() string {
 	return strings.Join(s, ",")
 }
 
-// Parse returns the fault named s: a name from Names, or "nat-flush" for
-// every NAT type's flush (so it may return several).
+// Parse returns the fault named s: a name from Names, or "nat-flush" or
+// "nat-idle" for every NAT type's (so it may return several).
 func Parse(s string) ([]Fault, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
-	if s == string(NATFlush) {
+	if s == string(NATFlush) || s == string(NATIdle) {
 		var out []Fault
 		for _, t := range flushTypes {
-			out = append(out, Fault{Kind: NATFlush, NAT: t})
+			out = append(out, Fault{Kind: Kind(s), NAT: t})
 		}
 		return out, nil
 	}
@@ -99,7 +107,7 @@ func Parse(s string) ([]Fault, error) {
 			return []Fault{f}, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown fault %q: want one of %s, or nat-flush for all its types", s, Names())
+	return nil, fmt.Errorf("unknown fault %q: want one of %s, or nat-flush or nat-idle for all their types", s, Names())
 }
 
 // ParseList parses a comma-separated list of faults ("all": every one).
@@ -133,7 +141,7 @@ func ParseList(s string) ([]Fault, error) {
 // sites returns the NAT types of A's and B's sites for fault f.
 func (f Fault) sites() (a, b natlab.NATType) {
 	switch f.Kind {
-	case NATFlush:
+	case NATFlush, NATIdle:
 		return f.NAT, natlab.PortRestricted
 	case RelayRestart:
 		return natlab.PortRestricted, natlab.Symmetric

@@ -22,7 +22,8 @@ var ciBounds = Goals{Stall: 2 * time.Second, BestBack: 4 * time.Second, NewSessi
 
 // TestFaultsShort is the CI form of `loadtest faults`: a direct path cut,
 // a symmetric NAT losing every mapping, a relay restart and a rendezvous
-// restart (a new session to a peer registered before it), once each,
+// restart (a new session to a peer registered before it), and a session
+// left idle past a symmetric NAT's 10 s UDP timeout, once each,
 // under a paced stream. Every byte must arrive (SHA-256 on both ends), the
 // longest stall and the time until the best path is back must stay within
 // ciBounds, as measured in the lab (the test itself times nothing).
@@ -34,7 +35,7 @@ func TestFaultsShort(t *testing.T) {
 		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
 	}
 	debpkg.Require(t, "conntrack", "conntrack")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	var bins labrun.Binaries
@@ -62,7 +63,7 @@ func TestFaultsShort(t *testing.T) {
 		}
 	})
 
-	faults := []Fault{{Kind: DirectCut}, {Kind: NATFlush, NAT: natlab.Symmetric}, {Kind: RelayRestart}, {Kind: RendezvousRestart}}
+	faults := []Fault{{Kind: DirectCut}, {Kind: NATFlush, NAT: natlab.Symmetric}, {Kind: RelayRestart}, {Kind: RendezvousRestart}, {Kind: NATIdle, NAT: natlab.Symmetric}}
 	var results []Result
 	for i, f := range faults {
 		r := Run(ctx, lab, f, 1, Options{Rate: 4 << 20, Size: 24 << 20, At: 1500 * time.Millisecond, Hold: 2 * time.Second, Settle: 5 * time.Second, Name: "ci" + string(rune('a'+i))})

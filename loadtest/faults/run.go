@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,9 @@ type Options struct {
 	// Poll is the interval at which A's status is read for its path
 	// (default 50 ms).
 	Poll time.Duration
+	// Idle is how long the stream pauses in a nat-idle run (default 12 s,
+	// beyond the 10 s mapping timeout it sets).
+	Idle time.Duration
 	// Name prefixes the run's sites and processes (default "f").
 	Name string
 }
@@ -52,6 +56,9 @@ func (o *Options) defaults() {
 	}
 	if o.Poll <= 0 {
 		o.Poll = 50 * time.Millisecond
+	}
+	if o.Idle <= 0 {
+		o.Idle = 12 * time.Second
 	}
 	if o.Name == "" {
 		o.Name = "f"
@@ -113,6 +120,13 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	sb, err := lab.AddSite(ctx, o.Name+"b", tb)
 	if err != nil {
 		return err
+	}
+	if f.Kind == NATIdle {
+		for _, n := range []*natlab.NAT{sa.NAT, sa.HomeNAT, sb.NAT, sb.HomeNAT} {
+			if err := shortUDPTimeout(ctx, n); err != nil {
+				return err
+			}
+		}
 	}
 	cfg := labrun.PeerConfig{NoDirect: f.Kind == RelayRestart}
 	ka, err := lab.NewKey(o.Name + "-a")
@@ -176,7 +190,7 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	)
 	src.At(int64(o.At.Seconds()*float64(o.Rate)), func() {
 		defer close(injected)
-		at, r, rdy, err := inject(ctx, lab, f, sa, sb, o.Hold)
+		at, r, rdy, err := inject(ctx, lab, f, sa, sb, src, o)
 		faultMu.Lock()
 		faultAt, ref, faultErr = at, r, err
 		faultMu.Unlock()
@@ -225,6 +239,10 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		return fmt.Errorf("inject %s: %w", f, faultErr)
 	}
 	n, sum, times := rec.result()
+	if f.Kind == NATIdle {
+		// The pause is no stall: gaps count from the resumption.
+		times = slices.DeleteFunc(times, func(t time.Time) bool { return !t.After(faultAt) })
+	}
 	res.Sent, res.Received = src.Sent(), n
 	res.Intact = terr == nil && res.Sent == o.Size && n == res.Sent && sum == src.Sum()
 	// Data is back at the end of the longest stall, when the stream
@@ -271,8 +289,17 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 // inject injects fault f and returns when it struck, the reference time
 // for the best path's return (when a cut was lifted; else the fault), and
 // when a restarted server was ready again.
-func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, hold time.Duration) (at, ref, ready time.Time, err error) {
+func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, src *labrun.Source, o Options) (at, ref, ready time.Time, err error) {
+	hold := o.Hold
 	switch f.Kind {
+	case NATIdle:
+		src.Pause(o.Idle)
+		select {
+		case <-time.After(o.Idle):
+		case <-ctx.Done():
+		}
+		at = time.Now()
+		return at, at, time.Time{}, ctx.Err()
 	case DirectCut, UDPBlock:
 		others := []netip.Addr{sb.PublicAddr}
 		if f.Kind == UDPBlock {
@@ -329,6 +356,23 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, 
 		return at, at, time.Time{}, nil
 	}
 	return at, ref, ready, fmt.Errorf("fault %q: not injectable", f)
+}
+
+// udpTimeout is the UDP mapping timeout nat-idle gives the NATs.
+const udpTimeout = "10"
+
+// shortUDPTimeout sets n's conntrack UDP timeouts (both, the one for
+// flows seen both ways too) to udpTimeout seconds; nil n is no NAT.
+func shortUDPTimeout(ctx context.Context, n *natlab.NAT) error {
+	if n == nil {
+		return nil
+	}
+	for _, k := range []string{"net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream"} {
+		if out, err := n.Command(ctx, "sysctl", "-w", k+"="+udpTimeout).CombinedOutput(); err != nil {
+			return fmt.Errorf("sysctl %s in a NAT: %w: %s", k, err, out)
+		}
+	}
+	return nil
 }
 
 // transfer pipes src from a to b, b's output going to rec, and returns
