@@ -41,6 +41,10 @@ const (
 	// Move renumbers A's host in its LAN: a new address, so a new NAT
 	// mapping.
 	Move Kind = "move"
+	// Roam moves A's host to another site's LAN (a port-restricted NAT):
+	// a new LAN address behind a new NAT with a new public address, as a
+	// laptop that leaves one network for another.
+	Roam Kind = "roam"
 	// NATIdle gives the NATs of both sites a 10 s UDP mapping timeout
 	// (A's site of the fault's NAT type), pauses the stream for
 	// Options.Idle (12 s: longer than the timeout) and resumes it; times
@@ -79,7 +83,7 @@ func All() []Fault {
 	for _, t := range flushTypes {
 		out = append(out, Fault{Kind: NATIdle, NAT: t})
 	}
-	return append(out, Fault{Kind: Move}, Fault{Kind: UDPBlock})
+	return append(out, Fault{Kind: Move}, Fault{Kind: Roam}, Fault{Kind: UDPBlock})
 }
 
 // Names returns the names of All, comma-separated.

@@ -121,6 +121,12 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	if err != nil {
 		return err
 	}
+	var sr *natlab.Site // where A roams to
+	if f.Kind == Roam {
+		if sr, err = lab.AddSite(ctx, o.Name+"r", natlab.PortRestricted); err != nil {
+			return err
+		}
+	}
 	if f.Kind == NATIdle {
 		for _, n := range []*natlab.NAT{sa.NAT, sa.HomeNAT, sb.NAT, sb.HomeNAT} {
 			if err := shortUDPTimeout(ctx, n); err != nil {
@@ -190,7 +196,7 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	)
 	src.At(int64(o.At.Seconds()*float64(o.Rate)), func() {
 		defer close(injected)
-		at, r, rdy, err := inject(ctx, lab, f, sa, sb, src, o)
+		at, r, rdy, err := inject(ctx, lab, f, sa, sb, sr, src, o)
 		faultMu.Lock()
 		faultAt, ref, faultErr = at, r, err
 		faultMu.Unlock()
@@ -289,9 +295,15 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 // inject injects fault f and returns when it struck, the reference time
 // for the best path's return (when a cut was lifted; else the fault), and
 // when a restarted server was ready again.
-func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, src *labrun.Source, o Options) (at, ref, ready time.Time, err error) {
+func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Site, src *labrun.Source, o Options) (at, ref, ready time.Time, err error) {
 	hold := o.Hold
 	switch f.Kind {
+	case Roam:
+		if err := lab.Net.MoveTo(ctx, sa.Host(), sr); err != nil {
+			return at, ref, ready, err
+		}
+		at = time.Now()
+		return at, at, time.Time{}, nil
 	case NATIdle:
 		src.Pause(o.Idle)
 		select {
