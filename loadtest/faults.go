@@ -107,20 +107,6 @@ func runFaults(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cleanup()
-	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
-	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := lab.Close(); cerr != nil {
-			fmt.Fprintf(os.Stderr, "loadtest faults: closing the lab: %v\n", cerr)
-		}
-		if o.keep {
-			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
-		}
-	}()
-
 	bar := progressbar.NewOptions(len(o.faults)*o.runs,
 		progressbar.OptionSetWriter(os.Stderr),
 		progressbar.OptionSetDescription("faults"),
@@ -132,18 +118,33 @@ func runFaults(ctx context.Context, args []string) error {
 		progressbar.OptionClearOnFinish(),
 	)
 	started := time.Now()
+	var one, regions []faults.Fault
+	for _, f := range o.faults {
+		if f.Regions() {
+			regions = append(regions, f)
+		} else {
+			one = append(one, f)
+		}
+	}
 	var results []faults.Result
 	seq := 0
-	for _, f := range o.faults {
-		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
-			seq++
-			bar.Describe(fmt.Sprintf("%s run %d", f, run))
-			r := faults.Run(ctx, lab, f, run, faults.Options{
-				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
-				Name: fmt.Sprintf("f%d", seq),
-			})
-			results = append(results, r)
-			_ = bar.Add(1)
+	for _, set := range []struct {
+		faults []faults.Fault
+		cfg    labrun.Config
+		what   string
+	}{
+		{one, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep}, "rendezvous and relay on a lab server"},
+		{regions, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: 2, InstanceArgs: labrun.MeshArgs},
+			"two regions behind anycast addresses, a shared Redis, the instance mesh"},
+	} {
+		if len(set.faults) == 0 || ctx.Err() != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "starting the lab (%s)...\n", set.what)
+		rs, err := runFaultsIn(ctx, set.cfg, set.faults, o, bar, &seq)
+		results = append(results, rs...)
+		if err != nil {
+			return err
 		}
 	}
 	_ = bar.Finish()
@@ -171,4 +172,34 @@ func runFaults(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d fault(s) missed a goal: %s", len(f), strings.Join(f, ", "))
 	}
 	return nil
+}
+
+// runFaultsIn starts a lab of cfg and runs each fault o.runs times in it.
+func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o faultsOpts, bar *progressbar.ProgressBar, seq *int) ([]faults.Result, error) {
+	lab, err := labrun.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := lab.Close(); cerr != nil {
+			fmt.Fprintf(os.Stderr, "loadtest faults: closing the lab: %v\n", cerr)
+		}
+		if o.keep {
+			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
+		}
+	}()
+	var results []faults.Result
+	for _, f := range fs {
+		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
+			*seq++
+			bar.Describe(fmt.Sprintf("%s run %d", f, run))
+			r := faults.Run(ctx, lab, f, run, faults.Options{
+				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
+				Name: fmt.Sprintf("f%d", *seq),
+			})
+			results = append(results, r)
+			_ = bar.Add(1)
+		}
+	}
+	return results, nil
 }

@@ -35,6 +35,18 @@ const (
 	// it again with the same key; a third peer, registered before, then
 	// opens a new session to B (Result.NewSession).
 	RendezvousRestart Kind = "rendezvous-restart"
+	// RendezvousKill kills region r1's rendezvous instance (SIGKILL) in a
+	// lab of two regions sharing a Redis registry, every site homed on
+	// r1: the front door moves its flows to r2, and a third peer opens a
+	// new session to B (Result.NewSession, from the kill).
+	RendezvousKill Kind = "rendezvous-kill"
+	// RedisRestart kills the regions' shared Redis and starts it again
+	// 500 ms later, empty; a third peer then opens a new session to B.
+	RedisRestart Kind = "redis-restart"
+	// RelayGone kills region r1's relay for good, both peers relaying
+	// through it (relay only): region r2's relay, behind the same
+	// anycast address with the same ticket keys, must take over.
+	RelayGone Kind = "relay-gone"
 	// NATFlush flushes every conntrack entry of A's NAT (both NATs of a
 	// double NAT), as a router reboot would: every mapping is forgotten.
 	NATFlush Kind = "nat-flush"
@@ -83,7 +95,21 @@ func All() []Fault {
 	for _, t := range flushTypes {
 		out = append(out, Fault{Kind: NATIdle, NAT: t})
 	}
-	return append(out, Fault{Kind: Move}, Fault{Kind: Roam}, Fault{Kind: UDPBlock})
+	out = append(out, Fault{Kind: Move}, Fault{Kind: Roam}, Fault{Kind: UDPBlock})
+	return append(out, Fault{Kind: RelayGone}, Fault{Kind: RendezvousKill}, Fault{Kind: RedisRestart})
+}
+
+// Regions reports whether the fault needs a lab of two regions behind
+// anycast addresses with a shared Redis (labrun.Config.Regions = 2);
+// the others run in the one-server lab.
+func (f Fault) Regions() bool {
+	return f.Kind == RelayGone || f.Kind == RendezvousKill || f.Kind == RedisRestart
+}
+
+// newSession reports whether the fault is a server's, after which a third
+// peer, registered before, opens a new session to B.
+func (f Fault) newSession() bool {
+	return f.Kind == RendezvousRestart || f.Kind == RendezvousKill || f.Kind == RedisRestart
 }
 
 // Names returns the names of All, comma-separated.
@@ -147,7 +173,7 @@ func (f Fault) sites() (a, b natlab.NATType) {
 	switch f.Kind {
 	case NATFlush, NATIdle:
 		return f.NAT, natlab.PortRestricted
-	case RelayRestart:
+	case RelayRestart, RelayGone:
 		return natlab.PortRestricted, natlab.Symmetric
 	}
 	return natlab.PortRestricted, natlab.PortRestricted

@@ -134,7 +134,23 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 			}
 		}
 	}
-	cfg := labrun.PeerConfig{NoDirect: f.Kind == RelayRestart}
+	if f.Regions() {
+		for _, st := range []*natlab.Site{sa, sb} {
+			if err := lab.Home(ctx, st, 1); err != nil {
+				return err
+			}
+		}
+		if name := killed(f); name != "" {
+			defer func() {
+				// Bring the instance back for the next run.
+				if err := lab.StartInstance(ctx, name); err == nil {
+					_ = lab.WaitHealthy(ctx, 15*time.Second)
+				}
+			}()
+		}
+	}
+	relayOnly := f.Kind == RelayRestart || f.Kind == RelayGone
+	cfg := labrun.PeerConfig{NoDirect: relayOnly}
 	ka, err := lab.NewKey(o.Name + "-a")
 	if err != nil {
 		return err
@@ -159,10 +175,15 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	defer a.Stop()
 	peers := []*labrun.Peer{a, b}
 	var c *labrun.Peer
-	if f.Kind == RendezvousRestart {
+	if f.newSession() {
 		sc, err := lab.AddSite(ctx, o.Name+"c", natlab.PortRestricted)
 		if err != nil {
 			return err
+		}
+		if f.Regions() {
+			if err := lab.Home(ctx, sc, 1); err != nil {
+				return err
+			}
 		}
 		if c, err = lab.StartPeer(ctx, sc.Host(), labrun.PeerConfig{Name: o.Name + "-c", Key: kc}); err != nil {
 			return err
@@ -176,7 +197,7 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		}
 	}
 	want := "direct"
-	if f.Kind == RelayRestart {
+	if relayOnly {
 		want = "relay"
 	}
 	if err := waitPath(ctx, a, b, want, 20*time.Second); err != nil {
@@ -347,6 +368,14 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Si
 		at = time.Now()
 		err = lab.RestartRendezvous(ctx, true, 500*time.Millisecond)
 		return at, at, time.Now(), err
+	case RendezvousKill, RelayGone:
+		at = time.Now()
+		err = lab.KillInstance(killed(f))
+		return at, at, at, err
+	case RedisRestart:
+		at = time.Now()
+		err = lab.RestartRedis(ctx, 500*time.Millisecond)
+		return at, at, time.Now(), err
 	case NATFlush:
 		for _, n := range []*natlab.NAT{sa.NAT, sa.HomeNAT} {
 			if n == nil {
@@ -368,6 +397,17 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Si
 		return at, at, time.Time{}, nil
 	}
 	return at, ref, ready, fmt.Errorf("fault %q: not injectable", f)
+}
+
+// killed names the instance fault f kills ("" for none).
+func killed(f Fault) string {
+	switch f.Kind {
+	case RendezvousKill:
+		return "r1-" + labrun.RoleRendezvous
+	case RelayGone:
+		return "r1-" + labrun.RoleRelay
+	}
+	return ""
 }
 
 // udpTimeout is the UDP mapping timeout nat-idle gives the NATs.

@@ -149,6 +149,8 @@ type Lab struct {
 	procs     []*Proc
 	relay     *Proc
 	relayArgs []string
+	redis     *Proc  // the Redis server, with Regions
+	redisBin  string // its binary
 	// peerStream is whether `peer up` takes --stream-relay (then every
 	// daemon gets the lab's StreamURL, which a peer without UDP needs
 	// before it can register).
