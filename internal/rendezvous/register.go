@@ -45,6 +45,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgRegister, "registry unavailable")
 	}
 	s.m.registrations.Inc()
+	s.recent.note(req.sender, req.from, &req.key)
 	r := &sc.registered
 	*r = wire.Registered{
 		Reflexive:    req.from,

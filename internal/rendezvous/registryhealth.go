@@ -86,6 +86,7 @@ func (s *Server) refreshEpoch(ctx context.Context) {
 	if old := s.epoch.Swap(v); old != v && old != 0 {
 		s.log.Warn("registry epoch changed: the registry lost its records; peers register again as they hear the new epoch",
 			"instance", s.cfg.Instance, "old", fmt.Sprintf("%x", old), "new", fmt.Sprintf("%x", v))
+		go s.nudge(context.WithoutCancel(ctx), v)
 	}
 }
 
