@@ -16,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/faults"
 	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // faultsOpts configures `loadtest faults`.
@@ -28,6 +29,7 @@ type faultsOpts struct {
 	hold    time.Duration
 	idle    time.Duration
 	out     string
+	record  string
 	bin     string
 	keep    bool
 	verbose bool
@@ -45,6 +47,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs.DurationVar(&o.hold, "hold", 3*time.Second, "how long a cut (direct-cut, udp-block) lasts before it is lifted")
 	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
+	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/faults")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
@@ -126,7 +129,7 @@ func runFaults(ctx context.Context, args []string) error {
 			one = append(one, f)
 		}
 	}
-	var results []faults.Result
+	var all []faults.Result
 	seq := 0
 	for _, set := range []struct {
 		faults []faults.Fault
@@ -142,24 +145,31 @@ func runFaults(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(os.Stderr, "starting the lab (%s)...\n", set.what)
 		rs, err := runFaultsIn(ctx, set.cfg, set.faults, o, bar, &seq)
-		results = append(results, rs...)
+		all = append(all, rs...)
 		if err != nil {
 			return err
 		}
 	}
 	_ = bar.Finish()
 	fmt.Fprintln(os.Stderr)
-	if len(results) == 0 {
+	if len(all) == 0 {
 		return errors.New("no run completed")
 	}
-	rep := faults.Summarize(results, faults.DefaultGoals, o.rate, o.size)
+	rep := faults.Summarize(all, faults.DefaultGoals, o.rate, o.size)
 	if err := rep.WriteAll(o.out); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	if err := rep.Markdown(os.Stdout); err != nil {
+	var md strings.Builder
+	if err := rep.Markdown(&md); err != nil {
 		return err
 	}
-	fmt.Printf("\n%d runs in %s; results in %s (faults.md, faults.json)\n", len(results), time.Since(started).Round(time.Second), o.out)
+	fmt.Print(md.String())
+	if o.record != "" {
+		if err := results.Write(o.record, append([]string{"faults"}, args...), rep, md.String()); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\n%d runs in %s; results in %s (faults.md, faults.json)\n", len(all), time.Since(started).Round(time.Second), o.out)
 	for _, row := range rep.Rows {
 		for _, e := range row.Errors {
 			fmt.Fprintf(os.Stderr, "  %s: %s\n", row.Fault, e)
@@ -188,7 +198,7 @@ func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o fa
 			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
 		}
 	}()
-	var results []faults.Result
+	var all []faults.Result
 	for _, f := range fs {
 		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
 			*seq++
@@ -197,9 +207,9 @@ func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o fa
 				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
 				Name: fmt.Sprintf("f%d", *seq),
 			})
-			results = append(results, r)
+			all = append(all, r)
 			_ = bar.Add(1)
 		}
 	}
-	return results, nil
+	return all, nil
 }
