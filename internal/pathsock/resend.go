@@ -32,7 +32,6 @@ type resendRing struct {
 	buf   [resendSlots][]byte
 	at    [resendSlots]int64 // unix ns; 0: empty
 	next  int
-	taken bool // since resets the ring: a packet is resent once only
 }
 
 // add keeps a copy of p, sent at now.
