@@ -16,6 +16,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/daemon/daemontest"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 type harness struct {
@@ -79,7 +81,7 @@ func tctx(t *testing.T) context.Context {
 func TestStatus(t *testing.T) {
 	h := startServer(t, daemon.Config{})
 	seen := time.Now().Add(-3 * time.Second).UTC().Truncate(time.Millisecond)
-	h.node.SetStatus(daemon.Status{ID: "self", Overlay: "fd4b::1", NATFacing: "203.0.113.7:4000", Registered: true,
+	h.node.SetStatus(daemon.Status{ID: "self", Overlay: "fd4b::1", Reflexive: "203.0.113.7:4000", Registered: true,
 		Peers: []daemon.PeerStatus{{ID: "b", Overlay: "fd4b::2", Path: "direct", Remote: "127.0.0.1:9", RTTms: 0.4, LastSeen: seen}}})
 	if _, err := h.srv.Expose(8080, true); err != nil {
 		t.Fatal(err)
@@ -88,7 +90,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Registered || st.NATFacing != "203.0.113.7:4000" || st.Socket != h.client.Socket {
+	if !st.Registered || st.Reflexive != "203.0.113.7:4000" || st.Socket != h.client.Socket {
 		t.Errorf("status = %+v", st)
 	}
 	if len(st.Peers) != 1 || st.Peers[0].Path != "direct" || !st.Peers[0].LastSeen.Equal(seen) {
@@ -308,13 +310,7 @@ func TestServerCloseEndsStreams(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the condition", cond)
 }
 
 func TestStreamResult(t *testing.T) {

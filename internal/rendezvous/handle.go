@@ -29,7 +29,7 @@ func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, p
 		return s.reject(reasonTruncated)
 	case pkt[0] < 4: // STUN's first-byte range (RFC 7983)
 		return s.handleSTUN(sc, from, pkt)
-	case pkt[0] >= 0x20 && pkt[0] <= 0x2f:
+	case wire.IsFrameType(pkt[0]):
 		return s.handleFrame(ctx, sc, from, pkt, now)
 	}
 	return s.reject(reasonMalformed)
@@ -103,7 +103,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonUnknownType)
 	}
 	sent := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:msgHeaderLen])))
-	if d := now.Sub(sent); d > s.cfg.MaxSkew || d < -s.cfg.MaxSkew {
+	if d := now.Sub(sent); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		return s.reject(reasonStaleTime)
 	}
 	msg, err := wire.ParseMessage(plain)

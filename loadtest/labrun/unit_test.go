@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 func TestParsePingLine(t *testing.T) {
@@ -176,22 +176,6 @@ func TestProcContext(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		p.Kill()
 		t.Fatal("cancelling the context did not end the process")
-	}
-}
-
-func TestPrebuilt(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := Prebuilt(dir); err == nil {
-		t.Fatal("empty dir accepted")
-	}
-	for _, n := range []string{"rendezvous", "relay", "peer"} {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := Prebuilt(dir)
-	if err != nil || b.Peer != filepath.Join(dir, "peer") {
-		t.Fatalf("got %+v, %v", b, err)
 	}
 }
 
