@@ -28,10 +28,10 @@ const (
 // resendRing holds a peer's last packets and when each was sent. Its lock
 // guards every field.
 type resendRing struct {
-	mu    sync.Mutex
-	buf   [resendSlots][]byte
-	at    [resendSlots]int64 // unix ns; 0: empty
-	next  int
+	mu   sync.Mutex
+	buf  [resendSlots][]byte
+	at   [resendSlots]int64 // unix ns; 0: empty
+	next int
 }
 
 // add keeps a copy of p, sent at now.
