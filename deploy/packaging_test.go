@@ -188,6 +188,14 @@ func TestMakeRelease(t *testing.T) {
 			}
 		}
 	}
+	for _, p := range []string{"darwin-arm64", "darwin-amd64", "windows-amd64.exe"} {
+		goos, rest, _ := strings.Cut(p, "-")
+		goarch := strings.TrimSuffix(rest, ".exe")
+		re := regexp.MustCompile(`CGO_ENABLED=0 GOOS=` + goos + ` GOARCH=` + goarch + `\s+go build -trimpath -ldflags '-s -w -X github.com/keymesh/keymesh/internal/obs.version=v9.8.7' -o dist/keymesh-peer-` + regexp.QuoteMeta(p) + ` ./cmd/peer\n`)
+		if !re.MatchString(out) {
+			t.Errorf("make release does not build dist/keymesh-peer-%s; it runs:\n%s", p, out)
+		}
+	}
 	if !strings.Contains(out, "SHA256SUMS") || !strings.Contains(out, "dist/VERSION") {
 		t.Errorf("make release writes no SHA256SUMS or VERSION:\n%s", out)
 	}
