@@ -159,7 +159,7 @@ func testBinaries(t *testing.T, ctx context.Context) bintest.Binaries {
 			return
 		}
 		if built.dir, built.err = os.MkdirTemp("", "loadtest-bin-"); built.err == nil {
-			built.bins, built.err = labrun.Build(ctx, built.dir)
+			built.bins, built.err = bintest.Build(ctx, built.dir)
 		}
 	})
 	if built.err != nil {
