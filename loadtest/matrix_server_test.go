@@ -53,7 +53,7 @@ func TestMatrixServer(t *testing.T) {
 	ci.NeedRoot(t, "the NAT lab makes network namespaces and a dummy interface")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bins := testBinaries(t, ctx)
+	bins := bintest.Shared(t)
 	work := t.TempDir()
 
 	// The outside address, on the host's loopback interface.
@@ -133,39 +133,10 @@ func equalCounts(got, want map[labrun.NATPair]labrun.OutcomeCounts) bool {
 	return true
 }
 
-// built holds rendezvous, relay and peer, built once per test binary (or
-// taken from $KEYMESH_LAB_BIN).
-var built struct {
-	once sync.Once
-	dir  string
-	bins bintest.Binaries
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
+	bintest.RemoveShared()
 	os.Exit(code)
-}
-
-// testBinaries returns the built binaries.
-func testBinaries(t *testing.T, ctx context.Context) bintest.Binaries {
-	t.Helper()
-	built.once.Do(func() {
-		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-			built.bins, built.err = bintest.Prebuilt(d)
-			return
-		}
-		if built.dir, built.err = os.MkdirTemp("", "loadtest-bin-"); built.err == nil {
-			built.bins, built.err = bintest.Build(ctx, built.dir)
-		}
-	})
-	if built.err != nil {
-		t.Fatalf("build: %v", built.err)
-	}
-	return built.bins
 }
 
 func ipRun(t *testing.T, args ...string) {

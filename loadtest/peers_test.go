@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,7 +150,7 @@ func TestPeersFlags(t *testing.T) {
 func TestPeersPerSource(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins := testBinaries(t, ctx)
+	bins := bintest.Shared(t)
 	rd := redistest.Start(t)
 	const n = 2000
 	args := []string{"--count", strconv.Itoa(n), "--per-source", "64", "--duration", "3s", "--workers", "4",
