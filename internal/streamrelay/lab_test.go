@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,9 +21,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
@@ -152,39 +151,7 @@ func (l *netnsLab) in(t testing.TB, ns string, fn func() error) {
 }
 
 // inNetns is in for goroutines other than the test's: it returns the error.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back: %w", err) // the thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNetns(ns string, fn func() error) error { return natlab.InNetns(ns, fn) }
 
 // nsRecorder counts the datagrams arriving at a UDP socket in a namespace.
 type nsRecorder struct {
