@@ -50,6 +50,12 @@ type Config struct {
 	// (wire.Report: both NAT behaviours, direct or relayed, times; no
 	// addresses or peer IDs), which feed the server's traversal metrics.
 	NoReports bool
+	// RendezvousKeepalive is the interval of the cheap keepalives to the
+	// rendezvous between registrations, by which the node notices within
+	// about that time a rendezvous instance that died or a registry that
+	// lost it (rzclient.Config.Keepalive); 0 means
+	// rzclient.DefaultKeepalive, a negative value none.
+	RendezvousKeepalive time.Duration
 	// UDPTimeout is how long to wait for a UDP answer before using
 	// StreamRelay; default 3 s.
 	UDPTimeout time.Duration

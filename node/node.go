@@ -143,6 +143,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		Token:        cfg.JoinToken,
 		OnPunch:      n.onPunch,
 		OnRegistered: n.onRegistered,
+		Keepalive:    keepalive(cfg.RendezvousKeepalive),
 		Logger:       log.With("part", "rendezvous"),
 	})
 	if err != nil {
@@ -380,4 +381,15 @@ func (n *Node) STUN(ctx context.Context) (netip.AddrPort, error) {
 		return a, fmt.Errorf("node: %w", err)
 	}
 	return a, nil
+}
+
+// keepalive maps Config.RendezvousKeepalive to rzclient's (0: none).
+func keepalive(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return rzclient.DefaultKeepalive
+	case d < 0:
+		return 0
+	}
+	return d
 }

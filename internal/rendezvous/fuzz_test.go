@@ -28,6 +28,7 @@ func FuzzHandle(f *testing.F) {
 	f.Add(fx.seal(a, &wire.Connect{TargetAddr: b.id.ID().OverlayAddr()}))
 	f.Add(fx.seal(a, &wire.Probe{}))
 	f.Add(fx.seal(a, &wire.Report{Initiator: true, Outcome: wire.OutcomeDirect, DirectMs: 100}))
+	f.Add(fx.seal(a, &wire.Keepalive{Cookie: b.cookie}))
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw)
 	f.Add([]byte{wire.TypeSealed, wire.Version})

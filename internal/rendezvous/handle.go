@@ -99,7 +99,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonMalformed)
 	}
 	mt := wire.MsgType(plain[0])
-	if mt != wire.MsgRegister && mt != wire.MsgConnect && mt != wire.MsgReport {
+	if mt != wire.MsgRegister && mt != wire.MsgConnect && mt != wire.MsgReport && mt != wire.MsgKeepalive {
 		return s.reject(reasonUnknownType)
 	}
 	sent := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:msgHeaderLen])))
@@ -122,6 +122,8 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	case *wire.Connect:
 		cookie = &b.Cookie
 	case *wire.Report:
+		cookie = &b.Cookie
+	case *wire.Keepalive:
 		cookie = &b.Cookie
 	default:
 		return s.reject(reasonUnknownType)
@@ -146,6 +148,8 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.connect(ctx, sc, &req, b)
 	case *wire.Report:
 		return s.report(sc, &req, b)
+	case *wire.Keepalive:
+		return s.keepalive(sc, &req)
 	}
 	return s.reject(reasonUnknownType)
 }
@@ -201,5 +205,20 @@ func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPo
 // errorReply answers with an Error (only after the cookie was checked).
 func (s *Server) errorReply(sc *scratch, req *request, code byte, t wire.MsgType, text string) []outPacket {
 	s.reply(sc, 0, req, req.from, &req.key, &wire.Error{Code: code, For: t, Text: text, Epoch: s.epoch.Load()})
+	return sc.replies
+}
+
+// keepalive answers a Keepalive with this instance's name and the registry
+// epoch, touching no registry: a sealed answer no larger than the request
+// (wire.KeepalivePad), to an address that proved its cookie.
+func (s *Server) keepalive(sc *scratch, req *request) []outPacket {
+	s.m.keepalives.Inc()
+	a := &sc.ack
+	*a = wire.KeepaliveAck{Instance: s.cfg.Instance, Epoch: s.epoch.Load()}
+	s.reply(sc, 0, req, req.from, &req.key, a)
+	if len(sc.bufs[0]) > req.size { // cannot happen (see wire); never amplify
+		sc.replies = sc.replies[:0]
+		return nil
+	}
 	return sc.replies
 }

@@ -54,6 +54,7 @@ type metrics struct {
 	registryErrs  prometheus.Counter
 	keyComputes   prometheus.Counter
 	cookieReplies prometheus.Counter
+	keepalives    prometheus.Counter
 	punchLimited  prometheus.Counter
 	registryUp    prometheus.Gauge
 	rejected      [numReasons]prometheus.Counter
@@ -83,6 +84,7 @@ func newMetrics(reg prometheus.Registerer, registry interface {
 		stun:          counter("stun_answered_total", "STUN Binding requests answered."),
 		registryErrs:  counter("registry_errors_total", "Registry operations that failed (store unavailable)."),
 		keyComputes:   counter("shared_key_computations_total", "X25519 shared-key computations (key cache misses)."),
+		keepalives:    counter("keepalives_total", "Keepalives answered (a peer checking, between registrations, which instance answers it)."),
 		cookieReplies: counter("cookie_replies_total", "Unsealed CookieReplies sent to requests without a valid cookie proof (also counted as rejected no_cookie)."),
 		punchLimited:  counter("punches_limited_total", "Punches not sent because their target was over its --punch-rate."),
 	}

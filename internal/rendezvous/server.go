@@ -316,4 +316,5 @@ type bodies struct {
 	registered wire.Registered
 	reply      wire.ConnectReply
 	punch      wire.Punch
+	ack        wire.KeepaliveAck
 }

@@ -88,6 +88,10 @@ type Config struct {
 	Retransmit, MaxBackoff time.Duration
 	// ConnectTries bounds Connect's sends. Default DefaultConnectTries.
 	ConnectTries int
+	// Keepalive is the interval of keepalives between registrations (see
+	// keepalive.go); 0 sends none. The peer command's default is
+	// DefaultKeepalive.
+	Keepalive time.Duration
 	// ClockSkew is how far a server message's clock may be from ours.
 	// Default DefaultClockSkew.
 	ClockSkew time.Duration
@@ -176,8 +180,11 @@ type Client struct {
 	st          Status
 	regRetried  bool      // a challenge was answered in this register round
 	epochKicked time.Time // last registration a changed epoch started
-	pending     map[uint64]*pending
-	reports     []wire.Report // sent since the last report challenge
+	instKicked  time.Time // last registration another instance started
+	// kaOutstanding counts keepalives sent since the last answer.
+	kaOutstanding int
+	pending       map[uint64]*pending
+	reports       []wire.Report // sent since the last report challenge
 }
 
 // sentSalt is a recent request's salt and its message type.

@@ -63,7 +63,11 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 			c.onConnectChallenge()
 		case wire.MsgReport:
 			c.onReportChallenge()
+		case wire.MsgKeepalive:
+			c.onKeepaliveChallenge()
 		}
+	case *wire.KeepaliveAck:
+		c.onKeepaliveAck(body)
 	case *wire.ConnectReply:
 		c.noteEpoch(body.Epoch, false)
 		c.onConnectReply(body)
@@ -111,6 +115,8 @@ func (c *Client) onCookieReply(b []byte) {
 		c.onConnectChallenge()
 	case wire.MsgReport:
 		c.onReportChallenge()
+	case wire.MsgKeepalive:
+		c.onKeepaliveChallenge()
 	default:
 		c.log.Debug("dropped a cookie reply that answers none of our requests")
 	}

@@ -56,11 +56,8 @@ func (c *Client) Run(ctx context.Context) error {
 		if refresh <= 0 {
 			refresh = DefaultRefresh
 		}
-		select {
-		case <-ctx.Done():
+		if !c.idle(ctx, refresh) {
 			return nil
-		case <-c.kick:
-		case <-c.after(refresh):
 		}
 	}
 }

@@ -5,8 +5,8 @@ import "fmt"
 // MsgType says what a sealed message holds.
 type MsgType byte
 
-// Message types. Peer to rendezvous: Register, Connect, Report. Rendezvous to peer:
-// Registered, Challenge, ConnectReply, Punch, Error. Peer to peer: Probe,
+// Message types. Peer to rendezvous: Register, Connect, Report, Keepalive. Rendezvous to peer:
+// Registered, Challenge, ConnectReply, Punch, Error, KeepaliveAck. Peer to peer: Probe,
 // ProbeReply, PathUpdate.
 const (
 	MsgRegister     MsgType = 1
@@ -20,6 +20,8 @@ const (
 	MsgProbe        MsgType = 10
 	MsgProbeReply   MsgType = 11
 	MsgPathUpdate   MsgType = 12
+	MsgKeepalive    MsgType = 13
+	MsgKeepaliveAck MsgType = 14
 )
 
 func (t MsgType) String() string {
@@ -46,6 +48,10 @@ func (t MsgType) String() string {
 		return "probe-reply"
 	case MsgPathUpdate:
 		return "path-update"
+	case MsgKeepalive:
+		return "keepalive"
+	case MsgKeepaliveAck:
+		return "keepalive-ack"
 	}
 	return fmt.Sprintf("msg(%d)", byte(t))
 }
@@ -96,6 +102,10 @@ func AppendMessage(b []byte, m Message) []byte {
 	case *ProbeReply:
 		v.appendTo(&w)
 	case *PathUpdate:
+		v.appendTo(&w)
+	case *Keepalive:
+		v.appendTo(&w)
+	case *KeepaliveAck:
 		v.appendTo(&w)
 	}
 	return w.b
@@ -154,6 +164,14 @@ func ParseMessage(b []byte) (Message, error) {
 		body = v
 	case MsgPathUpdate:
 		v := &PathUpdate{}
+		v.readFrom(&r)
+		body = v
+	case MsgKeepalive:
+		v := &Keepalive{}
+		v.readFrom(&r)
+		body = v
+	case MsgKeepaliveAck:
+		v := &KeepaliveAck{}
 		v.readFrom(&r)
 		body = v
 	default:

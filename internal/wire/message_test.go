@@ -32,6 +32,8 @@ func sampleBodies(t testing.TB) []Body {
 		&Probe{TxID: 5, Dest: info.Reflexive},
 		&ProbeReply{TxID: 5, Observed: info.Reflexive},
 		&PathUpdate{Info: info},
+		&Keepalive{Cookie: crypto.Cookie{5}},
+		&KeepaliveAck{Instance: "r1-rendezvous"},
 		&Report{Cookie: crypto.Cookie{4}, Initiator: true, LocalNAT: NATAddrPortDepend, RemoteNAT: NATEndpointIndep, Outcome: OutcomeDirect, FirstByteMs: 120, DirectMs: 480, Switches: 1},
 	}
 }

@@ -16,18 +16,23 @@ import (
 func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, *prometheus.Registry, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RegisterTimeout)
 	defer cancel()
+	ka := o.RendezvousKeepalive
+	if ka == 0 { // --rendezvous-keepalive 0: none (node.Config's 0 is the default)
+		ka = -1
+	}
 	n, err := node.New(ctx, node.Config{
-		Seed:        o.Seed,
-		Server:      o.Server,
-		ListenAddr:  o.Listen,
-		AllowAny:    o.AllowAny,
-		Allow:       o.Allow,
-		NoDirect:    o.NoDirect,
-		NoReports:   o.NoReports,
-		JoinToken:   o.JoinToken,
-		StreamRelay: o.StreamRelay,
-		Reflection:  o.Reflection,
-		Logger:      o.Logger,
+		Seed:                o.Seed,
+		Server:              o.Server,
+		ListenAddr:          o.Listen,
+		AllowAny:            o.AllowAny,
+		Allow:               o.Allow,
+		NoDirect:            o.NoDirect,
+		NoReports:           o.NoReports,
+		JoinToken:           o.JoinToken,
+		StreamRelay:         o.StreamRelay,
+		Reflection:          o.Reflection,
+		RendezvousKeepalive: ka,
+		Logger:              o.Logger,
 	})
 	if err != nil {
 		return nil, nil, nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/policy"
+	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/node"
 )
 
@@ -37,7 +38,9 @@ type upOptions struct {
 	JoinToken []byte
 	// StreamRelay is the TLS stream relay used when UDP is blocked.
 	StreamRelay string
-	Logger      *slog.Logger
+	// RendezvousKeepalive is --rendezvous-keepalive (negative: none).
+	RendezvousKeepalive time.Duration
+	Logger              *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
 	// Name is this peer's own short name (--name).
@@ -102,6 +105,7 @@ are let in).`,
 		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
+		fs.DurationVar(&o.RendezvousKeepalive, "rendezvous-keepalive", rzclient.DefaultKeepalive, "interval of the small keepalives to the rendezvous between registrations, by which the peer notices within about that time an instance that died or a registry that lost it, and registers again; 0 sends none")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
 		fs.StringVar(&o.Name, "name", "", "this peer's short `name`: <name>.<suffix> resolves to its overlay address here")

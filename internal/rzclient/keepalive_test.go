@@ -1,0 +1,126 @@
+package rzclient
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/wire"
+)
+
+// fireWait waits until the client arms a wait of d beyond the first n
+// such waits, fires the newest one, and returns the new count.
+func fireWait(t *testing.T, clk *fakeClock, d time.Duration, n int) int {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		clk.mu.Lock()
+		var last chan time.Time
+		count := 0
+		for i, w := range clk.waits {
+			if w == d {
+				count++
+				last = clk.chans[i]
+			}
+		}
+		clk.mu.Unlock()
+		if count > n {
+			last <- time.Time{}
+			return count
+		}
+		select {
+		case <-clk.armed:
+		case <-deadline:
+			t.Fatalf("the client armed no new wait of %v within 5 s", d)
+		}
+	}
+}
+
+// TestKeepaliveMissesReregister: between registrations the client sends a
+// Keepalive every Config.Keepalive (on the injected clock); an answer
+// clears the count, and after keepaliveMisses unanswered ones in a row
+// the next tick sends a Register instead, long before the refresh.
+func TestKeepaliveMissesReregister(t *testing.T) {
+	const ka = time.Second
+	fs := newFake(t, func(c *Config) { c.Keepalive = ka })
+	clk := newFakeClock()
+	fs.client.after = clk.after
+	fs.client.jitter = func() float64 { return 0.5 }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fs.client.Run(ctx)
+	if _, ok := fs.next().Body.(*wire.Register); !ok {
+		t.Fatal("Run did not register first")
+	}
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r1"})
+	n := 0
+	expect := func(what wire.MsgType) {
+		t.Helper()
+		n = fireWait(t, clk, ka, n)
+		if got := fs.next().Body.Type(); got != what {
+			t.Fatalf("after a keepalive tick the client sent %s, want %s", got, what)
+		}
+	}
+	expect(wire.MsgKeepalive)
+	fs.deliver(&wire.KeepaliveAck{Instance: "r1"})
+	for range keepaliveMisses {
+		expect(wire.MsgKeepalive)
+	}
+	n = fireWait(t, clk, ka, n)
+	if _, ok := fs.next().Body.(*wire.Register); !ok {
+		t.Fatalf("after %d unanswered keepalives the client did not register", keepaliveMisses)
+	}
+	for _, w := range clk.recorded() {
+		if w == 20*time.Second {
+			return
+		}
+	}
+	t.Fatal("no refresh wait was armed alongside the keepalives")
+}
+
+// TestKeepaliveOtherInstanceReregisters: an answer from another instance
+// than the registration's (the front door moved our flow: our home died)
+// registers again at once, at most once per epochKickGap; the same
+// instance does not, nor does an answer sealed by another key.
+func TestKeepaliveOtherInstanceReregisters(t *testing.T) {
+	var offset atomic.Int64
+	fs := newFake(t, func(c *Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	})
+	c := fs.client
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r1-rendezvous", Epoch: 1})
+	fs.deliver(&wire.KeepaliveAck{Instance: "r1-rendezvous", Epoch: 1})
+	if kicked(c) {
+		t.Fatal("an answer from our own instance started a registration")
+	}
+	other, _ := crypto.GenerateIdentity(nil)
+	k, _ := other.SharedKey(c.me)
+	forged := wire.SealFrame(nil, other.ID(), k, wire.Message{Time: time.Now().UnixMilli(), Body: &wire.KeepaliveAck{Instance: "r2-rendezvous", Epoch: 1}})
+	c.HandleFrame(forged, serverAddr)
+	if kicked(c) {
+		t.Fatal("an answer sealed by another key started a registration")
+	}
+	fs.deliver(&wire.KeepaliveAck{Instance: "r2-rendezvous", Epoch: 1})
+	if !kicked(c) {
+		t.Fatal("an answer from another instance did not start a registration")
+	}
+	fs.deliver(&wire.KeepaliveAck{Instance: "r2-rendezvous", Epoch: 1})
+	if kicked(c) {
+		t.Fatal("a second answer from another instance within epochKickGap started a registration")
+	}
+	offset.Store(int64(epochKickGap))
+	fs.deliver(&wire.KeepaliveAck{Instance: "r2-rendezvous", Epoch: 1})
+	if !kicked(c) {
+		t.Fatal("still answered by another instance after epochKickGap: no registration")
+	}
+	// A changed epoch in a keepalive answer (a registry that came back
+	// empty) registers again too.
+	offset.Store(int64(3 * epochKickGap))
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r2-rendezvous", Epoch: 1})
+	fs.deliver(&wire.KeepaliveAck{Instance: "r2-rendezvous", Epoch: 2})
+	if !kicked(c) {
+		t.Fatal("a changed epoch in a keepalive answer did not start a registration")
+	}
+}
