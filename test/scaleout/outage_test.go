@@ -21,10 +21,11 @@ import (
 
 // TestRedisOutage stops Redis under two rendezvous instances sharing one
 // address and starts it again (empty: nothing is persisted). While it is
-// down every instance says so in one log line and fails /healthz, keeps
-// answering STUN and refuses registrations and connects with "registry
-// unavailable"; once it is back they recover by themselves, without a
-// restart: /healthz passes, a log line says so, and every peer is
+// down every instance says so in one log line and fails /readyz (not
+// /healthz: the outage is every instance's, so draining one helps nobody),
+// keeps answering STUN and refuses registrations and connects with
+// "registry unavailable"; once it is back they recover by themselves,
+// without a restart: /readyz passes, a log line says so, and every peer is
 // registered and reachable again within one refresh interval plus the
 // peers' retry backoff.
 func TestRedisOutage(t *testing.T) {
@@ -38,8 +39,8 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("connect before the outage: %v", err)
 	}
 	for _, in := range g.instances {
-		if code, body := httpGet(t, in.admin+"/healthz"); code != http.StatusOK {
-			t.Fatalf("%s /healthz before the outage: %d %q", in.name, code, body)
+		if code, body := httpGet(t, in.admin+"/readyz"); code != http.StatusOK {
+			t.Fatalf("%s /readyz before the outage: %d %q", in.name, code, body)
 		}
 	}
 	pids := map[string]int{}
@@ -57,10 +58,13 @@ func TestRedisOutage(t *testing.T) {
 		if !strings.Contains(line, "redis") || !strings.Contains(line, `"instance":"`+in.name+`"`) {
 			t.Errorf("%s outage line does not name Redis and the instance: %s", in.name, line)
 		}
-		// ... a failing /healthz that says why ...
-		code, body := httpGet(t, in.admin+"/healthz")
+		// ... a failing /readyz that says why, a passing /healthz ...
+		code, body := httpGet(t, in.admin+"/readyz")
 		if code == http.StatusOK || !strings.Contains(body, "registry") {
-			t.Errorf("%s /healthz while Redis is down: %d %q, want a failure naming the registry", in.name, code, body)
+			t.Errorf("%s /readyz while Redis is down: %d %q, want a failure naming the registry", in.name, code, body)
+		}
+		if code, body := httpGet(t, in.admin+"/healthz"); code != http.StatusOK {
+			t.Errorf("%s /healthz while Redis is down: %d %q, want it passing (the outage is every instance's)", in.name, code, body)
 		}
 		if up := scrape(t, in.admin)[mRegistryUp]; up != 0 {
 			t.Errorf("%s registry_up %v while Redis is down", in.name, up)
@@ -126,12 +130,12 @@ func TestRedisOutage(t *testing.T) {
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			code, _ := httpGet(t, in.admin+"/healthz")
+			code, _ := httpGet(t, in.admin+"/readyz")
 			if code == http.StatusOK {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s /healthz still %d 5 s after Redis came back", in.name, code)
+				t.Fatalf("%s /readyz still %d 5 s after Redis came back", in.name, code)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

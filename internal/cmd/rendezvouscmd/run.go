@@ -146,7 +146,13 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	fmt.Fprintf(stdout, "rendezvous key: %s\n", id.ID())
 	fmt.Fprintf(stdout, "connect string: %s#%s\n", connectHost(o, bound), id.ID())
 	if admin != nil {
-		admin.AddHealth("registry", srv.Health)
+		// The registry is a readiness check, not a health check: the
+		// regions share one Redis (deploy/terraform), so its outage fails
+		// every instance at once, and a front door that drained them all
+		// would drop the flows that STUN and keepalives still serve, and
+		// with them the word that the registry is back. A deployment with
+		// one registry per region points its front door at /readyz.
+		admin.AddReady("registry", srv.Health)
 		addr, err := admin.ListenAndServe(ctx, o.Admin)
 		if err != nil {
 			return fmt.Errorf("--admin: %w", err)
