@@ -10,6 +10,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/policy"
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 func tctx(t *testing.T, d time.Duration) context.Context { return tctxTB(t, d) }
@@ -223,5 +224,29 @@ func TestSimultaneousDials(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestPingReintroducesUnheardPeer: A knows B's relay ticket but B never
+// heard of A (the Punch of A's introduction was lost: the rendezvous
+// instance holding B's flow had died). A ping must ask the rendezvous to
+// introduce them again rather than probe a peer that drops its probes.
+func TestPingReintroducesUnheardPeer(t *testing.T) {
+	m := startMesh(t)
+	noDirect := func(c *Config) { c.NoDirect = true }
+	a, b := m.newNode(noDirect), m.newNode(noDirect)
+	info := wire.PeerInfo{ID: b.me, Tickets: b.sock.Tickets(), NAT: b.natBehaviour()}
+	if err := a.sock.AddPeer(info, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, known := b.sock.Peer(a.me); known {
+		t.Fatal("B knows A before any introduction")
+	}
+	res, err := a.Ping(tctx(t, 5*time.Second), b.ID())
+	if err != nil {
+		t.Fatalf("ping of a peer that never heard of us: %v", err)
+	}
+	if res.Path != "relay" || res.Peer != b.ID() {
+		t.Fatalf("ping %+v, want relay to B", res)
 	}
 }

@@ -121,7 +121,11 @@ func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
 	}
 	id, ok := n.knownID(t)
 	if ok {
-		if st, known := n.sock.Peer(id); !known || st.Path == pathsock.PathNone {
+		// A peer never heard from may never have heard of us: the Punch
+		// of our last introduction can be lost (the rendezvous instance
+		// that held its flow had died), so ask for the introduction
+		// again rather than probe a peer that drops what we send.
+		if st, known := n.sock.Peer(id); !known || st.Path == pathsock.PathNone || st.LastSeen.IsZero() {
 			ok = false
 		}
 	}
