@@ -12,4 +12,5 @@ var (
 	ErrNoListener     = errors.New("no listener on that port")
 	ErrPortInUse      = errors.New("port already has a listener")
 	ErrListenerClosed = errors.New("listener closed")
+	ErrNoSession      = errors.New("no live session with that peer")
 )
