@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/overlay"
 )
 
 // Config configures a Server. Zero values take the documented defaults.
@@ -33,6 +34,12 @@ type Config struct {
 	// DialLocal connects exposed ports to local services; default a
 	// net.Dialer with a 5 s timeout.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Overlay is the userspace TCP/IP stack on the node's overlay address
+	// (userspace mode); nil without. With it the SOCKS5 proxy connects
+	// through it and relays UDP (ASSOCIATE), exposed ports are served on
+	// the overlay address for TCP and UDP as well as to streams, and the
+	// API dials UDP (`peer forward --udp`).
+	Overlay *overlay.Stack
 }
 
 func (c *Config) defaults() error {
@@ -102,6 +109,9 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	for p, e := range s.ports {
 		e.ln.Close()
+		if e.stopOverlay != nil {
+			e.stopOverlay()
+		}
 		delete(s.ports, p)
 	}
 	for c := range s.conns {
