@@ -96,7 +96,7 @@ func TestSOCKSHTTPToUserspacePeer(t *testing.T) {
 	}
 	cl := &http.Client{Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}}
 	for _, host := range []string{
-		b.node.ID() + ".keymesh",                    // by name
+		b.node.ID() + ".keymesh",                  // by name
 		"[" + b.node.OverlayAddr().String() + "]", // by address
 	} {
 		url := "http://" + host + ":" + strconv.Itoa(int(port)) + "/"
