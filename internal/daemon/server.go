@@ -40,6 +40,9 @@ type Config struct {
 	// the overlay address for TCP and UDP as well as to streams, and the
 	// API dials UDP (`peer forward --udp`).
 	Overlay *overlay.Stack
+	// Packets reports the overlay router's counters (userspace or TUN
+	// mode) for the status; nil without.
+	Packets func() overlay.Stats
 }
 
 func (c *Config) defaults() error {
@@ -175,6 +178,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Status:  s.node.Status(),
 		Socket:  s.cfg.Socket,
 		Version: obs.Version(),
+	}
+	if s.cfg.Packets != nil {
+		p := s.cfg.Packets()
+		st.Packets = &p
 	}
 	s.mu.Lock()
 	st.SOCKS5 = s.socksAddr

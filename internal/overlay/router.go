@@ -78,28 +78,29 @@ type Config struct {
 
 // Stats counts the router's packets.
 type Stats struct {
-	Sent, Received uint64 // packets carried each way
+	Sent     uint64 `json:"sent"`     // packets carried to peers
+	Received uint64 `json:"received"` // packets from peers written to the device
 	// Spoofed: inbound packets whose source is not the sending peer's own
 	// overlay address.
-	Spoofed uint64
+	Spoofed uint64 `json:"spoofed"`
 	// NotMine: inbound packets not addressed to this peer's overlay
 	// address.
-	NotMine uint64
+	NotMine uint64 `json:"not_mine"`
 	// Refused: inbound packets the Policy refused.
-	Refused uint64
+	Refused uint64 `json:"refused"`
 	// Malformed: packets (either way) that are not well-formed IPv6.
-	Malformed uint64
+	Malformed uint64 `json:"malformed"`
 	// NoSession: outbound packets dropped while their session was set up
 	// or after it failed.
-	NoSession uint64
+	NoSession uint64 `json:"no_session"`
 	// TooBig: outbound packets larger than a datagram (answered with
 	// ICMPv6 Packet Too Big).
-	TooBig uint64
+	TooBig uint64 `json:"too_big"`
 	// QueueFull: inbound packets dropped because the device queue was full.
-	QueueFull uint64
+	QueueFull uint64 `json:"queue_full"`
 	// Local: outbound packets not for an overlay peer (e.g. the kernel's
 	// neighbour discovery on a TUN).
-	Local uint64
+	Local uint64 `json:"local"`
 }
 
 // Router moves packets between a device and the peers.
@@ -108,7 +109,8 @@ type Router struct {
 	me    netip.Addr
 	log   *slog.Logger
 	flows *flows
-	in    chan []byte
+	in    chan *[]byte // packets for the device, after offset bytes of headroom
+	pool  sync.Pool    // of *[]byte with room for the largest packet (GRO coalesces into them)
 
 	dmu     sync.Mutex
 	dialing map[netip.Addr]bool
@@ -144,8 +146,12 @@ func New(cfg Config) (*Router, error) {
 	}
 	return &Router{
 		cfg: cfg, me: cfg.Transport.OverlayAddr(), log: cfg.Logger,
-		flows:   newFlows(cfg.MaxFlows, DefaultFlowIdle),
-		in:      make(chan []byte, cfg.Queue),
+		flows: newFlows(cfg.MaxFlows, DefaultFlowIdle),
+		in:    make(chan *[]byte, cfg.Queue),
+		pool: sync.Pool{New: func() any {
+			b := make([]byte, 0, offset+65535)
+			return &b
+		}},
 		dialing: map[netip.Addr]bool{},
 		failed:  map[netip.Addr]time.Time{},
 	}, nil
@@ -233,7 +239,9 @@ func (r *Router) send(ctx context.Context, pkt []byte) {
 	case errors.As(err, &big):
 		r.tooBig.Add(1)
 		if ptb := PacketTooBig(pkt, min(big.Max, MinMTU)); ptb != nil {
-			r.enqueue(append(make([]byte, offset, offset+len(ptb)), ptb...))
+			buf := r.pool.Get().(*[]byte)
+			*buf = append((*buf)[:offset], ptb...)
+			r.enqueue(buf)
 		}
 	default:
 		r.noSession.Add(1)
@@ -304,8 +312,8 @@ func (r *Router) receive(from netip.Addr, pkt []byte) {
 			return
 		}
 	}
-	buf := make([]byte, offset+len(pkt))
-	copy(buf[offset:], pkt)
+	buf := r.pool.Get().(*[]byte)
+	*buf = append((*buf)[:offset], pkt...)
 	if r.enqueue(buf) {
 		r.received.Add(1)
 	}
@@ -321,14 +329,15 @@ func (r *Router) logRefusal(h Header) {
 	r.log.Info("overlay: refused a flow", "src", h.SrcAddrPort(), "dst", h.DstAddrPort(), "proto", h.Proto, "refused_so_far", r.refused.Load())
 }
 
-// enqueue queues buf (a packet after offset bytes of headroom) for the
-// device, or drops it when the queue is full.
-func (r *Router) enqueue(buf []byte) bool {
+// enqueue queues buf (a packet after offset bytes of headroom, from the
+// pool) for the device, or drops it when the queue is full.
+func (r *Router) enqueue(buf *[]byte) bool {
 	select {
 	case r.in <- buf:
 		return true
 	default:
 		r.queueFull.Add(1)
+		r.pool.Put(buf)
 		return false
 	}
 }
@@ -338,25 +347,29 @@ func (r *Router) enqueue(buf []byte) bool {
 func (r *Router) writeLoop(ctx context.Context) {
 	batch := max(r.cfg.Device.BatchSize(), 1) * 8
 	bufs := make([][]byte, 0, batch)
+	held := make([]*[]byte, 0, batch)
 	for {
-		bufs = bufs[:0]
+		bufs, held = bufs[:0], held[:0]
 		select {
 		case <-ctx.Done():
 			return
 		case p := <-r.in:
-			bufs = append(bufs, p)
+			bufs, held = append(bufs, *p), append(held, p)
 		}
 	more:
 		for len(bufs) < batch {
 			select {
 			case p := <-r.in:
-				bufs = append(bufs, p)
+				bufs, held = append(bufs, *p), append(held, p)
 			default:
 				break more
 			}
 		}
 		if _, err := r.cfg.Device.Write(bufs, offset); err != nil && ctx.Err() == nil {
 			r.log.Debug("overlay: write device", "err", err)
+		}
+		for _, p := range held {
+			r.pool.Put(p)
 		}
 	}
 }

@@ -2,14 +2,13 @@ package peercli
 
 import (
 	"context"
-	"io"
 
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/node"
 )
 
 // startNode starts the node `peer up` serves; it returns once registered.
-func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, error) {
+func startNode(ctx context.Context, o upOptions) (daemon.Node, *node.Node, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RegisterTimeout)
 	defer cancel()
 	n, err := node.New(ctx, node.Config{

@@ -15,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/overlay"
 )
 
 // upOptions is what `peer up` asks of the node.
@@ -34,6 +35,13 @@ type upOptions struct {
 	Logger      *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
+	// Userspace runs the userspace TCP/IP stack on the overlay address
+	// (--userspace); TUN names the TUN device of TUN mode (--tun).
+	Userspace bool
+	TUN       string
+	// Policy judges the inbound overlay flows (userspace and TUN mode);
+	// nil admits every flow of an allowed peer.
+	Policy overlay.Policy
 }
 
 var cmdUp = &command{
@@ -67,7 +75,9 @@ are let in).`,
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
-		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
+		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable; in userspace mode UDP too)")
+		fs.BoolVar(&o.Userspace, "userspace", false, "userspace mode: a userspace TCP/IP stack on the overlay address carries IP packets to peers (no TUN, no privileges); the SOCKS5 proxy and exposed ports use it, with UDP")
+		fs.StringVar(&o.TUN, "tun", "", "TUN mode: route the overlay prefix through this TUN `device` (made when missing; needs CAP_NET_ADMIN and iproute2's ip)")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
 		logFormat := fs.String("log-format", "text", "log `format`: text or json")
 		logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
@@ -107,6 +117,9 @@ are let in).`,
 					return usagef("--join-token-file: %v", err)
 				}
 				o.JoinToken = tok
+			}
+			if o.Userspace && o.TUN != "" {
+				return usagef("--userspace and --tun do not go together: pick one")
 			}
 			if o.RegisterTimeout <= 0 {
 				return usagef("--register-timeout must be positive")
@@ -155,13 +168,19 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	defer ln.Close() // removes the socket file
 
-	n, closer, err := startNode(ctx, o)
+	n, nn, err := startNode(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	defer nn.Close()
 
-	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket})
+	dcfg := daemon.Config{Node: n, Logger: log, Socket: socket}
+	stopOverlay, err := startOverlay(ctx, log, o, nn, &dcfg)
+	if err != nil {
+		return err
+	}
+	defer stopOverlay()
+	srv, err := daemon.New(dcfg)
 	if err != nil {
 		return err
 	}
