@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -202,4 +203,28 @@ func TestUDPRoundTrip(t *testing.T) {
 			return
 		}
 	}
+}
+
+// Every session carries a packet of MinMTU bytes, the device's MTU, in one
+// datagram; a larger one than a datagram holds is refused with its limit.
+func TestDatagramCarriesMinMTU(t *testing.T) {
+	srv := meshtest.Start(t)
+	a, b := meshtest.Node(t, srv), meshtest.Node(t, srv)
+	bs := startStack(t, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, b.OverlayAddr().String()); err != nil {
+		t.Fatal(err)
+	}
+	full := udpPacket(a.OverlayAddr(), b.OverlayAddr(), 1, 2, make([]byte, overlay.MinMTU-48))
+	if err := a.SendPacket(b.OverlayAddr(), full); err != nil {
+		t.Fatalf("a %d-byte packet: %v", len(full), err)
+	}
+	waitStats(t, bs.Router, "the full-size packet delivered", func(s overlay.Stats) bool { return s.Received == 1 })
+	huge := udpPacket(a.OverlayAddr(), b.OverlayAddr(), 1, 2, make([]byte, 1500))
+	var big *node.TooBigError
+	if err := a.SendPacket(b.OverlayAddr(), huge); !errors.As(err, &big) || big.Max < overlay.MinMTU {
+		t.Fatalf("a %d-byte packet: %v, want a TooBigError with a limit of at least %d", len(huge), err, overlay.MinMTU)
+	}
+	t.Logf("a datagram carries at most %d bytes", big.Max)
 }
