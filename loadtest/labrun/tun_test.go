@@ -3,7 +3,9 @@ package labrun
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -134,4 +136,107 @@ func TestTUNHTTPAndUDP(t *testing.T) {
 		return
 	}
 	t.Fatal("no UDP echo over the TUN")
+}
+
+// TestTUNTCPSurvivesAddressChange: A (port-restricted) sends 32 MiB to B
+// (full cone) over one kernel TCP connection between their overlay
+// addresses, both in TUN mode; a quarter of the way in, A's host moves to
+// another LAN address (so a new NAT mapping). The connection goes on and B
+// receives every byte: the same SHA-256.
+func TestTUNTCPSurvivesAddressChange(t *testing.T) {
+	needRoot(t)
+	ctx := testContext(t, 90*time.Second)
+	lab := startLab(t, ctx)
+	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := lab.AddSite(ctx, "bob", natlab.FullCone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{Args: []string{"--tun", "km0"}})
+	untilPath(t, ctx, a, b, "direct", 15*time.Second)
+	bAddr := overlayOf(t, b.ID)
+
+	var ln net.Listener
+	if err := b.Host.Do(func() error {
+		var err error
+		for i := 0; i < 50; i++ {
+			if ln, err = net.Listen("tcp6", netip.AddrPortFrom(bAddr, 5001).String()); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		got <- r
+	}()
+
+	var c net.Conn
+	if err := a.Host.Do(func() error {
+		d := net.Dialer{Timeout: 3 * time.Second}
+		var err error
+		for ctx.Err() == nil {
+			if c, err = d.DialContext(ctx, "tcp6", netip.AddrPortFrom(bAddr, 5001).String()); err == nil {
+				return nil
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("connect over the TUN: %v", err)
+	}
+	defer c.Close()
+	const size, rate = 32 << 20, 8 << 20
+	h := sa.Host()
+	old, next := h.CurrentAddr(), h.NextLANAddr()
+	src := NewSource(size, rate, 7)
+	moved := make(chan error, 1)
+	src.At(size/4, func() { moved <- h.SetAddr(ctx, next) })
+	start := time.Now()
+	if _, err := io.Copy(c, src); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	var r result
+	select {
+	case r = <-got:
+	case <-ctx.Done():
+		t.Fatal("B did not receive everything before the deadline")
+	}
+	select {
+	case err := <-moved:
+		if err != nil {
+			t.Fatalf("renumber: %v", err)
+		}
+	default:
+		t.Fatal("the transfer ended before the address change")
+	}
+	if r.err != nil || r.n != size || r.sum != src.Sum() {
+		t.Fatalf("B received %d bytes (err %v), sha256 %x; sent %d bytes, sha256 %x", r.n, r.err, r.sum[:8], int64(size), src.Sum())
+	}
+	t.Logf("%s moved from %s to %s mid-transfer; %d MiB over one TCP connection inside the TUN in %s, sha256 %x on both ends",
+		h.Name, old, next.Addr(), size>>20, time.Since(start).Round(time.Millisecond), r.sum[:8])
 }
