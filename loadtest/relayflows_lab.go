@@ -22,6 +22,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/sockopt"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -169,7 +170,7 @@ func (l *flowLab) setup(ctx context.Context, n int) error {
 		go func() {
 			for i := r; i < n; i += len(l.sinks) {
 				bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				b, err := relay.Bind(bctx, s.conn, l.relayAddr, s.id)
+				b, err := relayclient.Bind(bctx, s.conn, l.relayAddr, s.id)
 				cancel()
 				if err != nil {
 					errc <- err

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/netcheck"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 )
 
 // NetcheckReport is what Netcheck found: whether UDP works, the public
@@ -57,7 +57,7 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 		}
 		bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		start := time.Now()
-		_, err = relay.Bind(bctx, conn, ra, n.id)
+		_, err = relayclient.Bind(bctx, conn, ra, n.id)
 		cancel()
 		if err != nil {
 			rr.Error = err.Error()

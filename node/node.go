@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -45,7 +45,7 @@ const (
 
 // Node is a running keymesh peer. Its methods are safe for concurrent use.
 type Node struct {
-	stream  streamrelay.Target // the stream relay fallback; zero when none
+	stream  streamclient.Target // the stream relay fallback; zero when none
 	udpWait time.Duration
 	log     *slog.Logger
 	id      *crypto.Identity
@@ -186,7 +186,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 	}()
 	go n.reportLoop()
 	if cfg.StreamRelay != "" {
-		if n.stream, err = streamrelay.ParseTarget(cfg.StreamRelay); err != nil {
+		if n.stream, err = streamclient.ParseTarget(cfg.StreamRelay); err != nil {
 			n.Close()
 			return nil, fmt.Errorf("node: %w", err)
 		}

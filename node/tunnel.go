@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -28,7 +28,7 @@ func (n *Node) natBehaviour() byte {
 // useTunnel opens a tunnel to the stream relay, moves the path layer into
 // it, and keeps it open: when it breaks, a new one replaces it.
 func (n *Node) useTunnel(ctx context.Context) error {
-	tun, err := streamrelay.Dial(ctx, n.stream, n.id, nil)
+	tun, err := streamclient.Dial(ctx, n.stream, n.id, nil)
 	if err != nil {
 		return err
 	}
@@ -43,7 +43,7 @@ func (n *Node) useTunnel(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) keepTunnel(tun *streamrelay.Tunnel) {
+func (n *Node) keepTunnel(tun *streamclient.Tunnel) {
 	defer n.wg.Done()
 	for {
 		select {
@@ -57,7 +57,7 @@ func (n *Node) keepTunnel(tun *streamrelay.Tunnel) {
 				return
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-			next, err := streamrelay.Dial(ctx, n.stream, n.id, nil)
+			next, err := streamclient.Dial(ctx, n.stream, n.id, nil)
 			cancel()
 			if err == nil {
 				if err := n.sock.UseConn(next); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/streamrelay"
 )
 
@@ -41,7 +42,7 @@ func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	streamURL := strings.Replace(ts.URL, "https://", "wss://", 1) + streamrelay.Path + "#" + relayID.ID().String()
+	streamURL := strings.Replace(ts.URL, "https://", "wss://", 1) + streamclient.Path + "#" + relayID.ID().String()
 
 	b := m.newNode(nil)
 	seed := make([]byte, 32)

@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/keymesh/keymesh/internal/peercli"
+	"github.com/keymesh/keymesh/internal/cmd/peercmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := peercli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := peercmd.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

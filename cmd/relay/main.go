@@ -1,7 +1,7 @@
 // Command relay is keymesh's relay server: the stateless UDP ticket relay,
 // and TURN for standard ICE clients. Run `relay --help` for its flags; each
 // is also an environment variable (KEYMESH_LISTEN, KEYMESH_TICKET_KEY_FILE,
-// ...). The wiring lives in internal/relay/relaycmd.
+// ...). The wiring lives in internal/cmd/relaycmd.
 package main
 
 import (
@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/keymesh/keymesh/internal/relay/relaycmd"
+	"github.com/keymesh/keymesh/internal/cmd/relaycmd"
 )
 
 func main() {

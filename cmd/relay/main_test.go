@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -187,7 +187,7 @@ func forward(t *testing.T, relayAddr *net.UDPAddr) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	bound, err := relay.Bind(ctx, b, relayAddr, bid)
+	bound, err := relayclient.Bind(ctx, b, relayAddr, bid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/keymesh/keymesh/internal/rendezvous/rendezvouscmd"
+	"github.com/keymesh/keymesh/internal/cmd/rendezvouscmd"
 )
 
 func main() {

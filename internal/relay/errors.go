@@ -8,6 +8,4 @@ var (
 	ErrConfig = errors.New("relay: bad config")
 	// ErrNotServing: no Serve loop is running (the health check's answer).
 	ErrNotServing = errors.New("relay: not serving any socket")
-	// ErrBindTimeout: Bind got no RelayBound before its context ended.
-	ErrBindTimeout = errors.New("relay: no answer to bind")
 )

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -154,11 +155,11 @@ func newPeer(t testing.TB, bind string) *peer {
 	return &peer{id: id, conn: c}
 }
 
-func (p *peer) bind(t testing.TB, relay net.Addr) Binding {
+func (p *peer) bind(t testing.TB, relay net.Addr) relayclient.Binding {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	b, err := Bind(ctx, p.conn, relay, p.id)
+	b, err := relayclient.Bind(ctx, p.conn, relay, p.id)
 	if err != nil {
 		t.Fatal(err)
 	}

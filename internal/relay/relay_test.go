@@ -385,26 +385,3 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("disabled rate limit with junk numbers: %v", err)
 	}
 }
-
-func TestBindGivesUpWhenNobodyAnswers(t *testing.T) {
-	silent := newPeer(t, "127.0.0.1:0") // a socket nobody reads
-	p := newPeer(t, "127.0.0.1:0")
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := Bind(ctx, p.conn, silent.conn.LocalAddr(), p.id)
-	if !errors.Is(err, ErrBindTimeout) {
-		t.Fatalf("Bind returned %v, want ErrBindTimeout", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Bind took %v to give up on a 700ms context", d)
-	}
-	// It asked again after bindRetry.
-	n := 0
-	for silent.recv(t, 50*time.Millisecond) != nil {
-		n++
-	}
-	if n != 2 {
-		t.Fatalf("the silent relay got %d binds, want 2 (one retry)", n)
-	}
-}

@@ -61,7 +61,7 @@ func TestRegisterCookieThenRegistered(t *testing.T) {
 	}
 	// The TURN user is the whole peer ID: short IDs collide among many
 	// peers, and colliding peers would share (and exhaust) one quota.
-	user, pass := turnrelay.Credentials([]byte("turn-secret"), a.id.ID().String(), time.Hour, f.clock.Now())
+	user, pass := crypto.TURNCredentials([]byte("turn-secret"), a.id.ID().String(), time.Hour, f.clock.Now())
 	if r.TURNUser != user || r.TURNPass != pass {
 		t.Fatalf("turn credentials %q/%q, want %q/%q", r.TURNUser, r.TURNPass, user, pass)
 	}

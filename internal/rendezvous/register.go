@@ -5,8 +5,8 @@ import (
 	"crypto/subtle"
 	"net/netip"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
-	"github.com/keymesh/keymesh/internal/turnrelay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -58,7 +58,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 	if len(s.cfg.TURNSecret) > 0 {
 		// The full peer ID names the TURN user: the relay counts its
 		// quota per name, and short IDs collide among many peers.
-		r.TURNUser, r.TURNPass = turnrelay.Credentials(s.cfg.TURNSecret, req.sender.String(), s.cfg.TURNTTL, req.now)
+		r.TURNUser, r.TURNPass = crypto.TURNCredentials(s.cfg.TURNSecret, req.sender.String(), s.cfg.TURNTTL, req.now)
 	}
 	s.reply(sc, 0, req, req.from, &req.key, r)
 	return sc.replies

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/replay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -106,7 +105,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: Send is required", ErrConfig)
 	}
 	if c.Logger == nil {
-		c.Logger = obs.Discard()
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

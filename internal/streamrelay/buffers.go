@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // bufPool holds the buffers datagrams from a presence socket pass through
 // on their way into a tunnel: an idle tunnel holds none.
 var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, addrLen+MaxPayload+1)
+	b := make([]byte, streamclient.AddrLen+streamclient.MaxPayload+1)
 	return &b
 }}
 
@@ -26,7 +28,7 @@ func putBuf(b *[]byte) { bufPool.Put(b) }
 // datagram leaves in one TLS record.
 const (
 	wsReadBuf  = 256
-	wsWriteBuf = 16 + addrLen + MaxPayload
+	wsWriteBuf = 16 + streamclient.AddrLen + streamclient.MaxPayload
 )
 
 // smallHijack hands the WebSocket library a connection with small buffers

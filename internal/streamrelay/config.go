@@ -12,6 +12,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/obs"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // TunnelMemory is about what one idle tunnel costs the relay process in
@@ -239,4 +241,4 @@ func defDur(v *time.Duration, d time.Duration) {
 
 // byteBurst is the burst of a bytes-per-second bucket: a quarter second,
 // and never less than one largest datagram.
-func byteBurst(rate float64) float64 { return max(rate/4, 4*MaxPayload) }
+func byteBurst(rate float64) float64 { return max(rate/4, 4*streamclient.MaxPayload) }

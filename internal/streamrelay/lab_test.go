@@ -25,6 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // TestLabRelayReachesOnlyTheInternet is the open-proxy attack with real
@@ -61,12 +63,12 @@ func TestLabRelayReachesOnlyTheInternet(t *testing.T) {
 			before := map[string]int64{}
 			for name, r := range targets {
 				before[name] = r.n.Load()
-				if err := ws.Write(lab.ctx, websocket.MessageBinary, appendDatagram(nil, r.addr, []byte("attack "+name))); err != nil {
+				if err := ws.Write(lab.ctx, websocket.MessageBinary, streamclient.AppendDatagram(nil, r.addr, []byte("attack "+name))); err != nil {
 					t.Fatal(err)
 				}
 			}
 			inBefore := internet.n.Load()
-			if err := ws.Write(lab.ctx, websocket.MessageBinary, appendDatagram(nil, internet.addr, []byte("to a peer"))); err != nil {
+			if err := ws.Write(lab.ctx, websocket.MessageBinary, streamclient.AppendDatagram(nil, internet.addr, []byte("to a peer"))); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the datagram to the lab internet", func() bool { return internet.n.Load() > inBefore })
@@ -253,7 +255,7 @@ func (l *netnsLab) openTunnel(t testing.TB, relayNS, clientNS string, cfg Config
 	t.Cleanup(func() { hs.Close() })
 
 	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: PinnedTLS(relayID.ID()),
+		TLSClientConfig: streamclient.PinnedTLS(relayID.ID()),
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			nerr := inNetns(clientNS, func() error {
 				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -262,19 +264,19 @@ func (l *netnsLab) openTunnel(t testing.TB, relayNS, clientNS string, cfg Config
 			return c, errors.Join(nerr, err)
 		},
 	}}
-	ws, _, err := websocket.Dial(l.ctx, "wss://"+ln.Addr().String()+Path, &websocket.DialOptions{HTTPClient: hc})
+	ws, _, err := websocket.Dial(l.ctx, "wss://"+ln.Addr().String()+streamclient.Path, &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.CloseNow() })
-	if err := ws.Write(l.ctx, websocket.MessageBinary, appendClientHello(nil, ident(t), time.Now())); err != nil {
+	if err := ws.Write(l.ctx, websocket.MessageBinary, streamclient.AppendClientHello(nil, ident(t), time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	_, b, err := ws.Read(l.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	presence, err := parseServerHello(b)
+	presence, err := streamclient.ParseServerHello(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +310,7 @@ func BenchmarkLabFlood(b *testing.B) {
 				victim.addr = netip.MustParseAddrPort("203.0.113.2:4001") // the peer's address has answered
 				victim = lab.recorderOn(c)
 			}
-			msg := appendDatagram(nil, victim.addr, make([]byte, 1200))
+			msg := streamclient.AppendDatagram(nil, victim.addr, make([]byte, 1200))
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {

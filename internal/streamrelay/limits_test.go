@@ -19,6 +19,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // clock is an injected clock the tests move by hand.
@@ -90,18 +92,18 @@ func (r *recorder) addr() net.Addr { return r.c.LocalAddr() }
 
 func (r *recorder) port() uint16 { return r.c.LocalAddr().(*net.UDPAddr).AddrPort().Port() }
 
-func dial(t *testing.T, target Target) (*Tunnel, error) {
+func dial(t *testing.T, target streamclient.Target) (*streamclient.Tunnel, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tun, err := Dial(ctx, target, ident(t), nil)
+	tun, err := streamclient.Dial(ctx, target, ident(t), nil)
 	if err == nil {
 		t.Cleanup(func() { tun.Close() })
 	}
 	return tun, err
 }
 
-func mustDial(t *testing.T, target Target) *Tunnel {
+func mustDial(t *testing.T, target streamclient.Target) *streamclient.Tunnel {
 	t.Helper()
 	tun, err := dial(t, target)
 	if err != nil {
@@ -187,7 +189,7 @@ func TestCheckDest(t *testing.T) {
 // tunnel from it opens only after one closes.
 func TestTunnelsPerIPCapped(t *testing.T) {
 	target, srv := startRelay(t, func(c *Config) { c.MaxTunnelsPerIP = 3 })
-	var tuns []*Tunnel
+	var tuns []*streamclient.Tunnel
 	for i := 0; i < 3; i++ {
 		tuns = append(tuns, mustDial(t, target))
 	}
@@ -295,14 +297,14 @@ func TestStalledClientClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
-	if err := ws.Write(ctx, websocket.MessageBinary, appendClientHello(nil, ident(t), time.Now())); err != nil {
+	if err := ws.Write(ctx, websocket.MessageBinary, streamclient.AppendClientHello(nil, ident(t), time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	_, b, err := ws.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	presence, err := parseServerHello(b)
+	presence, err := streamclient.ParseServerHello(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +314,7 @@ func TestStalledClientClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer flood.Close()
-	payload := bytes.Repeat([]byte("f"), MaxPayload)
+	payload := bytes.Repeat([]byte("f"), streamclient.MaxPayload)
 	for srv.Open() != 0 {
 		if ctx.Err() != nil {
 			t.Fatal("a client that reads nothing still holds its tunnel")
@@ -459,7 +461,7 @@ func TestAdvertisesPublicAddress(t *testing.T) {
 	}
 }
 
-func httpClient(target Target) *http.Client {
+func httpClient(target streamclient.Target) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: target.TLS(nil)}}
 }
 
@@ -473,7 +475,7 @@ func value(c prometheus.Counter) float64 {
 }
 
 // rawTunnel opens a tunnel from localIP (a loopback address) by hand.
-func rawTunnel(t *testing.T, target Target, localIP string) error {
+func rawTunnel(t *testing.T, target streamclient.Target, localIP string) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -484,14 +486,14 @@ func rawTunnel(t *testing.T, target Target, localIP string) error {
 		return err
 	}
 	t.Cleanup(func() { ws.CloseNow() })
-	if err := ws.Write(ctx, websocket.MessageBinary, appendClientHello(nil, ident(t), time.Now())); err != nil {
+	if err := ws.Write(ctx, websocket.MessageBinary, streamclient.AppendClientHello(nil, ident(t), time.Now())); err != nil {
 		return err
 	}
 	_, b, err := ws.Read(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = parseServerHello(b)
+	_, err = streamclient.ParseServerHello(b)
 	return err
 }
 
@@ -608,7 +610,7 @@ func TestListenerRefusesClientAtCap(t *testing.T) {
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	target, err := ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + Path + "#" + relayID.ID().String())
+	target, err := streamclient.ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + streamclient.Path + "#" + relayID.ID().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/obs"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // memChildEnv makes the test binary a stream relay that reports its own
@@ -50,7 +52,7 @@ func TestMemoryChild(t *testing.T) {
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	ts.StartTLS()
 	defer ts.Close()
-	fmt.Printf("url %s%s#%s\n", strings.Replace(ts.URL, "https://", "wss://", 1), Path, relayID.ID())
+	fmt.Printf("url %s%s#%s\n", strings.Replace(ts.URL, "https://", "wss://", 1), streamclient.Path, relayID.ID())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		if in.Text() != "mem" {
@@ -123,7 +125,7 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 		tb.Fatalf("relay child: no %q line (%v)", prefix, out.Err())
 		return nil
 	}
-	target, err := ParseTarget(line("url")[0])
+	target, err := streamclient.ParseTarget(line("url")[0])
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -138,21 +140,21 @@ func measureTunnelMemory(tb testing.TB) tunnelMemory {
 	}
 	// One tunnel first, so that what is made once (the sweeper, pools,
 	// the TLS server's state) is not counted per tunnel.
-	first, err := Dial(ctx, target, ident(tb), nil)
+	first, err := streamclient.Dial(ctx, target, ident(tb), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer first.Close()
 	time.Sleep(100 * time.Millisecond)
 	b0, g0, _, r0 := mem()
-	tunnels := make([]*Tunnel, 0, memTunnels)
+	tunnels := make([]*streamclient.Tunnel, 0, memTunnels)
 	defer func() {
 		for _, tu := range tunnels {
 			tu.Close()
 		}
 	}()
 	for range memTunnels {
-		tu, err := Dial(ctx, target, ident(tb), nil)
+		tu, err := streamclient.Dial(ctx, target, ident(tb), nil)
 		if err != nil {
 			tb.Fatal(err)
 		}

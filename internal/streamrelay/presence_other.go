@@ -5,6 +5,8 @@ package streamrelay
 import (
 	"net"
 	"net/netip"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // recvPresence reads a datagram at the presence socket into a buffer from
@@ -13,7 +15,7 @@ import (
 // datagram is there.)
 func recvPresence(udp *net.UDPConn) (b *[]byte, n int, from netip.AddrPort, err error) {
 	b = getBuf()
-	n, from, err = udp.ReadFromUDPAddrPort((*b)[addrLen : addrLen+MaxPayload+1])
+	n, from, err = udp.ReadFromUDPAddrPort((*b)[streamclient.AddrLen : streamclient.AddrLen+streamclient.MaxPayload+1])
 	if err != nil {
 		putBuf(b)
 		return nil, 0, from, err

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // recvPresence waits for a datagram at the presence socket without holding
@@ -22,7 +24,7 @@ func recvPresence(udp *net.UDPConn) (b *[]byte, n int, from netip.AddrPort, err 
 	err = rc.Read(func(fd uintptr) bool {
 		bp := getBuf()
 		var sa syscall.Sockaddr
-		n, sa, rerr = syscall.Recvfrom(int(fd), (*bp)[addrLen:addrLen+MaxPayload+1], syscall.MSG_DONTWAIT)
+		n, sa, rerr = syscall.Recvfrom(int(fd), (*bp)[streamclient.AddrLen:streamclient.AddrLen+streamclient.MaxPayload+1], syscall.MSG_DONTWAIT)
 		if errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EINTR) {
 			putBuf(bp)
 			return false // wait until the socket is readable

@@ -18,6 +18,8 @@ import (
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/ratelimit"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 type metrics struct {
@@ -123,7 +125,7 @@ func (s *Server) Open() int {
 
 // ServeHTTP upgrades a request at Path to a tunnel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != Path {
+	if r.URL.Path != streamclient.Path {
 		http.NotFound(w, r)
 		return
 	}
@@ -155,7 +157,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.refused.WithLabelValues("upgrade").Inc()
 		return
 	}
-	ws.SetReadLimit(addrLen + MaxPayload + 16)
+	ws.SetReadLimit(streamclient.AddrLen + streamclient.MaxPayload + 16)
 	// The tunnel runs on in a goroutine of its own: returning lets
 	// net/http drop the connection's 4 KiB buffers, the request and the
 	// deep stack of its serving goroutine, which an idle tunnel would
@@ -241,10 +243,10 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Add
 	}
 	if typ != websocket.MessageBinary {
 		s.m.refused.WithLabelValues("bad_hello").Inc()
-		return ErrHello
+		return streamclient.ErrHello
 	}
 	// The clock first: it costs nothing, the signature costs a verify.
-	ts, err := helloTime(hello)
+	ts, err := streamclient.ClientHelloTime(hello)
 	if err != nil {
 		s.m.refused.WithLabelValues("bad_hello").Inc()
 		ws.Close(websocket.StatusPolicyViolation, "bad hello")
@@ -253,9 +255,9 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Add
 	if d := s.cfg.Now().Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		s.m.refused.WithLabelValues("stale_time").Inc()
 		ws.Close(websocket.StatusPolicyViolation, "clock too far off")
-		return fmt.Errorf("%w: clock off by %v", ErrHello, d)
+		return fmt.Errorf("%w: clock off by %v", streamclient.ErrHello, d)
 	}
-	id, _, err := parseClientHello(hello)
+	id, _, err := streamclient.ParseClientHello(hello)
 	if err != nil {
 		s.m.refused.WithLabelValues("bad_hello").Inc()
 		ws.Close(websocket.StatusPolicyViolation, "bad hello")
@@ -271,7 +273,7 @@ func (s *Server) serve(ctx context.Context, ws *websocket.Conn, client netip.Add
 	port := udp.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	presence := netip.AddrPortFrom(s.cfg.AdvertiseIP, port)
 	wctx, wcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	err = ws.Write(wctx, websocket.MessageBinary, appendServerHello(nil, presence))
+	err = ws.Write(wctx, websocket.MessageBinary, streamclient.AppendServerHello(nil, presence))
 	wcancel()
 	if err != nil {
 		return fmt.Errorf("write hello: %w", err)
@@ -365,7 +367,7 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 			s.m.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
-		dst, payload, err := parseDatagram(b)
+		dst, payload, err := streamclient.ParseDatagram(b)
 		if err != nil {
 			s.m.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
@@ -432,7 +434,7 @@ func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn,
 // downOne hands the client one datagram that arrived at its presence: the
 // payload of n bytes at (*b)[addrLen:], from from.
 func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, pps, bps *rate.Limiter, b *[]byte, n int, from netip.AddrPort) error {
-	if n > MaxPayload {
+	if n > streamclient.MaxPayload {
 		s.m.dropped.WithLabelValues(dropTooLarge).Inc()
 		return nil
 	}
@@ -447,7 +449,7 @@ func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, pps
 	}
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
-	out := wire.AppendAddr((*b)[:0], from)[:addrLen+n] // the payload is already in place
+	out := wire.AppendAddr((*b)[:0], from)[:streamclient.AddrLen+n] // the payload is already in place
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	err := ws.Write(wctx, websocket.MessageBinary, out)
 	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)

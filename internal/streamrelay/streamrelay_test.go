@@ -16,6 +16,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 func ident(t testing.TB) *crypto.Identity {
@@ -31,7 +33,7 @@ func ident(t testing.TB) *crypto.Identity {
 // made from the relay's identity, as a relay without ACME does. Loopback
 // is an allowed destination (the tests' other ends live there) unless
 // mutate changes the config.
-func startRelay(t *testing.T, mutate ...func(*Config)) (Target, *Server) {
+func startRelay(t *testing.T, mutate ...func(*Config)) (streamclient.Target, *Server) {
 	t.Helper()
 	relayID := ident(t)
 	cfg := Config{
@@ -54,7 +56,7 @@ func startRelay(t *testing.T, mutate ...func(*Config)) (Target, *Server) {
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	target, err := ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + Path + "#" + relayID.ID().String())
+	target, err := streamclient.ParseTarget(strings.Replace(ts.URL, "https://", "wss://", 1) + streamclient.Path + "#" + relayID.ID().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestTunnelCarriesDatagrams(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tun, err := Dial(ctx, target, ident(t), nil)
+	tun, err := streamclient.Dial(ctx, target, ident(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestTunnelRefusesWrongPin(t *testing.T) {
 	target.Pin = &other
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := Dial(ctx, target, ident(t), nil); err == nil || !strings.Contains(err.Error(), "expected key") {
+	if _, err := streamclient.Dial(ctx, target, ident(t), nil); err == nil || !strings.Contains(err.Error(), "expected key") {
 		t.Fatalf("dial with the wrong pin: %v", err)
 	}
 }
@@ -135,7 +137,7 @@ func TestReadDeadline(t *testing.T) {
 	target, _ := startRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tun, err := Dial(ctx, target, ident(t), nil)
+	tun, err := streamclient.Dial(ctx, target, ident(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,55 +153,13 @@ func TestReadDeadline(t *testing.T) {
 	}
 }
 
-func TestParseTarget(t *testing.T) {
-	id := ident(t).ID()
-	tg, err := ParseTarget("wss://relay.example:443#" + id.String())
-	if err != nil || tg.Pin == nil || *tg.Pin != id || tg.URL != "wss://relay.example:443"+Path {
-		t.Fatalf("%+v %v", tg, err)
-	}
-	for _, bad := range []string{"http://x/", "wss://", "wss://x#nope", "::"} {
-		if _, err := ParseTarget(bad); err == nil {
-			t.Errorf("ParseTarget(%q) accepted", bad)
-		}
-	}
-}
-
-func TestHelloRefusesBadSignatureAndNonUpgrade(t *testing.T) {
-	id := ident(t)
-	h := appendClientHello(nil, id, time.Now())
-	if _, _, err := parseClientHello(h); err != nil {
-		t.Fatal(err)
-	}
-	h[5] ^= 1
-	if _, _, err := parseClientHello(h); err == nil {
-		t.Fatal("forged hello accepted")
-	}
+func TestServeHTTPRefusesNonUpgrade(t *testing.T) {
 	srv, _ := New(Config{PresenceIP: netip.MustParseAddr("127.0.0.1")})
 	rec := httptest.NewRecorder()
-	srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
+	srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, streamclient.Path, nil))
 	if rec.Code == http.StatusSwitchingProtocols || rec.Code == http.StatusOK {
 		t.Fatalf("plain GET got %d", rec.Code)
 	}
-}
-
-// FuzzParse runs the tunnel's decoders over arbitrary bytes.
-func FuzzParse(f *testing.F) {
-	id, _ := crypto.GenerateIdentity(nil)
-	f.Add(appendClientHello(nil, id, time.Unix(0, 0)))
-	f.Add(appendServerHello(nil, netip.MustParseAddrPort("203.0.113.1:4000")))
-	f.Add(appendDatagram(nil, netip.MustParseAddrPort("203.0.113.1:4000"), []byte("hi")))
-	f.Add([]byte{})
-	f.Add(make([]byte, clientHelloLen))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := helloTime(b); err == nil && len(b) != clientHelloLen {
-			t.Fatalf("helloTime accepted %d bytes", len(b))
-		}
-		_, _, _ = parseClientHello(b)
-		_, _ = parseServerHello(b)
-		if a, p, err := parseDatagram(b); err == nil && (len(p) > MaxPayload || !a.IsValid()) {
-			t.Fatalf("accepted %v with %d bytes", a, len(p))
-		}
-	})
 }
 
 // FuzzDestination runs tunnel datagrams through the decoder and the
@@ -207,7 +167,7 @@ func FuzzParse(f *testing.F) {
 // never to a refused range, and the per-tunnel table stays within its cap.
 func FuzzDestination(f *testing.F) {
 	for _, a := range []string{"203.0.113.1:4000", "169.254.169.254:80", "[::ffff:10.0.0.1]:53", "[64:ff9b::a9fe:a9fe]:80", "[2002:a00:1::1]:53", "127.0.0.1:3479", "198.51.100.9:3479"} {
-		f.Add(appendDatagram(nil, netip.MustParseAddrPort(a), []byte("x")))
+		f.Add(streamclient.AppendDatagram(nil, netip.MustParseAddrPort(a), []byte("x")))
 	}
 	pub := netip.MustParseAddr("198.51.100.9")
 	srv, err := New(Config{PresenceIP: pub, OwnAddrs: []netip.Addr{}, OwnPorts: []uint16{3479}, MaxDestinations: 8})
@@ -217,7 +177,7 @@ func FuzzDestination(f *testing.F) {
 	d := newDestinations()
 	var now int64
 	f.Fuzz(func(t *testing.T, b []byte) {
-		dst, _, err := parseDatagram(b)
+		dst, _, err := streamclient.ParseDatagram(b)
 		if err != nil {
 			return
 		}

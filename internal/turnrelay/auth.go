@@ -4,6 +4,8 @@ import (
 	"net"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // authenticate is pion's AuthHandler for REST-API credentials. It refuses
@@ -27,7 +29,7 @@ func (s *Server) authenticate(ra *turn.RequestAttributes) (userID string, key []
 		s.authFailed(reasonExpired, ra.Username, src)
 		return "", nil, false
 	}
-	password := restPassword(s.cfg.Secret, ra.Username)
+	password := crypto.TURNPassword(s.cfg.Secret, ra.Username)
 	return user, turn.GenerateAuthKey(ra.Username, ra.Realm, password), true
 }
 

@@ -1,7 +1,7 @@
 // Package turnrelay is the relay's TURN server (RFC 8656) for standard
 // WebRTC/ICE clients. It wraps pion/turn with what the relay needs:
 // time-limited credentials from a shared secret in the "TURN REST API"
-// convention (Credentials, the auth handler), a quota of live allocations
+// convention (crypto.TURNCredentials, the auth handler), a quota of live allocations
 // per user and a cap on all of them, Prometheus metrics, and one server over
 // several SO_REUSEPORT sockets so that a single reader goroutine per port is
 // not the ceiling.
@@ -94,7 +94,7 @@ type Config struct {
 	// Realm is the STUN realm. Default DefaultRealm.
 	Realm string
 	// Secret is the TURN REST API shared secret (coturn's
-	// static-auth-secret) that Credentials signs with. Required, at least
+	// static-auth-secret) that crypto.TURNCredentials signs with. Required, at least
 	// MinSecretLen bytes.
 	Secret []byte
 	// RelayIP is the address allocations' sockets are bound to: the

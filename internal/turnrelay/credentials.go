@@ -1,11 +1,7 @@
 package turnrelay
 
 import (
-	"crypto/hmac"
-	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST API convention specifies.
-	"encoding/base64"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -17,24 +13,6 @@ const (
 	// maxExpiryDigits bounds the decimal expiry so that it fits an int64.
 	maxExpiryDigits = 18
 )
-
-// Credentials returns time-limited TURN credentials for user in the "TURN
-// REST API" convention (draft-uberti-behave-turn-rest, as coturn's
-// use-auth-secret and browsers' iceServers expect): the username is
-// "<unix-expiry>:<user>" with expiry = now + ttl, and the password is
-// base64(HMAC-SHA1(secret, username)). Any server holding secret can check
-// them without state.
-func Credentials(secret []byte, user string, ttl time.Duration, now time.Time) (username, password string) {
-	username = strconv.FormatInt(now.Add(ttl).Unix(), 10) + ":" + user
-	return username, restPassword(secret, username)
-}
-
-// restPassword is base64(HMAC-SHA1(secret, username)).
-func restPassword(secret []byte, username string) string {
-	mac := hmac.New(sha1.New, secret)
-	mac.Write([]byte(username))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
 
 // ParseUsername splits a REST-API username "<unix-expiry>:<user>" into the
 // expiry time and the user. The expiry is decimal seconds since the Unix

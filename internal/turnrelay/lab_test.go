@@ -23,6 +23,8 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // lab is a few network namespaces wired to a "relay" namespace by veth
@@ -290,7 +292,7 @@ func TestLabTURNCannotReachInternalHosts(t *testing.T) {
 	})
 
 	t.Run("tcp allocation connect to refused peers", func(t *testing.T) {
-		user, pass := Credentials([]byte(secret), "tcp-attacker", time.Hour, time.Now())
+		user, pass := crypto.TURNCredentials([]byte(secret), "tcp-attacker", time.Hour, time.Now())
 		var rc *rawClient
 		in(t, c, func() error {
 			conn, err := net.DialTimeout("tcp4", server.String(), 5*time.Second)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // rawFrom is dialRaw from a chosen local address.
@@ -30,12 +32,12 @@ func TestAllocationCapAcrossUsers(t *testing.T) {
 	ts := startServer(t, 2, func(c *Config) { c.MaxAllocations = cap })
 	var clients []*rawClient
 	for i := range cap {
-		u, p := Credentials(testSecret, fmt.Sprintf("user%d", i), time.Hour, time.Now())
+		u, p := crypto.TURNCredentials(testSecret, fmt.Sprintf("user%d", i), time.Hour, time.Now())
 		c := dialRaw(t, "udp", ts.udp, u, p)
 		c.allocateRaw(17)
 		clients = append(clients, c)
 	}
-	u, p := Credentials(testSecret, "one-too-many", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "one-too-many", time.Hour, time.Now())
 	extra := dialRaw(t, "udp", ts.udp, u, p)
 	r := extra.request(stun.MethodAllocate, requestedTransport(17))
 	if code := errCode(r); code != int(stun.CodeInsufficientCapacity) {
@@ -66,7 +68,7 @@ func TestAllocationRatePerSource(t *testing.T) {
 		c.Now = func() time.Time { return now }
 	})
 	for i := range burst + 3 {
-		u, p := Credentials(testSecret, fmt.Sprintf("rot%d", i), time.Hour, now)
+		u, p := crypto.TURNCredentials(testSecret, fmt.Sprintf("rot%d", i), time.Hour, now)
 		c := rawFrom(t, "127.0.0.1", ts.udp, u, p)
 		r := c.request(stun.MethodAllocate, requestedTransport(17))
 		switch code := errCode(r); {
@@ -79,7 +81,7 @@ func TestAllocationRatePerSource(t *testing.T) {
 	if got := value(t, ts.metrics.rateRefusals); got != 3 {
 		t.Fatalf("rate_refusals = %v, want 3", got)
 	}
-	u, p := Credentials(testSecret, "elsewhere", time.Hour, now)
+	u, p := crypto.TURNCredentials(testSecret, "elsewhere", time.Hour, now)
 	rawFrom(t, "127.0.0.2", ts.udp, u, p).allocateRaw(17)
 }
 
@@ -96,7 +98,7 @@ func TestAdvertiseIP(t *testing.T) {
 	if ts.AdvertiseIP() != public.String() || ts.RelayIP() != "0.0.0.0" {
 		t.Fatalf("relay %s advertise %s", ts.RelayIP(), ts.AdvertiseIP())
 	}
-	u, p := Credentials(testSecret, "cloud", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "cloud", time.Hour, time.Now())
 	c := dialRaw(t, "udp", ts.udp, u, p)
 	relayed := c.allocateRaw(17)
 	if !relayed.IP.Equal(net.IP(public.AsSlice())) || relayed.Port == 0 {
@@ -170,7 +172,7 @@ func TestAdvertiseIPTCPConnect(t *testing.T) {
 			accepted <- struct{}{}
 		}
 	}()
-	u, p := Credentials(testSecret, "cloud-tcp", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "cloud-tcp", time.Hour, time.Now())
 	c := dialRaw(t, "tcp", ts.tcp, u, p)
 	c.allocateRaw(6)
 	peer := ln.Addr().(*net.TCPAddr)

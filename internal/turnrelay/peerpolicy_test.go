@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // udpSink is a UDP socket on addr that reports each datagram it gets.
@@ -59,7 +61,7 @@ func TestPeerFilterRefusesInternalPeers(t *testing.T) {
 			if network == "tcp" {
 				server = ts.tcp
 			}
-			u, p := Credentials(testSecret, "mallory-"+network, time.Hour, time.Now())
+			u, p := crypto.TURNCredentials(testSecret, "mallory-"+network, time.Hour, time.Now())
 			c := dialRaw(t, network, server, u, p)
 			c.allocateRaw(17)
 			before := value(t, ts.metrics.peerRefusals)
@@ -134,7 +136,7 @@ func TestPeerFilterRefusesTCPConnect(t *testing.T) {
 	}
 	refusedPeer, refusedGot := listen("127.0.0.1:0")
 	allowedPeer, allowedGot := listen("127.0.0.2:0")
-	u, p := Credentials(testSecret, "mallory-tcp", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "mallory-tcp", time.Hour, time.Now())
 	c := dialRaw(t, "tcp", ts.tcp, u, p)
 	c.allocateRaw(6)
 	for _, peer := range []*net.UDPAddr{
@@ -193,7 +195,7 @@ func TestOwnAddressOnlyToLiveAllocations(t *testing.T) {
 	if ts.permitPeer(nil, net.IPv4(127, 0, 0, 1)) {
 		t.Fatal("loopback permitted")
 	}
-	u, p := Credentials(testSecret, "self", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "self", time.Hour, time.Now())
 	relayed := dialRaw(t, "udp", ts.udp, u, p).allocateRaw(17)
 	live := netip.AddrPortFrom(public, uint16(relayed.Port))
 	if ts.ownDestinationRefused(false, live) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // TestBindingRateHoldsForMessagesPionReadsLoosely is a reflection attack on
@@ -122,7 +124,7 @@ func TestTCPConnectionsCapped(t *testing.T) {
 // beyond is closed on accept.
 func TestInboundPeerConnectionsCapped(t *testing.T) {
 	ts := startServer(t, 1, nil)
-	u, p := Credentials(testSecret, "mallory-inbound", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "mallory-inbound", time.Hour, time.Now())
 	c := dialRaw(t, "tcp", ts.tcp, u, p)
 	relayed := c.allocateRaw(6)
 	if r := c.request(stun.MethodCreatePermission, peerAddr(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})); r.Type.Class != stun.ClassSuccessResponse {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 // relayRoundTrip sends payloads through the allocation to an echo peer and
@@ -42,7 +44,7 @@ func TestAllocateAndRelayUDPAndTCP(t *testing.T) {
 	peer := echoPeer(t)
 	for _, tcp := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tcp=%v", tcp), func(t *testing.T) {
-			u, p := Credentials(testSecret, "alice", time.Hour, time.Now())
+			u, p := crypto.TURNCredentials(testSecret, "alice", time.Hour, time.Now())
 			cl := newClient(t, ts, u, p, tcp)
 			relay, err := allocate(cl)
 			if err != nil {
@@ -96,13 +98,13 @@ func TestAuthRejectsExpiredWrongAndMalformed(t *testing.T) {
 		{"expired", "", "", reasonExpired},
 		{"wrong password", "", "d3Jvbmc=", reasonIntegrity},
 		{"other secret", "", "", reasonIntegrity},
-		{"malformed", "alice", restPassword(testSecret, "alice"), reasonMalformed},
-		{"no user", "1900000000:", restPassword(testSecret, "1900000000:"), reasonMalformed},
+		{"malformed", "alice", crypto.TURNPassword(testSecret, "alice"), reasonMalformed},
+		{"no user", "1900000000:", crypto.TURNPassword(testSecret, "1900000000:"), reasonMalformed},
 	}
 	// expired one second ago
-	cases[0].username, cases[0].password = Credentials(testSecret, "alice", -time.Second, now)
-	cases[1].username, _ = Credentials(testSecret, "alice", time.Hour, now)
-	cases[2].username, cases[2].password = Credentials([]byte("another-secret-of-16+bytes"), "alice", time.Hour, now)
+	cases[0].username, cases[0].password = crypto.TURNCredentials(testSecret, "alice", -time.Second, now)
+	cases[1].username, _ = crypto.TURNCredentials(testSecret, "alice", time.Hour, now)
+	cases[2].username, cases[2].password = crypto.TURNCredentials([]byte("another-secret-of-16+bytes"), "alice", time.Hour, now)
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,7 +123,7 @@ func TestAuthRejectsExpiredWrongAndMalformed(t *testing.T) {
 	}
 
 	// The same clock accepts a credential that is still valid.
-	u, p := Credentials(testSecret, "alice", time.Minute, now)
+	u, p := crypto.TURNCredentials(testSecret, "alice", time.Minute, now)
 	if _, err := allocate(newClient(t, ts, u, p, false)); err != nil {
 		t.Fatalf("valid credential refused: %v", err)
 	}
@@ -129,7 +131,7 @@ func TestAuthRejectsExpiredWrongAndMalformed(t *testing.T) {
 
 func TestAuthenticateRealm(t *testing.T) {
 	ts := startServer(t, 1, nil)
-	u, _ := Credentials(testSecret, "alice", time.Hour, time.Now())
+	u, _ := crypto.TURNCredentials(testSecret, "alice", time.Hour, time.Now())
 	if _, _, ok := ts.authenticate(&turn.RequestAttributes{Username: u, Realm: "other.realm"}); ok {
 		t.Fatal("foreign realm accepted")
 	}
@@ -140,7 +142,7 @@ func TestAuthenticateRealm(t *testing.T) {
 	if !ok || user != "alice" {
 		t.Fatalf("authenticate = %q, ok=%v; want alice, true", user, ok)
 	}
-	_, p := Credentials(testSecret, "alice", time.Hour, time.Now())
+	_, p := crypto.TURNCredentials(testSecret, "alice", time.Hour, time.Now())
 	if want := turn.GenerateAuthKey(u, testRealm, p); !bytes.Equal(key, want) {
 		t.Fatal("key differs from MD5(username:realm:password)")
 	}
@@ -152,14 +154,14 @@ func TestQuotaPerUser(t *testing.T) {
 	var relays []net.PacketConn
 	for i := range 2 {
 		// Different credentials (expiries) of the same user share the quota.
-		u, p := Credentials(testSecret, "bob", time.Hour+time.Duration(i)*time.Minute, now)
+		u, p := crypto.TURNCredentials(testSecret, "bob", time.Hour+time.Duration(i)*time.Minute, now)
 		r, err := allocate(newClient(t, ts, u, p, false))
 		if err != nil {
 			t.Fatalf("allocation %d within quota: %v", i, err)
 		}
 		relays = append(relays, r)
 	}
-	u, p := Credentials(testSecret, "bob", time.Hour, now)
+	u, p := crypto.TURNCredentials(testSecret, "bob", time.Hour, now)
 	_, err := allocate(newClient(t, ts, u, p, false))
 	if code := turnErrorCode(err); code != int(stun.CodeAllocQuotaReached) {
 		t.Fatalf("third allocation: err = %v (code %d), want 486 Allocation Quota Reached", err, code)
@@ -168,7 +170,7 @@ func TestQuotaPerUser(t *testing.T) {
 		t.Fatalf("quota_refusals = %v, want 1", got)
 	}
 	// Another user is not affected.
-	u2, p2 := Credentials(testSecret, "carol", time.Hour, now)
+	u2, p2 := crypto.TURNCredentials(testSecret, "carol", time.Hour, now)
 	if _, err := allocate(newClient(t, ts, u2, p2, false)); err != nil {
 		t.Fatalf("other user refused: %v", err)
 	}
@@ -188,7 +190,7 @@ func TestQuotaPerUser(t *testing.T) {
 func TestQuotaConcurrentAcrossSockets(t *testing.T) {
 	const limit, clients = 3, 24
 	ts := startServer(t, 4, func(c *Config) { c.MaxAllocationsPerUser = limit })
-	u, p := Credentials(testSecret, "dave", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "dave", time.Hour, time.Now())
 	cls := make([]*turn.Client, clients)
 	for i := range cls {
 		cls[i] = newClient(t, ts, u, p, false)
@@ -231,7 +233,7 @@ func TestQuotaConcurrentAcrossSockets(t *testing.T) {
 
 func TestUnlimitedQuota(t *testing.T) {
 	ts := startServer(t, 1, func(c *Config) { c.MaxAllocationsPerUser = -1 })
-	u, p := Credentials(testSecret, "erin", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "erin", time.Hour, time.Now())
 	for i := range DefaultMaxAllocationsPerUser + 2 {
 		if _, err := allocate(newClient(t, ts, u, p, false)); err != nil {
 			t.Fatalf("allocation %d with no limit: %v", i, err)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 func TestOpenSocketsServesTURN(t *testing.T) {
@@ -22,7 +24,7 @@ func TestOpenSocketsServesTURN(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	ts := &testServer{Server: s, udp: pcs[0].LocalAddr().String(), tcp: lns[0].Addr().String()}
-	u, p := Credentials(testSecret, "frank", time.Hour, time.Now())
+	u, p := crypto.TURNCredentials(testSecret, "frank", time.Hour, time.Now())
 	for _, tcp := range []bool{false, true} {
 		if _, err := allocate(newClient(t, ts, u, p, tcp)); err != nil {
 			t.Fatalf("allocate (tcp=%v): %v", tcp, err)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -184,7 +184,7 @@ func openTunnel(ctx context.Context, e *env, src netip.Addr) (*websocket.Conn, e
 		return nil, err
 	}
 	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: streamrelay.PinnedTLS(e.srv.streamID),
+		TLSClientConfig: streamclient.PinnedTLS(e.srv.streamID),
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialTCP(ctx, e.lab.Bad, src, netip.AddrPortFrom(srvAddr, streamPort))
 		},

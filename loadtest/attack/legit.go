@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -233,7 +233,7 @@ func (p *population) startRelayPair(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := relay.Bind(ctx, p.relayB, relayUDP, idB)
+	b, err := relayclient.Bind(ctx, p.relayB, relayUDP, idB)
 	if err != nil {
 		return fmt.Errorf("attack: legitimate relay bind before the attack: %w", err)
 	}
@@ -310,7 +310,7 @@ func (p *population) do(ctx context.Context, op Op) error {
 		if err != nil {
 			return err
 		}
-		_, err = relay.Bind(ctx, conn, net.UDPAddrFromAddrPort(p.srv.relayAddr), id)
+		_, err = relayclient.Bind(ctx, conn, net.UDPAddrFromAddrPort(p.srv.relayAddr), id)
 		return err
 	case OpRelay:
 		return p.relayOnce(ctx)

@@ -22,7 +22,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
-	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/streamclient"
 )
 
 // Ports of the servers on srvAddr.
@@ -50,7 +50,7 @@ type servers struct {
 	rzKey     crypto.PeerID
 	relayAddr netip.AddrPort
 	turnAddr  netip.AddrPort
-	stream    streamrelay.Target
+	stream    streamclient.Target
 	streamID  crypto.PeerID
 	// token is the join token legitimate peers send (nil: none needed).
 	token []byte
@@ -101,8 +101,8 @@ func startServers(ctx context.Context, lab *Lab, cfg serverConfig) (*servers, er
 		return nil, err
 	}
 	streamAP := netip.AddrPortFrom(srvAddr, streamPort)
-	streamURL := fmt.Sprintf("wss://%s%s#%s", streamAP, streamrelay.Path, relayID.ID())
-	if s.stream, err = streamrelay.ParseTarget(streamURL); err != nil {
+	streamURL := fmt.Sprintf("wss://%s%s#%s", streamAP, streamclient.Path, relayID.ID())
+	if s.stream, err = streamclient.ParseTarget(streamURL); err != nil {
 		return nil, err
 	}
 	s.streamID = relayID.ID()

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -86,7 +86,7 @@ func TestRelayAnycast(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	bound, err := relay.Bind(ctx, b, net.UDPAddrFromAddrPort(r1.udp), bid)
+	bound, err := relayclient.Bind(ctx, b, net.UDPAddrFromAddrPort(r1.udp), bid)
 	cancel()
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package daemontest holds a fake daemon.Node for unit tests of the daemon's
 // API handlers and of the CLI: streams are loopback TCP pairs, so half-close
 // behaves as on a real stream. It proves nothing about the real data path
-// (the end-to-end test in package peercli does).
+// (the end-to-end test in package peercmd does).
 package daemontest
 
 import (

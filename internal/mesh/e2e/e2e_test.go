@@ -19,7 +19,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/mesh"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 	"github.com/keymesh/keymesh/internal/wire"
@@ -343,7 +343,7 @@ func TestHomeInstance(t *testing.T) {
 		bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer bcancel()
 		bid, _ := crypto.GenerateIdentity(nil)
-		binding, err := relay.Bind(bctx, b, net.UDPAddrFromAddrPort(y.relay), bid)
+		binding, err := relayclient.Bind(bctx, b, net.UDPAddrFromAddrPort(y.relay), bid)
 		if err != nil {
 			t.Fatalf("bind at Y: %v", err)
 		}

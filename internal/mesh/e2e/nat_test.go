@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
 	"github.com/keymesh/keymesh/loadtest/natlab"
@@ -146,7 +146,7 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 		bid, _ := crypto.GenerateIdentity(nil)
 		bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer bcancel()
-		binding, err := relay.Bind(bctx, b, net.UDPAddrFromAddrPort(y.relay), bid)
+		binding, err := relayclient.Bind(bctx, b, net.UDPAddrFromAddrPort(y.relay), bid)
 		if err != nil {
 			t.Fatalf("bind at Y: %v", err)
 		}

@@ -1,0 +1,86 @@
+package relaycmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/mesh"
+	"github.com/keymesh/keymesh/internal/relay"
+	"github.com/keymesh/keymesh/internal/sockopt"
+
+	"github.com/keymesh/keymesh/internal/cmd/usage"
+)
+
+// meshReaders bounds the goroutines reading the mesh socket.
+const meshReaders = 4
+
+// startMesh opens the mesh socket on --mesh-listen and returns the node
+// (served by up to readers goroutines until ctx ends) and the peer list. Forwards from other relays
+// leave from out, the relay socket their peers bound to. Without
+// --mesh-listen it returns a nil node.
+func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int, reg prometheus.Registerer, log *slog.Logger) (*mesh.Node, mesh.Peers, error) {
+	if o.Listen == "" {
+		if o.SecretFile != "" {
+			log.Info("--peer-secret-file without --mesh-listen: the mesh is off, every packet leaves from the relay it reached")
+		}
+		return nil, nil, nil
+	}
+	addr, peers, err := o.parse()
+	if err != nil {
+		return nil, nil, err
+	}
+	secret, err := crypto.ReadSecretFile(o.SecretFile, mesh.MinSecret)
+	if err != nil {
+		return nil, nil, usage.Errorf("--peer-secret-file: %v", err)
+	}
+	key, err := mesh.NewKey(secret)
+	if err != nil {
+		return nil, nil, usage.Errorf("--peer-secret-file: %v", err)
+	}
+	conn, err := sockopt.ListenUDP(ctx, addr.String(), false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--mesh-listen: %w", err)
+	}
+	var others []netip.AddrPort
+	for id, a := range peers {
+		if id != uint16(o.Instance) && a != addr {
+			others = append(others, a)
+		}
+	}
+	n, err := mesh.NewNode(mesh.Config{
+		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(), Rate: o.Rate, Burst: max(o.Rate, 1),
+		Handle: relay.DeliverRelayed(out, log), Peers: others,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if err := n.Register(reg); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("mesh metrics: %w", err)
+	}
+	// Other relays' forwards are relay traffic: read them with as many
+	// goroutines as the relay socket has (at most meshReaders).
+	var wg sync.WaitGroup
+	for range min(max(readers, 1), meshReaders) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Serve(ctx); err != nil {
+				log.Error("mesh socket stopped", "err", err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); n.Heartbeat(ctx) }()
+	go func() { wg.Wait(); conn.Close() }()
+	log.Info("mesh on", "addr", n.Addr(), "instance", o.Instance, "peers", len(peers))
+	return n, peers, nil
+}

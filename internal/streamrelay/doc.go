@@ -1,0 +1,28 @@
+// Package streamrelay is the stream relay server: it carries a peer's UDP
+// traffic over TLS on TCP, for networks that block UDP. The tunnel protocol
+// and the peer's side (Dial, Tunnel) are in package streamclient; a peer links
+// that, never this package or its metrics.
+//
+// # What a stranger's tunnel may do
+//
+// Anyone can make a key, so a tunnel is no open UDP proxy. A datagram goes
+// out only to a destination internal/addrpolicy accepts (no loopback,
+// private, CGNAT, link-local such as 169.254.169.254, multicast, reserved,
+// nor the server's own addresses, whose only reachable ports are the
+// relay's public keymesh services and the live presences), unless the
+// operator allowed the range. A destination whose address has never sent
+// anything to the presence gets ProbeRate (enough to register, bind and
+// punch); one that answered gets the tunnel's rate. Toward the keymesh
+// servers (ServerAddrs, ServerPorts), which limit per source address and
+// see every tunnel come from the one presence address, a tunnel gets
+// ServerRate, RelaySend data aside, so that one tunnel cannot spend what
+// they allow that address. Each tunnel has a
+// bounded set of destinations, datagram and byte rates per direction, and
+// an idle and a write timeout; each client IPv4 address or IPv6 /64 has a
+// tunnel cap, an open rate, a connection rate at accept and a byte rate,
+// each /24 or /48 a tunnel cap, and the relay a global one (about
+// TunnelMemory each); behind Server.Listener, a client at a cap is closed
+// on accept, before its TLS handshake. Every refusal
+// is counted by reason (keymesh_stream_dropped_total,
+// keymesh_stream_tunnels_refused_total).
+package streamrelay
