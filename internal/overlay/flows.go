@@ -57,9 +57,3 @@ func (f *flows) reply(k flowKey, now time.Time) bool {
 	t, ok := f.m[k]
 	return ok && now.Sub(t) <= f.idle
 }
-
-func (f *flows) len() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.m)
-}

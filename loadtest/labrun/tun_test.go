@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
@@ -34,6 +35,7 @@ func overlayOf(t *testing.T, id string) netip.Addr {
 // comes back echoed: unmodified programs, kernel sockets, no proxy.
 func TestTUNHTTPAndUDP(t *testing.T) {
 	needRoot(t)
+	curl := debpkg.Require(t, "curl", "curl")
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
 	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
@@ -91,7 +93,7 @@ func TestTUNHTTPAndUDP(t *testing.T) {
 	var body string
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		out, err := a.Host.Command(cctx, "curl", "-sS", "-g", "--max-time", "4", url).CombinedOutput()
+		out, err := a.Host.Command(cctx, curl, "-sS", "-g", "--max-time", "4", url).CombinedOutput()
 		cancel()
 		if err == nil {
 			body = string(out)
