@@ -13,9 +13,9 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // matrixOpts configures `loadtest matrix`.

@@ -126,7 +126,7 @@ func newSimPeer(i int, srv peersServer, cnt *peersCounters) (*simPeer, error) {
 		ServerKey:  srv.key,
 		AllowAny:   true,
 		Candidates: func() []netip.AddrPort { return []netip.AddrPort{local} },
-		NAT:        func() byte { return wire.NATNone },
+		NAT:        func() wire.NAT { return wire.NATNone },
 		Send: func(b []byte, to netip.AddrPort) error {
 			cnt.sent.Add(1)
 			_, err := conn.WriteToUDPAddrPort(b, to)

@@ -10,8 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // regionKillOpts configures `loadtest regionkill`.

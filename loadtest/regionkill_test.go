@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 func TestRegionFlags(t *testing.T) {

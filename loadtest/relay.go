@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 )
 
 // relayOpts configures `loadtest relay`.

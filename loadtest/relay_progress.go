@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 )
 
 // progressLog collects the once-a-second progress lines of all uclient

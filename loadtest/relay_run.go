@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 )
 
 const (

@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/turnrelay"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -17,11 +17,11 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/wire"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // labMesh is a rendezvous server and a relay on a natlab server host.

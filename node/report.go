@@ -28,7 +28,7 @@ const (
 // traversal is one session's way to a path, from its introduction.
 type traversal struct {
 	initiator bool
-	remoteNAT byte
+	remoteNAT wire.NAT
 	start     time.Time
 	firstByte time.Duration // 0: no frame from the peer yet
 	toDirect  time.Duration // 0: no direct path yet
@@ -40,7 +40,7 @@ type traversal struct {
 // (by our Connect when initiator, else by the peer's Punch). A peer whose
 // traversal is watched, or was reported within reportSettle, is not
 // watched again: a retransmitted Connect repeats its Punch.
-func (n *Node) watchTraversal(id crypto.PeerID, remoteNAT byte, initiator bool, start time.Time) {
+func (n *Node) watchTraversal(id crypto.PeerID, remoteNAT wire.NAT, initiator bool, start time.Time) {
 	if n.noReports {
 		return
 	}

@@ -15,7 +15,7 @@ const DefaultUDPTimeout = 3 * time.Second
 // natBehaviour is what the node reports of its NAT: a node in a stream
 // tunnel says UDP is blocked, so peers reach it through the relay; else
 // the path layer's finding (rendezvous against relay observed address).
-func (n *Node) natBehaviour() byte {
+func (n *Node) natBehaviour() wire.NAT {
 	if n.sock == nil {
 		return wire.NATUnknown
 	}

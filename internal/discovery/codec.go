@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // The stored form of a Record, shared by Memory (inside its arenas) and Redis
@@ -63,7 +65,7 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 	if rec.Policy.AllowAny {
 		flags |= flagAllowAny
 	}
-	dst = append(dst, recordVersion, flags, rec.NAT)
+	dst = append(dst, recordVersion, flags, byte(rec.NAT))
 	dst = append(dst, rec.ID[:]...)
 	var upd int64
 	if !rec.Updated.IsZero() {
@@ -140,7 +142,7 @@ func decodeRecord(b []byte) (Record, error) {
 		return rec, fmt.Errorf("unknown flags %#x: %w", flags, ErrBadRecord)
 	}
 	rec.Policy.AllowAny = flags&flagAllowAny != 0
-	rec.NAT = b[2]
+	rec.NAT = wire.NAT(b[2])
 	copy(rec.ID[:], b[offID:])
 	if upd := int64(binary.LittleEndian.Uint64(b[offID+32:])); upd != 0 {
 		rec.Updated = time.Unix(0, upd).UTC()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // ErrNotFound is returned for a peer that is not registered (or expired).
@@ -56,7 +58,7 @@ type Record struct {
 	Tickets [][]byte
 	// NAT is the peer's NAT mapping behaviour as it measured it (a wire
 	// constant; opaque here).
-	NAT byte
+	NAT wire.NAT
 	// Policy says who may connect to the peer.
 	Policy Policy
 	// Instance names the rendezvous instance that took the registration.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // randRecord returns a record with random fields of every kind the codec
@@ -30,7 +32,7 @@ func randRecord(r *rand.Rand) Record {
 			fillBytes(r, rec.Tickets[i])
 		}
 	}
-	rec.NAT = byte(r.IntN(256))
+	rec.NAT = wire.NAT(r.IntN(256))
 	if r.IntN(2) == 0 {
 		rec.Policy.AllowAny = true
 	} else if n := r.IntN(4); n > 0 {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // serveSTUN answers STUN Binding requests on a loopback socket until the
@@ -172,17 +174,17 @@ func TestLiveness(t *testing.T) {
 }
 
 func TestChooseStrategy(t *testing.T) {
-	if ChooseStrategy(natAddrPortDepend, natAddrDependent) != StrategyRelayOnly {
+	if ChooseStrategy(wire.NATAddrPortDepend, wire.NATAddrDependent) != StrategyRelayOnly {
 		t.Fatal("two hard NATs should stay on the relay")
 	}
-	if ChooseStrategy(natAddrPortDepend, 0) != StrategyProbe || ChooseStrategy(0, 0) != StrategyProbe ||
-		ChooseStrategy(1, natAddrPortDepend) != StrategyProbe {
+	if ChooseStrategy(wire.NATAddrPortDepend, 0) != StrategyProbe || ChooseStrategy(0, 0) != StrategyProbe ||
+		ChooseStrategy(1, wire.NATAddrPortDepend) != StrategyProbe {
 		t.Fatal("unknown or no NAT should probe")
 	}
-	if got := ChooseStrategy(natAddrPortDepend, natEndpointIndep); got != StrategyBirthdayHard {
+	if got := ChooseStrategy(wire.NATAddrPortDepend, wire.NATEndpointIndep); got != StrategyBirthdayHard {
 		t.Fatalf("hard vs easy: %v, want birthday-hard", got)
 	}
-	if got := ChooseStrategy(natEndpointIndep, natAddrDependent); got != StrategyBirthdayEasy {
+	if got := ChooseStrategy(wire.NATEndpointIndep, wire.NATAddrDependent); got != StrategyBirthdayEasy {
 		t.Fatalf("easy vs hard: %v, want birthday-easy", got)
 	}
 }

@@ -1,6 +1,10 @@
 package nat
 
-import "time"
+import (
+	"time"
+
+	"github.com/keymesh/keymesh/internal/wire"
+)
 
 // Intervals of the punching schedule and of direct-path upkeep.
 const (
@@ -108,32 +112,23 @@ func (s Strategy) String() string {
 	return "unknown"
 }
 
-// NAT mapping behaviours, as reported in registrations (the values of
-// wire.NAT*; repeated here so this package needs no wire import).
-const (
-	natEndpointIndep  = 2
-	natAddrDependent  = 3
-	natAddrPortDepend = 4
-	natUDPBlocked     = 5
-)
-
 // hard reports whether a reported NAT behaviour maps per destination.
-func hard(nat byte) bool { return nat == natAddrDependent || nat == natAddrPortDepend }
+func hard(n wire.NAT) bool { return n == wire.NATAddrDependent || n == wire.NATAddrPortDepend }
 
 // ChooseStrategy picks the strategy for a local and a remote NAT behaviour
-// (wire.NAT* values; unknown counts as easy: probing costs little). The
+// (unknown counts as easy: probing costs little). The
 // birthday strategies need both behaviours known: one side hard, the other
 // endpoint-independent.
-func ChooseStrategy(local, remote byte) Strategy {
-	if local == natUDPBlocked || remote == natUDPBlocked {
+func ChooseStrategy(local, remote wire.NAT) Strategy {
+	if local == wire.NATUDPBlocked || remote == wire.NATUDPBlocked {
 		return StrategyRelayOnly // one side speaks only through a stream tunnel
 	}
 	switch {
 	case hard(local) && hard(remote):
 		return StrategyRelayOnly
-	case hard(local) && remote == natEndpointIndep:
+	case hard(local) && remote == wire.NATEndpointIndep:
 		return StrategyBirthdayHard
-	case local == natEndpointIndep && hard(remote):
+	case local == wire.NATEndpointIndep && hard(remote):
 		return StrategyBirthdayEasy
 	}
 	return StrategyProbe

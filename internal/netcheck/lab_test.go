@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // TestLabNetcheck runs the RFC 5780 check from behind every NAT type of the

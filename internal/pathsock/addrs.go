@@ -86,14 +86,14 @@ func (s *Sock) SetRegistered(reflexive netip.AddrPort, relays []string) {
 	s.checkNAT(false)
 }
 
-// NATBehaviour is this peer's NAT mapping behaviour (a wire.NAT* value),
+// NATBehaviour is this peer's NAT mapping behaviour (a wire.NAT),
 // found without extra servers: the rendezvous and the relay sit at two
 // destinations, and each reports the address it saw. The same public
 // address with the same port is an endpoint-independent mapping, with
 // different ports one that maps per destination; a reflexive address that
 // is a local one means no NAT. Unknown until both answered; UDP blocked in
 // a stream tunnel.
-func (s *Sock) NATBehaviour() byte {
+func (s *Sock) NATBehaviour() wire.NAT {
 	if s.Tunneled() {
 		return wire.NATUDPBlocked
 	}

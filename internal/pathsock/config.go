@@ -43,7 +43,7 @@ type Config struct {
 	// NAT returns this peer's NAT mapping behaviour (a wire.NAT* value)
 	// for the PathUpdates it sends and to choose a punching strategy;
 	// default Sock.NATBehaviour.
-	NAT func() byte
+	NAT func() wire.NAT
 
 	// ListenExtra opens one extra UDP socket for birthday-paradox punching
 	// (the hard side opens nat.BirthdaySockets of them); default: a new

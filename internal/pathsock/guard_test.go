@@ -129,7 +129,7 @@ func TestProbesAreFreshAndLimited(t *testing.T) {
 // identities must not make it open more than maxBirthdaySockets in all.
 func TestBirthdaySocketsCapped(t *testing.T) {
 	victim := newTestSock(t, func(c *Config) {
-		c.NAT = func() byte { return wire.NATAddrPortDepend }
+		c.NAT = func() wire.NAT { return wire.NATAddrPortDepend }
 	})
 	const attackers = 6
 	for range attackers {
@@ -213,7 +213,7 @@ func TestCandidateFilter(t *testing.T) {
 // within punchWindow.
 func TestBirthdaySpraysCapped(t *testing.T) {
 	victim := newTestSock(t, func(c *Config) {
-		c.NAT = func() byte { return wire.NATEndpointIndep }
+		c.NAT = func() wire.NAT { return wire.NATEndpointIndep }
 	})
 	const attackers = 5
 	var infos []wire.PeerInfo

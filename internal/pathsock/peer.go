@@ -64,7 +64,7 @@ type peer struct {
 	cands      map[netip.AddrPort]*cand
 	tickets    [][]byte
 	reflexive  netip.AddrPort // as the rendezvous saw it (Punch, ConnectReply)
-	nat        byte
+	nat        wire.NAT
 	punch      nat.Schedule
 	punchAt    time.Time // when the schedule last (re)started
 	budget     float64   // unproven probes left (peerBudget bucket)

@@ -112,7 +112,7 @@ func startPeer(t *testing.T, srv *testServer, serverKey crypto.PeerID, mod func(
 			return err
 		},
 		Candidates: func() []netip.AddrPort { return []netip.AddrPort{p.addr, netip.MustParseAddrPort("100.64.0.9:4000")} },
-		NAT:        func() byte { return wire.NATNone },
+		NAT:        func() wire.NAT { return wire.NATNone },
 		AllowAny:   true,
 		OnPunch:    func(pu wire.Punch) { p.punch <- pu },
 		Retransmit: 200 * time.Millisecond,

@@ -29,7 +29,7 @@ func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, p
 		return s.reject(reasonTruncated)
 	case pkt[0] < 4: // STUN's first-byte range (RFC 7983)
 		return s.handleSTUN(sc, from, pkt)
-	case pkt[0] >= 0x20 && pkt[0] <= 0x2f:
+	case wire.IsFrameType(pkt[0]):
 		return s.handleFrame(ctx, sc, from, pkt, now)
 	}
 	return s.reject(reasonMalformed)

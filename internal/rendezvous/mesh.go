@@ -6,6 +6,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/mesh"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // Forwarder hands a datagram to another instance over the mesh, which sends
@@ -42,7 +44,7 @@ func (s *Server) viaHome(target *discovery.Record, punch []byte) bool {
 // but a sealed rendezvous frame is dropped.
 func DeliverPunches(conn udpConn, log *slog.Logger) mesh.Handler {
 	return func(kind mesh.Kind, dst netip.AddrPort, payload []byte) {
-		if kind != mesh.KindPunch || len(payload) == 0 || payload[0] < 0x20 || payload[0] > 0x2f {
+		if kind != mesh.KindPunch || len(payload) == 0 || !wire.IsFrameType(payload[0]) {
 			log.Debug("mesh: dropped a forward that is not a rendezvous frame", "kind", kind)
 			return
 		}

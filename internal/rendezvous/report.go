@@ -49,16 +49,6 @@ func (l *ReportLimit) defaults() {
 	}
 }
 
-// natNames are the NAT behaviours' label values, by wire.NAT* constant.
-var natNames = [...]string{
-	wire.NATUnknown:        "unknown",
-	wire.NATNone:           "none",
-	wire.NATEndpointIndep:  "endpoint_independent",
-	wire.NATAddrDependent:  "address_dependent",
-	wire.NATAddrPortDepend: "address_port_dependent",
-	wire.NATUDPBlocked:     "udp_blocked",
-}
-
 // outcomeNames are the result label values, by wire.Outcome* constant.
 var outcomeNames = [...]string{
 	wire.OutcomeFailed:      "failed",
@@ -67,12 +57,13 @@ var outcomeNames = [...]string{
 	wire.OutcomeRelayStream: "relay_stream",
 }
 
-// NATLabel is the local_nat/remote_nat label value of a wire.NAT* constant.
-func NATLabel(nat byte) string {
-	if int(nat) < len(natNames) {
-		return natNames[nat]
+// NATLabel is the local_nat/remote_nat label value of a NAT behaviour
+// (wire.NAT.String; "unknown" for a value no peer should send).
+func NATLabel(n wire.NAT) string {
+	if n > wire.NATUDPBlocked {
+		n = wire.NATUnknown
 	}
-	return natNames[wire.NATUnknown]
+	return n.String()
 }
 
 // OutcomeLabel is the result label value of a wire.Outcome* constant.

@@ -62,11 +62,11 @@ type Config struct {
 	// after it returns. Required.
 	Send func(b []byte, to netip.AddrPort) error
 	// Candidates, Tickets and NAT report the peer's LAN addresses, its
-	// relay tickets and its NAT type (a wire.NAT* constant) for each
+	// relay tickets and its NAT behaviour for each
 	// Register. Optional.
 	Candidates func() []netip.AddrPort
 	Tickets    func() [][]byte
-	NAT        func() byte
+	NAT        func() wire.NAT
 	// AllowAny and Allowed are the peer's policy: who the server may
 	// introduce to it. Punches from peers outside it are dropped here too.
 	AllowAny bool

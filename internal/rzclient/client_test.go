@@ -119,7 +119,7 @@ func (fs *fakeServer) next() wire.Message {
 func TestRegisterChallengeRefresh(t *testing.T) {
 	fs := newFake(t, func(c *Config) {
 		c.Candidates = func() []netip.AddrPort { return []netip.AddrPort{netip.MustParseAddrPort("100.64.0.2:5000")} }
-		c.NAT = func() byte { return wire.NATEndpointIndep }
+		c.NAT = func() wire.NAT { return wire.NATEndpointIndep }
 		c.Tickets = func() [][]byte { return [][]byte{{1, 2, 3}} }
 		c.Token = []byte("tok")
 		c.Retransmit = 300 * time.Millisecond

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 	"github.com/pion/stun/v4"
 )
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 )
 
 // TestInteropCoturnClient drives our server with coturn's own client,

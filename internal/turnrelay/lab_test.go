@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"

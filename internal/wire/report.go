@@ -15,13 +15,10 @@ const (
 	maxOutcome              = OutcomeRelayStream
 )
 
-// maxNAT is the largest NAT* constant.
-const maxNAT = NATUDPBlocked
-
 // Report tells the rendezvous how one session's traversal went, once it
 // settled or failed, so operators see traversal success from the field. It
 // names nobody: no peer ID and no address, only the sender's and the
-// other side's NAT behaviours (NAT* constants), the outcome and its times.
+// other side's NAT behaviours (NAT values), the outcome and its times.
 // A decoder refuses values outside the fixed sets, so the server's labels
 // stay bounded.
 //
@@ -35,7 +32,7 @@ type Report struct {
 	Initiator bool
 	// LocalNAT is the sender's NAT behaviour, RemoteNAT the other side's
 	// as the rendezvous introduced it.
-	LocalNAT, RemoteNAT byte
+	LocalNAT, RemoteNAT NAT
 	// Outcome is an Outcome* constant.
 	Outcome byte
 	// FirstByteMs is the time from the introduction to the first frame
@@ -51,8 +48,8 @@ func (*Report) Type() MsgType { return MsgReport }
 func (m *Report) appendTo(w *writer) {
 	w.raw(m.Cookie[:])
 	w.bool(m.Initiator)
-	w.u8(m.LocalNAT)
-	w.u8(m.RemoteNAT)
+	w.u8(byte(m.LocalNAT))
+	w.u8(byte(m.RemoteNAT))
 	w.u8(m.Outcome)
 	w.u32(m.FirstByteMs)
 	w.u32(m.DirectMs)
@@ -62,8 +59,8 @@ func (m *Report) appendTo(w *writer) {
 func (m *Report) readFrom(r *reader) {
 	copy(m.Cookie[:], r.need(crypto.CookieSize))
 	m.Initiator = r.bool()
-	m.LocalNAT = r.u8()
-	m.RemoteNAT = r.u8()
+	m.LocalNAT = NAT(r.u8())
+	m.RemoteNAT = NAT(r.u8())
 	m.Outcome = r.u8()
 	m.FirstByteMs = r.u32()
 	m.DirectMs = r.u32()

@@ -99,6 +99,18 @@ func VersionOf(t byte) byte {
 	return Version
 }
 
+// FrameMin and FrameMax bound the keymesh frame types: a datagram whose
+// first byte is in [FrameMin, FrameMax] is a keymesh frame (RFC 7983 style
+// demultiplexing; see the package comment). IsFrameType is the one test.
+const (
+	FrameMin byte = 0x20
+	FrameMax byte = 0x2f
+)
+
+// IsFrameType reports whether t, a datagram's first byte, is in the
+// keymesh frame range.
+func IsFrameType(t byte) bool { return t >= FrameMin && t <= FrameMax }
+
 // Frame types.
 const (
 	TypeSealed     byte = 0x21
@@ -150,7 +162,7 @@ func Classify(b []byte) Kind {
 	if len(b) >= 20 && b[0] < 4 && binary.BigEndian.Uint32(b[4:8]) == stunMagic {
 		return KindSTUN
 	}
-	if len(b) >= HeaderLen && b[0] >= 0x20 && b[0] <= 0x2f {
+	if len(b) >= HeaderLen && IsFrameType(b[0]) {
 		return KindKeymesh
 	}
 	return KindUnknown
@@ -164,7 +176,7 @@ func Header(b []byte) (byte, error) {
 	if len(b) > MaxFrame {
 		return 0, ErrTooLarge
 	}
-	if b[0] < 0x20 || b[0] > 0x2f {
+	if !IsFrameType(b[0]) {
 		return 0, ErrNotKeymesh
 	}
 	if b[1] != VersionOf(b[0]) {

@@ -188,7 +188,7 @@ func (p *population) newPeer() (*legitPeer, error) {
 		AllowAny:   true,
 		Token:      p.srv.token,
 		Candidates: func() []netip.AddrPort { return []netip.AddrPort{local} },
-		NAT:        func() byte { return wire.NATNone },
+		NAT:        func() wire.NAT { return wire.NATNone },
 		Send: func(b []byte, to netip.AddrPort) error {
 			_, err := conn.WriteToUDPAddrPort(b, to)
 			return err

@@ -16,7 +16,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // Kind is what a fault does.

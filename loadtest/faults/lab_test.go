@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // ciBounds are what the short form asserts: no byte lost, and recovery

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // Options configure a run.

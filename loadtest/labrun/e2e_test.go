@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // Transfer sizes and pace of the data-path tests: 64 MiB at 8 MiB/s takes

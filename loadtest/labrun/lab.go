@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // Config configures a Lab. Bins is required; the rest has defaults.

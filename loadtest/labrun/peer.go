@@ -14,7 +14,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // Key is a peer identity on disk.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // RegionKillConfig configures Lab.RegionKill. Zero fields take the

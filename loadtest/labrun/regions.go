@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // The roles of a region's instances (natlab role names).

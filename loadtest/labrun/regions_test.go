@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 func TestExpandArgs(t *testing.T) {

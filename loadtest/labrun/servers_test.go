@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/natlab"
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // TestServers starts the lab's servers and checks they serve: the connect

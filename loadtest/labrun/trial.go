@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // TrialOptions configure one traversal trial.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/matrix"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 func TestParsePingLine(t *testing.T) {

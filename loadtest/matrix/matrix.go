@@ -34,7 +34,7 @@ func (o Outcome) rank() int {
 // AtLeast reports whether o is as good as want.
 func (o Outcome) AtLeast(want Outcome) bool { return o.rank() >= want.rank() }
 
-// NAT type names, as in the lab (loadtest/natlab).
+// NAT type names, as in the lab (internal/natlab).
 const (
 	Public         = "public"
 	FullCone       = "full-cone"

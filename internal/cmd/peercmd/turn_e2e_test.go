@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/internal/turnrelay/coturn"
 )
 
 // TestE2ETURNCredentials crosses the boundary between the binaries: the

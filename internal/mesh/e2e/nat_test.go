@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // TestHomeInstanceBehindNAT puts B behind a real Linux NAT with address-

@@ -1,184 +1,14 @@
 package wire
 
+// The peer-rendezvous messages: a peer's Register and Connect (and Report,
+// in report.go), the rendezvous' Registered, Challenge, ConnectReply, Punch
+// and Error. They travel sealed, a peer's inside Request frames (request.go).
+
 import (
-	"fmt"
 	"net/netip"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 )
-
-// MsgType says what a sealed message holds.
-type MsgType byte
-
-// Message types. Peer to rendezvous: Register, Connect, Report. Rendezvous to peer:
-// Registered, Challenge, ConnectReply, Punch, Error. Peer to peer: Probe,
-// ProbeReply, PathUpdate.
-const (
-	MsgRegister     MsgType = 1
-	MsgRegistered   MsgType = 2
-	MsgChallenge    MsgType = 3
-	MsgConnect      MsgType = 4
-	MsgConnectReply MsgType = 5
-	MsgPunch        MsgType = 6
-	MsgError        MsgType = 7
-	MsgReport       MsgType = 8
-	MsgProbe        MsgType = 10
-	MsgProbeReply   MsgType = 11
-	MsgPathUpdate   MsgType = 12
-)
-
-func (t MsgType) String() string {
-	switch t {
-	case MsgRegister:
-		return "register"
-	case MsgRegistered:
-		return "registered"
-	case MsgChallenge:
-		return "challenge"
-	case MsgConnect:
-		return "connect"
-	case MsgConnectReply:
-		return "connect-reply"
-	case MsgPunch:
-		return "punch"
-	case MsgError:
-		return "error"
-	case MsgReport:
-		return "report"
-	case MsgProbe:
-		return "probe"
-	case MsgProbeReply:
-		return "probe-reply"
-	case MsgPathUpdate:
-		return "path-update"
-	}
-	return fmt.Sprintf("msg(%d)", byte(t))
-}
-
-// NAT mapping behaviours a peer reports (RFC 4787 / RFC 5780 terms).
-const (
-	NATUnknown        byte = 0
-	NATNone           byte = 1 // public address, no NAT
-	NATEndpointIndep  byte = 2 // endpoint-independent mapping ("easy")
-	NATAddrDependent  byte = 3 // address-dependent mapping ("hard")
-	NATAddrPortDepend byte = 4 // address-and-port-dependent mapping ("hard")
-	NATUDPBlocked     byte = 5 // no UDP at all
-)
-
-// Message is the plaintext of a sealed frame: a type, the sender's clock
-// (Unix milliseconds, for replay windows) and a body.
-//
-//	[0] type  [1:9] time  [9:] body
-type Message struct {
-	Time int64
-	Body Body
-}
-
-// Body is one message type's fields.
-type Body interface {
-	Type() MsgType
-	appendTo(w *writer)
-	readFrom(r *reader)
-}
-
-// AppendMessage appends the plaintext encoding of m.
-func AppendMessage(b []byte, m Message) []byte {
-	w := writer{b: b}
-	w.u8(byte(m.Body.Type()))
-	w.u64(uint64(m.Time))
-	// Direct calls let w stay on the stack (an interface call would move
-	// it to the heap: one allocation per message on a server's hot path).
-	// Body's methods are unexported, so these are all its types.
-	switch v := m.Body.(type) {
-	case *Register:
-		v.appendTo(&w)
-	case *Registered:
-		v.appendTo(&w)
-	case *Challenge:
-		v.appendTo(&w)
-	case *Connect:
-		v.appendTo(&w)
-	case *ConnectReply:
-		v.appendTo(&w)
-	case *Punch:
-		v.appendTo(&w)
-	case *Error:
-		v.appendTo(&w)
-	case *Report:
-		v.appendTo(&w)
-	case *Probe:
-		v.appendTo(&w)
-	case *ProbeReply:
-		v.appendTo(&w)
-	case *PathUpdate:
-		v.appendTo(&w)
-	}
-	return w.b
-}
-
-// ParseMessage decodes a message plaintext.
-func ParseMessage(b []byte) (Message, error) {
-	r := reader{b: b}
-	t := MsgType(r.u8())
-	ts := int64(r.u64())
-	if r.err != nil {
-		return Message{}, r.err
-	}
-	// Direct calls let r stay on the stack (see AppendMessage).
-	var body Body
-	switch t {
-	case MsgRegister:
-		v := &Register{}
-		v.readFrom(&r)
-		body = v
-	case MsgRegistered:
-		v := &Registered{}
-		v.readFrom(&r)
-		body = v
-	case MsgChallenge:
-		v := &Challenge{}
-		v.readFrom(&r)
-		body = v
-	case MsgConnect:
-		v := &Connect{}
-		v.readFrom(&r)
-		body = v
-	case MsgConnectReply:
-		v := &ConnectReply{}
-		v.readFrom(&r)
-		body = v
-	case MsgPunch:
-		v := &Punch{}
-		v.readFrom(&r)
-		body = v
-	case MsgError:
-		v := &Error{}
-		v.readFrom(&r)
-		body = v
-	case MsgReport:
-		v := &Report{}
-		v.readFrom(&r)
-		body = v
-	case MsgProbe:
-		v := &Probe{}
-		v.readFrom(&r)
-		body = v
-	case MsgProbeReply:
-		v := &ProbeReply{}
-		v.readFrom(&r)
-		body = v
-	case MsgPathUpdate:
-		v := &PathUpdate{}
-		v.readFrom(&r)
-		body = v
-	default:
-		return Message{}, fmt.Errorf("%w: unknown message type %d", ErrMalformed, t)
-	}
-	if err := r.done(); err != nil {
-		return Message{}, fmt.Errorf("%s: %w", t, err)
-	}
-	return Message{Time: ts, Body: body}, nil
-}
 
 // Register asks the rendezvous to index the sender. Its reflexive address is
 // the frame's source address, which the server records itself.
@@ -186,8 +16,8 @@ type Register struct {
 	// Cookie proves the sender owns its source address (zero until the
 	// server has handed one out in a Challenge).
 	Cookie crypto.Cookie
-	// NAT is the sender's measured mapping behaviour (a NAT* constant).
-	NAT byte
+	// NAT is the sender's measured mapping behaviour.
+	NAT NAT
 	// Candidates are the sender's own (LAN) addresses.
 	Candidates []netip.AddrPort
 	// Tickets are relay tickets through which the sender can be reached.
@@ -204,7 +34,7 @@ func (*Register) Type() MsgType { return MsgRegister }
 
 func (m *Register) appendTo(w *writer) {
 	w.raw(m.Cookie[:])
-	w.u8(m.NAT)
+	w.u8(byte(m.NAT))
 	w.addrs(m.Candidates)
 	w.tickets(m.Tickets)
 	w.bool(m.AllowAny)
@@ -221,7 +51,7 @@ func (m *Register) appendTo(w *writer) {
 
 func (m *Register) readFrom(r *reader) {
 	copy(m.Cookie[:], r.need(crypto.CookieSize))
-	m.NAT = r.u8()
+	m.NAT = NAT(r.u8())
 	m.Candidates = r.addrs()
 	m.Tickets = r.tickets()
 	m.AllowAny = r.bool()
@@ -342,7 +172,7 @@ type PeerInfo struct {
 	Reflexive  netip.AddrPort
 	Candidates []netip.AddrPort
 	Tickets    [][]byte
-	NAT        byte
+	NAT        NAT
 }
 
 func (p *PeerInfo) appendTo(w *writer) {
@@ -350,7 +180,7 @@ func (p *PeerInfo) appendTo(w *writer) {
 	w.addr(p.Reflexive)
 	w.addrs(p.Candidates)
 	w.tickets(p.Tickets)
-	w.u8(p.NAT)
+	w.u8(byte(p.NAT))
 }
 
 func (p *PeerInfo) readFrom(r *reader) {
@@ -358,7 +188,7 @@ func (p *PeerInfo) readFrom(r *reader) {
 	p.Reflexive = r.addr()
 	p.Candidates = r.addrs()
 	p.Tickets = r.tickets()
-	p.NAT = r.u8()
+	p.NAT = NAT(r.u8())
 }
 
 // ConnectReply answers a Connect. A peer that is not registered and a peer
@@ -440,56 +270,3 @@ func (m *Error) readFrom(r *reader) {
 	m.For = MsgType(r.u8())
 	m.Text = r.str()
 }
-
-// Probe is a peer-to-peer path probe; the receiver answers with a
-// ProbeReply on the path it came from.
-type Probe struct {
-	TxID uint64
-	// Dest is the address the probe was sent to.
-	Dest netip.AddrPort
-}
-
-// Type implements Body.
-func (*Probe) Type() MsgType { return MsgProbe }
-
-func (m *Probe) appendTo(w *writer) {
-	w.u64(m.TxID)
-	w.addr(m.Dest)
-}
-
-func (m *Probe) readFrom(r *reader) {
-	m.TxID = r.u64()
-	m.Dest = r.addr()
-}
-
-// ProbeReply answers a Probe.
-type ProbeReply struct {
-	TxID uint64
-	// Observed is the probe's source address as the replier saw it.
-	Observed netip.AddrPort
-}
-
-// Type implements Body.
-func (*ProbeReply) Type() MsgType { return MsgProbeReply }
-
-func (m *ProbeReply) appendTo(w *writer) {
-	w.u64(m.TxID)
-	w.addr(m.Observed)
-}
-
-func (m *ProbeReply) readFrom(r *reader) {
-	m.TxID = r.u64()
-	m.Observed = r.addr()
-}
-
-// PathUpdate tells a connected peer where the sender can now be reached
-// (after its address changed or its tickets were renewed).
-type PathUpdate struct {
-	Info PeerInfo
-}
-
-// Type implements Body.
-func (*PathUpdate) Type() MsgType { return MsgPathUpdate }
-
-func (m *PathUpdate) appendTo(w *writer) { m.Info.appendTo(w) }
-func (m *PathUpdate) readFrom(r *reader) { m.Info.readFrom(r) }
