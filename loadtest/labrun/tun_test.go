@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/loadtest/natlab"
 )
 
 // overlayOf returns the overlay address of a peer ID.
