@@ -1,12 +1,15 @@
 package daemon_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -50,8 +53,8 @@ func startUserspacePeer(t *testing.T, server string) *userspacePeer {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
+		srv.Close() // its connections close while the stack still runs
 		cancel()
-		srv.Close()
 		<-done
 		<-stDone
 	})
@@ -251,5 +254,74 @@ func TestSOCKSUDPAssociate(t *testing.T) {
 	uc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := uc.Read(make([]byte, 100)); err == nil {
 		t.Fatalf("answer from a non-overlay destination: %d bytes", n)
+	}
+}
+
+// The HTTP proxy, in userspace mode: a plain GET with an absolute URL and
+// a CONNECT tunnel both reach B's exposed web server; a destination
+// outside the overlay gets 403.
+func TestHTTPProxyToUserspacePeer(t *testing.T) {
+	server := meshtest.Start(t)
+	a, b := startUserspacePeer(t, server), startUserspacePeer(t, server)
+	port := serveLocalHTTP(t, "b")
+	if _, err := b.srv.Expose(port, true); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go a.srv.ServeHTTPProxy(ctx, pl)
+	proxyURL, _ := url.Parse("http://" + pl.Addr().String())
+	target := "http://" + b.node.ID() + ".keymesh:" + strconv.Itoa(int(port)) + "/"
+	get := func(cl *http.Client, u string) (int, string, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+		resp, err := cl.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
+	}
+	plain := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	var body string
+	for ctx.Err() == nil {
+		code, got, err := get(plain, target)
+		if err == nil && code == 200 {
+			body = got
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the session is being set up
+	}
+	if body != "hello from b" {
+		t.Fatalf("GET %s through the proxy: %q", target, body)
+	}
+	// CONNECT, as a client does for https://: here plain HTTP inside it.
+	c, err := net.Dial("tcp", pl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hp := b.node.OverlayAddr().String()
+	fmt.Fprintf(c, "CONNECT [%s]:%d HTTP/1.1\r\nHost: [%s]:%d\r\n\r\n", hp, port, hp, port)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if string(got) != "hello from b" {
+		t.Fatalf("GET inside CONNECT: %q", got)
+	}
+	if code, _, err := get(plain, "http://127.0.0.1:"+strconv.Itoa(int(port))+"/"); err != nil || code != http.StatusForbidden {
+		t.Fatalf("GET 127.0.0.1 through the proxy: %d %v, want 403", code, err)
 	}
 }

@@ -199,10 +199,16 @@ func (r *Router) readLoop(ctx context.Context) error {
 		bufs[i] = make([]byte, offset+65535)
 	}
 	sizes := make([]int, batch)
-	for ctx.Err() == nil {
+	// Read until the device fails or closes (Run closes it when ctx ends),
+	// not merely until ctx ends: a userspace stack blocks its writers
+	// (a connection being closed, holding its locks) until its packets
+	// are read, and closing the stack waits for those locks.
+	for {
 		n, err := r.cfg.Device.Read(bufs, sizes, offset)
 		for i := range n {
-			r.send(ctx, bufs[i][offset:offset+sizes[i]])
+			if ctx.Err() == nil {
+				r.send(ctx, bufs[i][offset:offset+sizes[i]])
+			}
 		}
 		if err != nil {
 			if errors.Is(err, tun.ErrTooManySegments) {
@@ -211,7 +217,6 @@ func (r *Router) readLoop(ctx context.Context) error {
 			return fmt.Errorf("overlay: read device: %w", err)
 		}
 	}
-	return nil
 }
 
 // send carries one packet from the device to its peer.

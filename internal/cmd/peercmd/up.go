@@ -41,6 +41,8 @@ type upOptions struct {
 	// (--userspace); TUN names the TUN device of TUN mode (--tun).
 	Userspace bool
 	TUN       string
+	// HTTPProxy is the address of the HTTP proxy to peers (--http-proxy).
+	HTTPProxy string
 	// Policy judges the inbound overlay flows (userspace and TUN mode);
 	// nil admits every flow of an allowed peer.
 	Policy overlay.Policy
@@ -77,6 +79,7 @@ are let in).`,
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
+		fs.StringVar(&o.HTTPProxy, "http-proxy", "", "serve an HTTP proxy (CONNECT and absolute http:// URLs) to peers on this TCP `address` (e.g. 127.0.0.1:8118)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable; in userspace mode UDP too)")
 		fs.BoolVar(&o.Userspace, "userspace", false, "userspace mode: a userspace TCP/IP stack on the overlay address carries IP packets to peers (no TUN, no privileges); the SOCKS5 proxy and exposed ports use it, with UDP")
 		fs.StringVar(&o.TUN, "tun", "", "TUN mode: route the overlay prefix through this TUN `device` (made when missing; needs CAP_NET_ADMIN and iproute2's ip)")
@@ -99,6 +102,11 @@ are let in).`,
 					return usage.Errorf("--allow %q: not a peer ID (52 base32 characters, as `peer id` prints)", a)
 				}
 				o.Allow = append(o.Allow, id.String())
+			}
+			if o.HTTPProxy != "" {
+				if _, _, err := net.SplitHostPort(o.HTTPProxy); err != nil {
+					return usage.Errorf("--http-proxy %q: want host:port, e.g. 127.0.0.1:8118", o.HTTPProxy)
+				}
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
@@ -207,7 +215,25 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 			}
 		}()
 	}
+	if o.HTTPProxy != "" {
+		var lc net.ListenConfig
+		hl, err := lc.Listen(ctx, "tcp", o.HTTPProxy)
+		if err != nil {
+			return fmt.Errorf("http proxy: %w", err)
+		}
+		if ta, ok := hl.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+			log.Warn("the HTTP proxy listens beyond loopback: anyone who reaches it can use this peer's sessions", "addr", hl.Addr().String())
+		}
+		go func() {
+			if err := srv.ServeHTTPProxy(ctx, hl); err != nil {
+				log.Error("http proxy stopped", "err", err)
+			}
+		}()
+	}
 	attrs := []any{"id", n.ID(), "overlay", n.OverlayAddr().String(), "socket", socket, "server", o.Server}
+	if o.HTTPProxy != "" {
+		attrs = append(attrs, "http_proxy", o.HTTPProxy)
+	}
 	if socksAddr != "" {
 		attrs = append(attrs, "socks5", socksAddr)
 	}
