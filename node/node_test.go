@@ -60,7 +60,7 @@ func TestDialByIDAndOverlayGoesDirect(t *testing.T) {
 		t.Fatalf("ping %+v", res)
 	}
 	st := a.Status()
-	if !st.Registered || st.Relay == "" || st.NATFacing == "" || len(st.Peers) != 1 || st.Peers[0].Remote == "" {
+	if !st.Registered || st.Relay == "" || st.Reflexive == "" || len(st.Peers) != 1 || st.Peers[0].Remote == "" {
 		t.Fatalf("status %+v", st)
 	}
 	// One session, reused by both dials.

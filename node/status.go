@@ -14,7 +14,7 @@ type Status struct {
 	ID         string   `json:"id"`
 	Overlay    string   `json:"overlay"`
 	Local      []string `json:"local,omitempty"`
-	NATFacing  string   `json:"nat_facing,omitempty"`
+	Reflexive  string   `json:"nat_facing,omitempty"`
 	Registered bool     `json:"registered"`
 	Server     string   `json:"server,omitempty"`
 	Relay      string   `json:"relay,omitempty"`
@@ -79,7 +79,7 @@ func (n *Node) Status() Status {
 		st.Transport = "tcp"
 	}
 	if rz.Reflexive.IsValid() {
-		st.NATFacing = rz.Reflexive.String()
+		st.Reflexive = rz.Reflexive.String()
 	}
 	st.ICEServers = iceServers(rz.TURNURIs, rz.TURNUser, rz.TURNPass)
 	if r, ok := n.sock.Relay(); ok {

@@ -208,5 +208,5 @@ func TestRebindMidTransfer(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 5*time.Second, "re-registration at the new address", func() bool { return a.Status().NATFacing == newAddr.String() })
+	waitFor(t, 5*time.Second, "re-registration at the new address", func() bool { return a.Status().Reflexive == newAddr.String() })
 }

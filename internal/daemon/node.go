@@ -26,7 +26,7 @@ func (a nodeAdapter) Ping(ctx context.Context, peer string) (PingResult, error) 
 func (a nodeAdapter) Status() Status {
 	s := a.Node.Status()
 	st := Status{
-		ID: s.ID, Overlay: s.Overlay, Local: s.Local, NATFacing: s.NATFacing, Registered: s.Registered,
+		ID: s.ID, Overlay: s.Overlay, Local: s.Local, Reflexive: s.Reflexive, Registered: s.Registered,
 		Server: s.Server, Relay: s.Relay, Transport: s.Transport, Error: s.Error, Peers: make([]PeerStatus, 0, len(s.Peers)),
 	}
 	for _, is := range s.ICEServers {

@@ -79,7 +79,7 @@ func tctx(t *testing.T) context.Context {
 func TestStatus(t *testing.T) {
 	h := startServer(t, daemon.Config{})
 	seen := time.Now().Add(-3 * time.Second).UTC().Truncate(time.Millisecond)
-	h.node.SetStatus(daemon.Status{ID: "self", Overlay: "fd4b::1", NATFacing: "203.0.113.7:4000", Registered: true,
+	h.node.SetStatus(daemon.Status{ID: "self", Overlay: "fd4b::1", Reflexive: "203.0.113.7:4000", Registered: true,
 		Peers: []daemon.PeerStatus{{ID: "b", Overlay: "fd4b::2", Path: "direct", Remote: "127.0.0.1:9", RTTms: 0.4, LastSeen: seen}}})
 	if _, err := h.srv.Expose(8080, true); err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Registered || st.NATFacing != "203.0.113.7:4000" || st.Socket != h.client.Socket {
+	if !st.Registered || st.Reflexive != "203.0.113.7:4000" || st.Socket != h.client.Socket {
 		t.Errorf("status = %+v", st)
 	}
 	if len(st.Peers) != 1 || st.Peers[0].Path != "direct" || !st.Peers[0].LastSeen.Equal(seen) {

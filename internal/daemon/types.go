@@ -32,7 +32,7 @@ type Status struct {
 	ID         string   `json:"id"`
 	Overlay    string   `json:"overlay"`
 	Local      []string `json:"local,omitempty"`
-	NATFacing  string   `json:"nat_facing,omitempty"`
+	Reflexive  string   `json:"nat_facing,omitempty"`
 	Registered bool     `json:"registered"`
 	Server     string   `json:"server,omitempty"`
 	Relay      string   `json:"relay,omitempty"`

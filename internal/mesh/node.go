@@ -19,9 +19,9 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultMaxSkew is how far a message's send time may be from the
+	// DefaultClockSkew is how far a message's send time may be from the
 	// receiver's clock (instances keep NTP time).
-	DefaultMaxSkew = 10 * time.Second
+	DefaultClockSkew = 10 * time.Second
 	// DefaultRate and DefaultBurst limit each source address, in messages
 	// per second: an instance forwards other instances' relay traffic, so
 	// the limit is high; it bounds what one source can make a receiver
@@ -47,8 +47,8 @@ type Config struct {
 	// Allow, when not empty, lists the only source addresses accepted:
 	// anything else is dropped before any other check.
 	Allow []netip.Addr
-	// MaxSkew bounds the send-time difference. Default DefaultMaxSkew.
-	MaxSkew time.Duration
+	// ClockSkew bounds the send-time difference. Default DefaultClockSkew.
+	ClockSkew time.Duration
 	// Rate and Burst limit messages per source address (IPv6: /64).
 	// Defaults DefaultRate and DefaultBurst; a negative Rate turns the
 	// limit off.
@@ -76,7 +76,7 @@ const (
 	DropMalformed = iota // length, magic, version, kind or address
 	DropStranger         // source not in Allow
 	DropRateLimited
-	DropStale // send time outside MaxSkew
+	DropStale // send time outside ClockSkew
 	DropBadTag
 	DropReplay
 	DropHeartbeatAddr // an authentic heartbeat naming another address than its source
@@ -123,8 +123,8 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Key == nil || cfg.Conn == nil {
 		return nil, fmt.Errorf("%w: Key and Conn are required", ErrConfig)
 	}
-	if cfg.MaxSkew <= 0 {
-		cfg.MaxSkew = DefaultMaxSkew
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = DefaultClockSkew
 	}
 	if cfg.Rate == 0 {
 		cfg.Rate = DefaultRate
@@ -256,7 +256,7 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 	if !n.lim.Allow(src, now.UnixNano()) {
 		return m, n.drop(DropRateLimited)
 	}
-	if d := now.UnixMilli() - m.Time; d > n.cfg.MaxSkew.Milliseconds() || d < -n.cfg.MaxSkew.Milliseconds() {
+	if d := now.UnixMilli() - m.Time; d > n.cfg.ClockSkew.Milliseconds() || d < -n.cfg.ClockSkew.Milliseconds() {
 		return m, n.drop(DropStale)
 	}
 	if !n.cfg.Key.Verify(b) {

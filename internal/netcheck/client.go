@@ -52,7 +52,7 @@ func (c *Client) Check(ctx context.Context, server netip.AddrPort) (Report, erro
 		return rep, err
 	}
 	rep.UDP = true
-	rep.Public = a1.mapped
+	rep.Reflexive = a1.mapped
 	rep.PortPreserved = a1.mapped.Port() == rep.Local.Port()
 	if a1.mapped == rep.Local {
 		rep.Mapping, rep.Filtering = NoNAT, NoNAT

@@ -81,8 +81,8 @@ func TestLabNetcheck(t *testing.T) {
 		if w.udp && rep.PortPreserved != w.preserved {
 			t.Errorf("%s: port preserved %v, want %v", typ, rep.PortPreserved, w.preserved)
 		}
-		if w.udp && rep.Public.Addr() != site.PublicAddr {
-			t.Errorf("%s: public address %v, want %v", typ, rep.Public, site.PublicAddr)
+		if w.udp && rep.Reflexive.Addr() != site.PublicAddr {
+			t.Errorf("%s: public address %v, want %v", typ, rep.Reflexive, site.PublicAddr)
 		}
 	}
 }

@@ -42,8 +42,8 @@ type Report struct {
 	UDP bool `json:"udp"`
 	// Local is the socket's own address.
 	Local netip.AddrPort `json:"local"`
-	// Public is the address the server saw (the NAT's mapping).
-	Public netip.AddrPort `json:"public"`
+	// Reflexive is the address the server saw (the NAT's mapping).
+	Reflexive netip.AddrPort `json:"public"`
 	// PortPreserved is whether the NAT kept the local port.
 	PortPreserved bool `json:"port_preserved"`
 	// Mapping and Filtering are the NAT's behaviours (constants above).

@@ -53,7 +53,7 @@ func TestCheckWithoutNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.UDP || rep.Public != c.LocalAddr().(*net.UDPAddr).AddrPort() || !rep.PortPreserved || rep.Mapping != NoNAT {
+	if !rep.UDP || rep.Reflexive != c.LocalAddr().(*net.UDPAddr).AddrPort() || !rep.PortPreserved || rep.Mapping != NoNAT {
 		t.Fatalf("report %+v", rep)
 	}
 }

@@ -23,7 +23,7 @@ import (
 const (
 	DefaultTTL         = 90 * time.Second
 	DefaultRefresh     = 20 * time.Second
-	DefaultMaxSkew     = 30 * time.Second
+	DefaultClockSkew   = 30 * time.Second
 	DefaultPunchDelay  = 150 * time.Millisecond
 	DefaultTURNTTL     = time.Hour
 	DefaultKeyCache    = 1 << 16
@@ -205,9 +205,9 @@ type Config struct {
 	// one peer over and over cannot flood it. Default DefaultPunchRate and
 	// DefaultPunchBurst; negative PerSecond disables.
 	PunchRate RateLimit
-	// MaxSkew is how far a message's clock may be from ours. Default
-	// DefaultMaxSkew.
-	MaxSkew time.Duration
+	// ClockSkew is how far a message's clock may be from ours. Default
+	// DefaultClockSkew.
+	ClockSkew time.Duration
 	// PunchDelay is how far ahead of now the punch start is set, so that
 	// both peers get their message first. Default DefaultPunchDelay.
 	PunchDelay time.Duration
@@ -278,8 +278,8 @@ func (c *Config) validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = DefaultMaxSkew
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = DefaultClockSkew
 	}
 	if c.PunchDelay <= 0 {
 		c.PunchDelay = DefaultPunchDelay

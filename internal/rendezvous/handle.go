@@ -103,7 +103,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonUnknownType)
 	}
 	sent := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:msgHeaderLen])))
-	if d := now.Sub(sent); d > s.cfg.MaxSkew || d < -s.cfg.MaxSkew {
+	if d := now.Sub(sent); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		return s.reject(reasonStaleTime)
 	}
 	msg, err := wire.ParseMessage(plain)

@@ -52,7 +52,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rc := replay.New(2*cfg.MaxSkew, cfg.ReplayCache)
+	rc := replay.New(2*cfg.ClockSkew, cfg.ReplayCache)
 	m, err := newMetrics(cfg.Registerer, cfg.Registry, rc)
 	if err != nil {
 		return nil, err

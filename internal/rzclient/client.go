@@ -32,7 +32,7 @@ const (
 	DefaultRetransmit = 250 * time.Millisecond
 	DefaultMaxBackoff = 8 * time.Second
 	DefaultRefresh    = 20 * time.Second
-	DefaultMaxSkew    = 30 * time.Second
+	DefaultClockSkew  = 30 * time.Second
 	// DefaultConnectTries is how many times Connect sends its request
 	// before it gives up with ErrNoAnswer: with the default timeouts, after
 	// about 24 s (0.25+0.5+1+2+4+8+8).
@@ -88,9 +88,9 @@ type Config struct {
 	Retransmit, MaxBackoff time.Duration
 	// ConnectTries bounds Connect's sends. Default DefaultConnectTries.
 	ConnectTries int
-	// MaxSkew is how far a server message's clock may be from ours.
-	// Default DefaultMaxSkew.
-	MaxSkew time.Duration
+	// ClockSkew is how far a server message's clock may be from ours.
+	// Default DefaultClockSkew.
+	ClockSkew time.Duration
 }
 
 func (c *Config) validate() error {
@@ -119,8 +119,8 @@ func (c *Config) validate() error {
 	if c.ConnectTries <= 0 {
 		c.ConnectTries = DefaultConnectTries
 	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = DefaultMaxSkew
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = DefaultClockSkew
 	}
 	c.Server = netip.AddrPortFrom(c.Server.Addr().Unmap(), c.Server.Port())
 	return nil
@@ -210,7 +210,7 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		me:      cfg.Identity.ID(),
 		shared:  *k,
-		seen:    replay.New(2*cfg.MaxSkew, replayCacheSize),
+		seen:    replay.New(2*cfg.ClockSkew, replayCacheSize),
 		after:   time.After,
 		jitter:  mrand.Float64,
 		kick:    make(chan struct{}, 1),

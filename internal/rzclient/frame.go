@@ -36,7 +36,7 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 		return true
 	}
 	now := c.cfg.Now()
-	if d := now.Sub(time.UnixMilli(m.Time)); d > c.cfg.MaxSkew || d < -c.cfg.MaxSkew {
+	if d := now.Sub(time.UnixMilli(m.Time)); d > c.cfg.ClockSkew || d < -c.cfg.ClockSkew {
 		// Authentic but outside the window: a replay, or one of the two
 		// clocks is wrong (the server then drops our messages too).
 		c.setError(fmt.Errorf("dropped a rendezvous message stamped %v away from our clock: check the system clock (NTP)", d.Round(time.Second)))

@@ -55,7 +55,7 @@ func upperAfterEOF(c net.Conn, port uint16) {
 func TestStatusCommand(t *testing.T) {
 	n, _, sock := fakeDaemon(t)
 	b := newID(t)
-	n.SetStatus(daemon.Status{ID: "selfid", Overlay: "fd4b::1", NATFacing: "203.0.113.9:41641", Registered: true, Server: "127.0.0.1:3478",
+	n.SetStatus(daemon.Status{ID: "selfid", Overlay: "fd4b::1", Reflexive: "203.0.113.9:41641", Registered: true, Server: "127.0.0.1:3478",
 		Peers: []daemon.PeerStatus{{ID: b.String(), Overlay: b.OverlayAddr().String(), Path: "direct", Remote: "127.0.0.1:5000", RTTms: 0.42, LastSeen: time.Now().Add(-2 * time.Second)}}})
 	code, out, errs := run(t, context.Background(), "", "status", "--socket", sock)
 	if code != 0 {

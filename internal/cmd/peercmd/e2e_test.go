@@ -302,7 +302,7 @@ func TestE2EDirect(t *testing.T) {
 		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 			t.Fatalf("exit %d: %s", code, out)
 		}
-		if st.ID != a || !st.Registered || st.NATFacing == "" || st.Relay == "" || st.SOCKS5 != socksAddr {
+		if st.ID != a || !st.Registered || st.Reflexive == "" || st.Relay == "" || st.SOCKS5 != socksAddr {
 			t.Errorf("self: %+v", st)
 		}
 		found := false

@@ -37,7 +37,7 @@ the round trip to each relay the server advertises.
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "udp\t%v\n", rep.UDP)
 			if rep.UDP {
-				fmt.Fprintf(tw, "public address\t%v (local %v, port preserved: %v)\n", rep.Public, rep.Local, rep.PortPreserved)
+				fmt.Fprintf(tw, "public address\t%v (local %v, port preserved: %v)\n", rep.Reflexive, rep.Local, rep.PortPreserved)
 				fmt.Fprintf(tw, "mapping\t%s\n", rep.Mapping)
 				fmt.Fprintf(tw, "filtering\t%s\n", rep.Filtering)
 				hard := "no: plain hole punching"

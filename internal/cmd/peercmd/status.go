@@ -53,8 +53,8 @@ func writeStatus(w io.Writer, st daemon.DaemonStatus, now time.Time) {
 		}
 		self = append(self, reason)
 	}
-	if st.NATFacing != "" {
-		self = append(self, "nat-facing "+st.NATFacing)
+	if st.Reflexive != "" {
+		self = append(self, "nat-facing "+st.Reflexive)
 	}
 	if st.Server != "" {
 		self = append(self, "server "+st.Server)

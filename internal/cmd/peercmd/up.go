@@ -270,7 +270,7 @@ func watchRegistration(ctx context.Context, log *slog.Logger, n daemon.Node, wai
 		}
 		st := n.Status()
 		if st.Registered {
-			log.Info("registered with the rendezvous server", "nat_facing", st.NATFacing, "relay", st.Relay)
+			log.Info("registered with the rendezvous server", "nat_facing", st.Reflexive, "relay", st.Relay)
 			return
 		}
 		if time.Now().After(deadline) {

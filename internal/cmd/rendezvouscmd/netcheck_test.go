@@ -56,7 +56,7 @@ func TestAltListenAnswersRFC5780(t *testing.T) {
 	}
 	// On loopback there is no NAT, and the change requests came back: the
 	// filtering test needs answers from the alternate address and port.
-	if !rep.UDP || rep.Mapping != netcheck.NoNAT || rep.Public != c.LocalAddr().(*net.UDPAddr).AddrPort() {
+	if !rep.UDP || rep.Mapping != netcheck.NoNAT || rep.Reflexive != c.LocalAddr().(*net.UDPAddr).AddrPort() {
 		t.Fatalf("report %+v", rep)
 	}
 	cancel()
