@@ -14,8 +14,9 @@ import (
 // PacketHandler receives one IP packet that a peer sent as a QUIC datagram
 // (RFC 9221). from is the sender's overlay address, derived from the key it
 // authenticated the session with: the only source address the packet may
-// carry. The handler must not keep pkt after it returns.
-type PacketHandler func(from netip.Addr, pkt []byte)
+// carry. The handler must not keep pkt after it returns. (An alias, so that
+// packages can name the signature without importing node.)
+type PacketHandler = func(from netip.Addr, pkt []byte)
 
 // TooBigError is SendPacket's answer to a packet larger than the session
 // carries in one datagram.
@@ -24,6 +25,17 @@ type TooBigError struct{ Max int }
 func (e *TooBigError) Error() string {
 	return fmt.Sprintf("node: packet larger than the %d bytes a datagram carries", e.Max)
 }
+
+// MaxPacket returns the largest packet a datagram carries (for callers that
+// match the error by this method instead of by type).
+func (e *TooBigError) MaxPacket() int { return e.Max }
+
+// noSessionError is ErrNoSession's type: its NoSession method lets callers
+// match it without importing node.
+type noSessionError struct{}
+
+func (noSessionError) Error() string   { return "no live session with that peer" }
+func (noSessionError) NoSession() bool { return true }
 
 // HandlePackets sets the handler of the packets that peers send; nil drops
 // them. Without a handler every received datagram is dropped.

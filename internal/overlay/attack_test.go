@@ -18,7 +18,7 @@ import (
 // answers ErrNoSession and Connect waits for release.
 type fakeTransport struct {
 	me       netip.Addr
-	handler  atomic.Pointer[node.PacketHandler]
+	handler  atomic.Pointer[func(netip.Addr, []byte)]
 	release  chan struct{}
 	mu       sync.Mutex
 	inflight int
@@ -26,9 +26,9 @@ type fakeTransport struct {
 	total    int
 }
 
-func (f *fakeTransport) OverlayAddr() netip.Addr             { return f.me }
-func (f *fakeTransport) SendPacket(netip.Addr, []byte) error { return node.ErrNoSession }
-func (f *fakeTransport) HandlePackets(h node.PacketHandler)  { f.handler.Store(&h) }
+func (f *fakeTransport) OverlayAddr() netip.Addr                  { return f.me }
+func (f *fakeTransport) SendPacket(netip.Addr, []byte) error      { return node.ErrNoSession }
+func (f *fakeTransport) HandlePackets(h func(netip.Addr, []byte)) { f.handler.Store(&h) }
 func (f *fakeTransport) Connect(ctx context.Context, _ string) error {
 	f.mu.Lock()
 	f.inflight++

@@ -13,21 +13,29 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/node"
 )
 
-// Transport carries packets between peers: node.Node is one.
+// Transport carries packets between peers: node.Node is one (the package
+// does not import node, which sits beside it).
 type Transport interface {
 	OverlayAddr() netip.Addr
-	// SendPacket sends pkt to the owner of dst over a live session; it
-	// returns node.ErrNoSession without one and *node.TooBigError when pkt
-	// does not fit a datagram.
+	// SendPacket sends pkt to the owner of dst over a live session. Without
+	// one its error has a method NoSession() bool that returns true
+	// (node.ErrNoSession); when pkt does not fit a datagram, a method
+	// MaxPacket() int with the limit (*node.TooBigError).
 	SendPacket(dst netip.Addr, pkt []byte) error
 	// Connect makes a session with peer (an overlay address here).
 	Connect(ctx context.Context, peer string) error
-	// HandlePackets sets the receiver of the packets peers send.
-	HandlePackets(node.PacketHandler)
+	// HandlePackets sets the receiver of the packets peers send: from is
+	// the sending peer's own overlay address (from its key); nil stops.
+	HandlePackets(func(from netip.Addr, pkt []byte))
 }
+
+// noSession and tooBig are the Transport's errors, matched by method.
+type (
+	noSession interface{ NoSession() bool }
+	tooBig    interface{ MaxPacket() int }
+)
 
 // Policy decides whether a peer may open a flow to this one: src is the
 // peer's overlay address (already checked against its key) and port, dst
@@ -234,16 +242,17 @@ func (r *Router) send(ctx context.Context, pkt []byte) {
 		r.flows.out(flowKey{proto: h.Proto, local: h.SrcPort, remote: h.DstAddrPort()}, r.cfg.Now())
 	}
 	err := r.cfg.Transport.SendPacket(h.Dst, pkt)
-	var big *node.TooBigError
+	var ns noSession
+	var big tooBig
 	switch {
 	case err == nil:
 		r.sent.Add(1)
-	case errors.Is(err, node.ErrNoSession):
+	case errors.As(err, &ns) && ns.NoSession():
 		r.noSession.Add(1)
 		r.connect(ctx, h.Dst)
 	case errors.As(err, &big):
 		r.tooBig.Add(1)
-		if ptb := PacketTooBig(pkt, min(big.Max, MinMTU)); ptb != nil {
+		if ptb := PacketTooBig(pkt, min(big.MaxPacket(), MinMTU)); ptb != nil {
 			buf := r.pool.Get().(*[]byte)
 			*buf = append((*buf)[:offset], ptb...)
 			r.enqueue(buf)
