@@ -118,6 +118,11 @@ func measureTUN(ctx context.Context, o tunOpts, bins labrun.Binaries, wgBin stri
 	if err := iperf("keymesh TUN UDP", 1280, bOverlay, true); err != nil {
 		return nil, err
 	}
+	for _, p := range []*labrun.Peer{a, b} {
+		if st, err := p.Status(ctx); err == nil && st.Packets != nil {
+			fmt.Fprintf(os.Stderr, "%s's packet counters: %+v\n", p.Name, *st.Packets)
+		}
+	}
 
 	// The QUIC stream between the same two peers: `peer pipe` to `peer listen`.
 	src := labrun.NewSource(o.stream, 0, 1)
