@@ -24,6 +24,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // fromPrometheus are series Prometheus itself makes (not the servers).
@@ -183,7 +185,6 @@ var (
 	buildOnce sync.Once
 	buildDir  string
 	buildErr  error
-	buildOut  []byte
 )
 
 // buildServers builds cmd/rendezvous and cmd/relay once per test binary.
@@ -196,12 +197,10 @@ func buildServers(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", buildDir+string(filepath.Separator), "./cmd/rendezvous", "./cmd/relay")
-		cmd.Dir = filepath.Join("..", "..")
-		buildOut, buildErr = cmd.CombinedOutput()
+		_, buildErr = bintest.Build(ctx, buildDir)
 	})
 	if buildErr != nil {
-		t.Fatalf("building the servers: %v\n%s", buildErr, buildOut)
+		t.Fatalf("building the servers: %v", buildErr)
 	}
 	return buildDir
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/daemon/daemontest"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 type harness struct {
@@ -308,13 +310,7 @@ func TestServerCloseEndsStreams(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the condition", cond)
 }
 
 func TestStreamResult(t *testing.T) {

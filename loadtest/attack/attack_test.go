@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 func TestParseRate(t *testing.T) {
@@ -211,7 +211,7 @@ func needRoot(t *testing.T) {
 // build compiles the servers once per test binary.
 func build(t *testing.T, ctx context.Context) Binaries {
 	t.Helper()
-	b, err := labrun.Build(ctx, t.TempDir())
+	b, err := bintest.Build(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

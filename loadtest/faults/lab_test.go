@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 )
@@ -36,12 +37,12 @@ func TestFaultsShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	var bins labrun.Binaries
+	var bins bintest.Binaries
 	var err error
 	if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-		bins, err = labrun.Prebuilt(d)
+		bins, err = bintest.Prebuilt(d)
 	} else {
-		bins, err = labrun.Build(ctx, t.TempDir())
+		bins, err = bintest.Build(ctx, t.TempDir())
 	}
 	if err != nil {
 		t.Fatalf("binaries: %v", err)

@@ -9,13 +9,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // The binaries are built once per test binary, into a temporary directory
 // (or taken from $KEYMESH_LAB_BIN when set, for quick reruns).
 var built struct {
 	once sync.Once
-	bins Binaries
+	bins bintest.Binaries
 	dir  string
 	err  error
 	took time.Duration
@@ -37,12 +39,12 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func binaries(t *testing.T) Binaries {
+func binaries(t *testing.T) bintest.Binaries {
 	t.Helper()
 	built.once.Do(func() {
 		start := time.Now()
 		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-			built.bins, built.err = Prebuilt(d)
+			built.bins, built.err = bintest.Prebuilt(d)
 			return
 		}
 		built.dir, built.err = os.MkdirTemp("", "labrun-bin-")
@@ -51,7 +53,7 @@ func binaries(t *testing.T) Binaries {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		built.bins, built.err = Build(ctx, built.dir)
+		built.bins, built.err = bintest.Build(ctx, built.dir)
 		built.took = time.Since(start)
 	})
 	if built.err != nil {

@@ -19,12 +19,14 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // Config configures a Lab. Bins is required; the rest has defaults.
 type Config struct {
 	// Bins are the binaries to run (Build or Prebuilt).
-	Bins Binaries
+	Bins bintest.Binaries
 	// Prefix is the natlab namespace prefix; default random.
 	Prefix string
 	// WorkDir holds keys, sockets and logs; default a new temporary
@@ -75,7 +77,7 @@ type Config struct {
 
 func (c *Config) defaults() error {
 	if c.Bins.Peer == "" || c.Bins.Rendezvous == "" || c.Bins.Relay == "" {
-		return errors.New("labrun: Config.Bins is required (labrun.Build or labrun.Prebuilt)")
+		return errors.New("labrun: Config.Bins is required (bintest.Build or bintest.Prebuilt)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

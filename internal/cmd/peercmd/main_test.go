@@ -8,12 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/flagenv"
+
+	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
 
 // run runs the CLI in-process and returns exit code, stdout and stderr.
@@ -219,24 +220,8 @@ func TestDefaultKeyPath(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a command writing while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 // waitLine waits for a line containing want in b.
 func waitLine(t *testing.T, b *syncBuffer, want string, d time.Duration) string {

@@ -155,14 +155,12 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	errc := make(chan error, len(conns))
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := srv.Serve(ctx, c); err != nil {
 				errc <- err
 				cancel()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errc)
