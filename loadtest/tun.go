@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
@@ -178,9 +179,9 @@ func buildWireguardGo(ctx context.Context) (wgBinary, error) {
 	}
 	path := dir + "/wireguard-go"
 	fmt.Fprintln(os.Stderr, "building wireguard-go...")
-	if out, err := goBuild(ctx, path, "golang.zx2c4.com/wireguard"); err != nil {
+	if err := bintest.BuildPackage(ctx, path, "golang.zx2c4.com/wireguard"); err != nil {
 		os.RemoveAll(dir)
-		return wgBinary{}, fmt.Errorf("build wireguard-go: %w\n%s", err, out)
+		return wgBinary{}, err
 	}
 	return wgBinary{dir: dir, path: path}, nil
 }

@@ -14,20 +14,17 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 )
 
 // The WireGuard tunnel's addresses: unique-local, inside the namespaces.
 var wgAddrA, wgAddrB = netip.MustParseAddr("fdaa::1"), netip.MustParseAddr("fdaa::2")
 
-func goBuild(ctx context.Context, out, pkg string) ([]byte, error) {
-	return exec.CommandContext(ctx, "go", "build", "-o", out, pkg).CombinedOutput()
-}
-
 // measureTUN runs every measurement in one lab: two hosts on the public
 // segment, so the keymesh session takes the direct path and WireGuard the
 // same link.
-func measureTUN(ctx context.Context, o tunOpts, bins labrun.Binaries, wgBin string, log *slog.Logger) ([]tunRow, error) {
+func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin string, log *slog.Logger) ([]tunRow, error) {
 	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log})
 	if err != nil {
 		return nil, err
