@@ -44,7 +44,17 @@
 //
 // Server.Serve reads one socket; call it once per socket of an SO_REUSEPORT
 // group (package sockopt) to use more cores. On Linux a *net.UDPConn is read
-// and written in batches (recvmmsg/sendmmsg) with no allocation per packet.
+// and written in batches (recvmmsg/sendmmsg) with no allocation per packet,
+// and with segmentation offload where the kernel has it: UDP_GRO hands over
+// a peer's segmented run of same-size RelaySends (keymesh peers send their
+// QUIC packets that way) in one receive slot, and UDP_SEGMENT sends the
+// forwards to one address as one message, each datagram still a suffix of
+// the buffer it arrived in. Within a batch a ticket is opened once for a
+// run of datagrams carrying the same ticket bytes (they open the same way
+// at the same clock reading); every datagram still passes its own size,
+// version and rate checks. The SO_REUSEPORT hash puts each direction of a
+// session (one source address and port) on one socket, so one Serve loop,
+// one core, carries it.
 //
 // # Peer side
 //

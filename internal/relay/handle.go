@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"time"
@@ -35,7 +36,25 @@ type worker struct {
 	// being handled (now).
 	cookies *crypto.CookieJar
 	now     time.Time
+	// last is the ticket this worker opened last, in the batch handled at
+	// the clock reading at (Unix ns); forget clears it before each batch.
+	// A segmented sender's datagrams to one peer carry the same ticket
+	// bytes, which open the same way under the same keys, so only the
+	// first of them pays for the AEAD open. A hit skips the expiry check
+	// and a key removed meanwhile for at most the rest of one batch
+	// (microseconds; expiries have whole seconds). Every datagram still
+	// gets its own size, version and rate checks.
+	last struct {
+		ok     bool
+		at     int64
+		ticket [crypto.TicketSize]byte
+		t      crypto.Ticket
+	}
 }
+
+// forget drops the remembered ticket: called before each batch, whose
+// datagrams share one clock reading.
+func (w *worker) forget() { w.last.ok = false }
 
 func (s *Server) newWorker() *worker {
 	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
@@ -70,7 +89,7 @@ func (w *worker) handle(pkt []byte, src netip.AddrPort, now time.Time, nowNs int
 			w.st.drop(reasonRateLimited)
 			return actDrop, nil, dst
 		}
-		return w.send(pkt)
+		return w.send(pkt, nowNs)
 	case wire.TypeRelayBind:
 		if pkt[1] != wire.BindVersion {
 			w.st.drop(reasonBadVersion)
@@ -83,17 +102,24 @@ func (w *worker) handle(pkt []byte, src netip.AddrPort, now time.Time, nowNs int
 }
 
 // send opens a RelaySend's ticket and rewrites the frame for forwarding.
-func (w *worker) send(pkt []byte) (action, []byte, netip.AddrPort) {
+func (w *worker) send(pkt []byte, nowNs int64) (action, []byte, netip.AddrPort) {
 	if len(pkt) < wire.RelaySendOverhead {
 		w.st.drop(reasonTruncated)
 		return actDrop, nil, netip.AddrPort{}
 	}
-	t, err := w.s.cfg.Keys.OpenWith(&w.scratch, pkt[wire.HeaderLen:wire.HeaderLen+crypto.TicketSize])
-	if err != nil {
-		w.st.drop(ticketReason(err))
-		return actDrop, nil, netip.AddrPort{}
+	sealed := pkt[wire.HeaderLen : wire.HeaderLen+crypto.TicketSize]
+	t := w.last.t
+	if !w.last.ok || w.last.at != nowNs || !bytes.Equal(sealed, w.last.ticket[:]) {
+		var err error
+		w.st.opens++
+		if t, err = w.s.cfg.Keys.OpenWith(&w.scratch, sealed); err != nil {
+			w.st.drop(ticketReason(err))
+			return actDrop, nil, netip.AddrPort{}
+		}
+		w.last.ok, w.last.at, w.last.t = true, nowNs, t
+		copy(w.last.ticket[:], sealed)
 	}
-	out := wire.RelayedFromSend(pkt)
+	out := wire.RelayedFromSend(pkt) // overwrites the ticket's last bytes
 	if w.viaHome(t.Instance, out, t.Addr) {
 		return actDrop, nil, netip.AddrPort{} // sent by the mesh, nothing to send here
 	}
