@@ -12,9 +12,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
@@ -132,8 +131,7 @@ func metrics(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("/metrics Content-Type %q, want the text format", ct)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	mfs, err := metricstest.Parse(resp.Body)
 	if err != nil {
 		t.Fatalf("/metrics is not Prometheus text format: %v", err)
 	}

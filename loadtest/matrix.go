@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 )
@@ -34,6 +37,10 @@ type matrixOpts struct {
 	rdvArgs  string
 	relArgs  string
 	mesh     bool
+	// server, stream and routes: servers outside the lab (--server).
+	server string
+	stream string
+	routes []netip.Prefix
 }
 
 func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
@@ -54,6 +61,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.rdvArgs, "rendezvous-args", "", "extra flags for every rendezvous instance with --regions; {name} {region} {addr} {anycast} {listen} {secret} {peers} {peers:PORT} are filled in per instance")
 	fs.BoolVar(&o.mesh, "mesh", false, "with --regions, join the instances in a mesh (relays: --instance, --mesh-listen, --mesh-peers; rendezvous: --mesh-listen; both --peer-secret-file), so a Punch and a relayed packet leave from the peer's home instance")
 	fs.StringVar(&o.relArgs, "relay-args", "", "extra flags for every relay instance with --regions, with the same fill-ins as --rendezvous-args")
+	fs.StringVar(&o.server, "server", "", "`connect string` (host:port#server-id, as the rendezvous prints it) of a rendezvous outside the lab: run the lab's NATs against it instead of starting servers (the lab's internet is linked to this host, which must reach the servers; see --route)")
+	fs.StringVar(&o.stream, "stream-relay", "", "with --server: the stream relay `URL` (wss://host:port/v1/tunnel#relay-id) given to every peer (udp-blocked peers need it to register)")
+	routes := fs.String("route", "", "with --server: comma-separated `prefixes` the lab sends to this host: the rendezvous's and every relay's addresses (default: the rendezvous's address/32); the servers must route the lab's 203.0.113.0/24 and 198.51.100.0/24 back to this host")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: loadtest matrix [flags]\n\n"+
 			"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
@@ -85,6 +95,26 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	case o.regions == 0 && (o.rdvArgs != "" || o.relArgs != "" || o.mesh):
 		return o, errors.New("--mesh, --rendezvous-args and --relay-args are for instances: add --regions 2")
 	}
+	if o.server == "" && (o.stream != "" || *routes != "") {
+		return o, errors.New("--stream-relay and --route are for servers outside the lab: add --server")
+	}
+	if o.server != "" && (o.regions > 0) {
+		return o, errors.New("--server runs no servers in the lab: drop --regions")
+	}
+	for _, f := range strings.Split(*routes, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return o, fmt.Errorf("--route %q: want a prefix such as 192.0.2.0/24 or an address", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		o.routes = append(o.routes, p.Masked())
+	}
 	if o.door, err = natlab.ParseFrontDoor(*door); err != nil {
 		return o, fmt.Errorf("--frontdoor: %w", err)
 	}
@@ -115,8 +145,17 @@ func runMatrix(ctx context.Context, args []string) error {
 	}
 	defer cleanup()
 
-	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
 	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: o.regions, FrontDoor: o.door}
+	if o.server != "" {
+		ext, err := matrixExternal(o)
+		if err != nil {
+			return err
+		}
+		cfg.External = ext
+		fmt.Fprintf(os.Stderr, "starting the lab (servers outside it: %s)...\n", ext.Connect)
+	} else {
+		fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
+	}
 	if o.rdvArgs != "" || o.relArgs != "" || o.mesh {
 		cfg.InstanceArgs = func(in *labrun.Instance, l *labrun.Lab) []string {
 			var args []string
@@ -200,6 +239,9 @@ func runMatrix(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
 	}
+	if o.server != "" {
+		fmt.Printf("servers: outside the lab (%s), reached through this host\n", lab.Connect)
+	}
 	printTrialErrors(os.Stderr, trials)
 	if runErr != nil {
 		return fmt.Errorf("matrix stopped early: %w", runErr)
@@ -208,6 +250,38 @@ func runMatrix(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d pair(s) below the expected outcome:\n  %s", len(f), strings.Join(f, "\n  "))
 	}
 	return nil
+}
+
+// matrixExternal resolves --server here, on the host (the lab's hosts
+// resolve no names), and says whether the host must forward: it does when
+// an address the lab sends to is not one of the host's own.
+func matrixExternal(o matrixOpts) (*labrun.External, error) {
+	addr, id, err := rzclient.ParseServer(o.server)
+	if err != nil {
+		return nil, fmt.Errorf("--server: %w", err)
+	}
+	ext := &labrun.External{Connect: fmt.Sprintf("%s#%s", addr, id), StreamURL: o.stream, Routes: o.routes}
+	targets := []netip.Addr{addr.Addr()}
+	for _, r := range o.routes {
+		targets = append(targets, r.Addr())
+	}
+	for _, a := range targets {
+		if !hostOwns(a) {
+			ext.Forward = true
+		}
+	}
+	return ext, nil
+}
+
+// hostOwns reports whether a is one of this host's own addresses (a UDP
+// socket can be bound to it).
+func hostOwns(a netip.Addr) bool {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // printTrialErrors lists, per pair, the distinct errors of its trials that

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 type peersResult struct {
 	opts       peersOpts
 	local      bool
+	spawned    bool // the server was started by --rendezvous
 	regTime    time.Duration
 	regMissed  int
 	regSent    int64 // datagrams peers sent during the registration phase
@@ -25,11 +27,56 @@ type peersResult struct {
 	instNames              []string
 	instRegs, instConnects []float64
 
+	// external servers' RSS and registered-peers gauge after the steady
+	// phase, summed
+	rssAfter, peersGauge float64
+
 	// memory per registered peer, bytes; <0 when unknown
 	heapPerPeer  float64
 	rssPerPeer   float64
 	redisPerPeer float64
 	note         string
+}
+
+// population is the simulated peers: one socket each (simPeer) or many
+// per socket (muxPop, --per-source).
+type population interface {
+	register(ctx, runCtx context.Context, inflight int, timeout time.Duration, progress io.Writer) (time.Duration, int)
+	connect(ctx context.Context, workers int, d time.Duration) connectResult
+	close()
+}
+
+// simPopulation is one socket per peer.
+type simPopulation []*simPeer
+
+func (p simPopulation) register(ctx, runCtx context.Context, inflight int, timeout time.Duration, progress io.Writer) (time.Duration, int) {
+	return registerAll(ctx, runCtx, p, inflight, timeout, progress)
+}
+
+func (p simPopulation) connect(ctx context.Context, workers int, d time.Duration) connectResult {
+	return connectLoop(ctx, p, workers, d)
+}
+
+func (p simPopulation) close() { closePopulation(p) }
+
+func (p *muxPop) register(ctx, runCtx context.Context, inflight int, timeout time.Duration, progress io.Writer) (time.Duration, int) {
+	return p.registerAll(ctx, runCtx, inflight, timeout, progress)
+}
+
+func (p *muxPop) connect(ctx context.Context, workers int, d time.Duration) connectResult {
+	return p.connectLoop(ctx, workers, d)
+}
+
+// newPeersPopulation makes the population --per-source asks for.
+func newPeersPopulation(ctx context.Context, o peersOpts, servers []peersServer, cnt *peersCounters, progress io.Writer) (population, error) {
+	if o.perSource <= 1 {
+		peers, err := newPopulation(ctx, o.count, servers, cnt)
+		return simPopulation(peers), err
+	}
+	if len(servers) != 1 {
+		return nil, errors.New("--per-source above 1 takes one server")
+	}
+	return newMuxPopulation(ctx, o.count, o.perSource, servers[0], o.ids, cnt, progress)
 }
 
 // peersBench runs the whole measurement.
@@ -63,11 +110,11 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 
 	var cnt peersCounters
 	fmt.Fprintf(progress, "creating %d peers...\n", o.count)
-	peers, err := newPopulation(ctx, o.count, servers, &cnt)
+	pop, err := newPeersPopulation(ctx, o, servers, &cnt, progress)
 	if err != nil {
 		return nil, err
 	}
-	defer closePopulation(peers)
+	defer pop.close()
 	before := make([]adminSample, len(o.admins))
 	for i, a := range o.admins {
 		if before[i], err = scrapeAdmin(ctx, a); err != nil {
@@ -78,7 +125,7 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 	runCtx, stopPeers := context.WithCancel(ctx)
 	defer stopPeers()
 	fmt.Fprintf(progress, "registering (%d in flight)...\n", o.inflight)
-	res.regTime, res.regMissed = registerAll(ctx, runCtx, peers, o.inflight, o.timeout, progress)
+	res.regTime, res.regMissed = pop.register(ctx, runCtx, o.inflight, o.timeout, progress)
 	res.regSent = cnt.sent.Load()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -86,7 +133,7 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 	fmt.Fprintf(progress, "registered %d in %v; connecting for %v (%d workers)...\n", o.count-res.regMissed, res.regTime.Round(time.Millisecond), o.duration, o.workers)
 	regs0 := cnt.registrations.Load()
 	if o.duration > 0 {
-		res.connects = connectLoop(ctx, peers, o.workers, o.duration)
+		res.connects = pop.connect(ctx, o.workers, o.duration)
 	}
 	res.steadyRegs = cnt.registrations.Load() - regs0
 	time.Sleep(200 * time.Millisecond) // let the last punches land
@@ -103,6 +150,8 @@ func peersBench(ctx context.Context, o peersOpts, progress io.Writer) (*peersRes
 				return nil, err
 			}
 			rss += after.rss - before[i].rss
+			res.rssAfter += after.rss
+			res.peersGauge += after.peers
 			heap += after.heap - before[i].heap
 			res.instNames = append(res.instNames, a)
 			res.instRegs = append(res.instRegs, after.regs-before[i].regs)

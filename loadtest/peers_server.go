@@ -248,10 +248,16 @@ func deleteKeys(ctx context.Context, c redis.UniversalClient, pattern string) er
 
 // redisMemory returns Redis's used_memory, or -1.
 func (ls *localServer) redisMemory(ctx context.Context) int64 {
-	if ls.redis == nil {
+	return redisUsedMemory(ctx, ls.redis)
+}
+
+// redisUsedMemory returns Redis's used_memory, or -1 (also for a nil
+// client).
+func redisUsedMemory(ctx context.Context, c redis.UniversalClient) int64 {
+	if c == nil {
 		return -1
 	}
-	info, err := ls.redis.Info(ctx, "memory").Result()
+	info, err := c.Info(ctx, "memory").Result()
 	if err != nil {
 		return -1
 	}

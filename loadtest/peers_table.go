@@ -39,7 +39,11 @@ func compareTable(w io.Writer, results []*peersResult) {
 	}
 	fmt.Fprint(w, "| measure |")
 	for _, r := range results {
-		fmt.Fprintf(w, " %s |", scenario{r.opts.registry, max(1, r.opts.instances)}.label())
+		label := scenario{r.opts.registry, max(1, r.opts.instances)}.label()
+		if r.spawned {
+			label = r.opts.registry + " registry, rendezvous process"
+		}
+		fmt.Fprintf(w, " %s |", label)
 	}
 	fmt.Fprint(w, "\n| --- |"+strings.Repeat(" --- |", len(results))+"\n")
 	for _, k := range keys {
@@ -61,10 +65,16 @@ func (r *peersResult) rows() [][2]string {
 			limit = "no rate limit"
 		}
 		row("server", "in-process, %d instance(s), %s registry, %s", max(1, o.instances), o.registry, limit)
+	} else if r.spawned {
+		row("server", "rendezvous process (--rendezvous), %s registry", o.registry)
 	} else {
 		row("server", "%d external: %s", len(o.servers), strings.Join(o.servers, ", "))
 	}
-	row("peers", "%d (one UDP socket and loopback address each)", o.count)
+	if o.perSource > 1 {
+		row("peers", "%d (%d per UDP socket and loopback address)", o.count, o.perSource)
+	} else {
+		row("peers", "%d (one UDP socket and loopback address each)", o.count)
+	}
 	registered := o.count - r.regMissed
 	row("registration phase", "%d registered in %v, %d missed (%d in flight)", registered, r.regTime.Round(time.Millisecond), r.regMissed, o.inflight)
 	row("registrations/s (first: Register, Challenge, Register, Registered)", "%.0f", float64(registered)/r.regTime.Seconds())
@@ -101,6 +111,9 @@ func (r *peersResult) rows() [][2]string {
 		}
 		row("server rejected", "%s", strings.Join(parts, ", "))
 	}
+	if len(o.admins) > 0 {
+		row("server registered peers (gauge) / RSS, after the steady phase", "%.0f / %.0f MiB", r.peersGauge, r.rssAfter/(1<<20))
+	}
 	if r.heapPerPeer >= 0 {
 		row("server heap per registered peer", "%.0f B", r.heapPerPeer)
 	}
@@ -119,3 +132,44 @@ func (r *peersResult) rows() [][2]string {
 	}
 	return out
 }
+
+// peersScenario is one scenario's figures in a --record file: the table's
+// rows as printed and the figures the issue's bar is about.
+type peersScenario struct {
+	Registry        string            `json:"registry"`
+	Peers           int               `json:"peers"`
+	PerSource       int               `json:"per_source"`
+	Registered      int               `json:"registered"`
+	RegisterSeconds float64           `json:"register_seconds"`
+	Connects        int               `json:"connects_ok"`
+	ConnectErrors   int               `json:"connect_errors"`
+	ConnectP50Ms    float64           `json:"connect_p50_ms"`
+	ConnectP99Ms    float64           `json:"connect_p99_ms"`
+	Refreshes       int64             `json:"refreshes_in_steady_phase"`
+	ServerRSSBytes  float64           `json:"server_rss_bytes,omitempty"`
+	ServerPeers     float64           `json:"server_registered_peers_gauge,omitempty"`
+	Rows            map[string]string `json:"rows"`
+}
+
+// peersData is what --record keeps of the results.
+func peersData(results []*peersResult) []peersScenario {
+	var out []peersScenario
+	for _, r := range results {
+		c := r.connects
+		sc := peersScenario{
+			Registry: r.opts.registry, Peers: r.opts.count, PerSource: max(1, r.opts.perSource),
+			Registered: r.opts.count - r.regMissed, RegisterSeconds: r.regTime.Seconds(),
+			Connects: c.ok, ConnectErrors: c.notFound + c.noAnswer + c.other,
+			ConnectP50Ms: ms(percentile(c.latencies, 0.5)), ConnectP99Ms: ms(percentile(c.latencies, 0.99)),
+			Refreshes: r.steadyRegs, ServerRSSBytes: r.rssAfter, ServerPeers: r.peersGauge,
+			Rows: map[string]string{},
+		}
+		for _, kv := range r.rows() {
+			sc.Rows[kv[0]] = kv[1]
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
@@ -65,7 +68,7 @@ func TestPeersBench(t *testing.T) {
 // is left in Redis.
 func TestPeersCompare(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs three load phases against Redis")
+		ci.Skip(t, "runs three load phases against Redis")
 	}
 	rd := redistest.Start(t)
 	o, err := parsePeersFlags([]string{"--count", "90", "--duration", "1500ms", "--refresh", "1s", "--ttl", "5s",
@@ -133,4 +136,69 @@ func TestPeersFlags(t *testing.T) {
 			t.Errorf("%v accepted", args)
 		}
 	}
+}
+
+// TestPeersPerSource is the CI form of the million-peer run: 2,000
+// simulated peers, 64 behind each socket and loopback source address,
+// against the real rendezvous binary started by --rendezvous (its
+// per-source limits raised for 64 peers refreshing every second behind one
+// address), with the memory and the Redis registry. In each, every peer registers (the
+// server's own gauge counts all of them), every connect finds its peer and
+// its Punch reaches the target behind its shared socket, and every peer
+// refreshes during the steady phase; the identities are made once for both
+// servers, which share a key.
+func TestPeersPerSource(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bins := bintest.Shared(t)
+	rd := redistest.Start(t)
+	const n = 2000
+	args := []string{"--count", strconv.Itoa(n), "--per-source", "64", "--duration", "3s", "--workers", "4",
+		"--rendezvous", bins.Rendezvous, "--rendezvous-args", "--refresh 1s --ttl 5s --rate-limit 400 --rate-burst 400 --key-miss-rate 200",
+		"--compare", "memory:1,redis:1", "--redis", "redis://" + rd.Addr() + "/0"}
+	o, err := parsePeersFlags(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.keyFile, o.ids = filepath.Join(t.TempDir(), "rendezvous.key"), &idPool{}
+	var progress bytes.Buffer
+	results, err := peersCompare(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(results) != 2 {
+		t.Fatalf("%d results, want 2", len(results))
+	}
+	for _, res := range results {
+		c := res.connects
+		switch {
+		case res.regMissed != 0:
+			t.Errorf("%s: %d peers not registered", res.opts.registry, res.regMissed)
+		case res.opts.registry == "memory" && res.peersGauge != n:
+			t.Errorf("memory: the server's gauge counts %v registered peers, want %d", res.peersGauge, n)
+		case res.opts.registry == "redis" && (res.peersGauge < 0.98*n || res.peersGauge > 1.02*n):
+			// The Redis registry counts with HyperLogLogs (±0.81%).
+			t.Errorf("redis: the server's gauge counts %v registered peers, want %d within 2%%", res.peersGauge, n)
+		case res.opts.registry == "redis" && res.redisPerPeer <= 0:
+			t.Errorf("redis: no Redis memory per peer")
+		case c.ok == 0 || c.notFound+c.noAnswer+c.other != 0:
+			t.Errorf("%s: connects %d ok, %d not found, %d unanswered, %d other", res.opts.registry, c.ok, c.notFound, c.noAnswer, c.other)
+		case res.punches < int64(c.ok):
+			t.Errorf("%s: %d punches for %d connects", res.opts.registry, res.punches, c.ok)
+		case res.steadyRegs < n:
+			t.Errorf("%s: %d refreshes in 3 s at a 1 s refresh, want at least %d", res.opts.registry, res.steadyRegs, n)
+		case res.rssAfter <= 0:
+			t.Errorf("%s: no server RSS", res.opts.registry)
+		}
+	}
+	if got := strings.Count(progress.String(), "started "); got != 2 {
+		t.Errorf("started %d servers, want 2:\n%s", got, progress.String())
+	}
+	var out bytes.Buffer
+	compareTable(&out, results)
+	if !strings.Contains(out.String(), "| memory registry, rendezvous process | redis registry, rendezvous process |") ||
+		!strings.Contains(out.String(), "64 per UDP socket") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	t.Logf("\n%s", out.String())
 }

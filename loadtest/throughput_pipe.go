@@ -101,6 +101,7 @@ func (e *pipeEnv) start(name string, watch func(line string), args ...string) (*
 		return nil, err
 	}
 	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = e.dir // a server's default files (its key) stay in the run's directory
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw

@@ -22,6 +22,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
@@ -33,7 +34,7 @@ func buildRelay(t *testing.T) string { t.Helper(); return bintest.BuildT(t).Rela
 
 func TestProcess(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binary")
+		ci.Skip(t, "builds and runs the binary")
 	}
 	bin := buildRelay(t)
 

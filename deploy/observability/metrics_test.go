@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,14 +17,13 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/wire"
 
-	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 )
 
 // fromPrometheus are series Prometheus itself makes (not the servers).
@@ -167,18 +165,7 @@ func waitMetric(t *testing.T, admin, name string) {
 // scrape fetches and parses a server's /metrics.
 func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("%s/metrics: %v", admin, err)
-	}
-	return mfs
+	return metricstest.Scrape(t, "http://"+admin+"/metrics")
 }
 
 var (

@@ -152,6 +152,10 @@ func (s *Server) handleDial(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if peer, _, err = s.lookupName(peer); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	if q.Get("proto") == "udp" {
 		s.dialUDP(w, r, peer, port)
 		return

@@ -36,7 +36,17 @@
 // root namespace; names are "<prefix>-inet", "<prefix>-s1" (servers),
 // "<prefix>-n2" (NATs), "<prefix>-c3" (carrier NATs), "<prefix>-h4"
 // (hosts) and "<prefix>-v5" (Verify's own server). Removing the namespaces
-// removes everything.
+// removes everything. The one exception is the uplink below.
+//
+// # Uplink to the host
+//
+// AddUplink links the internet namespace to the root namespace, for servers
+// outside the lab: a veth "<prefix>-up" (100.126.255.1/30 on the host,
+// 100.126.255.2/30 in the internet namespace), routes up it for the
+// prefixes the caller names only (no default route), and host routes for
+// the lab's public prefixes back, without NAT. Close deletes it (and puts
+// the host's IPv4 forwarding back when UplinkConfig.Forward turned it on);
+// Sweep removes a leftover one. One lab per host may have an uplink.
 //
 // # Anycast regions
 //

@@ -76,6 +76,13 @@ type Lab struct {
 	servers  []*Host
 	sites    []*Site
 
+	// uplink is the link to the host (AddUplink); uplinkMade says its
+	// veth exists, forwardWas is the host's ip_forward before it ("" when
+	// the uplink did not change it).
+	uplink     *Uplink
+	uplinkMade bool
+	forwardWas string
+
 	verifierMu sync.Mutex
 	verifier   *Host
 
@@ -201,7 +208,7 @@ func (l *Lab) Close() error {
 	ns := l.netns
 	l.netns = nil
 	l.mu.Unlock()
-	var errs []error
+	errs := []error{l.removeUplink()}
 	for i := len(ns) - 1; i >= 0; i-- {
 		if err := deleteNetns(ns[i]); err != nil {
 			errs = append(errs, err)
@@ -228,6 +235,14 @@ func Sweep(prefix string) error {
 	for _, n := range names {
 		if strings.HasPrefix(n, prefix+"-") {
 			errs = append(errs, deleteNetns(n))
+		}
+	}
+	// An uplink's root end (its lab end went with the namespace, and
+	// usually the pair with it).
+	if ip, err := lookSbin("ip"); err == nil {
+		if _, err := run(context.Background(), nil, ip, "link", "show", prefix+"-up"); err == nil {
+			_, err = run(context.Background(), nil, ip, "link", "del", prefix+"-up")
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -136,7 +136,7 @@ func newSock(cfg Config) (*Sock, error) {
 		pending: map[uint64]*probeTx{},
 		extras:  map[*extra]struct{}{},
 	}
-	s.guard = newGuard(cfg.Now())
+	s.guard = newGuard(cfg.Limits, cfg.Now())
 	s.bufs.New = func() any { b := make([]byte, readBufSize); return &b }
 	s.keys.init(cfg.Identity)
 	conn := cfg.Conn

@@ -26,12 +26,13 @@ const (
 	DefaultBatch = 64
 
 	// DefaultRate and DefaultBurst limit the RelaySend frames of each
-	// source (an IPv4 address or an IPv6 /64, never the port): 200,000
-	// packets/s is about 2.1 Gbit/s of the peers' 1343-byte QUIC packets.
-	// The limit shares the relay among sources; it is not what keeps a
-	// stranger from aiming the relay (a ticket does that), so it is set
-	// above what one relayed session moves: at the former 20,000 it held
-	// a session to 27 MB/s, a ninth of a direct one on loopback.
+	// source to each destination (each an IPv4 address or an IPv6 /64,
+	// never the port), charged once the ticket opened: 200,000 packets/s
+	// is about 2.1 Gbit/s of the peers' 1343-byte QUIC packets. The limit
+	// shares the relay among sources; it is not what keeps a stranger from
+	// aiming the relay (a ticket does that), so it is set above what one
+	// relayed session moves: at the former 20,000 it held a session to
+	// 27 MB/s, a ninth of a direct one on loopback.
 	DefaultRate  = 200000
 	DefaultBurst = 10000
 	// DefaultBindRate and DefaultBindBurst limit the binds of each source
@@ -77,7 +78,9 @@ type RateLimit struct {
 	// Disabled turns the per-source limits off (BindsPerSecond still
 	// applies).
 	Disabled bool
-	// Rate is RelaySend frames per second per source. Default DefaultRate.
+	// Rate is RelaySend frames per second per source and destination (the
+	// ticket's address), charged only for frames whose ticket opened.
+	// Default DefaultRate.
 	Rate float64
 	// Burst is the RelaySend bucket size. Default DefaultBurst.
 	Burst float64

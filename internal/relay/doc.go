@@ -40,7 +40,10 @@
 // cannot spend the budget that honest binds need. Every limit is keyed by
 // the source's IPv4 address or IPv6 /64 (package ratelimit), never its
 // port; challenges to unproven sources have their own per-source rate,
-// which bounds what spoofed binds can reflect.
+// which bounds what spoofed binds can reflect. A RelaySend's rate is
+// charged once its ticket opened, to its source and the ticket's address
+// together, so a flood spoofed from a peer's address with made-up tickets,
+// or tickets to elsewhere, spends nothing of that peer's budget.
 //
 // Server.Serve reads one socket; call it once per socket of an SO_REUSEPORT
 // group (package sockopt) to use more cores. On Linux a *net.UDPConn is read

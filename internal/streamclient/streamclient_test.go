@@ -8,7 +8,6 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
-
 func TestParseTarget(t *testing.T) {
 	id := mustID(t).ID()
 	tg, err := ParseTarget("wss://relay.example:443#" + id.String())

@@ -19,11 +19,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keymesh/keymesh/internal/testutil/coturn"
-	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 
@@ -43,14 +44,11 @@ type lab struct {
 func requireLab(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("network namespace test")
+		ci.Skip(t, "network namespace test")
 	}
 	_, err := exec.LookPath("ip")
 	if os.Geteuid() != 0 || err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("this test needs root and iproute2 (ip) for network namespaces: euid %d, %v", os.Geteuid(), err)
-		}
-		t.Skipf("skipped: needs root and iproute2 (euid %d, %v)", os.Geteuid(), err)
+		ci.Skipf(t, "needs root and iproute2 (ip) for network namespaces: euid %d, %v", os.Geteuid(), err)
 	}
 }
 

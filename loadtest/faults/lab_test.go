@@ -11,6 +11,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 )
@@ -27,12 +28,7 @@ var ciBounds = Goals{Stall: 2 * time.Second, BestBack: 4 * time.Second}
 // longest stall and the time until the best path is back must stay within
 // ciBounds, as measured in the lab (the test itself times nothing).
 func TestFaultsShort(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (network namespaces) and CI must run it")
-		}
-		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces, veth pairs and iptables rules")
 	debpkg.Require(t, "conntrack", "conntrack")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

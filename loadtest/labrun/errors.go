@@ -10,4 +10,7 @@ var (
 	ErrExited = errors.New("labrun: process exited")
 	// ErrClosed is returned by methods called after Lab.Close.
 	ErrClosed = errors.New("labrun: lab is closed")
+	// ErrExternal is returned by methods that reach the lab's own servers
+	// (Metrics, Outcomes) when the lab uses servers outside it.
+	ErrExternal = errors.New("labrun: the servers are outside the lab: scrape their admin endpoints yourself")
 )

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // The binaries are built once per test binary, into a temporary directory
@@ -34,9 +35,7 @@ func TestMain(m *testing.M) {
 // needRoot skips a test that needs network namespaces when not root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces, veth pairs and iptables rules")
 }
 
 func binaries(t *testing.T) bintest.Binaries {

@@ -73,6 +73,28 @@ type Config struct {
 	// after as many good ones.
 	HealthInterval time.Duration
 	HealthFailures int
+
+	// External, when set, runs no servers: the peers use servers outside
+	// the lab, reached through an uplink from the lab's internet to the
+	// host (natlab.Lab.AddUplink). Regions must be 0.
+	External *External
+}
+
+// External names servers outside the lab (Config.External).
+type External struct {
+	// Connect is the rendezvous connect string with an IP address
+	// (ip:port#server-id): the lab's hosts resolve no names.
+	Connect string
+	// StreamURL, when set, is given to every peer as --stream-relay (a
+	// peer without UDP needs it before it can register).
+	StreamURL string
+	// Routes are the prefixes the lab sends up to the host: the
+	// rendezvous's and the relays' addresses (default: the rendezvous's
+	// address alone).
+	Routes []netip.Prefix
+	// Forward turns IPv4 forwarding on in the host while the lab lives,
+	// for servers beyond this host (natlab.UplinkConfig.Forward).
+	Forward bool
 }
 
 func (c *Config) defaults() error {
@@ -102,6 +124,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Regions < 0 {
 		return fmt.Errorf("labrun: Config.Regions %d: want 0 (one server host) or more", c.Regions)
+	}
+	if c.External != nil && c.Regions > 0 {
+		return errors.New("labrun: Config.External and Config.Regions exclude each other")
 	}
 	if c.FrontDoor == "" {
 		c.FrontDoor = natlab.Accelerator
@@ -198,6 +223,9 @@ func (l *Lab) start(ctx context.Context) error {
 	l.Net = net
 	if l.cfg.Regions > 0 {
 		return l.startRegions(ctx)
+	}
+	if l.cfg.External != nil {
+		return l.startExternal(ctx)
 	}
 	srv, err := net.AddServer(ctx, "server")
 	if err != nil {
@@ -436,6 +464,9 @@ func (l *Lab) Metrics(ctx context.Context, server string) (string, error) {
 	port := l.cfg.AdminPort
 	if server == "relay" {
 		port++
+	}
+	if l.Server == nil && l.Anycast == nil {
+		return "", ErrExternal
 	}
 	if l.Anycast != nil {
 		var b strings.Builder

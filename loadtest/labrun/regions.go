@@ -1,7 +1,6 @@
 package labrun
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,6 +17,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+
+	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
 // The roles of a region's instances (natlab role names).
@@ -296,18 +297,7 @@ func redisPing(ctx context.Context, h *natlab.Host) error {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
+	return redistest.Ping(c)
 }
 
 // healthLoop asks every instance's /healthz each HealthInterval and marks

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 
 	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
@@ -45,7 +46,7 @@ var (
 func binaries(t *testing.T) (rendezvous, relay string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds and runs the server binaries")
+		ci.Skip(t, "builds and runs the server binaries")
 	}
 	buildOnce.Do(func() {
 		_, buildErr = bintest.Build(context.Background(), binDir)

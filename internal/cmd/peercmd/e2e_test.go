@@ -29,6 +29,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
@@ -251,7 +252,7 @@ func pingLines(t *testing.T, out string) []pingLine {
 
 func TestE2EDirect(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes")
+		ci.Skip(t, "end-to-end test: starts processes")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")
@@ -385,7 +386,7 @@ func TestE2EDirect(t *testing.T) {
 
 func TestE2ERelay100MB(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes and moves 100 MB")
+		ci.Skip(t, "end-to-end test: starts processes and moves 100 MB")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")

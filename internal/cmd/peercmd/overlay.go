@@ -3,9 +3,6 @@ package peercmd
 import (
 	"context"
 	"log/slog"
-	"net/netip"
-
-	"github.com/keymesh/keymesh/internal/crypto"
 
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/overlay"
@@ -19,11 +16,12 @@ func startOverlay(ctx context.Context, log *slog.Logger, o upOptions, n *node.No
 	if !o.Userspace && o.TUN == "" {
 		return func() {}, nil
 	}
-	policy := o.Policy
-	if policy == nil && !o.AllowAny {
-		policy = allowListPolicy(o.Allow)
-	}
-	rcfg := overlay.Config{Transport: n, Policy: policy, Logger: log.With("part", "overlay")}
+	// The node's --allow rules judge inbound flows here as they judge
+	// streams: the same peers, ports and refusal counter. A session this
+	// peer dialled is open both ways, so without it a peer this one merely
+	// connected to could reach every port of the overlay address; replies
+	// to flows this side opened pass anyway (overlay.Policy).
+	rcfg := overlay.Config{Transport: n, Policy: n.Policy().AllowPacket, Logger: log.With("part", "overlay")}
 	var run func(context.Context) error
 	var stats func() overlay.Stats
 	if o.Userspace {
@@ -61,18 +59,4 @@ func startOverlay(ctx context.Context, log *slog.Logger, o upOptions, n *node.No
 		cancel()
 		<-done
 	}, nil
-}
-
-// allowListPolicy admits inbound flows from the peers of the --allow list
-// only. A session this peer dialled is open both ways, so without it a peer
-// this one merely connected to could reach every port of the overlay
-// address; replies to flows this side opened pass anyway (overlay.Policy).
-func allowListPolicy(allow []string) overlay.Policy {
-	ok := map[netip.Addr]bool{}
-	for _, a := range allow {
-		if id, err := crypto.ParsePeerID(a); err == nil {
-			ok[id.OverlayAddr()] = true
-		}
-	}
-	return func(src, _ netip.AddrPort, _ uint8) bool { return ok[src.Addr()] }
 }

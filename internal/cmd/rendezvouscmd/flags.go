@@ -43,6 +43,7 @@ type Options struct {
 	MeshListen       string
 	PeerSecretFile   string
 	MeshRate         float64
+	MeshAllow        []netip.Prefix
 	ReusePort        int
 	AltListen        string
 	RateLimit        float64
@@ -96,6 +97,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
 	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	var meshAllow string
+	fs.StringVar(&meshAllow, "mesh-allow", "", "addresses or CIDR ranges (comma-separated) the other instances' mesh messages come from, e.g. the deployment's private ranges 10.0.0.0/8: a mesh message from anywhere else is dropped before its tag is checked (empty: any source, checked by rate and tag alone)")
 	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
 	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
@@ -140,6 +143,13 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 			return o, usage.Errorf("--stream-relay-sources: %v", err)
 		}
 		o.StreamRelaySources = p
+	}
+	if meshAllow != "" {
+		p, err := addrpolicy.ParsePrefixes(meshAllow)
+		if err != nil {
+			return o, usage.Errorf("--mesh-allow: %v", err)
+		}
+		o.MeshAllow = p
 	}
 	return o, o.check()
 }
@@ -187,6 +197,8 @@ func (o *Options) check() error {
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.MeshListen != "" && o.PeerSecretFile == "":
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case len(o.MeshAllow) > 0 && o.MeshListen == "":
+		return bad("--mesh-allow needs --mesh-listen")
 	case o.MeshListen != "" && o.Registry != "redis":
 		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case o.ReportRate == 0:

@@ -44,6 +44,8 @@ func TestFlagErrors(t *testing.T) {
 		{"--mesh-listen", "127.0.0.1:3490", "--registry", "redis", "--redis", "redis://x"},
 		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s"},
 		{"--mesh-listen", "0.0.0.0:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x"},
+		{"--mesh-allow", "10.0.0.0/8"},
+		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x", "--mesh-allow", "nope"},
 		{"--report-rate", "0"},
 		{"--report-burst", "0"},
 		{"extra"},

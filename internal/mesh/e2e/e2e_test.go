@@ -21,6 +21,7 @@ import (
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 	"github.com/keymesh/keymesh/internal/wire"
 
@@ -261,7 +262,7 @@ func (p *peer) waitRegistered(t *testing.T) {
 // stranger's forged mesh messages are dropped and send nothing.
 func TestHomeInstance(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the servers")
+		ci.Skip(t, "builds and runs the servers")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
