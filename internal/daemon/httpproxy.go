@@ -14,7 +14,8 @@ import (
 
 // ServeHTTPProxy serves an HTTP proxy on ln until ctx ends or Close is
 // called: CONNECT host:port, and plain requests with an absolute http://
-// URL, where host names a peer as for the SOCKS5 proxy (ParseDestination).
+// URL, where host names a peer as for the SOCKS5 proxy: a name or peer ID
+// under the names suffix (Config.Names), else as ParseDestination reads it.
 // It connects as the SOCKS5 proxy does: through the userspace stack in
 // userspace mode, else over a stream. Any other destination gets 403: the
 // proxy never reaches the ordinary network. Only the user running the
@@ -45,7 +46,7 @@ func (s *Server) ServeHTTPProxy(ctx context.Context, ln net.Listener) error {
 					host = net.JoinHostPort(r.URL.Hostname(), "80")
 				}
 			}
-			if _, _, err := splitPeerPort(host); err != nil {
+			if _, _, err := s.splitPeerPort(host); err != nil {
 				http.Error(w, err.Error(), http.StatusForbidden)
 				return
 			}
@@ -66,13 +67,13 @@ func (s *Server) ServeHTTPProxy(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// splitPeerPort reads host:port where host names a peer.
-func splitPeerPort(hostport string) (string, uint16, error) {
+// splitPeerPort reads host:port where host names a peer (resolvePeer).
+func (s *Server) splitPeerPort(hostport string) (string, uint16, error) {
 	host, ps, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return "", 0, err
 	}
-	peer, err := ParseDestination(host)
+	peer, err := s.resolvePeer(host)
 	if err != nil {
 		return "", 0, err
 	}
@@ -85,7 +86,7 @@ func splitPeerPort(hostport string) (string, uint16, error) {
 
 // proxyDial connects to a peer's port for the HTTP proxy.
 func (s *Server) proxyDial(ctx context.Context, _, hostport string) (net.Conn, error) {
-	peer, port, err := splitPeerPort(hostport)
+	peer, port, err := s.splitPeerPort(hostport)
 	if err != nil {
 		return nil, err
 	}

@@ -30,10 +30,10 @@ const (
 // ErrNoOverlay answers a UDP request to a daemon without userspace mode.
 var ErrNoOverlay = errors.New("UDP needs the daemon in userspace mode (`peer up --userspace`) or TUN mode")
 
-// overlayAddr returns the overlay address of peer (a peer ID, with or
-// without .keymesh, or an overlay address).
-func overlayAddr(peer string) (netip.Addr, error) {
-	dst, err := ParseDestination(peer)
+// overlayAddr returns the overlay address of peer: a name or peer ID under
+// the names suffix (Config.Names), a peer ID, or an overlay address.
+func (s *Server) overlayAddr(peer string) (netip.Addr, error) {
+	dst, err := s.resolvePeer(peer)
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -55,7 +55,7 @@ func (s *Server) dialUDP(w http.ResponseWriter, r *http.Request, peer string, po
 		writeError(w, http.StatusBadRequest, ErrNoOverlay)
 		return
 	}
-	addr, err := overlayAddr(peer)
+	addr, err := s.overlayAddr(peer)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -229,7 +229,7 @@ func evictOldest(flows map[string]*udpFlow) {
 
 // dialOverlayTCP connects to port of peer through the userspace stack.
 func (s *Server) dialOverlayTCP(ctx context.Context, peer string, port uint16) (net.Conn, error) {
-	addr, err := overlayAddr(peer)
+	addr, err := s.overlayAddr(peer)
 	if err != nil {
 		return nil, err
 	}

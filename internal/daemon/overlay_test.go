@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/net/proxy"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/overlay"
 	"github.com/keymesh/keymesh/internal/testutil/meshtest"
 	"github.com/keymesh/keymesh/node"
@@ -31,7 +33,9 @@ type userspacePeer struct {
 	client *daemon.Client
 }
 
-func startUserspacePeer(t *testing.T, server string) *userspacePeer {
+// startUserspacePeer starts one; names, when given, is its daemon's names
+// table (Config.Names).
+func startUserspacePeer(t *testing.T, server string, names ...*names.Table) *userspacePeer {
 	t.Helper()
 	n := meshtest.Node(t, server)
 	st, err := overlay.NewStack(overlay.Config{Transport: n})
@@ -42,7 +46,11 @@ func startUserspacePeer(t *testing.T, server string) *userspacePeer {
 	stDone := make(chan error, 1)
 	go func() { stDone <- st.Run(ctx) }()
 	sock := filepath.Join(shortDir(t), "api", "peer.sock")
-	srv, err := daemon.New(daemon.Config{Node: daemon.FromNode(n), Socket: sock, Overlay: st})
+	cfg := daemon.Config{Node: daemon.FromNode(n), Socket: sock, Overlay: st}
+	if len(names) > 0 {
+		cfg.Names = names[0]
+	}
+	srv, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,10 +215,13 @@ func TestUDPForwardRoundTrip(t *testing.T) {
 	roundTrip(t, c2, []byte("pong"), []byte("echo:pong"))
 }
 
-// UDP ASSOCIATE through A's SOCKS5 proxy to B's exposed UDP echo service.
+// UDP ASSOCIATE through A's SOCKS5 proxy to B's exposed UDP echo service,
+// by overlay address and by the name A's configuration gives B; a name A's
+// configuration does not hold is dropped.
 func TestSOCKSUDPAssociate(t *testing.T) {
 	server := meshtest.Start(t)
-	a, b := startUserspacePeer(t, server), startUserspacePeer(t, server)
+	b := startUserspacePeer(t, server)
+	a := startUserspacePeer(t, server, webIs(t, b))
 	port := serveLocalUDPEcho(t)
 	if _, err := b.srv.Expose(port, true); err != nil {
 		t.Fatal(err)
@@ -248,6 +259,18 @@ func TestSOCKSUDPAssociate(t *testing.T) {
 	hdr := append([]byte{0, 0, 0, 4}, dst[:]...)
 	hdr = append(hdr, byte(port>>8), byte(port))
 	roundTrip(t, uc, append(hdr, "hi"...), append(append([]byte{}, hdr...), "echo:hi"...))
+	named := append([]byte{0, 0, 0, 3, byte(len("web.keymesh"))}, "web.keymesh"...)
+	named = append(named, byte(port>>8), byte(port))
+	// The answer names its source, B's overlay address (the flow to it is
+	// the one the datagrams by address opened).
+	roundTrip(t, uc, append(named, "by name"...), append(append([]byte{}, hdr...), "echo:by name"...))
+	unknown := append([]byte{0, 0, 0, 3, byte(len("db.keymesh"))}, "db.keymesh"...)
+	unknown = append(unknown, byte(port>>8), byte(port))
+	uc.Write(append(unknown, "x"...))
+	uc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := uc.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("answer to a name this peer does not hold: %d bytes", n)
+	}
 	// A destination outside the overlay is dropped, not sent anywhere.
 	bad := append([]byte{0, 0, 0, 1, 127, 0, 0, 1}, byte(port>>8), byte(port))
 	uc.Write(append(bad, "x"...))
@@ -257,12 +280,28 @@ func TestSOCKSUDPAssociate(t *testing.T) {
 	}
 }
 
+// webIs is a names table where web.keymesh names p.
+func webIs(t *testing.T, p *userspacePeer) *names.Table {
+	t.Helper()
+	id, err := crypto.ParsePeerID(p.node.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := names.NewTable("", map[string]crypto.PeerID{"web": id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
 // The HTTP proxy, in userspace mode: a plain GET with an absolute URL and
-// a CONNECT tunnel both reach B's exposed web server; a destination
-// outside the overlay gets 403.
+// a CONNECT tunnel both reach B's exposed web server, by peer ID, overlay
+// address and the name A's configuration gives B; a destination outside
+// the overlay, and a name A's configuration does not hold, get 403.
 func TestHTTPProxyToUserspacePeer(t *testing.T) {
 	server := meshtest.Start(t)
-	a, b := startUserspacePeer(t, server), startUserspacePeer(t, server)
+	b := startUserspacePeer(t, server)
+	a := startUserspacePeer(t, server, webIs(t, b))
 	port := serveLocalHTTP(t, "b")
 	if _, err := b.srv.Expose(port, true); err != nil {
 		t.Fatal(err)
@@ -323,5 +362,30 @@ func TestHTTPProxyToUserspacePeer(t *testing.T) {
 	}
 	if code, _, err := get(plain, "http://127.0.0.1:"+strconv.Itoa(int(port))+"/"); err != nil || code != http.StatusForbidden {
 		t.Fatalf("GET 127.0.0.1 through the proxy: %d %v, want 403", code, err)
+	}
+	byName := "http://web.keymesh:" + strconv.Itoa(int(port)) + "/"
+	if code, got, err := get(plain, byName); err != nil || code != 200 || got != "hello from b" {
+		t.Fatalf("GET %s through the proxy: %d %q %v", byName, code, got, err)
+	}
+	c2, err := net.Dial("tcp", pl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "CONNECT web.keymesh:%d HTTP/1.1\r\nHost: web.keymesh:%d\r\n\r\n", port, port)
+	br2 := bufio.NewReader(c2)
+	if resp, err := http.ReadResponse(br2, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT web.keymesh: %v %v", resp, err)
+	}
+	fmt.Fprintf(c2, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err = http.ReadResponse(br2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(resp.Body); string(got) != "hello from b" {
+		t.Fatalf("GET inside CONNECT web.keymesh: %q", got)
+	}
+	if code, _, err := get(plain, "http://db.keymesh:"+strconv.Itoa(int(port))+"/"); err != nil || code != http.StatusForbidden {
+		t.Fatalf("GET db.keymesh (a name A does not hold) through the proxy: %d %v, want 403", code, err)
 	}
 }

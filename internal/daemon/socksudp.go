@@ -87,7 +87,7 @@ func (a *association) serve() {
 		if !ok {
 			continue
 		}
-		dst, hdr, payload, err := parseSOCKSDatagram(buf[:n])
+		dst, hdr, payload, err := parseSOCKSDatagram(buf[:n], a.s.overlayAddr)
 		if err != nil {
 			a.s.log.Debug("socks5: dropped a UDP datagram", "err", err)
 			continue
@@ -100,9 +100,10 @@ func (a *association) serve() {
 }
 
 // parseSOCKSDatagram reads a client's SOCKS5 UDP datagram: its overlay
-// destination, the header to put in front of answers, and the payload.
-// Fragments and destinations outside the overlay are refused.
-func parseSOCKSDatagram(b []byte) (netip.AddrPort, []byte, []byte, error) {
+// destination (a host name resolve turns into an overlay address, as
+// Server.overlayAddr does), the header to put in front of answers, and the
+// payload. Fragments and destinations outside the overlay are refused.
+func parseSOCKSDatagram(b []byte, resolve func(string) (netip.Addr, error)) (netip.AddrPort, []byte, []byte, error) {
 	d, err := statute.ParseDatagram(b)
 	if err != nil {
 		return netip.AddrPort{}, nil, nil, err
@@ -114,7 +115,7 @@ func parseSOCKSDatagram(b []byte) (netip.AddrPort, []byte, []byte, error) {
 	if host == "" {
 		host = d.DstAddr.IP.String()
 	}
-	addr, err := overlayAddr(host)
+	addr, err := resolve(host)
 	if err != nil {
 		return netip.AddrPort{}, nil, nil, err
 	}
