@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
+
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
@@ -32,7 +34,10 @@ func overlayOf(t *testing.T, id string) netip.Addr {
 // behind a port-restricted NAT and one behind a symmetric NAT. curl in
 // A's namespace fetches a page from an HTTP server listening on B's overlay
 // address in B's namespace, and a UDP datagram to B's overlay address
-// comes back echoed: unmodified programs, kernel sockets, no proxy.
+// comes back echoed: unmodified programs, kernel sockets, no proxy. A
+// also serves names on port 53 of its overlay address (--dns overlay):
+// B's <peer-id>.keymesh resolves there to B's overlay address, and a name
+// outside the suffix gets no address.
 func TestTUNHTTPAndUDP(t *testing.T) {
 	needRoot(t)
 	curl := debpkg.Require(t, "curl", "curl")
@@ -46,7 +51,7 @@ func TestTUNHTTPAndUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{Args: []string{"--tun", "km0"}})
+	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{Args: []string{"--tun", "km0", "--dns", "overlay"}})
 	bAddr := overlayOf(t, b.ID)
 
 	// B: an HTTP server and a UDP echo on its overlay address.
@@ -135,9 +140,80 @@ func TestTUNHTTPAndUDP(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("UDP echo from %s; A's packet counters %+v", from, st.Packets)
+
+		// Names on A's TUN: port 53 of A's overlay address. A query to a
+		// local address travels over lo, whose IPv6 the lab turns off (a
+		// host has it on): turn it on in A's namespace.
+		if out, err := a.Host.Command(ctx, "sysctl", "-w", "net.ipv6.conf.lo.disable_ipv6=0").CombinedOutput(); err != nil {
+			t.Fatalf("sysctl: %v: %s", err, out)
+		}
+		dns := netip.AddrPortFrom(aAddr, 53)
+		got, rcode := dnsAAAA(t, a.Host, dns, b.ID+".keymesh.")
+		if len(got) != 1 || got[0] != bAddr || rcode != dnsmessage.RCodeSuccess {
+			t.Fatalf("%s.keymesh AAAA from %s = %v (%v), want %s", b.ID, dns, got, rcode, bAddr)
+		}
+		if got, rcode := dnsAAAA(t, a.Host, dns, "example.com."); len(got) != 0 || rcode == dnsmessage.RCodeSuccess {
+			t.Fatalf("example.com AAAA from %s = %v (%v), want no address and an error", dns, got, rcode)
+		}
 		return
 	}
 	t.Fatal("no UDP echo over the TUN")
+}
+
+// dnsAAAA asks the DNS server at server for name's AAAA records from a
+// socket in h's namespace and returns the answer's addresses and rcode.
+func dnsAAAA(t *testing.T, h *natlab.Host, server netip.AddrPort, name string) ([]netip.Addr, dnsmessage.RCode) {
+	t.Helper()
+	var uc *net.UDPConn
+	if err := h.Do(func() error {
+		var err error
+		uc, err = net.ListenUDP("udp6", nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	q := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, RecursionDesired: true})
+	q.StartQuestions()
+	q.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeAAAA, Class: dnsmessage.ClassINET})
+	msg, err := q.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2000)
+	for i := 0; i < 20; i++ {
+		uc.WriteToUDPAddrPort(msg, server)
+		uc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := uc.Read(buf)
+		if err != nil {
+			continue
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil || h.ID != 7 {
+			t.Fatalf("DNS answer %x: %v", buf[:n], err)
+		}
+		p.SkipAllQuestions()
+		var addrs []netip.Addr
+		for {
+			rh, err := p.AnswerHeader()
+			if err != nil {
+				break
+			}
+			if rh.Type != dnsmessage.TypeAAAA {
+				p.SkipAnswer()
+				continue
+			}
+			r, err := p.AAAAResource()
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs = append(addrs, netip.AddrFrom16(r.AAAA))
+		}
+		return addrs, h.RCode
+	}
+	t.Fatalf("no DNS answer from %s for %s", server, name)
+	return nil, 0
 }
 
 // TestTUNTCPSurvivesAddressChange: A (port-restricted) sends 32 MiB to B

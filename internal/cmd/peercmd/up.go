@@ -115,7 +115,7 @@ are let in).`,
 		fs.StringVar(&o.TUN, "tun", "", "TUN mode: route the overlay prefix through this TUN `device` (made when missing; needs CAP_NET_ADMIN and iproute2's ip)")
 		fs.StringVar(&o.Name, "name", "", "this peer's short `name`: <name>.<suffix> resolves to its overlay address here")
 		fs.StringVar(&o.NamesFile, "names-file", "", "`file` of names, one \"<name> <peer-id>\" a line (# comments)")
-		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353")
+		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353; \"overlay\" with --tun: port 53 of this peer's overlay address on the TUN device (needs CAP_NET_BIND_SERVICE too)")
 		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
 		reflectionFlags(fs, &o.Reflection)
@@ -146,7 +146,10 @@ are let in).`,
 					return usage.Errorf("--name: %v", err)
 				}
 			}
-			if o.DNS != "" {
+			if o.DNS == dnsOnOverlay && o.TUN == "" {
+				return usage.Errorf("--dns overlay: needs --tun (the overlay address is the TUN device's); in userspace mode the SOCKS5 and HTTP proxies resolve names themselves")
+			}
+			if o.DNS != "" && o.DNS != dnsOnOverlay {
 				if ap, err := netip.ParseAddrPort(o.DNS); err != nil || !(ap.Addr().IsLoopback() || crypto.IsOverlay(ap.Addr())) {
 					return usage.Errorf("--dns %q: want a loopback or overlay ip:port, e.g. 127.0.0.1:5353", o.DNS)
 				}
@@ -304,7 +307,11 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 		}()
 	}
 	if o.DNS != "" {
-		pc, err := names.ListenDNS(ctx, o.DNS)
+		addr := o.DNS
+		if addr == dnsOnOverlay {
+			addr = netip.AddrPortFrom(n.OverlayAddr(), 53).String()
+		}
+		pc, err := names.ListenDNS(ctx, addr)
 		if err != nil {
 			return err
 		}
@@ -340,6 +347,10 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	return nil
 }
+
+// dnsOnOverlay is the --dns value that serves names on port 53 of the
+// overlay address, on the TUN device.
+const dnsOnOverlay = "overlay"
 
 // nameTable gathers the names this peer's own configuration gives: its
 // --name, the name= of --allow rules, the --names-file.
