@@ -34,9 +34,10 @@ func userspaceOverlay(t *testing.T, n *node.Node, o upOptions) *daemon.Config {
 }
 
 // The overlay data path obeys the node's --allow rules, ports included: b
-// allows a TCP port 80 only, so a's HTTP request to b's overlay address on
+// allows a port 80 only, so a's HTTP request to b's overlay address on
 // port 80 is answered while its connection to port 81, where b listens too,
-// is refused, logged and counted as a tcp refusal, as a stream would be.
+// is refused, logged and counted as a tcp refusal, as a stream would be;
+// datagrams to b's UDP port 81 are dropped and counted as a udp refusal.
 func TestOverlayPolicyRefusesPort(t *testing.T) {
 	srv := meshtest.Start(t)
 	a := meshtest.Node(t, srv)
@@ -103,5 +104,33 @@ func TestOverlayPolicyRefusesPort(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, a.ID()) || !strings.Contains(l, fmt.Sprint(81)) {
 		t.Errorf("no log line names the refused peer and port:\n%s", l)
+	}
+
+	// UDP: the rule names port 80 only (TCP and UDP), so datagrams to b's
+	// UDP port 81 are dropped, and their flow counted once as a udp refusal.
+	u81, err := bs.ListenUDPAddrPort(netip.AddrPortFrom(b.OverlayAddr(), 81))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u81.Close()
+	uc, err := as.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(b.OverlayAddr(), 81))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := uc.Write([]byte("refused")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for b.Policy().Refused(policy.KindUDP) == 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := b.Policy().Refused(policy.KindUDP); n != 1 {
+		t.Errorf("udp refusals = %d, want 1 (one flow, three datagrams)", n)
+	}
+	u81.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _, err := u81.ReadFrom(make([]byte, 100)); err == nil {
+		t.Errorf("a refused datagram reached b's UDP port 81: %d bytes", n)
 	}
 }
