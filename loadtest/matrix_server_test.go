@@ -16,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 )
@@ -49,12 +50,7 @@ const outsideAddr = "100.126.254.1"
 // otherwise), and the outside rendezvous's /metrics counts the same direct
 // and relayed sessions per NAT pair as the matrix.json the command wrote.
 func TestMatrixServer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (network namespaces, a dummy interface): CI must run it")
-		}
-		t.Skip("needs root: the NAT lab makes network namespaces")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces and a dummy interface")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bins := bintest.Shared(t)
