@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 const repoRoot = ".."
@@ -164,7 +166,7 @@ func makeDryRun(t *testing.T, args ...string) string {
 	t.Helper()
 	mk, err := exec.LookPath("make")
 	if err != nil {
-		t.Skip("make is not installed")
+		ci.Skip(t, "make is not installed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -184,6 +186,14 @@ func TestMakeRelease(t *testing.T) {
 			if !re.MatchString(out) {
 				t.Errorf("make release does not build dist/keymesh-%s-linux-%s statically with the version; it runs:\n%s", c, arch, out)
 			}
+		}
+	}
+	for _, p := range []string{"darwin-arm64", "darwin-amd64", "windows-amd64.exe"} {
+		goos, rest, _ := strings.Cut(p, "-")
+		goarch := strings.TrimSuffix(rest, ".exe")
+		re := regexp.MustCompile(`CGO_ENABLED=0 GOOS=` + goos + ` GOARCH=` + goarch + `\s+go build -trimpath -ldflags '-s -w -X github.com/keymesh/keymesh/internal/obs.version=v9.8.7' -o dist/keymesh-peer-` + regexp.QuoteMeta(p) + ` ./cmd/peer\n`)
+		if !re.MatchString(out) {
+			t.Errorf("make release does not build dist/keymesh-peer-%s; it runs:\n%s", p, out)
 		}
 	}
 	if !strings.Contains(out, "SHA256SUMS") || !strings.Contains(out, "dist/VERSION") {

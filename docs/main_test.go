@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // testVersion is linked into the binaries, so --version and the build-info
@@ -39,19 +41,10 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "docs tests need the go command on PATH to build the binaries:", err)
-		return 1
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build",
-		"-ldflags", "-X github.com/keymesh/keymesh/internal/obs.version="+testVersion,
-		"-o", dir+string(filepath.Separator), "./cmd/rendezvous", "./cmd/relay", "./cmd/peer")
-	cmd.Dir = ".." // the module root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the binaries: %v\n%s", err, out)
+	if _, err := bintest.Build(ctx, dir, "-X github.com/keymesh/keymesh/internal/obs.version="+testVersion); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binaries:", err)
 		return 1
 	}
 	binDir = dir

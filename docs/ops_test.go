@@ -12,8 +12,9 @@ import (
 
 	"github.com/pion/stun/v4"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 // TestServerOps starts rendezvous and relay on loopback with JSON logs and
@@ -130,8 +131,7 @@ func metrics(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("/metrics Content-Type %q, want the text format", ct)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	mfs, err := metricstest.Parse(resp.Body)
 	if err != nil {
 		t.Fatalf("/metrics is not Prometheus text format: %v", err)
 	}
@@ -255,14 +255,8 @@ func stopAndCheckLogs(t *testing.T, p *proc, lastMsg string) {
 	}
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 5 s (wait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, what, cond)
 }

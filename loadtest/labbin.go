@@ -6,15 +6,15 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // labBinaries returns the rendezvous, relay and peer binaries the lab
 // commands run: those in dir when given (--bin), else freshly built into a
 // temporary directory that cleanup removes.
-func labBinaries(ctx context.Context, dir string) (bins labrun.Binaries, cleanup func(), err error) {
+func labBinaries(ctx context.Context, dir string) (bins bintest.Binaries, cleanup func(), err error) {
 	if dir != "" {
-		bins, err = labrun.Prebuilt(dir)
+		bins, err = bintest.Prebuilt(dir)
 		return bins, func() {}, err
 	}
 	tmp, err := os.MkdirTemp("", "keymesh-bin-")
@@ -23,7 +23,7 @@ func labBinaries(ctx context.Context, dir string) (bins labrun.Binaries, cleanup
 	}
 	cleanup = func() { os.RemoveAll(tmp) }
 	fmt.Fprintln(os.Stderr, "building rendezvous, relay and peer...")
-	if bins, err = labrun.Build(ctx, tmp); err != nil {
+	if bins, err = bintest.Build(ctx, tmp); err != nil {
 		cleanup()
 		return bins, func() {}, err
 	}

@@ -5,7 +5,8 @@
 //	loadtest faults      recovery from faults under a paced stream, in the netns lab (root)
 //	loadtest matrix      traversal success by NAT-type pair, in the netns lab (root)
 //	loadtest peers       N simulated peers registering and connecting
-//	loadtest relay       TURN load against our relay and coturn, side by side
+//	loadtest relay       one generator against keymesh's relays, derper and coturn
+//	loadtest turn        coturn's own TURN client against our TURN and coturn
 //	loadtest relayflows  ticket-relay forwarding at 1..10,000 flows vs raw UDP
 //	loadtest throughput  session throughput direct and relayed vs raw UDP
 //	loadtest regionkill  a paced stream across regions while one region dies (root)
@@ -32,7 +33,8 @@ func commands() []command {
 		{"faults", "recovery from faults under a paced stream in the netns lab (needs root)", runFaults},
 		{"matrix", "traversal success by NAT-type pair in the netns lab (needs root)", runMatrix},
 		{"peers", "N simulated peers registering and connecting against rendezvous servers", runPeers},
-		{"relay", "TURN load against our relay and against coturn, side by side", runRelay},
+		{"relay", "one generator against the ticket, stream and TURN relays, derper and coturn, side by side", runRelayCompare},
+		{"turn", "coturn's own TURN client (turnutils_uclient) against our TURN and coturn", runRelay},
 		{"relayflows", "ticket-relay forwarding at 1, 100 and 10,000 flows against raw UDP", runRelayFlows},
 		{"throughput", "session throughput direct and relayed against raw UDP", runThroughput},
 		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", runRegionKill},

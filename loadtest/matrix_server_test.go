@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 )
@@ -48,15 +50,10 @@ const outsideAddr = "100.126.254.1"
 // otherwise), and the outside rendezvous's /metrics counts the same direct
 // and relayed sessions per NAT pair as the matrix.json the command wrote.
 func TestMatrixServer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (network namespaces, a dummy interface): CI must run it")
-		}
-		t.Skip("needs root: the NAT lab makes network namespaces")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces and a dummy interface")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bins := testBinaries(t, ctx)
+	bins := bintest.Shared(t)
 	work := t.TempDir()
 
 	// The outside address, on the host's loopback interface.
@@ -136,39 +133,10 @@ func equalCounts(got, want map[labrun.NATPair]labrun.OutcomeCounts) bool {
 	return true
 }
 
-// built holds rendezvous, relay and peer, built once per test binary (or
-// taken from $KEYMESH_LAB_BIN).
-var built struct {
-	once sync.Once
-	dir  string
-	bins labrun.Binaries
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
+	bintest.RemoveShared()
 	os.Exit(code)
-}
-
-// testBinaries returns the built binaries.
-func testBinaries(t *testing.T, ctx context.Context) labrun.Binaries {
-	t.Helper()
-	built.once.Do(func() {
-		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-			built.bins, built.err = labrun.Prebuilt(d)
-			return
-		}
-		if built.dir, built.err = os.MkdirTemp("", "loadtest-bin-"); built.err == nil {
-			built.bins, built.err = labrun.Build(ctx, built.dir)
-		}
-	})
-	if built.err != nil {
-		t.Fatalf("build: %v", built.err)
-	}
-	return built.bins
 }
 
 func ipRun(t *testing.T, args ...string) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
@@ -66,7 +68,7 @@ func TestPeersBench(t *testing.T) {
 // is left in Redis.
 func TestPeersCompare(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs three load phases against Redis")
+		ci.Skip(t, "runs three load phases against Redis")
 	}
 	rd := redistest.Start(t)
 	o, err := parsePeersFlags([]string{"--count", "90", "--duration", "1500ms", "--refresh", "1s", "--ttl", "5s",
@@ -148,7 +150,7 @@ func TestPeersFlags(t *testing.T) {
 func TestPeersPerSource(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins := testBinaries(t, ctx)
+	bins := bintest.Shared(t)
 	rd := redistest.Start(t)
 	const n = 2000
 	args := []string{"--count", strconv.Itoa(n), "--per-source", "64", "--duration", "3s", "--workers", "4",

@@ -18,7 +18,7 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 )
 
-// relayOpts configures `loadtest relay`.
+// relayOpts configures `loadtest turn`.
 type relayOpts struct {
 	allocations []int         // rows: concurrent allocations (uclient sessions)
 	size        int           // message bytes
@@ -41,7 +41,7 @@ type relayOpts struct {
 }
 
 func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
-	fs := flag.NewFlagSet("loadtest relay", flag.ContinueOnError)
+	fs := flag.NewFlagSet("loadtest turn", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
 		o       relayOpts
@@ -65,7 +65,7 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	fs.StringVar(&o.clientLogs, "client-logs", "", "write each turnutils_uclient's output into `dir` (for diagnosis)")
 	fs.BoolVar(&o.short, "short", false, "CI mode: 2 allocations, 1 s of traffic, about 10 s in all")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest relay [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: loadtest turn [flags]\n\n"+
 			"Runs coturn's turnutils_uclient against our TURN relay (in this process) and against\n"+
 			"coturn's turnserver, with the same load, and prints a Markdown table.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -74,7 +74,7 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 		return o, err
 	}
 	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest relay takes only flags", fs.Arg(0))
+		return o, fmt.Errorf("unexpected argument %q: loadtest turn takes only flags", fs.Arg(0))
 	}
 	for _, s := range strings.Split(*servers, ",") {
 		switch s = strings.TrimSpace(s); s {
@@ -123,7 +123,7 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	return o, nil
 }
 
-// runRelay is `loadtest relay`: the same TURN load from coturn's
+// runRelay is `loadtest turn`: the same TURN load from coturn's
 // turnutils_uclient against our relay and against coturn's turnserver.
 func runRelay(ctx context.Context, args []string) error {
 	o, err := parseRelayFlags(args, os.Stderr)

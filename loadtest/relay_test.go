@@ -12,7 +12,7 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 )
 
-// TestRelayShort runs `loadtest relay --short`: our relay and coturn's
+// TestRelayShort runs `loadtest turn --short`: our relay and coturn's
 // turnserver under the same small uclient load, and the table.
 func TestRelayShort(t *testing.T) {
 	for _, prog := range []string{coturn.ClientProgram, coturn.PeerProgram, coturn.ServerProgram} {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // tpOpts are the flags of `loadtest throughput`.
@@ -21,6 +22,9 @@ type tpOpts struct {
 	runs    int
 	only    []string
 	timeout time.Duration
+	pipe    bool   // --pipe: `peer pipe` between real processes, direct against relayed
+	bin     string // --pipe: directory of prebuilt binaries
+	record  string // --record: results prefix
 }
 
 // tpScenario is one way of moving bytes between two endpoints on loopback.
@@ -85,6 +89,9 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	fs.IntVar(&o.runs, "runs", 1, "runs per scenario; the table shows the median")
 	only := fs.String("only", "", "comma-separated scenarios to run (default all: "+strings.Join(tpNames(), ", ")+")")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of each run")
+	fs.BoolVar(&o.pipe, "pipe", false, "instead of the in-process scenarios, time `peer pipe` between real rendezvous, relay and peer daemon processes, direct against relayed (--no-direct) in alternating rounds, and print their ratio")
+	fs.StringVar(&o.record, "record", "", "with --pipe: also write the data and the table to <prefix>.json and <prefix>.md (package loadtest/results), e.g. docs/results/throughput")
+	fs.StringVar(&o.bin, "bin", "", "with --pipe: directory holding prebuilt rendezvous, relay and peer binaries (default: build them)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return o, err
 	}
@@ -97,6 +104,12 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	}
 	if o.runs < 1 {
 		return o, errors.New("--runs must be at least 1")
+	}
+	if o.pipe && *only != "" {
+		return o, errPipeFlags
+	}
+	if o.record != "" && !o.pipe {
+		return o, errors.New("--record works with --pipe")
 	}
 	if *only != "" {
 		for _, name := range strings.Split(*only, ",") {
@@ -124,6 +137,13 @@ func runThroughput(ctx context.Context, args []string) error {
 	o, err := parseThroughputFlags(args, os.Stderr)
 	if err != nil {
 		return err
+	}
+	if o.pipe {
+		rep, md, err := throughputPipe(ctx, o, os.Stdout, os.Stderr)
+		if err != nil || o.record == "" {
+			return err
+		}
+		return results.Write(o.record, append([]string{"throughput"}, args...), rep, md)
 	}
 	return throughput(ctx, o, os.Stdout, os.Stderr)
 }

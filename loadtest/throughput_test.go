@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +58,72 @@ func TestThroughputSmall(t *testing.T) {
 	}
 	if !strings.Contains(table, "| keymesh-direct | node stream, path layer, direct path | 4.0 MiB |") {
 		t.Errorf("direct scenario did not deliver everything:\n%s", table)
+	}
+}
+
+// TestThroughputPipeShort runs --pipe with a few megabytes between real
+// rendezvous, relay and peer processes and checks that each path moved
+// every byte over the path it names and that the table carries the ratio.
+func TestThroughputPipeShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, md, err := throughputPipe(ctx, tpOpts{bytes: 8 << 20, runs: 1, timeout: time.Minute, pipe: true}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || rep.Direct.Path != "direct" || rep.Relay.Path != "relay" {
+		t.Fatalf("runs: %+v", rep.Runs)
+	}
+	for _, r := range rep.Runs {
+		if r.Bytes != 8<<20 || r.MBps <= 0 {
+			t.Errorf("%s: %d bytes at %.1f MB/s, want all %d", r.Path, r.Bytes, r.MBps, 8<<20)
+		}
+	}
+	if want := fmt.Sprintf("| %.2f |", rep.Ratio); !strings.Contains(md, want) || !strings.Contains(out.String(), md) {
+		t.Errorf("table lacks the ratio %s or was not printed:\n%s", want, md)
+	}
+}
+
+func TestParseThroughputPipeFlags(t *testing.T) {
+	o, err := parseThroughputFlags([]string{"--pipe", "--bin", "/x", "--runs", "3"}, io.Discard)
+	if err != nil || !o.pipe || o.bin != "/x" || o.runs != 3 {
+		t.Fatalf("%+v %v", o, err)
+	}
+	if _, err := parseThroughputFlags([]string{"--pipe", "--only", "raw-udp"}, io.Discard); err == nil {
+		t.Error("--pipe with --only accepted")
+	}
+	if _, err := parseThroughputFlags([]string{"--record", "docs/results/x"}, io.Discard); err == nil {
+		t.Error("--record without --pipe accepted")
+	}
+}
+
+// TestUDPDropsCountsFullBuffers overflows a small receive buffer of this
+// process and checks that udpDrops sees the drops.
+func TestUDPDropsCountsFullBuffers(t *testing.T) {
+	rx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := rx.SetReadBuffer(1); err != nil { // the kernel's minimum
+		t.Fatal(err)
+	}
+	tx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	before := udpDrops(os.Getpid())
+	if before < 0 {
+		t.Fatal("cannot read this process's UDP drops")
+	}
+	for range 200 {
+		if _, err := tx.WriteTo(make([]byte, 1200), rx.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := udpDrops(os.Getpid()) - before; got < 100 {
+		t.Fatalf("udpDrops saw %d drops after 200 datagrams into a minimal buffer, want most of them", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/rendezvous"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -128,9 +129,7 @@ func nodePath(n *Node, peer crypto.PeerID) (pathsock.PeerStatus, bool) {
 // easy NAT (port-restricted, double) and a symmetric one, in both dial
 // directions: at least 90% of the trials must end on a direct path.
 func TestBirthdayPunchingInLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces with real Linux NATs (natlab)")
-	}
+	ci.NeedRoot(t, "builds network namespaces with real Linux NATs (natlab)")
 	trials := 10
 	if v, err := strconv.Atoi(os.Getenv("KEYMESH_BIRTHDAY_TRIALS")); err == nil && v > 0 {
 		trials = v

@@ -3,10 +3,10 @@ package node
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 // Config configures a Node. The identity comes from KeyFile or Seed; Server
@@ -24,10 +24,16 @@ type Config struct {
 	// ListenAddr is the local UDP address of the node's socket; default
 	// ":0" (any port, both address families).
 	ListenAddr string
-	// AllowAny admits sessions from any peer; otherwise only from the peer
-	// IDs in Allow. Dialling out needs no permission.
+	// AllowAny admits sessions and flows from any peer to any port.
+	// Dialling out needs no permission.
 	AllowAny bool
-	Allow    []string
+	// Allow are the allow rules, as `peer up --allow` takes them (each may
+	// be a comma-separated list): <peer-id> allows every port,
+	// <peer-id>:80,443,8000-8099,53/udp only those, [name=] in front names
+	// the peer, * stands for any peer. Streams count as TCP flows; a stream
+	// to a port no rule allows the peer is refused, logged and counted.
+	// Default deny. See the policy package's documentation.
+	Allow []string
 	// NoDirect keeps every session on the relay (no hole punching).
 	NoDirect bool
 	// JoinToken is sent in every registration, for a rendezvous server
@@ -47,8 +53,37 @@ type Config struct {
 	// UDPTimeout is how long to wait for a UDP answer before using
 	// StreamRelay; default 3 s.
 	UDPTimeout time.Duration
+	// Reflection bounds what the node sends to addresses that a stranger
+	// named and that have not answered yet; zero fields take the defaults.
+	Reflection ReflectionLimits
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+}
+
+// ReflectionLimits bound what a node sends on a stranger's word: the
+// candidates of a Connect (with AllowAny) or a peer's path update are
+// probed within them until they answer. A zero field takes its default
+// (in parentheses).
+type ReflectionLimits struct {
+	// CandidateProbes: probes to one unproven candidate per punch (8).
+	CandidateProbes int
+	// PeerProbes: probes to all unproven candidates of one peer per 30 s
+	// (24).
+	PeerProbes int
+	// Rate and Burst: probes per second to unproven addresses, all peers
+	// together (200, 400).
+	Rate, Burst float64
+	// DestRate and DestBurst: probes per second to one unproven IPv4
+	// address or IPv6 /64, all peers together (20, 40).
+	DestRate, DestBurst float64
+	// ReplyRate and ReplyBurst: answers per second to probes from one
+	// IPv4 address or IPv6 /64 that is not a proven path (50, 100).
+	ReplyRate, ReplyBurst float64
+	// MaxBirthdaySockets: extra sockets birthday punching holds open at
+	// once (1024).
+	MaxBirthdaySockets int
+	// MaxSprays: birthday sprays (the easy side) running at once (2).
+	MaxSprays int
 }
 
 // GenerateKey makes a new identity, writes it to a new key file at path
@@ -93,19 +128,10 @@ func (c *Config) identity() (*crypto.Identity, error) {
 	return nil, fmt.Errorf("node: %w", ErrNoKey)
 }
 
-func (c *Config) allowed() ([]crypto.PeerID, error) {
-	var out []crypto.PeerID
-	for _, s := range c.Allow {
-		for _, f := range strings.Split(s, ",") {
-			if f = strings.TrimSpace(f); f == "" {
-				continue
-			}
-			id, err := crypto.ParsePeerID(f)
-			if err != nil {
-				return nil, fmt.Errorf("node: allowed peer: %w", err)
-			}
-			out = append(out, id)
-		}
+func (c *Config) policy(log *slog.Logger) (*policy.Policy, error) {
+	rules, err := policy.ParseRules(c.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("node: Config.Allow: %w", err)
 	}
-	return out, nil
+	return policy.New(policy.Config{Rules: rules, AllowAny: c.AllowAny, Logger: log.With("part", "policy")}), nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/rendezvous"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 // mesh is a real rendezvous server and a real relay on loopback.
@@ -162,16 +164,10 @@ func (m *mesh) newNode(mod func(*Config)) *testNode {
 	return tn
 }
 
+// waitFor is wait.For.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return wait.For(t, d, what, cond)
 }
 
 func peerPath(n *testNode, peer *testNode) string {

@@ -7,7 +7,6 @@ import (
 	"github.com/keymesh/keymesh/internal/streamclient"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/nat"
 	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/policy"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -51,8 +51,7 @@ type Node struct {
 	id      *crypto.Identity
 	me      crypto.PeerID
 	server  string
-	allow   []crypto.PeerID
-	any     bool
+	policy  *policy.Policy
 
 	sock  *pathsock.Sock
 	rz    *rzclient.Client
@@ -107,17 +106,17 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	allow, err := cfg.allowed()
-	if err != nil {
-		return nil, err
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	pol, err := cfg.policy(log)
+	if err != nil {
+		return nil, err
+	}
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		log: log, id: id, me: id.ID(), server: cfg.Server, allow: allow, any: cfg.AllowAny,
+		log: log, id: id, me: id.ID(), server: cfg.Server, policy: pol,
 		ctx: nctx, cancel: cancel,
 		regCh:     make(chan struct{}, 1),
 		conns:     map[crypto.PeerID]*quic.Conn{},
@@ -139,8 +138,8 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		},
 		Tickets:      func() [][]byte { return n.sock.Tickets() },
 		NAT:          n.natBehaviour,
-		AllowAny:     cfg.AllowAny,
-		Allowed:      allow,
+		AllowAny:     pol.AnyPeer(),
+		Allowed:      pol.Peers(),
 		Token:        cfg.JoinToken,
 		OnPunch:      n.onPunch,
 		OnRegistered: n.onRegistered,
@@ -161,7 +160,14 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		OnLocalChange: n.reregister,
 		NoDirect:      cfg.NoDirect,
 		NAT:           n.natBehaviour,
-		Logger:        log.With("part", "path"),
+		Limits: pathsock.Limits{
+			CandidateProbes: cfg.Reflection.CandidateProbes, PeerProbes: cfg.Reflection.PeerProbes,
+			UnprovenRate: cfg.Reflection.Rate, UnprovenBurst: cfg.Reflection.Burst,
+			DestRate: cfg.Reflection.DestRate, DestBurst: cfg.Reflection.DestBurst,
+			ReplyRate: cfg.Reflection.ReplyRate, ReplyBurst: cfg.Reflection.ReplyBurst,
+			MaxBirthdaySockets: cfg.Reflection.MaxBirthdaySockets, MaxSprays: cfg.Reflection.MaxSprays,
+		},
+		Logger: log.With("part", "path"),
 	}
 	if pathHook != nil {
 		pathHook(&pcfg)
@@ -314,14 +320,18 @@ func (n *Node) startQUIC() error {
 	return nil
 }
 
-// acceptPeer is the access check of incoming sessions.
+// acceptPeer is the access check of incoming sessions: a peer that no
+// rule names is refused (logged and counted by the policy).
 func (n *Node) acceptPeer(id crypto.PeerID) error {
-	if n.any || slices.Contains(n.allow, id) {
+	if n.policy.AllowPeer(id) {
 		return nil
 	}
-	n.log.Warn("refused a session", "peer", id.String(), "hint", "start the daemon with --allow "+id.String()+" or --allow-any")
 	return fmt.Errorf("peer %s is not allowed: start the daemon with --allow %s or --allow-any", id, id)
 }
+
+// Policy returns the node's allow policy, which the overlay data path asks
+// about each new flow and which exports the refusal counter.
+func (n *Node) Policy() *policy.Policy { return n.policy }
 
 // ID returns the node's peer ID.
 func (n *Node) ID() string { return n.me.String() }

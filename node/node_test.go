@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 func tctx(t *testing.T, d time.Duration) context.Context { return tctxTB(t, d) }
@@ -128,7 +129,7 @@ func TestTLSRefusalIsClear(t *testing.T) {
 	m := startMesh(t)
 	a := m.newNode(nil)
 	b := m.newNode(nil)
-	b.any = false
+	b.policy = policy.New(policy.Config{})
 	_, err := a.Dial(tctx(t, 10*time.Second), b.ID())
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "--allow "+a.ID()) {
 		t.Fatalf("dial refused by TLS: %v", err)

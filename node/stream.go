@@ -13,12 +13,14 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 // Stream error codes sent when a stream is refused.
 const (
 	codeNoListener quic.StreamErrorCode = 1
 	codeClosed     quic.StreamErrorCode = 2
+	codeRefused    quic.StreamErrorCode = 3 // the allow policy refuses the port
 )
 
 // Addr is a stream endpoint: a peer and a port.
@@ -121,6 +123,11 @@ func (n *Node) dispatch(id crypto.PeerID, str *quic.Stream) {
 	}
 	str.SetReadDeadline(time.Time{})
 	port := binary.BigEndian.Uint16(hdr[:])
+	if !n.policy.Allow(id, policy.TCP, port) {
+		str.CancelRead(codeRefused)
+		str.CancelWrite(codeRefused)
+		return
+	}
 	n.mu.Lock()
 	l := n.listeners[port]
 	n.mu.Unlock()

@@ -44,6 +44,9 @@ step "go test"
 # latency: it runs alone in the next step, not beside other packages.
 go test -count=1 -timeout 15m $(go list ./... | grep -v '/loadtest/attack$') 2>&1 | tee /tmp/keymesh-test.log
 
+step "Kubernetes manifests (deploy/kubernetes, a module of its own)"
+(cd deploy/kubernetes && go vet ./... && go test -count=1 ./...)
+
 step "attack suite (loadtest/attack, short form)"
 rc=0
 go test -count=1 -timeout 10m -v ./loadtest/attack >/tmp/keymesh-attack.log 2>&1 || rc=$?

@@ -22,27 +22,19 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
-// buildRelay builds this command into a temporary directory.
-func buildRelay(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "relay")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildRelay builds cmd/relay (with the other commands) into a temporary
+// directory.
+func buildRelay(t *testing.T) string { t.Helper(); return bintest.BuildT(t).Relay }
 
 func TestProcess(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binary")
+		ci.Skip(t, "builds and runs the binary")
 	}
 	bin := buildRelay(t)
 
@@ -205,17 +197,8 @@ func forward(t *testing.T, relayAddr *net.UDPAddr) {
 	}
 }
 
-// cleanEnv is the environment without KEYMESH_* variables, so that the
-// caller's settings cannot change what a test runs.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYMESH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// cleanEnv is bintest.CleanEnv.
+func cleanEnv() []string { return bintest.CleanEnv() }
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()

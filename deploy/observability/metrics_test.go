@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,12 +17,13 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 )
 
 // fromPrometheus are series Prometheus itself makes (not the servers).
@@ -165,25 +165,13 @@ func waitMetric(t *testing.T, admin, name string) {
 // scrape fetches and parses a server's /metrics.
 func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("%s/metrics: %v", admin, err)
-	}
-	return mfs
+	return metricstest.Scrape(t, "http://"+admin+"/metrics")
 }
 
 var (
 	buildOnce sync.Once
 	buildDir  string
 	buildErr  error
-	buildOut  []byte
 )
 
 // buildServers builds cmd/rendezvous and cmd/relay once per test binary.
@@ -196,12 +184,10 @@ func buildServers(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", buildDir+string(filepath.Separator), "./cmd/rendezvous", "./cmd/relay")
-		cmd.Dir = filepath.Join("..", "..")
-		buildOut, buildErr = cmd.CombinedOutput()
+		_, buildErr = bintest.Build(ctx, buildDir)
 	})
 	if buildErr != nil {
-		t.Fatalf("building the servers: %v\n%s", buildErr, buildOut)
+		t.Fatalf("building the servers: %v", buildErr)
 	}
 	return buildDir
 }

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // The deployment configures the servers only through KEYMESH_<FLAG>
@@ -27,16 +30,12 @@ const repoRoot = "../.."
 func binaryFlags(t *testing.T, name string) map[string]bool {
 	t.Helper()
 	if gos, _ := filepath.Glob(filepath.Join(repoRoot, "cmd", name, "*.go")); len(gos) == 0 {
-		t.Skipf("cmd/%s has no Go files yet", name)
+		ci.Skipf(t, "cmd/%s has no Go files yet", name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), name)
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/"+name)
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
-	}
+	bins := bintest.Shared(t)
+	bin := map[string]string{"rendezvous": bins.Rendezvous, "relay": bins.Relay, "peer": bins.Peer}[name]
 	args := []string{"-h"}
 	if name == "peer" {
 		args = []string{"up", "-h"}
@@ -140,4 +139,10 @@ func TestFlagOf(t *testing.T) {
 	if got := flagOf("KEYMESH_TICKET_KEY_FILE"); got != "ticket-key-file" {
 		t.Fatalf("flagOf = %q", got)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	bintest.RemoveShared()
+	os.Exit(code)
 }

@@ -79,7 +79,9 @@ locals {
     relay = {
       instance_type = var.relay_instance_type
       unit          = file("${path.module}/../systemd/keymesh-relay.service")
-      secrets       = ["relay-key", "ticket-keys", "turn-secret", "peer-secret"]
+      # No peer-secret: the instance mesh is not wired here (README, Known
+      # limits), and a server without --mesh-listen does not use it.
+      secrets = ["relay-key", "ticket-keys", "turn-secret"]
       ports = [
         { port = local.ports.relay, protocol = "UDP" },
         { port = local.ports.relay_tls, protocol = "TCP" },
@@ -98,7 +100,6 @@ locals {
         KEYMESH_ADMIN               = local.admin_listen
         KEYMESH_KEY                 = "${local.secret_dir}/relay-key"
         KEYMESH_TICKET_KEY_FILE     = "${local.secret_dir}/ticket-keys"
-        KEYMESH_PEER_SECRET_FILE    = "${local.secret_dir}/peer-secret"
         KEYMESH_TURN_LISTEN         = ":${local.ports.turn}"
         KEYMESH_TURN_TCP_LISTEN     = ":${local.ports.turn}"
         KEYMESH_TURN_SECRET_FILE    = "${local.secret_dir}/turn-secret"

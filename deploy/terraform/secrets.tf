@@ -26,11 +26,6 @@ resource "random_bytes" "turn_secret" {
   length = 32
 }
 
-# Relay-to-relay stream forwarding secret.
-resource "random_bytes" "peer_secret" {
-  length = 32
-}
-
 # The join token every peer must present when it registers (unless
 # require_join_token is false): output join_token.
 resource "random_bytes" "join_token" {
@@ -73,7 +68,6 @@ locals {
     "relay-key"     = tls_private_key.relay.private_key_pem_pkcs8
     "cookie-secret" = "${random_bytes.cookie_secret.base64}\n"
     "turn-secret"   = "${random_bytes.turn_secret.base64}\n"
-    "peer-secret"   = "${random_bytes.peer_secret.base64}\n"
     "redis-auth"    = random_password.redis_auth.result
     "join-token"    = "${random_bytes.join_token.base64}\n"
     "ticket-keys"   = local.ticket_keys

@@ -269,3 +269,28 @@ func (c *Client) Netcheck(ctx context.Context) (netcheck.Report, error) {
 	err := c.do(ctx, http.MethodPost, "/v1/netcheck", nil, &rep)
 	return rep, err
 }
+
+// Metrics returns the daemon's metrics in the Prometheus text format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://keymesh/v1/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", fmt.Errorf("read daemon answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", &APIError{Code: resp.StatusCode, Msg: fmt.Sprintf("daemon answered %s to GET /v1/metrics", resp.Status)}
+	}
+	return string(body), nil
+}

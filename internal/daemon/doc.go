@@ -7,7 +7,8 @@
 // the daemon may use it: the API socket has mode 0600 in a 0700 directory
 // and the daemon refuses a client of another uid (SO_PEERCRED); the SOCKS5
 // proxy and `peer forward` refuse TCP connections from another user of the
-// host (found in /proc/net/tcp and tcp6); the CLI talks only to a socket
+// host (the connecting socket's owner, found by one sock_diag lookup, or
+// /proc/net/tcp and tcp6 where the kernel has no sock_diag); the CLI talks only to a socket
 // its own user owns, served by a process of that user (see OwnerOnly).
 //
 // The local API is HTTP/1.1 over the Unix socket:

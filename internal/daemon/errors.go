@@ -10,6 +10,7 @@ var (
 	ErrPortInUse     = errors.New("port already in use")
 	ErrBadPort       = errors.New("bad port")
 	ErrNotOverlay    = errors.New("not a keymesh destination")
+	ErrUnknownName   = errors.New("unknown keymesh name")
 	// ErrOtherUser means a local connection came from, or a socket
 	// belongs to, a user other than the one running this process.
 	ErrOtherUser = errors.New("another user")

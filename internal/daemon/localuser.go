@@ -11,9 +11,12 @@ import (
 // The daemon's local doors (the API socket, the SOCKS5 proxy, `peer
 // forward`) act with the node's identity, so only the user who runs the
 // daemon may use them. A Unix socket tells who connected (SO_PEERCRED); a
-// TCP connection from this host is found in the kernel's socket table
-// (/proc/net/tcp and tcp6: the connection's remote end is a local socket
-// there, with its owner's uid). A TCP connection from another host is not
+// TCP connection from this host is found in the kernel's socket table (the
+// connection's remote end is a local socket there, with its owner's uid),
+// by one sock_diag lookup by its addresses, so that a local user who holds
+// thousands of connections open does not make every accept read a line
+// for each (/proc/net/tcp and tcp6 are the fallback where the kernel has
+// no sock_diag). A TCP connection from another host is not
 // in the table: it is refused on a loopback listener (it cannot happen
 // there) and admitted on a listener the operator bound to another address.
 

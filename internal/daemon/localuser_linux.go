@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -35,11 +36,21 @@ func unixPeerUID(c *net.UnixConn) (int, error) {
 }
 
 // tcpPeerUID finds the local socket at the other end of a TCP connection
-// whose ends are local (ours) and remote: the entry of /proc/net/tcp or
-// tcp6 whose local address is remote and whose remote address is local,
-// and returns its uid. errNotLocal when there is none.
+// whose ends are local (ours) and remote, the socket whose own address is
+// remote and whose peer is local, and returns its uid: from sock_diag (one
+// hash lookup), or where the kernel has none from /proc/net/tcp or tcp6
+// (a line per socket on the host). errNotLocal when there is none.
 func tcpPeerUID(local, remote netip.AddrPort) (int, error) {
 	local, remote = unmapAP(local), unmapAP(remote)
+	uid, err := diagPeerUID(remote, local)
+	if !errors.Is(err, errDiagUnavailable) {
+		return uid, err
+	}
+	return procPeerUID(local, remote)
+}
+
+// procPeerUID is tcpPeerUID from /proc/net/tcp and tcp6.
+func procPeerUID(local, remote netip.AddrPort) (int, error) {
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		uid, ok, err := scanTCPTable(f, remote, local)
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 func TestParseTCPLine(t *testing.T) {
@@ -12,7 +14,7 @@ func TestParseTCPLine(t *testing.T) {
 	v6 := "   0: 00000000000000000000000001000000:0050 00000000000000000000000001000000:C000 01 00000000:00000000 00:00000000 00000000    33        0 999 1 0000000000000000 20 4 1 10 -1"
 	mapped := "   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 20 4 1 10 -1"
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
-		t.Skip("the sample lines are those of a little-endian host")
+		ci.Skip(t, "the sample lines are those of a little-endian host")
 	}
 	for _, tc := range []struct {
 		line          string

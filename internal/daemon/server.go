@@ -13,6 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
 )
 
@@ -33,6 +37,12 @@ type Config struct {
 	// DialLocal connects exposed ports to local services; default a
 	// net.Dialer with a 5 s timeout.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Metrics, when set, is served at GET /v1/metrics in the Prometheus
+	// text format (the policy's refusal counter, for one).
+	Metrics prometheus.Gatherer
+	// Names, when set, resolves <name>.<suffix> and <peer-id>.<suffix> in
+	// the SOCKS5 proxy, dial and ping (see package names).
+	Names *names.Table
 }
 
 func (c *Config) defaults() error {
@@ -123,6 +133,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/stream", s.handleStreamResult)
 	mux.HandleFunc("POST /v1/expose", s.handleExpose)
 	mux.HandleFunc("DELETE /v1/expose", s.handleUnexpose)
+	if s.cfg.Metrics != nil {
+		mux.Handle("GET /v1/metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
+	}
 	return mux
 }
 
@@ -185,6 +198,11 @@ func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
 	peer := r.URL.Query().Get("peer")
 	if peer == "" {
 		writeError(w, http.StatusBadRequest, errors.New("missing peer"))
+		return
+	}
+	peer, _, err := s.lookupName(peer)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	timeout := s.cfg.DialTimeout

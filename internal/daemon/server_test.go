@@ -14,8 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/daemon/daemontest"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 type harness struct {
@@ -308,13 +312,7 @@ func TestServerCloseEndsStreams(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the condition", cond)
 }
 
 func TestStreamResult(t *testing.T) {
@@ -359,5 +357,24 @@ func TestStreamResult(t *testing.T) {
 	var se *daemon.StreamError
 	if err := h.client.StreamResult(tctx(t), s.ID); !errors.As(err, &se) {
 		t.Errorf("reset stream: err = %v, want a StreamError", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "keymesh_test_total", Help: "A test counter."})
+	c.Add(3)
+	reg.MustRegister(c)
+	h := startServer(t, daemon.Config{Metrics: reg})
+	got, err := h.client.Metrics(tctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, "keymesh_test_total 3\n") {
+		t.Errorf("GET /v1/metrics = %q, want keymesh_test_total 3", got)
+	}
+	var ae *daemon.APIError
+	if _, err := startServer(t, daemon.Config{}).client.Metrics(tctx(t)); !errors.As(err, &ae) || ae.Code != 404 {
+		t.Errorf("GET /v1/metrics without Config.Metrics: %v, want 404", err)
 	}
 }

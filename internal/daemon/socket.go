@@ -80,8 +80,8 @@ func privateDir(dir string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("socket directory %s is not a directory: %w", dir, ErrUnsafeDir)
 	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-		return fmt.Errorf("socket directory %s belongs to uid %d, not to you (uid %d): %w; pick a --socket in a directory of your own", dir, sys.Uid, os.Geteuid(), ErrUnsafeDir)
+	if owner, ok := fileOwner(st); ok && owner != os.Geteuid() {
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to you (uid %d): %w; pick a --socket in a directory of your own", dir, owner, os.Geteuid(), ErrUnsafeDir)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("socket directory %s has mode %#o: %w; run `chmod 700 %s` or pick a --socket in a private directory", dir, st.Mode().Perm(), ErrUnsafeDir, dir)
@@ -100,8 +100,8 @@ func checkSocketFile(path string) error {
 	if err != nil {
 		return err
 	}
-	if sys, ok := dst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid && sys.Uid != 0 {
-		return fmt.Errorf("socket directory %s belongs to uid %d, not to you (uid %d): %w; another user may have made it; not talking to a daemon there", dir, sys.Uid, uid, ErrOtherUser)
+	if owner, ok := fileOwner(dst); ok && owner != uid && owner != 0 {
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to you (uid %d): %w; another user may have made it; not talking to a daemon there", dir, owner, uid, ErrOtherUser)
 	}
 	if dst.Mode().Perm()&0o022 != 0 && dst.Mode()&fs.ModeSticky == 0 {
 		return fmt.Errorf("socket directory %s has mode %#o: %w; others could replace the socket", dir, dst.Mode().Perm(), ErrUnsafeDir)
@@ -113,8 +113,8 @@ func checkSocketFile(path string) error {
 	if st.Mode()&fs.ModeSocket == 0 {
 		return fmt.Errorf("%s is not a socket; point --socket at the daemon's", path)
 	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid {
-		return fmt.Errorf("socket %s belongs to uid %d, not to you (uid %d): %w; not talking to it", path, sys.Uid, uid, ErrOtherUser)
+	if owner, ok := fileOwner(st); ok && owner != uid {
+		return fmt.Errorf("socket %s belongs to uid %d, not to you (uid %d): %w; not talking to it", path, owner, uid, ErrOtherUser)
 	}
 	return nil
 }

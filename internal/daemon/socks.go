@@ -39,6 +39,30 @@ func ParseDestination(host string) (string, error) {
 	return id.String(), nil
 }
 
+// resolvePeer says which peer host names: a name or peer ID under the
+// names suffix (Config.Names), else what ParseDestination reads.
+func (s *Server) resolvePeer(host string) (string, error) {
+	peer, named, err := s.lookupName(host)
+	if err != nil || named {
+		return peer, err
+	}
+	return ParseDestination(host)
+}
+
+// lookupName resolves host when it lies under the names suffix (named),
+// failing for a name this peer's configuration does not hold; any other
+// host comes back unchanged, for the node to read.
+func (s *Server) lookupName(host string) (peer string, named bool, err error) {
+	t := s.cfg.Names
+	if t == nil || !t.InZone(host) {
+		return host, false, nil
+	}
+	if id, ok := t.Lookup(host); ok {
+		return id.String(), true, nil
+	}
+	return "", true, fmt.Errorf("%s: %w (no such name under .%s in this peer's --name, --allow name= rules or --names-file)", host, ErrUnknownName, t.Suffix())
+}
+
 // ServeSOCKS serves a SOCKS5 proxy (CONNECT only, no authentication) on ln
 // until ctx ends or Close is called. Destinations must name a peer (see
 // ParseDestination); the connection becomes a stream to that peer's port.
@@ -52,7 +76,7 @@ func (s *Server) ServeSOCKS(ctx context.Context, ln net.Listener) error {
 	s.socksAddr = ln.Addr().String()
 	s.mu.Unlock()
 	srv := socks5.NewServer(
-		socks5.WithResolver(socksResolver{}),
+		socks5.WithResolver(socksResolver{s}),
 		socks5.WithRule(socksRule{}),
 		socks5.WithDialAndRequest(s.socksDial),
 		socks5.WithLogger(socksLogger{s.log}),
@@ -83,7 +107,7 @@ func (s *Server) socksDial(ctx context.Context, _, addr string, req *socks5.Requ
 	if req != nil && req.RawDestAddr != nil && req.RawDestAddr.FQDN != "" {
 		host = req.RawDestAddr.FQDN // dial by peer ID when the client named one
 	}
-	peer, err := ParseDestination(host)
+	peer, err := s.resolvePeer(host)
 	if err != nil {
 		return nil, err
 	}
@@ -128,10 +152,10 @@ func (c *socksConn) Close() error {
 
 // socksResolver turns keymesh names into overlay addresses and leaves every
 // other name unresolved (nil), for socksRule to refuse: no DNS lookups.
-type socksResolver struct{}
+type socksResolver struct{ s *Server }
 
-func (socksResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
-	dst, err := ParseDestination(name)
+func (r socksResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
+	dst, err := r.s.resolvePeer(name)
 	if err != nil {
 		return ctx, nil, nil
 	}

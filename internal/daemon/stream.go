@@ -152,6 +152,10 @@ func (s *Server) handleDial(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if peer, _, err = s.lookupName(peer); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.DialTimeout)
 	stream, err := s.node.DialPort(ctx, peer, port)
 	code := statusFor(ctx, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
@@ -132,7 +133,7 @@ func bytesPerPeer(tb testing.TB, reg discovery.Registry, n int) float64 {
 // naive map's bytes per peer.
 func TestMemoryFootprint(t *testing.T) {
 	if testing.Short() {
-		t.Skip("measures 100k registrations")
+		ci.Skip(t, "measures 100k registrations")
 	}
 	const n = 100_000
 	mem := bytesPerPeer(t, discovery.NewMemory(nil), n)

@@ -262,3 +262,35 @@ func TestNodeRateLimit(t *testing.T) {
 		t.Fatalf("stats %+v: want the refilled token to pass", st)
 	}
 }
+
+// TestNodeAllowPrefixesFirst: with an allow-list of ranges, a message from
+// outside them, rightly tagged or not, is dropped as a stranger before its
+// tag is checked (no bad-tag count), and one from inside is accepted.
+func TestNodeAllowPrefixesFirst(t *testing.T) {
+	key := mustKey(t, secret)
+	clock := time.Unix(1_800_000_000, 0)
+	now := func() time.Time { return clock }
+	outside := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: now,
+		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	inside := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: now,
+		AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	peer, err := NewNode(Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, _ := NewNode(Config{Key: mustKey(t, []byte("a guessed secret, not the real one")), Conn: listen(t, "127.0.0.1:0"), Now: now})
+	for _, n := range []*Node{peer, forger} {
+		if _, err := n.Send(nil, outside.Addr(), KindPunch, dst, []byte{0x20, 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := waitStats(t, outside.Node, 2); st.Dropped[DropStranger] != 2 || st.Dropped[DropBadTag] != 0 || st.Accepted != 0 {
+		t.Fatalf("stats %+v: want both messages dropped as strangers, no tag checked", st)
+	}
+	if _, err := peer.Send(nil, inside.Addr(), KindPunch, dst, []byte{0x20, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-inside.got; d.payload != "\x20\x02" {
+		t.Fatalf("delivered %+v", d)
+	}
+}

@@ -44,9 +44,12 @@ type Config struct {
 	Conn *net.UDPConn
 	// Handle gets every accepted message. Required to receive.
 	Handle Handler
-	// Allow, when not empty, lists the only source addresses accepted:
-	// anything else is dropped before any other check.
-	Allow []netip.Addr
+	// Allow and AllowPrefixes, when either is not empty, list the only
+	// source addresses accepted (the instances' mesh addresses, or the
+	// private ranges they come from): anything else is dropped before any
+	// other check, the tag's HMAC above all.
+	Allow         []netip.Addr
+	AllowPrefixes []netip.Prefix
 	// ClockSkew bounds the send-time difference. Default DefaultClockSkew.
 	ClockSkew time.Duration
 	// Rate and Burst limit messages per source address (IPv6: /64).
@@ -150,7 +153,7 @@ func NewNode(cfg Config) (*Node, error) {
 		replay: newReplayTable(cfg.MaxSenders),
 		live:   newLiveness(cfg.MaxWatched, cfg.Peers, cfg.Now().UnixNano()),
 	}
-	if len(cfg.Allow) > 0 {
+	if len(cfg.Allow) > 0 || len(cfg.AllowPrefixes) > 0 {
 		n.allow = make(map[netip.Addr]struct{}, len(cfg.Allow))
 		for _, a := range cfg.Allow {
 			n.allow[a.Unmap()] = struct{}{}
@@ -243,15 +246,13 @@ func (n *Node) Serve(ctx context.Context) error {
 // check runs the receive checks, cheapest first, and counts the outcome.
 func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, bool) {
 	n.received.Add(1)
+	src := from.Addr().Unmap()
+	if n.allow != nil && !n.allowed(src) {
+		return Message{}, n.drop(DropStranger)
+	}
 	m, err := Parse(b)
 	if err != nil {
 		return m, n.drop(DropMalformed)
-	}
-	src := from.Addr().Unmap()
-	if n.allow != nil {
-		if _, ok := n.allow[src]; !ok {
-			return m, n.drop(DropStranger)
-		}
 	}
 	if !n.lim.Allow(src, now.UnixNano()) {
 		return m, n.drop(DropRateLimited)
@@ -277,6 +278,19 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 		n.accepted.Add(1)
 	}
 	return m, true
+}
+
+// allowed reports whether src is in Config.Allow or AllowPrefixes.
+func (n *Node) allowed(src netip.Addr) bool {
+	if _, ok := n.allow[src]; ok {
+		return true
+	}
+	for _, p := range n.cfg.AllowPrefixes {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) drop(r int) bool {

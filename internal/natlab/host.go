@@ -77,7 +77,7 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) ([]byte, er
 // returns fn's error. Sockets fn opens belong to the namespace for their
 // life and may be used from any goroutine afterwards. fn must be short and
 // must not start goroutines that need the namespace (they run elsewhere).
-func (h *Host) Do(fn func() error) error { return inNetns(h.Netns, fn) }
+func (h *Host) Do(fn func() error) error { return InNetns(h.Netns, fn) }
 
 // ListenUDP opens a UDP socket inside the host's namespace, from this
 // process. laddr may be the zero AddrPort (any address, any port) or have

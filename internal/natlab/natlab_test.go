@@ -13,13 +13,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, veth pairs and iptables need CAP_NET_ADMIN")
-	}
+	ci.NeedRoot(t, "network namespaces, veth pairs and iptables need CAP_NET_ADMIN")
 }
 
 // newLab builds a lab that is closed when the test ends, pass or fail.

@@ -20,7 +20,7 @@ import (
 // netnsDir is where `ip netns add` bind-mounts named namespaces.
 const netnsDir = "/var/run/netns"
 
-// inNetns runs fn on an OS thread that has joined the named network
+// InNetns runs fn on an OS thread that has joined the named network
 // namespace, then puts the thread back. Sockets fn creates belong to that
 // namespace for their whole life, whichever thread later uses them. fn must
 // not start goroutines that expect to be in the namespace.
@@ -28,7 +28,7 @@ const netnsDir = "/var/run/netns"
 // fn runs on a fresh goroutine: if the thread cannot return to its original
 // namespace, that goroutine exits still locked and the Go runtime throws the
 // tainted thread away instead of reusing it.
-func inNetns(ns string, fn func() error) error {
+func InNetns(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -67,7 +67,7 @@ func inNetns(ns string, fn func() error) error {
 // /proc/sys/net) inside namespace ns. Keys under ipv6/ are skipped when the
 // kernel has no IPv6.
 func setSysctls(ns string, kv ...string) error {
-	return inNetns(ns, func() error {
+	return InNetns(ns, func() error {
 		for i := 0; i+1 < len(kv); i += 2 {
 			p := "/proc/sys/net/" + kv[i]
 			if err := os.WriteFile(p, []byte(kv[i+1]), 0o644); err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/exchange"
 )
 
 // Client runs the RFC 5780 tests over one UDP socket. Use a socket of its
@@ -118,37 +120,18 @@ func (c *Client) request(ctx context.Context, to netip.AddrPort, change byte) (a
 	if err != nil {
 		return answer{}, fmt.Errorf("build request: %w", err)
 	}
-	dst := net.UDPAddrFromAddrPort(to)
-	buf := make([]byte, 1500)
-	for try := 0; try < tries; try++ {
-		if ctx.Err() != nil {
-			return answer{}, ctx.Err()
-		}
-		if _, err := c.Conn.WriteTo(req.Raw, dst); err != nil {
-			return answer{}, fmt.Errorf("send to %v: %w", to, err)
-		}
-		deadline := time.Now().Add(timeout)
-		for {
-			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-				deadline = d
-			}
-			_ = c.Conn.SetReadDeadline(deadline)
-			n, _, err := c.Conn.ReadFrom(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return answer{}, fmt.Errorf("read: %w", err)
-			}
-			m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+	var a answer
+	err = exchange.Run(ctx, exchange.Config{
+		Conn: c.Conn, To: net.UDPAddrFromAddrPort(to), Retry: timeout, Tries: tries,
+		Request: func() []byte { return req.Raw },
+		Answer: func(b []byte, _ net.Addr) (exchange.Verdict, error) {
+			m := &stun.Message{Raw: append([]byte(nil), b...)}
 			if m.Decode() != nil || m.TransactionID != req.TransactionID || m.Type != stun.BindingSuccess {
-				continue
+				return exchange.Skip, nil
 			}
-			var a answer
 			var xa stun.XORMappedAddress
 			if err := xa.GetFrom(m); err != nil {
-				return answer{}, fmt.Errorf("answer from %v without XOR-MAPPED-ADDRESS: %w", to, err)
+				return exchange.Skip, fmt.Errorf("answer from %v without XOR-MAPPED-ADDRESS: %w", to, err)
 			}
 			a.mapped = toAddrPort(xa.IP, xa.Port)
 			var oa stun.OtherAddress
@@ -159,12 +142,21 @@ func (c *Client) request(ctx context.Context, to netip.AddrPort, change byte) (a
 			if ro.GetFrom(m) == nil {
 				a.origin = toAddrPort(ro.IP, ro.Port)
 			}
-			_ = c.Conn.SetReadDeadline(time.Time{})
-			return a, nil
+			return exchange.Done, nil
+		},
+	})
+	switch {
+	case err == nil:
+		return a, nil
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		if ctx.Err() != nil {
+			return answer{}, ctx.Err()
 		}
+		return answer{}, context.DeadlineExceeded
+	case errors.Is(err, exchange.ErrNoAnswer):
+		return answer{}, fmt.Errorf("%w from %v", ErrNoAnswer, to)
 	}
-	_ = c.Conn.SetReadDeadline(time.Time{})
-	return answer{}, fmt.Errorf("%w from %v", ErrNoAnswer, to)
+	return answer{}, err
 }
 
 func toAddrPort(ip net.IP, port int) netip.AddrPort {

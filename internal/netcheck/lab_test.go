@@ -4,20 +4,18 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // TestLabNetcheck runs the RFC 5780 check from behind every NAT type of the
 // lab, against a responder on a lab server with two addresses, and asserts
 // the behaviour the lab built.
 func TestLabNetcheck(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces and NATs")
-	}
+	ci.NeedRoot(t, "builds network namespaces and NATs")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	lab, err := natlab.New(ctx, natlab.Config{})

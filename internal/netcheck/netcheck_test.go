@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // startResponder opens the four sockets of an RFC 5780 server on loopback
@@ -19,7 +21,7 @@ func startResponder(t *testing.T) (primary, alt netip.AddrPort) {
 	listen := func(a string) *net.UDPConn {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(a)))
 		if err != nil {
-			t.Skipf("cannot listen on %s: %v", a, err)
+			ci.Skipf(t, "cannot listen on %s: %v", a, err)
 		}
 		t.Cleanup(func() { c.Close() })
 		return c

@@ -108,7 +108,7 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 		go s.birthdayHard(pr, b, target, start)
 		return
 	}
-	if s.sprays.Add(1) > maxSprays {
+	if s.sprays.Add(1) > int32(s.cfg.Limits.MaxSprays) {
 		s.sprays.Add(-1)
 		s.log.Debug("birthday punching (easy side): too many sprays running", "peer", pr.id.Short())
 		return
@@ -186,7 +186,7 @@ func (s *Sock) tickKept(pr *peer, now time.Time) {
 func (s *Sock) addExtra(e *extra) bool {
 	s.extraMu.Lock()
 	defer s.extraMu.Unlock()
-	if s.isClosed() || len(s.extras) >= maxBirthdaySockets {
+	if s.isClosed() || len(s.extras) >= s.cfg.Limits.MaxBirthdaySockets {
 		return false
 	}
 	s.extras[e] = struct{}{}
@@ -264,7 +264,7 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 		}
 	}()
 	for range nat.BirthdaySockets {
-		if s.BirthdaySocketsOpen() >= maxBirthdaySockets {
+		if s.BirthdaySocketsOpen() >= s.cfg.Limits.MaxBirthdaySockets {
 			s.log.Debug("birthday punching: global socket cap reached", "opened", len(socks))
 			break
 		}

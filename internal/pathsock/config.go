@@ -67,6 +67,10 @@ type Config struct {
 	// Resolve resolves a relay's host:port; default net.DefaultResolver.
 	Resolve func(hostport string) (netip.AddrPort, error)
 
+	// Limits bound what the layer sends on a stranger's word (reflection);
+	// zero fields take the defaults.
+	Limits Limits
+
 	// QueueLen is how many received QUIC packets wait for the reader
 	// before more are dropped; default 2048.
 	QueueLen int
@@ -76,6 +80,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.Limits = c.Limits.withDefaults()
 	if c.ListenAddr == "" {
 		c.ListenAddr = ":0"
 	}

@@ -47,7 +47,9 @@
 // peers the layer knows are heard (a stranger's key costs no X25519); a
 // Probe is answered only when its sealed time is within probeMaxAge of
 // this clock, and, to a source that is not a proven path of that peer, at
-// most replyRate a second per IPv4 address or IPv6 /64.
+// most replyRate a second per IPv4 address or IPv6 /64. These names are
+// the defaults of Config.Limits (the peer's --reflect-* and
+// --probe-reply-* flags).
 //
 // Everything shares the socket, told apart by the first byte (see
 // internal/wire): STUN goes to a callback (the STUN client), frames sealed by

@@ -13,43 +13,110 @@ import (
 // (through the rendezvous' Punch) or a peer's PathUpdate names up to 16
 // addresses; until an address answers a probe with an authenticated
 // ProbeReply it is unproven, and the layer bounds what it sends there, so
-// that a peer is not a reflector for whoever can make a key.
+// that a peer is not a reflector for whoever can make a key. Limits holds
+// the bounds an operator may change; these are their defaults and the
+// fixed ones.
 const (
-	// candBudget is how many probes one unproven candidate gets per punch
-	// (eight rounds of nat.PunchInterval: 1.6 s of the schedule).
-	candBudget = 8
-	// peerBudget is how many probes all unproven candidates of one peer
-	// get together: a token bucket of peerBudget, refilled by peerBudget
+	// DefaultCandidateProbes is how many probes one unproven candidate
+	// gets per punch (eight rounds of nat.PunchInterval: 1.6 s of the
+	// schedule).
+	DefaultCandidateProbes = 8
+	// DefaultPeerProbes is how many probes all unproven candidates of one
+	// peer get together: a token bucket of that size, refilled by as many
 	// every punchWindow.
-	peerBudget = 24
+	DefaultPeerProbes = 24
+	// DefaultUnprovenRate and DefaultUnprovenBurst bound probes to
+	// unproven addresses across every peer (the global cap on reflection,
+	// about 25 KB/s).
+	DefaultUnprovenRate  = 200
+	DefaultUnprovenBurst = 400
+	// DefaultDestRate and DefaultDestBurst bound probes to unproven
+	// addresses per destination IPv4 address or IPv6 /64, across every
+	// peer.
+	DefaultDestRate  = 20
+	DefaultDestBurst = 40
+	// DefaultReplyRate and DefaultReplyBurst bound direct ProbeReplies per
+	// source IPv4 address or IPv6 /64 that is not a proven path of the
+	// prober.
+	DefaultReplyRate  = 50
+	DefaultReplyBurst = 100
+	// DefaultMaxBirthdaySockets caps the extra sockets of birthday
+	// punching open at once, across every peer (one peer's punch opens at
+	// most nat.BirthdaySockets).
+	DefaultMaxBirthdaySockets = 4 * nat.BirthdaySockets
+	// DefaultMaxSprays caps the easy side's birthday sprays running at
+	// once.
+	DefaultMaxSprays = 2
+
+	// The defaults under the names the code and tests use.
+	candBudget         = DefaultCandidateProbes
+	peerBudget         = DefaultPeerProbes
+	unprovenRate       = DefaultUnprovenRate
+	unprovenBurst      = DefaultUnprovenBurst
+	destRate           = DefaultDestRate
+	destBurst          = DefaultDestBurst
+	replyRate          = DefaultReplyRate
+	replyBurst         = DefaultReplyBurst
+	maxBirthdaySockets = DefaultMaxBirthdaySockets
+	maxSprays          = DefaultMaxSprays
+
 	// punchWindow is how long a punch holds: a Punch (AddPeer) for a peer
 	// whose punch started less than punchWindow ago does not restart the
 	// schedule, and a peer's birthday punch does not start again within it.
 	punchWindow = 30 * time.Second
-	// unprovenRate and unprovenBurst bound probes to unproven addresses
-	// across every peer (the global cap on reflection, about 25 KB/s).
-	unprovenRate  = 200
-	unprovenBurst = 400
-	// destRate and destBurst bound probes to unproven addresses per
-	// destination IPv4 address or IPv6 /64, across every peer.
-	destRate  = 20
-	destBurst = 40
-	// replyRate and replyBurst bound direct ProbeReplies per source IPv4
-	// address or IPv6 /64 that is not a proven path of the prober.
-	replyRate  = 50
-	replyBurst = 100
 	// probeMaxAge is how far a Probe's sealed timestamp may lie from this
 	// peer's clock, either way: an older (replayed) probe is not answered.
 	probeMaxAge = time.Minute
-	// maxBirthdaySockets caps the extra sockets of birthday punching open
-	// at once, across every peer (one peer's punch opens at most
-	// nat.BirthdaySockets).
-	maxBirthdaySockets = 4 * nat.BirthdaySockets
-	// maxSprays caps the easy side's birthday sprays running at once.
-	maxSprays = 2
 	// limiterSources bounds the per-address tables.
 	limiterSources = 4096
 )
+
+// Limits are the reflection bounds of the path layer (see the Default*
+// constants for each). A zero field takes its default.
+type Limits struct {
+	// CandidateProbes: probes per unproven candidate and punch.
+	CandidateProbes int
+	// PeerProbes: probes to all unproven candidates of one peer per 30 s.
+	PeerProbes int
+	// UnprovenRate and UnprovenBurst: probes per second to unproven
+	// addresses, all peers together.
+	UnprovenRate, UnprovenBurst float64
+	// DestRate and DestBurst: probes per second to one unproven IPv4
+	// address or IPv6 /64, all peers together.
+	DestRate, DestBurst float64
+	// ReplyRate and ReplyBurst: ProbeReplies per second to one source
+	// IPv4 address or IPv6 /64 that is not a proven path.
+	ReplyRate, ReplyBurst float64
+	// MaxBirthdaySockets: extra birthday-punching sockets open at once.
+	MaxBirthdaySockets int
+	// MaxSprays: birthday sprays (the easy side) running at once.
+	MaxSprays int
+}
+
+// withDefaults fills the zero fields of l.
+func (l Limits) withDefaults() Limits {
+	setI := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setF := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setI(&l.CandidateProbes, DefaultCandidateProbes)
+	setI(&l.PeerProbes, DefaultPeerProbes)
+	setF(&l.UnprovenRate, DefaultUnprovenRate)
+	setF(&l.UnprovenBurst, DefaultUnprovenBurst)
+	setF(&l.DestRate, DefaultDestRate)
+	setF(&l.DestBurst, DefaultDestBurst)
+	setF(&l.ReplyRate, DefaultReplyRate)
+	setF(&l.ReplyBurst, DefaultReplyBurst)
+	setI(&l.MaxBirthdaySockets, DefaultMaxBirthdaySockets)
+	setI(&l.MaxSprays, DefaultMaxSprays)
+	return l
+}
 
 // cgnat is the shared address space of carrier NATs (RFC 6598): as
 // private as RFC 1918 for a peer's candidates.
@@ -62,11 +129,11 @@ type guard struct {
 	replies  *ratelimit.Limiter
 }
 
-func newGuard(now time.Time) guard {
+func newGuard(l Limits, now time.Time) guard {
 	return guard{
-		unproven: ratelimit.NewBudget(unprovenRate, unprovenBurst, now.UnixNano()),
-		dest:     ratelimit.New(ratelimit.Config{PerSecond: destRate, Burst: destBurst, MaxSources: limiterSources}),
-		replies:  ratelimit.New(ratelimit.Config{PerSecond: replyRate, Burst: replyBurst, MaxSources: limiterSources}),
+		unproven: ratelimit.NewBudget(l.UnprovenRate, l.UnprovenBurst, now.UnixNano()),
+		dest:     ratelimit.New(ratelimit.Config{PerSecond: l.DestRate, Burst: l.DestBurst, MaxSources: limiterSources}),
+		replies:  ratelimit.New(ratelimit.Config{PerSecond: l.ReplyRate, Burst: l.ReplyBurst, MaxSources: limiterSources}),
 	}
 }
 
@@ -113,10 +180,10 @@ func (s *Sock) onLocalPrefix(a netip.Addr) bool {
 // allowUnproven spends the budgets for one probe to c, an unproven
 // candidate of pr. pr.mu is held.
 func (s *Sock) allowUnproven(pr *peer, c *cand, now time.Time) bool {
-	if c.budgetUsed >= candBudget {
+	if c.budgetUsed >= s.cfg.Limits.CandidateProbes {
 		return false
 	}
-	pr.refillBudget(now)
+	pr.refillBudget(now, float64(s.cfg.Limits.PeerProbes))
 	if pr.budget < 1 {
 		return false
 	}
@@ -130,13 +197,13 @@ func (s *Sock) allowUnproven(pr *peer, c *cand, now time.Time) bool {
 }
 
 // refillBudget refills pr's unproven-probe bucket. pr.mu is held.
-func (pr *peer) refillBudget(now time.Time) {
+func (pr *peer) refillBudget(now time.Time, size float64) {
 	if pr.budgetAt.IsZero() {
-		pr.budget, pr.budgetAt = peerBudget, now
+		pr.budget, pr.budgetAt = size, now
 		return
 	}
 	if d := now.Sub(pr.budgetAt); d > 0 {
-		pr.budget = min(peerBudget, pr.budget+peerBudget*float64(d)/float64(punchWindow))
+		pr.budget = min(size, pr.budget+size*float64(d)/float64(punchWindow))
 		pr.budgetAt = now
 	}
 }

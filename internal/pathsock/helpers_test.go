@@ -12,6 +12,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 // testRelay is a real relay server on a loopback socket.
@@ -97,17 +99,10 @@ func newTestSock(t *testing.T, mod func(*Config)) *testSock {
 	return ts
 }
 
-// waitFor polls cond every 20 ms until it holds or d passes.
+// waitFor is wait.For.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return wait.For(t, d, what, cond)
 }
 
 // info is a peer's PeerInfo as the rendezvous would hand it out: its

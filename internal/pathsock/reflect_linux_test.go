@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/nat"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -33,12 +34,7 @@ type reflNS struct {
 
 func needNetAdmin(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (network namespaces) and CI=true: cannot run the reflection test")
-		}
-		t.Skip("needs root: network namespaces")
-	}
+	ci.NeedRoot(t, "network namespaces")
 }
 
 func newReflNS(t *testing.T) *reflNS {

@@ -13,6 +13,7 @@
 package ratelimit
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
 	"sync"
@@ -55,14 +56,21 @@ type Limiter struct {
 	shared   []netip.Prefix
 	factor   float64
 	seed     maphash.Seed
-	shards   [Shards]shard
+	// pairSeeds key AllowPair's hash of a source and a destination.
+	pairSeeds [2]maphash.Seed
+	shards    [Shards]shard
 }
 
 type shard struct {
 	mu sync.Mutex
-	m  map[netip.Addr]bucket
+	m  map[key]bucket
 	_  [40]byte // keep shards on separate cache lines
 }
+
+// key names a bucket: a source in Source's form (Allow), or a keyed 128-bit
+// hash of a source and a destination (AllowPair), which nobody without the
+// per-process seeds can aim at another pair's bucket.
+type key [16]byte
 
 type bucket struct {
 	tokens float64
@@ -85,9 +93,11 @@ func New(cfg Config) *Limiter {
 		shared:   cfg.Shared,
 		factor:   max(1, cfg.SharedFactor),
 		seed:     maphash.MakeSeed(),
+
+		pairSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
 	for i := range l.shards {
-		l.shards[i].m = make(map[netip.Addr]bucket)
+		l.shards[i].m = make(map[key]bucket)
 	}
 	return l
 }
@@ -103,6 +113,20 @@ func Source(a netip.Addr) netip.Addr {
 	return a
 }
 
+// Net returns the network a per-site cap counts address a against: its
+// IPv4 /24 or IPv6 /48. One site is likely to hold a /24, and an IPv6
+// attacker gets a /48 as easily as a /64, so a cap per /64 alone is
+// multiplied by 65,536 for it.
+func Net(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
 // Allow takes one token from src's bucket at time now (Unix ns) and reports
 // whether it was there.
 func (l *Limiter) Allow(src netip.Addr, now int64) bool { return l.AllowN(src, now, 1) }
@@ -110,6 +134,30 @@ func (l *Limiter) Allow(src netip.Addr, now int64) bool { return l.AllowN(src, n
 // AllowN takes cost tokens from src's bucket at time now (Unix ns) and
 // reports whether it held them. A refused request takes nothing.
 func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
+	return l.allow(src, Source(src).As16(), now, cost)
+}
+
+// AllowPair takes one token from the bucket of src sending to dst (each an
+// IPv4 address or an IPv6 /64, as Source gives) at time now (Unix ns) and
+// reports whether it was there. A pair's bucket is the limit of one flow
+// between two places: someone who spoofs src spends src's budget towards
+// dst only, and only if it can send to dst at all (for the relay: it holds
+// a ticket for dst). Shared applies to src.
+func (l *Limiter) AllowPair(src, dst netip.Addr, now int64) bool {
+	if l.off {
+		return true
+	}
+	var pair [32]byte
+	s16, d16 := Source(src).As16(), Source(dst).As16()
+	copy(pair[:16], s16[:])
+	copy(pair[16:], d16[:])
+	var k key
+	binary.LittleEndian.PutUint64(k[:8], maphash.Bytes(l.pairSeeds[0], pair[:]))
+	binary.LittleEndian.PutUint64(k[8:], maphash.Bytes(l.pairSeeds[1], pair[:]))
+	return l.allow(src, k, now, 1)
+}
+
+func (l *Limiter) allow(src netip.Addr, k key, now int64, cost float64) bool {
 	if l.off {
 		return true
 	}
@@ -117,11 +165,9 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	if l.isShared(src) {
 		rate, burst = rate*l.factor, burst*l.factor
 	}
-	src = Source(src)
-	b16 := src.As16()
-	s := &l.shards[maphash.Bytes(l.seed, b16[:])%Shards]
+	s := &l.shards[maphash.Bytes(l.seed, k[:])%Shards]
 	s.mu.Lock()
-	b, ok := s.m[src]
+	b, ok := s.m[k]
 	if ok {
 		b.refill(now, rate, burst)
 	} else {
@@ -134,7 +180,7 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 	if pass {
 		b.tokens -= cost
 	}
-	s.m[src] = b
+	s.m[k] = b
 	s.mu.Unlock()
 	return pass
 }
@@ -164,7 +210,7 @@ func (b *bucket) refill(now int64, rate, burst float64) {
 // whose bucket has refilled, else the last one it looked at.
 func (l *Limiter) evict(s *shard, now int64) {
 	looked := 0
-	var victim netip.Addr
+	var victim key
 	for a, b := range s.m {
 		b.refill(now, l.rate, l.burst)
 		if b.tokens >= l.burst {

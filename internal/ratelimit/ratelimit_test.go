@@ -151,3 +151,25 @@ func TestSharedSourceGetsFactor(t *testing.T) {
 		t.Fatal("IPv4-mapped form of the shared address not recognised")
 	}
 }
+
+// TestAllowPairKeysBySourceAndDestination: a pair's bucket is its own; the
+// source's port and host bits still do not count, nor do the destination's.
+func TestAllowPairKeysBySourceAndDestination(t *testing.T) {
+	l := New(Config{PerSecond: 1, Burst: 2})
+	src := netip.MustParseAddr("198.51.100.7")
+	d1, d2 := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8:1:2::1")
+	for i := range 2 {
+		if !l.AllowPair(src, d1, 0) || !l.AllowPair(src, d2, 0) {
+			t.Fatalf("request %d refused within the burst", i)
+		}
+	}
+	if l.AllowPair(src, d1, 0) {
+		t.Error("third request to d1 allowed over a burst of 2")
+	}
+	if l.AllowPair(src, netip.MustParseAddr("2001:db8:1:2::99"), 0) {
+		t.Error("another address in d2's /64 got its own bucket")
+	}
+	if !l.Allow(src, 0) {
+		t.Error("the source's own bucket was spent by its pairs")
+	}
+}

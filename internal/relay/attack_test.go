@@ -6,11 +6,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -160,10 +160,7 @@ func TestReplayedBindFromAnotherAddress(t *testing.T) {
 // than the RelaySend it came from.
 func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no IPv6 loopback under CI: %v", err)
-		}
-		t.Skip("no IPv6 loopback: ", err)
+		ci.Skipf(t, "no IPv6 loopback: %v", err)
 	} else {
 		c.Close()
 	}
@@ -255,5 +252,42 @@ func exchange(t *testing.T, p *peer, relay net.Addr, req []byte) [][]byte {
 			}
 		}
 		got = append(got, bytes.Clone(b))
+	}
+}
+
+// TestSpoofedSendFloodKeepsVictimsBudget: an attacker floods RelaySends
+// with the source address of a victim peer, carrying made-up tickets and a
+// real ticket of its own (it bound from its address like anyone can), at
+// 100 times the per-source rate. The victim's own sends to its peer, within
+// the rate, must all be forwarded: a frame that does not open spends
+// nobody's budget, and one that does spends only the budget of its source
+// towards its ticket's address.
+func TestSpoofedSendFloodKeepsVictimsBudget(t *testing.T) {
+	const rate = 100
+	f := newHandleFixture(t, RateLimit{Rate: rate, Burst: rate})
+	victim := netip.MustParseAddrPort("203.0.113.5:4000")
+	own := netip.MustParseAddrPort("198.51.100.66:5000")
+	ownTicket := f.keys.Seal(nil, crypto.Ticket{Addr: own, ID: f.id.ID(), Expiry: f.now.Add(time.Minute)})
+	made := bytes.Clone(f.send)
+	made[wire.HeaderLen+crypto.TicketSize-1] ^= 1 // breaks the tag
+	flood := [][]byte{made, wire.AppendRelaySend(nil, ownTicket, 1, []byte("spoofed"))}
+	pkt := make([]byte, len(f.send))
+	sent, forwarded := 0, 0
+	for ms := range 2000 {
+		now := f.now.Add(time.Duration(ms) * time.Millisecond)
+		for i := range rate / 10 { // per ms: 100 x the rate
+			b := bytes.Clone(flood[i%2])
+			f.w.handle(b, victim, now, now.UnixNano(), f.reply)
+		}
+		if ms%20 == 0 { // 50/s, within the rate
+			copy(pkt, f.send)
+			sent++
+			if act, _, dst := f.w.handle(pkt, victim, now, now.UnixNano(), f.reply); act == actForward && dst == f.dst {
+				forwarded++
+			}
+		}
+	}
+	if forwarded != sent {
+		t.Fatalf("under a spoofed flood from its address the victim got %d of %d sends forwarded", forwarded, sent)
 	}
 }

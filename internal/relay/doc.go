@@ -40,11 +40,24 @@
 // cannot spend the budget that honest binds need. Every limit is keyed by
 // the source's IPv4 address or IPv6 /64 (package ratelimit), never its
 // port; challenges to unproven sources have their own per-source rate,
-// which bounds what spoofed binds can reflect.
+// which bounds what spoofed binds can reflect. A RelaySend's rate is
+// charged once its ticket opened, to its source and the ticket's address
+// together, so a flood spoofed from a peer's address with made-up tickets,
+// or tickets to elsewhere, spends nothing of that peer's budget.
 //
 // Server.Serve reads one socket; call it once per socket of an SO_REUSEPORT
 // group (package sockopt) to use more cores. On Linux a *net.UDPConn is read
-// and written in batches (recvmmsg/sendmmsg) with no allocation per packet.
+// and written in batches (recvmmsg/sendmmsg) with no allocation per packet,
+// and with segmentation offload where the kernel has it: UDP_GRO hands over
+// a peer's segmented run of same-size RelaySends (keymesh peers send their
+// QUIC packets that way) in one receive slot, and UDP_SEGMENT sends the
+// forwards to one address as one message, each datagram still a suffix of
+// the buffer it arrived in. Within a batch a ticket is opened once for a
+// run of datagrams carrying the same ticket bytes (they open the same way
+// at the same clock reading); every datagram still passes its own size,
+// version and rate checks. The SO_REUSEPORT hash puts each direction of a
+// session (one source address and port) on one socket, so one Serve loop,
+// one core, carries it.
 //
 // # Peer side
 //

@@ -210,3 +210,22 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkHandleForgedSend is a RelaySend whose ticket does not open, as a
+// flood of made-up tickets sends: the open it costs, which is charged to
+// nobody's rate (TestSpoofedSendFloodKeepsVictimsBudget).
+func BenchmarkHandleForgedSend(b *testing.B) {
+	f := newHandleFixture(b, RateLimit{Burst: 1e15})
+	forged := bytes.Clone(f.send)
+	forged[wire.HeaderLen+crypto.TicketSize-1] ^= 1
+	pkt := make([]byte, len(forged))
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		copy(pkt, forged)
+		if act, _, _ := f.w.handle(pkt, testSrc, f.now, f.now.UnixNano(), f.reply); act != actDrop {
+			b.Fatal("forwarded")
+		}
+	}
+	reportCPU(b, cpu0)
+}

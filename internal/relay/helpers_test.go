@@ -12,12 +12,12 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/obs"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -211,8 +211,7 @@ func scrape(t testing.TB, admin *obs.Admin) map[string]*dto.MetricFamily {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	admin.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(rec.Body)
+	mfs, err := metricstest.Parse(rec.Body)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}

@@ -52,6 +52,7 @@ type metrics struct {
 	forwarded prometheus.Counter
 	fwdBytes  prometheus.Counter
 	binds     prometheus.Counter
+	opens     prometheus.Counter
 	challenge prometheus.Counter
 	dropped   [numReasons]prometheus.Counter
 	sockets   prometheus.Gauge
@@ -70,6 +71,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fwdBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keymesh_relay_forwarded_bytes_total",
 			Help: "Bytes of the Relayed frames forwarded (UDP payload).",
+		}),
+		opens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keymesh_relay_ticket_opens_total",
+			Help: "Tickets opened (AEAD) for RelaySend frames; a run of frames with one ticket in one batch opens it once.",
 		}),
 		binds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keymesh_relay_binds_total",
@@ -95,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.received, m.forwarded, m.fwdBytes, m.binds, m.challenge, dropped, m.sockets} {
+	for _, c := range []prometheus.Collector{m.received, m.forwarded, m.fwdBytes, m.binds, m.opens, m.challenge, dropped, m.sockets} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("relay metrics (give each server its own Registerer): %w", err)
 		}
@@ -106,8 +111,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // stats are one Serve loop's counts since its last flush, so that the hot
 // loop touches shared counters once per batch, not once per packet.
 type stats struct {
-	received, forwarded, fwdBytes, binds, challenges uint64
-	dropped                                          [numReasons]uint64
+	received, forwarded, fwdBytes, binds, challenges, opens uint64
+	dropped                                                 [numReasons]uint64
 }
 
 func (st *stats) drop(r reason) { st.dropped[r]++ }
@@ -123,6 +128,7 @@ func (m *metrics) flush(st *stats) {
 	add(m.forwarded, st.forwarded)
 	add(m.fwdBytes, st.fwdBytes)
 	add(m.binds, st.binds)
+	add(m.opens, st.opens)
 	add(m.challenge, st.challenges)
 	for r, v := range st.dropped {
 		add(m.dropped[r], v)

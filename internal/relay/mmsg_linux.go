@@ -13,29 +13,72 @@ import (
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
+// Segmentation offload. With UDP_GRO on, one receive slot may hold a run of
+// same-size datagrams from one source (a peer's segmented send, or what the
+// NIC coalesced), split here; with UDP_SEGMENT, one send message carries a
+// run of forwards to one address as a single buffer list that the kernel
+// cuts into datagrams. Keymesh peers send their QUIC packets to the relay
+// in such runs, so a run crosses the relay with one receive, one ticket
+// open (worker.last) and one send, instead of one of each per datagram.
+const (
+	// groSlot is a receive slot's size under UDP_GRO: a whole coalesced
+	// run (the kernel keeps it under 64 KiB).
+	groSlot = 1 << 16
+	// maxSegs bounds the datagrams of one segmented send (the kernel's
+	// UDP_MAX_SEGMENTS is 64 on older kernels, 128 on newer ones).
+	maxSegs = 64
+	// maxGSOBytes bounds the bytes of one segmented send.
+	maxGSOBytes = 65000
+	// ctlSpace is each slot's room for control messages (one UDP_GRO or
+	// UDP_SEGMENT).
+	ctlSpace = 64
+	// lookBack is how many queued send messages a forward looks through
+	// for an open run to the same address.
+	lookBack = 8
+)
+
 // mmsg moves datagrams in batches with recvmmsg and sendmmsg. Every buffer,
 // address and header is allocated once; a forwarded frame is sent straight
-// from the receive buffer it arrived in (a suffix of it).
+// from the receive buffer it arrived in (a suffix of it), and with send
+// offload several such suffixes make one message's buffer list.
 type mmsg struct {
-	rc syscall.RawConn
-	v6 bool // the socket is AF_INET6 (IPv4 peers appear v4-mapped)
+	rc  syscall.RawConn
+	v6  bool // the socket is AF_INET6 (IPv4 peers appear v4-mapped)
+	gro bool // receive offload on: a slot may hold a run of datagrams
+	gso bool // send offload works: a message may carry a run
 
 	bufs   [][]byte
 	rnames []unix.RawSockaddrInet6
 	riov   []unix.Iovec
 	rhdr   []unix.Mmsghdr
+	rctl   []byte // ctlSpace per receive slot
 
+	// Send messages (ns queued) and their buffer lists, taken from siov in
+	// order (nio used); replies[j] is where a reply in message j is built.
 	replies [][]byte
 	snames  []unix.RawSockaddrInet6
-	siov    []unix.Iovec
 	shdr    []unix.Mmsghdr
-	skind   []action
+	sctl    []byte // ctlSpace per send message
+	smeta   []sendMeta
+	siov    []unix.Iovec
+	nio     int
 
 	// The system call closures and their results, made once so that a
 	// batch does not allocate.
 	readFn, writeFn func(fd uintptr) bool
 	got, off, ns    int
 	errno           syscall.Errno
+}
+
+// sendMeta is what a queued send message carries.
+type sendMeta struct {
+	act   action
+	dst   netip.AddrPort
+	segs  int  // datagrams (buffer list entries)
+	bytes int  // their total size
+	size  int  // the segment size: the first datagram's
+	open  bool // a further datagram no larger than size may join
+	iov   int  // its first buffer list entry in siov
 }
 
 func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
@@ -48,6 +91,9 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		_, gsoErr := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		m.gso = gsoErr == nil
+		m.gro = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	}); err != nil {
 		return nil, err
 	}
@@ -56,30 +102,43 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 	}
 	m.v6 = domain == unix.AF_INET6
 
-	mem := make([]byte, n*wire.MaxFrame)
-	rmem := make([]byte, n*wire.RelayBoundLen)
+	slot := wire.MaxFrame
+	if m.gro {
+		slot = groSlot
+	}
+	nmsg := 2 * n
+	niov := nmsg
+	if m.gso {
+		niov = max(nmsg, min(n*maxSegs, 4096))
+	}
+	mem := make([]byte, n*slot)
 	m.bufs = make([][]byte, n)
-	m.replies = make([][]byte, n)
 	m.rnames = make([]unix.RawSockaddrInet6, n)
 	m.riov = make([]unix.Iovec, n)
 	m.rhdr = make([]unix.Mmsghdr, n)
-	m.snames = make([]unix.RawSockaddrInet6, n)
-	m.siov = make([]unix.Iovec, n)
-	m.shdr = make([]unix.Mmsghdr, n)
-	m.skind = make([]action, n)
+	m.rctl = make([]byte, n*ctlSpace)
 	for i := range n {
-		m.bufs[i] = mem[i*wire.MaxFrame : (i+1)*wire.MaxFrame : (i+1)*wire.MaxFrame]
-		m.replies[i] = rmem[i*wire.RelayBoundLen : i*wire.RelayBoundLen : (i+1)*wire.RelayBoundLen]
+		m.bufs[i] = mem[i*slot : (i+1)*slot : (i+1)*slot]
 		m.riov[i].Base = &m.bufs[i][0]
-		m.riov[i].SetLen(wire.MaxFrame)
+		m.riov[i].SetLen(slot)
 		h := &m.rhdr[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&m.rnames[i]))
 		h.Iov = &m.riov[i]
 		h.SetIovlen(1)
-		s := &m.shdr[i].Hdr
-		s.Name = (*byte)(unsafe.Pointer(&m.snames[i]))
-		s.Iov = &m.siov[i]
-		s.SetIovlen(1)
+		if m.gro {
+			h.Control = &m.rctl[i*ctlSpace]
+		}
+	}
+	rmem := make([]byte, nmsg*wire.RelayBoundLen)
+	m.replies = make([][]byte, nmsg)
+	m.snames = make([]unix.RawSockaddrInet6, nmsg)
+	m.shdr = make([]unix.Mmsghdr, nmsg)
+	m.sctl = make([]byte, nmsg*ctlSpace)
+	m.smeta = make([]sendMeta, nmsg)
+	m.siov = make([]unix.Iovec, niov)
+	for j := range nmsg {
+		m.replies[j] = rmem[j*wire.RelayBoundLen : j*wire.RelayBoundLen : (j+1)*wire.RelayBoundLen]
+		m.shdr[j].Hdr.Name = (*byte)(unsafe.Pointer(&m.snames[j]))
 	}
 	m.readFn = m.recvmmsg
 	m.writeFn = m.sendmmsg
@@ -129,8 +188,12 @@ func (m *mmsg) sendmmsg(fd uintptr) bool {
 // read fills the receive slots and returns how many arrived.
 func (m *mmsg) read() (int, error) {
 	for i := range m.rhdr {
-		m.rhdr[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		m.rhdr[i].Hdr.Flags = 0
+		h := &m.rhdr[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Flags = 0
+		if m.gro {
+			h.SetControllen(ctlSpace)
+		}
 		m.rhdr[i].Len = 0
 	}
 	if err := m.rc.Read(m.readFn); err != nil {
@@ -140,6 +203,37 @@ func (m *mmsg) read() (int, error) {
 		return 0, m.errno
 	}
 	return m.got, nil
+}
+
+// segSize returns the size of the datagrams coalesced in receive slot i,
+// or 0 when it holds one datagram.
+func (m *mmsg) segSize(i int) int {
+	if !m.gro {
+		return 0
+	}
+	n := int(m.rhdr[i].Hdr.Controllen)
+	return groSize(m.rctl[i*ctlSpace : i*ctlSpace+min(n, ctlSpace)])
+}
+
+// groSize finds the UDP_GRO segment size in control messages; 0 when
+// there is none.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.CmsgSpace(0) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.CmsgLen(0) || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])))
+		}
+		next := unix.CmsgSpace(l - unix.CmsgLen(0))
+		if next > len(oob) {
+			return 0
+		}
+		oob = oob[next:]
+	}
+	return 0
 }
 
 // source decodes the address receive slot i came from.
@@ -173,26 +267,102 @@ func (m *mmsg) setDest(j int, dst netip.AddrPort) bool {
 	return true
 }
 
+// full reports whether the send batch must be flushed before another
+// datagram is handled.
+func (m *mmsg) full() bool { return m.ns == len(m.shdr) || m.nio == len(m.siov) }
+
+// reply returns the buffer for a reply that would become the next send
+// message.
+func (m *mmsg) reply() []byte { return m.replies[m.ns] }
+
 // queue adds out to the send batch, addressed to dst (a forward) or to the
 // source of receive slot i (a reply, sent back to the very address it came
-// from, scope included).
+// from, scope included). A forward joins the latest queued run to the same
+// address when segmentation allows. The caller checks full first.
 func (m *mmsg) queue(act action, out []byte, dst netip.AddrPort, i int) bool {
+	if act == actForward && m.gso && m.join(out, dst) {
+		return true
+	}
 	j := m.ns
 	if act.toSource() {
 		m.snames[j] = m.rnames[i]
 		m.shdr[j].Hdr.Namelen = m.rhdr[i].Hdr.Namelen
+		dst = netip.AddrPort{} // never joined by a forward
 	} else if !m.setDest(j, dst) {
 		return false
 	}
-	m.siov[j].Base = &out[0]
-	m.siov[j].SetLen(len(out))
-	m.skind[j] = act
+	iov := &m.siov[m.nio]
+	iov.Base = &out[0]
+	iov.SetLen(len(out))
+	h := &m.shdr[j].Hdr
+	h.Iov = iov
+	h.SetIovlen(1)
+	h.Control = nil
+	h.SetControllen(0)
+	m.smeta[j] = sendMeta{act: act, dst: dst, segs: 1, bytes: len(out), size: len(out), open: act == actForward, iov: m.nio}
+	m.nio++
 	m.ns++
 	return true
 }
 
+// join appends a forward to the latest queued message to dst when that
+// message is the last one of the batch's run to dst and can take it: the
+// datagrams of one segmented send must all be of its segment size, but
+// for the last, which may be shorter. Later messages are to other
+// addresses, so each address still gets its datagrams in order.
+func (m *mmsg) join(out []byte, dst netip.AddrPort) bool {
+	for j := m.ns - 1; j >= 0 && j >= m.ns-lookBack; j-- {
+		sm := &m.smeta[j]
+		if sm.dst != dst {
+			continue
+		}
+		if !sm.open || len(out) > sm.size || sm.segs >= maxSegs || sm.bytes+len(out) > maxGSOBytes {
+			return false
+		}
+		// The message's buffer list must stay contiguous in siov: only
+		// the newest message can grow.
+		if j != m.ns-1 {
+			return false
+		}
+		iov := &m.siov[m.nio]
+		iov.Base = &out[0]
+		iov.SetLen(len(out))
+		m.nio++
+		sm.segs++
+		sm.bytes += len(out)
+		sm.open = len(out) == sm.size
+		h := &m.shdr[j].Hdr
+		h.SetIovlen(sm.segs)
+		if sm.segs == 2 {
+			gsoControl(m.sctl[j*ctlSpace:(j+1)*ctlSpace], sm.size)
+			h.Control = &m.sctl[j*ctlSpace]
+			h.SetControllen(unix.CmsgSpace(2))
+		}
+		return true
+	}
+	return false
+}
+
+// gsoControl writes the UDP_SEGMENT control message giving the segment
+// size into b.
+func gsoControl(b []byte, size int) {
+	clear(b[:unix.CmsgSpace(2)])
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.IPPROTO_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgSpace(0)])) = uint16(size)
+}
+
+// isGSOError tells a send error that means the path cannot segment (the
+// device lacks checksum offload).
+func isGSOError(e syscall.Errno) bool {
+	return e == unix.EIO || e == unix.EINVAL || e == unix.ENOTSUP
+}
+
 // flush sends the queued batch; a message the kernel refuses is counted and
-// skipped.
+// skipped. A segmented message refused as such turns send offload off for
+// this socket (its datagrams are lost once; QUIC sends them again).
 func (m *mmsg) flush(w *worker) error {
 	m.off = 0
 	for m.off < m.ns {
@@ -200,16 +370,54 @@ func (m *mmsg) flush(w *worker) error {
 			return err
 		}
 		if m.errno != 0 {
-			w.sent(m.skind[m.off], 0, m.errno)
+			sm := &m.smeta[m.off]
+			if sm.segs > 1 && m.errno == unix.EMSGSIZE {
+				// Segments above the path MTU (which a spoofed ICMP can
+				// lower): sent one by one, the kernel fragments them.
+				if err := m.unsegment(w); err != nil {
+					return err
+				}
+				m.off++
+				continue
+			}
+			if sm.segs > 1 && isGSOError(m.errno) && m.gso {
+				m.gso = false
+				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.errno)
+			}
+			w.sent(sm.act, sm.segs, 0, m.errno)
 			m.off++
 			continue
 		}
 		for k := m.off; k < m.off+m.got; k++ {
-			w.sent(m.skind[k], int(m.siov[k].Len), nil)
+			w.sent(m.smeta[k].act, m.smeta[k].segs, m.smeta[k].bytes, nil)
 		}
 		m.off += m.got
 	}
-	m.ns = 0
+	m.ns, m.nio = 0, 0
+	return nil
+}
+
+// unsegment sends the segmented message at off as one datagram per
+// buffer list entry.
+func (m *mmsg) unsegment(w *worker) error {
+	sm, h, ns := &m.smeta[m.off], &m.shdr[m.off].Hdr, m.ns
+	h.Control = nil
+	h.SetControllen(0)
+	h.SetIovlen(1)
+	m.ns = m.off + 1
+	defer func() { m.ns = ns }()
+	for k := range sm.segs {
+		iov := &m.siov[sm.iov+k]
+		h.Iov = iov
+		if err := m.rc.Write(m.writeFn); err != nil {
+			return err
+		}
+		var err error
+		if m.errno != 0 {
+			err = m.errno
+		}
+		w.sent(sm.act, 1, int(iov.Len), err)
+	}
 	return nil
 }
 
@@ -220,6 +428,7 @@ func (w *worker) serveBatch(c *net.UDPConn) error {
 		w.s.log.Warn("relay: batched I/O unavailable, serving one datagram at a time", "err", err)
 		return w.serveUDP(c)
 	}
+	w.s.log.Debug("relay batching", "batch", w.s.cfg.Batch, "gro", m.gro, "gso", m.gso)
 	streak := 0
 	for {
 		n, err := m.read()
@@ -234,26 +443,50 @@ func (w *worker) serveBatch(c *net.UDPConn) error {
 			continue
 		}
 		streak = 0
-		now := w.s.cfg.Now()
-		nowNs := now.UnixNano()
-		for i := range n {
-			pkt := m.bufs[i][:m.rhdr[i].Len]
-			if m.rhdr[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
-				w.st.received++
-				w.st.drop(reasonMalformed) // larger than any frame
-				continue
-			}
-			act, out, dst := w.handle(pkt, m.source(i), now, nowNs, m.replies[i])
-			if act != actDrop && !m.queue(act, out, dst, i) {
-				w.st.drop(reasonSendFailed)
-			}
-		}
-		err = m.flush(w)
-		w.s.m.flush(&w.st)
-		if err != nil {
+		if err := w.handleBatch(m, n); err != nil {
 			return err
 		}
 	}
+}
+
+// handleBatch handles the n receive slots filled by the last read, and
+// sends what they call for.
+func (w *worker) handleBatch(m *mmsg, n int) error {
+	now := w.s.cfg.Now()
+	nowNs := now.UnixNano()
+	w.forget()
+	for i := range n {
+		size := int(m.rhdr[i].Len)
+		if m.rhdr[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			w.st.received++
+			w.st.drop(reasonMalformed) // larger than any frame
+			continue
+		}
+		seg := size
+		if g := m.segSize(i); g > 0 && g < size {
+			seg = g
+		}
+		src := m.source(i)
+		buf := m.bufs[i][:size]
+		for off := 0; off < size || off == 0; off += seg {
+			if m.full() {
+				if err := m.flush(w); err != nil {
+					return err
+				}
+			}
+			pkt := buf[off:min(off+seg, size)]
+			act, out, dst := w.handle(pkt, src, now, nowNs, m.reply())
+			if act != actDrop && !m.queue(act, out, dst, i) {
+				w.st.drop(reasonSendFailed)
+			}
+			if seg == 0 {
+				break // an empty datagram
+			}
+		}
+	}
+	err := m.flush(w)
+	w.s.m.flush(&w.st)
+	return err
 }
 
 func htons(v uint16) uint16 {

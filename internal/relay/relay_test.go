@@ -13,6 +13,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -265,7 +266,7 @@ func TestBindBudget(t *testing.T) {
 
 func TestDualStack(t *testing.T) {
 	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skip("no IPv6 loopback: ", err)
+		ci.Skipf(t, "no IPv6 loopback: %v", err)
 	} else {
 		c.Close()
 	}

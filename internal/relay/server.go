@@ -169,10 +169,11 @@ func (w *worker) servePacketConn(c net.PacketConn) error {
 // returns only a send error that ends the socket.
 func (w *worker) step(pkt []byte, src netip.AddrPort, reply []byte, send func(action, []byte, netip.AddrPort) error) error {
 	now := w.s.cfg.Now()
+	w.forget()
 	act, out, dst := w.handle(pkt, src, now, now.UnixNano(), reply)
 	if act != actDrop {
 		err := send(act, out, dst)
-		w.sent(act, len(out), err)
+		w.sent(act, 1, len(out), err)
 		if err != nil && fatal(err) {
 			return err
 		}
@@ -181,14 +182,15 @@ func (w *worker) step(pkt []byte, src netip.AddrPort, reply []byte, send func(ac
 	return nil
 }
 
-// sent counts a forward or a reply the kernel took (err nil) or refused.
-func (w *worker) sent(act action, n int, err error) {
+// sent counts a forward of segs datagrams and n bytes, or a reply, that
+// the kernel took (err nil) or refused.
+func (w *worker) sent(act action, segs, n int, err error) {
 	switch {
 	case err != nil:
-		w.st.drop(reasonSendFailed)
+		w.st.dropped[reasonSendFailed] += uint64(segs)
 		w.s.log.Debug("relay send failed", "err", err)
 	case act == actForward:
-		w.st.forwarded++
+		w.st.forwarded += uint64(segs)
 		w.st.fwdBytes += uint64(n)
 	case act == actReply:
 		w.st.binds++

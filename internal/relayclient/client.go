@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/exchange"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -44,65 +44,55 @@ const maxChallenges = 3
 // socket has no other reader; a peer's path layer instead sends
 // wire.AppendRelayBind and handles the answers in its own demux.
 func Bind(ctx context.Context, conn net.PacketConn, addr net.Addr, id *crypto.Identity) (Binding, error) {
-	defer conn.SetReadDeadline(time.Time{})
-	buf := make([]byte, wire.MaxFrame)
-	var cookie crypto.Cookie
-	challenges := 0
-	for {
-		frame := wire.AppendRelayBind(nil, id, time.Now(), cookie)
-		req, _ := wire.PeekRelayBind(frame)
-		if _, err := conn.WriteTo(frame, addr); err != nil {
-			return Binding{}, fmt.Errorf("relay bind: %w", err)
-		}
-		deadline := time.Now().Add(bindRetry)
-		last := false
-		if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
-			deadline, last = d, true
-		}
-		if err := conn.SetReadDeadline(deadline); err != nil {
-			return Binding{}, fmt.Errorf("relay bind: %w", err)
-		}
-		again := false
-		for !again {
-			n, from, err := conn.ReadFrom(buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return Binding{}, fmt.Errorf("relay bind: %w", err)
-			}
-			if addrPort(from) != addrPort(addr) || n == 0 {
-				continue
+	var (
+		cookie     crypto.Cookie
+		req        wire.RelayBind
+		challenges int
+		b          Binding
+	)
+	err := exchange.Run(ctx, exchange.Config{
+		Conn: conn, To: addr, Retry: bindRetry, BufSize: wire.MaxFrame,
+		Request: func() []byte {
+			frame := wire.AppendRelayBind(nil, id, time.Now(), cookie)
+			req, _ = wire.PeekRelayBind(frame)
+			return frame
+		},
+		Answer: func(buf []byte, from net.Addr) (exchange.Verdict, error) {
+			if addrPort(from) != addrPort(addr) || len(buf) == 0 {
+				return exchange.Skip, nil
 			}
 			switch buf[0] {
 			case wire.TypeRelayChallenge:
-				c, err := wire.ParseRelayChallenge(buf[:n])
+				c, err := wire.ParseRelayChallenge(buf)
 				if err != nil || c.Echo != req.Echo {
-					continue
+					return exchange.Skip, nil
 				}
 				cookie = c.Cookie
 				if challenges++; challenges <= maxChallenges {
-					again = true // sign again with the cookie at once
+					return exchange.Again, nil // sign again with the cookie at once
 				}
 			case wire.TypeRelayBound:
-				b, err := wire.ParseRelayBound(buf[:n])
-				if err != nil || b.Echo != req.Echo {
-					continue
+				bound, err := wire.ParseRelayBound(buf)
+				if err != nil || bound.Echo != req.Echo {
+					return exchange.Skip, nil
 				}
-				return Binding{Ticket: b.Ticket, Observed: b.Observed, Expiry: b.Expiry}, nil
+				b = Binding{Ticket: bound.Ticket, Observed: bound.Observed, Expiry: bound.Expiry}
+				return exchange.Done, nil
 			}
+			return exchange.Skip, nil
+		},
+	})
+	if errors.Is(err, exchange.ErrNoAnswer) {
+		cause := ctx.Err()
+		if cause == nil {
+			cause = context.DeadlineExceeded
 		}
-		if again && ctx.Err() == nil {
-			continue
-		}
-		if last || ctx.Err() != nil {
-			cause := ctx.Err()
-			if cause == nil {
-				cause = context.DeadlineExceeded
-			}
-			return Binding{}, fmt.Errorf("%w from %s: %w", ErrBindTimeout, addr, cause)
-		}
+		return Binding{}, fmt.Errorf("%w from %s: %w", ErrBindTimeout, addr, cause)
 	}
+	if err != nil {
+		return Binding{}, fmt.Errorf("relay bind: %w", err)
+	}
+	return b, nil
 }
 
 // addrPort converts a net.Addr to an unmapped AddrPort; the zero AddrPort

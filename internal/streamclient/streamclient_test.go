@@ -8,17 +8,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
-func ident(t testing.TB) *crypto.Identity {
-	t.Helper()
-	id, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func TestParseTarget(t *testing.T) {
-	id := ident(t).ID()
+	id := mustID(t).ID()
 	tg, err := ParseTarget("wss://relay.example:443#" + id.String())
 	if err != nil || tg.Pin == nil || *tg.Pin != id || tg.URL != "wss://relay.example:443"+Path {
 		t.Fatalf("%+v %v", tg, err)
@@ -31,7 +22,7 @@ func TestParseTarget(t *testing.T) {
 }
 
 func TestHelloRefusesBadSignature(t *testing.T) {
-	id := ident(t)
+	id := mustID(t)
 	h := AppendClientHello(nil, id, time.Now())
 	if _, _, err := ParseClientHello(h); err != nil {
 		t.Fatal(err)
@@ -60,4 +51,13 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %v with %d bytes", a, len(p))
 		}
 	})
+}
+
+// mustID is a fresh identity.
+func mustID(t *testing.T) *crypto.Identity {
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,11 +21,11 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
-
+	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/streamclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // TestLabRelayReachesOnlyTheInternet is the open-proxy attack with real
@@ -106,10 +105,7 @@ func newNetnsLab(t testing.TB) *netnsLab {
 	t.Helper()
 	_, ipErr := exec.LookPath("ip")
 	if os.Geteuid() != 0 || ipErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the namespace lab needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), ipErr)
-		}
-		t.Skip("the namespace lab needs root and iproute2")
+		ci.Skipf(t, "the namespace lab needs root and iproute2 (euid %d, ip: %v)", os.Geteuid(), ipErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -155,39 +151,7 @@ func (l *netnsLab) in(t testing.TB, ns string, fn func() error) {
 }
 
 // inNetns is in for goroutines other than the test's: it returns the error.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back: %w", err) // the thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNetns(ns string, fn func() error) error { return natlab.InNetns(ns, fn) }
 
 // nsRecorder counts the datagrams arriving at a UDP socket in a namespace.
 type nsRecorder struct {

@@ -21,6 +21,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/keymesh/keymesh/internal/streamclient"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 // clock is an injected clock the tests move by hand.
@@ -47,13 +49,7 @@ func (c *clock) Add(d time.Duration) {
 // on a broken defence, not a measurement).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, what, cond)
 }
 
 // recorder is a UDP listener on loopback that counts what arrives and, when

@@ -73,6 +73,9 @@ const (
 	// long as the client keeps it open.
 	DefaultMaxTCPConnsPerSource = 64
 	DefaultMaxTCPConns          = 20000
+	// DefaultMaxTCPConnsPerNet bounds them per IPv4 /24 or IPv6 /48
+	// (ratelimit.Net): an IPv6 client holds 65,536 /64s in one /48.
+	DefaultMaxTCPConnsPerNet = 512
 	// DefaultMaxPeerConns bounds the open peer connections of one RFC 6062
 	// TCP allocation that its peers opened to it (pion keeps one it was
 	// not asked to bind for 30 s).
@@ -139,6 +142,10 @@ type Config struct {
 	// means DefaultMaxTCPConnsPerSource and DefaultMaxTCPConns; negative
 	// means no cap.
 	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxTCPConnsPerNet caps them per IPv4 /24 or IPv6 /48
+	// (ratelimit.Net). Zero means DefaultMaxTCPConnsPerNet; negative means
+	// no cap.
+	MaxTCPConnsPerNet int
 	// MaxPeerConns caps the open connections that peers opened to one RFC
 	// 6062 TCP allocation; one beyond is closed on accept. Zero means
 	// DefaultMaxPeerConns; negative means no cap.
@@ -199,6 +206,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTCPConns == 0 {
 		c.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if c.MaxTCPConnsPerNet == 0 {
+		c.MaxTCPConnsPerNet = DefaultMaxTCPConnsPerNet
 	}
 	if c.MaxPeerConns == 0 {
 		c.MaxPeerConns = DefaultMaxPeerConns

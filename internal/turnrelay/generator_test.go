@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // TestEvenPortTakenMeanwhile: pion probes for an even port, closes it and
@@ -52,7 +54,7 @@ func TestEvenPortTakenMeanwhile(t *testing.T) {
 	// An odd requested port (a reservation's) is exact: no substitute.
 	odd, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
 	if err != nil {
-		t.Skipf("port %d busy: %v", port+1, err)
+		ci.Skipf(t, "port %d busy: %v", port+1, err)
 	}
 	defer odd.Close()
 	if _, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", UserID: "gina", RequestedPort: port + 1}); err == nil {

@@ -21,6 +21,12 @@ import (
 //     Anything else over size is dropped.
 //   - A ChannelBind refused for its peer gets 403 (forbidChannelBind).
 //
+// The rates are charged where the request is read, so a flood over them is
+// dropped after a header parse and never costs pion a parse, a nonce and an
+// answer: pion answers every request without MESSAGE-INTEGRITY other than
+// Binding with a 401, so such a request takes its challenge token when it
+// is read, and is dropped there when there is none.
+//
 // pion reads a socket from one goroutine and answers each request before
 // reading the next one, so the request an answer belongs to is the last one
 // read; other writers (allocations relaying to their clients) send only
@@ -33,6 +39,9 @@ type guardConn struct {
 	last struct {
 		txid [12]byte
 		size int
+		// challenged: the request was unauthenticated and took its
+		// challenge token when read.
+		challenged bool
 	}
 }
 
@@ -47,12 +56,21 @@ func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if !m.ok || m.class() != classRequest {
 			return n, addr, err
 		}
-		if m.method() == methodBinding && !g.s.bindings.Allow(addrOf(addr), g.s.nowNano()) {
-			g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
-			continue
+		challenged := false
+		if m.method() == methodBinding {
+			if !g.s.bindings.Allow(addrOf(addr), g.s.nowNano()) {
+				g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
+				continue
+			}
+		} else if !authenticated(p[:n]) {
+			if !g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
+				g.s.metrics.dropped.WithLabelValues(dropChallenge).Inc()
+				continue
+			}
+			challenged = true
 		}
 		g.mu.Lock()
-		g.last.txid, g.last.size = m.txid, n
+		g.last.txid, g.last.size, g.last.challenged = m.txid, n, challenged
 		g.mu.Unlock()
 		return n, addr, err
 	}
@@ -84,9 +102,9 @@ func (g *guardConn) refuse(m stunMessage, p []byte, addr net.Addr) string {
 		return "" // rate-limited where the request was read
 	}
 	g.mu.Lock()
-	reqSize := 0
+	reqSize, challenged := 0, false
 	if g.last.txid == m.txid {
-		reqSize = g.last.size
+		reqSize, challenged = g.last.size, g.last.challenged
 	}
 	g.mu.Unlock()
 	if len(p) <= reqSize {
@@ -94,7 +112,7 @@ func (g *guardConn) refuse(m stunMessage, p []byte, addr net.Addr) string {
 	}
 	if m.class() == classError {
 		if c := errorCode(p); c == codeUnauthorized || c == codeStaleNonce {
-			if g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
+			if challenged || g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
 				return ""
 			}
 			return dropChallenge
@@ -119,8 +137,8 @@ func (l guardListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := ratelimit.Source(addrOf(c.RemoteAddr()))
-		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConns) {
+		src := addrOf(c.RemoteAddr())
+		if !l.s.tcp.take(src, l.s.cfg.MaxTCPConnsPerSource, l.s.cfg.MaxTCPConnsPerNet, l.s.cfg.MaxTCPConns) {
 			l.s.metrics.tcpRefusals.Inc()
 			l.s.log.Debug("turn tcp connection refused: too many open", "src", addrString(c.RemoteAddr()))
 			c.Close()
@@ -150,31 +168,46 @@ func (c *guardTCPConn) Close() error {
 	return c.Conn.Close()
 }
 
-// tcpConns counts open TCP connections per source and in all.
+// tcpConns counts open TCP connections per source (ratelimit.Source), per
+// network (ratelimit.Net) and in all.
 type tcpConns struct {
 	mu        sync.Mutex
 	perSource map[netip.Addr]int
+	perNet    map[netip.Prefix]int
 	all       int
 }
 
-// take counts one more connection from src unless src already holds
-// perSource or the server all (a cap below one is no cap).
-func (t *tcpConns) take(src netip.Addr, perSource, all int) bool {
+func newTCPConns() *tcpConns {
+	return &tcpConns{perSource: make(map[netip.Addr]int), perNet: make(map[netip.Prefix]int)}
+}
+
+// take counts one more connection from address a unless its source
+// already holds perSource, its network perNet or the server all (a cap
+// below one is no cap).
+func (t *tcpConns) take(a netip.Addr, perSource, perNet, all int) bool {
+	src, n := ratelimit.Source(a), ratelimit.Net(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) {
+	if (all >= 1 && t.all >= all) || (perSource >= 1 && t.perSource[src] >= perSource) ||
+		(perNet >= 1 && t.perNet[n] >= perNet) {
 		return false
 	}
 	t.perSource[src]++
+	t.perNet[n]++
 	t.all++
 	return true
 }
 
-func (t *tcpConns) release(src netip.Addr) {
+// release forgets one connection from address a.
+func (t *tcpConns) release(a netip.Addr) {
+	src, n := ratelimit.Source(a), ratelimit.Net(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.perSource[src]--; t.perSource[src] <= 0 {
 		delete(t.perSource, src)
+	}
+	if t.perNet[n]--; t.perNet[n] <= 0 {
+		delete(t.perNet, n)
 	}
 	t.all--
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 var testSecret = []byte("0123456789abcdef-test-secret")
@@ -136,16 +138,10 @@ func echoPeer(t *testing.T) *net.UDPAddr {
 	return c.LocalAddr().(*net.UDPAddr)
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 5 s (wait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, what, cond)
 }
 
 // value reads a gauge's or counter's current value.

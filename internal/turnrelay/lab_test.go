@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -20,11 +19,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keymesh/keymesh/internal/testutil/coturn"
-	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/pion/stun/v4"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
+	"github.com/keymesh/keymesh/internal/testutil/coturn"
+	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+
+	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
 
 // lab is a few network namespaces wired to a "relay" namespace by veth
@@ -40,14 +44,11 @@ type lab struct {
 func requireLab(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("network namespace test")
+		ci.Skip(t, "network namespace test")
 	}
 	_, err := exec.LookPath("ip")
 	if os.Geteuid() != 0 || err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("this test needs root and iproute2 (ip) for network namespaces: euid %d, %v", os.Geteuid(), err)
-		}
-		t.Skipf("skipped: needs root and iproute2 (euid %d, %v)", os.Geteuid(), err)
+		ci.Skipf(t, "needs root and iproute2 (ip) for network namespaces: euid %d, %v", os.Geteuid(), err)
 	}
 }
 
@@ -165,38 +166,12 @@ func record(t *testing.T, ns, name string, addr netip.AddrPort, echo bool) *reco
 	return r
 }
 
-// buildRelay builds cmd/relay into a temporary directory.
-func buildRelay(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	out, err := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "github.com/keymesh/keymesh/cmd/relay").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cmd/relay: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "relay")
-}
+// buildRelay builds cmd/relay (with the other commands) into a temporary
+// directory.
+func buildRelay(t *testing.T) string { t.Helper(); return bintest.BuildT(t).Relay }
 
-// syncBuf is a bytes.Buffer safe for a process writing while a test reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf is syncbuf.Buffer.
+type syncBuf = syncbuf.Buffer
 
 // TestLabTURNCannotReachInternalHosts is the open-proxy attack with real
 // parts: the relay binary runs in a namespace whose only neighbours are a

@@ -55,7 +55,7 @@ func New(cfg Config) (*Server, error) {
 		metrics: m,
 		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
 		own:     newOwnPorts(),
-		tcp:     &tcpConns{perSource: make(map[netip.Addr]int)},
+		tcp:     newTCPConns(),
 
 		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
 		ownAllowed:      make(map[netip.Addr]bool),

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 func TestParseRate(t *testing.T) {
@@ -199,19 +200,13 @@ func TestMarkdown(t *testing.T) {
 // namespaces are the test.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the attack lab needs root (network namespaces), and CI=true")
-	}
-	t.Skip("the attack lab needs root (network namespaces)")
+	ci.NeedRoot(t, "the attack lab makes network namespaces")
 }
 
 // build compiles the servers once per test binary.
 func build(t *testing.T, ctx context.Context) Binaries {
 	t.Helper()
-	b, err := labrun.Build(ctx, t.TempDir())
+	b, err := bintest.Build(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // The lab's addresses. Everything stays inside namespaces the lab makes:
@@ -239,46 +240,9 @@ func netnsPIDs(ns string) []int {
 	return pids
 }
 
-// inNetns runs fn on an OS thread joined to namespace ns. Sockets fn opens
-// stay in ns for their life, whichever thread uses them later. A thread that
-// cannot go back is thrown away (its goroutine exits locked).
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join(netnsDir, ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // sysctl writes net sysctls (keys relative to /proc/sys/net) inside ns.
 func sysctl(ns string, kv ...string) error {
-	return inNetns(ns, func() error {
+	return natlab.InNetns(ns, func() error {
 		for i := 0; i+1 < len(kv); i += 2 {
 			if err := os.WriteFile("/proc/sys/net/"+kv[i], []byte(kv[i+1]), 0o644); err != nil {
 				return fmt.Errorf("attack: sysctl net.%s in %s: %w", strings.ReplaceAll(kv[i], "/", "."), ns, err)
@@ -291,7 +255,7 @@ func sysctl(ns string, kv ...string) error {
 // listenUDP opens a UDP socket bound to laddr inside ns.
 func listenUDP(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
 	var c *net.UDPConn
-	err := inNetns(ns, func() error {
+	err := natlab.InNetns(ns, func() error {
 		var err error
 		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
 		return err
@@ -305,7 +269,7 @@ func listenUDP(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
 // dialTCP connects from ns (from laddr when it is valid) to raddr.
 func dialTCP(ctx context.Context, ns string, laddr netip.Addr, raddr netip.AddrPort) (net.Conn, error) {
 	var c net.Conn
-	err := inNetns(ns, func() error {
+	err := natlab.InNetns(ns, func() error {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		if laddr.IsValid() {
 			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(laddr, 0))
@@ -325,7 +289,7 @@ type linkStats struct {
 // stats reads eth0's counters in ns (from /proc/net/dev as ns sees it).
 func stats(ns string) (linkStats, error) {
 	var s linkStats
-	err := inNetns(ns, func() error {
+	err := natlab.InNetns(ns, func() error {
 		b, err := os.ReadFile("/proc/thread-self/net/dev")
 		if err != nil {
 			return err
@@ -352,7 +316,7 @@ func stats(ns string) (linkStats, error) {
 // a socket's receive buffer was full (/proc/net/snmp, Udp RcvbufErrors).
 func udpRcvbufErrors(ns string) (uint64, error) {
 	var n uint64
-	err := inNetns(ns, func() error {
+	err := natlab.InNetns(ns, func() error {
 		b, err := os.ReadFile("/proc/thread-self/net/snmp")
 		if err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keymesh/keymesh/internal/natlab"
 )
 
 // rawSender sends UDP datagrams with any IPv4 source address from a raw
@@ -25,7 +27,7 @@ type rawSender struct {
 
 func newRawSender(ns string) (*rawSender, error) {
 	var fd int
-	err := inNetns(ns, func() error {
+	err := natlab.InNetns(ns, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 		if err != nil {

@@ -12,7 +12,7 @@
 // (defer, t.Cleanup): cancelling the context given to Start also stops the
 // processes, so a command's SIGINT context leaves nothing running.
 //
-//	bins, _ := labrun.Build(ctx, dir)             // or labrun.Prebuilt(dir)
+//	bins, _ := bintest.Build(ctx, dir)            // or bintest.Prebuilt(dir)
 //	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins})
 //	defer lab.Close()
 //	site, _ := lab.AddSite(ctx, "alice", natlab.PortRestricted) // verified

@@ -9,13 +9,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // The binaries are built once per test binary, into a temporary directory
 // (or taken from $KEYMESH_LAB_BIN when set, for quick reruns).
 var built struct {
 	once sync.Once
-	bins Binaries
+	bins bintest.Binaries
 	dir  string
 	err  error
 	took time.Duration
@@ -32,17 +35,15 @@ func TestMain(m *testing.M) {
 // needRoot skips a test that needs network namespaces when not root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the NAT lab makes network namespaces, veth pairs and iptables rules")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces, veth pairs and iptables rules")
 }
 
-func binaries(t *testing.T) Binaries {
+func binaries(t *testing.T) bintest.Binaries {
 	t.Helper()
 	built.once.Do(func() {
 		start := time.Now()
 		if d := os.Getenv("KEYMESH_LAB_BIN"); d != "" {
-			built.bins, built.err = Prebuilt(d)
+			built.bins, built.err = bintest.Prebuilt(d)
 			return
 		}
 		built.dir, built.err = os.MkdirTemp("", "labrun-bin-")
@@ -51,7 +52,7 @@ func binaries(t *testing.T) Binaries {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		built.bins, built.err = Build(ctx, built.dir)
+		built.bins, built.err = bintest.Build(ctx, built.dir)
 		built.took = time.Since(start)
 	})
 	if built.err != nil {

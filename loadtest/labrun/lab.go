@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,12 +20,14 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // Config configures a Lab. Bins is required; the rest has defaults.
 type Config struct {
 	// Bins are the binaries to run (Build or Prebuilt).
-	Bins Binaries
+	Bins bintest.Binaries
 	// Prefix is the natlab namespace prefix; default random.
 	Prefix string
 	// WorkDir holds keys, sockets and logs; default a new temporary
@@ -97,7 +100,7 @@ type External struct {
 
 func (c *Config) defaults() error {
 	if c.Bins.Peer == "" || c.Bins.Rendezvous == "" || c.Bins.Relay == "" {
-		return errors.New("labrun: Config.Bins is required (labrun.Build or labrun.Prebuilt)")
+		return errors.New("labrun: Config.Bins is required (bintest.Build or bintest.Prebuilt)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -173,6 +176,8 @@ type Lab struct {
 	procs     []*Proc
 	relay     *Proc
 	relayArgs []string
+	redis     *Proc  // the Redis server, with Regions
+	redisBin  string // its binary
 	// peerStream is whether `peer up` takes --stream-relay (then every
 	// daemon gets the lab's StreamURL, which a peer without UDP needs
 	// before it can register).
@@ -277,6 +282,11 @@ func (l *Lab) startRendezvous(ctx context.Context) error {
 	if l.StreamURL != "" {
 		args = append(args, "--stream-relay", l.StreamURL)
 		l.peerStream = hasFlag(ctx, l.cfg.Bins.Peer, "stream-relay", "up")
+	}
+	if !slices.Contains(l.cfg.RendezvousArgs, "--registry") && hasFlag(ctx, l.cfg.Bins.Rendezvous, "registry-snapshot") {
+		// The memory registry survives a restart (RestartRendezvous),
+		// as a deployment's would with the same flag.
+		args = append(args, "--registry-snapshot", filepath.Join(l.Work, "rendezvous.snap"))
 	}
 	args = append(args, l.cfg.RendezvousArgs...)
 	connect := make(chan string, 1)

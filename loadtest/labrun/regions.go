@@ -1,7 +1,6 @@
 package labrun
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,6 +17,8 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+
+	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
 
 // The roles of a region's instances (natlab role names).
@@ -253,6 +254,14 @@ func (l *Lab) startRedis(ctx context.Context) error {
 		return err
 	}
 	l.Redis = h
+	l.redisBin = bin
+	return l.runRedis(ctx)
+}
+
+// runRedis starts redis-server on the lab host "redis" and waits until it
+// answers PING.
+func (l *Lab) runRedis(ctx context.Context) error {
+	h, bin := l.Redis, l.redisBin
 	dir := filepath.Join(l.Work, "redis")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -267,6 +276,9 @@ func (l *Lab) startRedis(ctx context.Context) error {
 	if err := l.track(p); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.redis = p
+	l.mu.Unlock()
 	deadline := time.Now().Add(l.cfg.StartTimeout)
 	for {
 		err := redisPing(ctx, h)
@@ -296,18 +308,7 @@ func redisPing(ctx context.Context, h *natlab.Host) error {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
+	return redistest.Ping(c)
 }
 
 // healthLoop asks every instance's /healthz each HealthInterval and marks

@@ -179,22 +179,6 @@ func TestProcContext(t *testing.T) {
 	}
 }
 
-func TestPrebuilt(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := Prebuilt(dir); err == nil {
-		t.Fatal("empty dir accepted")
-	}
-	for _, n := range []string{"rendezvous", "relay", "peer"} {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := Prebuilt(dir)
-	if err != nil || b.Peer != filepath.Join(dir, "peer") {
-		t.Fatalf("got %+v, %v", b, err)
-	}
-}
-
 func TestSumMetric(t *testing.T) {
 	text := `# HELP keymesh_relay_forwarded_bytes_total x
 # TYPE keymesh_relay_forwarded_bytes_total counter

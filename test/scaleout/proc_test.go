@@ -3,7 +3,7 @@
 package scaleout_test
 
 import (
-	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -15,6 +15,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
+
+	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
 
 // binDir holds the binaries built once per test run (made in TestMain).
@@ -41,20 +46,10 @@ var (
 func binaries(t *testing.T) (rendezvous, relay string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds and runs the server binaries")
+		ci.Skip(t, "builds and runs the server binaries")
 	}
 	buildOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = "/usr/local/go/bin/go"
-			if r := os.Getenv("GOROOT"); r != "" {
-				goTool = filepath.Join(r, "bin", "go")
-			}
-		}
-		cmd := exec.Command(goTool, "build", "-o", binDir+"/", "../../cmd/rendezvous", "../../cmd/relay")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		_, buildErr = bintest.Build(context.Background(), binDir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -62,26 +57,8 @@ func binaries(t *testing.T) (rendezvous, relay string) {
 	return filepath.Join(binDir, "rendezvous"), filepath.Join(binDir, "relay")
 }
 
-// syncBuf is a bytes.Buffer safe for one writer and many readers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 4<<20 { // keep the first 4 MiB: enough to diagnose
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf is a buffer safe for one writer and many readers.
+type syncBuf = syncbuf.Buffer
 
 // proc is a server process owned by a test: killed in t.Cleanup, its
 // output kept for assertions and shown when the test fails.
@@ -176,16 +153,8 @@ func (p *proc) waitOutput(t *testing.T, stream string, re *regexp.Regexp, d time
 	}
 }
 
-// cleanEnv is the environment without KEYMESH_* variables.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYMESH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// cleanEnv is bintest.CleanEnv.
+func cleanEnv() []string { return bintest.CleanEnv() }
 
 func tail(s string, lines int) string {
 	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")

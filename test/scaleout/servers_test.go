@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 )
 
 // Test timing: a short refresh, so "within one refresh interval" is quick.
@@ -101,31 +99,11 @@ func scrape(t *testing.T, admin string) metrics {
 	if code != http.StatusOK {
 		t.Fatalf("%s/metrics: HTTP %d", admin, code)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	fams, err := metricstest.Parse(strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("%s/metrics: %v", admin, err)
 	}
-	out := metrics{}
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			key := name
-			if len(m.Label) > 0 {
-				var ls []string
-				for _, l := range m.Label {
-					ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-				}
-				key += "{" + strings.Join(ls, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[key] = m.Gauge.GetValue()
-			}
-		}
-	}
-	return out
+	return metricstest.Samples(fams)
 }
 
 // httpGet fetches url with a short timeout; a failed request is status 0.

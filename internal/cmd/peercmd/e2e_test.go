@@ -29,6 +29,9 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // bins holds the binaries, built once per test binary (on first use, so
@@ -58,18 +61,7 @@ func binaries(t *testing.T) string {
 		if bins.err != nil {
 			return
 		}
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = "/usr/local/go/bin/go"
-		}
-		cmd := exec.Command(goBin, "build", "-o", bins.dir+string(filepath.Separator),
-			"github.com/keymesh/keymesh/cmd/peer",
-			"github.com/keymesh/keymesh/cmd/rendezvous",
-			"github.com/keymesh/keymesh/cmd/relay")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			bins.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		_, bins.err = bintest.Build(context.Background(), bins.dir)
 	})
 	if bins.err != nil {
 		t.Fatal(bins.err)
@@ -77,16 +69,8 @@ func binaries(t *testing.T) string {
 	return bins.dir
 }
 
-// cleanEnv is the environment without KEYMESH_* settings of the caller.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYMESH_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// cleanEnv is bintest.CleanEnv.
+func cleanEnv() []string { return bintest.CleanEnv() }
 
 // proc is a background process, stopped (SIGTERM, then SIGKILL) at the end
 // of the test; its output is logged when the test fails.
@@ -268,7 +252,7 @@ func pingLines(t *testing.T, out string) []pingLine {
 
 func TestE2EDirect(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes")
+		ci.Skip(t, "end-to-end test: starts processes")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")
@@ -402,7 +386,7 @@ func TestE2EDirect(t *testing.T) {
 
 func TestE2ERelay100MB(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes and moves 100 MB")
+		ci.Skip(t, "end-to-end test: starts processes and moves 100 MB")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")

@@ -92,9 +92,7 @@ func (c *cli) forward(ctx context.Context, cl *daemon.Client, ln net.Listener, p
 			}
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			s, err := cl.Dial(ctx, peer, port)
 			if err != nil {
 				fmt.Fprintf(c.stderr, "peer forward: %s -> %s port %d: %s\n", tc.RemoteAddr(), shortPeer(peer), port, oneLine(err))
@@ -109,7 +107,7 @@ func (c *cli) forward(ctx context.Context, cl *daemon.Client, ln net.Listener, p
 			delete(conns, tc)
 			delete(conns, s)
 			mu.Unlock()
-		}()
+		})
 	}
 }
 

@@ -8,12 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/flagenv"
+
+	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
 
 // run runs the CLI in-process and returns exit code, stdout and stderr.
@@ -44,8 +45,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--json"}, "flags go after the command"},
 		{[]string{"help", "bogus"}, `unknown command "bogus"`},
 		{[]string{"ping"}, "peer ping: missing <peer-id|overlay-addr>"},
-		{[]string{"ping", "notapeer"}, `"notapeer" is not a peer ID or overlay address`},
-		{[]string{"ping", "fd00::1"}, "is not a peer ID or overlay address"},
+		{[]string{"ping", "notapeer"}, `"notapeer" is not a peer ID, overlay address or name`},
+		{[]string{"ping", "fd00::1"}, "is not a peer ID, overlay address or name"},
 		{[]string{"ping", id, "--count", "-1"}, "--count -1"},
 		{[]string{"ping", id, "--count", "x"}, `invalid value "x" for flag --count`},
 		{[]string{"ping", id, "--bogus"}, "unknown flag --bogus"},
@@ -59,12 +60,17 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--server", "127.0.0.1:3478"}, "missing #<server-id>"},
 		{[]string{"up", "--server", "nohost#" + id}, "is not host:port"},
 		{[]string{"up", "--server", "127.0.0.1:3478#abc"}, "is not a server ID"},
-		{[]string{"up", "--server", srv, "--allow", "zzz"}, `--allow "zzz": not a peer ID`},
+		{[]string{"up", "--server", srv, "--allow", "zzz"}, `--allow: bad allow rule "zzz"`},
+		{[]string{"up", "--server", srv, "--key-env", "KEYMESH_TEST_NEVER_SET"}, "--key-env KEYMESH_TEST_NEVER_SET: the variable is empty or not set"},
+		{[]string{"up", "--server", srv, "--name", "1web"}, "--name: name \"1web\""},
+		{[]string{"up", "--server", srv, "--dns", "0.0.0.0:53"}, `--dns "0.0.0.0:53": want a loopback or overlay ip:port`},
 		{[]string{"up", "--server", srv, "--socks5", "1080"}, `--socks5 "1080"`},
 		{[]string{"up", "--server", srv, "--expose", "0"}, `--expose "0"`},
 		{[]string{"up", "--server", srv, "--listen", "nope"}, `--listen "nope"`},
 		{[]string{"up", "--server", srv, "--log-level", "loud"}, `log level "loud"`},
 		{[]string{"up", "--server", srv, "--log-format", "xml"}, `log format "xml"`},
+		{[]string{"up", "--server", srv, "--reflect-rate", "0"}, "--reflect-rate 0: give 1 or more"},
+		{[]string{"up", "--server", srv, "--max-birthday-sockets", "-1"}, "--max-birthday-sockets -1"},
 		{[]string{"forward", "80"}, "missing <peer>:<port>"},
 		{[]string{"forward", "x", id + ":80"}, `local port "x"`},
 		{[]string{"forward", "80", id}, "want <peer>:<port>"},
@@ -219,24 +225,8 @@ func TestDefaultKeyPath(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a command writing while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 // waitLine waits for a line containing want in b.
 func waitLine(t *testing.T, b *syncBuffer, want string, d time.Duration) string {

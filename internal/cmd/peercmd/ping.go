@@ -7,11 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/daemon"
-
 	"github.com/keymesh/keymesh/internal/cmd/usage"
+	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/policy"
 )
 
 var cmdPing = &command{
@@ -140,11 +141,30 @@ func shortPeer(p string) string {
 	return p
 }
 
-// peerArg checks a peer argument: a peer ID or an overlay address.
+// peerArg checks a peer argument: a peer ID, an overlay address, or a
+// name such as web.keymesh, which the daemon resolves (peer up --name,
+// --allow name=, --names-file).
 func peerArg(s string) (string, error) {
 	p, err := daemon.ParseDestination(s)
-	if err != nil {
-		return "", usage.Errorf("%q is not a peer ID or overlay address (a peer ID is the 52 characters `peer id` prints)", s)
+	if err == nil {
+		return p, nil
 	}
-	return p, nil
+	if isHostName(s) {
+		return s, nil
+	}
+	return "", usage.Errorf("%q is not a peer ID, overlay address or name such as web.keymesh (a peer ID is the 52 characters `peer id` prints)", s)
+}
+
+// isHostName reports whether s is a DNS name of two labels or more.
+func isHostName(s string) bool {
+	labels := strings.Split(strings.TrimSuffix(s, "."), ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if policy.CheckName(l) != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 )
@@ -31,7 +32,7 @@ import (
 // out was refused.
 func TestE2ETURNCredentials(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes")
+		ci.Skip(t, "end-to-end test: starts processes")
 	}
 	debpkg.Require(t, coturn.ClientProgram, coturn.Package)
 	debpkg.Require(t, coturn.PeerProgram, coturn.Package)

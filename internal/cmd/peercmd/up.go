@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/cmd/usage"
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/flagenv"
+	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
-
-	"github.com/keymesh/keymesh/internal/cmd/usage"
+	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/policy"
+	"github.com/keymesh/keymesh/node"
 )
 
 // upOptions is what `peer up` asks of the node.
@@ -36,6 +40,17 @@ type upOptions struct {
 	Logger      *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
+	// Name is this peer's own short name (--name).
+	Name string
+	// NamesFile holds more names (--names-file).
+	NamesFile string
+	// DNS is the address of the DNS server (--dns); empty: none.
+	DNS string
+	// DNSSuffix is the names' suffix (--dns-suffix).
+	DNSSuffix string
+	// Reflection bounds probes to addresses strangers named (--reflect-*,
+	// --probe-reply-*, --max-birthday-sockets, --max-sprays).
+	Reflection node.ReflectionLimits
 }
 
 var cmdUp = &command{
@@ -49,7 +64,25 @@ directory) for the other commands. SIGINT or SIGTERM stops it cleanly and
 removes the socket. A missing key file is created.
 
 Only peers allowed by --allow (repeatable; a comma-separated list in
-KEYMESH_ALLOW) or --allow-any may open sessions to this one.
+KEYMESH_ALLOW) or --allow-any may open sessions to this one, and only to
+the ports their rules name (default deny). A rule is one of:
+
+  <peer-id>                   every port
+  <peer-id>:22,80-89,53/udp   these ports (streams count as tcp; port 0 is
+                              that of peer listen and peer pipe)
+  web=<peer-id>:80            the same, naming the peer web
+  *:80                        any peer, port 80
+
+Names: web.keymesh (--dns-suffix) resolves to the overlay address of the key
+that this peer's own configuration names web: its --name (itself), a name=
+in --allow, or a line "web <peer-id>" of --names-file; <peer-id>.keymesh
+resolves to that peer's address. Nothing from the network adds or changes a
+name. The SOCKS5 proxy, peer pipe, peer forward and peer ping take names;
+--dns serves them to other programs (AAAA only, on loopback or an overlay
+address).
+
+Each refused flow is logged and counted in keymesh_peer_policy_refused_total,
+which GET /v1/metrics on the API socket serves (Prometheus text format).
 
 The API socket and the SOCKS5 proxy act with this peer's key, so they serve
 only the user running the daemon: connections from other users of this
@@ -60,9 +93,10 @@ are let in).`,
 		var allow, expose flagenv.Strings
 		fs.StringVar(&o.Server, "server", "", "rendezvous server: `host:port#server-id` (required; the server prints it)")
 		key := fs.String("key", defaultKeyPath(c.getenv), "key file `path` (made if missing)")
+		keyEnv := fs.String("key-env", "", "read the key (PEM, as in a key file) from the environment variable `NAME` instead of --key, e.g. one a Kubernetes Secret fills")
 		socket := fs.String("socket", defaultSocketPath(c.getenv), "local API socket `path`")
 		fs.StringVar(&o.Listen, "listen", ":0", "UDP `address` of the peer's socket")
-		fs.Var(&allow, "allow", "accept sessions from this `peer-id` (repeatable)")
+		fs.Var(&allow, "allow", "let a peer reach ports of this one: `[name=]peer-id[:ports]`, ports as 80,443,8000-8099,53/udp; * for any peer (repeatable)")
 		fs.BoolVar(&o.AllowAny, "allow-any", false, "accept sessions from any peer")
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
 		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
@@ -70,12 +104,20 @@ are let in).`,
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
+		fs.StringVar(&o.Name, "name", "", "this peer's short `name`: <name>.<suffix> resolves to its overlay address here")
+		fs.StringVar(&o.NamesFile, "names-file", "", "`file` of names, one \"<name> <peer-id>\" a line (# comments)")
+		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353")
+		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
+		reflectionFlags(fs, &o.Reflection)
 		logFormat := fs.String("log-format", "text", "log `format`: text or json")
 		logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		return func(ctx context.Context, args []string) error {
 			if err := wantArgs(args); err != nil {
 				return err
+			}
+			if err := checkReflection(o.Reflection); err != nil {
+				return usage.Errorf("%v", err)
 			}
 			if o.Server == "" {
 				return usage.Errorf("--server is required: host:port#<server-id>, as the rendezvous server prints it")
@@ -83,12 +125,25 @@ are let in).`,
 			if err := checkServer(o.Server); err != nil {
 				return err
 			}
-			for _, a := range allow {
-				id, err := crypto.ParsePeerID(a)
-				if err != nil {
-					return usage.Errorf("--allow %q: not a peer ID (52 base32 characters, as `peer id` prints)", a)
+			rules, err := policy.ParseRules(allow)
+			if err != nil {
+				return usage.Errorf("--allow: %v", err)
+			}
+			for _, r := range rules {
+				o.Allow = append(o.Allow, r.String())
+			}
+			if o.Name != "" {
+				if err := policy.CheckName(o.Name); err != nil {
+					return usage.Errorf("--name: %v", err)
 				}
-				o.Allow = append(o.Allow, id.String())
+			}
+			if o.DNS != "" {
+				if ap, err := netip.ParseAddrPort(o.DNS); err != nil || !(ap.Addr().IsLoopback() || crypto.IsOverlay(ap.Addr())) {
+					return usage.Errorf("--dns %q: want a loopback or overlay ip:port, e.g. 127.0.0.1:5353", o.DNS)
+				}
+			}
+			if _, err := names.NewTable(o.DNSSuffix, nil); err != nil {
+				return usage.Errorf("--dns-suffix: %v", err)
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
@@ -121,6 +176,17 @@ are let in).`,
 				return usage.Errorf("%v", err)
 			}
 			o.Logger = log
+			if *keyEnv != "" {
+				pem := c.getenv(*keyEnv)
+				if pem == "" {
+					return usage.Errorf("--key-env %s: the variable is empty or not set", *keyEnv)
+				}
+				id, err := crypto.ParseIdentity([]byte(pem))
+				if err != nil {
+					return usage.Errorf("--key-env %s: %v", *keyEnv, err)
+				}
+				o.Seed = id.Seed()
+			}
 			return up(ctx, log, o, *key, *socket, *socks, ports)
 		}
 	},
@@ -142,14 +208,20 @@ func checkServer(s string) error {
 }
 
 func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, socksAddr string, expose []uint16) error {
-	id, created, err := crypto.LoadOrCreateKeyFile(keyPath)
+	if len(o.Seed) == 0 { // else --key-env gave it
+		id, created, err := crypto.LoadOrCreateKeyFile(keyPath)
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Info("made a new key file", "path", keyPath)
+		}
+		o.Seed = id.Seed()
+	}
+	id, err := crypto.IdentityFromSeed(o.Seed)
 	if err != nil {
 		return err
 	}
-	if created {
-		log.Info("made a new key file", "path", keyPath)
-	}
-	o.Seed = id.Seed()
 
 	ln, err := daemon.ListenSocket(ctx, socket)
 	if err != nil {
@@ -157,13 +229,18 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	defer ln.Close() // removes the socket file
 
-	n, closer, err := startNode(ctx, o)
+	tab, err := nameTable(o, id.ID())
+	if err != nil {
+		return err
+	}
+
+	n, closer, reg, err := startNode(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 
-	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket})
+	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab})
 	if err != nil {
 		return err
 	}
@@ -188,6 +265,18 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 			}
 		}()
 	}
+	if o.DNS != "" {
+		pc, err := names.ListenDNS(ctx, o.DNS)
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := (&names.Server{Table: tab, Logger: log}).Serve(ctx, pc); err != nil {
+				log.Error("dns server stopped", "err", err)
+			}
+		}()
+		log.Info("serving names over DNS", "addr", pc.LocalAddr().String(), "suffix", tab.Suffix())
+	}
 	attrs := []any{"id", n.ID(), "overlay", n.OverlayAddr().String(), "socket", socket, "server", o.Server}
 	if socksAddr != "" {
 		attrs = append(attrs, "socks5", socksAddr)
@@ -209,6 +298,38 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 		return err
 	}
 	return nil
+}
+
+// nameTable gathers the names this peer's own configuration gives: its
+// --name, the name= of --allow rules, the --names-file.
+func nameTable(o upOptions, self crypto.PeerID) (*names.Table, error) {
+	m := map[string]crypto.PeerID{}
+	if o.Name != "" {
+		if err := names.Add(m, o.Name, self); err != nil {
+			return nil, usage.Errorf("--name: %v", err)
+		}
+	}
+	rules, err := policy.ParseRules(o.Allow)
+	if err != nil {
+		return nil, usage.Errorf("--allow: %v", err)
+	}
+	for _, r := range rules {
+		if r.Name != "" {
+			if err := names.Add(m, r.Name, r.Peer); err != nil {
+				return nil, usage.Errorf("--allow: %v", err)
+			}
+		}
+	}
+	if o.NamesFile != "" {
+		if err := names.ReadFile(o.NamesFile, m); err != nil {
+			return nil, usage.Errorf("--names-file: %v", err)
+		}
+	}
+	tab, err := names.NewTable(o.DNSSuffix, m)
+	if err != nil {
+		return nil, usage.Errorf("%v", err)
+	}
+	return tab, nil
 }
 
 // watchRegistration logs when the node first registers, or warns (with the
@@ -233,4 +354,38 @@ func watchRegistration(ctx context.Context, log *slog.Logger, n daemon.Node, wai
 			return
 		}
 	}
+}
+
+// reflectionFlags declares the flags of the path layer's reflection limits:
+// what the peer sends to addresses a stranger named (a Connect's candidates
+// with --allow-any, a peer's path update) before they answer.
+func reflectionFlags(fs *flag.FlagSet, r *node.ReflectionLimits) {
+	fs.IntVar(&r.CandidateProbes, "reflect-candidate-budget", pathsock.DefaultCandidateProbes, "probes to one candidate address a peer named, until it answers, per punch")
+	fs.IntVar(&r.PeerProbes, "reflect-peer-budget", pathsock.DefaultPeerProbes, "probes to all unanswered candidate addresses of one peer together, per 30 s")
+	fs.Float64Var(&r.Rate, "reflect-rate", pathsock.DefaultUnprovenRate, "probes per second to unanswered candidate addresses, all peers together (the cap on what this peer reflects)")
+	fs.Float64Var(&r.Burst, "reflect-burst", pathsock.DefaultUnprovenBurst, "burst of --reflect-rate, in probes")
+	fs.Float64Var(&r.DestRate, "reflect-dest-rate", pathsock.DefaultDestRate, "probes per second to one unanswered IPv4 address or IPv6 /64, all peers together")
+	fs.Float64Var(&r.DestBurst, "reflect-dest-burst", pathsock.DefaultDestBurst, "burst of --reflect-dest-rate, in probes")
+	fs.Float64Var(&r.ReplyRate, "probe-reply-rate", pathsock.DefaultReplyRate, "answers per second to probes from one IPv4 address or IPv6 /64 that is not a proven path")
+	fs.Float64Var(&r.ReplyBurst, "probe-reply-burst", pathsock.DefaultReplyBurst, "burst of --probe-reply-rate, in answers")
+	fs.IntVar(&r.MaxBirthdaySockets, "max-birthday-sockets", pathsock.DefaultMaxBirthdaySockets, "extra UDP sockets birthday punching (behind a symmetric NAT) holds open at once, all peers together")
+	fs.IntVar(&r.MaxSprays, "max-sprays", pathsock.DefaultMaxSprays, "birthday sprays (probes to random ports of a symmetric NAT) running at once")
+}
+
+// checkReflection refuses reflection limits below one.
+func checkReflection(r node.ReflectionLimits) error {
+	for _, v := range []struct {
+		name string
+		val  float64
+	}{
+		{"reflect-candidate-budget", float64(r.CandidateProbes)}, {"reflect-peer-budget", float64(r.PeerProbes)},
+		{"reflect-rate", r.Rate}, {"reflect-burst", r.Burst}, {"reflect-dest-rate", r.DestRate}, {"reflect-dest-burst", r.DestBurst},
+		{"probe-reply-rate", r.ReplyRate}, {"probe-reply-burst", r.ReplyBurst},
+		{"max-birthday-sockets", float64(r.MaxBirthdaySockets)}, {"max-sprays", float64(r.MaxSprays)},
+	} {
+		if v.val < 1 {
+			return fmt.Errorf("--%s %v: give 1 or more", v.name, v.val)
+		}
+	}
+	return nil
 }

@@ -89,6 +89,8 @@ type TURNOptions struct {
 	// MaxTCPConnsPerSource and MaxTCPConns cap open TCP connections per
 	// source and server-wide (<0: none).
 	MaxTCPConnsPerSource, MaxTCPConns int
+	// MaxTCPConnsPerNet caps them per IPv4 /24 or IPv6 /48.
+	MaxTCPConnsPerNet int
 	// MaxPeerConns caps the connections peers open to one TCP allocation
 	// (<0: none).
 	MaxPeerConns int
@@ -154,14 +156,14 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.DurationVar(&o.Ticket.TTL, "ticket-ttl", relay.DefaultTicketTTL, "life of a ticket")
 	fs.BoolVar(&o.Ticket.Dev, "dev", false, "without --ticket-key-file, use a random in-memory ticket key (development only: tickets die with the process)")
 	rl := &o.RateLimit
-	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "RelaySend packets per second each source may send; a source is an IPv4 address or IPv6 /64, whatever the port (0: no per-source limits at all)")
+	fs.Float64Var(&c.rateLimitPS, "rate-limit", relay.DefaultRate, "RelaySend packets per second each source may send to each destination, charged once the ticket opened; a source or destination is an IPv4 address or IPv6 /64, whatever the port (0: no per-source limits at all)")
 	fs.Float64Var(&rl.Burst, "rate-limit-burst", relay.DefaultBurst, "burst of the per-source RelaySend limit, in packets")
 	fs.Float64Var(&rl.ChallengeRate, "challenge-rate", relay.DefaultChallengeRate, "bind challenges per second sent to each source whose address is not proven yet (bounds what spoofed binds reflect)")
 	fs.Float64Var(&rl.ChallengeBurst, "challenge-burst", relay.DefaultChallengeBurst, "burst of the per-source challenge limit")
 	fs.Float64Var(&rl.BindRate, "bind-rate", relay.DefaultBindRate, "binds per second each source with a proven address may have checked (one signature check each)")
 	fs.Float64Var(&rl.BindBurst, "bind-burst", relay.DefaultBindBurst, "burst of the per-source bind limit")
 	fs.Float64Var(&rl.BindsPerSecond, "binds-per-second", relay.DefaultBindsPerSecond, "bind signature checks per second over all sources (negative: no cap)")
-	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources each per-source limit table holds; when full it forgets idle sources first")
+	fs.IntVar(&rl.MaxSources, "rate-limit-sources", relay.DefaultMaxSources, "sources (for --rate-limit: source and destination pairs) each per-source limit table holds; when full it forgets idle ones first (a forgotten one starts again with a full bucket)")
 	var streamSources string
 	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) of other TLS stream relays' presence addresses, from which all their tunnels bind: there --rate-limit, --bind-rate and --challenge-rate and their bursts are multiplied by --stream-relay-factor (this relay's own --stream-presence-ip and --stream-advertise-ip count when --tls-listen is on)")
 	fs.Float64Var(&rl.StreamRelayFactor, "stream-relay-factor", relay.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay presence addresses (see --stream-relay-sources)")
@@ -184,10 +186,11 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&t.Realm, "turn-realm", turnrelay.DefaultRealm, "TURN realm")
 	fs.StringVar(&relayIP, "turn-relay-ip", "", "IP that TURN allocations bind to: the public one, the private one it is forwarded to, or 0.0.0.0 (default: the --turn-listen IP)")
 	fs.StringVar(&advertiseIP, "turn-advertise-ip", "", "public IP put in XOR-RELAYED-ADDRESS, where peers send (default: --turn-relay-ip; needed when allocations bind to a wildcard address)")
-	fs.IntVar(&t.Sockets, "turn-sockets", 1, "number of SO_REUSEPORT UDP sockets on --turn-listen")
+	fs.IntVar(&t.Sockets, "turn-sockets", 0, "number of SO_REUSEPORT UDP sockets on --turn-listen, each read by its own goroutine (a client's flow stays on one; 0: one per CPU)")
 	fs.IntVar(&t.Quota, "turn-quota", turnrelay.DefaultMaxAllocationsPerUser, "live TURN allocations per user (negative: no limit)")
 	fs.IntVar(&t.MaxAllocations, "turn-max-allocations", turnrelay.DefaultMaxAllocations, "live TURN allocations in all; the one beyond gets 508 (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConnsPerSource, "turn-max-tcp-conns-per-source", turnrelay.DefaultMaxTCPConnsPerSource, "open TCP connections to the TURN server per source IPv4 address or IPv6 /64; one beyond is closed on accept (negative: no limit)")
+	fs.IntVar(&t.MaxTCPConnsPerNet, "turn-max-tcp-conns-per-net", turnrelay.DefaultMaxTCPConnsPerNet, "open TCP connections to the TURN server per source IPv4 /24 or IPv6 /48 (an IPv6 client holds 65,536 /64s in one /48); one beyond is closed on accept (negative: no limit)")
 	fs.IntVar(&t.MaxTCPConns, "turn-max-tcp-conns", turnrelay.DefaultMaxTCPConns, "open TCP connections to the TURN server in all; one beyond is closed on accept (negative: no limit)")
 	fs.IntVar(&t.MaxPeerConns, "turn-max-peer-conns", turnrelay.DefaultMaxPeerConns, "open connections peers may make to one RFC 6062 TCP allocation; one beyond is closed on accept (negative: no limit)")
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
@@ -335,8 +338,8 @@ func (c *command) check() error {
 		return usage.Errorf("--rate-limit-sources %d: give at least 1", o.RateLimit.MaxSources)
 	case o.TURN.enabled() && o.TURN.SecretFile == "":
 		return usage.Errorf("TURN is on but --turn-secret-file is missing: create one with `head -c 32 /dev/urandom | base64 > turn.secret && chmod 600 turn.secret`")
-	case o.TURN.enabled() && (o.TURN.Sockets < 1 || o.TURN.Sockets > 256):
-		return usage.Errorf("--turn-sockets %d: give 1 to 256", o.TURN.Sockets)
+	case o.TURN.enabled() && (o.TURN.Sockets < 0 || o.TURN.Sockets > 256):
+		return usage.Errorf("--turn-sockets %d: give 1 to 256, or 0 for one per CPU", o.TURN.Sockets)
 	case o.UDPBuffer < 0:
 		return usage.Errorf("--udp-buffer %d: give bytes, or 0 for the system default", o.UDPBuffer)
 	case o.Stream.enabled() && o.Stream.noAdvertise():

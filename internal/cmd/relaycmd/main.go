@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -39,12 +40,7 @@ func MainEnv(ctx context.Context, args []string, lookup func(string) (string, bo
 		fmt.Fprint(stdout, crypto.NewTicketKeyLine(byte(c.genKeyID)))
 		return usage.ExitOK
 	}
-	log, err := obs.NewLogger(stderr, c.opts.LogFormat, c.opts.LogLevel)
-	if err != nil {
-		return usage.Fail(stderr, "relay", usage.Errorf("%v", err))
-	}
-	if err := Run(ctx, c.opts, stdout, log); err != nil {
-		return usage.Fail(stderr, "relay", err)
-	}
-	return usage.ExitOK
+	return usage.Serve(stderr, "relay", c.opts.LogFormat, c.opts.LogLevel, func(log *slog.Logger) error {
+		return Run(ctx, c.opts, stdout, log)
+	})
 }

@@ -70,16 +70,13 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 	// goroutines as the relay socket has (at most meshReaders).
 	var wg sync.WaitGroup
 	for range min(max(readers, 1), meshReaders) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := n.Serve(ctx); err != nil {
 				log.Error("mesh socket stopped", "err", err)
 			}
-		}()
+		})
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); n.Heartbeat(ctx) }()
+	wg.Go(func() { n.Heartbeat(ctx) })
 	go func() { wg.Wait(); conn.Close() }()
 	log.Info("mesh on", "addr", n.Addr(), "instance", o.Instance, "peers", len(peers))
 	return n, peers, nil

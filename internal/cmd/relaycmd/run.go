@@ -98,13 +98,11 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	errc := make(chan error, len(conns))
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := srv.Serve(ctx, c); err != nil {
 				errc <- err
 			}
-		}()
+		})
 	}
 	log.Info("relay ready", "udp", addrs.UDP.String(), "sockets", len(conns), "admin", str(addrs.Admin),
 		"turn_udp", str(addrs.TURNUDP), "turn_tcp", str(addrs.TURNTCP), "stream", streamURL, "ticket_ttl", o.Ticket.TTL.String(),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,6 +37,7 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 		MaxAllocations:        o.MaxAllocations,
 		MaxTCPConnsPerSource:  o.MaxTCPConnsPerSource,
 		MaxTCPConns:           o.MaxTCPConns,
+		MaxTCPConnsPerNet:     o.MaxTCPConnsPerNet,
 		MaxPeerConns:          o.MaxPeerConns,
 		AllocationRate:        o.AllocationRate,
 		BindingRate:           o.BindingRate,
@@ -52,7 +54,11 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 		}
 	}
 	if o.Listen != "" {
-		conns, err := sockopt.ListenUDPGroup(ctx, o.Listen, o.Sockets)
+		n := o.Sockets
+		if n == 0 {
+			n = runtime.NumCPU()
+		}
+		conns, err := sockopt.ListenUDPGroup(ctx, o.Listen, n)
 		if err != nil {
 			return nil, fmt.Errorf("turn: %w", err)
 		}

@@ -38,19 +38,24 @@ type Options struct {
 	JoinTokenFile    string
 	Registry         string
 	RedisURL         string
-	TTL, Refresh     time.Duration
-	Instance         string
-	MeshListen       string
-	PeerSecretFile   string
-	MeshRate         float64
-	ReusePort        int
-	AltListen        string
-	RateLimit        float64
-	RateBurst        int
-	RateSources      int
-	STUNRate         float64
-	STUNBurst        int
-	KeyMissRate      float64
+	// Snapshot and SnapshotEvery are --registry-snapshot and
+	// --registry-snapshot-every.
+	Snapshot       string
+	SnapshotEvery  time.Duration
+	TTL, Refresh   time.Duration
+	Instance       string
+	MeshListen     string
+	PeerSecretFile string
+	MeshRate       float64
+	MeshAllow      []netip.Prefix
+	ReusePort      int
+	AltListen      string
+	RateLimit      float64
+	RateBurst      int
+	RateSources    int
+	STUNRate       float64
+	STUNBurst      int
+	KeyMissRate    float64
 	// StreamRelaySources is --stream-relay-sources, nil when not given
 	// (then the IP hosts of the --stream-relay URLs).
 	StreamRelaySources []netip.Prefix
@@ -96,6 +101,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
 	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	var meshAllow string
+	fs.StringVar(&meshAllow, "mesh-allow", "", "addresses or CIDR ranges (comma-separated) the other instances' mesh messages come from, e.g. the deployment's private ranges 10.0.0.0/8: a mesh message from anywhere else is dropped before its tag is checked (empty: any source, checked by rate and tag alone)")
 	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
 	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
@@ -116,6 +123,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&o.StreamRelayFactor, "stream-relay-factor", rendezvous.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay addresses (see --stream-relay-sources); each tunnel is held to the stream relay's --stream-server-rate")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
+	fs.StringVar(&o.Snapshot, "registry-snapshot", "", "`file` the memory registry is saved to (every --registry-snapshot-every and on shutdown) and restored from at start, authenticated under the server key, so a restart keeps the registrations and peers need not register again (empty: off)")
+	fs.DurationVar(&o.SnapshotEvery, "registry-snapshot-every", time.Second, "how often the memory registry is saved to --registry-snapshot when it changed (each save writes the whole registry, about 250 bytes a peer)")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.Float64Var(&o.ReportRate, "report-rate", rendezvous.DefaultReportRate, "peers' outcome reports counted per second per source address (IPv6: per /64); negative counts none")
 	fs.IntVar(&o.ReportBurst, "report-burst", rendezvous.DefaultReportBurst, "burst of outcome reports counted per source address")
@@ -141,6 +150,13 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 		}
 		o.StreamRelaySources = p
 	}
+	if meshAllow != "" {
+		p, err := addrpolicy.ParsePrefixes(meshAllow)
+		if err != nil {
+			return o, usage.Errorf("--mesh-allow: %v", err)
+		}
+		o.MeshAllow = p
+	}
 	return o, o.check()
 }
 
@@ -161,6 +177,10 @@ func (o *Options) check() error {
 		return bad("--registry redis needs --redis URL (e.g. redis://127.0.0.1:6379/0)")
 	case o.Registry == "memory" && o.RedisURL != "":
 		return bad("--redis is set but --registry is memory: add --registry redis")
+	case o.Registry != "memory" && o.Snapshot != "":
+		return bad("--registry-snapshot saves the memory registry; Redis keeps its own (see its persistence settings)")
+	case o.SnapshotEvery <= 0:
+		return bad("--registry-snapshot-every %v: want more than 0", o.SnapshotEvery)
 	case o.Refresh <= 0 || o.TTL <= o.Refresh:
 		return bad("--refresh %v must be positive and below --ttl %v", o.Refresh, o.TTL)
 	case o.TTL > 65535*time.Second:
@@ -187,6 +207,8 @@ func (o *Options) check() error {
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.MeshListen != "" && o.PeerSecretFile == "":
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
+	case len(o.MeshAllow) > 0 && o.MeshListen == "":
+		return bad("--mesh-allow needs --mesh-listen")
 	case o.MeshListen != "" && o.Registry != "redis":
 		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case o.ReportRate == 0:

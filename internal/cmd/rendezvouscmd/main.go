@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/keymesh/keymesh/internal/cmd/usage"
@@ -27,12 +28,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, obs.Version())
 		return usage.ExitOK
 	}
-	log, err := obs.NewLogger(stderr, o.LogFormat, o.LogLevel)
-	if err != nil {
-		return usage.Fail(stderr, "rendezvous", usage.Errorf("%w", err))
-	}
-	if err := Run(ctx, o, stdout, log); err != nil {
-		return usage.Fail(stderr, "rendezvous", err)
-	}
-	return usage.ExitOK
+	return usage.Serve(stderr, "rendezvous", o.LogFormat, o.LogLevel, func(log *slog.Logger) error {
+		return Run(ctx, o, stdout, log)
+	})
 }

@@ -10,30 +10,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/rzclient"
+
+	"github.com/keymesh/keymesh/internal/testutil/syncbuf"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf is syncbuf.Buffer.
+type syncBuf = syncbuf.Buffer
 
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
@@ -57,6 +44,8 @@ func TestFlagErrors(t *testing.T) {
 		{"--mesh-listen", "127.0.0.1:3490", "--registry", "redis", "--redis", "redis://x"},
 		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s"},
 		{"--mesh-listen", "0.0.0.0:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x"},
+		{"--mesh-allow", "10.0.0.0/8"},
+		{"--mesh-listen", "127.0.0.1:3490", "--peer-secret-file", "s", "--registry", "redis", "--redis", "redis://x", "--mesh-allow", "nope"},
 		{"--report-rate", "0"},
 		{"--report-burst", "0"},
 		{"extra"},

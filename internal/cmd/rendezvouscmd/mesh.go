@@ -44,7 +44,11 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 	if err != nil {
 		return nil, fmt.Errorf("--mesh-listen: %w", err)
 	}
-	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, Rate: o.MeshRate, Burst: max(o.MeshRate, 1), Handle: rendezvous.DeliverPunches(out, log)})
+	if len(o.MeshAllow) == 0 {
+		log.Warn("--mesh-allow is empty: mesh messages from any source have their tag checked; list the instances' private ranges")
+	}
+	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, AllowPrefixes: o.MeshAllow,
+		Rate: o.MeshRate, Burst: max(o.MeshRate, 1), Handle: rendezvous.DeliverPunches(out, log)})
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -15,7 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+
+	"github.com/keymesh/keymesh/internal/obs"
 )
 
 // Error is bad input to a command: what is wrong and how to mend it, in one
@@ -60,4 +63,19 @@ func Fail(w io.Writer, prog string, err error) int {
 // OneLine is err's message with its line breaks made spaces.
 func OneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ")), " ")
+}
+
+// Serve is the end of every server command's Main: it makes the logger
+// (obs.NewLogger: format text or json, a level; a bad one is a usage
+// error) and runs run with it, and returns the exit status, printing run's
+// error as Fail does.
+func Serve(stderr io.Writer, prog, format, level string, run func(*slog.Logger) error) int {
+	log, err := obs.NewLogger(stderr, format, level)
+	if err != nil {
+		return Fail(stderr, prog, Errorf("%w", err))
+	}
+	if err := run(log); err != nil {
+		return Fail(stderr, prog, err)
+	}
+	return ExitOK
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"testing"
 )
 
@@ -23,5 +24,16 @@ func TestFailPrintsOneLineAndExitStatus(t *testing.T) {
 	b.Reset()
 	if got := Fail(&b, "peer up", errors.New("two\nlines")); got != ExitFailure || b.String() != "peer up: two lines\n" {
 		t.Fatalf("Fail = %d, %q; want %d, %q", got, b.String(), ExitFailure, "peer up: two lines\n")
+	}
+}
+
+func TestServeRunsWithALoggerOrRefusesABadFormat(t *testing.T) {
+	var b bytes.Buffer
+	ran := false
+	if got := Serve(&b, "relay", "json", "info", func(*slog.Logger) error { ran = true; return nil }); got != ExitOK || !ran {
+		t.Fatalf("Serve = %d, ran %v; want %d, true", got, ran, ExitOK)
+	}
+	if got := Serve(&b, "relay", "xml", "info", func(*slog.Logger) error { t.Fatal("ran with a bad format"); return nil }); got != ExitUsage {
+		t.Fatalf("Serve with a bad format = %d, want %d", got, ExitUsage)
 	}
 }

@@ -21,8 +21,11 @@ import (
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 	"github.com/keymesh/keymesh/internal/wire"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
 // testTimeout bounds the whole test, builds included.
@@ -44,10 +47,9 @@ func binaries(t *testing.T) (rendezvous, relay string) {
 		if buildErr != nil {
 			return
 		}
-		if rdvBinary, buildErr = build(buildDir, "rendezvous"); buildErr != nil {
-			return
-		}
-		relayBinary, buildErr = build(buildDir, "relay")
+		var bins bintest.Binaries
+		bins, buildErr = bintest.Build(context.Background(), buildDir)
+		rdvBinary, relayBinary = bins.Rendezvous, bins.Relay
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -61,20 +63,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
-}
-
-// build compiles the named command into dir.
-func build(dir, name string) (string, error) {
-	bin := filepath.Join(dir, name)
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/keymesh/keymesh/cmd/"+name).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
-	}
-	return bin, nil
 }
 
 // freePort returns a UDP port free on ip and the same TCP port free too.
@@ -274,7 +262,7 @@ func (p *peer) waitRegistered(t *testing.T) {
 // stranger's forged mesh messages are dropped and send nothing.
 func TestHomeInstance(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the servers")
+		ci.Skip(t, "builds and runs the servers")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()

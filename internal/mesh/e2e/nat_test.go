@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -29,14 +29,9 @@ import (
 // is forwarded by X, from X's address, and B's NAT drops it.
 func TestHomeInstanceBehindNAT(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the servers and a network namespace lab")
+		ci.Skip(t, "builds the servers and a network namespace lab")
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root for network namespaces (CI runs as root)")
-		}
-		t.Skip("needs root: network namespaces, veth pairs and iptables")
-	}
+	ci.NeedRoot(t, "network namespaces, veth pairs and iptables")
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	redisBin := debpkg.Require(t, "redis-server", "redis-server")

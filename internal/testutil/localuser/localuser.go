@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // User is a throwaway system user and a copy of the test binary it can run.
@@ -29,12 +31,7 @@ type User struct {
 // or fails when CI=true.
 func New(t *testing.T) *User {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to make a second user, and CI=true")
-		}
-		t.Skip("needs root: makes a second user")
-	}
+	ci.NeedRoot(t, "makes a second user")
 	var b [3]byte
 	rand.Read(b[:])
 	name := "kmt" + hex.EncodeToString(b[:])

@@ -164,6 +164,12 @@ func ping(addr string) error {
 		return err
 	}
 	defer c.Close()
+	return Ping(c)
+}
+
+// Ping sends one PING in Redis's inline protocol over c and expects +PONG,
+// within a second.
+func Ping(c net.Conn) error {
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err

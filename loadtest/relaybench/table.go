@@ -1,0 +1,168 @@
+package relaybench
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Row is one server at one flow count: medians over the runs, with the
+// lowest and highest run.
+type Row struct {
+	Server string `json:"server"`
+	Flows  int    `json:"flows"`
+	Runs   int    `json:"runs"`
+	// CleanRuns counts the runs with a clean step at all.
+	CleanRuns int    `json:"clean_runs"`
+	Clean     Spread `json:"clean_pps"`         // most delivered per second in a step with <= 0.1% loss
+	CPU       Spread `json:"cpu_us_per_packet"` // at the clean rate
+	// CPUFirst is the CPU per packet in the first step, where every server
+	// gets the same offered rate.
+	CPUFirst Spread   `json:"cpu_us_per_packet_first_step"`
+	P50, P99 Spread   `json:"-"`
+	Goodput  Spread   `json:"goodput_at_2x_pps"` // delivered when twice the clean rate is offered
+	Latency  []Spread `json:"latency_us"`        // p50, p99 at the clean rate
+}
+
+// Spread is a median with the lowest and highest value.
+type Spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+func spreadOf(v []float64) Spread {
+	if len(v) == 0 {
+		return Spread{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Spread{Median: m, Min: s[0], Max: s[len(s)-1]}
+}
+
+// Summarize folds the sweeps into rows, in flow then server order.
+func Summarize(o Options, sweeps []Sweep) []Row {
+	var rows []Row
+	for _, n := range o.Flows {
+		for _, name := range o.Servers {
+			r := Row{Server: name, Flows: n}
+			var clean, cpu, first, p50, p99, good []float64
+			for _, sw := range sweeps {
+				if sw.Server != name || sw.Flows != n {
+					continue
+				}
+				r.Runs++
+				if len(sw.Steps) > 0 {
+					first = append(first, sw.Steps[0].CPUPerPkt)
+				}
+				if sw.Overload >= 0 {
+					good = append(good, sw.Steps[sw.Overload].Delivered)
+				}
+				st, ok := sw.clean()
+				if !ok {
+					clean = append(clean, 0)
+					continue
+				}
+				r.CleanRuns++
+				clean = append(clean, st.Delivered)
+				cpu = append(cpu, st.CPUPerPkt)
+				p50 = append(p50, st.P50us)
+				p99 = append(p99, st.P99us)
+			}
+			if r.Runs == 0 {
+				continue
+			}
+			r.Clean, r.CPU, r.P50, r.P99, r.Goodput = spreadOf(clean), spreadOf(cpu), spreadOf(p50), spreadOf(p99), spreadOf(good)
+			r.CPUFirst = spreadOf(first)
+			r.Latency = []Spread{r.P50, r.P99}
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+// Title names each server in the table.
+var Title = map[string]string{
+	Ticket: "keymesh ticket relay (UDP)",
+	Stream: "keymesh stream relay (TLS)",
+	TURN:   "keymesh TURN (UDP)",
+	Derper: "Tailscale derper (TLS)",
+	Coturn: "coturn (UDP)",
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func kpps(v float64) string {
+	if v < 10000 {
+		return fmt.Sprintf("%.1fk", v/1000)
+	}
+	return fmt.Sprintf("%.0fk", v/1000)
+}
+
+// cell prints a median, and its range when there were several runs.
+func cell(s Spread, runs int, f func(float64) string) string {
+	if runs < 2 || f(s.Min) == f(s.Max) {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", f(s.Median), f(s.Min), f(s.Max))
+}
+
+// Markdown renders the rows: one table, a row per server and flow count.
+func Markdown(o Options, rows []Row) string {
+	var b strings.Builder
+	runs := "one run"
+	if o.Repeat > 1 {
+		runs = fmt.Sprintf("medians of %d runs (lowest–highest)", o.Repeat)
+	}
+	fmt.Fprintf(&b, "%d-byte payloads on loopback; each server pinned to core %d, the generator and receivers to core %d; steps of %v offered at %s pps; %s.\n\n",
+		o.Size, o.ServerCore, o.GenCore, o.Step, rateList(o.Rates), runs)
+	fmt.Fprintf(&b, "| flows | server | server CPU µs/pkt at %s pps | vs ticket relay | clean rate: most delivered at ≤0.1%% loss | CPU µs/pkt there | latency p50 / p99 µs there | goodput at 2× clean rate | of clean rate |\n", kpps(o.Rates[0]))
+	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	ref := map[int]float64{}
+	for _, r := range rows {
+		if r.Server == Ticket {
+			ref[r.Flows] = r.CPUFirst.Median
+		}
+	}
+	for _, r := range rows {
+		clean := cell(r.Clean, r.Runs, kpps)
+		if r.CleanRuns == 0 {
+			clean = fmt.Sprintf("< %s", kpps(o.Rates[0]))
+		}
+		cpu, vs, lat := "-", "-", "-"
+		if r.CleanRuns > 0 {
+			cpu = cell(r.CPU, r.CleanRuns, num)
+			lat = fmt.Sprintf("%s / %s", num(r.P50.Median), num(r.P99.Median))
+		}
+		if ref[r.Flows] > 0 {
+			vs = fmt.Sprintf("%.2fx", r.CPUFirst.Median/ref[r.Flows])
+		}
+		of := "-"
+		if r.Clean.Median > 0 {
+			of = fmt.Sprintf("%.0f%%", 100*r.Goodput.Median/r.Clean.Median)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Flows, Title[r.Server], cell(r.CPUFirst, r.Runs, num), vs, clean, cpu, lat, cell(r.Goodput, r.Runs, kpps), of)
+	}
+	return b.String()
+}
+
+func rateList(r []float64) string {
+	var s []string
+	for _, v := range r {
+		s = append(s, kpps(v))
+	}
+	return strings.Join(s, ", ")
+}
