@@ -16,6 +16,7 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/loadtest/faults"
 	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // faultsOpts configures `loadtest faults`.
@@ -26,7 +27,9 @@ type faultsOpts struct {
 	size    int64
 	at      time.Duration
 	hold    time.Duration
+	idle    time.Duration
 	out     string
+	record  string
 	bin     string
 	keep    bool
 	verbose bool
@@ -42,7 +45,9 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	size := fs.Int64("size", 40, "the stream's length in MiB (it must outlast --at, --hold and the recovery)")
 	fs.DurationVar(&o.at, "at", 2*time.Second, "when, into the stream, the fault strikes")
 	fs.DurationVar(&o.hold, "hold", 3*time.Second, "how long a cut (direct-cut, udp-block) lasts before it is lifted")
+	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
+	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/faults")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
@@ -74,8 +79,8 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 		return o, fmt.Errorf("--rate %g: want more than 0 MiB/s", *rate)
 	case *size <= 0:
 		return o, fmt.Errorf("--size %d: want 1 MiB or more", *size)
-	case o.at <= 0 || o.hold <= 0:
-		return o, errors.New("--at and --hold: want more than 0 (e.g. 2s)")
+	case o.at <= 0 || o.hold <= 0 || o.idle <= 0:
+		return o, errors.New("--at, --hold and --idle: want more than 0 (e.g. 2s)")
 	}
 	if need := o.at + o.hold + 3*time.Second; time.Duration(float64(o.size)/float64(o.rate)*float64(time.Second)) < need {
 		return o, fmt.Errorf("--size %d MiB at --rate %g MiB/s lasts less than --at + --hold + 3s (%s): raise --size", *size, *rate, need)
@@ -105,20 +110,6 @@ func runFaults(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cleanup()
-	fmt.Fprintln(os.Stderr, "starting the lab (rendezvous and relay on a lab server)...")
-	lab, err := labrun.Start(ctx, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := lab.Close(); cerr != nil {
-			fmt.Fprintf(os.Stderr, "loadtest faults: closing the lab: %v\n", cerr)
-		}
-		if o.keep {
-			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
-		}
-	}()
-
 	bar := progressbar.NewOptions(len(o.faults)*o.runs,
 		progressbar.OptionSetWriter(os.Stderr),
 		progressbar.OptionSetDescription("faults"),
@@ -130,33 +121,55 @@ func runFaults(ctx context.Context, args []string) error {
 		progressbar.OptionClearOnFinish(),
 	)
 	started := time.Now()
-	var results []faults.Result
-	seq := 0
+	var one, regions []faults.Fault
 	for _, f := range o.faults {
-		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
-			seq++
-			bar.Describe(fmt.Sprintf("%s run %d", f, run))
-			r := faults.Run(ctx, lab, f, run, faults.Options{
-				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold,
-				Name: fmt.Sprintf("f%d", seq),
-			})
-			results = append(results, r)
-			_ = bar.Add(1)
+		if f.Regions() {
+			regions = append(regions, f)
+		} else {
+			one = append(one, f)
+		}
+	}
+	var all []faults.Result
+	seq := 0
+	for _, set := range []struct {
+		faults []faults.Fault
+		cfg    labrun.Config
+		what   string
+	}{
+		{one, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep}, "rendezvous and relay on a lab server"},
+		{regions, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: 2, InstanceArgs: labrun.MeshArgs},
+			"two regions behind anycast addresses, a shared Redis, the instance mesh"},
+	} {
+		if len(set.faults) == 0 || ctx.Err() != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "starting the lab (%s)...\n", set.what)
+		rs, err := runFaultsIn(ctx, set.cfg, set.faults, o, bar, &seq)
+		all = append(all, rs...)
+		if err != nil {
+			return err
 		}
 	}
 	_ = bar.Finish()
 	fmt.Fprintln(os.Stderr)
-	if len(results) == 0 {
+	if len(all) == 0 {
 		return errors.New("no run completed")
 	}
-	rep := faults.Summarize(results, faults.DefaultGoals, o.rate, o.size)
+	rep := faults.Summarize(all, faults.DefaultGoals, o.rate, o.size)
 	if err := rep.WriteAll(o.out); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	if err := rep.Markdown(os.Stdout); err != nil {
+	var md strings.Builder
+	if err := rep.Markdown(&md); err != nil {
 		return err
 	}
-	fmt.Printf("\n%d runs in %s; results in %s (faults.md, faults.json)\n", len(results), time.Since(started).Round(time.Second), o.out)
+	fmt.Print(md.String())
+	if o.record != "" {
+		if err := results.Write(o.record, append([]string{"faults"}, args...), rep, md.String()); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\n%d runs in %s; results in %s (faults.md, faults.json)\n", len(all), time.Since(started).Round(time.Second), o.out)
 	for _, row := range rep.Rows {
 		for _, e := range row.Errors {
 			fmt.Fprintf(os.Stderr, "  %s: %s\n", row.Fault, e)
@@ -169,4 +182,34 @@ func runFaults(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d fault(s) missed a goal: %s", len(f), strings.Join(f, ", "))
 	}
 	return nil
+}
+
+// runFaultsIn starts a lab of cfg and runs each fault o.runs times in it.
+func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o faultsOpts, bar *progressbar.ProgressBar, seq *int) ([]faults.Result, error) {
+	lab, err := labrun.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := lab.Close(); cerr != nil {
+			fmt.Fprintf(os.Stderr, "loadtest faults: closing the lab: %v\n", cerr)
+		}
+		if o.keep {
+			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
+		}
+	}()
+	var all []faults.Result
+	for _, f := range fs {
+		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
+			*seq++
+			bar.Describe(fmt.Sprintf("%s run %d", f, run))
+			r := faults.Run(ctx, lab, f, run, faults.Options{
+				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
+				Name: fmt.Sprintf("f%d", *seq),
+			})
+			all = append(all, r)
+			_ = bar.Add(1)
+		}
+	}
+	return all, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 )
@@ -39,8 +40,10 @@ func TestMatrixServerFlags(t *testing.T) {
 
 // outsideAddr is where TestMatrixServer's servers listen: an address the
 // test puts on the loopback interface of the root namespace (the host),
-// outside every lab namespace.
-const outsideAddr = "100.126.254.1"
+// outside every lab namespace and outside the lab's address ranges (which
+// an uplink refuses to route), from the documentation range TEST-NET-1: it
+// exists on this machine only while the test runs, so nothing leaves it.
+const outsideAddr = "192.0.2.1"
 
 // TestMatrixServer runs `loadtest matrix --server` against a rendezvous and
 // a relay started outside the lab, in the root namespace on a loopback
@@ -49,12 +52,7 @@ const outsideAddr = "100.126.254.1"
 // otherwise), and the outside rendezvous's /metrics counts the same direct
 // and relayed sessions per NAT pair as the matrix.json the command wrote.
 func TestMatrixServer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (network namespaces, a dummy interface): CI must run it")
-		}
-		t.Skip("needs root: the NAT lab makes network namespaces")
-	}
+	ci.NeedRoot(t, "the NAT lab makes network namespaces and a dummy interface")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	bins := bintest.Shared(t)

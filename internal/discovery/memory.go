@@ -47,6 +47,8 @@ type Memory struct {
 	seed     maphash.Seed
 	perShard int // records a shard keeps; 0: no cap
 	evicted  atomic.Uint64
+	epoch    atomic.Uint64 // see Epoch
+	changes  atomic.Uint64 // Puts and Deletes, for snapshots
 	shards   [numShards]shard
 }
 
@@ -80,6 +82,7 @@ func NewMemory(now func() time.Time) *Memory {
 		now = time.Now
 	}
 	m := &Memory{now: now, seed: maphash.MakeSeed()}
+	m.epoch.Store(newEpoch())
 	for i := range m.shards {
 		m.shards[i].seed = m.seed
 	}
@@ -110,6 +113,7 @@ func (m *Memory) Put(_ context.Context, rec Record, ttl time.Duration) error {
 	if exp < now { // overflow: a TTL of centuries
 		exp = math.MaxInt64
 	}
+	m.changes.Add(1)
 	s, k, tag := m.locate(rec.ID.OverlayAddr())
 	s.mu.Lock()
 	ok, evicted := s.put(&k, tag, body, exp, now, m.perShard)
@@ -176,6 +180,7 @@ func (m *Memory) get(addr netip.Addr, id *crypto.PeerID) (Record, error) {
 
 // Delete removes the record of id, if any.
 func (m *Memory) Delete(_ context.Context, id crypto.PeerID) error {
+	m.changes.Add(1)
 	s, k, tag := m.locate(id.OverlayAddr())
 	s.mu.Lock()
 	s.remove(&k, tag)

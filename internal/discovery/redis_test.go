@@ -211,3 +211,24 @@ func TestRedisCluster(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisEpoch: the Redis registry's epoch stays while Redis keeps its
+// data (every instance reads the same one) and changes when Redis lost it.
+func TestRedisEpoch(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	reg, c := newRedis(t, "redis://"+srv.Addr())
+	e1, err := reg.Epoch(ctx)
+	if err != nil || e1 == 0 {
+		t.Fatalf("first epoch %x, %v", e1, err)
+	}
+	if e2, err := reg.Epoch(ctx); err != nil || e2 != e1 {
+		t.Fatalf("epoch changed with the data kept: %x -> %x (%v)", e1, e2, err)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if e3, err := reg.Epoch(ctx); err != nil || e3 == 0 || e3 == e1 {
+		t.Fatalf("epoch after Redis lost its data: %x -> %x (%v), want a new one", e1, e3, err)
+	}
+}

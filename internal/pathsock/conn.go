@@ -73,13 +73,20 @@ func (s *Sock) WriteTo(p []byte, addr net.Addr) (int, error) {
 		s.stats.Dropped.Add(1)
 		return len(p), nil
 	}
-	pr.lastSent.Store(s.now().UnixNano())
-	r := pr.route.Load()
+	now := s.now().UnixNano()
+	pr.lastSent.Store(now)
+	pr.resent.add(p, now)
+	s.sendOn(pr, pr.route.Load(), p)
+	return len(p), nil
+}
+
+// sendOn frames QUIC packet p for route r to pr and sends it.
+func (s *Sock) sendOn(pr *peer, r *route, p []byte) {
 	switch r.kind {
 	case PathDirect:
 		if s.dropDirect(r.addr) {
 			s.stats.Dropped.Add(1)
-			return len(p), nil
+			return
 		}
 		bp := s.getBuf()
 		b := wire.AppendData((*bp)[:0], s.myTag, p)
@@ -89,7 +96,7 @@ func (s *Sock) WriteTo(p []byte, addr net.Addr) (int, error) {
 				s.stats.DirectSent.Add(1)
 			}
 			s.putBuf(bp)
-			break
+			return
 		}
 		if s.output(bp, len(b), r.addr) {
 			s.stats.DirectSent.Add(1)
@@ -98,7 +105,7 @@ func (s *Sock) WriteTo(p []byte, addr net.Addr) (int, error) {
 		relay := s.relay.chosenAddr()
 		if !relay.IsValid() {
 			s.stats.Dropped.Add(1)
-			return len(p), nil
+			return
 		}
 		bp := s.getBuf()
 		b := wire.AppendRelaySend((*bp)[:0], r.ticket, s.myTag, p)
@@ -108,7 +115,6 @@ func (s *Sock) WriteTo(p []byte, addr net.Addr) (int, error) {
 	default:
 		s.stats.Dropped.Add(1)
 	}
-	return len(p), nil
 }
 
 func (s *Sock) peerByNetAddr(addr net.Addr) *peer {

@@ -124,6 +124,8 @@ func (s *Sock) data(bp *[]byte, tag uint64, off, n int, from netip.AddrPort, dir
 		if r := pr.route.Load(); r.kind == PathDirect && r.addr == from {
 			pr.lastDirect.Store(now.UnixNano())
 		}
+	} else if r := pr.route.Load(); r.kind == PathDirect {
+		s.followToRelay(pr, r, now)
 	}
 	// A new source is probed only for a frame at least as large as the
 	// probe: a spoofed tag must not buy an amplified reflection.

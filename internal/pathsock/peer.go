@@ -59,6 +59,8 @@ type peer struct {
 	// lastDirect is the unix ns of the last frame received over the
 	// active direct path: frames through the relay say nothing of it.
 	lastDirect atomic.Int64
+	// resent keeps the last packets sent, for a resend on revival.
+	resent resendRing
 
 	mu         sync.Mutex
 	cands      map[netip.AddrPort]*cand

@@ -275,7 +275,11 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	s.pendMu.Unlock()
 	pr := p.peer
-	pr.lastSeen.Store(now.UnixNano())
+	prevSeen := unixTime(pr.lastSeen.Swap(now.UnixNano()))
+	if revived(now, prevSeen, unixTime(pr.lastSent.Load())) {
+		// Runs after the unlock below, on the route this reply chose.
+		defer s.resend(pr, prevSeen)
+	}
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	if !direct {
@@ -371,10 +375,13 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 func (s *Sock) tickPeers(now time.Time) {
 	lost := false
 	for _, pr := range s.peers() {
-		was := pr.route.Load().kind
+		was := pr.route.Load()
 		probes, relayProbe, forget := s.tickPeer(pr, now)
-		if was == PathDirect && pr.route.Load().kind != PathDirect {
-			lost = true
+		if is := pr.route.Load(); was.kind == PathDirect && (is.kind != PathDirect || is.addr != was.addr) {
+			lost = lost || is.kind != PathDirect
+			// What went out on the dead path since the peer was last
+			// heard from goes again on the new one.
+			s.resend(pr, unixTime(pr.lastSeen.Load()))
 		}
 		if forget {
 			s.log.Debug("forgetting idle peer", "peer", pr.id.Short())
@@ -456,7 +463,7 @@ func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relay
 			}
 		}
 	}
-	if r.kind == PathRelay && now.Sub(lastSent) < nat.TrafficWindow && now.Sub(pr.lastProbeR) >= relayProbeEvery {
+	if r.kind == PathRelay && relayProbeDue(now, lastSent, lastSeen, pr.lastProbeR, pr.relayRTT) {
 		relayProbe = true
 	}
 	return probes, relayProbe, false

@@ -97,6 +97,8 @@ type Stats struct {
 	// RepliesLimited counts direct Probes left unanswered by the
 	// per-source limit; Stale those refused as too old or too new.
 	RepliesLimited, Stale atomic.Uint64
+	// Resent counts packets sent again when a path came back (resend.go).
+	Resent atomic.Uint64
 }
 
 // New opens (or adopts) the socket and starts the layer.

@@ -220,6 +220,10 @@ type Config struct {
 	// replay), never fresh frames. Default DefaultReplayCache (about 40 MB
 	// at most).
 	ReplayCache int
+	// RecentPeers bounds the table of peers that registered here lately,
+	// told to register again when the registry's epoch changes (about
+	// 100 bytes each). Default DefaultRecentPeers; negative: none kept.
+	RecentPeers int
 	// RegistryTimeout bounds each registry call (each gets a context with
 	// this deadline). Default DefaultRegistryTimeout.
 	RegistryTimeout time.Duration
@@ -289,6 +293,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReplayCache <= 0 {
 		c.ReplayCache = DefaultReplayCache
+	}
+	if c.RecentPeers == 0 {
+		c.RecentPeers = DefaultRecentPeers
 	}
 	if c.RegistryTimeout <= 0 {
 		c.RegistryTimeout = DefaultRegistryTimeout

@@ -46,7 +46,7 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 	s.m.connectsFound.Inc()
 	start := req.now.Add(s.cfg.PunchDelay).UnixMilli()
 	p := &sc.punch
-	*p = wire.Punch{TxID: m.TxID, Start: start, Peer: wire.PeerInfo{
+	*p = wire.Punch{TxID: m.TxID, Start: start, Epoch: s.epoch.Load(), Peer: wire.PeerInfo{
 		ID:         req.sender,
 		Reflexive:  req.from, // fresher than the record's, should A have moved
 		Candidates: self.Candidates,
@@ -63,7 +63,7 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 		s.m.punchLimited.Inc()
 	}
 	r := &sc.reply
-	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Peer: wire.PeerInfo{
+	*r = wire.ConnectReply{TxID: m.TxID, Found: true, Start: start, Epoch: s.epoch.Load(), Peer: wire.PeerInfo{
 		ID:         target.ID,
 		Reflexive:  target.Reflexive,
 		Candidates: target.Candidates,
@@ -106,7 +106,7 @@ func (s *Server) lookup(ctx context.Context, m *wire.Connect) (discovery.Record,
 func (s *Server) notFound(sc *scratch, req *request, txID uint64) []outPacket {
 	s.m.connectsNone.Inc()
 	r := &sc.reply
-	*r = wire.ConnectReply{TxID: txID}
+	*r = wire.ConnectReply{TxID: txID, Epoch: s.epoch.Load()}
 	s.reply(sc, 0, req, req.from, &req.key, r)
 	return sc.replies
 }

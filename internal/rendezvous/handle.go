@@ -200,6 +200,6 @@ func (s *Server) cookieReply(sc *scratch, sealed *wire.Sealed, from netip.AddrPo
 
 // errorReply answers with an Error (only after the cookie was checked).
 func (s *Server) errorReply(sc *scratch, req *request, code byte, t wire.MsgType, text string) []outPacket {
-	s.reply(sc, 0, req, req.from, &req.key, &wire.Error{Code: code, For: t, Text: text})
+	s.reply(sc, 0, req, req.from, &req.key, &wire.Error{Code: code, For: t, Text: text, Epoch: s.epoch.Load()})
 	return sc.replies
 }

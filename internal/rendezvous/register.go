@@ -45,6 +45,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		return s.errorReply(sc, req, wire.ErrCodeUnavailable, wire.MsgRegister, "registry unavailable")
 	}
 	s.m.registrations.Inc()
+	s.recent.note(req.sender, req.from, &req.key)
 	r := &sc.registered
 	*r = wire.Registered{
 		Reflexive:    req.from,
@@ -54,6 +55,7 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		StreamRelays: s.cfg.StreamRelays,
 		TURNURIs:     s.cfg.TURNURIs,
 		Instance:     s.cfg.Instance,
+		Epoch:        s.epoch.Load(),
 	}
 	if len(s.cfg.TURNSecret) > 0 {
 		// The full peer ID names the TURN user: the relay counts its

@@ -62,7 +62,32 @@ func (s *Server) Health(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	s.refreshEpoch(ctx)
 	return nil
+}
+
+// refreshEpoch reads the registry's boot epoch (discovery.Epocher) into
+// s.epoch, which every sealed answer carries: a changed epoch tells a peer
+// that the registry lost its record, and it registers again at once. A
+// Redis that came back empty gets a new epoch here, within one
+// WatchRegistry interval. A registry without an epoch, or one that does
+// not answer, leaves it as it was.
+func (s *Server) refreshEpoch(ctx context.Context) {
+	e, ok := s.cfg.Registry.(discovery.Epocher)
+	if !ok {
+		return
+	}
+	ctx, cancel := s.registryCtx(ctx)
+	defer cancel()
+	v, err := e.Epoch(ctx)
+	if err != nil {
+		return
+	}
+	if old := s.epoch.Swap(v); old != v && old != 0 {
+		s.log.Warn("registry epoch changed: the registry lost its records; peers register again as they hear the new epoch",
+			"instance", s.cfg.Instance, "old", fmt.Sprintf("%x", old), "new", fmt.Sprintf("%x", v))
+		go s.nudge(context.WithoutCancel(ctx), v)
+	}
 }
 
 // WatchRegistry checks the registry every interval until ctx ends, so that

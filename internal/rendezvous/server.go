@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -45,6 +46,13 @@ type Server struct {
 	reports   *reports
 	// inProcess is set for the Memory registry, whose calls never block.
 	inProcess bool
+	// epoch is the registry's boot epoch (0: the registry has none), sent
+	// in every sealed answer; refreshEpoch keeps it current.
+	epoch atomic.Uint64
+	// recent are the peers that registered here lately, nudged when the
+	// epoch changes (nudge.go); out is the socket nudges leave from.
+	recent *recentPeers
+	out    atomic.Value // net.PacketConn
 }
 
 // New checks cfg and returns a server. It opens no socket.
@@ -80,7 +88,9 @@ func New(cfg Config) (*Server, error) {
 		ttl:           uint16(cfg.TTL / time.Second),
 		refresh:       uint16(cfg.Refresh / time.Second),
 		reports:       newReports(cfg.Reports, tm),
+		recent:        newRecentPeers(cfg.RecentPeers),
 	}
+	s.refreshEpoch(context.Background())
 	return s, nil
 }
 
@@ -137,6 +147,7 @@ func newScratch() *scratch {
 // returns nil) or conn fails. It runs Config.Workers readers on conn and
 // does not close conn. Serve may be called for several conns at once.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	s.out.CompareAndSwap(nil, conn)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Unblock the readers when ctx ends, without closing the caller's conn.

@@ -145,6 +145,8 @@ type Status struct {
 	// LastError says why the last exchange failed ("" after a success).
 	LastError      string
 	LastRegistered time.Time
+	// Epoch is the server registry's boot epoch last heard (0: none).
+	Epoch uint64
 }
 
 // Client is the peer side of the rendezvous protocol. Its methods are safe
@@ -172,7 +174,8 @@ type Client struct {
 	cookieHeard bool
 	saltNext    int
 	st          Status
-	regRetried  bool // a challenge was answered in this register round
+	regRetried  bool      // a challenge was answered in this register round
+	epochKicked time.Time // last registration a changed epoch started
 	pending     map[uint64]*pending
 	reports     []wire.Report // sent since the last report challenge
 }

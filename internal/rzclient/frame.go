@@ -50,6 +50,7 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 	}
 	switch body := m.Body.(type) {
 	case *wire.Registered:
+		c.noteEpoch(body.Epoch, true)
 		c.onRegistered(body)
 	case *wire.Challenge:
 		c.mu.Lock()
@@ -64,10 +65,13 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 			c.onReportChallenge()
 		}
 	case *wire.ConnectReply:
+		c.noteEpoch(body.Epoch, false)
 		c.onConnectReply(body)
 	case *wire.Punch:
+		c.noteEpoch(body.Epoch, false)
 		c.onPunch(body)
 	case *wire.Error:
+		c.noteEpoch(body.Epoch, false)
 		c.onError(body)
 	default:
 		c.log.Debug("unexpected message from rendezvous", "type", m.Body.Type())

@@ -108,6 +108,13 @@ func (w *writer) strs(ss []string) {
 	}
 }
 
+// epoch appends an optional trailing boot epoch: nothing for 0.
+func (w *writer) epoch(v uint64) {
+	if v != 0 {
+		w.u64(v)
+	}
+}
+
 // reader consumes fields; the first failure sticks in err and every later
 // read returns zero values.
 type reader struct {
@@ -236,6 +243,24 @@ func (r *reader) strs() []string {
 }
 
 // done fails on trailing bytes.
+// epoch reads an optional trailing boot epoch: 0 when the message ends
+// here, else exactly the 8 bytes that end it (a 0 on the wire is malformed:
+// writers omit it).
+func (r *reader) epoch() uint64 {
+	if r.err != nil || len(r.b) == 0 {
+		return 0
+	}
+	if len(r.b) != 8 {
+		r.err = ErrMalformed
+		return 0
+	}
+	v := r.u64()
+	if v == 0 {
+		r.err = ErrMalformed
+	}
+	return v
+}
+
 func (r *reader) done() error {
 	if r.err == nil && len(r.b) != 0 {
 		r.err = ErrMalformed

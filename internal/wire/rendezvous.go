@@ -79,6 +79,8 @@ type Registered struct {
 	TURNURIs           []string
 	// Instance names the rendezvous instance that answered.
 	Instance string
+	// Epoch is the registry's boot epoch (optional trailer; see the version history).
+	Epoch uint64
 }
 
 // Type implements Body.
@@ -94,6 +96,7 @@ func (m *Registered) appendTo(w *writer) {
 	w.str(m.TURNPass)
 	w.strs(m.TURNURIs)
 	w.str(m.Instance)
+	w.epoch(m.Epoch)
 }
 
 func (m *Registered) readFrom(r *reader) {
@@ -106,6 +109,7 @@ func (m *Registered) readFrom(r *reader) {
 	m.TURNPass = r.str()
 	m.TURNURIs = r.strs()
 	m.Instance = r.str()
+	m.Epoch = r.epoch()
 }
 
 // Challenge hands the sender a cookie for its address; the sender repeats
@@ -199,6 +203,8 @@ type ConnectReply struct {
 	Peer  PeerInfo
 	// Start is when both sides begin punching (Unix ms).
 	Start int64
+	// Epoch is the registry's boot epoch (optional trailer; see the version history).
+	Epoch uint64
 }
 
 // Type implements Body.
@@ -209,6 +215,7 @@ func (m *ConnectReply) appendTo(w *writer) {
 	w.bool(m.Found)
 	m.Peer.appendTo(w)
 	w.u64(uint64(m.Start))
+	w.epoch(m.Epoch)
 }
 
 func (m *ConnectReply) readFrom(r *reader) {
@@ -216,6 +223,7 @@ func (m *ConnectReply) readFrom(r *reader) {
 	m.Found = r.bool()
 	m.Peer.readFrom(r)
 	m.Start = int64(r.u64())
+	m.Epoch = r.epoch()
 }
 
 // Punch tells the target of a Connect who wants it and when to punch.
@@ -223,6 +231,8 @@ type Punch struct {
 	TxID  uint64
 	Peer  PeerInfo
 	Start int64
+	// Epoch is the registry's boot epoch (optional trailer; see the version history).
+	Epoch uint64
 }
 
 // Type implements Body.
@@ -232,12 +242,14 @@ func (m *Punch) appendTo(w *writer) {
 	w.u64(m.TxID)
 	m.Peer.appendTo(w)
 	w.u64(uint64(m.Start))
+	w.epoch(m.Epoch)
 }
 
 func (m *Punch) readFrom(r *reader) {
 	m.TxID = r.u64()
 	m.Peer.readFrom(r)
 	m.Start = int64(r.u64())
+	m.Epoch = r.epoch()
 }
 
 // Error codes.
@@ -254,6 +266,8 @@ type Error struct {
 	Code byte
 	For  MsgType
 	Text string
+	// Epoch is the registry's boot epoch (optional trailer; see the version history).
+	Epoch uint64
 }
 
 // Type implements Body.
@@ -263,10 +277,12 @@ func (m *Error) appendTo(w *writer) {
 	w.u8(m.Code)
 	w.u8(byte(m.For))
 	w.str(m.Text)
+	w.epoch(m.Epoch)
 }
 
 func (m *Error) readFrom(r *reader) {
 	m.Code = r.u8()
 	m.For = MsgType(r.u8())
 	m.Text = r.str()
+	m.Epoch = r.epoch()
 }

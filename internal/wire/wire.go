@@ -69,6 +69,12 @@
 //	   proof outside the box; the rendezvous answers one without a valid
 //	   proof with an unsealed CookieReply (it used to answer with a sealed
 //	   Challenge, after an X25519 for an unknown sender key).
+//	   Later within it: Registered, ConnectReply, Punch and Error end with
+//	   an optional 8-byte boot epoch (absent when 0), the registry's
+//	   identity: it changes when the registry lost its records (a restart
+//	   without a snapshot, a Redis that came back empty), and a peer that
+//	   sees it change in a sealed answer registers again at once. Parsers
+//	   from before it refuse these answers from a server that sends one.
 package wire
 
 import (

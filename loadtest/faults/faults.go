@@ -35,12 +35,33 @@ const (
 	// it again with the same key; a third peer, registered before, then
 	// opens a new session to B (Result.NewSession).
 	RendezvousRestart Kind = "rendezvous-restart"
+	// RendezvousKill kills region r1's rendezvous instance (SIGKILL) in a
+	// lab of two regions sharing a Redis registry, every site homed on
+	// r1: the front door moves its flows to r2, and a third peer opens a
+	// new session to B (Result.NewSession, from the kill).
+	RendezvousKill Kind = "rendezvous-kill"
+	// RedisRestart kills the regions' shared Redis and starts it again
+	// 500 ms later, empty; a third peer then opens a new session to B.
+	RedisRestart Kind = "redis-restart"
+	// RelayGone kills region r1's relay for good, both peers relaying
+	// through it (relay only): region r2's relay, behind the same
+	// anycast address with the same ticket keys, must take over.
+	RelayGone Kind = "relay-gone"
 	// NATFlush flushes every conntrack entry of A's NAT (both NATs of a
 	// double NAT), as a router reboot would: every mapping is forgotten.
 	NATFlush Kind = "nat-flush"
 	// Move renumbers A's host in its LAN: a new address, so a new NAT
 	// mapping.
 	Move Kind = "move"
+	// Roam moves A's host to another site's LAN (a port-restricted NAT):
+	// a new LAN address behind a new NAT with a new public address, as a
+	// laptop that leaves one network for another.
+	Roam Kind = "roam"
+	// NATIdle gives the NATs of both sites a 10 s UDP mapping timeout
+	// (A's site of the fault's NAT type), pauses the stream for
+	// Options.Idle (12 s: longer than the timeout) and resumes it; times
+	// count from the resumption.
+	NATIdle Kind = "nat-idle"
 	// UDPBlock drops every UDP packet between A's site and the other
 	// site and the servers for Options.Hold, then lets it through again.
 	UDPBlock Kind = "udp-block"
@@ -55,7 +76,7 @@ type Fault struct {
 
 // String is the fault's name as Parse takes it, e.g. "nat-flush/symmetric".
 func (f Fault) String() string {
-	if f.Kind == NATFlush {
+	if f.Kind == NATFlush || f.Kind == NATIdle {
 		return string(f.Kind) + "/" + string(f.NAT)
 	}
 	return string(f.Kind)
@@ -71,7 +92,24 @@ func All() []Fault {
 	for _, t := range flushTypes {
 		out = append(out, Fault{Kind: NATFlush, NAT: t})
 	}
-	return append(out, Fault{Kind: Move}, Fault{Kind: UDPBlock})
+	for _, t := range flushTypes {
+		out = append(out, Fault{Kind: NATIdle, NAT: t})
+	}
+	out = append(out, Fault{Kind: Move}, Fault{Kind: Roam}, Fault{Kind: UDPBlock})
+	return append(out, Fault{Kind: RelayGone}, Fault{Kind: RendezvousKill}, Fault{Kind: RedisRestart})
+}
+
+// Regions reports whether the fault needs a lab of two regions behind
+// anycast addresses with a shared Redis (labrun.Config.Regions = 2);
+// the others run in the one-server lab.
+func (f Fault) Regions() bool {
+	return f.Kind == RelayGone || f.Kind == RendezvousKill || f.Kind == RedisRestart
+}
+
+// newSession reports whether the fault is a server's, after which a third
+// peer, registered before, opens a new session to B.
+func (f Fault) newSession() bool {
+	return f.Kind == RendezvousRestart || f.Kind == RendezvousKill || f.Kind == RedisRestart
 }
 
 // Names returns the names of All, comma-separated.
@@ -83,14 +121,14 @@ func Names() string {
 	return strings.Join(s, ",")
 }
 
-// Parse returns the fault named s: a name from Names, or "nat-flush" for
-// every NAT type's flush (so it may return several).
+// Parse returns the fault named s: a name from Names, or "nat-flush" or
+// "nat-idle" for every NAT type's (so it may return several).
 func Parse(s string) ([]Fault, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
-	if s == string(NATFlush) {
+	if s == string(NATFlush) || s == string(NATIdle) {
 		var out []Fault
 		for _, t := range flushTypes {
-			out = append(out, Fault{Kind: NATFlush, NAT: t})
+			out = append(out, Fault{Kind: Kind(s), NAT: t})
 		}
 		return out, nil
 	}
@@ -99,7 +137,7 @@ func Parse(s string) ([]Fault, error) {
 			return []Fault{f}, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown fault %q: want one of %s, or nat-flush for all its types", s, Names())
+	return nil, fmt.Errorf("unknown fault %q: want one of %s, or nat-flush or nat-idle for all their types", s, Names())
 }
 
 // ParseList parses a comma-separated list of faults ("all": every one).
@@ -133,9 +171,9 @@ func ParseList(s string) ([]Fault, error) {
 // sites returns the NAT types of A's and B's sites for fault f.
 func (f Fault) sites() (a, b natlab.NATType) {
 	switch f.Kind {
-	case NATFlush:
+	case NATFlush, NATIdle:
 		return f.NAT, natlab.PortRestricted
-	case RelayRestart:
+	case RelayRestart, RelayGone:
 		return natlab.PortRestricted, natlab.Symmetric
 	}
 	return natlab.PortRestricted, natlab.PortRestricted

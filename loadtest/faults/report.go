@@ -107,7 +107,7 @@ func Summarize(results []Result, g Goals, rate, size int64) Report {
 					row.Met = false
 				}
 			}
-			if r.Fault == string(RendezvousRestart) || r.NewSession != nil {
+			if f, err := Parse(r.Fault); (err == nil && len(f) == 1 && f[0].newSession()) || r.NewSession != nil {
 				v := -1.0
 				if r.NewSession != nil {
 					v = ms(*r.NewSession)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,9 @@ type Options struct {
 	// Poll is the interval at which A's status is read for its path
 	// (default 50 ms).
 	Poll time.Duration
+	// Idle is how long the stream pauses in a nat-idle run (default 12 s,
+	// beyond the 10 s mapping timeout it sets).
+	Idle time.Duration
 	// Name prefixes the run's sites and processes (default "f").
 	Name string
 }
@@ -52,6 +56,9 @@ func (o *Options) defaults() {
 	}
 	if o.Poll <= 0 {
 		o.Poll = 50 * time.Millisecond
+	}
+	if o.Idle <= 0 {
+		o.Idle = 12 * time.Second
 	}
 	if o.Name == "" {
 		o.Name = "f"
@@ -114,7 +121,36 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	if err != nil {
 		return err
 	}
-	cfg := labrun.PeerConfig{NoDirect: f.Kind == RelayRestart}
+	var sr *natlab.Site // where A roams to
+	if f.Kind == Roam {
+		if sr, err = lab.AddSite(ctx, o.Name+"r", natlab.PortRestricted); err != nil {
+			return err
+		}
+	}
+	if f.Kind == NATIdle {
+		for _, n := range []*natlab.NAT{sa.NAT, sa.HomeNAT, sb.NAT, sb.HomeNAT} {
+			if err := shortUDPTimeout(ctx, n); err != nil {
+				return err
+			}
+		}
+	}
+	if f.Regions() {
+		for _, st := range []*natlab.Site{sa, sb} {
+			if err := lab.Home(ctx, st, 1); err != nil {
+				return err
+			}
+		}
+		if name := killed(f); name != "" {
+			defer func() {
+				// Bring the instance back for the next run.
+				if err := lab.StartInstance(ctx, name); err == nil {
+					_ = lab.WaitHealthy(ctx, 15*time.Second)
+				}
+			}()
+		}
+	}
+	relayOnly := f.Kind == RelayRestart || f.Kind == RelayGone
+	cfg := labrun.PeerConfig{NoDirect: relayOnly}
 	ka, err := lab.NewKey(o.Name + "-a")
 	if err != nil {
 		return err
@@ -139,10 +175,15 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	defer a.Stop()
 	peers := []*labrun.Peer{a, b}
 	var c *labrun.Peer
-	if f.Kind == RendezvousRestart {
+	if f.newSession() {
 		sc, err := lab.AddSite(ctx, o.Name+"c", natlab.PortRestricted)
 		if err != nil {
 			return err
+		}
+		if f.Regions() {
+			if err := lab.Home(ctx, sc, 1); err != nil {
+				return err
+			}
 		}
 		if c, err = lab.StartPeer(ctx, sc.Host(), labrun.PeerConfig{Name: o.Name + "-c", Key: kc}); err != nil {
 			return err
@@ -156,7 +197,7 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		}
 	}
 	want := "direct"
-	if f.Kind == RelayRestart {
+	if relayOnly {
 		want = "relay"
 	}
 	if err := waitPath(ctx, a, b, want, 20*time.Second); err != nil {
@@ -176,7 +217,7 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 	)
 	src.At(int64(o.At.Seconds()*float64(o.Rate)), func() {
 		defer close(injected)
-		at, r, rdy, err := inject(ctx, lab, f, sa, sb, o.Hold)
+		at, r, rdy, err := inject(ctx, lab, f, sa, sb, sr, src, o)
 		faultMu.Lock()
 		faultAt, ref, faultErr = at, r, err
 		faultMu.Unlock()
@@ -225,6 +266,10 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		return fmt.Errorf("inject %s: %w", f, faultErr)
 	}
 	n, sum, times := rec.result()
+	if f.Kind == NATIdle {
+		// The pause is no stall: gaps count from the resumption.
+		times = slices.DeleteFunc(times, func(t time.Time) bool { return !t.After(faultAt) })
+	}
 	res.Sent, res.Received = src.Sent(), n
 	res.Intact = terr == nil && res.Sent == o.Size && n == res.Sent && sum == src.Sum()
 	// Data is back at the end of the longest stall, when the stream
@@ -271,8 +316,23 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 // inject injects fault f and returns when it struck, the reference time
 // for the best path's return (when a cut was lifted; else the fault), and
 // when a restarted server was ready again.
-func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, hold time.Duration) (at, ref, ready time.Time, err error) {
+func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Site, src *labrun.Source, o Options) (at, ref, ready time.Time, err error) {
+	hold := o.Hold
 	switch f.Kind {
+	case Roam:
+		if err := lab.Net.MoveTo(ctx, sa.Host(), sr); err != nil {
+			return at, ref, ready, err
+		}
+		at = time.Now()
+		return at, at, time.Time{}, nil
+	case NATIdle:
+		src.Pause(o.Idle)
+		select {
+		case <-time.After(o.Idle):
+		case <-ctx.Done():
+		}
+		at = time.Now()
+		return at, at, time.Time{}, ctx.Err()
 	case DirectCut, UDPBlock:
 		others := []netip.Addr{sb.PublicAddr}
 		if f.Kind == UDPBlock {
@@ -308,6 +368,14 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, 
 		at = time.Now()
 		err = lab.RestartRendezvous(ctx, true, 500*time.Millisecond)
 		return at, at, time.Now(), err
+	case RendezvousKill, RelayGone:
+		at = time.Now()
+		err = lab.KillInstance(killed(f))
+		return at, at, at, err
+	case RedisRestart:
+		at = time.Now()
+		err = lab.RestartRedis(ctx, 500*time.Millisecond)
+		return at, at, time.Now(), err
 	case NATFlush:
 		for _, n := range []*natlab.NAT{sa.NAT, sa.HomeNAT} {
 			if n == nil {
@@ -329,6 +397,34 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb *natlab.Site, 
 		return at, at, time.Time{}, nil
 	}
 	return at, ref, ready, fmt.Errorf("fault %q: not injectable", f)
+}
+
+// killed names the instance fault f kills ("" for none).
+func killed(f Fault) string {
+	switch f.Kind {
+	case RendezvousKill:
+		return "r1-" + labrun.RoleRendezvous
+	case RelayGone:
+		return "r1-" + labrun.RoleRelay
+	}
+	return ""
+}
+
+// udpTimeout is the UDP mapping timeout nat-idle gives the NATs.
+const udpTimeout = "10"
+
+// shortUDPTimeout sets n's conntrack UDP timeouts (both, the one for
+// flows seen both ways too) to udpTimeout seconds; nil n is no NAT.
+func shortUDPTimeout(ctx context.Context, n *natlab.NAT) error {
+	if n == nil {
+		return nil
+	}
+	for _, k := range []string{"net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream"} {
+		if out, err := n.Command(ctx, "sysctl", "-w", k+"="+udpTimeout).CombinedOutput(); err != nil {
+			return fmt.Errorf("sysctl %s in a NAT: %w: %s", k, err, out)
+		}
+	}
+	return nil
 }
 
 // transfer pipes src from a to b, b's output going to rec, and returns

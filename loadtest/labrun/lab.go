@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,6 +176,8 @@ type Lab struct {
 	procs     []*Proc
 	relay     *Proc
 	relayArgs []string
+	redis     *Proc  // the Redis server, with Regions
+	redisBin  string // its binary
 	// peerStream is whether `peer up` takes --stream-relay (then every
 	// daemon gets the lab's StreamURL, which a peer without UDP needs
 	// before it can register).
@@ -279,6 +282,11 @@ func (l *Lab) startRendezvous(ctx context.Context) error {
 	if l.StreamURL != "" {
 		args = append(args, "--stream-relay", l.StreamURL)
 		l.peerStream = hasFlag(ctx, l.cfg.Bins.Peer, "stream-relay", "up")
+	}
+	if !slices.Contains(l.cfg.RendezvousArgs, "--registry") && hasFlag(ctx, l.cfg.Bins.Rendezvous, "registry-snapshot") {
+		// The memory registry survives a restart (RestartRendezvous),
+		// as a deployment's would with the same flag.
+		args = append(args, "--registry-snapshot", filepath.Join(l.Work, "rendezvous.snap"))
 	}
 	args = append(args, l.cfg.RendezvousArgs...)
 	connect := make(chan string, 1)

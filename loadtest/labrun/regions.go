@@ -254,6 +254,14 @@ func (l *Lab) startRedis(ctx context.Context) error {
 		return err
 	}
 	l.Redis = h
+	l.redisBin = bin
+	return l.runRedis(ctx)
+}
+
+// runRedis starts redis-server on the lab host "redis" and waits until it
+// answers PING.
+func (l *Lab) runRedis(ctx context.Context) error {
+	h, bin := l.Redis, l.redisBin
 	dir := filepath.Join(l.Work, "redis")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -268,6 +276,9 @@ func (l *Lab) startRedis(ctx context.Context) error {
 	if err := l.track(p); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.redis = p
+	l.mu.Unlock()
 	deadline := time.Now().Add(l.cfg.StartTimeout)
 	for {
 		err := redisPing(ctx, h)

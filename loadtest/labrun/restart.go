@@ -8,7 +8,9 @@ import (
 // RestartRendezvous stops the rendezvous (SIGKILL when kill is true, as a
 // crash would; else SIGTERM), waits down for the given time, and starts it
 // again with the same flags and key (same address, same server ID), so the
-// peers' connect string stays valid. Its memory registry starts empty.
+// peers' connect string stays valid. Its memory registry comes back from
+// the snapshot the rendezvous saves every second (--registry-snapshot):
+// records younger than that are lost, and with them the peers' epoch.
 func (l *Lab) RestartRendezvous(ctx context.Context, kill bool, down time.Duration) error {
 	var p *Proc
 	for _, q := range l.Procs() {

@@ -26,6 +26,8 @@ type Source struct {
 	sum   hash.Hash
 	start time.Time
 	read  atomic.Int64
+	// paused is how long Pause held the stream back, in total (ns).
+	paused atomic.Int64
 
 	mu    sync.Mutex
 	marks []mark
@@ -68,7 +70,7 @@ func (s *Source) Read(p []byte) (int, error) {
 		p = p[:rem]
 	}
 	if s.rate > 0 {
-		due := s.start.Add(time.Duration(float64(n) / float64(s.rate) * float64(time.Second)))
+		due := s.start.Add(time.Duration(s.paused.Load()) + time.Duration(float64(n)/float64(s.rate)*float64(time.Second)))
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
 		}
@@ -86,6 +88,10 @@ func (s *Source) Read(p []byte) (int, error) {
 	s.mu.Unlock()
 	return len(p), nil
 }
+
+// Pause holds a paced stream back for d from now: it sends nothing for
+// that long (an idle session), then goes on at its pace.
+func (s *Source) Pause(d time.Duration) { s.paused.Add(int64(d)) }
 
 // Sent returns how many bytes were read so far.
 func (s *Source) Sent() int64 { return s.read.Load() }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // freeUDPAddr returns a loopback UDP address with a port free a moment ago.
@@ -36,7 +37,7 @@ func freeUDPAddr(t *testing.T) string {
 // and counts it.
 func TestE2ENamesAndPortPolicy(t *testing.T) {
 	if testing.Short() {
-		t.Skip("end-to-end test: starts processes")
+		ci.Skip(t, "end-to-end test: starts processes")
 	}
 	m := newMesh(t)
 	a, b := m.keygen("a"), m.keygen("b")

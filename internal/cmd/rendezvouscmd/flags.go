@@ -38,20 +38,24 @@ type Options struct {
 	JoinTokenFile    string
 	Registry         string
 	RedisURL         string
-	TTL, Refresh     time.Duration
-	Instance         string
-	MeshListen       string
-	PeerSecretFile   string
-	MeshRate         float64
-	MeshAllow        []netip.Prefix
-	ReusePort        int
-	AltListen        string
-	RateLimit        float64
-	RateBurst        int
-	RateSources      int
-	STUNRate         float64
-	STUNBurst        int
-	KeyMissRate      float64
+	// Snapshot and SnapshotEvery are --registry-snapshot and
+	// --registry-snapshot-every.
+	Snapshot       string
+	SnapshotEvery  time.Duration
+	TTL, Refresh   time.Duration
+	Instance       string
+	MeshListen     string
+	PeerSecretFile string
+	MeshRate       float64
+	MeshAllow      []netip.Prefix
+	ReusePort      int
+	AltListen      string
+	RateLimit      float64
+	RateBurst      int
+	RateSources    int
+	STUNRate       float64
+	STUNBurst      int
+	KeyMissRate    float64
 	// StreamRelaySources is --stream-relay-sources, nil when not given
 	// (then the IP hosts of the --stream-relay URLs).
 	StreamRelaySources []netip.Prefix
@@ -119,6 +123,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&o.StreamRelayFactor, "stream-relay-factor", rendezvous.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay addresses (see --stream-relay-sources); each tunnel is held to the stream relay's --stream-server-rate")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
+	fs.StringVar(&o.Snapshot, "registry-snapshot", "", "`file` the memory registry is saved to (every --registry-snapshot-every and on shutdown) and restored from at start, authenticated under the server key, so a restart keeps the registrations and peers need not register again (empty: off)")
+	fs.DurationVar(&o.SnapshotEvery, "registry-snapshot-every", time.Second, "how often the memory registry is saved to --registry-snapshot when it changed (each save writes the whole registry, about 250 bytes a peer)")
 	fs.IntVar(&o.MaxRecords, "max-records", discovery.DefaultMaxRecords, "registry records kept, memory and Redis (about 250 bytes a typical record, 1.7 KB at most); beyond it the records closest to expiry are evicted, refreshes of registered peers are never refused")
 	fs.Float64Var(&o.ReportRate, "report-rate", rendezvous.DefaultReportRate, "peers' outcome reports counted per second per source address (IPv6: per /64); negative counts none")
 	fs.IntVar(&o.ReportBurst, "report-burst", rendezvous.DefaultReportBurst, "burst of outcome reports counted per source address")
@@ -171,6 +177,10 @@ func (o *Options) check() error {
 		return bad("--registry redis needs --redis URL (e.g. redis://127.0.0.1:6379/0)")
 	case o.Registry == "memory" && o.RedisURL != "":
 		return bad("--redis is set but --registry is memory: add --registry redis")
+	case o.Registry != "memory" && o.Snapshot != "":
+		return bad("--registry-snapshot saves the memory registry; Redis keeps its own (see its persistence settings)")
+	case o.SnapshotEvery <= 0:
+		return bad("--registry-snapshot-every %v: want more than 0", o.SnapshotEvery)
 	case o.Refresh <= 0 || o.TTL <= o.Refresh:
 		return bad("--refresh %v must be positive and below --ttl %v", o.Refresh, o.TTL)
 	case o.TTL > 65535*time.Second:

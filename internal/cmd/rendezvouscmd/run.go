@@ -82,6 +82,12 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	}
 	defer reg.Close()
 	cfg.Registry = reg
+	var snap *snapshotter
+	if m, ok := reg.(*discovery.Memory); ok && o.Snapshot != "" {
+		snap = newSnapshotter(m, o.Snapshot, discovery.SnapshotKey(id.Seed()), log)
+		snap.load()
+		go snap.run(ctx, o.SnapshotEvery)
+	}
 
 	var admin *obs.Admin
 	if o.Admin != "" {
@@ -163,6 +169,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		})
 	}
 	wg.Wait()
+	if snap != nil {
+		snap.save()
+	}
 	close(errc)
 	if err := <-errc; err != nil {
 		return err

@@ -1,0 +1,141 @@
+package pathsock
+
+import (
+	"sync"
+	"time"
+
+	"github.com/keymesh/keymesh/internal/nat"
+)
+
+// Resending on revival. While a path is down, QUIC's probe timeout doubles
+// with every unanswered probe: a path that comes back after 600 ms is used
+// again only at the next probe, about a second after the fault. So the
+// layer keeps each peer's last few QUIC packets, and when a path carries
+// the peer's word again after a silence (a probe reply over the relay or a
+// direct path, or the fall back from a dead direct path to the relay), it
+// sends those sent since the peer was last heard from once more, at once,
+// on the path now chosen. QUIC ignores a packet it already has; one it
+// lacked is acknowledged, and the acknowledgement ends the sender's probe
+// timeout backoff: data flows again within a round trip of the path's
+// return.
+const (
+	// resendSlots is how many of a peer's last packets are kept.
+	resendSlots = 16
+	// resendMax is the largest packet kept (larger ones are not).
+	resendMax = 1500
+)
+
+// resendRing holds a peer's last packets and when each was sent. Its lock
+// guards every field.
+type resendRing struct {
+	mu   sync.Mutex
+	buf  [resendSlots][]byte
+	at   [resendSlots]int64 // unix ns; 0: empty
+	next int
+}
+
+// add keeps a copy of p, sent at now.
+func (r *resendRing) add(p []byte, now int64) {
+	if len(p) > resendMax {
+		return
+	}
+	r.mu.Lock()
+	b := r.buf[r.next]
+	if b == nil {
+		b = make([]byte, 0, resendMax)
+	}
+	r.buf[r.next] = append(b[:0], p...)
+	r.at[r.next] = now
+	r.next = (r.next + 1) % resendSlots
+	r.mu.Unlock()
+}
+
+// since returns copies of the packets sent after t, oldest first, and
+// forgets them (each is resent at most once).
+func (r *resendRing) since(t int64) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][]byte
+	for i := range resendSlots {
+		j := (r.next + i) % resendSlots
+		if r.at[j] != 0 && r.at[j] > t {
+			out = append(out, append([]byte(nil), r.buf[j]...))
+			r.at[j] = 0
+		}
+	}
+	return out
+}
+
+// revived reports whether a frame from a peer at now ends a silence worth
+// a resend: this side sent since it last heard from the peer (prevSeen),
+// and that was at least silenceMin ago.
+func revived(now, prevSeen, lastSent time.Time) bool {
+	return !prevSeen.IsZero() && lastSent.After(prevSeen) && now.Sub(prevSeen) >= silenceMin
+}
+
+// relayProbeDue reports whether the relay path, in use, should be probed
+// at now: every relayProbeEvery for its RTT while traffic flows, and at
+// every maintenance tick while it looks lost (suspect), so that its
+// return is noticed (and resent on) within a tick.
+func relayProbeDue(now, lastSent, lastSeen, lastProbe time.Time, rtt time.Duration) bool {
+	if now.Sub(lastSent) >= nat.TrafficWindow {
+		return false
+	}
+	if suspect(now, lastSent, lastSeen, rtt) {
+		return now.Sub(lastProbe) >= maintenanceTick/2
+	}
+	return now.Sub(lastProbe) >= relayProbeEvery
+}
+
+// resend sends pr's packets sent after prevSeen again on its current
+// route. Call it without pr.mu held.
+func (s *Sock) resend(pr *peer, prevSeen time.Time) {
+	ps := pr.resent.since(prevSeen.UnixNano())
+	for _, p := range ps {
+		s.sendOn(pr, pr.route.Load(), p)
+	}
+	if len(ps) > 0 {
+		s.stats.Resent.Add(uint64(len(ps)))
+		s.log.Debug("resent on revival", "peer", pr.id.Short(), "packets", len(ps), "path", pr.route.Load().kind)
+	}
+}
+
+// followToRelay takes pr's data that came through the relay while this
+// side's route to it is direct: when the direct path looks lost from here
+// too (suspect: sent on it, nothing heard on it for several round trips),
+// the peer has given it up, so this side moves to the relay at once rather
+// than after its own probes time out, and resends there. Probes bring the
+// direct path back once it answers again.
+func (s *Sock) followToRelay(pr *peer, r *route, now time.Time) {
+	lastSent := unixTime(pr.lastSent.Load())
+	lastDirect := unixTime(pr.lastDirect.Load())
+	pr.mu.Lock()
+	c := pr.cands[r.addr]
+	var rtt time.Duration
+	if c != nil {
+		rtt = c.rtt
+	}
+	// A path birthday punching found is left to this side's own loss
+	// detection (fallback): its re-punch depends on which side leaves
+	// first (measured: following the peer there kept the relay).
+	st := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
+	birthday := st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy
+	move := !birthday && pr.route.Load() == r && followRelay(now, lastSent, lastDirect, rtt)
+	if move {
+		if nr := pr.relayRoute(); nr.kind == PathRelay {
+			pr.route.Store(nr)
+		} else {
+			move = false
+		}
+	}
+	pr.mu.Unlock()
+	if move {
+		s.log.Info("direct path lost; the peer moved to the relay", "peer", pr.id.Short(), "remote", r.addr.String())
+		s.resend(pr, lastDirect)
+	}
+}
+
+// followRelay decides followToRelay: the direct path is suspect at now.
+func followRelay(now, lastSent, lastDirect time.Time, rtt time.Duration) bool {
+	return suspect(now, lastSent, lastDirect, rtt)
+}
