@@ -90,7 +90,7 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	only := fs.String("only", "", "comma-separated scenarios to run (default all: "+strings.Join(tpNames(), ", ")+")")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "deadline of each run")
 	fs.BoolVar(&o.pipe, "pipe", false, "instead of the in-process scenarios, time `peer pipe` between real rendezvous, relay and peer daemon processes, direct against relayed (--no-direct) in alternating rounds, and print their ratio")
-	fs.StringVar(&o.record, "record", "", "with --pipe: also write the data and the table to <prefix>.json and <prefix>.md (package loadtest/results), e.g. docs/results/throughput")
+	fs.StringVar(&o.record, "record", "", "also write the data and the table to <prefix>.json and <prefix>.md (package loadtest/results), e.g. docs/results/throughput")
 	fs.StringVar(&o.bin, "bin", "", "with --pipe: directory holding prebuilt rendezvous, relay and peer binaries (default: build them)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return o, err
@@ -107,9 +107,6 @@ func parseThroughputFlags(args []string, stderr io.Writer) (tpOpts, error) {
 	}
 	if o.pipe && *only != "" {
 		return o, errPipeFlags
-	}
-	if o.record != "" && !o.pipe {
-		return o, errors.New("--record works with --pipe")
 	}
 	if *only != "" {
 		for _, name := range strings.Split(*only, ",") {
@@ -145,10 +142,28 @@ func runThroughput(ctx context.Context, args []string) error {
 		}
 		return results.Write(o.record, append([]string{"throughput"}, args...), rep, md)
 	}
-	return throughput(ctx, o, os.Stdout, os.Stderr)
+	rows, md, err := throughput(ctx, o, os.Stdout, os.Stderr)
+	if err != nil || o.record == "" {
+		return err
+	}
+	return results.Write(o.record, append([]string{"throughput"}, args...), rows, md)
 }
 
-func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) error {
+// tpRow is one scenario's median run, as --record keeps it.
+type tpRow struct {
+	Scenario  string  `json:"scenario"`
+	What      string  `json:"what"`
+	Bytes     int64   `json:"bytes"`
+	Sent      int64   `json:"sent,omitempty"`
+	Seconds   float64 `json:"seconds"`
+	MBps      float64 `json:"mb_per_s"`
+	VsRaw     float64 `json:"vs_raw_udp,omitempty"`
+	CPUPerGiB float64 `json:"cpu_s_per_gib"`
+}
+
+// throughput runs the in-process scenarios and prints their table on out;
+// it returns the rows and the Markdown it printed.
+func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) ([]tpRow, string, error) {
 	type row struct {
 		sc  tpScenario
 		res tpResult
@@ -166,7 +181,7 @@ func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) error {
 			res.cpu = tpCPUTime() - before
 			cancel()
 			if err != nil {
-				return fmt.Errorf("%s: %w", sc.name, err)
+				return nil, "", fmt.Errorf("%s: %w", sc.name, err)
 			}
 			fmt.Fprintf(progress, "%s run %d: %.1f MB/s (%d bytes in %v)\n", sc.name, i+1, res.mbps(), res.bytes, res.elapsed.Round(time.Millisecond))
 			results = append(results, res)
@@ -188,13 +203,18 @@ func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) error {
 			raw = r.res.mbps()
 		}
 	}
-	fmt.Fprintf(out, "\nThroughput on loopback, %s per run, median of %d run(s):\n\n", tpSize(o.bytes), o.runs)
-	fmt.Fprintln(out, "| scenario | what | delivered | time | MB/s | vs raw UDP | CPU s/GiB |")
-	fmt.Fprintln(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	var md strings.Builder
+	var recs []tpRow
+	fmt.Fprintf(&md, "Throughput on loopback, %s per run, median of %d run(s):\n\n", tpSize(o.bytes), o.runs)
+	fmt.Fprintln(&md, "| scenario | what | delivered | time | MB/s | vs raw UDP | CPU s/GiB |")
+	fmt.Fprintln(&md, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
+		rec := tpRow{Scenario: r.sc.name, What: r.sc.note, Bytes: r.res.bytes, Sent: r.res.sent,
+			Seconds: r.res.elapsed.Seconds(), MBps: r.res.mbps()}
 		ratio := "-"
 		if raw > 0 {
-			ratio = fmt.Sprintf("%.2f", r.res.mbps()/raw)
+			rec.VsRaw = r.res.mbps() / raw
+			ratio = fmt.Sprintf("%.2f", rec.VsRaw)
 		}
 		delivered := tpSize(r.res.bytes)
 		if r.res.sent > 0 && r.res.sent != r.res.bytes {
@@ -202,12 +222,15 @@ func throughput(ctx context.Context, o tpOpts, out, progress io.Writer) error {
 		}
 		cpu := "-"
 		if r.res.bytes > 0 {
-			cpu = fmt.Sprintf("%.1f", r.res.cpu.Seconds()/(float64(r.res.bytes)/(1<<30)))
+			rec.CPUPerGiB = r.res.cpu.Seconds() / (float64(r.res.bytes) / (1 << 30))
+			cpu = fmt.Sprintf("%.1f", rec.CPUPerGiB)
 		}
-		fmt.Fprintf(out, "| %s | %s | %s | %.2f s | %.1f | %s | %s |\n", r.sc.name, r.sc.note, delivered,
+		fmt.Fprintf(&md, "| %s | %s | %s | %.2f s | %.1f | %s | %s |\n", r.sc.name, r.sc.note, delivered,
 			r.res.elapsed.Seconds(), r.res.mbps(), ratio, cpu)
+		recs = append(recs, rec)
 	}
-	return nil
+	fmt.Fprintf(out, "\n%s", md.String())
+	return recs, md.String(), nil
 }
 
 func tpSize(n int64) string {

@@ -47,10 +47,14 @@ func TestThroughputSmall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := throughput(ctx, tpOpts{bytes: 4 << 20, runs: 1, timeout: 30 * time.Second}, &out, io.Discard); err != nil {
+	rows, md, err := throughput(ctx, tpOpts{bytes: 4 << 20, runs: 1, timeout: 30 * time.Second}, &out, io.Discard)
+	if err != nil {
 		t.Fatal(err)
 	}
 	table := out.String()
+	if !strings.Contains(table, md) || len(rows) != len(tpNames()) {
+		t.Errorf("recorded %d rows and Markdown %q; printed:\n%s", len(rows), md, table)
+	}
 	for _, name := range tpNames() {
 		if !strings.Contains(table, "| "+name+" |") {
 			t.Errorf("no row for %s:\n%s", name, table)
@@ -93,8 +97,8 @@ func TestParseThroughputPipeFlags(t *testing.T) {
 	if _, err := parseThroughputFlags([]string{"--pipe", "--only", "raw-udp"}, io.Discard); err == nil {
 		t.Error("--pipe with --only accepted")
 	}
-	if _, err := parseThroughputFlags([]string{"--record", "docs/results/x"}, io.Discard); err == nil {
-		t.Error("--record without --pipe accepted")
+	if o, err := parseThroughputFlags([]string{"--record", "docs/results/x"}, io.Discard); err != nil || o.record != "docs/results/x" {
+		t.Errorf("--record for the in-process scenarios: %+v %v", o, err)
 	}
 }
 

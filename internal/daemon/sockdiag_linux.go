@@ -21,6 +21,7 @@ const (
 	inetDiagSockIDLen = 48 // sport, dport, src[4], dst[4], if, cookie[2]
 	inetDiagReqV2Len  = 8 + inetDiagSockIDLen
 	inetDiagMsgLen    = 4 + inetDiagSockIDLen + 20 // ... expires, rqueue, wqueue, uid, inode
+	tcpListen         = 10                         // TCP_LISTEN, an inet_diag_msg's idiag_state
 )
 
 // errDiagUnavailable means sock_diag cannot answer here (no NETLINK_SOCK_DIAG
@@ -121,6 +122,12 @@ func parseDiagAnswer(b []byte) (int, error) {
 		m := b[nlmsgHdrLen:]
 		if len(m) < inetDiagMsgLen {
 			return 0, fmt.Errorf("%w: short inet_diag_msg", errDiagUnavailable)
+		}
+		// The exact lookup falls back to a listener on the address the
+		// connection came from when its socket is gone: a listener is
+		// nobody's end of a connection (idiag_state, after idiag_family).
+		if m[1] == tcpListen {
+			return 0, errNotLocal
 		}
 		uid, inode := ne.Uint32(m[inetDiagMsgLen-8:]), ne.Uint32(m[inetDiagMsgLen-4:])
 		if inode == 0 {

@@ -139,3 +139,40 @@ func FuzzParseDiagAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestDiagIgnoresListener: sock_diag's exact lookup falls back to a
+// listening socket on the address a connection claims to come from once
+// the connecting socket is gone (reset, so no time-wait entry). Such a
+// listener is not the other end of anything: a local user whose reset
+// connection came from the port a listener of the daemon's user takes
+// afterwards must get errNotLocal, not that user's uid. Also for /proc.
+func TestDiagIgnoresListener(t *testing.T) {
+	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(fam.network, func(t *testing.T) {
+			// daemon stands for the daemon's end; nothing is connected
+			// to it from other's address.
+			daemon, err := net.Listen(fam.network, fam.addr)
+			if err != nil {
+				ci.Skip(t, err.Error())
+			}
+			defer daemon.Close()
+			other, err := net.Listen(fam.network, fam.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			local := unmapAP(daemon.Addr().(*net.TCPAddr).AddrPort())
+			remote := unmapAP(other.Addr().(*net.TCPAddr).AddrPort())
+			uid, err := diagPeerUID(remote, local)
+			if errors.Is(err, errDiagUnavailable) {
+				ci.Skip(t, err.Error())
+			}
+			if !errors.Is(err, errNotLocal) {
+				t.Fatalf("sock_diag for a connection from a listener's address: uid %d, %v; want errNotLocal", uid, err)
+			}
+			if uid, err := procPeerUID(local, remote); !errors.Is(err, errNotLocal) {
+				t.Fatalf("/proc for a connection from a listener's address: uid %d, %v; want errNotLocal", uid, err)
+			}
+		})
+	}
+}

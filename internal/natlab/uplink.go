@@ -16,7 +16,6 @@ import (
 var (
 	uplinkHostAddr = netip.MustParseAddr("100.126.255.1") // in the root namespace
 	uplinkLabAddr  = netip.MustParseAddr("100.126.255.2") // in the internet namespace
-	uplinkNet      = netip.MustParsePrefix("100.126.255.0/30")
 )
 
 const uplinkLabDev = "up0" // the uplink's end in the internet namespace
@@ -65,8 +64,11 @@ func (l *Lab) AddUplink(ctx context.Context, cfg UplinkConfig) (*Uplink, error) 
 		if r.Bits() == 0 {
 			return nil, fmt.Errorf("natlab: AddUplink: route %s: no default route; name the servers' prefixes", r)
 		}
-		if r.Overlaps(publicNet1) || r.Overlaps(publicNet2) || r.Overlaps(uplinkNet) {
-			return nil, fmt.Errorf("natlab: AddUplink: route %s overlaps the lab's public segment or the uplink's own link", r)
+		// lanNet holds the sites' LANs, the anycast backbones and the
+		// uplink's own link: a route into it would send lab traffic meant
+		// for the lab up to the host.
+		if r.Overlaps(publicNet1) || r.Overlaps(publicNet2) || r.Overlaps(lanNet) {
+			return nil, fmt.Errorf("natlab: AddUplink: route %s overlaps the lab's public segment, its LANs, backbones or the uplink's own link", r)
 		}
 	}
 	l.mu.Lock()

@@ -8,7 +8,8 @@ import (
 )
 
 // TestUplinkRoutes: an uplink carries only the prefixes named, never a
-// default route, nothing of the lab's own public segment or link, and no
+// default route (nor one in parts), nothing of the lab's own
+// public segment, LANs, backbones or link, and no
 // IPv6; it refuses such a configuration before it touches anything.
 func TestUplinkRoutes(t *testing.T) {
 	for _, tc := range []struct {
@@ -17,6 +18,9 @@ func TestUplinkRoutes(t *testing.T) {
 	}{
 		{nil, "no routes"},
 		{[]string{"0.0.0.0/0"}, "no default route"},
+		{[]string{"0.0.0.0/1", "128.0.0.0/1"}, "overlaps"}, // a default route in halves
+		{[]string{"100.64.7.0/24"}, "overlaps"},            // a site's LAN
+		{[]string{"100.127.0.0/16"}, "overlaps"},           // the anycast backbones
 		{[]string{"203.0.113.128/25"}, "overlaps"},
 		{[]string{"198.51.100.7/32"}, "overlaps"},
 		{[]string{"100.126.255.0/24"}, "overlaps"},

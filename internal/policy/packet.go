@@ -9,8 +9,9 @@ import (
 
 // IP protocol numbers of the overlay's packets.
 const (
-	ipProtoTCP = 6
-	ipProtoUDP = 17
+	ipProtoTCP    = 6
+	ipProtoUDP    = 17
+	ipProtoICMPv6 = 58
 )
 
 // Refused overlay flows are remembered for FlowMemory, at most MaxFlows of
@@ -30,7 +31,9 @@ type flowKey struct {
 // userspace netstack) that is not a reply to a flow this peer opened: src
 // is the sending peer's overlay address (checked against its key) and
 // port, dst this peer's, proto the IP protocol. TCP and UDP follow the
-// rules; other protocols (ICMPv6) pass for every peer some rule admits. A
+// rules; ICMPv6 passes for every peer some rule admits; anything else (an
+// extension header the caller did not walk, SCTP, DCCP) only for a peer a
+// rule admits to every port. A
 // refused flow is logged and counted once per FlowMemory. Its signature is
 // that of overlay.Policy.
 func (p *Policy) AllowPacket(src, dst netip.AddrPort, proto uint8) bool {
@@ -44,8 +47,14 @@ func (p *Policy) AllowPacket(src, dst netip.AddrPort, proto uint8) bool {
 		pr = TCP
 	case ipProtoUDP:
 		pr = UDP
-	default:
+	case ipProtoICMPv6:
 		if known || len(p.wildcard) > 0 {
+			return true
+		}
+	default:
+		// An extension header or another protocol with ports: only a
+		// rule for every port admits it.
+		if p.everyPort(peer, known) {
 			return true
 		}
 	}
@@ -76,6 +85,24 @@ func (p *Policy) AllowPacket(src, dst netip.AddrPort, proto uint8) bool {
 		hint = "allow it with --allow " + peer.String() + ":" + PortRange{Lo: dst.Port(), Hi: dst.Port(), Proto: pr}.String()
 	}
 	p.refuse(kind, who, dst.Port(), hint)
+	return false
+}
+
+// everyPort reports whether a rule lets the peer (known: the rules name
+// it) reach every port of every protocol.
+func (p *Policy) everyPort(peer crypto.PeerID, known bool) bool {
+	if known {
+		for _, i := range p.byPeer[peer] {
+			if len(p.rules[i].Ports) == 0 {
+				return true
+			}
+		}
+	}
+	for _, i := range p.wildcard {
+		if len(p.rules[i].Ports) == 0 {
+			return true
+		}
+	}
 	return false
 }
 

@@ -9,6 +9,35 @@ import (
 	"time"
 )
 
+// TestAllowPacketOtherProtocols: a rule with ports admits TCP and UDP to
+// those ports and ICMPv6, nothing else: an IPv6 extension header (hop-by-
+// hop 0, routing 43, fragment 44, destination options 60) in front of a TCP
+// segment, or another protocol with ports (DCCP 33, SCTP 132), would
+// otherwise reach every port of a peer the rules allow only port 80. A
+// rule without ports admits every protocol.
+func TestAllowPacketOtherProtocols(t *testing.T) {
+	a, b := peer(t, 1), peer(t, 3)
+	rules, err := ParseRules([]string{a.String() + ":80/tcp", b.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Config{Rules: rules, Logger: slog.New(slog.DiscardHandler)})
+	me := netip.MustParseAddr("fd4b::1")
+	srcA := netip.AddrPortFrom(a.OverlayAddr(), 40000)
+	srcB := netip.AddrPortFrom(b.OverlayAddr(), 40000)
+	for _, proto := range []uint8{0, 33, 43, 44, 60, 132} {
+		if p.AllowPacket(srcA, netip.AddrPortFrom(me, 22), proto) {
+			t.Errorf("protocol %d from a peer allowed only 80/tcp passed", proto)
+		}
+		if !p.AllowPacket(srcB, netip.AddrPortFrom(me, 22), proto) {
+			t.Errorf("protocol %d from a peer allowed every port was refused", proto)
+		}
+	}
+	if !p.AllowPacket(srcA, netip.AddrPortFrom(me, 0), 58) {
+		t.Error("ICMPv6 from a peer some rule admits was refused")
+	}
+}
+
 // TestAllowPacket: the overlay's packets follow the same rules as streams;
 // a refused flow is logged and counted once however many packets it sends,
 // again once FlowMemory has passed; the table of refused flows is bounded.

@@ -78,6 +78,7 @@ type sendMeta struct {
 	bytes int  // their total size
 	size  int  // the segment size: the first datagram's
 	open  bool // a further datagram no larger than size may join
+	iov   int  // its first buffer list entry in siov
 }
 
 func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
@@ -298,7 +299,7 @@ func (m *mmsg) queue(act action, out []byte, dst netip.AddrPort, i int) bool {
 	h.SetIovlen(1)
 	h.Control = nil
 	h.SetControllen(0)
-	m.smeta[j] = sendMeta{act: act, dst: dst, segs: 1, bytes: len(out), size: len(out), open: act == actForward}
+	m.smeta[j] = sendMeta{act: act, dst: dst, segs: 1, bytes: len(out), size: len(out), open: act == actForward, iov: m.nio}
 	m.nio++
 	m.ns++
 	return true
@@ -370,6 +371,15 @@ func (m *mmsg) flush(w *worker) error {
 		}
 		if m.errno != 0 {
 			sm := &m.smeta[m.off]
+			if sm.segs > 1 && m.errno == unix.EMSGSIZE {
+				// Segments above the path MTU (which a spoofed ICMP can
+				// lower): sent one by one, the kernel fragments them.
+				if err := m.unsegment(w); err != nil {
+					return err
+				}
+				m.off++
+				continue
+			}
 			if sm.segs > 1 && isGSOError(m.errno) && m.gso {
 				m.gso = false
 				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.errno)
@@ -384,6 +394,30 @@ func (m *mmsg) flush(w *worker) error {
 		m.off += m.got
 	}
 	m.ns, m.nio = 0, 0
+	return nil
+}
+
+// unsegment sends the segmented message at off as one datagram per
+// buffer list entry.
+func (m *mmsg) unsegment(w *worker) error {
+	sm, h, ns := &m.smeta[m.off], &m.shdr[m.off].Hdr, m.ns
+	h.Control = nil
+	h.SetControllen(0)
+	h.SetIovlen(1)
+	m.ns = m.off + 1
+	defer func() { m.ns = ns }()
+	for k := range sm.segs {
+		iov := &m.siov[sm.iov+k]
+		h.Iov = iov
+		if err := m.rc.Write(m.writeFn); err != nil {
+			return err
+		}
+		var err error
+		if m.errno != 0 {
+			err = m.errno
+		}
+		w.sent(sm.act, 1, int(iov.Len), err)
+	}
 	return nil
 }
 
