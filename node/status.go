@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/pathsock"
 )
 
@@ -147,9 +148,35 @@ func (n *Node) Ping(ctx context.Context, peer string) (PingResult, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	st, err := n.sock.Ping(ctx, id)
+	st, err := n.pingUnheard(ctx, t, id)
 	if err != nil {
 		return PingResult{}, fmt.Errorf("node: %w", err)
 	}
 	return PingResult{Peer: id.String(), Overlay: id.OverlayAddr().String(), Path: st.Path, Remote: st.Remote, RTT: st.RTT}, nil
+}
+
+// reintroduceEvery is how often a ping to a peer never heard from asks the
+// rendezvous to introduce them again while no reply comes: the first
+// Punch may have gone to a peer whose rendezvous instance had just died,
+// and the peer registers with another within about a second.
+const reintroduceEvery = 250 * time.Millisecond
+
+// pingUnheard probes id; while id was never heard from, it asks for the
+// introduction again every reintroduceEvery until a reply or ctx's end.
+func (n *Node) pingUnheard(ctx context.Context, t target, id crypto.PeerID) (pathsock.PeerStatus, error) {
+	for {
+		st, _ := n.sock.Peer(id)
+		if !st.LastSeen.IsZero() {
+			return n.sock.Ping(ctx, id)
+		}
+		pctx, cancel := context.WithTimeout(ctx, reintroduceEvery)
+		st, err := n.sock.Ping(pctx, id)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return st, err
+		}
+		if _, err := n.introduce(ctx, t); err != nil {
+			return st, err
+		}
+	}
 }

@@ -181,10 +181,10 @@ type Client struct {
 	regRetried  bool      // a challenge was answered in this register round
 	epochKicked time.Time // last registration a changed epoch started
 	instKicked  time.Time // last registration another instance started
-	// kaOutstanding counts keepalives sent since the last answer.
-	kaOutstanding int
-	pending       map[uint64]*pending
-	reports       []wire.Report // sent since the last report challenge
+	// kaAnswered: the current keepalive round was answered.
+	kaAnswered bool
+	pending    map[uint64]*pending
+	reports    []wire.Report // sent since the last report challenge
 }
 
 // sentSalt is a recent request's salt and its message type.

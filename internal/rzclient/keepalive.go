@@ -35,38 +35,62 @@ const keepaliveMisses = 2
 
 // idle waits between two registrations and reports whether to register
 // again (false: ctx ended): after refresh, at once after Reregister, or
-// when keepalives went unanswered.
+// when keepalives went unanswered. A keepalive that goes unanswered within
+// the first retransmission timeout (Config.Retransmit) is repeated then,
+// not a whole interval later.
 func (c *Client) idle(ctx context.Context, refresh time.Duration) bool {
 	next := c.after(refresh)
-	c.mu.Lock()
-	c.kaOutstanding = 0
-	c.mu.Unlock()
-	for {
-		var tick <-chan time.Time
-		if c.cfg.Keepalive > 0 {
-			tick = c.after(c.cfg.Keepalive)
+	// wait waits d: 1 when it passed, 0 to register again, -1 when ctx
+	// ended.
+	wait := func(d time.Duration) int {
+		select {
+		case <-ctx.Done():
+			return -1
+		case <-c.kick:
+			return 0
+		case <-next:
+			return 0
+		case <-c.after(d):
+			return 1
 		}
+	}
+	if c.cfg.Keepalive <= 0 {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-c.kick:
-			return true
 		case <-next:
-			return true
-		case <-tick:
+		}
+		return true
+	}
+	for {
+		if w := wait(c.cfg.Keepalive); w <= 0 {
+			return w == 0
 		}
 		c.mu.Lock()
-		missed := c.kaOutstanding >= keepaliveMisses
-		if !missed {
-			c.kaOutstanding++
-		}
+		c.kaAnswered = false
 		c.mu.Unlock()
-		if missed {
-			c.log.Info("rendezvous keepalives unanswered: registering again", "missed", keepaliveMisses)
-			return true
-		}
-		if err := c.sendKeepalive(); err != nil {
-			c.setError(err)
+		// Send, and while unanswered, again after a retransmission
+		// timeout (not a whole interval, so that a front door that moved
+		// our flow is noticed at once), up to keepaliveMisses.
+		for sent := 0; ; {
+			if err := c.sendKeepalive(); err != nil {
+				c.setError(err)
+			}
+			sent++
+			if w := wait(c.retransmitAfter(0)); w <= 0 {
+				return w == 0
+			}
+			c.mu.Lock()
+			answered := c.kaAnswered
+			c.mu.Unlock()
+			if answered {
+				break
+			}
+			if sent >= keepaliveMisses {
+				c.log.Info("rendezvous keepalives unanswered: registering again", "missed", sent)
+				return true
+			}
 		}
 	}
 }
@@ -86,7 +110,7 @@ func (c *Client) onKeepaliveAck(a *wire.KeepaliveAck) {
 	c.noteEpoch(a.Epoch, false)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	c.kaOutstanding = 0
+	c.kaAnswered = true
 	was := c.st.Instance
 	moved := was != "" && wire.AckInstance(was) != a.Instance
 	kick := moved && now.Sub(c.instKicked) >= epochKickGap

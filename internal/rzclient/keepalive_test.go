@@ -39,9 +39,10 @@ func fireWait(t *testing.T, clk *fakeClock, d time.Duration, n int) int {
 }
 
 // TestKeepaliveMissesReregister: between registrations the client sends a
-// Keepalive every Config.Keepalive (on the injected clock); an answer
-// clears the count, and after keepaliveMisses unanswered ones in a row
-// the next tick sends a Register instead, long before the refresh.
+// Keepalive every Config.Keepalive (on the injected clock); an answered
+// one waits for the next interval, an unanswered one is repeated after a
+// retransmission timeout, and after keepaliveMisses unanswered ones in a
+// row the client registers, long before the refresh.
 func TestKeepaliveMissesReregister(t *testing.T) {
 	const ka = time.Second
 	fs := newFake(t, func(c *Config) { c.Keepalive = ka })
@@ -55,20 +56,37 @@ func TestKeepaliveMissesReregister(t *testing.T) {
 		t.Fatal("Run did not register first")
 	}
 	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r1"})
-	n := 0
-	expect := func(what wire.MsgType) {
+	// Each round waits an interval, sends, and waits a retransmission
+	// timeout (Retransmit, 20 ms here; jitter drawn at the middle) for the
+	// answer.
+	rto := fs.client.cfg.Retransmit
+	n, m := 0, 0
+	send := func(d time.Duration, what wire.MsgType) {
 		t.Helper()
-		n = fireWait(t, clk, ka, n)
+		if d == ka {
+			n = fireWait(t, clk, ka, n)
+		} else {
+			m = fireWait(t, clk, rto, m)
+		}
 		if got := fs.next().Body.Type(); got != what {
-			t.Fatalf("after a keepalive tick the client sent %s, want %s", got, what)
+			t.Fatalf("after a wait of %v the client sent %s, want %s", d, got, what)
 		}
 	}
-	expect(wire.MsgKeepalive)
+	send(ka, wire.MsgKeepalive)
 	fs.deliver(&wire.KeepaliveAck{Instance: "r1"})
-	for range keepaliveMisses {
-		expect(wire.MsgKeepalive)
+	// Answered: the next one only after a whole interval.
+	m = fireWait(t, clk, rto, m)
+	select {
+	case msg := <-fs.sent:
+		t.Fatalf("sent %s right after an answered keepalive", msg.Body.Type())
+	case <-time.After(20 * time.Millisecond):
 	}
-	n = fireWait(t, clk, ka, n)
+	send(ka, wire.MsgKeepalive)
+	// Unanswered: again after a retransmission timeout, then a Register.
+	for range keepaliveMisses - 1 {
+		send(rto, wire.MsgKeepalive)
+	}
+	fireWait(t, clk, rto, m)
 	if _, ok := fs.next().Body.(*wire.Register); !ok {
 		t.Fatalf("after %d unanswered keepalives the client did not register", keepaliveMisses)
 	}
