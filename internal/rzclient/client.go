@@ -198,6 +198,9 @@ type pending struct {
 	msg     wire.Connect
 	retried bool // a challenge was answered in this round
 	done    chan result
+	// again asks for a send now: a registration just succeeded (perhaps
+	// with another instance, after ours died and the last send was lost).
+	again chan struct{}
 }
 
 type result struct {

@@ -40,8 +40,9 @@ func (c *Client) ConnectAddr(ctx context.Context, addr netip.Addr) (wire.Connect
 
 func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, error) {
 	p := &pending{
-		msg:  wire.Connect{TxID: randomTxID(), Target: t.id, TargetAddr: t.addr},
-		done: make(chan result, 1),
+		msg:   wire.Connect{TxID: randomTxID(), Target: t.id, TargetAddr: t.addr},
+		done:  make(chan result, 1),
+		again: make(chan struct{}, 1),
 	}
 	c.mu.Lock()
 	c.pending[p.msg.TxID] = p
@@ -75,6 +76,7 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 			}
 			return r.reply, nil
 		case <-wait:
+		case <-p.again: // we registered (again): send now, not after the backoff
 		}
 	}
 }

@@ -162,3 +162,31 @@ func TestKeepaliveOtherInstanceReregisters(t *testing.T) {
 		t.Fatal("a changed epoch in a keepalive answer did not start a registration")
 	}
 }
+
+// TestConnectResentOnRegistered: a Connect waiting out its backoff (its
+// last send lost with a dead instance) goes again at once when the client
+// registers (with the instance that now holds its flow), without a timer.
+func TestConnectResentOnRegistered(t *testing.T) {
+	fs := newFake(t, func(c *Config) { c.Retransmit = time.Hour })
+	clk := newFakeClock()
+	fs.client.after = clk.after
+	peerID, _ := crypto.GenerateIdentity(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fs.client.ConnectPeer(ctx, peerID.ID())
+	first, ok := fs.next().Body.(*wire.Connect)
+	if !ok {
+		t.Fatal("no connect sent")
+	}
+	select {
+	case <-clk.armed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connect armed no retransmission wait")
+	}
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r2"})
+	again, ok := fs.next().Body.(*wire.Connect)
+	if !ok || again.TxID != first.TxID {
+		t.Fatalf("after a registration: %+v, want the same connect again", again)
+	}
+	// The fake clock fired no wait: the resend came from the registration.
+}

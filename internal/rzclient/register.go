@@ -90,6 +90,12 @@ func (c *Client) onRegistered(r *wire.Registered) {
 	st.Refresh = time.Duration(r.Refresh) * time.Second
 	st.LastError = ""
 	st.LastRegistered = c.cfg.Now()
+	for _, p := range c.pending {
+		select {
+		case p.again <- struct{}{}:
+		default:
+		}
+	}
 	c.mu.Unlock()
 	select {
 	case c.regd <- struct{}{}:
