@@ -10,6 +10,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/matrix"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
@@ -61,6 +62,36 @@ func TestRegionKillRecord(t *testing.T) {
 	}
 	var data regionKillRecord
 	if err := json.Unmarshal(rec.Data, &data); err != nil || data.Result.MarkedDown != res.MarkedDown || !data.Mesh {
+		t.Errorf("recorded data %+v, %v", data, err)
+	}
+}
+
+func TestMatrixRecord(t *testing.T) {
+	args := []string{"--regions", "2", "--frontdoor", "bgp", "--quick", "--record", filepath.Join(t.TempDir(), "m")}
+	o, err := parseMatrixFlags(args, io.Discard)
+	if err != nil || o.record != args[len(args)-1] {
+		t.Fatalf("parse: %+v, %v", o, err)
+	}
+	rep := matrix.Summarize([]matrix.Trial{{A: "public", B: "public", Outcome: matrix.Direct, FirstByte: 7 * time.Millisecond}})
+	var table strings.Builder
+	if err := rep.Markdown(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := recordMatrix(o, args, rep, table.String()); err != nil {
+		t.Fatal(err)
+	}
+	rec, md, err := results.Read(o.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md != table.String() || !strings.Contains(md, "| public | public | direct |") {
+		t.Errorf("recorded Markdown %q, printed %q", md, table.String())
+	}
+	if want := results.CommandLine(append([]string{"matrix"}, args...)); rec.Meta.Command != want {
+		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
+	}
+	var data matrix.Report
+	if err := json.Unmarshal(rec.Data, &data); err != nil || len(data.Pairs) != 1 || data.Pairs[0].Direct != 1 {
 		t.Errorf("recorded data %+v, %v", data, err)
 	}
 }
