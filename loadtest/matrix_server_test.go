@@ -40,8 +40,10 @@ func TestMatrixServerFlags(t *testing.T) {
 
 // outsideAddr is where TestMatrixServer's servers listen: an address the
 // test puts on the loopback interface of the root namespace (the host),
-// outside every lab namespace.
-const outsideAddr = "100.126.254.1"
+// outside every lab namespace and outside the lab's address ranges (which
+// an uplink refuses to route), from the documentation range TEST-NET-1: it
+// exists on this machine only while the test runs, so nothing leaves it.
+const outsideAddr = "192.0.2.1"
 
 // TestMatrixServer runs `loadtest matrix --server` against a rendezvous and
 // a relay started outside the lab, in the root namespace on a loopback

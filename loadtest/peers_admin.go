@@ -28,7 +28,7 @@ func scrapeAdmin(ctx context.Context, url string) (adminSample, error) {
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a server under a million peers answers slowly
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
