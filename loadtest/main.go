@@ -11,6 +11,7 @@
 //	loadtest throughput  session throughput direct and relayed vs raw UDP
 //	loadtest regionkill  a paced stream across regions while one region dies (root)
 //	loadtest attack      attacks on real servers while legitimate peers work (root)
+//	loadtest tun         iperf3 over the keymesh TUN beside wireguard-go, in the netns lab (root)
 package main
 
 import (
@@ -39,6 +40,7 @@ func commands() []command {
 		{"throughput", "session throughput direct and relayed against raw UDP", runThroughput},
 		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", runRegionKill},
 		{"attack", "attacks at a stated rate on real servers, with legitimate peers (needs root)", runAttack},
+		{"tun", "iperf3 TCP and UDP over the keymesh TUN beside wireguard-go, in the netns lab (needs root)", runTUN},
 	}
 }
 

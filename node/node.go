@@ -72,6 +72,8 @@ type Node struct {
 	closeOnce  sync.Once
 	mu         sync.Mutex
 	conns      map[crypto.PeerID]*quic.Conn
+	byAddr     map[netip.Addr]crypto.PeerID // overlay address of each peer in conns
+	packets    atomic.Pointer[PacketHandler]
 	dialing    map[crypto.PeerID]*dialCall
 	listeners  map[uint16]*listener
 	closed     bool
@@ -120,6 +122,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		ctx: nctx, cancel: cancel,
 		regCh:     make(chan struct{}, 1),
 		conns:     map[crypto.PeerID]*quic.Conn{},
+		byAddr:    map[netip.Addr]crypto.PeerID{},
 		dialing:   map[crypto.PeerID]*dialCall{},
 		listeners: map[uint16]*listener{},
 		noReports: cfg.NoReports,
@@ -304,6 +307,7 @@ func (n *Node) startQUIC() error {
 		HandshakeIdleTimeout:    10 * time.Second,
 		MaxIncomingStreams:      1024,
 		MaxIncomingUniStreams:   1, // the acceptor's confirmation (see confirm)
+		EnableDatagrams:         true,
 	}
 	var err error
 	n.stls, err = newTLSConfigs(n.id, n.acceptPeer)

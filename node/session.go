@@ -75,6 +75,7 @@ func (n *Node) liveConn(id crypto.PeerID) *quic.Conn {
 	c := n.conns[id]
 	if c != nil && c.Context().Err() != nil {
 		delete(n.conns, id)
+		delete(n.byAddr, id.OverlayAddr())
 		return nil
 	}
 	return c
@@ -199,12 +200,17 @@ func (n *Node) addConn(id crypto.PeerID, c *quic.Conn) {
 	}
 	if old := n.conns[id]; old == nil || old.Context().Err() != nil {
 		n.conns[id] = c
+		n.byAddr[id.OverlayAddr()] = id
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	n.mu.Unlock()
 	go func() {
 		defer n.wg.Done()
 		n.serveConn(id, c)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.receivePackets(id, c)
 	}()
 }
 
@@ -237,6 +243,7 @@ func (n *Node) serveConn(id crypto.PeerID, c *quic.Conn) {
 		n.mu.Lock()
 		if n.conns[id] == c {
 			delete(n.conns, id)
+			delete(n.byAddr, id.OverlayAddr())
 		}
 		n.mu.Unlock()
 	}()

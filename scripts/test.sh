@@ -13,7 +13,7 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "installing what the tests use (Debian packages)"
 if [ "$(id -u)" = 0 ]; then
-	pkgs=(iptables redis-server coturn pebble iproute2 procps prometheus)
+	pkgs=(iptables redis-server coturn pebble iproute2 procps prometheus curl)
 	missing=()
 	for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 	if [ "${#missing[@]}" -gt 0 ]; then

@@ -182,6 +182,13 @@ func (c *Client) Dial(ctx context.Context, peer string, port uint16) (*Stream, e
 	return c.stream(ctx, "/v1/dial", url.Values{"peer": {peer}, "port": {strconv.Itoa(int(port))}})
 }
 
+// DialUDP opens a UDP flow to port of peer through the daemon's userspace
+// stack (userspace mode): each datagram crosses the connection as a frame
+// (WriteFrame, ReadFrame).
+func (c *Client) DialUDP(ctx context.Context, peer string, port uint16) (*Stream, error) {
+	return c.stream(ctx, "/v1/dial", url.Values{"peer": {peer}, "port": {strconv.Itoa(int(port))}, "proto": {"udp"}})
+}
+
 // Accept waits for the next stream arriving for port (0 is the default
 // listener) and returns it.
 func (c *Client) Accept(ctx context.Context, port uint16) (*Stream, error) {

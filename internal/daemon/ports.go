@@ -21,6 +21,8 @@ type portEntry struct {
 	waiters int  // accept queue: callers waiting
 	bg      bool // expose: kept until unexposed
 	holders int  // expose: foreground `peer expose` callers
+
+	stopOverlay func() // expose in userspace mode: stops the overlay listeners
 }
 
 // addQueueLocked starts an accept queue on ln for port. Caller holds mu.
@@ -129,6 +131,13 @@ func (s *Server) Expose(port uint16, bg bool) (release func(), err error) {
 			return nil, fmt.Errorf("expose port %d: %w", port, err)
 		}
 		e = &portEntry{ln: ln, expose: true}
+		if s.cfg.Overlay != nil {
+			if e.stopOverlay, err = s.exposeOverlay(port); err != nil {
+				ln.Close()
+				s.mu.Unlock()
+				return nil, err
+			}
+		}
 		s.ports[port] = e
 		s.wg.Add(1)
 		go func() {
@@ -171,6 +180,9 @@ func (s *Server) dropExposeLocked(port uint16, e *portEntry) {
 	}
 	delete(s.ports, port)
 	e.ln.Close()
+	if e.stopOverlay != nil {
+		e.stopOverlay()
+	}
 	s.log.Info("stopped exposing a local port", "port", port)
 }
 

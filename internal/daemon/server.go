@@ -18,6 +18,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/names"
 	"github.com/keymesh/keymesh/internal/obs"
+	"github.com/keymesh/keymesh/internal/overlay"
 )
 
 // Config configures a Server. Zero values take the documented defaults.
@@ -37,6 +38,15 @@ type Config struct {
 	// DialLocal connects exposed ports to local services; default a
 	// net.Dialer with a 5 s timeout.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Overlay is the userspace TCP/IP stack on the node's overlay address
+	// (userspace mode); nil without. With it the SOCKS5 proxy connects
+	// through it and relays UDP (ASSOCIATE), exposed ports are served on
+	// the overlay address for TCP and UDP as well as to streams, and the
+	// API dials UDP (`peer forward --udp`).
+	Overlay *overlay.Stack
+	// Packets reports the overlay router's counters (userspace or TUN
+	// mode) for the status; nil without.
+	Packets func() overlay.Stats
 	// Metrics, when set, is served at GET /v1/metrics in the Prometheus
 	// text format (the policy's refusal counter, for one).
 	Metrics prometheus.Gatherer
@@ -112,6 +122,9 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	for p, e := range s.ports {
 		e.ln.Close()
+		if e.stopOverlay != nil {
+			e.stopOverlay()
+		}
 		delete(s.ports, p)
 	}
 	for c := range s.conns {
@@ -178,6 +191,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Status:  s.node.Status(),
 		Socket:  s.cfg.Socket,
 		Version: obs.Version(),
+	}
+	if s.cfg.Packets != nil {
+		p := s.cfg.Packets()
+		st.Packets = &p
 	}
 	s.mu.Lock()
 	st.SOCKS5 = s.socksAddr

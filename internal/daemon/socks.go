@@ -63,9 +63,12 @@ func (s *Server) lookupName(host string) (peer string, named bool, err error) {
 	return "", true, fmt.Errorf("%s: %w (no such name under .%s in this peer's --name, --allow name= rules or --names-file)", host, ErrUnknownName, t.Suffix())
 }
 
-// ServeSOCKS serves a SOCKS5 proxy (CONNECT only, no authentication) on ln
-// until ctx ends or Close is called. Destinations must name a peer (see
-// ParseDestination); the connection becomes a stream to that peer's port.
+// ServeSOCKS serves a SOCKS5 proxy (CONNECT, and in userspace mode UDP
+// ASSOCIATE; no authentication) on ln until ctx ends or Close is called.
+// Destinations must name a peer (see ParseDestination); the connection
+// becomes a stream to that peer's port, or in userspace mode (Config.Overlay)
+// a TCP connection to the peer's overlay address through the userspace
+// stack.
 // Any other destination is refused ("not allowed by ruleset"): the proxy
 // never reaches the ordinary network. Local connections are served only
 // from the user running the daemon (OwnerOnly): the proxy acts with the
@@ -75,12 +78,16 @@ func (s *Server) ServeSOCKS(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	s.socksAddr = ln.Addr().String()
 	s.mu.Unlock()
-	srv := socks5.NewServer(
+	opts := []socks5.Option{
 		socks5.WithResolver(socksResolver{s}),
-		socks5.WithRule(socksRule{}),
+		socks5.WithRule(socksRule{udp: s.cfg.Overlay != nil}),
 		socks5.WithDialAndRequest(s.socksDial),
 		socks5.WithLogger(socksLogger{s.log}),
-	)
+	}
+	if s.cfg.Overlay != nil {
+		opts = append(opts, socks5.WithAssociateHandle(s.socksAssociate))
+	}
+	srv := socks5.NewServer(opts...)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -117,7 +124,11 @@ func (s *Server) socksDial(ctx context.Context, _, addr string, req *socks5.Requ
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	c, err := s.node.DialPort(ctx, peer, uint16(port))
+	dial := s.node.DialPort
+	if s.cfg.Overlay != nil {
+		dial = s.dialOverlayTCP
+	}
+	c, err := dial(ctx, peer, uint16(port))
 	if err != nil {
 		s.log.Info("socks5: dial failed", "peer", peer, "port", port, "err", err)
 		return nil, err
@@ -166,10 +177,14 @@ func (r socksResolver) Resolve(ctx context.Context, name string) (context.Contex
 	return ctx, id.OverlayAddr().AsSlice(), nil
 }
 
-// socksRule admits CONNECT to overlay addresses only.
-type socksRule struct{}
+// socksRule admits CONNECT to overlay addresses only, and with udp UDP
+// ASSOCIATE (whose destinations socksAssociate checks one by one).
+type socksRule struct{ udp bool }
 
-func (socksRule) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+func (r socksRule) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	if r.udp && req.Command == statute.CommandAssociate {
+		return ctx, true
+	}
 	if req.Command != statute.CommandConnect || req.DestAddr == nil {
 		return ctx, false
 	}

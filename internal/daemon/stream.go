@@ -156,6 +156,10 @@ func (s *Server) handleDial(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if q.Get("proto") == "udp" {
+		s.dialUDP(w, r, peer, port)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.DialTimeout)
 	stream, err := s.node.DialPort(ctx, peer, port)
 	code := statusFor(ctx, err)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"github.com/keymesh/keymesh/internal/netcheck"
+	"github.com/keymesh/keymesh/internal/overlay"
 	"net"
 	"net/netip"
 	"time"
@@ -67,7 +68,9 @@ type DaemonStatus struct {
 	Socket  string   `json:"socket,omitempty"`
 	SOCKS5  string   `json:"socks5,omitempty"`
 	Exposed []uint16 `json:"exposed,omitempty"`
-	Version string   `json:"version,omitempty"`
+	// Packets counts the overlay IP packets (userspace or TUN mode).
+	Packets *overlay.Stats `json:"packets,omitempty"`
+	Version string         `json:"version,omitempty"`
 }
 
 // PingResult is one answered ping.

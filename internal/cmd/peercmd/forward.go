@@ -18,17 +18,24 @@ import (
 var cmdForward = &command{
 	name:    "forward",
 	args:    "<local-port> <peer>:<port>",
-	summary: "forward a local TCP port to a peer's port",
+	summary: "forward a local TCP (or UDP) port to a peer's port",
 	help: `Listens on 127.0.0.1:<local-port> (see --bind) and connects each TCP
 connection to a stream to <port> of <peer>, where "peer expose <port>" makes a
 local service reachable. <peer> is a peer ID or an overlay address in
 brackets: [fd4b::1]:8080. <local-port> 0 picks a free port. Prints the
 address it listens on, then runs until interrupted. Connections from other
 users of this machine are refused (they would act with this peer's key);
-with a --bind other than loopback, other hosts are let in.`,
+with a --bind other than loopback, other hosts are let in.
+
+With --udp it forwards a local UDP port instead: each local source gets its
+own flow to <peer>'s <port> through the daemon's userspace stack (the daemon
+must run with --userspace; the peer with --userspace and "peer expose
+<port>", or in TUN mode). A UDP forward cannot tell other local users apart:
+keep it on loopback of a single-user machine.`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		cl := c.socketFlag(fs)
 		bind := fs.String("bind", "127.0.0.1", "local `address` to listen on")
+		udp := fs.Bool("udp", false, "forward UDP instead of TCP (the daemon in userspace mode)")
 		return func(ctx context.Context, args []string) error {
 			if err := wantArgs(args, "<local-port>", "<peer>:<port>"); err != nil {
 				return err
@@ -42,6 +49,20 @@ with a --bind other than loopback, other hosts are let in.`,
 				return err
 			}
 			var lc net.ListenConfig
+			if *udp {
+				pc, err := lc.ListenPacket(ctx, "udp", net.JoinHostPort(*bind, strconv.Itoa(int(lport))))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "forwarding UDP %s -> %s port %d\n", pc.LocalAddr(), peer, port)
+				return daemon.ForwardUDP(ctx, pc, func(ctx context.Context) (net.Conn, error) {
+					s, err := cl.DialUDP(ctx, peer, port)
+					if err != nil {
+						fmt.Fprintf(c.stderr, "peer forward --udp: %s port %d: %s\n", shortPeer(peer), port, oneLine(err))
+					}
+					return s, err
+				})
+			}
 			ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(*bind, strconv.Itoa(int(lport))))
 			if err != nil {
 				return err
@@ -114,12 +135,14 @@ func (c *cli) forward(ctx context.Context, cl *daemon.Client, ln net.Listener, p
 var cmdExpose = &command{
 	name:    "expose",
 	args:    "<port>",
-	summary: "make a local TCP port reachable by allowed peers",
+	summary: "make a local TCP (and in userspace mode UDP) port reachable by allowed peers",
 	help: `Streams that allowed peers open to <port> are connected to the local TCP
 service on 127.0.0.1:<port> (reach it from another peer with "peer forward" or
 the SOCKS5 proxy). By default the expose lasts while this command runs; with
 --bg it stays in the daemon until "peer expose --off <port>" or the daemon
-stops.`,
+stops. With the daemon in userspace mode (--userspace) the port is also
+served on this peer's overlay address, for TCP and for UDP (to the local UDP
+service on 127.0.0.1:<port>).`,
 	setup: func(c *cli, fs *flag.FlagSet) func(context.Context, []string) error {
 		cl := c.socketFlag(fs)
 		bg := fs.Bool("bg", false, "leave the port exposed in the daemon and return")

@@ -64,6 +64,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--server", srv, "--key-env", "KEYMESH_TEST_NEVER_SET"}, "--key-env KEYMESH_TEST_NEVER_SET: the variable is empty or not set"},
 		{[]string{"up", "--server", srv, "--name", "1web"}, "--name: name \"1web\""},
 		{[]string{"up", "--server", srv, "--dns", "0.0.0.0:53"}, `--dns "0.0.0.0:53": want a loopback or overlay ip:port`},
+		{[]string{"up", "--server", srv, "--dns", "overlay"}, `--dns overlay: needs --tun`},
 		{[]string{"up", "--server", srv, "--socks5", "1080"}, `--socks5 "1080"`},
 		{[]string{"up", "--server", srv, "--expose", "0"}, `--expose "0"`},
 		{[]string{"up", "--server", srv, "--listen", "nope"}, `--listen "nope"`},

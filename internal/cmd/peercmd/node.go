@@ -2,7 +2,6 @@ package peercmd
 
 import (
 	"context"
-	"io"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,7 +12,7 @@ import (
 
 // startNode starts the node `peer up` serves; it returns once registered.
 // The registry holds the node's metrics (the policy's refusal counter).
-func startNode(ctx context.Context, o upOptions) (daemon.Node, io.Closer, *prometheus.Registry, error) {
+func startNode(ctx context.Context, o upOptions) (daemon.Node, *node.Node, *prometheus.Registry, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RegisterTimeout)
 	defer cancel()
 	n, err := node.New(ctx, node.Config{

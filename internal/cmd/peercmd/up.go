@@ -40,6 +40,12 @@ type upOptions struct {
 	Logger      *slog.Logger
 	// RegisterTimeout bounds the wait for the first registration.
 	RegisterTimeout time.Duration
+	// Userspace runs the userspace TCP/IP stack on the overlay address
+	// (--userspace); TUN names the TUN device of TUN mode (--tun).
+	Userspace bool
+	TUN       string
+	// HTTPProxy is the address of the HTTP proxy to peers (--http-proxy).
+	HTTPProxy string
 	// Name is this peer's own short name (--name).
 	Name string
 	// NamesFile holds more names (--names-file).
@@ -103,10 +109,13 @@ are let in).`,
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
 		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
-		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable)")
+		fs.StringVar(&o.HTTPProxy, "http-proxy", "", "serve an HTTP proxy (CONNECT and absolute http:// URLs) to peers on this TCP `address` (e.g. 127.0.0.1:8118)")
+		fs.Var(&expose, "expose", "expose local TCP `port` 127.0.0.1:<port> to allowed peers (repeatable; in userspace mode UDP too)")
+		fs.BoolVar(&o.Userspace, "userspace", false, "userspace mode: a userspace TCP/IP stack on the overlay address carries IP packets to peers (no TUN, no privileges); the SOCKS5 proxy and exposed ports use it, with UDP")
+		fs.StringVar(&o.TUN, "tun", "", "TUN mode: route the overlay prefix through this TUN `device` (made when missing; needs CAP_NET_ADMIN and iproute2's ip)")
 		fs.StringVar(&o.Name, "name", "", "this peer's short `name`: <name>.<suffix> resolves to its overlay address here")
 		fs.StringVar(&o.NamesFile, "names-file", "", "`file` of names, one \"<name> <peer-id>\" a line (# comments)")
-		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353")
+		fs.StringVar(&o.DNS, "dns", "", "serve names over DNS (UDP) on this loopback or overlay `address`, e.g. 127.0.0.1:5353; \"overlay\" with --tun: port 53 of this peer's overlay address on the TUN device (needs CAP_NET_BIND_SERVICE too)")
 		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
 		reflectionFlags(fs, &o.Reflection)
@@ -137,13 +146,21 @@ are let in).`,
 					return usage.Errorf("--name: %v", err)
 				}
 			}
-			if o.DNS != "" {
+			if o.DNS == dnsOnOverlay && o.TUN == "" {
+				return usage.Errorf("--dns overlay: needs --tun (the overlay address is the TUN device's); in userspace mode the SOCKS5 and HTTP proxies resolve names themselves")
+			}
+			if o.DNS != "" && o.DNS != dnsOnOverlay {
 				if ap, err := netip.ParseAddrPort(o.DNS); err != nil || !(ap.Addr().IsLoopback() || crypto.IsOverlay(ap.Addr())) {
 					return usage.Errorf("--dns %q: want a loopback or overlay ip:port, e.g. 127.0.0.1:5353", o.DNS)
 				}
 			}
 			if _, err := names.NewTable(o.DNSSuffix, nil); err != nil {
 				return usage.Errorf("--dns-suffix: %v", err)
+			}
+			if o.HTTPProxy != "" {
+				if _, _, err := net.SplitHostPort(o.HTTPProxy); err != nil {
+					return usage.Errorf("--http-proxy %q: want host:port, e.g. 127.0.0.1:8118", o.HTTPProxy)
+				}
 			}
 			if *socks != "" {
 				if _, _, err := net.SplitHostPort(*socks); err != nil {
@@ -164,6 +181,9 @@ are let in).`,
 					return usage.Errorf("--join-token-file: %v", err)
 				}
 				o.JoinToken = tok
+			}
+			if o.Userspace && o.TUN != "" {
+				return usage.Errorf("--userspace and --tun do not go together: pick one")
 			}
 			if o.RegisterTimeout <= 0 {
 				return usage.Errorf("--register-timeout must be positive")
@@ -234,13 +254,19 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 		return err
 	}
 
-	n, closer, reg, err := startNode(ctx, o)
+	n, nn, reg, err := startNode(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	defer nn.Close()
 
-	srv, err := daemon.New(daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab})
+	dcfg := daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab}
+	stopOverlay, err := startOverlay(ctx, log, o, nn, &dcfg)
+	if err != nil {
+		return err
+	}
+	defer stopOverlay()
+	srv, err := daemon.New(dcfg)
 	if err != nil {
 		return err
 	}
@@ -265,8 +291,27 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 			}
 		}()
 	}
+	if o.HTTPProxy != "" {
+		var lc net.ListenConfig
+		hl, err := lc.Listen(ctx, "tcp", o.HTTPProxy)
+		if err != nil {
+			return fmt.Errorf("http proxy: %w", err)
+		}
+		if ta, ok := hl.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+			log.Warn("the HTTP proxy listens beyond loopback: anyone who reaches it can use this peer's sessions", "addr", hl.Addr().String())
+		}
+		go func() {
+			if err := srv.ServeHTTPProxy(ctx, hl); err != nil {
+				log.Error("http proxy stopped", "err", err)
+			}
+		}()
+	}
 	if o.DNS != "" {
-		pc, err := names.ListenDNS(ctx, o.DNS)
+		addr := o.DNS
+		if addr == dnsOnOverlay {
+			addr = netip.AddrPortFrom(n.OverlayAddr(), 53).String()
+		}
+		pc, err := names.ListenDNS(ctx, addr)
 		if err != nil {
 			return err
 		}
@@ -278,6 +323,9 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 		log.Info("serving names over DNS", "addr", pc.LocalAddr().String(), "suffix", tab.Suffix())
 	}
 	attrs := []any{"id", n.ID(), "overlay", n.OverlayAddr().String(), "socket", socket, "server", o.Server}
+	if o.HTTPProxy != "" {
+		attrs = append(attrs, "http_proxy", o.HTTPProxy)
+	}
 	if socksAddr != "" {
 		attrs = append(attrs, "socks5", socksAddr)
 	}
@@ -299,6 +347,10 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	return nil
 }
+
+// dnsOnOverlay is the --dns value that serves names on port 53 of the
+// overlay address, on the TUN device.
+const dnsOnOverlay = "overlay"
 
 // nameTable gathers the names this peer's own configuration gives: its
 // --name, the name= of --allow rules, the --names-file.

@@ -176,3 +176,23 @@ func CleanEnv() []string {
 	}
 	return env
 }
+
+// BuildPackage compiles one main package pkg (an import path the module's
+// go.mod provides, such as golang.zx2c4.com/wireguard for wireguard-go) into
+// the file out, from the module's root.
+func BuildPackage(ctx context.Context, out, pkg string) error {
+	goBin, err := GoTool()
+	if err != nil {
+		return err
+	}
+	root, err := moduleRoot(ctx, goBin)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("bintest: go build %s: %w\n%s", pkg, err, bytes.TrimSpace(b))
+	}
+	return nil
+}
