@@ -1,25 +1,25 @@
-package rendezvous
+package crypto
 
 import (
 	"hash/maphash"
 	"sync"
-
-	"github.com/keymesh/keymesh/internal/crypto"
 )
 
 const keyCacheShards = 64
 
-// keyCache holds the box keys shared with recently seen peers, so that only
-// a cache miss costs an X25519 scalar multiplication. It is bounded: a full
+// KeyCache holds the box keys shared with recently seen peers, so that only
+// a cache miss costs an X25519 scalar multiplication. It is safe for
+// concurrent use. It is bounded: a full
 // shard forgets, among a few entries (Go's map iteration order), one never
 // used since it was added, else the least used (halving the counts of the
 // others), so keys that peers keep using outlive a stream of keys used
 // once.
-// Only keys that opened a box from a source with a valid cookie are added,
-// so forged sender keys from spoofed sources cannot flush it. Shards are
+// A stranger may add keys of its choice (the rendezvous adds only keys that
+// opened a box from a source with a valid cookie); they are forgotten before
+// keys in use. Shards are
 // picked by a hash keyed with a per-process secret: the sender chooses its
 // key's bytes, and must not be able to aim every key at one shard.
-type keyCache struct {
+type KeyCache struct {
 	perShard int
 	seed     maphash.Seed
 	shards   [keyCacheShards]keyShard
@@ -27,7 +27,7 @@ type keyCache struct {
 
 type keyShard struct {
 	mu sync.Mutex
-	m  map[crypto.PeerID]keyEntry
+	m  map[PeerID]keyEntry
 }
 
 type keyEntry struct {
@@ -38,20 +38,28 @@ type keyEntry struct {
 // evictLook is how many entries an eviction looks at, at most.
 const evictLook = 8
 
-func newKeyCache(size int) *keyCache {
-	c := &keyCache{perShard: max(1, size/keyCacheShards), seed: maphash.MakeSeed()}
+// NewKeyCache returns a cache that holds about size keys (at least one per
+// shard).
+func NewKeyCache(size int) *KeyCache {
+	c := &KeyCache{perShard: max(1, size/keyCacheShards), seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].m = make(map[crypto.PeerID]keyEntry)
+		c.shards[i].m = make(map[PeerID]keyEntry)
 	}
 	return c
 }
 
-func (c *keyCache) shard(id *crypto.PeerID) *keyShard {
-	return &c.shards[maphash.Bytes(c.seed, id[:])%keyCacheShards]
+func (c *KeyCache) shard(id *PeerID) *keyShard {
+	return &c.shards[c.shardIndex(id)]
 }
 
-// get returns the cached key shared with id.
-func (c *keyCache) get(id *crypto.PeerID) ([32]byte, bool) {
+// shardIndex picks id's shard by a hash keyed with the cache's own secret
+// seed.
+func (c *KeyCache) shardIndex(id *PeerID) uint64 {
+	return maphash.Bytes(c.seed, id[:]) % keyCacheShards
+}
+
+// Get returns the cached key shared with id.
+func (c *KeyCache) Get(id *PeerID) ([32]byte, bool) {
 	s := c.shard(id)
 	s.mu.Lock()
 	e, ok := s.m[*id]
@@ -63,25 +71,37 @@ func (c *keyCache) get(id *crypto.PeerID) ([32]byte, bool) {
 	return e.key, ok
 }
 
-// put caches the key shared with id.
-func (c *keyCache) put(id *crypto.PeerID, k *[32]byte) {
+// Put caches the key shared with id.
+func (c *KeyCache) Put(id *PeerID, k *[32]byte) {
 	s := c.shard(id)
 	s.mu.Lock()
 	if _, ok := s.m[*id]; !ok && len(s.m) >= c.perShard {
-		s.evict()
+		s.evictLocked()
 	}
 	s.m[*id] = keyEntry{key: *k}
 	s.mu.Unlock()
 }
 
-// evict removes the first of a few entries never used since it was added;
+// Len returns how many keys the cache holds.
+func (c *KeyCache) Len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// evictLocked removes the first of a few entries never used since it was added;
 // when all it looked at were used, it removes the least used and halves
 // the counts of the others.
-func (s *keyShard) evict() {
+func (s *keyShard) evictLocked() {
 	var (
-		looked [evictLook]crypto.PeerID
+		looked [evictLook]PeerID
 		n      int
-		victim crypto.PeerID
+		victim PeerID
 		least  = 256
 	)
 	for id, e := range s.m {
