@@ -82,18 +82,6 @@ func (c *KeyCache) Put(id *PeerID, k *[32]byte) {
 	s.mu.Unlock()
 }
 
-// Len returns how many keys the cache holds.
-func (c *KeyCache) Len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
-
 // evictLocked removes the first of a few entries never used since it was added;
 // when all it looked at were used, it removes the least used and halves
 // the counts of the others.

@@ -8,19 +8,11 @@
 package stunbind
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/pion/stun/v4"
-)
-
-// Errors returned by Parse.
-var (
-	ErrNotSTUN      = errors.New("not a STUN message")
-	ErrNotResponse  = errors.New("STUN message is not a binding success response")
-	ErrNoMappedAddr = errors.New("STUN response carries no mapped address")
 )
 
 // TxID is a STUN transaction ID.
