@@ -9,16 +9,17 @@ const keyCacheShards = 64
 
 // KeyCache holds the box keys shared with recently seen peers, so that only
 // a cache miss costs an X25519 scalar multiplication. It is safe for
-// concurrent use. It is bounded: a full
-// shard forgets, among a few entries (Go's map iteration order), one never
-// used since it was added, else the least used (halving the counts of the
-// others), so keys that peers keep using outlive a stream of keys used
-// once.
+// concurrent use. It is bounded: a full shard forgets, among a few entries
+// (Go's map iteration order), one never used since it was added, else the
+// least used (halving the counts of the others), so keys that peers keep
+// using outlive a stream of keys used once.
+//
 // A stranger may add keys of its choice (the rendezvous adds only keys that
-// opened a box from a source with a valid cookie); they are forgotten before
-// keys in use. Shards are
-// picked by a hash keyed with a per-process secret: the sender chooses its
-// key's bytes, and must not be able to aim every key at one shard.
+// opened a box from a source with a valid cookie; the path layer adds the
+// keys of the peers the rendezvous introduces); they are forgotten before
+// keys in use. Shards are picked by a hash keyed with a per-process secret:
+// the sender chooses its key's bytes, and must not be able to aim every key
+// at one shard.
 type KeyCache struct {
 	perShard int
 	seed     maphash.Seed
