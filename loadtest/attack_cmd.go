@@ -16,14 +16,16 @@ import (
 
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/loadtest/attack"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // attackOpts are the flags of `loadtest attack`.
 type attackOpts struct {
-	cfg   attack.Config
-	out   string
-	bin   string
-	short bool
+	cfg    attack.Config
+	out    string
+	record string
+	bin    string
+	short  bool
 }
 
 func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
@@ -51,6 +53,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	maxGrowth := fs.Int("max-growth", int(th.MaxGrowth>>20), "threshold: how much each server's resident memory may grow during one attack, MiB")
 	fs.BoolVar(&o.short, "short", false, "the CI form: 2.5s per attack, 20 legitimate operations/s, 8 peers (overrides --duration, --legit-rate, --peers)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for attack.md and attack.json")
+	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/attack")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous and relay binaries (default: go build into a temporary directory)")
 	verbose := fs.Bool("v", false, "log progress on stderr")
 	fs.Usage = func() {
@@ -157,7 +160,12 @@ func runAttack(ctx context.Context, args []string) error {
 	if err := rep.WriteAll(o.out); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	if err := rep.Markdown(os.Stdout); err != nil {
+	var md strings.Builder
+	if err := rep.Markdown(&md); err != nil {
+		return err
+	}
+	fmt.Print(md.String())
+	if err := recordAttack(o, args, rep, md.String()); err != nil {
 		return err
 	}
 	fmt.Printf("\nresults in %s (attack.md, attack.json)\n", o.out)
@@ -168,4 +176,13 @@ func runAttack(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d threshold(s) broken", len(f))
 	}
 	return nil
+}
+
+// recordAttack writes the report and the table it printed at --record, if
+// given (args are the subcommand's flags).
+func recordAttack(o attackOpts, args []string, rep *attack.Report, markdown string) error {
+	if o.record == "" {
+		return nil
+	}
+	return results.Write(o.record, append([]string{"attack"}, args...), rep, markdown)
 }

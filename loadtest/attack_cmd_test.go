@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keymesh/keymesh/loadtest/attack"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 func TestAttackFlags(t *testing.T) {
@@ -32,5 +35,36 @@ func TestAttackFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: error %v, want one line mentioning %q", c.args, err, c.want)
 		}
+	}
+}
+
+func TestAttackRecord(t *testing.T) {
+	args := []string{"--short", "--only", "x25519", "--record", filepath.Join(t.TempDir(), "attack")}
+	o, err := parseAttackFlags(args, io.Discard)
+	if err != nil || o.record != args[len(args)-1] {
+		t.Fatalf("parse: %+v, %v", o, err)
+	}
+	rep := &attack.Report{Rate: "100Mbit", Duration: 2500 * time.Millisecond, LegitRate: 20, CPUs: 2,
+		Results: []attack.Result{{Attack: "x25519", Summary: "spoofed first contacts"}}}
+	var table strings.Builder
+	if err := rep.Markdown(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := recordAttack(o, args, rep, table.String()); err != nil {
+		t.Fatal(err)
+	}
+	rec, md, err := results.Read(o.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md != strings.TrimSpace(table.String())+"\n" || !strings.Contains(md, "| x25519 |") {
+		t.Errorf("recorded Markdown %q, printed %q", md, table.String())
+	}
+	if want := results.CommandLine(append([]string{"attack"}, args...)); rec.Meta.Command != want {
+		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
+	}
+	var data attack.Report
+	if err := json.Unmarshal(rec.Data, &data); err != nil || len(data.Results) != 1 || data.Results[0].Attack != "x25519" {
+		t.Errorf("recorded data %+v, %v", data, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // matrixOpts configures `loadtest matrix`.
@@ -29,6 +30,7 @@ type matrixOpts struct {
 	timeout  time.Duration
 	parallel int
 	bin      string
+	record   string
 	keep     bool
 	quick    bool
 	verbose  bool
@@ -53,6 +55,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
 	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/matrix-regions-bgp")
 	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
@@ -223,10 +226,11 @@ func runMatrix(ctx context.Context, args []string) error {
 	if err := rep.WriteAll(o.out); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	if err := rep.Markdown(os.Stdout); err != nil {
+	var md strings.Builder
+	if err := rep.Markdown(&md); err != nil {
 		return err
 	}
-	fmt.Printf("\n%d trials in %s; results in %s (matrix.md, matrix.json, matrix.svg)\n",
+	fmt.Fprintf(&md, "\n%d trials in %s; results in %s (matrix.md, matrix.json, matrix.svg)\n",
 		len(trials), time.Since(started).Round(time.Second), o.out)
 	if o.regions > 0 {
 		home := "r2"
@@ -237,10 +241,14 @@ func runMatrix(ctx context.Context, args []string) error {
 		if o.mesh {
 			mesh = ", instances in a mesh"
 		}
-		fmt.Printf("servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
+		fmt.Fprintf(&md, "servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
 	}
 	if o.server != "" {
-		fmt.Printf("servers: outside the lab (%s), reached through this host\n", lab.Connect)
+		fmt.Fprintf(&md, "servers: outside the lab (%s), reached through this host\n", lab.Connect)
+	}
+	fmt.Print(md.String())
+	if err := recordMatrix(o, args, rep, md.String()); err != nil {
+		return err
 	}
 	printTrialErrors(os.Stderr, trials)
 	if runErr != nil {
@@ -250,6 +258,15 @@ func runMatrix(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d pair(s) below the expected outcome:\n  %s", len(f), strings.Join(f, "\n  "))
 	}
 	return nil
+}
+
+// recordMatrix writes the report and what was printed at --record, if given
+// (args are the subcommand's flags).
+func recordMatrix(o matrixOpts, args []string, rep matrix.Report, markdown string) error {
+	if o.record == "" {
+		return nil
+	}
+	return results.Write(o.record, append([]string{"matrix"}, args...), rep, markdown)
 }
 
 // matrixExternal resolves --server here, on the host (the lab's hosts

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // regionKillOpts configures `loadtest regionkill`.
@@ -20,6 +22,7 @@ type regionKillOpts struct {
 	door     natlab.FrontDoor
 	cfg      labrun.RegionKillConfig
 	bin      string
+	record   string
 	keep     bool
 	verbose  bool
 	interval time.Duration
@@ -42,6 +45,7 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.BoolVar(&o.cfg.Direct, "direct", false, "let the peers use a direct path (default: relay only, whose instances are in the regions)")
 	fs.DurationVar(&o.interval, "health-interval", 200*time.Millisecond, "how often the lab's health checker asks each instance's /healthz (a region is down after 2 failed rounds)")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	fs.StringVar(&o.record, "record", "", "`prefix` to record the result at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/regionkill-accel-r2")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
 	fs.Usage = func() {
@@ -124,11 +128,42 @@ func runRegionKill(ctx context.Context, args []string) error {
 		lab.DumpLogs(os.Stderr, 15)
 		return err
 	}
-	printRegionKill(os.Stdout, o, res)
+	if err := reportRegionKill(os.Stdout, args, o, res); err != nil {
+		return err
+	}
 	if !res.Transfer.OK() {
 		return fmt.Errorf("bytes lost: %d sent, %d received", res.Transfer.Sent, res.Transfer.Received)
 	}
 	return nil
+}
+
+// regionKillRecord is the data `loadtest regionkill --record` writes: the
+// run's settings beside its result.
+type regionKillRecord struct {
+	FrontDoor      string                  `json:"front_door"`
+	Regions        int                     `json:"regions"`
+	Mesh           bool                    `json:"mesh"`
+	HealthInterval time.Duration           `json:"health_interval_ns"`
+	Config         labrun.RegionKillConfig `json:"config"`
+	Result         labrun.RegionKillResult `json:"result"`
+}
+
+// reportRegionKill prints the run's table and, with --record, records it
+// (args are the subcommand's flags).
+func reportRegionKill(w io.Writer, args []string, o regionKillOpts, r labrun.RegionKillResult) error {
+	var md strings.Builder
+	printRegionKill(&md, o, r)
+	if _, err := io.WriteString(w, md.String()); err != nil {
+		return err
+	}
+	if o.record == "" {
+		return nil
+	}
+	// The CLI processes (Pipe, Listen) are this run's handles, not results.
+	r.Transfer.Pipe, r.Transfer.Listen = nil, nil
+	rec := regionKillRecord{FrontDoor: string(o.door), Regions: o.regions, Mesh: o.mesh,
+		HealthInterval: o.interval, Config: o.cfg, Result: r}
+	return results.Write(o.record, append([]string{"regionkill"}, args...), rec, md.String())
 }
 
 func printRegionKill(w io.Writer, o regionKillOpts, r labrun.RegionKillResult) {
@@ -151,7 +186,7 @@ func printRegionKill(w io.Writer, o regionKillOpts, r labrun.RegionKillResult) {
 		o.door, o.regions, o.cfg.AType, o.cfg.BType, path, o.cfg.Kill, r.Killed.Round(time.Millisecond),
 		ms(r.MarkedDown), ms(r.KillGap), fmt.Sprint(r.KillGapAt.Milliseconds()), ms(r.LongestGap), r.Transfer.Sent, r.Transfer.Received,
 		r.Transfer.SentSum == r.Transfer.ReceivedSum)
-	fmt.Fprintf(w, "\nsent     SHA-256 %s\nreceived SHA-256 %s\nlongest gap began %s into the stream; health checks every %s\n",
+	fmt.Fprintf(w, "\nsent SHA-256 %s, received SHA-256 %s; the longest gap began %s into the stream; health checks every %s\n",
 		hex.EncodeToString(r.Transfer.SentSum[:]), hex.EncodeToString(r.Transfer.ReceivedSum[:]),
 		r.GapStart.Round(time.Millisecond), o.interval)
 }

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/loadtest/labrun"
+	"github.com/keymesh/keymesh/loadtest/matrix"
+	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 func TestRegionFlags(t *testing.T) {
@@ -29,5 +35,63 @@ func TestRegionFlags(t *testing.T) {
 		if _, err := parseMatrixFlags(args, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "--") {
 			t.Errorf("matrix %q: error %v, want one naming the flag", args, err)
 		}
+	}
+}
+
+func TestRegionKillRecord(t *testing.T) {
+	args := []string{"--frontdoor", "accel", "--mesh", "--kill", "r2", "--record", filepath.Join(t.TempDir(), "rk")}
+	o, err := parseRegionKillFlags(args, io.Discard)
+	if err != nil || o.record != args[len(args)-1] {
+		t.Fatalf("parse: %+v, %v", o, err)
+	}
+	res := labrun.RegionKillResult{Killed: 5 * time.Second, MarkedDown: 300 * time.Millisecond, KillGap: time.Second}
+	res.Transfer.Sent, res.Transfer.Received = 100, 100
+	var printed strings.Builder
+	if err := reportRegionKill(&printed, args, o, res); err != nil {
+		t.Fatal(err)
+	}
+	rec, md, err := results.Read(o.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md != printed.String() || !strings.Contains(md, "| accel | 2 |") {
+		t.Errorf("recorded Markdown %q, printed %q", md, printed.String())
+	}
+	if want := results.CommandLine(append([]string{"regionkill"}, args...)); rec.Meta.Command != want {
+		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
+	}
+	var data regionKillRecord
+	if err := json.Unmarshal(rec.Data, &data); err != nil || data.Result.MarkedDown != res.MarkedDown || !data.Mesh {
+		t.Errorf("recorded data %+v, %v", data, err)
+	}
+}
+
+func TestMatrixRecord(t *testing.T) {
+	args := []string{"--regions", "2", "--frontdoor", "bgp", "--quick", "--record", filepath.Join(t.TempDir(), "m")}
+	o, err := parseMatrixFlags(args, io.Discard)
+	if err != nil || o.record != args[len(args)-1] {
+		t.Fatalf("parse: %+v, %v", o, err)
+	}
+	rep := matrix.Summarize([]matrix.Trial{{A: "public", B: "public", Outcome: matrix.Direct, FirstByte: 7 * time.Millisecond}})
+	var table strings.Builder
+	if err := rep.Markdown(&table); err != nil {
+		t.Fatal(err)
+	}
+	if err := recordMatrix(o, args, rep, table.String()); err != nil {
+		t.Fatal(err)
+	}
+	rec, md, err := results.Read(o.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md != table.String() || !strings.Contains(md, "| public | public | direct |") {
+		t.Errorf("recorded Markdown %q, printed %q", md, table.String())
+	}
+	if want := results.CommandLine(append([]string{"matrix"}, args...)); rec.Meta.Command != want {
+		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
+	}
+	var data matrix.Report
+	if err := json.Unmarshal(rec.Data, &data); err != nil || len(data.Pairs) != 1 || data.Pairs[0].Direct != 1 {
+		t.Errorf("recorded data %+v, %v", data, err)
 	}
 }

@@ -96,32 +96,6 @@ func TestSTUNClientTimeout(t *testing.T) {
 	}
 }
 
-func TestParseBindingResponse(t *testing.T) {
-	req, tx, err := BindingRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ParseBindingResponse(req); !errors.Is(err, ErrNotResponse) {
-		t.Fatalf("request parsed as response: %v", err)
-	}
-	if _, _, err := ParseBindingResponse([]byte("hello")); !errors.Is(err, ErrNotSTUN) {
-		t.Fatalf("junk: %v", err)
-	}
-	m := stun.MustBuild(stun.NewTransactionIDSetter(tx), stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: net.ParseIP("203.0.113.7"), Port: 4242})
-	gotTx, addr, err := ParseBindingResponse(m.Raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gotTx != tx || addr != netip.MustParseAddrPort("203.0.113.7:4242") {
-		t.Fatalf("got %x %s", gotTx, addr)
-	}
-	bare := stun.MustBuild(stun.BindingSuccess, stun.TransactionID)
-	if _, _, err := ParseBindingResponse(bare.Raw); !errors.Is(err, ErrNoMappedAddr) {
-		t.Fatalf("no address: %v", err)
-	}
-}
-
 func TestSchedule(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := NewSchedule(now.Add(150*time.Millisecond), now)

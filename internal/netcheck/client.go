@@ -8,9 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pion/stun/v4"
-
 	"github.com/keymesh/keymesh/internal/exchange"
+	"github.com/keymesh/keymesh/internal/stunbind"
 )
 
 // Client runs the RFC 5780 tests over one UDP socket. Use a socket of its
@@ -110,38 +109,24 @@ func (c *Client) request(ctx context.Context, to netip.AddrPort, change byte) (a
 	if tries <= 0 {
 		tries = 3
 	}
-	setters := []stun.Setter{stun.TransactionID, stun.BindingRequest}
-	if change != 0 {
-		setters = append(setters, stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, change}})
-	}
 	// PADDING (RFC 5780 section 7.6) so the answer is not larger than us.
-	setters = append(setters, stun.RawAttribute{Type: stun.AttrPadding, Value: make([]byte, 48)})
-	req, err := stun.Build(setters...)
+	req, tx, err := stunbind.Request(stunbind.RequestOptions{Change: change, Padding: 48})
 	if err != nil {
 		return answer{}, fmt.Errorf("build request: %w", err)
 	}
 	var a answer
 	err = exchange.Run(ctx, exchange.Config{
 		Conn: c.Conn, To: net.UDPAddrFromAddrPort(to), Retry: timeout, Tries: tries,
-		Request: func() []byte { return req.Raw },
+		Request: func() []byte { return req },
 		Answer: func(b []byte, _ net.Addr) (exchange.Verdict, error) {
-			m := &stun.Message{Raw: append([]byte(nil), b...)}
-			if m.Decode() != nil || m.TransactionID != req.TransactionID || m.Type != stun.BindingSuccess {
+			r, err := stunbind.Parse(b)
+			if r.Tx != tx || errors.Is(err, stunbind.ErrNotSTUN) || errors.Is(err, stunbind.ErrNotResponse) {
 				return exchange.Skip, nil
 			}
-			var xa stun.XORMappedAddress
-			if err := xa.GetFrom(m); err != nil {
-				return exchange.Skip, fmt.Errorf("answer from %v without XOR-MAPPED-ADDRESS: %w", to, err)
+			if err != nil || !r.XOR {
+				return exchange.Skip, fmt.Errorf("answer from %v without XOR-MAPPED-ADDRESS: %w", to, stunbind.ErrNoMappedAddr)
 			}
-			a.mapped = toAddrPort(xa.IP, xa.Port)
-			var oa stun.OtherAddress
-			if oa.GetFrom(m) == nil {
-				a.other = toAddrPort(oa.IP, oa.Port)
-			}
-			var ro stun.ResponseOrigin
-			if ro.GetFrom(m) == nil {
-				a.origin = toAddrPort(ro.IP, ro.Port)
-			}
+			a = answer{mapped: r.Mapped, other: r.Other, origin: r.Origin}
 			return exchange.Done, nil
 		},
 	})
@@ -157,11 +142,6 @@ func (c *Client) request(ctx context.Context, to netip.AddrPort, change byte) (a
 		return answer{}, fmt.Errorf("%w from %v", ErrNoAnswer, to)
 	}
 	return answer{}, err
-}
-
-func toAddrPort(ip net.IP, port int) netip.AddrPort {
-	a, _ := netip.AddrFromSlice(ip)
-	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }
 
 // routeTo finds the local address the kernel would use toward dst, without

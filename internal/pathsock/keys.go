@@ -1,8 +1,6 @@
 package pathsock
 
 import (
-	"sync"
-
 	"github.com/keymesh/keymesh/internal/crypto"
 )
 
@@ -10,37 +8,26 @@ import (
 // a scalar multiplication each, and must not grow memory without bound.
 const maxKeys = 4096
 
-// keyCache remembers the box key shared with each peer key.
+// keyCache remembers the box key shared with each peer key, in a
+// crypto.KeyCache (keys in use outlive a stream of keys used once).
 type keyCache struct {
-	id *crypto.Identity
-	mu sync.Mutex
-	m  map[crypto.PeerID]*[32]byte
+	id    *crypto.Identity
+	cache *crypto.KeyCache
 }
 
 func (k *keyCache) init(id *crypto.Identity) {
 	k.id = id
-	k.m = map[crypto.PeerID]*[32]byte{}
+	k.cache = crypto.NewKeyCache(maxKeys)
 }
 
 func (k *keyCache) get(peer crypto.PeerID) (*[32]byte, error) {
-	k.mu.Lock()
-	sh := k.m[peer]
-	k.mu.Unlock()
-	if sh != nil {
-		return sh, nil
+	if sh, ok := k.cache.Get(&peer); ok {
+		return &sh, nil
 	}
 	sh, err := k.id.SharedKey(peer)
 	if err != nil {
 		return nil, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.m) >= maxKeys {
-		for id := range k.m { // random eviction
-			delete(k.m, id)
-			break
-		}
-	}
-	k.m[peer] = sh
+	k.cache.Put(&peer, sh)
 	return sh, nil
 }

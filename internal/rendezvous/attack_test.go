@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -194,33 +193,6 @@ func TestNewPeerOneX25519(t *testing.T) {
 	}
 }
 
-// TestKeyCacheShardsNotChosen: the sender chooses its key's bytes; keys that
-// agree on every byte the old shard pick looked at must still spread over
-// the shards (the old cache held only one shard's worth of them).
-func TestKeyCacheShardsNotChosen(t *testing.T) {
-	const size = 64 * keyCacheShards
-	c := newKeyCache(size)
-	var k [32]byte
-	for i := range size {
-		var id crypto.PeerID
-		binary.BigEndian.PutUint64(id[:8], uint64(i))
-		id[31] = 7
-		c.put(&id, &k)
-	}
-	held := 0
-	for i := range size {
-		var id crypto.PeerID
-		binary.BigEndian.PutUint64(id[:8], uint64(i))
-		id[31] = 7
-		if _, ok := c.get(&id); ok {
-			held++
-		}
-	}
-	if held < size/2 {
-		t.Fatalf("cache holds %d of %d keys sharing a last byte: one shard takes them all", held, size)
-	}
-}
-
 // BenchmarkStrangerKeyFlood measures what one frame from a fresh key and a
 // spoofed source costs the server once the flood exceeds the key-miss
 // budget (the old server did an X25519 for each).
@@ -235,46 +207,6 @@ func BenchmarkStrangerKeyFlood(b *testing.B) {
 		fx.srv.handle(context.Background(), fx.sc, spoofed(i%100000), frames[i%len(frames)])
 	}
 	b.ReportMetric(value(fx.srv.m.keyComputes)/float64(b.N), "X25519/op")
-}
-
-// TestKeyCacheKeepsUsedKeys: peers that proved an address and keep
-// refreshing hold their cached keys against a stream of keys used once (an
-// attacker with many real addresses, each within its X25519 budget), so
-// they do not fall back to the contested key-miss budget. The old cache
-// forgot an arbitrary entry.
-func TestKeyCacheKeepsUsedKeys(t *testing.T) {
-	const size = 8 * keyCacheShards
-	c := newKeyCache(size)
-	var k [32]byte
-	id := func(tag byte, i int) *crypto.PeerID {
-		var p crypto.PeerID
-		p[0] = tag
-		binary.BigEndian.PutUint64(p[1:], uint64(i))
-		return &p
-	}
-	const peers = size / 2
-	for i := range peers {
-		c.put(id(1, i), &k)
-	}
-	for round := range 20 {
-		for i := range peers { // every peer refreshes once a round
-			if _, ok := c.get(id(1, i)); !ok {
-				c.put(id(1, i), &k) // a miss: the X25519 again
-			}
-		}
-		for j := range size { // a cache's worth of fresh keys in between
-			c.put(id(2, round*size+j), &k)
-		}
-	}
-	held := 0
-	for i := range peers {
-		if _, ok := c.get(id(1, i)); ok {
-			held++
-		}
-	}
-	if held < peers*3/4 {
-		t.Fatalf("%d of %d refreshing peers kept their keys through the stream of fresh keys", held, peers)
-	}
 }
 
 // TestRegisterRatePerSource is issue 10 item 7 at the door: one source

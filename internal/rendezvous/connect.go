@@ -122,7 +122,7 @@ func (s *Server) registryError(sc *scratch, req *request, err error) []outPacket
 // draws on the global key-miss budget: connects to many targets registered
 // through other instances cost an X25519 each.
 func (s *Server) keyFor(id crypto.PeerID) ([32]byte, error) {
-	if k, ok := s.keys.get(&id); ok {
+	if k, ok := s.keys.Get(&id); ok {
 		return k, nil
 	}
 	if !s.keyMissBudget.Allow(s.cfg.Now().UnixNano()) {
@@ -134,6 +134,6 @@ func (s *Server) keyFor(id crypto.PeerID) ([32]byte, error) {
 	if err != nil {
 		return [32]byte{}, err
 	}
-	s.keys.put(&id, k)
+	s.keys.Put(&id, k)
 	return *k, nil
 }

@@ -79,7 +79,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	// A proven source's sender key: cached for peers seen before, else one
 	// X25519 from the source's budget (a new peer, or a peer that made a new
 	// key, behind that address).
-	key, cached := s.keys.get(&sealed.Sender)
+	key, cached := s.keys.Get(&sealed.Sender)
 	if !cached {
 		if !s.keyMissSource.Allow(from.Addr(), now.UnixNano()) {
 			return s.reject(reasonKeyRate)
@@ -133,7 +133,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	}
 	if !cached {
 		// Only a key that opened a box from a proven address earns a place.
-		s.keys.put(&sealed.Sender, &key)
+		s.keys.Put(&sealed.Sender, &key)
 	}
 	switch err := s.replay.CheckStamped(now, sent, sealed.Sender[:], sealed.Nonce[:]); {
 	case errors.Is(err, replay.ErrStale):

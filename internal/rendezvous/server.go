@@ -27,7 +27,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	id      crypto.PeerID
-	keys    *keyCache
+	keys    *crypto.KeyCache
 	replay  *replay.Cache
 	limiter *ratelimit.Limiter
 	// keyMissSource budgets, per source, the X25519s for uncached sender
@@ -75,7 +75,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:           cfg,
 		log:           cfg.Logger,
 		id:            cfg.Identity.ID(),
-		keys:          newKeyCache(cfg.KeyCache),
+		keys:          crypto.NewKeyCache(cfg.KeyCache),
 		replay:        rc,
 		limiter:       cfg.RateLimit.limiter(),
 		keyMissSource: cfg.KeyMissRate.limiter(),
