@@ -181,10 +181,11 @@ type Client struct {
 	regRetried  bool      // a challenge was answered in this register round
 	epochKicked time.Time // last registration a changed epoch started
 	instKicked  time.Time // last registration another instance started
-	// kaAnswered: the current keepalive round was answered.
-	kaAnswered bool
-	pending    map[uint64]*pending
-	reports    []wire.Report // sent since the last report challenge
+	// kaAnswered: the current keepalive round was answered; kaHeard: the
+	// server has answered a keepalive (an older one drops them).
+	kaAnswered, kaHeard bool
+	pending             map[uint64]*pending
+	reports             []wire.Report // sent since the last report challenge
 }
 
 // sentSalt is a recent request's salt and its message type.

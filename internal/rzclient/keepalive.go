@@ -17,7 +17,8 @@ import (
 // touching its registry. It registers again at once when the answer comes
 // from another instance than its registration's, when the epoch changed
 // (noteEpoch), or when keepaliveMisses keepalives in a row went
-// unanswered.
+// unanswered (only once the server has answered one: an older server drops
+// them).
 //
 // Cost: per peer one request (139 bytes of UDP payload) and one smaller answer
 // each interval, one box opened and one sealed at the server, no registry
@@ -88,6 +89,14 @@ func (c *Client) idle(ctx context.Context, refresh time.Duration) bool {
 				break
 			}
 			if sent >= keepaliveMisses {
+				c.mu.Lock()
+				heard := c.kaHeard
+				c.mu.Unlock()
+				if !heard {
+					// A server from before keepalives drops them:
+					// its silence means nothing.
+					break
+				}
 				c.log.Info("rendezvous keepalives unanswered: registering again", "missed", sent)
 				return true
 			}
@@ -111,6 +120,7 @@ func (c *Client) onKeepaliveAck(a *wire.KeepaliveAck) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	c.kaAnswered = true
+	c.kaHeard = true
 	was := c.st.Instance
 	moved := was != "" && wire.AckInstance(was) != a.Instance
 	kick := moved && now.Sub(c.instKicked) >= epochKickGap

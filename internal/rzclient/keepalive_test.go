@@ -190,3 +190,42 @@ func TestConnectResentOnRegistered(t *testing.T) {
 	}
 	// The fake clock fired no wait: the resend came from the registration.
 }
+
+// TestKeepaliveOldServerNoReregister: a server that never answered a
+// keepalive (one from before them drops them) is not taken for dead: the
+// unanswered keepalives start no registration.
+func TestKeepaliveOldServerNoReregister(t *testing.T) {
+	const ka = time.Second
+	fs := newFake(t, func(c *Config) { c.Keepalive = ka })
+	clk := newFakeClock()
+	fs.client.after = clk.after
+	fs.client.jitter = func() float64 { return 0.5 }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go fs.client.Run(ctx)
+	fs.next()
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "old"})
+	rto := fs.client.cfg.Retransmit
+	for count(clk, ka) == 0 {
+		select {
+		case <-clk.armed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no keepalive interval armed within 5 s of the registration")
+		}
+	}
+	n, m := 0, count(clk, rto)
+	for range 2 {
+		n = fireWait(t, clk, ka, n)
+		for range keepaliveMisses {
+			if got := fs.next().Body.Type(); got != wire.MsgKeepalive {
+				t.Fatalf("sent %s, want a keepalive", got)
+			}
+			m = fireWait(t, clk, rto, m)
+		}
+	}
+	select {
+	case msg := <-fs.sent:
+		t.Fatalf("sent %s after unanswered keepalives to a server that never answered one", msg.Body.Type())
+	case <-time.After(20 * time.Millisecond):
+	}
+}
