@@ -56,21 +56,14 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/attack")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous and relay binaries (default: go build into a temporary directory)")
 	verbose := fs.Bool("v", false, "log progress on stderr")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest attack [flags]\n\n"+
-			"Builds a lab of network namespaces (needs root), and for each attack starts fresh\n"+
+	if err := parseOnlyFlags(fs, "attack",
+		"Builds a lab of network namespaces (needs root), and for each attack starts fresh\n"+
 			"rendezvous and relay binaries (TURN and the TLS stream relay on), keeps legitimate\n"+
 			"peers registering, connecting, binding and relaying, and runs the attack: floods with\n"+
 			"spoofed sources at --rate, or strangers holding records, allocations and tunnels.\n"+
 			"Prints a Markdown table, writes attack.md and attack.json, and exits 1 when an attack\n"+
-			"breaks a threshold.\n\nattacks: %s\n\nflags:\n", strings.Join(attack.Names(), ", "))
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+			"breaks a threshold.\n\nattacks: "+strings.Join(attack.Names(), ", "), args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest attack takes only flags", fs.Arg(0))
 	}
 	var err error
 	if o.cfg.Rate, err = attack.ParseRate(*rate); err != nil {

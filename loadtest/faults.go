@@ -51,20 +51,13 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest faults [flags]\n\n"+
-			"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
+	if err := parseOnlyFlags(fs, "faults",
+		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for each fault starts two peers in fresh sites, keeps a\n"+
 			"paced stream from A to B and injects the fault: the longest gap in delivered bytes,\n"+
 			"the time until data flows again and until the best path is back, and whether every\n"+
-			"byte arrived (SHA-256). Writes the table and exits 1 when a fault misses a goal.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+			"byte arrived (SHA-256). Writes the table and exits 1 when a fault misses a goal.", args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest faults takes only flags", fs.Arg(0))
 	}
 	var err error
 	if o.faults, err = faults.ParseList(*list); err != nil {

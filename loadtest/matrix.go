@@ -67,20 +67,13 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.server, "server", "", "`connect string` (host:port#server-id, as the rendezvous prints it) of a rendezvous outside the lab: run the lab's NATs against it instead of starting servers (the lab's internet is linked to this host, which must reach the servers; see --route)")
 	fs.StringVar(&o.stream, "stream-relay", "", "with --server: the stream relay `URL` (wss://host:port/v1/tunnel#relay-id) given to every peer (udp-blocked peers need it to register)")
 	routes := fs.String("route", "", "with --server: comma-separated `prefixes` the lab sends to this host: the rendezvous's and every relay's addresses (default: the rendezvous's address/32); the servers must route the lab's 203.0.113.0/24 and 198.51.100.0/24 back to this host")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest matrix [flags]\n\n"+
-			"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
+	if err := parseOnlyFlags(fs, "matrix",
+		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for every ordered pair of NAT types starts fresh peer\n"+
 			"daemons in two sites and has A ping B by peer ID: direct, relay or none, time to\n"+
 			"the first reply and to a direct path. Writes the table and exits 1 when a pair\n"+
-			"falls below its expected outcome.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+			"falls below its expected outcome.", args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest matrix takes only flags", fs.Arg(0))
 	}
 	var err error
 	if o.types, err = labrun.ParseTypes(*types); err != nil {

@@ -48,21 +48,14 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the result at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/regionkill-accel-r2")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest regionkill [flags]\n\n"+
-			"Builds the NAT lab (needs root) with the servers in --regions regions behind\n"+
+	if err := parseOnlyFlags(fs, "regionkill",
+		"Builds the NAT lab (needs root) with the servers in --regions regions behind\n"+
 			"anycast addresses, a peer A in a site nearest r1 and a peer B nearest r2, streams\n"+
 			"paced bytes from A to B, kills every instance of --kill partway through, and\n"+
 			"reports the longest stall at B, when the front door moved the region's clients,\n"+
 			"and whether every byte arrived (SHA-256 at both ends). Exits 1 when bytes were\n"+
-			"lost or the stream failed.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+			"lost or the stream failed.", args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest regionkill takes only flags", fs.Arg(0))
 	}
 	var err error
 	if o.door, err = natlab.ParseFrontDoor(*door); err != nil {

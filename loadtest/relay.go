@@ -64,17 +64,10 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	fs.BoolVar(&o.relayLog, "relay-log", false, "write our relay's debug log to stderr (failed requests and why)")
 	fs.StringVar(&o.clientLogs, "client-logs", "", "write each turnutils_uclient's output into `dir` (for diagnosis)")
 	fs.BoolVar(&o.short, "short", false, "CI mode: 2 allocations, 1 s of traffic, about 10 s in all")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest turn [flags]\n\n"+
-			"Runs coturn's turnutils_uclient against our TURN relay (in this process) and against\n"+
-			"coturn's turnserver, with the same load, and prints a Markdown table.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseOnlyFlags(fs, "turn",
+		"Runs coturn's turnutils_uclient against our TURN relay (in this process) and against\n"+
+			"coturn's turnserver, with the same load, and prints a Markdown table.", args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q: loadtest turn takes only flags", fs.Arg(0))
 	}
 	for _, s := range strings.Split(*servers, ",") {
 		switch s = strings.TrimSpace(s); s {

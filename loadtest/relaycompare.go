@@ -43,18 +43,11 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	fs.StringVar(&c.bin, "bin", "", "directory with prebuilt relay, derper and derpgen (default: build them into a temporary directory)")
 	fs.StringVar(&c.record, "record", "", "also write the table and data to `prefix`.md and prefix.json (e.g. docs/results/relay)")
 	short := fs.Bool("short", false, "CI form: 2 flows, two light steps of 300 ms, every server")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadtest relay [flags]\n\n"+
-			"Runs one generator against keymesh's ticket relay, TLS stream relay and TURN and, in the\n"+
+	if err := parseOnlyFlags(fs, "relay",
+		"Runs one generator against keymesh's ticket relay, TLS stream relay and TURN and, in the\n"+
 			"same run, against Tailscale's derper and coturn: each server pinned to its own core, the\n"+
-			"generator to another, stepped offered load, and prints a Markdown table.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+			"generator to another, stepped offered load, and prints a Markdown table.", args); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: loadtest relay takes only flags", fs.Arg(0))
 	}
 	if *short {
 		*flows, *rates, o.Step = "2", "500,1000", 300*time.Millisecond
