@@ -2,6 +2,7 @@ package pathsock
 
 import (
 	"errors"
+	"github.com/keymesh/keymesh/internal/udpoffload"
 	"net"
 	"net/netip"
 	"time"
@@ -52,7 +53,7 @@ func (s *Sock) readLoop() {
 			continue
 		}
 		// A coalesced read holds same-size datagrams back to back.
-		seg := groSize(oob[:oobn])
+		seg := udpoffload.GROSize(oob[:oobn])
 		if seg <= 0 || seg > readBufSize {
 			seg = n
 		}

@@ -1,6 +1,7 @@
 package pathsock
 
 import (
+	"github.com/keymesh/keymesh/internal/udpoffload"
 	"net/netip"
 )
 
@@ -90,13 +91,13 @@ func (s *Sock) flush(batch []outPacket, big, oob []byte) {
 			for _, p := range batch[i:j] {
 				big = append(big, (*p.bp)[:p.n]...)
 			}
-			_, _, err := u.WriteMsgUDPAddrPort(big, gsoControl(oob[:0], size), batch[i].to)
+			_, _, err := u.WriteMsgUDPAddrPort(big, udpoffload.AppendGSO(oob[:0], size), batch[i].to)
 			if err == nil {
 				s.release(batch[i:j])
 				i = j
 				continue
 			}
-			if isGSOError(err) {
+			if udpoffload.IsGSOError(err) {
 				s.log.Info("segmentation offload unavailable; sending datagrams one by one", "err", err)
 				s.gso.Store(false)
 			} else if !s.isClosed() {

@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/keymesh/keymesh/internal/testutil/ci"
 )
 
 // TestFlushRuns sends one batch of mixed sizes and destinations and checks
@@ -47,18 +45,5 @@ func TestFlushRuns(t *testing.T) {
 		if n != w.size || buf[0] != byte(i) || buf[n-1] != byte(i) {
 			t.Fatalf("frame %d: got %d bytes starting %d, want %d bytes of %d", i, n, buf[0], w.size, i)
 		}
-	}
-}
-
-func TestGROSize(t *testing.T) {
-	if groSize(nil) != 0 || groSize([]byte{1, 2, 3}) != 0 {
-		t.Fatal("junk parsed")
-	}
-	b := gsoControl(nil, 1353)
-	if len(b) == 0 {
-		ci.Skip(t, "no offload on this platform")
-	}
-	if groSize(b) != 0 {
-		t.Fatal("a UDP_SEGMENT message is not a UDP_GRO one")
 	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/udpoffload"
 	"net"
 	"net/netip"
 	"syscall"
@@ -212,28 +213,7 @@ func (m *mmsg) segSize(i int) int {
 		return 0
 	}
 	n := int(m.rhdr[i].Hdr.Controllen)
-	return groSize(m.rctl[i*ctlSpace : i*ctlSpace+min(n, ctlSpace)])
-}
-
-// groSize finds the UDP_GRO segment size in control messages; 0 when
-// there is none.
-func groSize(oob []byte) int {
-	for len(oob) >= unix.CmsgSpace(0) {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.CmsgLen(0) || l > len(oob) {
-			return 0
-		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])))
-		}
-		next := unix.CmsgSpace(l - unix.CmsgLen(0))
-		if next > len(oob) {
-			return 0
-		}
-		oob = oob[next:]
-	}
-	return 0
+	return udpoffload.GROSize(m.rctl[i*ctlSpace : i*ctlSpace+min(n, ctlSpace)])
 }
 
 // source decodes the address receive slot i came from.
@@ -334,30 +314,13 @@ func (m *mmsg) join(out []byte, dst netip.AddrPort) bool {
 		h := &m.shdr[j].Hdr
 		h.SetIovlen(sm.segs)
 		if sm.segs == 2 {
-			gsoControl(m.sctl[j*ctlSpace:(j+1)*ctlSpace], sm.size)
+			udpoffload.PutGSO(m.sctl[j*ctlSpace:(j+1)*ctlSpace], sm.size)
 			h.Control = &m.sctl[j*ctlSpace]
 			h.SetControllen(unix.CmsgSpace(2))
 		}
 		return true
 	}
 	return false
-}
-
-// gsoControl writes the UDP_SEGMENT control message giving the segment
-// size into b.
-func gsoControl(b []byte, size int) {
-	clear(b[:unix.CmsgSpace(2)])
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level = unix.IPPROTO_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	*(*uint16)(unsafe.Pointer(&b[unix.CmsgSpace(0)])) = uint16(size)
-}
-
-// isGSOError tells a send error that means the path cannot segment (the
-// device lacks checksum offload).
-func isGSOError(e syscall.Errno) bool {
-	return e == unix.EIO || e == unix.EINVAL || e == unix.ENOTSUP
 }
 
 // flush sends the queued batch; a message the kernel refuses is counted and
@@ -380,7 +343,7 @@ func (m *mmsg) flush(w *worker) error {
 				m.off++
 				continue
 			}
-			if sm.segs > 1 && isGSOError(m.errno) && m.gso {
+			if sm.segs > 1 && udpoffload.IsGSOErrno(m.errno) && m.gso {
 				m.gso = false
 				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.errno)
 			}

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"fmt"
+	"github.com/keymesh/keymesh/internal/udpoffload"
 	"net"
 	"net/netip"
 	"runtime"
@@ -32,7 +33,7 @@ func sendRun(t *testing.T, p *peer, to *net.UDPAddr, frames [][]byte) {
 		buf = append(buf, f...)
 	}
 	oob := make([]byte, unix.CmsgSpace(2))
-	gsoControl(oob, len(frames[0]))
+	udpoffload.PutGSO(oob, len(frames[0]))
 	if _, _, err := p.conn.WriteMsgUDP(buf, oob, to); err != nil {
 		t.Fatalf("segmented send (UDP_SEGMENT): %v", err)
 	}
@@ -69,7 +70,7 @@ func recvFrames(t *testing.T, p *peer, want int) (frames [][]byte, reads int) {
 			break
 		}
 		reads++
-		seg := groSize(oob[:oobn])
+		seg := udpoffload.GROSize(oob[:oobn])
 		if seg <= 0 {
 			seg = n
 		}
@@ -202,27 +203,6 @@ func TestSegmentedRunChecksEveryDatagram(t *testing.T) {
 	})
 }
 
-// TestGROSizeIgnoresForeignControl checks the control-message walk on
-// a message that is not UDP_GRO and on truncated input.
-func TestGROSizeIgnoresForeignControl(t *testing.T) {
-	b := make([]byte, unix.CmsgSpace(4)*2)
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_TIMESTAMP
-	h.SetLen(unix.CmsgLen(4))
-	h2 := (*unix.Cmsghdr)(unsafe.Pointer(&b[unix.CmsgSpace(4)]))
-	h2.Level, h2.Type = unix.IPPROTO_UDP, unix.UDP_GRO
-	h2.SetLen(unix.CmsgLen(4))
-	*(*int32)(unsafe.Pointer(&b[unix.CmsgSpace(4)+unix.CmsgSpace(0)])) = 1200
-	if got := groSize(b); got != 1200 {
-		t.Fatalf("groSize = %d, want 1200", got)
-	}
-	for _, bad := range [][]byte{nil, b[:3], b[:unix.CmsgSpace(4)+2]} {
-		if got := groSize(bad); got != 0 {
-			t.Errorf("groSize(%d bytes) = %d, want 0", len(bad), got)
-		}
-	}
-}
-
 // TestBatchPathDoesNotAllocate reads a segmented run and forwards it
 // segmented, through the same code Serve runs, and counts allocations.
 func TestBatchPathDoesNotAllocate(t *testing.T) {
@@ -323,7 +303,7 @@ func benchRelayCPU(b *testing.B, segmented, offload bool) {
 		joined = append(joined, f...)
 	}
 	oob := make([]byte, unix.CmsgSpace(2))
-	gsoControl(oob, len(frames[0]))
+	udpoffload.PutGSO(oob, len(frames[0]))
 	to := relayConn.LocalAddr().(*net.UDPAddr)
 
 	// The sink counts what arrives and tells the sender each full run.
@@ -337,7 +317,7 @@ func benchRelayCPU(b *testing.B, segmented, offload bool) {
 			if err != nil {
 				return
 			}
-			seg := groSize(oob[:oobn])
+			seg := udpoffload.GROSize(oob[:oobn])
 			if seg <= 0 {
 				seg = k
 			}
