@@ -358,6 +358,10 @@ func TestProbeRateUntilAnswered(t *testing.T) {
 	if _, _, err := tun.ReadFrom(make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
+	// The answer read may be to a late "flood" datagram, read by the
+	// recorder after it began answering, with "hello" still on its way:
+	// count from the moment "hello" went too.
+	waitFor(t, "the hello sent", func() bool { return srv.sent() == 9 })
 	before := srv.sent()
 	for i := 0; i < 100; i++ {
 		_, _ = tun.WriteTo([]byte("data"), victim.addr())
