@@ -70,6 +70,7 @@ type Redis struct {
 	now      func() time.Time
 	perShard int64 // index entries kept per count shard; 0: no cap
 	evicted  atomic.Uint64
+	puts     putQueue
 }
 
 var _ Registry = (*Redis)(nil)
@@ -147,43 +148,41 @@ func (r *Redis) Evicted() uint64 { return r.evicted.Load() }
 
 func (r *Redis) bucket() int64 { return r.now().UnixNano() / int64(r.window) }
 
-// Put stores or refreshes rec until ttl from now, with one pipelined round
-// trip (SET with expiry, PFADD and PEXPIRE of the count bucket).
+// Put stores or refreshes rec until ttl from now. It joins the next batch
+// of Puts (redisbatch.go): one pipelined round trip writes the batch's
+// records (SET with expiry) and counts them (PFADD and PEXPIRE of each
+// count bucket the batch touches). It returns when its batch is written or
+// ctx ends, whichever is first.
 func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 	if err := checkPut(rec, ttl); err != nil {
 		return err
 	}
-	var buf [512]byte
-	body, err := appendRecord(buf[:0], rec)
+	body, err := appendRecord(make([]byte, 0, 256), rec)
 	if err != nil {
 		return err
 	}
-	ttl = max(ttl, time.Millisecond) // Redis counts expiry in milliseconds
 	a := rec.ID.OverlayAddr().As16()
-	ck := r.countKey(a[2]%countShards, r.bucket())
-	var popped *redis.Cmd
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.recordKey(a), body, ttl)
-		p.PFAdd(ctx, ck, a[2:])
-		p.PExpire(ctx, ck, 3*r.window)
-		if r.perShard > 0 {
-			now := r.now()
-			popped = capScript.Eval(ctx, p, []string{r.indexKey(a[2] % countShards)},
-				a[2:], now.Add(ttl).UnixMilli(), now.UnixMilli(), r.perShard, (ttl + time.Second).Milliseconds())
-		}
-		return nil
-	})
-	if err != nil {
-		return unavailable("put", err)
+	op := &putOp{
+		ctx:   ctx,
+		key:   r.recordKey(a),
+		body:  body,
+		ttl:   max(ttl, time.Millisecond), // Redis counts expiry in milliseconds
+		addr:  string(a[2:]),
+		shard: a[2] % countShards,
+		done:  make(chan error, 1),
 	}
-	if popped != nil {
-		return r.evict(ctx, popped)
+	r.enqueue(op)
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return unavailable("put", ctx.Err())
 	}
-	return nil
 }
 
-// evict deletes the records the cap script popped (address, score pairs).
-func (r *Redis) evict(ctx context.Context, popped *redis.Cmd) error {
+// poppedKeys returns the record keys of the addresses the cap script
+// popped (address, score pairs).
+func (r *Redis) poppedKeys(popped *redis.Cmd) []string {
 	vals, err := popped.Slice()
 	if err != nil || len(vals) == 0 {
 		return nil
@@ -198,7 +197,12 @@ func (r *Redis) evict(ctx context.Context, popped *redis.Cmd) error {
 		copy(a[2:], m)
 		keys = append(keys, r.recordKey(a))
 	}
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	return keys
+}
+
+// evict deletes the records whose index entries the cap script popped.
+func (r *Redis) evict(ctx context.Context, keys []string) error {
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range keys {
 			p.Del(ctx, k) // one key per command: each lives in its own slot
 		}

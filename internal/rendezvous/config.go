@@ -66,6 +66,11 @@ const (
 	// retransmission, so a hung store fails the request instead of
 	// holding a reader.
 	DefaultRegistryTimeout = time.Second
+	// DefaultRemoteWorkers is how many datagrams each socket handles at
+	// once with a registry across the network: enough that the registry's
+	// round trips (a refresh waits for its batch to be written, a connect
+	// for two lookups) overlap, at a few KiB of buffers each.
+	DefaultRemoteWorkers = 256
 )
 
 // RateLimit is the per-source token bucket every datagram passes before any
@@ -240,8 +245,12 @@ type Config struct {
 	Mesh     Forwarder
 	MeshAddr netip.AddrPort
 	// Workers is the number of goroutines reading each served socket.
-	// Default 2 x GOMAXPROCS, at least 4 (registry calls may block on
-	// Redis).
+	// With the in-process Memory registry, whose calls never block, each
+	// takes batches of datagrams per system call, and the default is
+	// 2 x GOMAXPROCS, at least 4. With a registry across the network
+	// (Redis) each takes one datagram at a time, so that one waiting for
+	// the registry holds up no other, and the default is
+	// DefaultRemoteWorkers.
 	Workers int
 }
 
@@ -302,6 +311,9 @@ func (c *Config) validate() error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
+		if _, mem := c.Registry.(*discovery.Memory); !mem {
+			c.Workers = DefaultRemoteWorkers
+		}
 	}
 	c.Reports.defaults()
 	c.RateLimit.fill(DefaultRate, DefaultBurst)

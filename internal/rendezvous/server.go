@@ -177,7 +177,10 @@ type udpConn interface {
 const readBatch = 32
 
 func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
-	if uc, ok := conn.(*net.UDPConn); ok {
+	// A batch is handled in order by one goroutine: fine while no registry
+	// call blocks, but behind a remote registry a connect would wait for
+	// every refresh read before it.
+	if uc, ok := conn.(*net.UDPConn); ok && s.inProcess {
 		return s.readBatches(ctx, uc)
 	}
 	fast, _ := conn.(udpConn)

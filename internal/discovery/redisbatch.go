@@ -1,0 +1,178 @@
+package discovery
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Puts are written in batches (group commit): a Put queues its record and
+// waits; a flusher takes every queued Put (up to maxPutBatch) and writes
+// them in one pipeline. At most maxPutFlushers pipelines are in flight, so
+// while they are, new Puts gather into the next batch: an idle registry
+// writes each Put at once, a busy one in fewer, larger round trips. The
+// counters of a batch are merged (one PFADD and one PEXPIRE per count
+// shard, not per Put). Lookups do not use this path: they take their own
+// connections from the client's pool, and the flushers hold at most
+// maxPutFlushers of them (per Cluster node), so a burst of refreshes never
+// takes every connection from the connects.
+const (
+	maxPutBatch    = 512
+	maxPutFlushers = 2
+)
+
+// putOp is one Put waiting for its pipeline.
+type putOp struct {
+	ctx   context.Context
+	key   string
+	body  []byte
+	ttl   time.Duration
+	addr  string // the 14 address bytes after fd4b
+	shard byte
+	done  chan error // buffered: the flusher never blocks on a caller gone
+}
+
+// putQueue holds the Puts waiting for a flusher.
+type putQueue struct {
+	mu      sync.Mutex
+	pending []*putOp
+	running int // flushers
+}
+
+// enqueue queues op and starts a flusher when fewer than maxPutFlushers run.
+func (r *Redis) enqueue(op *putOp) {
+	q := &r.puts
+	q.mu.Lock()
+	q.pending = append(q.pending, op)
+	start := q.running < maxPutFlushers
+	if start {
+		q.running++
+	}
+	q.mu.Unlock()
+	if start {
+		go r.flushPuts()
+	}
+}
+
+// flushPuts writes queued batches until the queue is empty, then exits.
+func (r *Redis) flushPuts() {
+	q := &r.puts
+	for {
+		q.mu.Lock()
+		n := min(len(q.pending), maxPutBatch)
+		if n == 0 {
+			q.running--
+			q.mu.Unlock()
+			return
+		}
+		batch := make([]*putOp, n)
+		copy(batch, q.pending)
+		rest := copy(q.pending, q.pending[n:])
+		clear(q.pending[rest:])
+		q.pending = q.pending[:rest]
+		q.mu.Unlock()
+		r.writePuts(batch)
+	}
+}
+
+// writePuts writes one batch in one pipeline and answers each Put. A Put
+// whose caller gave up (its context ended) is left out. The pipeline runs
+// until the latest deadline of the batch's Puts, so no Put is cut short
+// by another's deadline and none outlives its own caller's by more.
+func (r *Redis) writePuts(batch []*putOp) {
+	live := batch[:0]
+	var (
+		deadline    time.Time
+		noDeadline  bool
+		shardUsed   [countShards][]any
+		shardPFAdds [countShards]*redis.IntCmd
+		shardExpire [countShards]*redis.BoolCmd
+	)
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.done <- unavailable("put", err)
+			continue
+		}
+		live = append(live, op)
+		if d, ok := op.ctx.Deadline(); !ok {
+			noDeadline = true
+		} else if d.After(deadline) {
+			deadline = d
+		}
+		shardUsed[op.shard] = append(shardUsed[op.shard], op.addr)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if !noDeadline {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	now := r.now()
+	bucket := now.UnixNano() / int64(r.window)
+	sets := make([]*redis.StatusCmd, len(live))
+	var caps []*redis.Cmd
+	if r.perShard > 0 {
+		caps = make([]*redis.Cmd, len(live))
+	}
+	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, op := range live {
+			sets[i] = p.Set(ctx, op.key, op.body, op.ttl)
+		}
+		for s, members := range shardUsed {
+			if len(members) == 0 {
+				continue
+			}
+			ck := r.countKey(byte(s), bucket)
+			shardPFAdds[s] = p.PFAdd(ctx, ck, members...)
+			shardExpire[s] = p.PExpire(ctx, ck, 3*r.window)
+		}
+		for i, op := range live {
+			if caps != nil {
+				caps[i] = capScript.Eval(ctx, p, []string{r.indexKey(op.shard)},
+					op.addr, now.Add(op.ttl).UnixMilli(), now.UnixMilli(), r.perShard, (op.ttl + time.Second).Milliseconds())
+			}
+		}
+		return nil
+	}) // each command keeps its own error, read below
+	var (
+		evictKeys []string
+		evictOps  []int
+	)
+	errs := make([]error, len(live))
+	for i, op := range live {
+		err := sets[i].Err()
+		if err == nil {
+			err = shardPFAdds[op.shard].Err()
+		}
+		if err == nil {
+			err = shardExpire[op.shard].Err()
+		}
+		if err == nil && caps != nil {
+			err = caps[i].Err()
+			if err == nil {
+				if keys := r.poppedKeys(caps[i]); len(keys) > 0 {
+					evictKeys = append(evictKeys, keys...)
+					evictOps = append(evictOps, i)
+				}
+			}
+		}
+		if err != nil {
+			errs[i] = unavailable("put", err)
+		}
+	}
+	if len(evictKeys) > 0 {
+		if err := r.evict(ctx, evictKeys); err != nil {
+			for _, i := range evictOps {
+				errs[i] = err
+			}
+		}
+	}
+	for i, op := range live {
+		op.done <- errs[i]
+	}
+}
