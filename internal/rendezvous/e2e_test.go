@@ -33,6 +33,12 @@ type testServer struct {
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with mod applied to the config.
+func startServerWith(t *testing.T, mod func(*rendezvous.Config)) *testServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	id, err := crypto.GenerateIdentity(nil)
 	if err != nil {
@@ -40,7 +46,7 @@ func startServer(t *testing.T) *testServer {
 	}
 	admin := obs.NewAdmin("rendezvous", nil)
 	reg := discovery.NewMemory(nil)
-	srv, err := rendezvous.New(rendezvous.Config{
+	cfg := rendezvous.Config{
 		Identity:   id,
 		Registry:   reg,
 		Cookies:    crypto.NewCookieJar([]byte("0123456789abcdef0123456789abcdef"), nil),
@@ -48,7 +54,11 @@ func startServer(t *testing.T) *testServer {
 		Registerer: admin.Registry,
 		Instance:   "e2e",
 		Workers:    2,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := rendezvous.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
