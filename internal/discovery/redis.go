@@ -32,8 +32,9 @@ type RedisOptions struct {
 	Now func() time.Time
 	// MaxRecords caps the registry at about this many records; 0 means no
 	// cap. With a cap, each Put also files the peer in an expiry index (a
-	// sorted set per count shard, about 100 bytes of Redis memory a peer)
-	// and, when a new peer takes the index over MaxRecords/16, the records
+	// sorted set per count shard, about 100 bytes of Redis memory a peer;
+	// one script call per shard and batch of Puts files them all) and,
+	// when new peers take the index over MaxRecords/16, the records
 	// closest to expiry are deleted. A refresh of a registered peer is never
 	// refused: it moves the peer to the far end of the index. Needs Redis
 	// 5 or later (ZPOPMIN).
@@ -127,16 +128,18 @@ func (r *Redis) indexKey(s byte) string {
 	return r.prefix + ":{cnt" + strconv.FormatUint(uint64(s), 16) + "}:x"
 }
 
-// capScript files a peer in its shard's expiry index, drops the expired
-// entries (their records expired by themselves) and, beyond the cap, pops
-// the entries closest to expiry for the caller to delete. One key, so it
-// runs on a Cluster too.
+// capScript files a batch's peers in one shard's expiry index, drops the
+// expired entries (their records expired by themselves) and, beyond the
+// cap, pops the entries closest to expiry for the caller to delete. One
+// key, so it runs on a Cluster too. ARGV: now (Unix ms), the cap, the
+// index's time to live (ms), then score (expiry, Unix ms) and address
+// pairs, at most maxPutBatch of them (Lua's unpack takes a few thousand).
 var capScript = redis.NewScript(`
 local x = KEYS[1]
-redis.call('ZADD', x, ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[3])
-redis.call('PEXPIRE', x, ARGV[5])
-local over = redis.call('ZCARD', x) - tonumber(ARGV[4])
+redis.call('ZADD', x, unpack(ARGV, 4))
+redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1])
+redis.call('PEXPIRE', x, ARGV[3])
+local over = redis.call('ZCARD', x) - tonumber(ARGV[2])
 if over > 0 then
   return redis.call('ZPOPMIN', x, over)
 end

@@ -89,6 +89,8 @@ func (r *Redis) writePuts(batch []*putOp) {
 		shardUsed   [countShards][]any
 		shardPFAdds [countShards]*redis.IntCmd
 		shardExpire [countShards]*redis.BoolCmd
+		shardCaps   [countShards]*redis.Cmd
+		shardTTL    [countShards]time.Duration // longest Put TTL
 	)
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
@@ -102,6 +104,7 @@ func (r *Redis) writePuts(batch []*putOp) {
 			deadline = d
 		}
 		shardUsed[op.shard] = append(shardUsed[op.shard], op.addr)
+		shardTTL[op.shard] = max(shardTTL[op.shard], op.ttl)
 	}
 	if len(live) == 0 {
 		return
@@ -115,10 +118,6 @@ func (r *Redis) writePuts(batch []*putOp) {
 	now := r.now()
 	bucket := now.UnixNano() / int64(r.window)
 	sets := make([]*redis.StatusCmd, len(live))
-	var caps []*redis.Cmd
-	if r.perShard > 0 {
-		caps = make([]*redis.Cmd, len(live))
-	}
 	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, op := range live {
 			sets[i] = p.Set(ctx, op.key, op.body, op.ttl)
@@ -130,19 +129,30 @@ func (r *Redis) writePuts(batch []*putOp) {
 			ck := r.countKey(byte(s), bucket)
 			shardPFAdds[s] = p.PFAdd(ctx, ck, members...)
 			shardExpire[s] = p.PExpire(ctx, ck, 3*r.window)
-		}
-		for i, op := range live {
-			if caps != nil {
-				caps[i] = capScript.Eval(ctx, p, []string{r.indexKey(op.shard)},
-					op.addr, now.Add(op.ttl).UnixMilli(), now.UnixMilli(), r.perShard, (op.ttl + time.Second).Milliseconds())
+			if r.perShard == 0 {
+				continue
 			}
+			args := make([]any, 0, 3+2*len(members))
+			args = append(args, now.UnixMilli(), r.perShard, (shardTTL[s] + time.Second).Milliseconds())
+			for _, op := range live {
+				if int(op.shard) == s {
+					args = append(args, now.Add(op.ttl).UnixMilli(), op.addr)
+				}
+			}
+			shardCaps[s] = capScript.Eval(ctx, p, []string{r.indexKey(byte(s))}, args...)
 		}
 		return nil
 	}) // each command keeps its own error, read below
-	var (
-		evictKeys []string
-		evictOps  []int
-	)
+	var evictKeys []string
+	for _, c := range shardCaps {
+		if c != nil {
+			evictKeys = append(evictKeys, r.poppedKeys(c)...)
+		}
+	}
+	var evictErr error
+	if len(evictKeys) > 0 {
+		evictErr = r.evict(ctx, evictKeys)
+	}
 	errs := make([]error, len(live))
 	for i, op := range live {
 		err := sets[i].Err()
@@ -152,24 +162,15 @@ func (r *Redis) writePuts(batch []*putOp) {
 		if err == nil {
 			err = shardExpire[op.shard].Err()
 		}
-		if err == nil && caps != nil {
-			err = caps[i].Err()
-			if err == nil {
-				if keys := r.poppedKeys(caps[i]); len(keys) > 0 {
-					evictKeys = append(evictKeys, keys...)
-					evictOps = append(evictOps, i)
-				}
+		if err == nil && shardCaps[op.shard] != nil {
+			err = shardCaps[op.shard].Err()
+			if err == nil && evictErr != nil {
+				errs[i] = evictErr
+				continue
 			}
 		}
 		if err != nil {
 			errs[i] = unavailable("put", err)
-		}
-	}
-	if len(evictKeys) > 0 {
-		if err := r.evict(ctx, evictKeys); err != nil {
-			for _, i := range evictOps {
-				errs[i] = err
-			}
 		}
 	}
 	for i, op := range live {
