@@ -1,4 +1,4 @@
-package main
+package attack
 
 import (
 	"context"
@@ -15,13 +15,13 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/keymesh/keymesh/internal/flagenv"
-	"github.com/keymesh/keymesh/loadtest/attack"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // attackOpts are the flags of `loadtest attack`.
 type attackOpts struct {
-	cfg    attack.Config
+	cfg    Config
 	out    string
 	record string
 	bin    string
@@ -33,7 +33,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs := flag.NewFlagSet("loadtest attack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	rate := fs.String("rate", "100Mbit", "each flood's rate: bits/s (100Mbit, 500kbit, 2Gbit) or packets/s (50kpps, 20000pps); the table states what was achieved")
-	only := fs.String("only", "", "comma-separated attacks to run (default all): "+strings.Join(attack.Names(), ", "))
+	only := fs.String("only", "", "comma-separated attacks to run (default all): "+strings.Join(Names(), ", "))
 	var rzArgs, relayArgs flagenv.Strings
 	fs.Var(&rzArgs, "rendezvous-arg", "extra rendezvous flag, e.g. --rendezvous-arg=--rate-limit=20 (repeatable)")
 	fs.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable)")
@@ -43,7 +43,7 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs.IntVar(&o.cfg.Peers, "peers", 16, "long-lived legitimate peers (they connect to each other)")
 	fs.IntVar(&o.cfg.Workers, "workers", 2, "goroutines writing each flood")
 	fs.IntVar(&o.cfg.MaxHeld, "max-held", 20000, "most TURN allocations or tunnels a holding attack takes (bounds the attacker's own sockets)")
-	th := attack.DefaultThresholds
+	th := DefaultThresholds
 	fs.Float64Var(&th.MinSuccess, "min-success", th.MinSuccess, "threshold: least share of legitimate registrations, connects and binds that succeed")
 	fs.DurationVar(&th.MaxP99, "max-p99", th.MaxP99, "threshold: their p99 latency must stay below this")
 	fs.Float64Var(&th.MaxPeerReflection, "max-peer-reflection", th.MaxPeerReflection, "threshold: bytes a peer's probes bring the victims a registered attacker named, over the attacker's bytes (QUIC's 3x before address validation)")
@@ -56,24 +56,24 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/attack")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous and relay binaries (default: go build into a temporary directory)")
 	verbose := fs.Bool("v", false, "log progress on stderr")
-	if err := parseOnlyFlags(fs, "attack",
+	if err := cli.ParseOnlyFlags(fs, "attack",
 		"Builds a lab of network namespaces (needs root), and for each attack starts fresh\n"+
 			"rendezvous and relay binaries (TURN and the TLS stream relay on), keeps legitimate\n"+
 			"peers registering, connecting, binding and relaying, and runs the attack: floods with\n"+
 			"spoofed sources at --rate, or strangers holding records, allocations and tunnels.\n"+
 			"Prints a Markdown table, writes attack.md and attack.json, and exits 1 when an attack\n"+
-			"breaks a threshold.\n\nattacks: "+strings.Join(attack.Names(), ", "), args); err != nil {
+			"breaks a threshold.\n\nattacks: "+strings.Join(Names(), ", "), args); err != nil {
 		return o, err
 	}
 	var err error
-	if o.cfg.Rate, err = attack.ParseRate(*rate); err != nil {
+	if o.cfg.Rate, err = ParseRate(*rate); err != nil {
 		return o, fmt.Errorf("--rate: %w", err)
 	}
 	if *only != "" {
 		for _, n := range strings.Split(*only, ",") {
 			o.cfg.Attacks = append(o.cfg.Attacks, strings.TrimSpace(n))
 		}
-		if _, err := attack.Select(o.cfg.Attacks); err != nil {
+		if _, err := Select(o.cfg.Attacks); err != nil {
 			return o, fmt.Errorf("--only: %w", err)
 		}
 	}
@@ -108,7 +108,9 @@ func parseAttackFlags(args []string, stderr io.Writer) (attackOpts, error) {
 	return o, nil
 }
 
-func runAttack(ctx context.Context, args []string) error {
+// Main is `loadtest attack`: it parses args (the flags after the name) and
+// runs it.
+func Main(ctx context.Context, args []string) error {
 	o, err := parseAttackFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -116,13 +118,13 @@ func runAttack(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the attack lab makes network namespaces (run with sudo)")
 	}
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	o.cfg.Bins = attack.Binaries{Rendezvous: bins.Rendezvous, Relay: bins.Relay, Peer: bins.Peer}
-	attacks, _ := attack.Select(o.cfg.Attacks)
+	o.cfg.Bins = Binaries{Rendezvous: bins.Rendezvous, Relay: bins.Relay, Peer: bins.Peer}
+	attacks, _ := Select(o.cfg.Attacks)
 	bar := progressbar.NewOptions(len(attacks),
 		progressbar.OptionSetWriter(os.Stderr),
 		progressbar.OptionSetDescription("attack"),
@@ -133,7 +135,7 @@ func runAttack(ctx context.Context, args []string) error {
 		progressbar.OptionClearOnFinish(),
 	)
 	o.cfg.OnStart = func(name string) { bar.Describe(name) }
-	o.cfg.OnDone = func(r attack.Result) {
+	o.cfg.OnDone = func(r Result) {
 		v := "pass"
 		if !r.Pass() {
 			v = "FAIL"
@@ -141,7 +143,7 @@ func runAttack(ctx context.Context, args []string) error {
 		bar.Describe(fmt.Sprintf("%s: %s", r.Attack, v))
 		_ = bar.Add(1)
 	}
-	rep, runErr := attack.Run(ctx, o.cfg)
+	rep, runErr := Run(ctx, o.cfg)
 	_ = bar.Finish()
 	fmt.Fprintln(os.Stderr)
 	if rep == nil || len(rep.Results) == 0 {
@@ -173,7 +175,7 @@ func runAttack(ctx context.Context, args []string) error {
 
 // recordAttack writes the report and the table it printed at --record, if
 // given (args are the subcommand's flags).
-func recordAttack(o attackOpts, args []string, rep *attack.Report, markdown string) error {
+func recordAttack(o attackOpts, args []string, rep *Report, markdown string) error {
 	if o.record == "" {
 		return nil
 	}

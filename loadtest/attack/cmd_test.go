@@ -1,4 +1,4 @@
-package main
+package attack
 
 import (
 	"encoding/json"
@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/attack"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
@@ -18,7 +17,7 @@ func TestAttackFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.cfg.Duration != 2500*time.Millisecond || o.cfg.Rate != (attack.Rate{Packets: 50000}) ||
+	if o.cfg.Duration != 2500*time.Millisecond || o.cfg.Rate != (Rate{Packets: 50000}) ||
 		strings.Join(o.cfg.Attacks, ",") != "x25519,stun-reflect" || o.cfg.Thresholds.MaxRSS != 100<<20 ||
 		len(o.cfg.RendezvousArgs) != 1 || o.cfg.RendezvousArgs[0] != "--rate-limit=-1" {
 		t.Errorf("parsed %+v", o.cfg)
@@ -44,8 +43,8 @@ func TestAttackRecord(t *testing.T) {
 	if err != nil || o.record != args[len(args)-1] {
 		t.Fatalf("parse: %+v, %v", o, err)
 	}
-	rep := &attack.Report{Rate: "100Mbit", Duration: 2500 * time.Millisecond, LegitRate: 20, CPUs: 2,
-		Results: []attack.Result{{Attack: "x25519", Summary: "spoofed first contacts"}}}
+	rep := &Report{Rate: "100Mbit", Duration: 2500 * time.Millisecond, LegitRate: 20, CPUs: 2,
+		Results: []Result{{Attack: "x25519", Summary: "spoofed first contacts"}}}
 	var table strings.Builder
 	if err := rep.Markdown(&table); err != nil {
 		t.Fatal(err)
@@ -63,7 +62,7 @@ func TestAttackRecord(t *testing.T) {
 	if want := results.CommandLine(append([]string{"attack"}, args...)); rec.Meta.Command != want {
 		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
 	}
-	var data attack.Report
+	var data Report
 	if err := json.Unmarshal(rec.Data, &data); err != nil || len(data.Results) != 1 || data.Results[0].Attack != "x25519" {
 		t.Errorf("recorded data %+v, %v", data, err)
 	}

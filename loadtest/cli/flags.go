@@ -1,14 +1,14 @@
-package main
+package cli
 
 import (
 	"flag"
 	"fmt"
 )
 
-// parseOnlyFlags gives fs the usage text of `loadtest <name>` (about, then
+// ParseOnlyFlags gives fs the usage text of `loadtest <name>` (about, then
 // the flags), parses args and refuses positional arguments: the lab's
 // subcommands take only flags.
-func parseOnlyFlags(fs *flag.FlagSet, name, about string, args []string) error {
+func ParseOnlyFlags(fs *flag.FlagSet, name, about string, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: loadtest %s [flags]\n\n%s\n\nflags:\n", name, about)
 		fs.PrintDefaults()

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 )
 
-// labBinaries returns the rendezvous, relay and peer binaries the lab
+// LabBinaries returns the rendezvous, relay and peer binaries the lab
 // commands run: those in dir when given (--bin), else freshly built into a
 // temporary directory that cleanup removes.
-func labBinaries(ctx context.Context, dir string) (bins bintest.Binaries, cleanup func(), err error) {
+func LabBinaries(ctx context.Context, dir string) (bins bintest.Binaries, cleanup func(), err error) {
 	if dir != "" {
 		bins, err = bintest.Prebuilt(dir)
 		return bins, func() {}, err
@@ -30,8 +30,8 @@ func labBinaries(ctx context.Context, dir string) (bins bintest.Binaries, cleanu
 	return bins, cleanup, nil
 }
 
-// labLogger logs the lab's progress on stderr with -v, and nothing without.
-func labLogger(verbose bool) *slog.Logger {
+// LabLogger logs the lab's progress on stderr with -v, and nothing without.
+func LabLogger(verbose bool) *slog.Logger {
 	if verbose {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}

@@ -1,4 +1,4 @@
-package main
+package faults
 
 import (
 	"context"
@@ -14,14 +14,14 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/loadtest/faults"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // faultsOpts configures `loadtest faults`.
 type faultsOpts struct {
-	faults  []faults.Fault
+	faults  []Fault
 	runs    int
 	rate    int64
 	size    int64
@@ -39,7 +39,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs := flag.NewFlagSet("loadtest faults", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o faultsOpts
-	list := fs.String("faults", "all", "comma-separated faults to inject: "+faults.Names()+" (nat-flush: every NAT type's)")
+	list := fs.String("faults", "all", "comma-separated faults to inject: "+Names()+" (nat-flush: every NAT type's)")
 	fs.IntVar(&o.runs, "runs", 5, "runs per fault, each with fresh sites and daemons")
 	rate := fs.Float64("rate", 4, "the stream's pace in MiB/s")
 	size := fs.Int64("size", 40, "the stream's length in MiB (it must outlast --at, --hold and the recovery)")
@@ -51,7 +51,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
-	if err := parseOnlyFlags(fs, "faults",
+	if err := cli.ParseOnlyFlags(fs, "faults",
 		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for each fault starts two peers in fresh sites, keeps a\n"+
 			"paced stream from A to B and injects the fault: the longest gap in delivered bytes,\n"+
@@ -60,7 +60,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 		return o, err
 	}
 	var err error
-	if o.faults, err = faults.ParseList(*list); err != nil {
+	if o.faults, err = ParseList(*list); err != nil {
 		return o, fmt.Errorf("--faults: %w", err)
 	}
 	o.rate = int64(*rate * (1 << 20))
@@ -81,7 +81,9 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	return o, nil
 }
 
-func runFaults(ctx context.Context, args []string) error {
+// Main is `loadtest faults`: it parses args (the flags after the name) and
+// runs it.
+func Main(ctx context.Context, args []string) error {
 	o, err := parseFaultsFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -90,15 +92,15 @@ func runFaults(ctx context.Context, args []string) error {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
 	}
 	for _, f := range o.faults {
-		if f.Kind == faults.NATFlush {
+		if f.Kind == NATFlush {
 			if _, err := debpkg.Ensure(ctx, "conntrack", "conntrack"); err != nil {
 				return fmt.Errorf("nat-flush needs conntrack: %w", err)
 			}
 			break
 		}
 	}
-	log := labLogger(o.verbose)
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	log := cli.LabLogger(o.verbose)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
@@ -114,7 +116,7 @@ func runFaults(ctx context.Context, args []string) error {
 		progressbar.OptionClearOnFinish(),
 	)
 	started := time.Now()
-	var one, regions []faults.Fault
+	var one, regions []Fault
 	for _, f := range o.faults {
 		if f.Regions() {
 			regions = append(regions, f)
@@ -122,10 +124,10 @@ func runFaults(ctx context.Context, args []string) error {
 			one = append(one, f)
 		}
 	}
-	var all []faults.Result
+	var all []Result
 	seq := 0
 	for _, set := range []struct {
-		faults []faults.Fault
+		faults []Fault
 		cfg    labrun.Config
 		what   string
 	}{
@@ -148,7 +150,7 @@ func runFaults(ctx context.Context, args []string) error {
 	if len(all) == 0 {
 		return errors.New("no run completed")
 	}
-	rep := faults.Summarize(all, faults.DefaultGoals, o.rate, o.size)
+	rep := Summarize(all, DefaultGoals, o.rate, o.size)
 	if err := rep.WriteAll(o.out); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
@@ -178,7 +180,7 @@ func runFaults(ctx context.Context, args []string) error {
 }
 
 // runFaultsIn starts a lab of cfg and runs each fault o.runs times in it.
-func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o faultsOpts, bar *progressbar.ProgressBar, seq *int) ([]faults.Result, error) {
+func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []Fault, o faultsOpts, bar *progressbar.ProgressBar, seq *int) ([]Result, error) {
 	lab, err := labrun.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -191,12 +193,12 @@ func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []faults.Fault, o fa
 			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
 		}
 	}()
-	var all []faults.Result
+	var all []Result
 	for _, f := range fs {
 		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {
 			*seq++
 			bar.Describe(fmt.Sprintf("%s run %d", f, run))
-			r := faults.Run(ctx, lab, f, run, faults.Options{
+			r := Run(ctx, lab, f, run, Options{
 				Rate: o.rate, Size: o.size, At: o.at, Hold: o.hold, Idle: o.idle,
 				Name: fmt.Sprintf("f%d", *seq),
 			})

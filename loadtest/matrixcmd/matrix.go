@@ -1,4 +1,8 @@
-package main
+// Package matrixcmd is `loadtest matrix`: traversal success by NAT-type pair
+// in the netns lab (needs root). It parses the flags, starts the lab of
+// package labrun, runs its matrix and writes the report of package matrix;
+// it is not in package matrix because labrun imports matrix.
+package matrixcmd
 
 import (
 	"context"
@@ -17,6 +21,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/matrix"
 	"github.com/keymesh/keymesh/loadtest/results"
@@ -49,7 +54,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs := flag.NewFlagSet("loadtest matrix", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o matrixOpts
-	types := fs.String("types", "all", "comma-separated NAT types to pair: "+typeNames()+" (same-nat runs as its own scenario)")
+	types := fs.String("types", "all", "comma-separated NAT types to pair: "+cli.NATTypeNames()+" (same-nat runs as its own scenario)")
 	fs.IntVar(&o.trials, "trials", 10, "trials per ordered pair")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for matrix.md, matrix.json, matrix.svg (and logs of failed trials)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
@@ -67,7 +72,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.server, "server", "", "`connect string` (host:port#server-id, as the rendezvous prints it) of a rendezvous outside the lab: run the lab's NATs against it instead of starting servers (the lab's internet is linked to this host, which must reach the servers; see --route)")
 	fs.StringVar(&o.stream, "stream-relay", "", "with --server: the stream relay `URL` (wss://host:port/v1/tunnel#relay-id) given to every peer (udp-blocked peers need it to register)")
 	routes := fs.String("route", "", "with --server: comma-separated `prefixes` the lab sends to this host: the rendezvous's and every relay's addresses (default: the rendezvous's address/32); the servers must route the lab's 203.0.113.0/24 and 198.51.100.0/24 back to this host")
-	if err := parseOnlyFlags(fs, "matrix",
+	if err := cli.ParseOnlyFlags(fs, "matrix",
 		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for every ordered pair of NAT types starts fresh peer\n"+
 			"daemons in two sites and has A ping B by peer ID: direct, relay or none, time to\n"+
@@ -117,15 +122,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	return o, nil
 }
 
-func typeNames() string {
-	var s []string
-	for _, t := range natlab.AllTypes() {
-		s = append(s, string(t))
-	}
-	return strings.Join(s, ",")
-}
-
-func runMatrix(ctx context.Context, args []string) error {
+// Main is `loadtest matrix`: it parses args (the flags after the name) and
+// runs it.
+func Main(ctx context.Context, args []string) error {
 	o, err := parseMatrixFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -133,9 +132,9 @@ func runMatrix(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
 	}
-	log := labLogger(o.verbose)
+	log := cli.LabLogger(o.verbose)
 
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}

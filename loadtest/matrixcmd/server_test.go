@@ -1,4 +1,4 @@
-package main
+package matrixcmd
 
 import (
 	"bytes"
@@ -77,7 +77,7 @@ func TestMatrixServer(t *testing.T) {
 	out := filepath.Join(work, "results")
 	args := []string{"--server", connect, "--bin", filepath.Dir(bins.Peer), "--types", "public,port-restricted,symmetric",
 		"--trials", "1", "--quick", "--parallel", "3", "--timeout", "8s", "--out", out}
-	if err := runMatrix(ctx, args); err != nil {
+	if err := Main(ctx, args); err != nil {
 		t.Fatalf("loadtest matrix %s: %v\nrendezvous:\n%s", strings.Join(args, " "), err, rz.text())
 	}
 	data, err := os.ReadFile(filepath.Join(out, "matrix.json"))

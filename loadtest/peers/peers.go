@@ -1,4 +1,7 @@
-package main
+// Package peers is `loadtest peers`: N simulated peers registering and
+// connecting against rendezvous servers (in this process, a spawned
+// rendezvous binary, or servers outside), with a memory or Redis registry.
+package peers
 
 import (
 	"bytes"
@@ -154,9 +157,9 @@ func parseScenarios(list string) ([]scenario, error) {
 	return out, nil
 }
 
-// runPeers simulates --count peers registering, refreshing and connecting
+// Main simulates --count peers registering, refreshing and connecting
 // to each other against rendezvous servers and prints a Markdown table.
-func runPeers(ctx context.Context, args []string) error {
+func Main(ctx context.Context, args []string) error {
 	o, err := parsePeersFlags(args, os.Stderr)
 	if err != nil {
 		return err

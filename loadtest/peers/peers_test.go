@@ -1,9 +1,8 @@
-package main
+package peers
 
 import (
 	"bytes"
 	"context"
-	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
 	"github.com/keymesh/keymesh/internal/testutil/redistest"
 )
@@ -201,4 +201,10 @@ func TestPeersPerSource(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 	t.Logf("\n%s", out.String())
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	bintest.RemoveShared()
+	os.Exit(code)
 }

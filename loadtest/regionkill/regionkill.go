@@ -1,4 +1,7 @@
-package main
+// Package regionkill is `loadtest regionkill`: a paced stream across anycast
+// regions of the netns lab while every instance of one region dies (needs
+// root), run by labrun.Lab.RegionKill, and its table.
+package regionkill
 
 import (
 	"context"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/labrun"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
@@ -35,7 +39,7 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	var o regionKillOpts
 	fs.IntVar(&o.regions, "regions", 2, "regions behind the anycast addresses (2 or 3)")
 	door := fs.String("frontdoor", "accel", "anycast model: accel (managed accelerator) or bgp (plain BGP anycast)")
-	aType := fs.String("a-type", "port-restricted", "NAT type of A's site (nearest region r1): "+typeNames())
+	aType := fs.String("a-type", "port-restricted", "NAT type of A's site (nearest region r1): "+cli.NATTypeNames())
 	bType := fs.String("b-type", "port-restricted", "NAT type of B's site (nearest region r2)")
 	fs.StringVar(&o.cfg.Kill, "kill", "r2", "region whose instances are killed (r1 is A's, r2 is B's)")
 	fs.Int64Var(&o.cfg.Rate, "rate", 64<<10, "pace of the stream from A to B, bytes per second")
@@ -48,7 +52,7 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the result at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/regionkill-accel-r2")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
-	if err := parseOnlyFlags(fs, "regionkill",
+	if err := cli.ParseOnlyFlags(fs, "regionkill",
 		"Builds the NAT lab (needs root) with the servers in --regions regions behind\n"+
 			"anycast addresses, a peer A in a site nearest r1 and a peer B nearest r2, streams\n"+
 			"paced bytes from A to B, kills every instance of --kill partway through, and\n"+
@@ -82,7 +86,9 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	return o, nil
 }
 
-func runRegionKill(ctx context.Context, args []string) error {
+// Main is `loadtest regionkill`: it parses args (the flags after the name) and
+// runs it.
+func Main(ctx context.Context, args []string) error {
 	o, err := parseRegionKillFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -90,8 +96,8 @@ func runRegionKill(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
 	}
-	log := labLogger(o.verbose)
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	log := cli.LabLogger(o.verbose)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package relaybench
 
 import (
 	"context"
@@ -13,13 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keymesh/keymesh/loadtest/relaybench"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
 // relayCompareConfig is the `loadtest relay` command line.
 type relayCompareConfig struct {
-	opts   relaybench.Options
+	opts   Options
 	bin    string // prebuilt relay, derper and derpgen
 	record string
 }
@@ -43,7 +43,7 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	fs.StringVar(&c.bin, "bin", "", "directory with prebuilt relay, derper and derpgen (default: build them into a temporary directory)")
 	fs.StringVar(&c.record, "record", "", "also write the table and data to `prefix`.md and prefix.json (e.g. docs/results/relay)")
 	short := fs.Bool("short", false, "CI form: 2 flows, two light steps of 300 ms, every server")
-	if err := parseOnlyFlags(fs, "relay",
+	if err := cli.ParseOnlyFlags(fs, "relay",
 		"Runs one generator against keymesh's ticket relay, TLS stream relay and TURN and, in the\n"+
 			"same run, against Tailscale's derper and coturn: each server pinned to its own core, the\n"+
 			"generator to another, stepped offered load, and prints a Markdown table.", args); err != nil {
@@ -58,8 +58,8 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 			if s == "" {
 				continue
 			}
-			if !slices.Contains(relaybench.AllServers, s) {
-				return c, fmt.Errorf("unknown server %q: use %s", s, strings.Join(relaybench.AllServers, ", "))
+			if !slices.Contains(AllServers, s) {
+				return c, fmt.Errorf("unknown server %q: use %s", s, strings.Join(AllServers, ", "))
 			}
 			if !slices.Contains(o.Servers, s) {
 				o.Servers = append(o.Servers, s)
@@ -98,8 +98,8 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	return c, nil
 }
 
-// runRelayCompare is `loadtest relay`.
-func runRelayCompare(ctx context.Context, args []string) error {
+// Main is `loadtest relay`.
+func Main(ctx context.Context, args []string) error {
 	c, err := parseRelayCompare(args, os.Stderr)
 	if err != nil {
 		return err
@@ -117,18 +117,18 @@ func runRelayCompare(ctx context.Context, args []string) error {
 
 // relayCompareData is what --record keeps.
 type relayCompareData struct {
-	Options relaybench.Options `json:"options"`
-	Rows    []relaybench.Row   `json:"rows"`
-	Sweeps  []relaybench.Sweep `json:"sweeps"`
+	Options Options `json:"options"`
+	Rows    []Row   `json:"rows"`
+	Sweeps  []Sweep `json:"sweeps"`
 }
 
 // relayCompare builds the binaries (or takes --bin), runs every sweep and
 // returns the table and the data.
 func relayCompare(ctx context.Context, c relayCompareConfig, log io.Writer) (string, relayCompareData, error) {
 	o := c.opts
-	raiseFileLimit()
+	cli.RaiseFileLimit()
 	if c.bin != "" {
-		o.Bins = relaybench.Binaries{Relay: c.bin + "/relay", Derper: c.bin + "/derper", Derpgen: c.bin + "/derpgen"}
+		o.Bins = Binaries{Relay: c.bin + "/relay", Derper: c.bin + "/derper", Derpgen: c.bin + "/derpgen"}
 	} else {
 		dir, err := os.MkdirTemp("", "loadtest-relay-bin-")
 		if err != nil {
@@ -136,15 +136,15 @@ func relayCompare(ctx context.Context, c relayCompareConfig, log io.Writer) (str
 		}
 		defer os.RemoveAll(dir)
 		fmt.Fprintln(log, "relay: building the servers...")
-		if o.Bins, err = relaybench.Build(ctx, dir, o.Servers); err != nil {
+		if o.Bins, err = Build(ctx, dir, o.Servers); err != nil {
 			return "", relayCompareData{}, err
 		}
 	}
-	sweeps, err := relaybench.Run(ctx, o, log)
+	sweeps, err := Run(ctx, o, log)
 	if err != nil {
 		return "", relayCompareData{}, err
 	}
-	rows := relaybench.Summarize(o, sweeps)
-	o.Bins = relaybench.Binaries{}
-	return relaybench.Markdown(o, rows), relayCompareData{Options: o, Rows: rows, Sweeps: sweeps}, nil
+	rows := Summarize(o, sweeps)
+	o.Bins = Binaries{}
+	return Markdown(o, rows), relayCompareData{Options: o, Rows: rows, Sweeps: sweeps}, nil
 }

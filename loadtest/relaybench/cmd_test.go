@@ -1,4 +1,4 @@
-package main
+package relaybench
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 
 	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
-	"github.com/keymesh/keymesh/loadtest/relaybench"
 )
 
 // TestRelayCompareShort runs `loadtest relay --short`: the same generator
@@ -43,11 +42,11 @@ func TestRelayCompareShort(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range relaybench.AllServers {
+	for _, s := range AllServers {
 		if !got[s] {
 			t.Errorf("no sweep of %s", s)
 		}
-		if !strings.Contains(md, "| "+relaybench.Title[s]+" |") {
+		if !strings.Contains(md, "| "+Title[s]+" |") {
 			t.Errorf("table lacks %s:\n%s", s, md)
 		}
 	}

@@ -1,4 +1,7 @@
-package main
+// Package relayflows is `loadtest relayflows`: the ticket relay's forwarding
+// at 1, 100 and 10,000 flows against raw UDP (the same generator sending the
+// same flows straight to the recipients).
+package relayflows
 
 import (
 	"context"
@@ -29,10 +32,10 @@ type relayFlowsConfig struct {
 	cpuprofile   string
 }
 
-// runRelayFlows measures the ticket relay's forwarding against raw UDP: the
+// Main measures the ticket relay's forwarding against raw UDP: the
 // same generator sends the same flows straight to the recipients (raw) and
 // through the relay, and the recipients count what arrives.
-func runRelayFlows(ctx context.Context, args []string) error {
+func Main(ctx context.Context, args []string) error {
 	cfg, err := parseRelayFlows(args)
 	if err != nil {
 		return err

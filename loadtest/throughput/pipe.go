@@ -1,4 +1,4 @@
-package main
+package throughput
 
 import (
 	"bufio"
@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/loadtest/cli"
 )
 
 // `loadtest throughput --pipe` moves bytes with the `peer pipe` a user
@@ -346,7 +348,7 @@ func (pipeSource) Read(p []byte) (int, error) {
 // transfer, and prints the medians and the relayed/direct ratio.
 func throughputPipe(ctx context.Context, o tpOpts, out, progress io.Writer) (pipeReport, string, error) {
 	rep := pipeReport{Bytes: o.bytes}
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return rep, "", err
 	}

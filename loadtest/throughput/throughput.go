@@ -1,4 +1,6 @@
-package main
+// Package throughput is `loadtest throughput`: session throughput direct and
+// relayed on loopback, side by side with raw UDP.
+package throughput
 
 import (
 	"context"
@@ -128,9 +130,9 @@ func tpNames() []string {
 	return out
 }
 
-// runThroughput moves --bytes over each scenario on loopback, in this one
+// Main moves --bytes over each scenario on loopback, in this one
 // process, and prints MB/s side by side with raw UDP as a Markdown table.
-func runThroughput(ctx context.Context, args []string) error {
+func Main(ctx context.Context, args []string) error {
 	o, err := parseThroughputFlags(args, os.Stderr)
 	if err != nil {
 		return err

@@ -1,4 +1,6 @@
-package main
+// Package tun is `loadtest tun`: iperf3 TCP and UDP over the keymesh TUN
+// beside wireguard-go, in the netns lab (needs root).
+package tun
 
 import (
 	"context"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+	"github.com/keymesh/keymesh/loadtest/cli"
 	"github.com/keymesh/keymesh/loadtest/results"
 )
 
@@ -57,7 +60,9 @@ func parseTUNFlags(args []string, stderr io.Writer) (tunOpts, error) {
 	return o, nil
 }
 
-func runTUN(ctx context.Context, args []string) error {
+// Main is `loadtest tun`: it parses args (the flags after the name) and
+// runs it.
+func Main(ctx context.Context, args []string) error {
 	o, err := parseTUNFlags(args, os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -73,7 +78,7 @@ func runTUN(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	bins, cleanup, err := labBinaries(ctx, o.bin)
+	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
 	if err != nil {
 		return err
 	}
@@ -83,7 +88,7 @@ func runTUN(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(wg.dir)
-	rows, err := measureTUN(ctx, o, bins, wg.path, labLogger(o.verbose))
+	rows, err := measureTUN(ctx, o, bins, wg.path, cli.LabLogger(o.verbose))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package turn
 
 import (
 	"context"
@@ -9,9 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/turnrelay"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // benchServer is a TURN server under test.

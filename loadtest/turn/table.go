@@ -1,10 +1,12 @@
-package main
+package turn
 
 import (
 	"fmt"
 	"io"
 	"slices"
 	"time"
+
+	"github.com/keymesh/keymesh/loadtest/cli"
 )
 
 // relaySummary is one table row: the medians of a server's runs at one
@@ -102,17 +104,10 @@ func printRelayTable(w io.Writer, o relayOpts, rows []relaySummary) {
 			continue
 		}
 		fmt.Fprintf(w, "| %d | %s | **ours/coturn** | | %s | %s | %+.3f pt | %s | %s | |\n",
-			r.allocations, r.interval, ratio(o.rate, r.rate), ratio(o.mbps, r.mbps),
-			o.loss-r.loss, ratio(o.cpuPercent, r.cpuPercent),
-			ratio(float64(o.cpuPerPacket), float64(r.cpuPerPacket)))
+			r.allocations, r.interval, cli.Ratio(o.rate, r.rate), cli.Ratio(o.mbps, r.mbps),
+			o.loss-r.loss, cli.Ratio(o.cpuPercent, r.cpuPercent),
+			cli.Ratio(float64(o.cpuPerPacket), float64(r.cpuPerPacket)))
 	}
-}
-
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.2f×", a/b)
 }
 
 func fmtPerPacket(d time.Duration) string {

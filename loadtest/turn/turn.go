@@ -1,4 +1,7 @@
-package main
+// Package turn is `loadtest turn`: coturn's own TURN client
+// (turnutils_uclient) against our TURN relay and coturn, side by side, with
+// each server's CPU time per packet.
+package turn
 
 import (
 	"context"
@@ -11,11 +14,11 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
+	"github.com/keymesh/keymesh/loadtest/cli"
 )
 
 // relayOpts configures `loadtest turn`.
@@ -64,7 +67,7 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	fs.BoolVar(&o.relayLog, "relay-log", false, "write our relay's debug log to stderr (failed requests and why)")
 	fs.StringVar(&o.clientLogs, "client-logs", "", "write each turnutils_uclient's output into `dir` (for diagnosis)")
 	fs.BoolVar(&o.short, "short", false, "CI mode: 2 allocations, 1 s of traffic, about 10 s in all")
-	if err := parseOnlyFlags(fs, "turn",
+	if err := cli.ParseOnlyFlags(fs, "turn",
 		"Runs coturn's turnutils_uclient against our TURN relay (in this process) and against\n"+
 			"coturn's turnserver, with the same load, and prints a Markdown table.", args); err != nil {
 		return o, err
@@ -116,9 +119,9 @@ func parseRelayFlags(args []string, stderr io.Writer) (relayOpts, error) {
 	return o, nil
 }
 
-// runRelay is `loadtest turn`: the same TURN load from coturn's
+// Main is `loadtest turn`: the same TURN load from coturn's
 // turnutils_uclient against our relay and against coturn's turnserver.
-func runRelay(ctx context.Context, args []string) error {
+func Main(ctx context.Context, args []string) error {
 	o, err := parseRelayFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -135,7 +138,7 @@ func relayBench(ctx context.Context, o relayOpts, out, log io.Writer) ([]relayRe
 			return nil, err
 		}
 	}
-	limit := raiseFileLimit()
+	limit := cli.RaiseFileLimit()
 	for _, n := range o.allocations {
 		// Our relay holds a socket per allocation, and uclient leaves a
 		// probe allocation behind each session: two per session.
@@ -171,22 +174,4 @@ func relayBench(ctx context.Context, o relayOpts, out, log io.Writer) ([]relayRe
 	}
 	printRelayTable(out, o, summarize(results))
 	return results, nil
-}
-
-// raiseFileLimit lifts RLIMIT_NOFILE as far as allowed (children inherit
-// it) and returns the limit now in force, 0 if unknown.
-func raiseFileLimit() uint64 {
-	var lim syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
-		return 0
-	}
-	want := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
-	if lim.Max >= want.Max || syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
-		lim.Cur = lim.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
-		return 0
-	}
-	return lim.Cur
 }
