@@ -174,7 +174,9 @@ func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 		shard: a[2] % countShards,
 		done:  make(chan error, 1),
 	}
-	r.enqueue(op)
+	if !r.enqueue(op) {
+		return unavailable("put", errPutQueueFull)
+	}
 	select {
 	case err := <-op.done:
 		return err

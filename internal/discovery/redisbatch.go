@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -18,10 +19,18 @@ import (
 // connections from the client's pool, and the flushers hold at most
 // maxPutFlushers of them (per Cluster node), so a burst of refreshes never
 // takes every connection from the connects.
+//
+// The queue is bounded (maxPutQueue): its callers are, a server's readers
+// each wait for one Put at a time, but a Put beyond it fails at once with
+// ErrUnavailable rather than grow the queue while Redis is slow.
 const (
 	maxPutBatch    = 512
 	maxPutFlushers = 2
+	maxPutQueue    = 1 << 16
 )
+
+// errPutQueueFull is the cause of a Put refused by a full queue.
+var errPutQueueFull = errors.New("too many Puts waiting for Redis")
 
 // putOp is one Put waiting for its pipeline.
 type putOp struct {
@@ -41,10 +50,15 @@ type putQueue struct {
 	running int // flushers
 }
 
-// enqueue queues op and starts a flusher when fewer than maxPutFlushers run.
-func (r *Redis) enqueue(op *putOp) {
+// enqueue queues op and starts a flusher when fewer than maxPutFlushers
+// run. It reports false, queueing nothing, when the queue is full.
+func (r *Redis) enqueue(op *putOp) bool {
 	q := &r.puts
 	q.mu.Lock()
+	if len(q.pending) >= maxPutQueue {
+		q.mu.Unlock()
+		return false
+	}
 	q.pending = append(q.pending, op)
 	start := q.running < maxPutFlushers
 	if start {
@@ -54,6 +68,7 @@ func (r *Redis) enqueue(op *putOp) {
 	if start {
 		go r.flushPuts()
 	}
+	return true
 }
 
 // flushPuts writes queued batches until the queue is empty, then exits.
