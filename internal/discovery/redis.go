@@ -33,11 +33,12 @@ type RedisOptions struct {
 	// MaxRecords caps the registry at about this many records; 0 means no
 	// cap. With a cap, each Put also files the peer in an expiry index (a
 	// sorted set per count shard, about 100 bytes of Redis memory a peer;
-	// one script call per shard and batch of Puts files them all) and,
-	// when new peers take the index over MaxRecords/16, the records
-	// closest to expiry are deleted. A refresh of a registered peer is never
-	// refused: it moves the peer to the far end of the index. Needs Redis
-	// 5 or later (ZPOPMIN).
+	// one ZADD per shard and batch of Puts files them all) and, when new
+	// peers take the index over MaxRecords/16, the records closest to
+	// expiry are deleted (two batches that find the index over at once may
+	// both delete, so the registry may briefly hold up to a batch fewer).
+	// A refresh of a registered peer is never refused: it moves the peer
+	// to the far end of the index. Needs Redis 5 or later (ZPOPMIN).
 	MaxRecords int
 }
 
@@ -128,24 +129,6 @@ func (r *Redis) indexKey(s byte) string {
 	return r.prefix + ":{cnt" + strconv.FormatUint(uint64(s), 16) + "}:x"
 }
 
-// capScript files a batch's peers in one shard's expiry index, drops the
-// expired entries (their records expired by themselves) and, beyond the
-// cap, pops the entries closest to expiry for the caller to delete. One
-// key, so it runs on a Cluster too. ARGV: now (Unix ms), the cap, the
-// index's time to live (ms), then score (expiry, Unix ms) and address
-// pairs, at most maxPutBatch of them (Lua's unpack takes a few thousand).
-var capScript = redis.NewScript(`
-local x = KEYS[1]
-redis.call('ZADD', x, unpack(ARGV, 4))
-redis.call('ZREMRANGEBYSCORE', x, '-inf', ARGV[1])
-redis.call('PEXPIRE', x, ARGV[3])
-local over = redis.call('ZCARD', x) - tonumber(ARGV[2])
-if over > 0 then
-  return redis.call('ZPOPMIN', x, over)
-end
-return {}
-`)
-
 // Evicted counts the records deleted to keep the cap.
 func (r *Redis) Evicted() uint64 { return r.evicted.Load() }
 
@@ -185,16 +168,11 @@ func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 	}
 }
 
-// poppedKeys returns the record keys of the addresses the cap script
-// popped (address, score pairs).
-func (r *Redis) poppedKeys(popped *redis.Cmd) []string {
-	vals, err := popped.Slice()
-	if err != nil || len(vals) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(vals)/2)
-	for i := 0; i+1 < len(vals); i += 2 {
-		m, ok := vals[i].(string)
+// poppedKeys returns the record keys of the index entries ZPOPMIN popped.
+func (r *Redis) poppedKeys(popped []redis.Z) []string {
+	keys := make([]string, 0, len(popped))
+	for _, z := range popped {
+		m, ok := z.Member.(string)
 		if !ok || len(m) != 14 {
 			continue
 		}

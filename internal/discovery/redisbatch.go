@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -104,7 +105,8 @@ func (r *Redis) writePuts(batch []*putOp) {
 		shardUsed   [countShards][]any
 		shardPFAdds [countShards]*redis.IntCmd
 		shardExpire [countShards]*redis.BoolCmd
-		shardCaps   [countShards]*redis.Cmd
+		shardZAdds  [countShards]*redis.IntCmd
+		shardCards  [countShards]*redis.IntCmd // index size after the batch
 		shardTTL    [countShards]time.Duration // longest Put TTL
 	)
 	for _, op := range batch {
@@ -147,27 +149,24 @@ func (r *Redis) writePuts(batch []*putOp) {
 			if r.perShard == 0 {
 				continue
 			}
-			args := make([]any, 0, 3+2*len(members))
-			args = append(args, now.UnixMilli(), r.perShard, (shardTTL[s] + time.Second).Milliseconds())
+			// The expiry index: file the batch's peers (a refresh moves
+			// its peer to the far end), drop the entries whose records
+			// expired by themselves, and count what is left.
+			x := r.indexKey(byte(s))
+			zs := make([]redis.Z, 0, len(members))
 			for _, op := range live {
 				if int(op.shard) == s {
-					args = append(args, now.Add(op.ttl).UnixMilli(), op.addr)
+					zs = append(zs, redis.Z{Score: float64(now.Add(op.ttl).UnixMilli()), Member: op.addr})
 				}
 			}
-			shardCaps[s] = capScript.Eval(ctx, p, []string{r.indexKey(byte(s))}, args...)
+			shardZAdds[s] = p.ZAdd(ctx, x, zs...)
+			p.ZRemRangeByScore(ctx, x, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+			p.PExpire(ctx, x, shardTTL[s]+time.Second)
+			shardCards[s] = p.ZCard(ctx, x)
 		}
 		return nil
 	}) // each command keeps its own error, read below
-	var evictKeys []string
-	for _, c := range shardCaps {
-		if c != nil {
-			evictKeys = append(evictKeys, r.poppedKeys(c)...)
-		}
-	}
-	var evictErr error
-	if len(evictKeys) > 0 {
-		evictErr = r.evict(ctx, evictKeys)
-	}
+	evictErr := r.trimIndex(ctx, &shardCards)
 	errs := make([]error, len(live))
 	for i, op := range live {
 		err := sets[i].Err()
@@ -177,8 +176,8 @@ func (r *Redis) writePuts(batch []*putOp) {
 		if err == nil {
 			err = shardExpire[op.shard].Err()
 		}
-		if err == nil && shardCaps[op.shard] != nil {
-			err = shardCaps[op.shard].Err()
+		if err == nil && shardCards[op.shard] != nil {
+			err = errors.Join(shardZAdds[op.shard].Err(), shardCards[op.shard].Err())
 			if err == nil && evictErr != nil {
 				errs[i] = evictErr
 				continue
@@ -191,4 +190,39 @@ func (r *Redis) writePuts(batch []*putOp) {
 	for i, op := range live {
 		op.done <- errs[i]
 	}
+}
+
+// trimIndex pops, from each shard's expiry index that a batch took over
+// the cap, the entries closest to expiry, and deletes their records.
+func (r *Redis) trimIndex(ctx context.Context, cards *[countShards]*redis.IntCmd) error {
+	var over [countShards]int64
+	some := false
+	for s, c := range cards {
+		if c != nil && c.Err() == nil && c.Val() > r.perShard {
+			over[s], some = c.Val()-r.perShard, true
+		}
+	}
+	if !some {
+		return nil
+	}
+	var pops []*redis.ZSliceCmd
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s, n := range over {
+			if n > 0 {
+				pops = append(pops, p.ZPopMin(ctx, r.indexKey(byte(s)), n))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("evict", err)
+	}
+	var keys []string
+	for _, c := range pops {
+		keys = append(keys, r.poppedKeys(c.Val())...)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return r.evict(ctx, keys)
 }
