@@ -110,9 +110,9 @@ type tunRow struct {
 	// Retransmits: the TCP sender's retransmitted segments (iperf3's count).
 	Retransmits int `json:"retransmits,omitempty"`
 	// TunnelLost: for the keymesh TUN rows, the packets the sending
-	// router carried into the session that the receiving router never got
-	// (the difference of their counters over the run): lost inside the
-	// tunnel, not before it.
+	// router carried into the session (its Sent counter) that the
+	// receiving router did not write to its device (its Received counter),
+	// over the run: lost between the two routers, not before them.
 	TunnelLost int64  `json:"tunnel_lost,omitempty"`
 	Note       string `json:"note,omitempty"`
 }
