@@ -98,7 +98,7 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 			// route is not direct): the new punch's winner replaces it.
 			pr.kept.retired.Store(true)
 			s.dropExtra(pr.kept)
-			s.forgetVia(pr, pr.kept)
+			pr.forgetViaLocked(pr.kept)
 			pr.kept, pr.keptLost = nil, time.Time{}
 		}
 		pr.bdayAt = now
@@ -124,10 +124,10 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 // otherwise).
 const birthdayAgainAfter = 2 * time.Second
 
-// birthdayAgain lets the next startBirthday run birthdayAgainAfter after
+// birthdayAgainLocked lets the next startBirthday run birthdayAgainAfter after
 // the last one started, rather than punchWindow: the direct path it found
 // was lost. pr.mu is held.
-func (pr *peer) birthdayAgain() {
+func (pr *peer) birthdayAgainLocked() {
 	if !pr.bdayAt.IsZero() {
 		pr.bdayAt = pr.bdayAt.Add(birthdayAgainAfter - punchWindow)
 	}
@@ -136,49 +136,12 @@ func (pr *peer) birthdayAgain() {
 	pr.sprayUntil = time.Time{}
 }
 
-// wonBirthday keeps the socket via that answered for pr and ends the
+// wonBirthdayLocked keeps the socket via that answered for pr and ends the
 // punch. pr.mu is held.
-func (s *Sock) wonBirthday(pr *peer, via *extra) {
+func (s *Sock) wonBirthdayLocked(pr *peer, via *extra) {
 	pr.kept, pr.keptLost = via, time.Time{}
 	if pr.bday != nil {
 		pr.bday.finish()
-	}
-}
-
-// forgetVia detaches pr's candidates from a closed socket. pr.mu is held.
-func (s *Sock) forgetVia(pr *peer, e *extra) {
-	for a, c := range pr.cands {
-		if c.via != e {
-			continue
-		}
-		if c.learned {
-			delete(pr.cands, a)
-		} else {
-			c.via = nil
-		}
-	}
-}
-
-// tickKept closes the winning birthday socket once the route has not used
-// it for nat.BirthdayKeep. pr.mu is held.
-func (s *Sock) tickKept(pr *peer, now time.Time) {
-	if pr.kept == nil || pr.bday != nil {
-		return
-	}
-	if r := pr.route.Load(); r.via == pr.kept {
-		pr.keptLost = time.Time{}
-		return
-	}
-	if pr.keptLost.IsZero() {
-		pr.keptLost = now
-		return
-	}
-	if now.Sub(pr.keptLost) >= nat.BirthdayKeep {
-		s.log.Debug("closing birthday socket", "peer", pr.id.Short())
-		pr.kept.retired.Store(true)
-		s.dropExtra(pr.kept)
-		s.forgetVia(pr, pr.kept)
-		pr.kept, pr.keptLost = nil, time.Time{}
 	}
 }
 

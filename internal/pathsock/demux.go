@@ -159,7 +159,7 @@ func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
 	pr.mu.Lock()
 	c := pr.cands[from]
 	if c == nil {
-		c = s.addCand(pr, from, true, false, now)
+		c = s.addCandLocked(pr, from, true, false, now)
 	}
 	due := c != nil && now.Sub(c.lastSent) >= time.Second
 	pr.mu.Unlock()

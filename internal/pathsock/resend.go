@@ -122,7 +122,7 @@ func (s *Sock) followToRelay(pr *peer, r *route, now time.Time) {
 	birthday := st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy
 	move := !birthday && pr.route.Load() == r && followRelay(now, lastSent, lastDirect, rtt)
 	if move {
-		if nr := pr.relayRoute(); nr.kind == PathRelay {
+		if nr := pr.relayRouteLocked(); nr.kind == PathRelay {
 			pr.route.Store(nr)
 		} else {
 			move = false
