@@ -214,3 +214,48 @@ func (pr *peer) forgetViaLocked(e *extra) {
 		}
 	}
 }
+
+// probed records a probe sent to the candidate at now.
+func (c *cand) probed(now time.Time) {
+	c.lastSent = now
+	if c.unanswered == 0 {
+		c.firstUnanswered = now
+	}
+	c.unanswered++
+}
+
+// What a direct probe's reply did to the route.
+const (
+	routeKept     = iota // no change
+	routeUp              // the first direct path: the route leaves the relay
+	routeSwitched        // another direct path
+)
+
+// directReplyLocked takes an authenticated ProbeReply from candidate c
+// (round trip rtt, received on socket via) at now: the candidate is
+// proven and measured, and may become the route. The first direct path
+// replaces the relay at once; another direct path replaces the active one
+// when that fails or is much slower, or when the peer no longer publishes
+// it (its address changed) and does publish c. pr.mu is held.
+func (pr *peer) directReplyLocked(c *cand, rtt time.Duration, via *extra, now time.Time) int {
+	c.lastReply, c.unanswered = now, 0
+	c.rtt = smooth(c.rtt, rtt)
+	c.via = via
+	cur := pr.route.Load()
+	switch {
+	case cur.kind != PathDirect:
+		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+		return routeUp
+	case cur.addr == c.addr && cur.via != c.via:
+		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+	case cur.addr != c.addr:
+		old := pr.cands[cur.addr]
+		if old == nil || old.unanswered >= nat.MissedProbes || c.rtt*4 < old.rtt*3 ||
+			(old.learned && !c.learned) ||
+			(old.unanswered > 0 && now.Sub(old.firstUnanswered) > 2*old.rtt+100*time.Millisecond) {
+			pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+			return routeSwitched
+		}
+	}
+	return routeKept
+}

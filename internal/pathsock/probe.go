@@ -124,11 +124,7 @@ func (s *Sock) probe(pr *peer, direct bool, addr netip.AddrPort, done chan struc
 				s.stats.Unproven.Add(1)
 			}
 			via = c.via
-			c.lastSent = now
-			if c.unanswered == 0 {
-				c.firstUnanswered = now
-			}
-			c.unanswered++
+			c.probed(now)
 		}
 	} else {
 		if len(pr.tickets) == 0 {
@@ -237,14 +233,17 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 			return
 		}
 		now := s.now()
-		pr.lastSeen.Store(now.UnixNano())
+		prev, revive := pr.heard(now)
 		s.noticeSource(pr, from, now)
+		if revive {
+			s.resend(pr, prev)
+		}
 		return
 	}
 	if pr == nil {
 		return // no ticket to answer through
 	}
-	pr.lastSeen.Store(s.now().UnixNano())
+	prev, revive := pr.heard(s.now())
 	pr.mu.Lock()
 	var ticket []byte
 	if len(pr.tickets) > 0 {
@@ -252,6 +251,9 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 	}
 	pr.mu.Unlock()
 	s.sendControl(pr, &wire.ProbeReply{TxID: p.TxID}, false, netip.AddrPort{}, ticket)
+	if revive {
+		s.resend(pr, prev)
+	}
 }
 
 // onProbeReply completes a probe: it measures the path and, for a direct
@@ -275,8 +277,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	s.pendMu.Unlock()
 	pr := p.peer
-	prevSeen := unixTime(pr.lastSeen.Swap(now.UnixNano()))
-	if revived(now, prevSeen, unixTime(pr.lastSent.Load())) {
+	if prevSeen, revive := pr.heard(now); revive {
 		// Runs after the unlock below, on the route this reply chose.
 		defer s.resend(pr, prevSeen)
 	}
@@ -298,31 +299,15 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 			return
 		}
 	}
-	c.lastReply, c.unanswered = now, 0
 	pr.lastDirect.Store(now.UnixNano())
-	c.rtt = smooth(c.rtt, rtt)
-	c.via = p.via
 	if via != nil {
 		s.wonBirthdayLocked(pr, via)
 	}
-	cur := pr.route.Load()
-	switch {
-	case cur.kind != PathDirect:
-		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+	switch pr.directReplyLocked(c, rtt, p.via, now) {
+	case routeUp:
 		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt, "birthday", c.via != nil)
-	case cur.addr == c.addr && cur.via != c.via:
-		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
-	case cur.addr != c.addr:
-		// Switch when the active path fails or is much slower, or when
-		// the peer no longer publishes it (its address changed) and does
-		// publish this one.
-		old := pr.cands[cur.addr]
-		if old == nil || old.unanswered >= nat.MissedProbes || c.rtt*4 < old.rtt*3 ||
-			(old.learned && !c.learned) ||
-			(old.unanswered > 0 && now.Sub(old.firstUnanswered) > 2*old.rtt+100*time.Millisecond) {
-			pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
-			s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
-		}
+	case routeSwitched:
+		s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
 	}
 }
 
@@ -340,7 +325,11 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		return
 	}
 	now := s.now()
-	pr.lastSeen.Store(now.UnixNano())
+	if prev, revive := pr.heard(now); revive {
+		// After the unlock below, on the route the update chose (a
+		// new relay ticket, say).
+		defer s.resend(pr, prev)
+	}
 	pr.mu.Lock()
 	if t <= pr.lastUpdate {
 		pr.mu.Unlock()

@@ -76,7 +76,7 @@ func (b *binding) bindDueLocked(now time.Time, force bool, lostAt time.Time) boo
 	if force {
 		return true
 	}
-	lost := !lostAt.IsZero() && b.bound.Before(lostAt)
+	lost := !lostAt.IsZero() && !b.bound.After(lostAt)
 	if !lost && !b.bound.IsZero() && now.Sub(b.bound) < nat.RelayRebindInterval {
 		return false
 	}
@@ -85,7 +85,7 @@ func (b *binding) bindDueLocked(now time.Time, force bool, lostAt time.Time) boo
 		// Not faster than twice the relay's RTT: a retry changes the echo
 		// the answer must carry.
 		retry = max(lostRetry, 2*b.rtt)
-		if b.sent.Before(lostAt) {
+		if !b.sent.After(lostAt) {
 			return true // the first bind after the loss goes at once
 		}
 	}

@@ -73,6 +73,16 @@ func revived(now, prevSeen, lastSent time.Time) bool {
 	return !prevSeen.IsZero() && lastSent.After(prevSeen) && now.Sub(prevSeen) >= silenceMin
 }
 
+// heard records a frame from the peer at now. When it ends a silence
+// worth a resend (revived) it returns the previous lastSeen and true: the
+// caller resends (Sock.resend) once it holds no lock, on the route the
+// frame leaves in place. Every sealed frame counts (probes, replies,
+// PathUpdates): the first of them to arrive after the silence may be any.
+func (pr *peer) heard(now time.Time) (prevSeen time.Time, revive bool) {
+	prevSeen = unixTime(pr.lastSeen.Swap(now.UnixNano()))
+	return prevSeen, revived(now, prevSeen, unixTime(pr.lastSent.Load()))
+}
+
 // relayProbeDue reports whether the relay path, in use, should be probed
 // at now: every relayProbeEvery for its RTT while traffic flows, and at
 // every maintenance tick while it looks lost (suspect), so that its
