@@ -190,7 +190,9 @@ func (s *Sock) readExtra(e *extra) {
 	}
 }
 
-// sleep waits d; false when the layer closed or stop fired.
+// sleep waits d; false when the layer closed or stop fired. It is the
+// shell's wait (a real timer): callers compute d from the layer's clock
+// (Config.Now), so that start times given on it hold.
 func (s *Sock) sleep(d time.Duration, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return true
@@ -253,12 +255,12 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 		return
 	}
 	s.log.Debug("birthday punching (hard side)", "peer", pr.id.Short(), "target", target.String(), "sockets", len(socks))
-	if !s.sleep(time.Until(start), b.done) {
+	if !s.sleep(start.Sub(s.now()), b.done) {
 		return
 	}
 	end := s.now().Add(nat.BirthdayWindow)
 	for s.now().Before(end) {
-		round := time.Now()
+		round := s.now()
 		for i, e := range socks {
 			if pr.route.Load().kind == PathDirect {
 				return
@@ -268,7 +270,7 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 				return
 			}
 		}
-		if !s.sleep(nat.BirthdayResend-time.Since(round), b.done) {
+		if !s.sleep(nat.BirthdayResend-s.now().Sub(round), b.done) {
 			return
 		}
 	}
@@ -280,13 +282,13 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 	defer s.wg.Done()
 	defer s.sprays.Add(-1)
-	if !s.sleep(time.Until(start.Add(sprayDelay)), nil) {
+	if !s.sleep(start.Add(sprayDelay).Sub(s.now()), nil) {
 		return
 	}
 	span := nat.BirthdayMaxPort - nat.BirthdayMinPort + 1
 	ports := rand.Perm(span)[:min(nat.BirthdayProbes, span)]
 	s.log.Debug("birthday punching (easy side)", "peer", pr.id.Short(), "target", ip.String(), "probes", len(ports))
-	t0 := time.Now()
+	t0 := s.now()
 	gap := time.Second / nat.BirthdayRate
 	for i, off := range ports {
 		if pr.route.Load().kind == PathDirect {
@@ -294,7 +296,7 @@ func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 		}
 		s.probe(pr, true, netip.AddrPortFrom(ip, uint16(nat.BirthdayMinPort+off)), nil, nil, false)
 		s.stats.BirthdayProbes.Add(1)
-		if i%sprayBurst == sprayBurst-1 && !s.sleep(time.Until(t0.Add(time.Duration(i+1)*gap)), nil) {
+		if i%sprayBurst == sprayBurst-1 && !s.sleep(t0.Add(time.Duration(i+1)*gap).Sub(s.now()), nil) {
 			return
 		}
 	}
