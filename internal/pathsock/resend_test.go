@@ -91,11 +91,21 @@ func TestRevivedAndRelayProbe(t *testing.T) {
 
 	// The peer's data arrives through the relay while the direct path
 	// heard nothing for a while after this side sent on it: follow.
-	if !followRelay(at(time.Second), at(950*time.Millisecond), at(800*time.Millisecond), rtt) {
-		t.Error("did not follow the peer to the relay after 200 ms of direct silence")
+	follow := func(now, lastSent, lastDirect time.Time, birthday bool) (moved bool, path string) {
+		pr := &peer{cands: map[netip.AddrPort]*cand{simAddr: {addr: simAddr, rtt: rtt}}, tickets: [][]byte{make([]byte, crypto.TicketSize)}}
+		r := &route{kind: PathDirect, addr: simAddr}
+		pr.route.Store(r)
+		moved = pr.followRelayLocked(r, now, lastSent, lastDirect, birthday)
+		return moved, pr.route.Load().kind
 	}
-	if followRelay(at(time.Second), at(950*time.Millisecond), at(960*time.Millisecond), rtt) {
+	if moved, path := follow(at(time.Second), at(950*time.Millisecond), at(800*time.Millisecond), false); !moved || path != PathRelay {
+		t.Errorf("did not follow the peer to the relay after 200 ms of direct silence (moved %v, path %s)", moved, path)
+	}
+	if moved, path := follow(at(time.Second), at(950*time.Millisecond), at(960*time.Millisecond), false); moved || path != PathDirect {
 		t.Error("followed the peer to the relay although the direct path answers")
+	}
+	if moved, _ := follow(at(time.Second), at(950*time.Millisecond), at(800*time.Millisecond), true); moved {
+		t.Error("followed the peer off a birthday path")
 	}
 }
 
