@@ -22,7 +22,7 @@ import (
 // behind one anycast address), so the chosen relay forwards to any peer's
 // ticket.
 type relays struct {
-	mu    sync.Mutex                  // guards list, binds (and every binding), force, lostAt
+	mu    sync.Mutex                  // guards every field but chosen, and every binding
 	list  []string                    // the relays to bind, as the rendezvous named them
 	binds map[netip.AddrPort]*binding // by resolved address
 	force bool                        // rebind every relay at the next tick
@@ -33,7 +33,7 @@ type relays struct {
 	// lostReactEvery).
 	lostReact time.Time
 
-	chosen atomic.Pointer[netip.AddrPort] // read without the lock by the data path
+	chosen atomic.Pointer[netip.AddrPort] // written under mu, read without it by the data path
 }
 
 // binding is one relay's state.
