@@ -259,4 +259,10 @@ func TestForwardSuspectHomeBothWays(t *testing.T) {
 	if !got[x.addr.AddrPort()] || !got[y.addr.AddrPort()] {
 		t.Fatalf("suspect home: B got the packet from %v, want from both %v and the home %v", got, x.addr, y.addr)
 	}
+	// Two copies at most: one frame never buys more (a ticket holder's
+	// amplification stays at 2 while a home is suspect).
+	_ = b.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, src, err := b.conn.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+		t.Fatalf("a third copy (%d bytes from %v) of one frame", n, src)
+	}
 }
