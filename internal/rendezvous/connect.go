@@ -18,18 +18,14 @@ import (
 // one whose policy refuses A get the same ConnectReply{Found: false}.
 func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire.Connect) []outPacket {
 	// The cookie was checked by handleFrame.
-	s.m.lookups.Inc()
-	rctx, cancel := s.registryCtx(ctx)
-	self, err := s.cfg.Registry.Get(rctx, req.sender)
-	cancel()
-	s.noteRegistry(err)
+	self, target, err, terr := s.lookupBoth(ctx, req.sender, m)
 	switch {
 	case errors.Is(err, discovery.ErrNotFound):
 		return s.errorReply(sc, req, wire.ErrCodeNotRegistered, wire.MsgConnect, "register first")
 	case err != nil:
 		return s.registryError(sc, req, err)
 	}
-	target, err := s.lookup(ctx, m)
+	err = terr
 	switch {
 	case errors.Is(err, discovery.ErrNotFound):
 		return s.notFound(sc, req, m.TxID)
@@ -82,6 +78,35 @@ func (s *Server) allowPunch(target crypto.PeerID, now int64) bool {
 	binary.BigEndian.PutUint64(b[:8], maphash.Bytes(s.punchSeed, target[:]))
 	b[0] = 0x20 // a global unicast prefix: never IPv4-mapped
 	return s.punchRate.Allow(netip.AddrFrom16(b), now)
+}
+
+// lookupBoth looks up a Connect's sender and its target. With a registry
+// across the network the two lookups run at once, so a connect waits for
+// one round trip, not two in a row.
+func (s *Server) lookupBoth(ctx context.Context, sender crypto.PeerID, m *wire.Connect) (self, target discovery.Record, err, terr error) {
+	getSelf := func() {
+		s.m.lookups.Inc()
+		rctx, cancel := s.registryCtx(ctx)
+		self, err = s.cfg.Registry.Get(rctx, sender)
+		cancel()
+		s.noteRegistry(err)
+	}
+	if s.inProcess {
+		getSelf()
+		if err != nil {
+			return self, target, err, terr
+		}
+		target, terr = s.lookup(ctx, m)
+		return self, target, err, terr
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		getSelf()
+	}()
+	target, terr = s.lookup(ctx, m)
+	<-done
+	return self, target, err, terr
 }
 
 // lookup finds the Connect's target by peer ID, else by overlay address.

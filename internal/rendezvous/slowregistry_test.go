@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/rzclient"
@@ -75,4 +76,53 @@ func TestConnectWhileRefreshesWait(t *testing.T) {
 		t.Fatalf("connect while %d refreshes wait for the registry: %+v, %v", gate.waiting.Load(), r, err)
 	}
 	b.waitPunch(t)
+}
+
+// pairedRegistry is a Memory registry whose lookups, once paired is set,
+// each wait until another lookup waits too (or their deadline passes).
+type pairedRegistry struct {
+	discovery.Registry
+	paired  atomic.Bool
+	waiting atomic.Int32
+	both    chan struct{}
+}
+
+func (g *pairedRegistry) Get(ctx context.Context, id crypto.PeerID) (discovery.Record, error) {
+	if g.paired.Load() {
+		if g.waiting.Add(1) == 2 {
+			close(g.both)
+		}
+		select {
+		case <-g.both:
+		case <-ctx.Done():
+			return discovery.Record{}, ctx.Err()
+		}
+	}
+	return g.Registry.Get(ctx, id)
+}
+
+// TestConnectLookupsAtOnce: behind a registry across the network, a
+// connect looks up its sender and its target at once (one round trip of
+// waiting, not two): lookups that each wait for the other complete.
+func TestConnectLookupsAtOnce(t *testing.T) {
+	mem := discovery.NewMemory(nil)
+	t.Cleanup(func() { _ = mem.Close() })
+	reg := &pairedRegistry{Registry: mem, both: make(chan struct{})}
+	srv := startServerWith(t, func(c *rendezvous.Config) {
+		c.Registry = reg
+		c.Workers = 0
+		c.RegistryTimeout = time.Minute
+	})
+	// A sends its Connect once: a retransmission would pair with it.
+	a := startPeer(t, srv, srv.id, func(c *rzclient.Config) { c.Retransmit, c.MaxBackoff = time.Minute, time.Minute })
+	b := startPeer(t, srv, srv.id, nil)
+	a.waitRegistered(t)
+	b.waitRegistered(t)
+	reg.paired.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := a.client.ConnectPeer(ctx, b.id.ID())
+	if err != nil || !r.Found {
+		t.Fatalf("connect whose two lookups wait for each other: %+v, %v", r, err)
+	}
 }
