@@ -442,6 +442,7 @@ func (w *worker) handleBatch(m *mmsg, n int) error {
 		}
 		src := m.source(i)
 		buf := m.bufs[i][:size]
+		w.startRun(uniformRun(buf, seg))
 		for off := 0; off < size || off == 0; off += seg {
 			if m.full() {
 				if err := m.flush(w); err != nil {
