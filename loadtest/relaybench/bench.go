@@ -109,9 +109,12 @@ type Step struct {
 	Loss      float64       `json:"loss"` // 1 - received/sent
 	CPU       time.Duration `json:"server_cpu_ns"`
 	CPUPerPkt float64       `json:"cpu_us_per_packet"`
-	P50, P99  time.Duration `json:"-"`
-	P50us     float64       `json:"p50_us"`
-	P99us     float64       `json:"p99_us"`
+	// CoreBusy is the share of the server's core that was busy in the
+	// step, by the server or anything else on the machine.
+	CoreBusy float64       `json:"core_busy"`
+	P50, P99 time.Duration `json:"-"`
+	P50us    float64       `json:"p50_us"`
+	P99us    float64       `json:"p99_us"`
 }
 
 // Sweep is one server at one flow count in one run.
@@ -240,6 +243,7 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, seg, run i
 		if err != nil {
 			return Step{}, err
 		}
+		core0, _ := readCore(o.ServerCore)
 		r, err := fs.step(ctx, rate, o.Step)
 		if err != nil {
 			return Step{}, err
@@ -248,9 +252,11 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, seg, run i
 		if err != nil {
 			return Step{}, fmt.Errorf("server gone: %w", err)
 		}
+		core1, _ := readCore(o.ServerCore)
 		st := stepOf(rate, r, cpu1-cpu0)
-		fmt.Fprintf(log, "  %-26s %5d flows  %2d/send  run %d  offered %7.0f  sent %7.0f  delivered %7.0f pps  loss %6.2f%%  cpu %5.2f µs/pkt  p50 %6.0f µs  p99 %7.0f µs\n",
-			s.name(), n, seg, run+1, st.Offered, st.Sent, st.Delivered, 100*st.Loss, st.CPUPerPkt, st.P50us, st.P99us)
+		st.CoreBusy = busyBetween(core0, core1)
+		fmt.Fprintf(log, "  %-26s %5d flows  %2d/send  run %d  offered %7.0f  sent %7.0f  delivered %7.0f pps  loss %6.2f%%  cpu %5.2f µs/pkt  core %3.0f%% busy  p50 %6.0f µs  p99 %7.0f µs\n",
+			s.name(), n, seg, run+1, st.Offered, st.Sent, st.Delivered, 100*st.Loss, st.CPUPerPkt, 100*st.CoreBusy, st.P50us, st.P99us)
 		return st, nil
 	}
 	// A short unrecorded step first: the server's first packets on new

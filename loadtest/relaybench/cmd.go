@@ -32,7 +32,7 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	ours := fs.String("servers", "ticket,stream,turn", "keymesh's relays to measure: ticket (UDP ticket relay), stream (TLS stream relay), turn (TURN)")
 	against := fs.String("against", "derper,coturn", "other servers in the same run: derper (Tailscale's DERP server, built from tools/derper), coturn (Debian's turnserver); empty for none")
 	flows := fs.String("flows", "10,100,1000", "comma-separated flow counts; a flow is one sender socket or client to one receiver")
-	rates := fs.String("rates", "5000,10000,20000,40000,60000,80000,100000,130000,160000,200000", "offered packets per second of the steps, ascending; a sweep stops after the first step that loses more than 0.1% or is sent below 90% of its rate")
+	rates := fs.String("rates", "20000,40000,80000,120000,160000,200000,250000", "offered packets per second of the steps, ascending; a sweep stops after the first step that loses more than 0.1% or is sent below 90% of its rate")
 	fs.DurationVar(&o.Step, "step", 2*time.Second, "length of each step")
 	fs.IntVar(&o.Size, "size", 1200, "payload bytes per packet")
 	fs.IntVar(&o.Batch, "batch", 32, "datagrams per sendmmsg of the UDP generator")
