@@ -19,10 +19,38 @@ import (
 type ownPorts struct {
 	mu       sync.Mutex
 	udp, tcp map[uint16]int
+	// conns are the live relayed UDP sockets by port, for the channel
+	// table (fastpath.go).
+	conns map[uint16]*ownConn
 }
 
 func newOwnPorts() *ownPorts {
-	return &ownPorts{udp: make(map[uint16]int), tcp: make(map[uint16]int)}
+	return &ownPorts{udp: make(map[uint16]int), tcp: make(map[uint16]int), conns: make(map[uint16]*ownConn)}
+}
+
+// addConn registers c, a new relayed UDP socket, under its port.
+func (o *ownPorts) addConn(c *ownConn) {
+	o.mu.Lock()
+	o.udp[c.port]++
+	o.conns[c.port] = c
+	o.mu.Unlock()
+}
+
+// removeConn forgets c.
+func (o *ownPorts) removeConn(c *ownConn) {
+	o.mu.Lock()
+	if o.conns[c.port] == c {
+		delete(o.conns, c.port)
+	}
+	o.mu.Unlock()
+	o.remove(false, c.port)
+}
+
+// conn returns the live relayed UDP socket on port, or nil.
+func (o *ownPorts) conn(port uint16) *ownConn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.conns[port]
 }
 
 func (o *ownPorts) table(tcp bool) map[uint16]int {
@@ -77,9 +105,16 @@ func (s *Server) ownDestinationRefused(tcp bool, ap netip.AddrPort) bool {
 // relay's own address unless they go to another live allocation.
 type ownConn struct {
 	net.PacketConn
+	udp  *net.UDPConn // PacketConn, when it is one: writes without allocating
 	s    *Server
 	port uint16
 	once sync.Once
+}
+
+func newOwnConn(s *Server, pc net.PacketConn, port uint16) *ownConn {
+	c := &ownConn{PacketConn: pc, s: s, port: port}
+	c.udp, _ = pc.(*net.UDPConn)
+	return c
 }
 
 func (c *ownConn) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -89,8 +124,22 @@ func (c *ownConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(p, addr)
 }
 
+// writeTo is WriteTo for the fast path: the same check, no allocation.
+func (c *ownConn) writeTo(p []byte, to netip.AddrPort) error {
+	if c.s.ownDestinationRefused(false, to) {
+		return nil
+	}
+	var err error
+	if c.udp != nil {
+		_, err = c.udp.WriteToUDPAddrPort(p, to)
+	} else {
+		_, err = c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(to))
+	}
+	return err
+}
+
 func (c *ownConn) Close() error {
-	c.once.Do(func() { c.s.own.remove(false, c.port) })
+	c.once.Do(func() { c.s.own.removeConn(c) })
 	return c.PacketConn.Close()
 }
 

@@ -31,6 +31,8 @@ type Server struct {
 
 	tcp *tcpConns // open TCP connections, per source and in all
 
+	channels *channelTable // pion's channel bindings of UDP clients (fastpath.go)
+
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
 	challenges  *ratelimit.Limiter // oversize 401/438 per source
@@ -56,6 +58,8 @@ func New(cfg Config) (*Server, error) {
 		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
 		own:     newOwnPorts(),
 		tcp:     newTCPConns(),
+
+		channels: newChannelTable(),
 
 		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
 		ownAllowed:      make(map[netip.Addr]bool),
@@ -90,6 +94,8 @@ func New(cfg Config) (*Server, error) {
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
 			OnAllocationError:   s.onRequestError,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 	}
 	for _, pc := range cfg.PacketConns {
@@ -107,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 			pc = split
 		}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            &guardConn{PacketConn: pc, s: s},
+			PacketConn:            newGuardConn(s, pc),
 			RelayAddressGenerator: gen,
 			PermissionHandler:     s.permitPeer,
 		})
