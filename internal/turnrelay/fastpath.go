@@ -44,6 +44,22 @@ const pionInboundMTU = 1600
 // (RFC 8656 section 12.4).
 const channelDataHeader = 4
 
+// peerKey names a channel as a peer's datagram does: the relayed port it
+// reaches and the peer's address.
+type peerKey struct {
+	relay uint16
+	peer  netip.AddrPort
+}
+
+// peerRoute is where a bound channel's datagrams from its peer go: to the
+// client, as ChannelData for number, through out (a socket with the
+// 5-tuple's local address).
+type peerRoute struct {
+	client netip.AddrPort
+	number uint16
+	out    *guardConn
+}
+
 // chanKey names a channel as a client's frame does: the 5-tuple (the
 // server socket's address and the client's; the protocol is UDP) and the
 // channel number.
@@ -58,13 +74,17 @@ type chanRoute struct {
 	peer  netip.AddrPort
 }
 
-// channelTable mirrors pion's channel bindings of UDP clients.
+// channelTable mirrors pion's channel bindings of UDP clients, in both
+// directions.
 type channelTable struct {
-	mu sync.RWMutex
-	m  map[chanKey]chanRoute
+	mu    sync.RWMutex
+	m     map[chanKey]chanRoute
+	peers map[peerKey]peerRoute
 }
 
-func newChannelTable() *channelTable { return &channelTable{m: make(map[chanKey]chanRoute)} }
+func newChannelTable() *channelTable {
+	return &channelTable{m: make(map[chanKey]chanRoute), peers: make(map[peerKey]peerRoute)}
+}
 
 func (t *channelTable) lookup(k chanKey) (chanRoute, bool) {
 	t.mu.RLock()
@@ -73,22 +93,43 @@ func (t *channelTable) lookup(k chanKey) (chanRoute, bool) {
 	return r, ok
 }
 
-func (t *channelTable) set(k chanKey, r chanRoute) {
+func (t *channelTable) lookupPeer(k peerKey) (peerRoute, bool) {
+	t.mu.RLock()
+	r, ok := t.peers[k]
+	t.mu.RUnlock()
+	return r, ok
+}
+
+// set records channel k to route r, and the way back when out is a socket
+// to send it on (nil: the peer's datagrams stay with pion).
+func (t *channelTable) set(k chanKey, r chanRoute, out *guardConn) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.m[k] = r
-	t.mu.Unlock()
+	if out != nil {
+		t.peers[peerKey{relay: r.relay.port, peer: r.peer}] = peerRoute{client: k.client, number: k.number, out: out}
+	}
 }
 
 func (t *channelTable) remove(k chanKey) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.m[k]
+	if !ok {
+		return
+	}
 	delete(t.m, k)
-	t.mu.Unlock()
+	pk := peerKey{relay: r.relay.port, peer: r.peer}
+	if b, ok := t.peers[pk]; ok && b.client == k.client && b.number == k.number {
+		delete(t.peers, pk)
+	}
 }
 
-func (t *channelTable) len() int {
+// len returns the channels held, each way.
+func (t *channelTable) len() (clients, peers int) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.m)
+	return len(t.m), len(t.peers)
 }
 
 // udpAddrPort returns a's address when it is a UDP one (a TCP client's
@@ -130,7 +171,17 @@ func (s *Server) onChannelCreated(src, dst net.Addr, _, _, _ string, relay, peer
 	if rc == nil {
 		return // not one of ours: pion relays it
 	}
-	s.channels.set(k, chanRoute{relay: rc, peer: p})
+	s.channels.set(k, chanRoute{relay: rc, peer: p}, s.guardAt(k.local))
+}
+
+// guardAt returns the first of the server's UDP sockets at local, or nil.
+func (s *Server) guardAt(local netip.AddrPort) *guardConn {
+	for _, g := range s.guards {
+		if g.local == local {
+			return g
+		}
+	}
+	return nil
 }
 
 // onChannelDeleted is pion's OnChannelDeleted: a channel expired or its
@@ -169,6 +220,27 @@ func (s *Server) relayChannelData(local, client netip.AddrPort, b []byte) bool {
 		return false
 	}
 	if err := r.relay.writeTo(payload, r.peer); err != nil {
+		s.metrics.requestErrors.Inc()
+	}
+	return true
+}
+
+// relayFromPeer sends datagram d, which peer sent to relayed socket c, to
+// the client as ChannelData when the table holds a channel for them, and
+// reports whether it took the datagram. frame is d with channelDataHeader
+// bytes of room before it and three after it: the frame is padded to a
+// multiple of four bytes, as pion pads it.
+func (s *Server) relayFromPeer(c *ownConn, peer netip.AddrPort, frame []byte, n int) bool {
+	r, ok := s.channels.lookupPeer(peerKey{relay: c.port, peer: peer})
+	if !ok {
+		return false
+	}
+	binary.BigEndian.PutUint16(frame[0:2], r.number)
+	binary.BigEndian.PutUint16(frame[2:4], uint16(n))
+	end := channelDataHeader + n
+	padded := (end + 3) &^ 3
+	clear(frame[end:padded])
+	if err := r.out.writeData(frame[:padded], r.client); err != nil {
 		s.metrics.requestErrors.Inc()
 	}
 	return true

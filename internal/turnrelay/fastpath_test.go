@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -214,4 +215,86 @@ func TestChannelDataFrameRules(t *testing.T) {
 	binary.BigEndian.PutUint16(padded[2:], 3)
 	c.send(padded)
 	sink.expect("abc")
+}
+
+// TestPeerDatagramsOnlyFromBoundPeers is the way back: a datagram to an
+// allocation's relayed address from a host without a permission is
+// dropped; one from a permitted host without a channel comes as a Data
+// indication; one from the channel's peer comes as ChannelData on that
+// channel, padded to four bytes as pion pads it.
+func TestPeerDatagramsOnlyFromBoundPeers(t *testing.T) {
+	ts := startServer(t, 2, nil)
+	c := newRawUDP(t, ts, "owner")
+	relayed := c.allocateRaw(17)
+	bound := newSink(t) // 127.0.0.1
+	c.mustBindChannel(0x4000, bound.addr())
+
+	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	permitted := newSink(t) // 127.0.0.1 too: the permission is the host's
+
+	if _, err := stranger.WriteToUDP([]byte("stranger"), relayed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := permitted.c.WriteToUDP([]byte("permitted"), relayed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bound.c.WriteToUDP([]byte("bound"), relayed); err != nil {
+		t.Fatal(err)
+	}
+
+	first, err := c.read(3 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &stun.Message{Raw: first}
+	if err := m.Decode(); err != nil || m.Type != stun.NewType(stun.MethodData, stun.ClassIndication) {
+		t.Fatalf("first datagram to the client is %x, want the permitted host's Data indication", first)
+	}
+	data, err := m.Get(stun.AttrData)
+	if err != nil || string(data) != "permitted" {
+		t.Fatalf("Data indication carries %q (%v), want %q", data, err, "permitted")
+	}
+	second, err := c.read(3 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(channelFrame(0x4000, "bound"), 0, 0, 0)
+	if string(second) != string(want) {
+		t.Fatalf("second datagram to the client is %x, want ChannelData %x", second, want)
+	}
+}
+
+// TestChannelTableFollowsPion: the fast path's table holds a channel, both
+// ways, exactly while pion does: from the ChannelBind to the allocation's
+// end.
+func TestChannelTableFollowsPion(t *testing.T) {
+	ts := startServer(t, 1, nil)
+	sink := newSink(t)
+	c := newRawUDP(t, ts, "owner")
+	c.allocateRaw(17)
+	if n, p := ts.channels.len(); n != 0 || p != 0 {
+		t.Fatalf("table holds %d/%d channels before any bind", n, p)
+	}
+	c.mustBindChannel(0x4000, sink.addr())
+	c.mustBindChannel(0x4000, sink.addr()) // a refresh
+	if n, p := ts.channels.len(); n != 1 || p != 1 {
+		t.Fatalf("table holds %d/%d channels after one bind, want 1/1", n, p)
+	}
+	for _, r := range ts.channels.m {
+		if r.relay.udp == nil {
+			t.Error("the relayed socket is not a *net.UDPConn: the way back stays with pion")
+		}
+	}
+	if runtime.GOOS == "linux" && ts.guards[0].batch == nil {
+		t.Error("the server socket is not read in batches")
+	}
+	c.release()
+	waitFor(t, "the channel gone with its allocation", func() bool {
+		n, p := ts.channels.len()
+		return n == 0 && p == 0
+	})
 }

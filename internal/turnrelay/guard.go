@@ -68,18 +68,32 @@ func newGuardConn(s *Server, pc net.PacketConn) *guardConn {
 	if !ok {
 		return g
 	}
-	br, err := newBatchReader(u)
-	if err != nil {
-		return g
+	g.local = local
+	if br, err := newBatchReader(u); err == nil {
+		g.batch = br
 	}
-	g.batch, g.local = br, local
 	return g
+}
+
+// writeData sends b, a ChannelData frame, to a client, as WriteTo does
+// (the guard has nothing to check in one) without allocating.
+func (g *guardConn) writeData(b []byte, to netip.AddrPort) error {
+	var err error
+	switch c := g.PacketConn.(type) {
+	case *splitConn:
+		_, err = c.writer().WriteToUDPAddrPort(b, to)
+	case *net.UDPConn:
+		_, err = c.WriteToUDPAddrPort(b, to)
+	default:
+		_, err = c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	return err
 }
 
 // ReadFrom returns the next datagram for pion: one the fast path did not
 // relay, and that passes the guard's rates.
 func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if g.batch == nil {
+	if g.batch == nil || !g.local.IsValid() {
 		for {
 			n, addr, err := g.PacketConn.ReadFrom(p)
 			if err != nil || g.admit(p[:n], addr) {

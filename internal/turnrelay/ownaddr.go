@@ -109,6 +109,11 @@ type ownConn struct {
 	s    *Server
 	port uint16
 	once sync.Once
+
+	// rbuf is the read buffer of ReadFrom (pion reads each relayed socket
+	// from one goroutine), with room for a ChannelData header before the
+	// datagram and padding after it.
+	rbuf []byte
 }
 
 func newOwnConn(s *Server, pc net.PacketConn, port uint16) *ownConn {
@@ -136,6 +141,30 @@ func (c *ownConn) writeTo(p []byte, to netip.AddrPort) error {
 		_, err = c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(to))
 	}
 	return err
+}
+
+// ReadFrom returns the next datagram from a peer that has no channel in
+// the table (fastpath.go): pion relays it as a Data indication if the peer
+// has a permission, or drops it. A datagram from a channel's peer goes to
+// the client as ChannelData here, as pion would send it.
+func (c *ownConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.udp == nil {
+		return c.PacketConn.ReadFrom(p)
+	}
+	if len(c.rbuf) < channelDataHeader+len(p)+3 {
+		c.rbuf = make([]byte, channelDataHeader+len(p)+3)
+	}
+	for {
+		n, from, err := c.udp.ReadFromUDPAddrPort(c.rbuf[channelDataHeader : channelDataHeader+len(p)])
+		if err != nil {
+			return n, nil, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if c.s.relayFromPeer(c, from, c.rbuf, n) {
+			continue
+		}
+		return copy(p, c.rbuf[channelDataHeader:channelDataHeader+n]), net.UDPAddrFromAddrPort(from), nil
+	}
 }
 
 func (c *ownConn) Close() error {

@@ -32,6 +32,7 @@ type Server struct {
 	tcp *tcpConns // open TCP connections, per source and in all
 
 	channels *channelTable // pion's channel bindings of UDP clients (fastpath.go)
+	guards   []*guardConn  // the UDP sockets, as pion reads and writes them
 
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
@@ -112,8 +113,10 @@ func New(cfg Config) (*Server, error) {
 			}
 			pc = split
 		}
+		g := newGuardConn(s, pc)
+		s.guards = append(s.guards, g)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            newGuardConn(s, pc),
+			PacketConn:            g,
 			RelayAddressGenerator: gen,
 			PermissionHandler:     s.permitPeer,
 		})
