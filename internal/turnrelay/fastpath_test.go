@@ -298,3 +298,31 @@ func TestChannelTableFollowsPion(t *testing.T) {
 		return n == 0 && p == 0
 	})
 }
+
+// FuzzChannelData: the fast path reads a frame as RFC 8656 section 12.4
+// and pion define it (a number in 0x4000-0x7FFF, a length the datagram
+// holds, the payload that length gives), and never reads past the
+// datagram.
+func FuzzChannelData(f *testing.F) {
+	f.Add(channelFrame(0x4000, "payload"))
+	f.Add(append(channelFrame(0x7FFF, "pad"), 0))
+	f.Add([]byte{0x40, 0, 0, 9, 1, 2})
+	f.Add([]byte{0x80, 0, 0, 0})
+	f.Add([]byte{0x3F, 0xFF, 0, 0})
+	f.Add([]byte{0x40})
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		number, payload, ok := parseChannelData(b)
+		want := len(b) >= 4 && b[0]&0xC0 == 0x40 && int(b[2])<<8|int(b[3]) <= len(b)-4
+		if ok != want {
+			t.Fatalf("parseChannelData(%x) ok = %v, want %v", b, ok, want)
+		}
+		if !ok {
+			return
+		}
+		l := int(b[2])<<8 | int(b[3])
+		if number != uint16(b[0])<<8|uint16(b[1]) || len(payload) != l || (l > 0 && &payload[0] != &b[4]) {
+			t.Fatalf("parseChannelData(%x) = %#x, %x", b, number, payload)
+		}
+	})
+}
