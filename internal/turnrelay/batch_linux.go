@@ -117,3 +117,148 @@ func ntohs(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
 	return uint16(b[0])<<8 | uint16(b[1])
 }
+
+// pending reports whether datagrams of the last batch are still to be
+// handed out (next will not read).
+func (r *batchReader) pending() bool { return r.pos < r.got }
+
+// relaySock is a relayed UDP socket as batchWriter writes to it.
+type relaySock struct {
+	rc syscall.RawConn
+	v6 bool // AF_INET6: IPv4 peers are written v4-mapped
+}
+
+// newRelaySock returns c's descriptor and family, or nil.
+func newRelaySock(c *net.UDPConn) *relaySock {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var domain int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil || serr != nil {
+		return nil
+	}
+	return &relaySock{rc: rc, v6: domain == unix.AF_INET6}
+}
+
+// batchWriter queues the datagrams one read batch relays and sends each
+// run of them through one relayed socket with one system call (sendmmsg).
+// The payloads stay in the read batch's buffers until flush. It belongs to
+// one reader.
+type batchWriter struct {
+	names []unix.RawSockaddrInet6
+	iov   []unix.Iovec
+	hdr   []unix.Mmsghdr
+	socks []*relaySock
+	n     int
+
+	// The sendmmsg call on hdr[off:end], made once so that a flush does
+	// not allocate, and its results.
+	off, end, sent int
+	errno          syscall.Errno
+	fn             func(fd uintptr) bool
+}
+
+func newBatchWriter() *batchWriter {
+	w := &batchWriter{
+		names: make([]unix.RawSockaddrInet6, readBatch),
+		iov:   make([]unix.Iovec, readBatch),
+		hdr:   make([]unix.Mmsghdr, readBatch),
+		socks: make([]*relaySock, readBatch),
+	}
+	for i := range w.hdr {
+		w.hdr[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+		w.hdr[i].Hdr.Iov = &w.iov[i]
+		w.hdr[i].Hdr.SetIovlen(1)
+	}
+	w.fn = w.sendmmsg
+	return w
+}
+
+// full reports whether add must wait for a flush.
+func (w *batchWriter) full() bool { return w.n == len(w.hdr) }
+
+// add queues b for dst through sock; false when the socket's family cannot
+// reach dst (the caller sends it the ordinary way, which fails as before).
+func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
+	i := w.n
+	a := dst.Addr()
+	if sock.v6 {
+		w.names[i] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(dst.Port()), Addr: a.As16()}
+		w.hdr[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+	} else {
+		if a = a.Unmap(); !a.Is4() {
+			return false
+		}
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&w.names[i]))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(dst.Port()), Addr: a.As4()}
+		w.hdr[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+	}
+	if len(b) > 0 {
+		w.iov[i].Base = &b[0]
+	} else {
+		w.iov[i].Base = nil
+	}
+	w.iov[i].SetLen(len(b))
+	w.socks[i] = sock
+	w.n++
+	return true
+}
+
+// sendmmsg is the body of RawConn.Write, sending hdr[off:end].
+func (w *batchWriter) sendmmsg(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdr[w.off])),
+			uintptr(w.end-w.off), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			w.sent, w.errno = int(r), 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			w.sent, w.errno = 0, e
+			return true
+		}
+	}
+}
+
+// flush sends what is queued, a run of the same socket per call, and
+// returns how many datagrams failed (each is dropped, as a failed write
+// of pion's is).
+func (w *batchWriter) flush() (failed int) {
+	for i := 0; i < w.n; {
+		sock := w.socks[i]
+		j := i + 1
+		for j < w.n && w.socks[j] == sock {
+			j++
+		}
+		w.off, w.end = i, j
+		for w.off < w.end {
+			if err := sock.rc.Write(w.fn); err != nil {
+				failed += w.end - w.off // the socket is closed
+				break
+			}
+			if w.errno != 0 {
+				failed++ // the kernel refused hdr[off]; send the rest
+				w.off++
+				continue
+			}
+			w.off += w.sent
+		}
+		i = j
+	}
+	for i := range w.n {
+		w.iov[i].Base, w.socks[i] = nil, nil
+	}
+	w.n = 0
+	return failed
+}
+
+// htons stores a port in network byte order.
+func htons(p uint16) uint16 { return ntohs(p) }

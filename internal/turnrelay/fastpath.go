@@ -207,7 +207,10 @@ func parseChannelData(b []byte) (number uint16, payload []byte, ok bool) {
 // local, when it is a ChannelData frame for a channel the table holds,
 // and reports whether it took the datagram. It does not take what pion
 // would drop or refuse, so that pion drops and counts it as before.
-func (s *Server) relayChannelData(local, client netip.AddrPort, b []byte) bool {
+//
+// With w (the reader's batch writer), the datagram is queued there, and
+// the reader flushes w before it reads again or hands pion a datagram.
+func (s *Server) relayChannelData(w *batchWriter, local, client netip.AddrPort, b []byte) bool {
 	if len(b) >= pionInboundMTU {
 		return false
 	}
@@ -219,10 +222,32 @@ func (s *Server) relayChannelData(local, client netip.AddrPort, b []byte) bool {
 	if !ok {
 		return false
 	}
+	if w != nil && r.relay.raw != nil {
+		if s.ownDestinationRefused(false, r.peer) {
+			return true // dropped, as ownConn.WriteTo drops it
+		}
+		if w.full() {
+			s.flush(w)
+		}
+		if w.add(r.relay.raw, payload, r.peer) {
+			return true
+		}
+	}
 	if err := r.relay.writeTo(payload, r.peer); err != nil {
 		s.metrics.requestErrors.Inc()
 	}
 	return true
+}
+
+// flush sends what w holds, counting the datagrams that failed as pion
+// counts a failed write.
+func (s *Server) flush(w *batchWriter) {
+	if w == nil {
+		return
+	}
+	if failed := w.flush(); failed > 0 {
+		s.metrics.requestErrors.Add(float64(failed))
+	}
 }
 
 // relayFromPeer sends datagram d, which peer sent to relayed socket c, to

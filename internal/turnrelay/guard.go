@@ -39,6 +39,7 @@ type guardConn struct {
 	// Linux (nil otherwise), and local is its address: the server relays
 	// ChannelData for bound channels from the batch (fastpath.go).
 	batch *batchReader
+	send  *batchWriter // the fast path's sends from the batch, with batch
 	local netip.AddrPort
 
 	mu   sync.Mutex
@@ -70,7 +71,7 @@ func newGuardConn(s *Server, pc net.PacketConn) *guardConn {
 	}
 	g.local = local
 	if br, err := newBatchReader(u); err == nil {
-		g.batch = br
+		g.batch, g.send = br, newBatchWriter()
 	}
 	return g
 }
@@ -102,13 +103,17 @@ func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 	}
 	for {
+		if !g.batch.pending() {
+			g.s.flush(g.send) // before the next read may block
+		}
 		b, from, err := g.batch.next()
 		if err != nil {
 			return 0, nil, err
 		}
-		if !from.IsValid() || g.s.relayChannelData(g.local, from, b) {
+		if !from.IsValid() || g.s.relayChannelData(g.send, g.local, from, b) {
 			continue
 		}
+		g.s.flush(g.send) // pion handles what follows in order
 		n := copy(p, b)
 		addr := net.UDPAddrFromAddrPort(from)
 		if g.admit(p[:n], addr) {

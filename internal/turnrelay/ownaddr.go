@@ -106,6 +106,7 @@ func (s *Server) ownDestinationRefused(tcp bool, ap netip.AddrPort) bool {
 type ownConn struct {
 	net.PacketConn
 	udp  *net.UDPConn // PacketConn, when it is one: writes without allocating
+	raw  *relaySock   // udp for the fast path's batch writes, where there are any
 	s    *Server
 	port uint16
 	once sync.Once
@@ -118,7 +119,9 @@ type ownConn struct {
 
 func newOwnConn(s *Server, pc net.PacketConn, port uint16) *ownConn {
 	c := &ownConn{PacketConn: pc, s: s, port: port}
-	c.udp, _ = pc.(*net.UDPConn)
+	if c.udp, _ = pc.(*net.UDPConn); c.udp != nil {
+		c.raw = newRelaySock(c.udp)
+	}
 	return c
 }
 
