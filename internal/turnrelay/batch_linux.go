@@ -209,9 +209,18 @@ func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 }
 
 // sendmmsg is the body of RawConn.Write, sending hdr[off:end].
+//
+// It is a raw system call (no entersyscall): with MSG_DONTWAIT on a UDP
+// socket it never waits, but it does the whole delivery of each datagram
+// on loopback or a fast NIC (tens of microseconds for a run), and the
+// runtime's monitor takes the P of a goroutine whose call spans two of its
+// ticks and wakes another thread to hold it, which costs more than the
+// call on a busy core. The receive stays an ordinary call: made raw, the
+// relay's delivery stalled for tens of milliseconds under load (measured
+// with loadtest relay, not understood), so it is not.
 func (w *batchWriter) sendmmsg(fd uintptr) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdr[w.off])),
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdr[w.off])),
 			uintptr(w.end-w.off), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
