@@ -189,7 +189,7 @@ func (w *worker) send(pkt []byte, src netip.AddrPort, nowNs int64) (action, []by
 		return actDrop, nil, netip.AddrPort{}
 	}
 	out := wire.RelayedFromSend(pkt)
-	if w.viaHome(t.Instance, out, t.Addr) {
+	if w.viaHome(t.Instance, out, src, t.Addr, nowNs) {
 		return actDrop, nil, netip.AddrPort{} // sent by the mesh, nothing to send here
 	}
 	return actForward, out, t.Addr

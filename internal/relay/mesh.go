@@ -46,7 +46,13 @@ func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
 // goes both ways: through the home, and (false) from here. Behind a front
 // door that has not moved dst's flow, the copy from here is dropped by
 // dst's NAT; with BGP anycast dst gets it twice, which QUIC ignores.
-func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool {
+//
+// The copy from here takes another token of src's rate towards dst (the
+// frame paid for one): a home made to look suspect (a flood spoofed from
+// its mesh address spends its per-source budget there, so its heartbeats
+// are dropped) must not double what a ticket holder may aim at dst. With
+// no token left the frame goes through the home alone.
+func (w *worker) viaHome(instance uint16, frame []byte, src, dst netip.AddrPort, nowNs int64) bool {
 	home, ok, suspect := w.s.home(instance)
 	if !ok {
 		return false
@@ -57,7 +63,7 @@ func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool
 		w.s.log.Debug("relay: forward through the home instance failed; sending from here", "instance", instance, "err", err)
 		return false
 	}
-	return !suspect
+	return !suspect || !w.s.lim.send.AllowPair(src.Addr(), dst.Addr(), nowNs)
 }
 
 // DeliverRelayed is the mesh handler of a relay instance: it sends the
