@@ -265,3 +265,56 @@ func FuzzUniformRun(f *testing.F) {
 		}
 	})
 }
+
+// TestRunChargeNeverUnderpays: however a sender shapes its coalesced runs
+// (shorter or longer than its bucket, one datagram or many, more datagrams
+// handled than the run announced, another source in between), the pair's
+// bucket lets through exactly as many RelaySends as it holds, never more.
+func TestRunChargeNeverUnderpays(t *testing.T) {
+	const burst = 5
+	other := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), testSrc.Port())
+	for _, tc := range []struct {
+		name string
+		runs [][2]int // announced run size, datagrams handled
+	}{
+		{"runs within the bucket", [][2]int{{3, 3}, {3, 3}, {3, 3}}},
+		{"a run over the bucket", [][2]int{{8, 8}, {8, 8}}},
+		{"more handled than announced", [][2]int{{2, 7}}},
+		{"single datagrams", [][2]int{{0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}}},
+		{"a run then singles", [][2]int{{4, 4}, {0, 3}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHandleFixture(t, RateLimit{Rate: 1e-9, Burst: burst})
+			passed, strangers := 0, 0
+			for _, r := range tc.runs {
+				f.w.forget()
+				f.w.startRun(r[0])
+				for range r[1] {
+					if act, _, _ := f.w.handle(bytes.Clone(f.send), testSrc, f.now, f.now.UnixNano(), f.reply); act == actForward {
+						passed++
+					}
+				}
+				// Another source's datagram, in the next receive slot,
+				// pays its own bucket, never what a run prepaid.
+				f.w.startRun(0)
+				if act, _, _ := f.w.handle(bytes.Clone(f.send), other, f.now, f.now.UnixNano(), f.reply); act == actForward {
+					strangers++
+				}
+			}
+			if passed != min(burst, total(tc.runs)) {
+				t.Fatalf("%d of %d RelaySends forwarded with a bucket of %d", passed, total(tc.runs), burst)
+			}
+			if strangers != min(burst, len(tc.runs)) {
+				t.Fatalf("the other source got %d of %d forwarded, want its own bucket's", strangers, len(tc.runs))
+			}
+		})
+	}
+}
+
+func total(runs [][2]int) int {
+	n := 0
+	for _, r := range runs {
+		n += r[1]
+	}
+	return n
+}
