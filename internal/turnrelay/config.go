@@ -184,6 +184,10 @@ type Config struct {
 	// Now is the clock that credential expiry is checked against.
 	// Default time.Now.
 	Now func() time.Time
+
+	// channelLifetime is pion's ChannelBindTimeout (0: pion's 10
+	// minutes); tests shorten it to see a binding expire.
+	channelLifetime time.Duration
 }
 
 // withDefaults returns a copy of c with every unset optional field filled.

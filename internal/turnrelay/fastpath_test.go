@@ -326,3 +326,40 @@ func FuzzChannelData(f *testing.F) {
 		}
 	})
 }
+
+// TestChannelExpiryEndsFastPath: a binding pion lets expire (its own timer,
+// no request from anyone) leaves the table with it, both ways: the client's
+// frames on that number go to pion, which refuses them, and the peer's
+// datagrams are no longer sent to the client as ChannelData. The table
+// never outlives pion's binding.
+func TestChannelExpiryEndsFastPath(t *testing.T) {
+	ts := startServer(t, 2, func(c *Config) { c.channelLifetime = 300 * time.Millisecond })
+	sink := newSink(t)
+	c := newRawUDP(t, ts, "owner")
+	relayed := c.allocateRaw(17)
+	c.mustBindChannel(0x4000, sink.addr())
+	c.send(channelFrame(0x4000, "bound"))
+	sink.expect("bound")
+
+	waitFor(t, "the expired channel gone from the table", func() bool {
+		n, p := ts.channels.len()
+		return n == 0 && p == 0
+	})
+	refused(t, ts, c, channelFrame(0x4000, "after expiry"))
+	if _, err := sink.c.WriteToUDP([]byte("from the peer"), relayed); err != nil {
+		t.Fatal(err)
+	}
+	// The permission (pion's 5 minutes) outlives the channel: the peer's
+	// datagram comes as a Data indication, never as ChannelData.
+	b, err := c.read(3 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if number, _, ok := parseChannelData(b); ok {
+		t.Fatalf("the peer's datagram reached the client as ChannelData on %#x after the channel expired", number)
+	}
+	sink.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := sink.c.ReadFrom(make([]byte, 64)); err == nil {
+		t.Fatalf("the peer got %d bytes after the channel expired", n)
+	}
+}

@@ -90,6 +90,8 @@ func New(cfg Config) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.checkQuota,
 		LoggerFactory: pionLogs{l: cfg.Logger},
+		// pion's default when zero.
+		ChannelBindTimeout: cfg.channelLifetime,
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
