@@ -26,6 +26,17 @@ type blockedUDP struct{ *net.UDPConn }
 
 func (b blockedUDP) WriteToUDPAddrPort(p []byte, _ netip.AddrPort) (int, error) { return len(p), nil }
 
+// blockProbes gives a node a probe socket on the same blocked network.
+func blockProbes(n *Node) {
+	n.fb.listen = func(addr string) (probeConn, error) {
+		c, err := listenProbe(addr)
+		if err != nil {
+			return nil, err
+		}
+		return blockedUDP{c.(*net.UDPConn)}, nil
+	}
+}
+
 // TestUDPBlockedUsesStreamRelay starts a node whose UDP goes nowhere: it
 // must find that out by itself, move into a TLS tunnel to the stream relay,
 // register through it, and carry a session to a UDP peer over the relay.
@@ -54,7 +65,7 @@ func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := newNode(ctx, Config{Seed: seed, Server: m.server, AllowAny: true, StreamRelay: streamURL, UDPTimeout: time.Second, Logger: testLogger(t)},
-		func(pc *pathsock.Config) { pc.Conn = blockedUDP{udp} })
+		func(pc *pathsock.Config) { pc.Conn = blockedUDP{udp} }, blockProbes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +116,11 @@ func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 	}
 	if p := peerPath(b, &testNode{Node: a}); p != "relay" {
 		t.Fatalf("path %q from the UDP side, want relay", p)
+	}
+	// It kept probing UDP from a socket of its own, and nothing answered:
+	// still in the tunnel.
+	if st := a.Status(); st.Transport != "tcp" {
+		t.Fatalf("transport %q after the transfer with UDP still blocked, want tcp", st.Transport)
 	}
 	_ = bytes.MinRead
 }

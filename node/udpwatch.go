@@ -1,0 +1,168 @@
+package node
+
+import "time"
+
+// When a node with a stream relay gives UDP up mid-session, and when it
+// comes back: the decisions, on the clock they are given (udpWatch); the
+// mechanism that acts on them is in fallback.go.
+//
+// Leaving. The rendezvous client sends a request the server answers
+// (Register, Connect, Keepalive) at least every rendezvous keepalive (1 s
+// by default), and at once when the path layer loses a path (pathLost
+// re-registers). When such requests have gone unanswered for
+// udpGiveUp, the node asks its relays for fresh bindings; it gives UDP up
+// when, udpRelayWait later, no relay has answered either, no peer is on a
+// live direct path, and at least udpMinAsks requests went out. A
+// rendezvous that restarts therefore moves nobody into the tunnel while a
+// relay or a direct path still answers.
+//
+// Returning. In the tunnel the node sends a rendezvous keepalive from a
+// UDP socket of its own (on the port it had) every udpProbeEvery; the
+// first answer moves the path layer back onto that socket, after at least
+// the hold-down: udpMinStay, doubled each time UDP is given up again
+// within udpFlapWindow of a return (up to udpMaxStay), so a network that
+// drops UDP on and off is not chased.
+//
+// Only authenticated answers count, each way: a sealed frame from the
+// pinned rendezvous key, fresh and not replayed (rzclient's OnAnswer), a
+// relay's answer that repeats the echo of our latest bind, a direct path
+// kept alive by sealed probes. A stranger's packets can neither make the
+// node leave UDP (they cannot make answers go missing) nor return to it.
+const (
+	udpGiveUp     = 700 * time.Millisecond
+	udpRelayWait  = 200 * time.Millisecond
+	udpMinAsks    = 2
+	udpProbeEvery = 500 * time.Millisecond
+	udpRetryDial  = time.Second
+	udpMinStay    = time.Second
+	udpMaxStay    = 32 * time.Second
+	udpFlapWindow = 10 * time.Second
+)
+
+// udpAction is what udpWatch.tick asks the node to do.
+type udpAction int
+
+const (
+	udpNothing     udpAction = iota
+	udpCheckRelays           // ask the relays for fresh bindings
+	udpLeave                 // open the tunnel and move the path layer into it
+	udpProbe                 // send a keepalive to the rendezvous over real UDP
+	udpReturn                // move the path layer back onto UDP
+)
+
+func (a udpAction) String() string {
+	return [...]string{"nothing", "check relays", "leave UDP", "probe UDP", "return to UDP"}[a]
+}
+
+// udpWatch is the decision state. It is not safe for concurrent use.
+type udpWatch struct {
+	tunneled bool
+
+	// Over UDP: the first request since the last sign of UDP life (zero:
+	// none pending), how many went out since, and when the relays were
+	// asked for fresh bindings in this episode (zero: not yet).
+	asked   time.Time
+	asks    int
+	checked time.Time
+	retry   time.Time // a failed tunnel dial waits until then
+
+	// In the tunnel: when it began, the last probe, whether one was
+	// answered, and the hold-down.
+	since    time.Time
+	probed   time.Time
+	answered bool
+	stay     time.Duration
+	returned time.Time // last return to UDP (zero: none)
+}
+
+// ask notes a request to the rendezvous over UDP; in the tunnel the main
+// client's requests travel through it and say nothing about UDP.
+func (w *udpWatch) ask(now time.Time) {
+	if w.tunneled {
+		return
+	}
+	if w.asked.IsZero() {
+		w.asked = now
+		w.checked = time.Time{}
+	}
+	w.asks++
+}
+
+// heard notes an authenticated answer from the rendezvous to the main
+// client: outside the tunnel, UDP works.
+func (w *udpWatch) heard() {
+	if w.tunneled {
+		return
+	}
+	w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
+}
+
+// probeHeard notes an authenticated answer to a UDP probe sent from the
+// tunnel.
+func (w *udpWatch) probeHeard() {
+	if w.tunneled {
+		w.answered = true
+	}
+}
+
+// tick decides at now, given when a relay last answered a bind and
+// whether some peer is on a live direct path.
+func (w *udpWatch) tick(now, relayAnswered time.Time, direct bool) udpAction {
+	if w.tunneled {
+		if w.answered && now.Sub(w.since) >= w.stay {
+			return udpReturn
+		}
+		if !w.answered && now.Sub(w.probed) >= udpProbeEvery {
+			w.probed = now
+			return udpProbe
+		}
+		return udpNothing
+	}
+	if w.asked.IsZero() {
+		return udpNothing
+	}
+	if direct || relayAnswered.After(w.asked) {
+		// UDP works; the rendezvous alone is silent (restarting, or
+		// gone): start over from the next request.
+		w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
+		return udpNothing
+	}
+	if now.Sub(w.asked) < udpGiveUp || now.Before(w.retry) {
+		return udpNothing
+	}
+	if w.checked.IsZero() {
+		w.checked = now
+		return udpCheckRelays
+	}
+	if now.Sub(w.checked) < udpRelayWait || w.asks < udpMinAsks {
+		return udpNothing
+	}
+	return udpLeave
+}
+
+// entered notes that the path layer moved into the tunnel at now.
+func (w *udpWatch) entered(now time.Time) {
+	switch {
+	case w.returned.IsZero() || now.Sub(w.returned) > udpFlapWindow:
+		w.stay = udpMinStay
+	default:
+		w.stay = min(2*max(w.stay, udpMinStay), udpMaxStay)
+	}
+	w.tunneled, w.since, w.answered = true, now, false
+	w.probed = time.Time{}
+	w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
+}
+
+// dialFailed notes that the tunnel could not be opened: try again after
+// udpRetryDial.
+func (w *udpWatch) dialFailed(now time.Time) {
+	w.retry = now.Add(udpRetryDial)
+	w.checked = time.Time{}
+}
+
+// left notes that the path layer moved back onto UDP at now.
+func (w *udpWatch) left(now time.Time) {
+	w.tunneled, w.answered = false, false
+	w.returned = now
+	w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
+}
