@@ -10,9 +10,10 @@ import "time"
 // (Register, Connect, Keepalive) at least every rendezvous keepalive (1 s
 // by default), and at once when the path layer loses a path (pathLost
 // re-registers). When such requests have gone unanswered for
-// udpGiveUp, the node asks its relays for fresh bindings; it gives UDP up
-// when, udpRelayWait later, no relay has answered either, no peer is on a
-// live direct path, and at least udpMinAsks requests went out. A
+// udpGiveUp-udpRelayWait, the node asks its relays for fresh bindings; it
+// gives UDP up when requests have gone unanswered for udpGiveUp, no relay
+// has answered either (for udpRelayWait at least), no peer is on a live
+// direct path, and at least udpMinAsks requests went out. A
 // rendezvous that restarts therefore moves nobody into the tunnel while a
 // relay or a direct path still answers.
 //
@@ -127,14 +128,14 @@ func (w *udpWatch) tick(now, relayAnswered time.Time, direct bool) udpAction {
 		w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
 		return udpNothing
 	}
-	if now.Sub(w.asked) < udpGiveUp || now.Before(w.retry) {
+	if now.Sub(w.asked) < udpGiveUp-udpRelayWait || now.Before(w.retry) {
 		return udpNothing
 	}
 	if w.checked.IsZero() {
 		w.checked = now
 		return udpCheckRelays
 	}
-	if now.Sub(w.checked) < udpRelayWait || w.asks < udpMinAsks {
+	if now.Sub(w.asked) < udpGiveUp || now.Sub(w.checked) < udpRelayWait || w.asks < udpMinAsks {
 		return udpNothing
 	}
 	return udpLeave

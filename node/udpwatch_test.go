@@ -25,9 +25,9 @@ func run(w *udpWatch, c *clock, d time.Duration, relay time.Time, direct bool) (
 func start() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
 
 // TestUDPWatchLeavesWhenNothingAnswers: requests to the rendezvous that go
-// unanswered for udpGiveUp make the node ask its relays; when none answers
+// unanswered for udpGiveUp-udpRelayWait make the node ask its relays; when none answers
 // within udpRelayWait either, and no peer is on a direct path, it leaves
-// UDP, udpGiveUp+udpRelayWait after the first unanswered request.
+// UDP, udpGiveUp after the first unanswered request.
 func TestUDPWatchLeavesWhenNothingAnswers(t *testing.T) {
 	c := start()
 	var w udpWatch
@@ -35,12 +35,12 @@ func TestUDPWatchLeavesWhenNothingAnswers(t *testing.T) {
 	w.ask(t0)
 	w.ask(c.add(250 * time.Millisecond))
 	a, at := run(&w, c, 2*time.Second, time.Time{}, false)
-	if a != udpCheckRelays || at.Sub(t0) != udpGiveUp {
-		t.Fatalf("first action %v at +%v, want %v at +%v", a, at.Sub(t0), udpCheckRelays, udpGiveUp)
+	if a != udpCheckRelays || at.Sub(t0) != udpGiveUp-udpRelayWait {
+		t.Fatalf("first action %v at +%v, want %v at +%v", a, at.Sub(t0), udpCheckRelays, udpGiveUp-udpRelayWait)
 	}
 	a, at = run(&w, c, 2*time.Second, time.Time{}, false)
-	if a != udpLeave || at.Sub(t0) != udpGiveUp+udpRelayWait {
-		t.Fatalf("then %v at +%v, want %v at +%v", a, at.Sub(t0), udpLeave, udpGiveUp+udpRelayWait)
+	if a != udpLeave || at.Sub(t0) != udpGiveUp {
+		t.Fatalf("then %v at +%v, want %v at +%v", a, at.Sub(t0), udpLeave, udpGiveUp)
 	}
 }
 
