@@ -110,7 +110,7 @@ func (n *Node) onAsk() {
 
 func (n *Node) onAnswer() {
 	n.fb.mu.Lock()
-	n.fb.w.heard()
+	n.fb.w.heard(time.Now())
 	n.fb.mu.Unlock()
 }
 
@@ -136,7 +136,7 @@ func (n *Node) watchUDP() {
 		n.fb.mu.Unlock()
 		switch a {
 		case udpCheckRelays:
-			n.log.Info("the rendezvous does not answer over UDP: asking the relays", "after", udpGiveUp)
+			n.log.Info("the rendezvous does not answer over UDP: asking the relays")
 			n.sock.CheckRelays()
 		case udpLeave:
 			n.log.Warn("nothing answers over UDP: moving into the TLS stream relay", "relay", n.stream.URL)

@@ -9,13 +9,15 @@ import "time"
 // Leaving. The rendezvous client sends a request the server answers
 // (Register, Connect, Keepalive) at least every rendezvous keepalive (1 s
 // by default), and at once when the path layer loses a path (pathLost
-// re-registers). When such requests have gone unanswered for
-// udpGiveUp-udpRelayWait, the node asks its relays for fresh bindings; it
-// gives UDP up when requests have gone unanswered for udpGiveUp, no relay
-// has answered either (for udpRelayWait at least), no peer is on a live
-// direct path, and at least udpMinAsks requests went out. A
-// rendezvous that restarts therefore moves nobody into the tunnel while a
-// relay or a direct path still answers.
+// re-registers). The give-up time is udpGiveUpRTTs round trips to the
+// rendezvous (measured on requests answered at the first try), within
+// [udpGiveUpMin, udpGiveUpMax]. When requests have gone unanswered for
+// half of it, the node asks its relays for fresh bindings; it gives UDP up
+// when requests have gone unanswered for all of it, no relay has answered
+// since (for half of it at least), no peer is on a live direct path, and
+// at least udpMinAsks requests went out (one lost datagram or report is
+// no sign). A rendezvous that restarts therefore moves nobody into the
+// tunnel while a relay or a direct path still answers.
 //
 // Returning. In the tunnel the node sends a rendezvous keepalive from a
 // UDP socket of its own (on the port it had) every udpProbeEvery; the
@@ -30,8 +32,9 @@ import "time"
 // kept alive by sealed probes. A stranger's packets can neither make the
 // node leave UDP (they cannot make answers go missing) nor return to it.
 const (
-	udpGiveUp     = 700 * time.Millisecond
-	udpRelayWait  = 200 * time.Millisecond
+	udpGiveUpMin  = 400 * time.Millisecond
+	udpGiveUpMax  = 2 * time.Second
+	udpGiveUpRTTs = 4
 	udpMinAsks    = 2
 	udpProbeEvery = 500 * time.Millisecond
 	udpRetryDial  = time.Second
@@ -65,7 +68,8 @@ type udpWatch struct {
 	asked   time.Time
 	asks    int
 	checked time.Time
-	retry   time.Time // a failed tunnel dial waits until then
+	retry   time.Time     // a failed tunnel dial waits until then
+	rtt     time.Duration // smoothed round trip to the rendezvous (0: none yet)
 
 	// In the tunnel: when it began, the last probe, whether one was
 	// answered, and the hold-down.
@@ -90,12 +94,27 @@ func (w *udpWatch) ask(now time.Time) {
 }
 
 // heard notes an authenticated answer from the rendezvous to the main
-// client: outside the tunnel, UDP works.
-func (w *udpWatch) heard() {
+// client at now: outside the tunnel, UDP works. An answer to a lone
+// request times the round trip.
+func (w *udpWatch) heard(now time.Time) {
 	if w.tunneled {
 		return
 	}
+	if w.asks == 1 {
+		if d := now.Sub(w.asked); d >= 0 {
+			if w.rtt == 0 {
+				w.rtt = d
+			} else {
+				w.rtt = (7*w.rtt + d) / 8
+			}
+		}
+	}
 	w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
+}
+
+// giveUp is how long requests may go unanswered before UDP is given up.
+func (w *udpWatch) giveUp() time.Duration {
+	return min(max(udpGiveUpRTTs*w.rtt, udpGiveUpMin), udpGiveUpMax)
 }
 
 // probeHeard notes an authenticated answer to a UDP probe sent from the
@@ -128,14 +147,15 @@ func (w *udpWatch) tick(now, relayAnswered time.Time, direct bool) udpAction {
 		w.asked, w.asks, w.checked = time.Time{}, 0, time.Time{}
 		return udpNothing
 	}
-	if now.Sub(w.asked) < udpGiveUp-udpRelayWait || now.Before(w.retry) {
+	giveUp := w.giveUp()
+	if now.Sub(w.asked) < giveUp/2 || now.Before(w.retry) {
 		return udpNothing
 	}
 	if w.checked.IsZero() {
 		w.checked = now
 		return udpCheckRelays
 	}
-	if now.Sub(w.asked) < udpGiveUp || now.Sub(w.checked) < udpRelayWait || w.asks < udpMinAsks {
+	if now.Sub(w.asked) < giveUp || now.Sub(w.checked) < giveUp/2 || w.asks < udpMinAsks {
 		return udpNothing
 	}
 	return udpLeave

@@ -25,22 +25,38 @@ func run(w *udpWatch, c *clock, d time.Duration, relay time.Time, direct bool) (
 func start() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
 
 // TestUDPWatchLeavesWhenNothingAnswers: requests to the rendezvous that go
-// unanswered for udpGiveUp-udpRelayWait make the node ask its relays; when none answers
-// within udpRelayWait either, and no peer is on a direct path, it leaves
-// UDP, udpGiveUp after the first unanswered request.
+// unanswered for half the give-up time make the node ask its relays; when
+// none answers either, and no peer is on a direct path, it leaves UDP at
+// the give-up time after the first unanswered request: udpGiveUpMin on a
+// short round trip, udpGiveUpRTTs round trips on a long one, at most
+// udpGiveUpMax.
 func TestUDPWatchLeavesWhenNothingAnswers(t *testing.T) {
-	c := start()
-	var w udpWatch
-	t0 := c.t
-	w.ask(t0)
-	w.ask(c.add(250 * time.Millisecond))
-	a, at := run(&w, c, 2*time.Second, time.Time{}, false)
-	if a != udpCheckRelays || at.Sub(t0) != udpGiveUp-udpRelayWait {
-		t.Fatalf("first action %v at +%v, want %v at +%v", a, at.Sub(t0), udpCheckRelays, udpGiveUp-udpRelayWait)
-	}
-	a, at = run(&w, c, 2*time.Second, time.Time{}, false)
-	if a != udpLeave || at.Sub(t0) != udpGiveUp {
-		t.Fatalf("then %v at +%v, want %v at +%v", a, at.Sub(t0), udpLeave, udpGiveUp)
+	for _, tc := range []struct {
+		rtt, giveUp time.Duration
+	}{
+		{0, udpGiveUpMin},
+		{time.Millisecond, udpGiveUpMin},
+		{300 * time.Millisecond, udpGiveUpRTTs * 300 * time.Millisecond},
+		{time.Second, udpGiveUpMax},
+	} {
+		c := start()
+		var w udpWatch
+		for range 20 { // requests answered after rtt, one each
+			w.ask(c.t)
+			w.heard(c.add(tc.rtt))
+			c.add(time.Second)
+		}
+		t0 := c.t
+		w.ask(t0)
+		w.ask(c.add(100 * time.Millisecond))
+		a, at := run(&w, c, 5*time.Second, time.Time{}, false)
+		if a != udpCheckRelays || at.Sub(t0) != tc.giveUp/2 {
+			t.Fatalf("rtt %v: first action %v at +%v, want %v at +%v", tc.rtt, a, at.Sub(t0), udpCheckRelays, tc.giveUp/2)
+		}
+		a, at = run(&w, c, 5*time.Second, time.Time{}, false)
+		if a != udpLeave || at.Sub(t0) != tc.giveUp {
+			t.Fatalf("rtt %v: then %v at +%v, want %v at +%v", tc.rtt, a, at.Sub(t0), udpLeave, tc.giveUp)
+		}
 	}
 }
 
@@ -68,7 +84,7 @@ func TestUDPWatchStaysWhileUDPAnswers(t *testing.T) {
 			for range 100 { // 5 s
 				now := c.add(50 * time.Millisecond)
 				if tc.answered {
-					w.heard()
+					w.heard(now)
 					w.ask(now)
 				}
 				if tc.relay && w.checked.After(relay) {
@@ -96,7 +112,7 @@ func TestUDPWatchReturnsOnAnswer(t *testing.T) {
 	probes := 0
 	for range 40 { // 2 s, UDP still blocked
 		now := c.add(50 * time.Millisecond)
-		w.heard() // answers through the tunnel say nothing of UDP
+		w.heard(now) // answers through the tunnel say nothing of UDP
 		w.ask(now)
 		switch a := w.tick(now, now, false); a {
 		case udpProbe:
