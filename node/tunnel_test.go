@@ -42,18 +42,7 @@ func blockProbes(n *Node) {
 // register through it, and carry a session to a UDP peer over the relay.
 func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 	m := startMesh(t)
-	relayID, _ := crypto.GenerateIdentity(nil)
-	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: netip.MustParseAddr("127.0.0.1"),
-		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // the rendezvous and peer B are on loopback
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := relayID.Certificate()
-	ts := httptest.NewUnstartedServer(srv)
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
-	streamURL := strings.Replace(ts.URL, "https://", "wss://", 1) + streamclient.Path + "#" + relayID.ID().String()
+	streamURL := startStreamRelay(t)
 
 	b := m.newNode(nil)
 	seed := make([]byte, 32)
@@ -123,4 +112,101 @@ func TestUDPBlockedUsesStreamRelay(t *testing.T) {
 		t.Fatalf("transport %q after the transfer with UDP still blocked, want tcp", st.Transport)
 	}
 	_ = bytes.MinRead
+}
+
+// startStreamRelay serves a TLS stream relay on loopback and returns its
+// URL.
+func startStreamRelay(t *testing.T) string {
+	relayID, _ := crypto.GenerateIdentity(nil)
+	srv, err := streamrelay.New(streamrelay.Config{PresenceIP: netip.MustParseAddr("127.0.0.1"),
+		AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // the rendezvous and the peers are on loopback
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := relayID.Certificate()
+	ts := httptest.NewUnstartedServer(srv)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return strings.Replace(ts.URL, "https://", "wss://", 1) + streamclient.Path + "#" + relayID.ID().String()
+}
+
+// TestTunnelReturnsToUDP starts a node in the stream tunnel (its first
+// socket drops everything) whose UDP probe socket, on the port it had,
+// does reach the rendezvous: the first authenticated answer moves the path
+// layer back onto that socket, and a stream to a peer that runs across
+// the move arrives whole and ends on the direct path.
+func TestTunnelReturnsToUDP(t *testing.T) {
+	m := startMesh(t)
+	streamURL := startStreamRelay(t)
+	b := m.newNode(nil)
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newNode(ctx, Config{Seed: seed, Server: m.server, AllowAny: true, StreamRelay: streamURL, UDPTimeout: time.Second, Logger: testLogger(t)},
+		func(pc *pathsock.Config) { pc.Conn = blockedUDP{udp} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if st := a.Status(); st.Transport != "tcp" {
+		t.Fatalf("transport %q at start with UDP blocked, want tcp", st.Transport)
+	}
+	ln := b.Listen()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		h, _, err := readAndHash(c)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- h
+	}()
+	c, err := a.Dial(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Paced, so that the stream outlasts the return to UDP.
+	h := sha256.New()
+	chunk := make([]byte, 64<<10)
+	returned := false
+	for i := 0; i < 200 && ctx.Err() == nil; i++ {
+		rand.Read(chunk)
+		h.Write(chunk)
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if !returned && a.Status().Transport == "udp" {
+			returned = true
+			t.Logf("back on UDP after %d of 200 chunks", i+1)
+		}
+	}
+	c.(*Conn).CloseWrite()
+	select {
+	case s := <-got:
+		if want := hex.EncodeToString(h.Sum(nil)); s != want {
+			t.Fatalf("received %s, want %s", s, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stream across the return to UDP did not finish")
+	}
+	if !returned {
+		t.Fatal("the node did not return to UDP while the stream ran")
+	}
+	waitFor(t, 10*time.Second, "direct path after the return to UDP", func() bool {
+		return peerPath(&testNode{Node: a}, b) == "direct"
+	})
 }
