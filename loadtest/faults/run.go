@@ -370,8 +370,11 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Si
 		case <-time.After(hold):
 		case <-ctx.Done():
 		}
+		// The cut counts as lifted when its first rule goes: data
+		// between the sites may flow from then on.
+		ref = time.Now()
 		err = lift()
-		return at, time.Now(), time.Time{}, err
+		return at, ref, time.Time{}, err
 	case RelayRestart:
 		at = time.Now()
 		err = lab.RestartRelay(ctx, true, 500*time.Millisecond)
