@@ -16,8 +16,10 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/pathsock"
+	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/streamrelay"
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // blockedUDP is a socket on a network that drops all UDP: nothing sent
@@ -209,4 +211,63 @@ func TestTunnelReturnsToUDP(t *testing.T) {
 	waitFor(t, 10*time.Second, "direct path after the return to UDP", func() bool {
 		return peerPath(&testNode{Node: a}, b) == "direct"
 	})
+}
+
+// TestUDPProbeOnlyAuthenticAnswers: in the tunnel, what reaches the UDP
+// probe socket from the rendezvous' address counts as UDP working only
+// when it is a fresh sealed answer from the pinned rendezvous key that
+// neither client took before: a frame sealed by another key, a stale one
+// and a replay of one the main client (in the tunnel) already took leave
+// the node where it is; a fresh answer makes it return.
+func TestUDPProbeOnlyAuthenticAnswers(t *testing.T) {
+	var server *crypto.Identity
+	m := startMeshWith(t, func(rc *rendezvous.Config) { server = rc.Identity })
+	streamURL := startStreamRelay(t)
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newNode(ctx, Config{Seed: seed, Server: m.server, AllowAny: true, StreamRelay: streamURL, UDPTimeout: time.Second, Logger: testLogger(t)},
+		func(pc *pathsock.Config) { pc.Conn = blockedUDP{udp} }, blockProbes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if st := a.Status(); st.Transport != "tcp" {
+		t.Fatalf("transport %q at start with UDP blocked, want tcp", st.Transport)
+	}
+	answered := func() bool {
+		a.fb.mu.Lock()
+		defer a.fb.mu.Unlock()
+		return a.fb.w.answered
+	}
+	shared, err := server.SharedKey(a.me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(id *crypto.Identity, key *[32]byte, at time.Time) []byte {
+		return wire.SealFrame(nil, id.ID(), key, wire.Message{Time: at.UnixMilli(), Body: &wire.KeepaliveAck{Instance: "x"}})
+	}
+	stranger, _ := crypto.GenerateIdentity(nil)
+	strangerKey, _ := stranger.SharedKey(a.me)
+	taken := seal(server, shared, time.Now())
+	a.rz.HandleFrame(taken, a.srv) // the main client, through the tunnel
+	for name, b := range map[string][]byte{
+		"another key": seal(stranger, strangerKey, time.Now()),
+		"stale":       seal(server, shared, time.Now().Add(-time.Hour)),
+		"replayed":    taken,
+	} {
+		a.fb.probe.HandleFrame(b, a.srv)
+		if answered() {
+			t.Fatalf("a frame from %s counted as UDP working", name)
+		}
+	}
+	a.fb.probe.HandleFrame(seal(server, shared, time.Now()), a.srv)
+	if !answered() {
+		t.Fatal("a fresh sealed answer from the rendezvous did not count")
+	}
 }
