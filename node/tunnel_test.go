@@ -266,6 +266,28 @@ func TestUDPProbeOnlyAuthenticAnswers(t *testing.T) {
 			t.Fatalf("a frame from %s counted as UDP working", name)
 		}
 	}
+	// The probe socket passes on only what comes from the rendezvous'
+	// address: even a genuine answer from elsewhere is dropped unread.
+	a.fb.mu.Lock()
+	probeAt := a.fb.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	a.fb.mu.Unlock()
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for range 5 {
+		if _, err := other.WriteToUDPAddrPort(seal(server, shared, time.Now()), probeAt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reader takes them within its 200 ms read deadline; one more
+	// frame through the same socket from the real server cannot come
+	// (probes are blocked), so wait on the reader's own clock.
+	time.Sleep(500 * time.Millisecond)
+	if answered() {
+		t.Fatal("an answer from another address than the rendezvous' counted")
+	}
 	a.fb.probe.HandleFrame(seal(server, shared, time.Now()), a.srv)
 	if !answered() {
 		t.Fatal("a fresh sealed answer from the rendezvous did not count")
