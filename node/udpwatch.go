@@ -20,7 +20,9 @@ import "time"
 // tunnel while a relay or a direct path still answers.
 //
 // Returning. In the tunnel the node sends a rendezvous keepalive from a
-// UDP socket of its own (on the port it had) every udpProbeEvery; the
+// UDP socket of its own (on the port it had) every udpProbeEvery, after
+// udpProbeFastFor in the tunnel every udpProbeSlow (a network that
+// blocks UDP for good costs the rendezvous half a keepalive's load); the
 // first answer moves the path layer back onto that socket, after at least
 // the hold-down: udpMinStay, doubled each time UDP is given up again
 // within udpFlapWindow of a return (up to udpMaxStay), so a network that
@@ -32,15 +34,17 @@ import "time"
 // kept alive by sealed probes. A stranger's packets can neither make the
 // node leave UDP (they cannot make answers go missing) nor return to it.
 const (
-	udpGiveUpMin  = 400 * time.Millisecond
-	udpGiveUpMax  = 2 * time.Second
-	udpGiveUpRTTs = 4
-	udpMinAsks    = 2
-	udpProbeEvery = 500 * time.Millisecond
-	udpRetryDial  = time.Second
-	udpMinStay    = time.Second
-	udpMaxStay    = 32 * time.Second
-	udpFlapWindow = 10 * time.Second
+	udpGiveUpMin    = 400 * time.Millisecond
+	udpGiveUpMax    = 2 * time.Second
+	udpGiveUpRTTs   = 4
+	udpMinAsks      = 2
+	udpProbeEvery   = 500 * time.Millisecond
+	udpProbeFastFor = time.Minute
+	udpProbeSlow    = 2 * time.Second
+	udpRetryDial    = time.Second
+	udpMinStay      = time.Second
+	udpMaxStay      = 32 * time.Second
+	udpFlapWindow   = 10 * time.Second
 )
 
 // udpAction is what udpWatch.tick asks the node to do.
@@ -132,7 +136,11 @@ func (w *udpWatch) tick(now, relayAnswered time.Time, direct bool) udpAction {
 		if w.answered && now.Sub(w.since) >= w.stay {
 			return udpReturn
 		}
-		if !w.answered && now.Sub(w.probed) >= udpProbeEvery {
+		every := udpProbeEvery
+		if now.Sub(w.since) >= udpProbeFastFor {
+			every = udpProbeSlow
+		}
+		if !w.answered && now.Sub(w.probed) >= every {
 			w.probed = now
 			return udpProbe
 		}

@@ -191,3 +191,26 @@ func TestUDPWatchDialFailed(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPWatchProbesSlowerLater: a node that stays in the tunnel probes UDP
+// every udpProbeEvery for udpProbeFastFor, then every udpProbeSlow.
+func TestUDPWatchProbesSlowerLater(t *testing.T) {
+	c := start()
+	var w udpWatch
+	w.entered(c.t)
+	count := func(d time.Duration) int {
+		n := 0
+		for end := c.t.Add(d); c.t.Before(end); {
+			if w.tick(c.add(50*time.Millisecond), time.Time{}, false) == udpProbe {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(udpProbeFastFor); n != int(udpProbeFastFor/udpProbeEvery) {
+		t.Fatalf("%d probes in the first %v, want %d", n, udpProbeFastFor, udpProbeFastFor/udpProbeEvery)
+	}
+	if n := count(time.Minute); n != int(time.Minute/udpProbeSlow) {
+		t.Fatalf("%d probes in the next minute, want %d", n, time.Minute/udpProbeSlow)
+	}
+}
