@@ -54,14 +54,15 @@ type Node struct {
 	server  string
 	policy  *policy.Policy
 
-	sock  *pathsock.Sock
-	rz    *rzclient.Client
-	stun  *nat.STUNClient
-	srv   netip.AddrPort
-	tr    *quic.Transport
-	ql    *quic.Listener
-	qconf *quic.Config
-	stls  *tlsConfigs
+	sock      *pathsock.Sock
+	sockReady atomic.Pointer[pathsock.Sock] // sock, for its own goroutines' callbacks
+	rz        *rzclient.Client
+	stun      *nat.STUNClient
+	srv       netip.AddrPort
+	tr        *quic.Transport
+	ql        *quic.Listener
+	qconf     *quic.Config
+	stls      *tlsConfigs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -204,6 +205,7 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config), h
 		cancel()
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.sockReady.Store(n.sock)
 	if err := n.startQUIC(); err != nil {
 		n.sock.Close()
 		cancel()

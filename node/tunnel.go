@@ -63,13 +63,16 @@ func listenProbe(addr string) (probeConn, error) {
 // tunnel says UDP is blocked, so peers reach it through the relay; else
 // the path layer's finding (rendezvous against relay observed address).
 func (n *Node) natBehaviour() wire.NAT {
-	if n.sock == nil {
+	// The path layer asks from its own goroutines, which may start
+	// before New has stored n.sock: read it through sockReady.
+	s := n.sockReady.Load()
+	if s == nil {
 		return wire.NATUnknown
 	}
-	if n.sock.Tunneled() {
+	if s.Tunneled() {
 		return wire.NATUDPBlocked
 	}
-	return n.sock.NATBehaviour()
+	return s.NATBehaviour()
 }
 
 // initFallback prepares the fallback of a node with a stream relay: the
