@@ -118,7 +118,7 @@ type Node struct {
 	lim    *ratelimit.Limiter
 	replay *replayTable
 	allow  atomic.Pointer[map[netip.Addr]struct{}] // nil: any source
-	bufs   sync.Pool // of *[]byte, for Forward
+	bufs   sync.Pool                               // of *[]byte, for Forward
 	live   *liveness
 
 	beatMu  sync.Mutex // guards beatTo and beatBuf
