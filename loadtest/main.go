@@ -12,6 +12,11 @@
 //	loadtest regionkill  a paced stream across regions while one region dies (root)
 //	loadtest attack      attacks on real servers while legitimate peers work (root)
 //	loadtest tun         iperf3 over the keymesh TUN beside wireguard-go, in the netns lab (root)
+//
+// Each subcommand is a package under loadtest/ (matrix's is matrixcmd,
+// relay's is relaybench, turn's is turn) with the same entry, Main(ctx,
+// args) error; what they share is package loadtest/cli. This file only
+// dispatches.
 package main
 
 import (
@@ -22,6 +27,17 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/keymesh/keymesh/loadtest/attack"
+	"github.com/keymesh/keymesh/loadtest/faults"
+	"github.com/keymesh/keymesh/loadtest/matrixcmd"
+	"github.com/keymesh/keymesh/loadtest/peers"
+	"github.com/keymesh/keymesh/loadtest/regionkill"
+	"github.com/keymesh/keymesh/loadtest/relaybench"
+	"github.com/keymesh/keymesh/loadtest/relayflows"
+	"github.com/keymesh/keymesh/loadtest/throughput"
+	"github.com/keymesh/keymesh/loadtest/tun"
+	"github.com/keymesh/keymesh/loadtest/turn"
 )
 
 type command struct {
@@ -31,16 +47,16 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"faults", "recovery from faults under a paced stream in the netns lab (needs root)", runFaults},
-		{"matrix", "traversal success by NAT-type pair in the netns lab (needs root)", runMatrix},
-		{"peers", "N simulated peers registering and connecting against rendezvous servers", runPeers},
-		{"relay", "one generator against the ticket, stream and TURN relays, derper and coturn, side by side", runRelayCompare},
-		{"turn", "coturn's own TURN client (turnutils_uclient) against our TURN and coturn", runRelay},
-		{"relayflows", "ticket-relay forwarding at 1, 100 and 10,000 flows against raw UDP", runRelayFlows},
-		{"throughput", "session throughput direct and relayed against raw UDP", runThroughput},
-		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", runRegionKill},
-		{"attack", "attacks at a stated rate on real servers, with legitimate peers (needs root)", runAttack},
-		{"tun", "iperf3 TCP and UDP over the keymesh TUN beside wireguard-go, in the netns lab (needs root)", runTUN},
+		{"faults", "recovery from faults under a paced stream in the netns lab (needs root)", faults.Main},
+		{"matrix", "traversal success by NAT-type pair in the netns lab (needs root)", matrixcmd.Main},
+		{"peers", "N simulated peers registering and connecting against rendezvous servers", peers.Main},
+		{"relay", "one generator against the ticket, stream and TURN relays, derper and coturn, side by side", relaybench.Main},
+		{"turn", "coturn's own TURN client (turnutils_uclient) against our TURN and coturn", turn.Main},
+		{"relayflows", "ticket-relay forwarding at 1, 100 and 10,000 flows against raw UDP", relayflows.Main},
+		{"throughput", "session throughput direct and relayed against raw UDP", throughput.Main},
+		{"regionkill", "a paced stream across anycast regions while every instance of one dies (needs root)", regionkill.Main},
+		{"attack", "attacks at a stated rate on real servers, with legitimate peers (needs root)", attack.Main},
+		{"tun", "iperf3 TCP and UDP over the keymesh TUN beside wireguard-go, in the netns lab (needs root)", tun.Main},
 	}
 }
 

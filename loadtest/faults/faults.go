@@ -4,7 +4,7 @@
 // injected, and each run reports the longest gap in delivered bytes, the
 // time until data flows again, the time until the best path (the one used
 // before the fault) is back, and whether every byte arrived (SHA-256 on
-// both ends). It backs the `loadtest faults` command and its CI short form.
+// both ends). It backs the `loadtest faults` command (Main) and its CI short form.
 //
 //	lab, _ := labrun.Start(ctx, labrun.Config{Bins: bins})
 //	defer lab.Close()

@@ -15,4 +15,6 @@
 // packet from one client per flow, sent by derpgen (tools/derper), which
 // runs the same pacing with tailscale.com's own client so that the keymesh
 // module does not depend on tailscale.com.
+//
+// Main is `loadtest relay`: it parses the command line and runs Run.
 package relaybench
