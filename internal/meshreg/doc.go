@@ -6,14 +6,14 @@
 // themselves: each claims the lowest free number n from 1 to Config.Max by
 // writing key <prefix>{<group>}:<n> with SET NX and a TTL, its value the
 // instance's advertised mesh address and a random token of this process,
-// and keeps the claim with a compare-and-expire every TTL/4. A claim the
-// instance finds lost (the key expired during a partition, or Redis was
+// and keeps the claim with a compare-and-expire every Config.Interval (1 s,
+// at most TTL/4). A claim the instance finds lost (the key expired during a partition, or Redis was
 // flushed) is claimed again, the same number first. The instance stops
 // using its number once its lease runs out locally (3/4 of the TTL after
 // the last refresh was sent, before Redis can hand the number to another
 // instance), so two live instances never use one number.
 //
-// Each round also reads the group with one MGET of the Max keys (they
+// Each round (every Interval) also reads the group with one MGET of the Max keys (they
 // share a hash slot, so this works on a Redis Cluster too): the members
 // are what the mesh sends heartbeats to, what the relay's tickets name,
 // and the source allow-list in front of the mesh's tag check. Redis

@@ -38,7 +38,7 @@ func Join(ctx context.Context, url, group string, addr netip.AddrPort, log *slog
 	apply(v)
 	go func() {
 		defer client.Close()
-		m.Run(ctx, apply)
+		m.run(ctx, v, false, apply)
 	}()
 	return nil
 }

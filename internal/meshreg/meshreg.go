@@ -28,6 +28,10 @@ const (
 	MaxMax = 1024
 	// DefaultTTL is how long a claim lives in Redis unless refreshed.
 	DefaultTTL = 15 * time.Second
+	// DefaultInterval is how often an instance refreshes its claim and
+	// reads the group: a newcomer is known to every member (its
+	// heartbeats accepted) within about one interval.
+	DefaultInterval = time.Second
 	// MinTTL bounds Config.TTL from below.
 	MinTTL = time.Second
 	// maxValue bounds a member's value: an IPv6 address and port, a
@@ -54,9 +58,12 @@ type Config struct {
 	// Max is how many numbers the group has (1 to Max), all read each
 	// round. Default DefaultMax, at most MaxMax.
 	Max int
-	// TTL is how long a claim lives in Redis unless refreshed; the
-	// instance refreshes it every TTL/4. Default DefaultTTL.
+	// TTL is how long a claim lives in Redis unless refreshed. Default
+	// DefaultTTL.
 	TTL time.Duration
+	// Interval is how often Run refreshes the claim and reads the group.
+	// Default DefaultInterval, at most TTL/4.
+	Interval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock of the local lease. Default time.Now.
@@ -133,6 +140,12 @@ func New(cfg Config) (*Member, error) {
 	if cfg.TTL < MinTTL {
 		return nil, fmt.Errorf("%w: TTL %v is below %v", ErrConfig, cfg.TTL, MinTTL)
 	}
+	if cfg.Interval == 0 {
+		cfg.Interval = min(DefaultInterval, cfg.TTL/4)
+	}
+	if cfg.Interval < 0 || cfg.Interval > cfg.TTL/4 {
+		return nil, fmt.Errorf("%w: Interval %v is not within 0..TTL/4 (%v)", ErrConfig, cfg.Interval, cfg.TTL/4)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -155,8 +168,8 @@ func (m *Member) key(n uint16) string {
 	return m.cfg.Prefix + "{" + m.cfg.Group + "}:" + strconv.Itoa(int(n))
 }
 
-// Interval is how often Run steps: a quarter of the TTL.
-func (m *Member) Interval() time.Duration { return m.cfg.TTL / 4 }
+// Interval is how often Run steps (Config.Interval).
+func (m *Member) Interval() time.Duration { return m.cfg.Interval }
 
 // lease is how long a claim is used after the command that set or
 // extended it was sent: Redis keeps it TTL from when it ran, later.
@@ -306,13 +319,16 @@ func Acceptable(a, self netip.AddrPort) bool {
 }
 
 // Run steps every Interval until ctx ends, calling onChange with each view
-// that differs from the one before (the first included), then releases
-// the claim.
+// that differs from the one it was called with before (the first round's
+// included, unless Join already handed that one over), then releases the
+// claim.
 func (m *Member) Run(ctx context.Context, onChange func(View)) {
+	m.run(ctx, View{}, true, onChange)
+}
+
+func (m *Member) run(ctx context.Context, prev View, first bool, onChange func(View)) {
 	t := time.NewTicker(m.Interval())
 	defer t.Stop()
-	var prev View
-	first := true
 	for {
 		// A round that hangs must not outlive the lease it checks.
 		sctx, cancel := context.WithTimeout(ctx, m.Interval())
