@@ -88,6 +88,14 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 			// as the sender can.
 			args = append(args, "-u", "-b", "0", "-l", "1200")
 		}
+		// The keymesh routers' counters before and after: what A carried
+		// into the session and B never got was lost inside the tunnel.
+		keymesh := strings.HasPrefix(path, "keymesh")
+		var sent0, recv0 uint64
+		if keymesh {
+			sent0, _ = routerCounters(ctx, a)
+			_, recv0 = routerCounters(ctx, b)
+		}
 		var out []byte
 		var err error
 		// The first run may wait for the session or the handshake.
@@ -101,12 +109,18 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 		if err != nil {
 			return fmt.Errorf("%s: iperf3: %w: %s", path, err, out)
 		}
-		bps, loss, err := iperf3Result(out)
+		bps, loss, retx, err := iperf3Result(out)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		rows = append(rows, tunRow{Path: path, Tool: "iperf3", MTU: mtu, MBps: bps / 1e6, LossPct: loss})
-		fmt.Fprintf(os.Stderr, "%s: %.1f MB/s\n", path, bps/1e6)
+		row := tunRow{Path: path, Tool: "iperf3", MTU: mtu, MBps: bps / 1e6, LossPct: loss, Retransmits: retx}
+		if keymesh {
+			sent1, _ := routerCounters(ctx, a)
+			_, recv1 := routerCounters(ctx, b)
+			row.TunnelLost = int64(sent1-sent0) - int64(recv1-recv0)
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(os.Stderr, "%s: %.1f MB/s, %d retransmits, %d lost inside the tunnel\n", path, bps/1e6, retx, row.TunnelLost)
 		return nil
 	}
 	if err := iperf("keymesh TUN TCP", 1280, bOverlay, false); err != nil {
@@ -149,6 +163,16 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 	// Keymesh's QUIC stream row has no wireguard-go counterpart; put the
 	// iperf3 rows of each tunnel together.
 	return []tunRow{rows[0], rows[3], rows[1], rows[4], rows[2]}, nil
+}
+
+// routerCounters returns the packets p's overlay router sent to peers and
+// received from them (zero when its status has none).
+func routerCounters(ctx context.Context, p *labrun.Peer) (sent, received uint64) {
+	st, err := p.Status(ctx)
+	if err != nil || st.Packets == nil {
+		return 0, 0
+	}
+	return st.Packets.Sent, st.Packets.Received
 }
 
 // startWireguard runs wireguard-go (wga in A, wgb in B) and configures it

@@ -107,7 +107,14 @@ type tunRow struct {
 	MTU     int     `json:"mtu"`
 	MBps    float64 `json:"mb_per_s"`
 	LossPct float64 `json:"loss_pct,omitempty"`
-	Note    string  `json:"note,omitempty"`
+	// Retransmits: the TCP sender's retransmitted segments (iperf3's count).
+	Retransmits int `json:"retransmits,omitempty"`
+	// TunnelLost: for the keymesh TUN rows, the packets the sending
+	// router carried into the session (its Sent counter) that the
+	// receiving router did not write to its device (its Received counter),
+	// over the run: lost between the two routers, not before them.
+	TunnelLost int64  `json:"tunnel_lost,omitempty"`
+	Note       string `json:"note,omitempty"`
 }
 
 func tunMarkdown(rows []tunRow) string {
@@ -121,9 +128,15 @@ func tunMarkdown(rows []tunRow) string {
 			wgUDP = r.MBps
 		}
 	}
-	b.WriteString("| data path | tool | MTU | MB/s | UDP loss | vs wireguard-go (same protocol; TCP for the stream) |\n| --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| data path | tool | MTU | MB/s | UDP loss | TCP retransmits | lost inside the tunnel | vs wireguard-go (same protocol; TCP for the stream) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
-		loss, ratio := "-", "-"
+		loss, ratio, retx, lost := "-", "-", "-", "-"
+		if r.Tool == "iperf3" && !strings.HasSuffix(r.Path, "UDP") {
+			retx = strconv.Itoa(r.Retransmits)
+		}
+		if strings.HasPrefix(r.Path, "keymesh TUN") {
+			lost = strconv.FormatInt(r.TunnelLost, 10)
+		}
 		if strings.HasSuffix(r.Path, "UDP") {
 			loss = fmt.Sprintf("%.1f%%", r.LossPct)
 			if wgUDP > 0 {
@@ -136,15 +149,19 @@ func tunMarkdown(rows []tunRow) string {
 		if r.MTU > 0 {
 			mtu = strconv.Itoa(r.MTU)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.1f | %s | %s |\n", r.Path, r.Tool, mtu, r.MBps, loss, ratio)
+		fmt.Fprintf(&b, "| %s | %s | %s | %.1f | %s | %s | %s | %s |\n", r.Path, r.Tool, mtu, r.MBps, loss, retx, lost, ratio)
 	}
 	return b.String()
 }
 
-// iperf3Result reads the throughput (bytes/s) and UDP loss from iperf3 -J.
-func iperf3Result(out []byte) (float64, float64, error) {
+// iperf3Result reads the throughput (bytes/s), the UDP loss and the TCP
+// retransmits from iperf3 -J.
+func iperf3Result(out []byte) (float64, float64, int, error) {
 	var j struct {
 		End struct {
+			SumSent *struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
 			SumReceived *struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -156,22 +173,26 @@ func iperf3Result(out []byte) (float64, float64, error) {
 		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(out, &j); err != nil {
-		return 0, 0, fmt.Errorf("iperf3 output: %w", err)
+		return 0, 0, 0, fmt.Errorf("iperf3 output: %w", err)
 	}
 	if j.Error != "" {
-		return 0, 0, fmt.Errorf("iperf3: %s", j.Error)
+		return 0, 0, 0, fmt.Errorf("iperf3: %s", j.Error)
 	}
 	var loss float64
 	if j.End.Sum != nil {
 		loss = j.End.Sum.LostPercent
 	}
+	var retx int
+	if j.End.SumSent != nil {
+		retx = j.End.SumSent.Retransmits
+	}
 	switch {
 	case j.End.SumReceived != nil:
-		return j.End.SumReceived.BitsPerSecond / 8, loss, nil
+		return j.End.SumReceived.BitsPerSecond / 8, loss, retx, nil
 	case j.End.Sum != nil:
-		return j.End.Sum.BitsPerSecond / 8, loss, nil
+		return j.End.Sum.BitsPerSecond / 8, loss, retx, nil
 	}
-	return 0, 0, errors.New("iperf3 output has no end.sum")
+	return 0, 0, 0, errors.New("iperf3 output has no end.sum")
 }
 
 // wgBinary is a wireguard-go built into a temporary directory.
