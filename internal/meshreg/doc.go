@@ -7,13 +7,17 @@
 // writing key <prefix>{<group>}:<n> with SET NX and a TTL, its value the
 // instance's advertised mesh address and a random token of this process,
 // and keeps the claim with a compare-and-expire every Config.Interval (1 s,
-// at most TTL/4). A claim the instance finds lost (the key expired during a partition, or Redis was
-// flushed) is claimed again, the same number first. The instance stops
-// using its number once its lease runs out locally (3/4 of the TTL after
-// the last refresh was sent, before Redis can hand the number to another
-// instance), so two live instances never use one number.
+// at most TTL/4). A claim the instance finds lost (the key expired during a
+// partition, or Redis was flushed) is claimed again, the same number first.
+// The instance stops using its number once its lease runs out locally (3/4
+// of the TTL after the last successful refresh was sent), before Redis can
+// hand the number to another instance: two live instances do not use one
+// number unless a process stalls for more than TTL/4 between its rounds.
+// Tickets sealed under a number before it changed hands are not revoked:
+// their packets reach the new holder, which sends them from its own
+// address (best effort, as without a mesh) until the peer binds again.
 //
-// Each round (every Interval) also reads the group with one MGET of the Max keys (they
+// Each round also reads the group with one MGET of the Max keys (they
 // share a hash slot, so this works on a Redis Cluster too): the members
 // are what the mesh sends heartbeats to, what the relay's tickets name,
 // and the source allow-list in front of the mesh's tag check. Redis
