@@ -66,6 +66,9 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 		conn.Close()
 		return nil, nil, err
 	}
+	if o.Registry != "" {
+		n.SetAllow(nil) // no source accepted until the registry names one
+	}
 	if err := n.Register(reg); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("mesh metrics: %w", err)

@@ -61,6 +61,9 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 		conn.Close()
 		return nil, err
 	}
+	if o.MeshRegistry != "" {
+		n.SetAllow(nil) // only --mesh-allow until the registry names instances
+	}
 	if err := n.Register(reg); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("mesh metrics: %w", err)
