@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -15,13 +14,12 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/nat"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/pathsock"
-	"github.com/keymesh/keymesh/internal/relay"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
+	"github.com/keymesh/keymesh/internal/testutil/servertest"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -32,53 +30,26 @@ type labMesh struct {
 
 func startLabMesh(t *testing.T, ctx context.Context, host *natlab.Host) *labMesh {
 	t.Helper()
-	k := make([]byte, 32)
-	rand.Read(k)
-	keys, err := crypto.NewTicketKeys(1, map[byte][]byte{1: k}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rconn, err := host.ListenUDP(ctx, netip.AddrPortFrom(host.Addr, 3479))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsrv, err := relay.New(relay.Config{Keys: keys, RateLimit: relay.RateLimit{Disabled: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	zsrv, err := rendezvous.New(rendezvous.Config{
-		Identity:  id,
-		Registry:  discovery.NewMemory(time.Now),
-		Cookies:   crypto.NewCookieJar(secret, time.Now),
-		Relays:    []string{rconn.LocalAddr().String()},
-		RateLimit: rendezvous.RateLimit{PerSecond: -1},
-		Logger:    testLogger(t),
-	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	zconn, err := host.ListenUDP(ctx, netip.AddrPortFrom(host.Addr, 3478))
 	if err != nil {
+		rconn.Close()
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { rsrv.Serve(sctx, rconn); done <- struct{}{} }()
-	go func() { zsrv.Serve(sctx, zconn); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		<-done
+	srv, err := servertest.Serve(rconn, zconn, func(c *rendezvous.Config) {
+		c.RateLimit = rendezvous.RateLimit{PerSecond: -1}
+		c.Logger = testLogger(t)
+	})
+	if err != nil {
 		rconn.Close()
 		zconn.Close()
-	})
-	return &labMesh{server: fmt.Sprintf("%s#%s", zconn.LocalAddr(), id.ID())}
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return &labMesh{server: srv.Connect}
 }
 
 // labNode starts a node whose sockets (the main one and the birthday ones)

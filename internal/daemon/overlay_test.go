@@ -69,6 +69,31 @@ func startUserspacePeer(t *testing.T, server string, names ...*names.Table) *use
 	return &userspacePeer{node: n, stack: st, srv: srv, client: &daemon.Client{Socket: sock}}
 }
 
+// expose has p expose a loopback port (serveLocalHTTP, serveLocalUDPEcho)
+// on its overlay address, and returns the port.
+func (p *userspacePeer) expose(t *testing.T, port uint16) uint16 {
+	t.Helper()
+	if _, err := p.srv.Expose(port, true); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// serveProxy runs serve (one of a daemon's proxies) on a loopback listener
+// for 30 s at most, until the test ends, and returns the context it runs
+// in and the listener.
+func serveProxy(t *testing.T, serve func(context.Context, net.Listener) error) (context.Context, net.Listener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	go serve(ctx, ln)
+	return ctx, ln
+}
+
 // serveLocalHTTP serves "hello from <tag>" on a loopback port and returns
 // the port.
 func serveLocalHTTP(t *testing.T, tag string) uint16 {
@@ -90,17 +115,8 @@ func serveLocalHTTP(t *testing.T, tag string) uint16 {
 func TestSOCKSHTTPToUserspacePeer(t *testing.T) {
 	server := meshtest.Start(t)
 	a, b := startUserspacePeer(t, server), startUserspacePeer(t, server)
-	port := serveLocalHTTP(t, "b")
-	if _, err := b.srv.Expose(port, true); err != nil {
-		t.Fatal(err)
-	}
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go a.srv.ServeSOCKS(ctx, sl)
+	port := b.expose(t, serveLocalHTTP(t, "b"))
+	ctx, sl := serveProxy(t, a.srv.ServeSOCKS)
 	d, err := proxy.SOCKS5("tcp", sl.Addr().String(), nil, proxy.Direct)
 	if err != nil {
 		t.Fatal(err)
@@ -178,10 +194,7 @@ func roundTrip(t *testing.T, c net.Conn, msg, want []byte) {
 func TestUDPForwardRoundTrip(t *testing.T) {
 	server := meshtest.Start(t)
 	a, b := startUserspacePeer(t, server), startUserspacePeer(t, server)
-	port := serveLocalUDPEcho(t)
-	if _, err := b.srv.Expose(port, true); err != nil {
-		t.Fatal(err)
-	}
+	port := b.expose(t, serveLocalUDPEcho(t))
 	fwd, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -222,17 +235,8 @@ func TestSOCKSUDPAssociate(t *testing.T) {
 	server := meshtest.Start(t)
 	b := startUserspacePeer(t, server)
 	a := startUserspacePeer(t, server, webIs(t, b))
-	port := serveLocalUDPEcho(t)
-	if _, err := b.srv.Expose(port, true); err != nil {
-		t.Fatal(err)
-	}
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go a.srv.ServeSOCKS(ctx, sl)
+	port := b.expose(t, serveLocalUDPEcho(t))
+	_, sl := serveProxy(t, a.srv.ServeSOCKS)
 	ctl, err := net.Dial("tcp", sl.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -302,17 +306,8 @@ func TestHTTPProxyToUserspacePeer(t *testing.T) {
 	server := meshtest.Start(t)
 	b := startUserspacePeer(t, server)
 	a := startUserspacePeer(t, server, webIs(t, b))
-	port := serveLocalHTTP(t, "b")
-	if _, err := b.srv.Expose(port, true); err != nil {
-		t.Fatal(err)
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go a.srv.ServeHTTPProxy(ctx, pl)
+	port := b.expose(t, serveLocalHTTP(t, "b"))
+	ctx, pl := serveProxy(t, a.srv.ServeHTTPProxy)
 	proxyURL, _ := url.Parse("http://" + pl.Addr().String())
 	target := "http://" + b.node.ID() + ".keymesh:" + strconv.Itoa(int(port)) + "/"
 	get := func(cl *http.Client, u string) (int, string, error) {

@@ -53,7 +53,7 @@ func TestMemoryCap(t *testing.T) {
 	m := discovery.NewMemory(clk.Now)
 	const limit = 256 * 4
 	m.SetMaxRecords(limit)
-	capFlood(t, m, clk.Advance, 20*limit)
+	capFlood(t, m, clk.Add, 20*limit)
 	if n, _ := m.Len(context.Background()); n > limit {
 		t.Fatalf("Len = %d beyond the cap %d", n, limit)
 	}
@@ -79,7 +79,7 @@ func TestRedisCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = reg.Close() })
-	capFlood(t, reg, clk.Advance, 10*limit)
+	capFlood(t, reg, clk.Add, 10*limit)
 	keys, err := c.Keys(ctx, "cap:*").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestMemoryConformanceCapped(t *testing.T) {
 		m := discovery.NewMemory(clk.Now)
 		m.SetMaxRecords(1 << 20)
 		t.Cleanup(func() { _ = m.Close() })
-		return harness{reg: m, advance: clk.Advance, shortTTL: 30 * time.Second, lenExact: true}
+		return harness{reg: m, advance: clk.Add, shortTTL: 30 * time.Second, lenExact: true}
 	})
 }
 

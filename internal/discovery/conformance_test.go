@@ -305,6 +305,6 @@ func TestMemoryConformance(t *testing.T) {
 		clk := discovery.NewFakeClock()
 		m := discovery.NewMemory(clk.Now)
 		t.Cleanup(func() { _ = m.Close() })
-		return harness{reg: m, advance: clk.Advance, shortTTL: 30 * time.Second, lenExact: true}
+		return harness{reg: m, advance: clk.Add, shortTTL: 30 * time.Second, lenExact: true}
 	})
 }

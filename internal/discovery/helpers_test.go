@@ -5,11 +5,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 
+	"github.com/keymesh/keymesh/internal/testutil/testclock"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -92,14 +92,7 @@ func sameRecord(a, b Record) bool {
 		a.Instance == b.Instance && a.Home == b.Home && a.Updated.Equal(b.Updated)
 }
 
-// fakeClock is a settable clock for tests.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
-	return c
+// newFakeClock is a settable clock for tests.
+func newFakeClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }

@@ -103,7 +103,7 @@ func TestMemoryModel(t *testing.T) {
 			}
 			delete(model, id)
 		case k < 99:
-			clk.Advance(time.Duration(r.IntN(300)) * time.Millisecond)
+			clk.Add(time.Duration(r.IntN(300)) * time.Millisecond)
 		default:
 			m.Sweep()
 		}
@@ -115,7 +115,7 @@ func TestMemoryModel(t *testing.T) {
 	}
 	// After every record expires, sweeping empties the registry and
 	// compaction gives the memory back.
-	clk.Advance(time.Hour)
+	clk.Add(time.Hour)
 	for range 10 {
 		m.Sweep()
 	}
@@ -143,7 +143,7 @@ func TestMemorySweepOnPut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clk.Advance(2 * time.Second)
+	clk.Add(2 * time.Second)
 	for range 5000 {
 		if err := m.Put(ctx, randRecord(r), time.Hour); err != nil {
 			t.Fatal(err)
@@ -185,7 +185,7 @@ func TestMemoryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clk.Advance(time.Minute)
+	clk.Add(time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -40,7 +40,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("snapshot file: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	clk.Advance(2 * time.Second)
+	clk.Add(2 * time.Second)
 	dst := NewMemory(clk.Now)
 	n, err := dst.LoadSnapshot(path, key)
 	if err != nil {
@@ -61,7 +61,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("restored epoch %x, want the writer's %x", ge, we)
 	}
 	// The restored records keep their expiry, not a fresh TTL.
-	clk.Advance(59 * time.Second)
+	clk.Add(59 * time.Second)
 	if _, err := dst.Get(ctx, recs[0].ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a restored record outlived its original expiry: %v", err)
 	}

@@ -30,8 +30,8 @@ func TestAdvertisedHeartbeat(t *testing.T) {
 	clk := newFakeClock()
 	nat := listen(t, "127.0.0.5:0") // the public address the cloud maps onto a's private one
 	pub := nat.LocalAddr().(*net.UDPAddr).AddrPort()
-	b := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.now})
-	a := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.now, Advertise: pub,
+	b := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.Now})
+	a := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.Now, Advertise: pub,
 		Peers: []netip.AddrPort{pub}})
 	if a.Self() != pub || a.Addr() == pub {
 		t.Fatalf("Self %v, Addr %v: want Self the advertised %v", a.Self(), a.Addr(), pub)
@@ -69,7 +69,7 @@ func TestAdvertisedHeartbeat(t *testing.T) {
 	if s.Dropped[DropHeartbeatAddr] != 1 || s.Heartbeats != 1 {
 		t.Fatalf("stats %+v: want the heartbeat from the private address dropped", s)
 	}
-	clk.advance(DeadAfter / 2)
+	clk.Add(DeadAfter / 2)
 	if !b.Alive(pub) {
 		t.Fatal("b does not count a, heard at its advertised address, as alive")
 	}
@@ -129,7 +129,7 @@ func TestSetPeers(t *testing.T) {
 	clk := newFakeClock()
 	p1, p2 := listen(t, "127.0.0.2:0"), listen(t, "127.0.0.3:0")
 	a1, a2 := p1.LocalAddr().(*net.UDPAddr).AddrPort(), p2.LocalAddr().(*net.UDPAddr).AddrPort()
-	n := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.now})
+	n := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.Now})
 	n.SetPeers([]netip.AddrPort{a1})
 	n.Beat()
 	readOne(t, p1)
@@ -137,14 +137,14 @@ func TestSetPeers(t *testing.T) {
 	n.Beat()
 	readOne(t, p2)
 	readOne(t, p1) // still watched, for now
-	clk.advance(forgetAfter + time.Second)
+	clk.Add(forgetAfter + time.Second)
 	n.Beat()
 	readOne(t, p2)
 	_ = p1.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, _, err := p1.ReadFromUDPAddrPort(make([]byte, MaxMessage)); err == nil {
 		t.Fatal("a peer dropped from the set still gets heartbeats after forgetAfter")
 	}
-	if got := len(n.live.targets(nil, clk.now().UnixNano())); got != 1 {
+	if got := len(n.live.targets(nil, clk.Now().UnixNano())); got != 1 {
 		t.Fatalf("%d peers watched, want 1", got)
 	}
 }

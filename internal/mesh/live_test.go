@@ -3,21 +3,14 @@ package mesh
 import (
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/testutil/testclock"
 )
 
-// fakeClock is an injected clock the test moves by hand.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Unix(1_800_000_000, 0).UnixNano())
-	return c
-}
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+// newFakeClock is an injected clock the test moves by hand.
+func newFakeClock() *testclock.Clock { return testclock.New(time.Unix(1_800_000_000, 0)) }
 
 // waitHeartbeats waits until n has accepted want heartbeats.
 func waitHeartbeats(t *testing.T, n *Node, want uint64) {
@@ -42,17 +35,17 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 	bAddr := bConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	aConn := listen(t, "127.0.0.1:0")
 	aAddr := aConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.now, Peers: []netip.AddrPort{bAddr}})
-	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.now, Peers: []netip.AddrPort{aAddr}})
+	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.Now, Peers: []netip.AddrPort{bAddr}})
+	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.Now, Peers: []netip.AddrPort{aAddr}})
 
 	if !a.Alive(bAddr) {
 		t.Fatal("a peer is down before DeadAfter has passed since the start")
 	}
-	clk.advance(DeadAfter)
+	clk.Add(DeadAfter)
 	if !a.Alive(bAddr) {
 		t.Fatal("down at exactly DeadAfter")
 	}
-	clk.advance(time.Millisecond)
+	clk.Add(time.Millisecond)
 	if a.Alive(bAddr) {
 		t.Fatal("a peer silent for more than DeadAfter still counts as alive")
 	}
@@ -63,7 +56,7 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 	}
 	// Beats every HeartbeatInterval keep it alive.
 	for i := uint64(2); i < 10; i++ {
-		clk.advance(HeartbeatInterval)
+		clk.Add(HeartbeatInterval)
 		b.Beat()
 		waitHeartbeats(t, a.Node, i)
 		if !a.Alive(bAddr) {
@@ -73,7 +66,7 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 	if HeartbeatInterval*4 > DeadAfter {
 		t.Fatalf("HeartbeatInterval %v: fewer than 4 beats per DeadAfter %v", HeartbeatInterval, DeadAfter)
 	}
-	clk.advance(DeadAfter + time.Millisecond)
+	clk.Add(DeadAfter + time.Millisecond)
 	if a.Alive(bAddr) {
 		t.Fatal("alive again without a heartbeat")
 	}
@@ -84,6 +77,40 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 	}
 }
 
+// TestSuspectBeforeDead: a configured peer that missed two heartbeats
+// (SuspectAfter) is suspect while still alive, and its next heartbeat
+// clears the suspicion; a peer nobody watches is never suspect.
+func TestSuspectBeforeDead(t *testing.T) {
+	key := mustKey(t, secret)
+	clk := newFakeClock()
+	bConn := listen(t, "127.0.0.1:0")
+	bAddr := bConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	aConn := listen(t, "127.0.0.1:0")
+	aAddr := aConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.Now, Peers: []netip.AddrPort{bAddr}})
+	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.Now, Peers: []netip.AddrPort{aAddr}})
+
+	if SuspectAfter >= DeadAfter || SuspectAfter < 2*HeartbeatInterval {
+		t.Fatalf("SuspectAfter %v: want at least two heartbeats (%v) and less than DeadAfter %v", SuspectAfter, 2*HeartbeatInterval, DeadAfter)
+	}
+	clk.Add(SuspectAfter)
+	if a.Suspect(bAddr) {
+		t.Fatal("suspect at exactly SuspectAfter")
+	}
+	clk.Add(time.Millisecond)
+	if !a.Suspect(bAddr) || !a.Alive(bAddr) {
+		t.Fatalf("silent for more than SuspectAfter: suspect %v alive %v, want both", a.Suspect(bAddr), a.Alive(bAddr))
+	}
+	b.Beat()
+	waitHeartbeats(t, a.Node, 1)
+	if a.Suspect(bAddr) {
+		t.Fatal("a heartbeat did not clear the suspicion")
+	}
+	if a.Suspect(netip.MustParseAddrPort("127.0.0.1:9")) {
+		t.Fatal("a peer nobody watches is suspect")
+	}
+}
+
 // TestAliveLearnsWatchers: a node asked about a peer it was not configured
 // with (a rendezvous forwarding to a peer's home) watches it; the peer
 // learns the watcher from its heartbeats and beats back, so both stay
@@ -91,14 +118,14 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 func TestAliveLearnsWatchers(t *testing.T) {
 	key := mustKey(t, secret)
 	clk := newFakeClock()
-	x := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.now})
-	y := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.now})
+	x := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.Now})
+	y := startNode(t, Config{Key: key, Conn: listen(t, "127.0.0.1:0"), Now: clk.Now})
 	if !x.Alive(y.Addr()) {
 		t.Fatal("a newly watched peer is down")
 	}
 	x.Beat()
 	waitHeartbeats(t, y.Node, 1)
-	clk.advance(DeadAfter + time.Millisecond)
+	clk.Add(DeadAfter + time.Millisecond)
 	if x.Alive(y.Addr()) {
 		t.Fatal("y never answered but is alive")
 	}
@@ -121,8 +148,8 @@ func TestForgedHeartbeatKeepsPeerDown(t *testing.T) {
 	bAddr := bConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	aConn := listen(t, "127.0.0.1:0")
 	aAddr := aConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.now, Peers: []netip.AddrPort{bAddr}})
-	b, err := NewNode(Config{Key: key, Conn: bConn, Now: clk.now, Peers: []netip.AddrPort{aAddr}})
+	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.Now, Peers: []netip.AddrPort{bAddr}})
+	b, err := NewNode(Config{Key: key, Conn: bConn, Now: clk.Now, Peers: []netip.AddrPort{aAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +159,14 @@ func TestForgedHeartbeatKeepsPeerDown(t *testing.T) {
 	}
 	waitHeartbeats(t, a.Node, 1)
 	bConn.Close() // B dies
-	clk.advance(DeadAfter + time.Millisecond)
+	clk.Add(DeadAfter + time.Millisecond)
 	if a.Alive(bAddr) {
 		t.Fatal("B alive after DeadAfter of silence")
 	}
 
 	// The attacker holds B's address now.
 	evil := listen(t, bAddr.String())
-	guessed, err := NewNode(Config{Key: mustKey(t, []byte("a guessed secret, not the real one")), Conn: evil, Now: clk.now})
+	guessed, err := NewNode(Config{Key: mustKey(t, []byte("a guessed secret, not the real one")), Conn: evil, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +179,7 @@ func TestForgedHeartbeatKeepsPeerDown(t *testing.T) {
 	// C is a real instance; its heartbeat to the attacker's other socket
 	// is authentic but names C.
 	cConn := listen(t, "127.0.0.3:0")
-	c, err := NewNode(Config{Key: key, Conn: cConn, Now: clk.now})
+	c, err := NewNode(Config{Key: key, Conn: cConn, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

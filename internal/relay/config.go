@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -154,43 +155,21 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.TicketTTL == 0 {
-		c.TicketTTL = DefaultTicketTTL
-	}
-	if c.ClockSkew == 0 {
-		c.ClockSkew = DefaultClockSkew
-	}
-	if c.Batch == 0 {
-		c.Batch = DefaultBatch
-	}
+	c.TicketTTL = cmp.Or(c.TicketTTL, DefaultTicketTTL)
+	c.ClockSkew = cmp.Or(c.ClockSkew, DefaultClockSkew)
+	c.Batch = cmp.Or(c.Batch, DefaultBatch)
 	r := &c.RateLimit
-	if r.Rate == 0 {
-		r.Rate = DefaultRate
-	}
-	if r.Burst == 0 {
-		r.Burst = DefaultBurst
-	}
-	if r.BindRate == 0 {
-		r.BindRate = DefaultBindRate
-	}
-	if r.BindBurst == 0 {
-		r.BindBurst = DefaultBindBurst
-	}
-	if r.ChallengeRate == 0 {
-		r.ChallengeRate = DefaultChallengeRate
-	}
-	if r.ChallengeBurst == 0 {
-		r.ChallengeBurst = DefaultChallengeBurst
-	}
-	if r.BindsPerSecond == 0 {
-		r.BindsPerSecond = DefaultBindsPerSecond
-	}
+	r.Rate = cmp.Or(r.Rate, DefaultRate)
+	r.Burst = cmp.Or(r.Burst, DefaultBurst)
+	r.BindRate = cmp.Or(r.BindRate, DefaultBindRate)
+	r.BindBurst = cmp.Or(r.BindBurst, DefaultBindBurst)
+	r.ChallengeRate = cmp.Or(r.ChallengeRate, DefaultChallengeRate)
+	r.ChallengeBurst = cmp.Or(r.ChallengeBurst, DefaultChallengeBurst)
+	r.BindsPerSecond = cmp.Or(r.BindsPerSecond, DefaultBindsPerSecond)
 	if r.StreamRelayFactor <= 0 {
 		r.StreamRelayFactor = DefaultStreamRelayFactor
 	}
-	if r.MaxSources == 0 {
-		r.MaxSources = DefaultMaxSources
-	}
+	r.MaxSources = cmp.Or(r.MaxSources, DefaultMaxSources)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
+	"github.com/keymesh/keymesh/internal/testutil/testclock"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -33,7 +34,7 @@ func TestNoUnprovenReplyLargerThanRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			clk := &clock{t: time.Unix(1_760_000_000, 0)}
+			clk := testclock.New(time.Unix(1_760_000_000, 0))
 			id, err := crypto.GenerateIdentity(nil)
 			if err != nil {
 				t.Fatal(err)

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"cmp"
 	"net/netip"
 
 	"fmt"
@@ -91,9 +92,7 @@ type RateLimit struct {
 
 // fill sets the zero fields to the defaults given.
 func (r *RateLimit) fill(rate float64, burst int) {
-	if r.PerSecond == 0 {
-		r.PerSecond = rate
-	}
+	r.PerSecond = cmp.Or(r.PerSecond, rate)
 	if r.Burst <= 0 {
 		r.Burst = burst
 	}
@@ -258,21 +257,15 @@ func (c *Config) validate() error {
 	if c.Mesh != nil && !c.MeshAddr.IsValid() {
 		return fmt.Errorf("%w: Mesh needs MeshAddr, this instance's mesh address", ErrConfig)
 	}
-	if c.TTL == 0 {
-		c.TTL = DefaultTTL
-	}
-	if c.Refresh == 0 {
-		c.Refresh = DefaultRefresh
-	}
+	c.TTL = cmp.Or(c.TTL, DefaultTTL)
+	c.Refresh = cmp.Or(c.Refresh, DefaultRefresh)
 	if c.TTL < time.Second || c.TTL > 65535*time.Second {
 		return fmt.Errorf("%w: TTL %v: want 1s to 65535s", ErrConfig, c.TTL)
 	}
 	if c.Refresh < time.Second || c.Refresh >= c.TTL {
 		return fmt.Errorf("%w: refresh %v: want at least 1s and below the TTL %v", ErrConfig, c.Refresh, c.TTL)
 	}
-	if c.TURNTTL == 0 {
-		c.TURNTTL = DefaultTURNTTL
-	}
+	c.TURNTTL = cmp.Or(c.TURNTTL, DefaultTURNTTL)
 	if c.Instance == "" {
 		c.Instance = DefaultInstanceName
 	}
@@ -294,9 +287,7 @@ func (c *Config) validate() error {
 	if c.ReplayCache <= 0 {
 		c.ReplayCache = DefaultReplayCache
 	}
-	if c.RecentPeers == 0 {
-		c.RecentPeers = DefaultRecentPeers
-	}
+	c.RecentPeers = cmp.Or(c.RecentPeers, DefaultRecentPeers)
 	if c.RegistryTimeout <= 0 {
 		c.RegistryTimeout = DefaultRegistryTimeout
 	}
@@ -318,9 +309,7 @@ func (c *Config) validate() error {
 	for _, r := range []*RateLimit{&c.RateLimit, &c.KeyMissRate, &c.STUNRate, &c.RegisterRate} {
 		r.shared, r.factor = c.StreamRelaySources, c.StreamRelayFactor
 	}
-	if c.KeyMissBudget == 0 {
-		c.KeyMissBudget = DefaultKeyMissBudget
-	}
+	c.KeyMissBudget = cmp.Or(c.KeyMissBudget, DefaultKeyMissBudget)
 	for _, list := range [][]string{c.Relays, c.StreamRelays, c.TURNURIs} {
 		if len(list) > wire.MaxCandidates {
 			return fmt.Errorf("%w: at most %d relays, stream relays or TURN URIs each", ErrConfig, wire.MaxCandidates)

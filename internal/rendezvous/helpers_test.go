@@ -3,7 +3,6 @@ package rendezvous
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,26 +11,12 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/discovery"
+	"github.com/keymesh/keymesh/internal/testutil/testclock"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = testclock.Clock
 
 type fixture struct {
 	t     testing.TB
@@ -44,7 +29,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
-	clk := &clock{t: time.Unix(1_760_000_000, 0)}
+	clk := testclock.New(time.Unix(1_760_000_000, 0))
 	id, err := crypto.GenerateIdentity(nil)
 	if err != nil {
 		t.Fatal(err)

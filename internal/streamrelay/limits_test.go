@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,28 +21,14 @@ import (
 
 	"github.com/keymesh/keymesh/internal/streamclient"
 
+	"github.com/keymesh/keymesh/internal/testutil/testclock"
 	"github.com/keymesh/keymesh/internal/testutil/wait"
 )
 
 // clock is an injected clock the tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testclock.Clock
 
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *clock { return testclock.New(time.Now()) }
 
 // waitFor polls cond until it holds; it fails the test after 10 s (a bound
 // on a broken defence, not a measurement).

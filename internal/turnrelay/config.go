@@ -19,6 +19,7 @@
 package turnrelay
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -195,33 +196,17 @@ func (c Config) withDefaults() Config {
 	if c.OwnAddrs == nil {
 		c.OwnAddrs, _ = addrpolicy.LocalAddrs()
 	}
-	if c.MaxAllocations == 0 {
-		c.MaxAllocations = DefaultMaxAllocations
-	}
+	c.MaxAllocations = cmp.Or(c.MaxAllocations, DefaultMaxAllocations)
 	c.AllocationRate, c.AllocationBurst = rateDefaults(c.AllocationRate, c.AllocationBurst, DefaultAllocationRate, DefaultAllocationBurst)
 	c.BindingRate, c.BindingBurst = rateDefaults(c.BindingRate, c.BindingBurst, DefaultBindingRate, DefaultBindingBurst)
 	c.ChallengeRate, c.ChallengeBurst = rateDefaults(c.ChallengeRate, c.ChallengeBurst, DefaultChallengeRate, DefaultChallengeBurst)
-	if c.MaxTCPConnsPerSource == 0 {
-		c.MaxTCPConnsPerSource = DefaultMaxTCPConnsPerSource
-	}
-	if c.MaxTCPConns == 0 {
-		c.MaxTCPConns = DefaultMaxTCPConns
-	}
-	if c.MaxTCPConnsPerNet == 0 {
-		c.MaxTCPConnsPerNet = DefaultMaxTCPConnsPerNet
-	}
-	if c.MaxPeerConns == 0 {
-		c.MaxPeerConns = DefaultMaxPeerConns
-	}
-	if c.MaxAllocationsPerUser == 0 {
-		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
-	}
-	if c.SocketBuffer == 0 {
-		c.SocketBuffer = DefaultSocketBuffer
-	}
-	if c.WritersPerSocket == 0 {
-		c.WritersPerSocket = DefaultWritersPerSocket
-	}
+	c.MaxTCPConnsPerSource = cmp.Or(c.MaxTCPConnsPerSource, DefaultMaxTCPConnsPerSource)
+	c.MaxTCPConns = cmp.Or(c.MaxTCPConns, DefaultMaxTCPConns)
+	c.MaxTCPConnsPerNet = cmp.Or(c.MaxTCPConnsPerNet, DefaultMaxTCPConnsPerNet)
+	c.MaxPeerConns = cmp.Or(c.MaxPeerConns, DefaultMaxPeerConns)
+	c.MaxAllocationsPerUser = cmp.Or(c.MaxAllocationsPerUser, DefaultMaxAllocationsPerUser)
+	c.SocketBuffer = cmp.Or(c.SocketBuffer, DefaultSocketBuffer)
+	c.WritersPerSocket = cmp.Or(c.WritersPerSocket, DefaultWritersPerSocket)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -233,9 +218,7 @@ func (c Config) withDefaults() Config {
 
 // rateDefaults fills a zero rate and burst; the burst is at least the rate.
 func rateDefaults(rate, burst, defRate, defBurst float64) (float64, float64) {
-	if rate == 0 {
-		rate = defRate
-	}
+	rate = cmp.Or(rate, defRate)
 	if burst <= 0 {
 		burst = defBurst
 	}

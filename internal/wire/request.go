@@ -57,29 +57,12 @@ func SealRequest(out []byte, sender crypto.PeerID, shared *[32]byte, plain []byt
 		p := RequestProof(cookie, &sender, &salt)
 		copy(nonce[:ProofLen], p[:])
 	}
-	out = append(out, TypeRequest, VersionOf(TypeRequest))
-	out = append(out, sender[:]...)
-	out = append(out, nonce[:]...)
-	return crypto.SealBox(out, plain, &nonce, shared), salt
+	return appendSealed(out, TypeRequest, &sender, &nonce, shared, plain), salt
 }
 
 // ParseRequest splits a Request frame (its layout is a Sealed frame's).
 func ParseRequest(b []byte) (Sealed, error) {
-	var s Sealed
-	t, err := Header(b)
-	if err != nil {
-		return s, err
-	}
-	if t != TypeRequest {
-		return s, fmt.Errorf("%w: frame type %#x is not a request", ErrMalformed, t)
-	}
-	if len(b) < SealedOverhead {
-		return s, ErrShort
-	}
-	copy(s.Sender[:], b[sealedKeyOff:sealedNonceOff])
-	copy(s.Nonce[:], b[sealedNonceOff:sealedBoxOff])
-	s.Box = b[sealedBoxOff:]
-	return s, nil
+	return parseSealed(b, TypeRequest, "a request")
 }
 
 // Salt returns the random part of a Request's nonce.

@@ -25,10 +25,16 @@ func SealFrame(out []byte, sender crypto.PeerID, shared *[32]byte, m Message) []
 // for callers that keep their own plaintext buffer (a server's hot path).
 func SealPlain(out []byte, sender crypto.PeerID, shared *[32]byte, plain []byte) []byte {
 	nonce := crypto.NewNonce()
-	out = append(out, TypeSealed, Version)
+	return appendSealed(out, TypeSealed, &sender, &nonce, shared, plain)
+}
+
+// appendSealed appends a frame of type t in a sealed frame's layout: the
+// header, sender, nonce, and plain boxed under shared.
+func appendSealed(out []byte, t byte, sender *crypto.PeerID, nonce *[crypto.NonceSize]byte, shared *[32]byte, plain []byte) []byte {
+	out = append(out, t, VersionOf(t))
 	out = append(out, sender[:]...)
 	out = append(out, nonce[:]...)
-	return crypto.SealBox(out, plain, &nonce, shared)
+	return crypto.SealBox(out, plain, nonce, shared)
 }
 
 // Sealed is a parsed, still closed, sealed frame.
@@ -41,13 +47,19 @@ type Sealed struct {
 // ParseSealed splits a sealed frame. The caller looks up the key it shares
 // with Sender and calls Open.
 func ParseSealed(b []byte) (Sealed, error) {
+	return parseSealed(b, TypeSealed, "sealed")
+}
+
+// parseSealed splits a frame of type want in a sealed frame's layout (what
+// names the type in the error).
+func parseSealed(b []byte, want byte, what string) (Sealed, error) {
 	var s Sealed
 	t, err := Header(b)
 	if err != nil {
 		return s, err
 	}
-	if t != TypeSealed {
-		return s, fmt.Errorf("%w: frame type %#x is not sealed", ErrMalformed, t)
+	if t != want {
+		return s, fmt.Errorf("%w: frame type %#x is not %s", ErrMalformed, t, what)
 	}
 	if len(b) < SealedOverhead {
 		return s, ErrShort

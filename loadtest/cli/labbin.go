@@ -2,11 +2,16 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/loadtest/labrun"
 )
 
 // LabBinaries returns the rendezvous, relay and peer binaries the lab
@@ -36,4 +41,38 @@ func LabLogger(verbose bool) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// NeedRoot returns the error of a lab subcommand run without root (the NAT
+// lab makes network namespaces), nil as root.
+func NeedRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	}
+	return nil
+}
+
+// Progress is a lab subcommand's progress bar of total steps on stderr.
+func Progress(total int, desc string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// CloseLab closes the lab of `loadtest name`, saying on stderr why when that
+// fails and, with keep, where the work directory is.
+func CloseLab(name string, lab *labrun.Lab, keep bool) {
+	if err := lab.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "loadtest %s: closing the lab: %v\n", name, err)
+	}
+	if keep {
+		fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
+	}
 }

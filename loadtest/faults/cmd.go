@@ -48,9 +48,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/faults")
-	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
-	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
+	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
 	if err := cli.ParseOnlyFlags(fs, "faults",
 		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for each fault starts two peers in fresh sites, keeps a\n"+
@@ -88,8 +86,8 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	if err := cli.NeedRoot(); err != nil {
+		return err
 	}
 	for _, f := range o.faults {
 		if f.Kind == NATFlush {
@@ -105,16 +103,7 @@ func Main(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cleanup()
-	bar := progressbar.NewOptions(len(o.faults)*o.runs,
-		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetDescription("faults"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	bar := cli.Progress(len(o.faults)*o.runs, "faults")
 	started := time.Now()
 	var one, regions []Fault
 	for _, f := range o.faults {
@@ -185,14 +174,7 @@ func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []Fault, o faultsOpt
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if cerr := lab.Close(); cerr != nil {
-			fmt.Fprintf(os.Stderr, "loadtest faults: closing the lab: %v\n", cerr)
-		}
-		if o.keep {
-			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
-		}
-	}()
+	defer cli.CloseLab("faults", lab, o.keep)
 	var all []Result
 	for _, f := range fs {
 		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {

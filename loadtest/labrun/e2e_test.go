@@ -59,6 +59,22 @@ func startPeers(t *testing.T, ctx context.Context, lab *Lab, ha, hb *natlab.Host
 	return a, b
 }
 
+// aliceAndBob adds the sites "alice" behind aType and "bob" behind bType,
+// and starts peers A and B in them (startPeers).
+func aliceAndBob(t *testing.T, ctx context.Context, lab *Lab, aType, bType natlab.NATType, cfg PeerConfig) (sa, sb *natlab.Site, a, b *Peer) {
+	t.Helper()
+	sa, err := lab.AddSite(ctx, "alice", aType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err = lab.AddSite(ctx, "bob", bType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b = startPeers(t, ctx, lab, sa.Host(), sb.Host(), cfg)
+	return sa, sb, a, b
+}
+
 // untilPath pings from a to b until a reply comes over path ("direct" or
 // "relay") or timeout passes, and returns that reply.
 func untilPath(t *testing.T, ctx context.Context, a, b *Peer, path string, timeout time.Duration) PingReply {
@@ -134,15 +150,7 @@ func TestCutDirectMidTransfer(t *testing.T) {
 	needRoot(t)
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
-	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := lab.AddSite(ctx, "bob", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{})
+	sa, sb, a, b := aliceAndBob(t, ctx, lab, natlab.PortRestricted, natlab.PortRestricted, PeerConfig{})
 	r := untilPath(t, ctx, a, b, "direct", 15*time.Second)
 	t.Logf("direct path to %s", r.Remote)
 	before := relayBytes(t, ctx, lab)
@@ -208,15 +216,7 @@ func TestRelayRestartMidTransfer(t *testing.T) {
 	needRoot(t)
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
-	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := lab.AddSite(ctx, "bob", natlab.Symmetric)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{NoDirect: true})
+	_, _, a, b := aliceAndBob(t, ctx, lab, natlab.PortRestricted, natlab.Symmetric, PeerConfig{NoDirect: true})
 	untilPath(t, ctx, a, b, "relay", 15*time.Second)
 
 	src := NewSource(e2eSize, e2eRate, 2)
@@ -253,15 +253,7 @@ func TestAddressChangeMidTransfer(t *testing.T) {
 	needRoot(t)
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
-	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := lab.AddSite(ctx, "bob", natlab.FullCone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{})
+	sa, _, a, b := aliceAndBob(t, ctx, lab, natlab.PortRestricted, natlab.FullCone, PeerConfig{})
 	untilPath(t, ctx, a, b, "direct", 15*time.Second)
 
 	h := sa.Host()

@@ -43,15 +43,7 @@ func TestTUNHTTPAndUDP(t *testing.T) {
 	curl := debpkg.Require(t, "curl", "curl")
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
-	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := lab.AddSite(ctx, "bob", natlab.Symmetric)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{Args: []string{"--tun", "km0", "--dns", "overlay"}})
+	_, _, a, b := aliceAndBob(t, ctx, lab, natlab.PortRestricted, natlab.Symmetric, PeerConfig{Args: []string{"--tun", "km0", "--dns", "overlay"}})
 	bAddr := overlayOf(t, b.ID)
 
 	// B: an HTTP server and a UDP echo on its overlay address.
@@ -225,15 +217,7 @@ func TestTUNTCPSurvivesAddressChange(t *testing.T) {
 	needRoot(t)
 	ctx := testContext(t, 90*time.Second)
 	lab := startLab(t, ctx)
-	sa, err := lab.AddSite(ctx, "alice", natlab.PortRestricted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := lab.AddSite(ctx, "bob", natlab.FullCone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := startPeers(t, ctx, lab, sa.Host(), sb.Host(), PeerConfig{Args: []string{"--tun", "km0"}})
+	sa, _, a, b := aliceAndBob(t, ctx, lab, natlab.PortRestricted, natlab.FullCone, PeerConfig{Args: []string{"--tun", "km0"}})
 	untilPath(t, ctx, a, b, "direct", 15*time.Second)
 	bAddr := overlayOf(t, b.ID)
 

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/rzclient"
 	"github.com/keymesh/keymesh/loadtest/cli"
@@ -60,11 +58,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for matrix.md, matrix.json, matrix.svg (and logs of failed trials)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
 	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
-	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/matrix-regions-bgp")
 	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
-	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
 	fs.IntVar(&o.regions, "regions", 0, "run the servers in this many regions behind anycast addresses, A's site nearest region 1 and B's region 2 (0: one server host)")
 	door := fs.String("frontdoor", "accel", "anycast model with --regions: accel (managed accelerator: DNAT, instances' own sends leave from their regional address) or bgp (every instance holds the anycast address)")
 	fs.StringVar(&o.rdvArgs, "rendezvous-args", "", "extra flags for every rendezvous instance with --regions; {name} {region} {addr} {anycast} {listen} {secret} {peers} {peers:PORT} are filled in per instance")
@@ -133,8 +129,8 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	if err := cli.NeedRoot(); err != nil {
+		return err
 	}
 	log := cli.LabLogger(o.verbose)
 
@@ -177,27 +173,11 @@ func Main(ctx context.Context, args []string) error {
 	}
 	// Close runs on every return, SIGINT included (ctx is cancelled, the
 	// trials return, and we get here).
-	defer func() {
-		if cerr := lab.Close(); cerr != nil {
-			fmt.Fprintf(os.Stderr, "loadtest matrix: closing the lab: %v\n", cerr)
-		}
-		if o.keep {
-			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
-		}
-	}()
+	defer cli.CloseLab("matrix", lab, o.keep)
 
 	pairs := labrun.MatrixPairs(o.types)
 	total := len(pairs) * o.trials
-	bar := progressbar.NewOptions(total,
-		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetDescription("matrix"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	bar := cli.Progress(total, "matrix")
 	logDir := filepath.Join(o.out, "logs")
 	started := time.Now()
 	trials, runErr := lab.RunMatrix(ctx, labrun.MatrixConfig{

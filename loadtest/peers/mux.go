@@ -498,69 +498,48 @@ func (p *muxPop) registerAll(ctx, runCtx context.Context, inflight int, timeout 
 // to another until d is over; a Connect unanswered for a second is sent
 // again, three times at most, and its latency counts from the first send.
 func (p *muxPop) connectLoop(ctx context.Context, workers int, d time.Duration) connectResult {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var mu sync.Mutex
-	var res connectResult
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var r connectResult
-			ch := make(chan wire.ConnectReply, 1)
-			for ctx.Err() == nil {
-				a, b := rand.IntN(len(p.peers)), rand.IntN(len(p.peers))
-				if a == b || p.peers[a].regd.Load() == 0 {
-					continue
-				}
-				tx := rand.Uint64()
-				p.pendMu.Lock()
-				p.pending[tx] = ch
-				p.pendMu.Unlock()
-				s, k := p.sock(a)
-				t0 := time.Now()
-				var reply wire.ConnectReply
-				got := false
-				for try := 0; try < 3 && !got && ctx.Err() == nil; try++ {
-					s.sendConnect(k, tx, p.peers[b].id)
-					select {
-					case reply = <-ch:
-						got = true
-					case <-time.After(time.Second):
-					case <-ctx.Done():
-					}
-				}
-				lat := time.Since(t0)
-				p.pendMu.Lock()
-				delete(p.pending, tx)
-				p.pendMu.Unlock()
-				select { // a reply that came as we gave up
-				case <-ch:
-				default:
-				}
-				switch {
-				case got && reply.Found:
-					r.ok++
-					r.latencies = append(r.latencies, lat)
-				case got:
-					r.notFound++
-				case ctx.Err() != nil:
-				default:
-					r.noAnswer++
+	return connectWorkers(ctx, workers, d, func() connectStep {
+		ch := make(chan wire.ConnectReply, 1)
+		return func(ctx context.Context, r *connectResult) {
+			a, b := rand.IntN(len(p.peers)), rand.IntN(len(p.peers))
+			if a == b || p.peers[a].regd.Load() == 0 {
+				return
+			}
+			tx := rand.Uint64()
+			p.pendMu.Lock()
+			p.pending[tx] = ch
+			p.pendMu.Unlock()
+			s, k := p.sock(a)
+			t0 := time.Now()
+			var reply wire.ConnectReply
+			got := false
+			for try := 0; try < 3 && !got && ctx.Err() == nil; try++ {
+				s.sendConnect(k, tx, p.peers[b].id)
+				select {
+				case reply = <-ch:
+					got = true
+				case <-time.After(time.Second):
+				case <-ctx.Done():
 				}
 			}
-			mu.Lock()
-			res.ok += r.ok
-			res.notFound += r.notFound
-			res.noAnswer += r.noAnswer
-			res.latencies = append(res.latencies, r.latencies...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	slices.Sort(res.latencies)
-	return res
+			lat := time.Since(t0)
+			p.pendMu.Lock()
+			delete(p.pending, tx)
+			p.pendMu.Unlock()
+			select { // a reply that came as we gave up
+			case <-ch:
+			default:
+			}
+			switch {
+			case got && reply.Found:
+				r.ok++
+				r.latencies = append(r.latencies, lat)
+			case got:
+				r.notFound++
+			case ctx.Err() != nil:
+			default:
+				r.noAnswer++
+			}
+		}
+	})
 }

@@ -216,6 +216,41 @@ type connectResult struct {
 // connectLoop runs workers that each connect a random peer to another until
 // the duration is over.
 func connectLoop(ctx context.Context, peers []*simPeer, workers int, d time.Duration) connectResult {
+	return connectWorkers(ctx, workers, d, func() connectStep {
+		return func(ctx context.Context, r *connectResult) {
+			a := peers[rand.IntN(len(peers))]
+			b := peers[rand.IntN(len(peers))]
+			if a == b {
+				return
+			}
+			t0 := time.Now()
+			_, err := a.client.ConnectPeer(ctx, b.id.ID())
+			switch {
+			case err == nil:
+				r.ok++
+				r.latencies = append(r.latencies, time.Since(t0))
+			case ctx.Err() != nil:
+				// The phase ended during this connect.
+			case errors.Is(err, rzclient.ErrPeerNotFound):
+				r.notFound++
+			case errors.Is(err, rzclient.ErrNoAnswer):
+				r.noAnswer++
+			default:
+				r.other++
+			}
+			if err != nil && ctx.Err() == nil && r.firstErr == nil {
+				r.firstErr = err
+			}
+		}
+	})
+}
+
+// connectStep is one connect of a worker of connectWorkers, counted in r.
+type connectStep func(ctx context.Context, r *connectResult)
+
+// connectWorkers runs workers, each with its own step from newStep, that
+// take steps until d is over, and adds up what they counted.
+func connectWorkers(ctx context.Context, workers int, d time.Duration, newStep func() connectStep) connectResult {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
@@ -223,47 +258,23 @@ func connectLoop(ctx context.Context, peers []*simPeer, workers int, d time.Dura
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
+		step := newStep()
+		wg.Go(func() {
 			var r connectResult
 			for ctx.Err() == nil {
-				a := peers[rand.IntN(len(peers))]
-				b := peers[rand.IntN(len(peers))]
-				if a == b {
-					continue
-				}
-				t0 := time.Now()
-				_, err := a.client.ConnectPeer(ctx, b.id.ID())
-				switch {
-				case err == nil:
-					r.ok++
-					lat = append(lat, time.Since(t0))
-				case ctx.Err() != nil:
-					// The phase ended during this connect.
-				case errors.Is(err, rzclient.ErrPeerNotFound):
-					r.notFound++
-				case errors.Is(err, rzclient.ErrNoAnswer):
-					r.noAnswer++
-				default:
-					r.other++
-				}
-				if err != nil && ctx.Err() == nil && r.firstErr == nil {
-					r.firstErr = err
-				}
+				step(ctx, &r)
 			}
 			mu.Lock()
 			res.ok += r.ok
 			res.notFound += r.notFound
 			res.noAnswer += r.noAnswer
 			res.other += r.other
-			res.latencies = append(res.latencies, lat...)
+			res.latencies = append(res.latencies, r.latencies...)
 			if res.firstErr == nil {
 				res.firstErr = r.firstErr
 			}
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)

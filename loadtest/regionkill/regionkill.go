@@ -48,10 +48,8 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.BoolVar(&o.mesh, "mesh", false, "join the instances in a mesh (as loadtest matrix --mesh), so packets for a peer leave from its home instance")
 	fs.BoolVar(&o.cfg.Direct, "direct", false, "let the peers use a direct path (default: relay only, whose instances are in the regions)")
 	fs.DurationVar(&o.interval, "health-interval", 200*time.Millisecond, "how often the lab's health checker asks each instance's /healthz (a region is down after 2 failed rounds)")
-	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the result at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/regionkill-accel-r2")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
-	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
 	if err := cli.ParseOnlyFlags(fs, "regionkill",
 		"Builds the NAT lab (needs root) with the servers in --regions regions behind\n"+
 			"anycast addresses, a peer A in a site nearest r1 and a peer B nearest r2, streams\n"+
@@ -93,8 +91,8 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("needs root: the NAT lab makes network namespaces (run with sudo)")
+	if err := cli.NeedRoot(); err != nil {
+		return err
 	}
 	log := cli.LabLogger(o.verbose)
 	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
@@ -112,14 +110,7 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := lab.Close(); cerr != nil {
-			fmt.Fprintf(os.Stderr, "loadtest regionkill: closing the lab: %v\n", cerr)
-		}
-		if o.keep {
-			fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
-		}
-	}()
+	defer cli.CloseLab("regionkill", lab, o.keep)
 	fmt.Fprintf(os.Stderr, "streaming %d B/s from A (%s, r1) to B (%s, r2) for %s, killing %s at %s...\n",
 		o.cfg.Rate, o.cfg.AType, o.cfg.BType, o.cfg.Duration, o.cfg.Kill, o.cfg.KillAfter)
 	res, err := lab.RegionKill(ctx, o.cfg)

@@ -1,7 +1,6 @@
 package regionkill
 
 import (
-	"encoding/json"
 	"io"
 	"path/filepath"
 	"strings"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/loadtest/labrun"
-	"github.com/keymesh/keymesh/loadtest/results"
+	"github.com/keymesh/keymesh/loadtest/results/resultstest"
 )
 
 func TestRegionFlags(t *testing.T) {
@@ -40,18 +39,12 @@ func TestRegionKillRecord(t *testing.T) {
 	if err := reportRegionKill(&printed, args, o, res); err != nil {
 		t.Fatal(err)
 	}
-	rec, md, err := results.Read(o.record)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var data regionKillRecord
+	md := resultstest.Read(t, o.record, append([]string{"regionkill"}, args...), &data)
 	if md != printed.String() || !strings.Contains(md, "| accel | 2 |") {
 		t.Errorf("recorded Markdown %q, printed %q", md, printed.String())
 	}
-	if want := results.CommandLine(append([]string{"regionkill"}, args...)); rec.Meta.Command != want {
-		t.Errorf("recorded command %q, want %q", rec.Meta.Command, want)
-	}
-	var data regionKillRecord
-	if err := json.Unmarshal(rec.Data, &data); err != nil || data.Result.MarkedDown != res.MarkedDown || !data.Mesh {
-		t.Errorf("recorded data %+v, %v", data, err)
+	if data.Result.MarkedDown != res.MarkedDown || !data.Mesh {
+		t.Errorf("recorded data %+v", data)
 	}
 }

@@ -13,10 +13,8 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/pathsock"
-	"github.com/keymesh/keymesh/internal/relay"
-	"github.com/keymesh/keymesh/internal/rendezvous"
+	"github.com/keymesh/keymesh/internal/testutil/servertest"
 	"github.com/keymesh/keymesh/node"
 )
 
@@ -196,37 +194,8 @@ type tpMesh struct {
 }
 
 func tpStartMesh() (*tpMesh, error) {
-	key := make([]byte, 32)
-	rand.Read(key)
-	keys, err := crypto.NewTicketKeys(1, map[byte][]byte{1: key}, nil)
-	if err != nil {
-		return nil, err
-	}
-	// The relay's per-source limit (20,000 packets/s) would cap one flow
-	// far below what loopback carries: this measures the data path.
-	rl, err := relay.New(relay.Config{Keys: keys, RateLimit: relay.RateLimit{Disabled: true}})
-	if err != nil {
-		return nil, err
-	}
 	relayConn, err := tpListen()
 	if err != nil {
-		return nil, err
-	}
-	id, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		relayConn.Close()
-		return nil, err
-	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	rz, err := rendezvous.New(rendezvous.Config{
-		Identity: id,
-		Registry: discovery.NewMemory(time.Now),
-		Cookies:  crypto.NewCookieJar(secret, time.Now),
-		Relays:   []string{relayConn.LocalAddr().String()},
-	})
-	if err != nil {
-		relayConn.Close()
 		return nil, err
 	}
 	rzConn, err := tpListen()
@@ -234,17 +203,15 @@ func tpStartMesh() (*tpMesh, error) {
 		relayConn.Close()
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go rl.Serve(ctx, relayConn)
-	go rz.Serve(ctx, rzConn)
-	return &tpMesh{
-		server: fmt.Sprintf("%s#%s", rzConn.LocalAddr(), id.ID()),
-		stop: func() {
-			cancel()
-			relayConn.Close()
-			rzConn.Close()
-		},
-	}, nil
+	// The relay's per-source limit (20,000 packets/s) would cap one flow
+	// far below what loopback carries: this measures the data path.
+	srv, err := servertest.Serve(relayConn, rzConn, nil)
+	if err != nil {
+		relayConn.Close()
+		rzConn.Close()
+		return nil, err
+	}
+	return &tpMesh{server: srv.Connect, stop: srv.Close}, nil
 }
 
 // tpNode moves n bytes over one node stream, on the direct path or (relay)

@@ -93,6 +93,51 @@ func writeFile(t *testing.T, path, text string) string {
 	return path
 }
 
+// meshServer is what the instances of one server share: the rendezvous'
+// identity, and its key, peer secret, cookie secret and ticket keys in files.
+type meshServer struct {
+	id                                          *crypto.Identity
+	dir, key, peerSecret, cookieSecret, tickets string
+	ticketLine                                  string
+}
+
+func newMeshServer(t *testing.T) *meshServer {
+	t.Helper()
+	s := &meshServer{dir: t.TempDir(), ticketLine: crypto.NewTicketKeyLine(1)}
+	var err error
+	if s.id, err = crypto.GenerateIdentity(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.key = filepath.Join(s.dir, "server.key")
+	if err := crypto.WriteKeyFile(s.key, s.id); err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	s.peerSecret = writeFile(t, filepath.Join(s.dir, "peer-secret"), fmt.Sprintf("%x\n", secret))
+	s.cookieSecret = writeFile(t, filepath.Join(s.dir, "cookie-secret"), "00112233445566778899aabbccddeeff\n")
+	s.tickets = writeFile(t, filepath.Join(s.dir, "ticket-keys"), s.ticketLine)
+	return s
+}
+
+// rendezvousArgs are the flags of instance name's rendezvous, with Redis at
+// redis (host:port).
+func (s *meshServer) rendezvousArgs(name string, listen, mesh netip.AddrPort, admin, redis string) []string {
+	return []string{"--listen", listen.String(), "--key", s.key, "--admin", admin,
+		"--registry", "redis", "--redis", "redis://" + redis + "/0",
+		"--cookie-secret-file", s.cookieSecret, "--instance", "rdv-" + name,
+		"--mesh-listen", mesh.String(), "--peer-secret-file", s.peerSecret}
+}
+
+// relayArgs are the flags of instance name's relay, number n in the mesh of
+// peers (the relays' --mesh-peers).
+func (s *meshServer) relayArgs(name string, n int, listen, mesh netip.AddrPort, admin, peers string) []string {
+	return []string{"--listen", listen.String(), "--ticket-key-file", s.tickets, "--admin", admin,
+		"--key", filepath.Join(s.dir, "relay-"+name+".key"),
+		"--instance", fmt.Sprint(n), "--mesh-listen", mesh.String(),
+		"--mesh-peers", peers, "--peer-secret-file", s.peerSecret}
+}
+
 // proc is a running server process; its output is kept for failures.
 type proc struct {
 	name string
@@ -267,22 +312,8 @@ func TestHomeInstance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	redis := redistest.Start(t)
-	dir := t.TempDir()
 	rdvBin, relayBin := binaries(t)
-
-	serverID, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "server.key")
-	if err := crypto.WriteKeyFile(keyFile, serverID); err != nil {
-		t.Fatal(err)
-	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	peerSecret := writeFile(t, filepath.Join(dir, "peer-secret"), fmt.Sprintf("%x\n", secret))
-	cookieSecret := writeFile(t, filepath.Join(dir, "cookie-secret"), "00112233445566778899aabbccddeeff\n")
-	ticketKeys := writeFile(t, filepath.Join(dir, "ticket-keys"), crypto.NewTicketKeyLine(1))
+	srv := newMeshServer(t)
 
 	// Two loopback addresses of their own (127.r.1.1 and 127.r.2.1).
 	var r [1]byte
@@ -293,21 +324,13 @@ func TestHomeInstance(t *testing.T) {
 	relayPeers := fmt.Sprintf("1=%v,2=%v", x.relayM, y.relayM)
 	for i, in := range []*instance{x, y} {
 		name := []string{"x", "y"}[i]
-		start(t, "rendezvous-"+name, rdvBin,
-			"--listen", in.rdv.String(), "--key", keyFile, "--admin", in.rdvAdmin,
-			"--registry", "redis", "--redis", "redis://"+redis.Addr()+"/0",
-			"--cookie-secret-file", cookieSecret, "--instance", "rdv-"+name,
-			"--mesh-listen", in.rdvMesh.String(), "--peer-secret-file", peerSecret)
-		start(t, "relay-"+name, relayBin,
-			"--listen", in.relay.String(), "--ticket-key-file", ticketKeys, "--admin", in.relayAdmin,
-			"--key", filepath.Join(dir, "relay-"+name+".key"),
-			"--instance", fmt.Sprint(i+1), "--mesh-listen", in.relayM.String(),
-			"--mesh-peers", relayPeers, "--peer-secret-file", peerSecret)
+		start(t, "rendezvous-"+name, rdvBin, srv.rendezvousArgs(name, in.rdv, in.rdvMesh, in.rdvAdmin, redis.Addr())...)
+		start(t, "relay-"+name, relayBin, srv.relayArgs(name, i+1, in.relay, in.relayM, in.relayAdmin, relayPeers)...)
 	}
 
 	t.Run("punch leaves from B's home", func(t *testing.T) {
-		b := newPeer(t, ctx, y.rdv, serverID.ID())
-		a := newPeer(t, ctx, x.rdv, serverID.ID())
+		b := newPeer(t, ctx, y.rdv, srv.id.ID())
+		a := newPeer(t, ctx, x.rdv, srv.id.ID())
 		b.waitRegistered(t)
 		a.waitRegistered(t)
 		reply, err := a.client.ConnectPeer(ctx, b.id.ID())

@@ -3,11 +3,9 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,21 +66,7 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 		"--protected-mode", "no", "--save", "", "--appendonly", "no"))
 	waitRedis(t, ctx, rh, redisAddr)
 
-	dir := t.TempDir()
-	serverID, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "server.key")
-	if err := crypto.WriteKeyFile(keyFile, serverID); err != nil {
-		t.Fatal(err)
-	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	peerSecret := writeFile(t, filepath.Join(dir, "peer-secret"), fmt.Sprintf("%x\n", secret))
-	cookieSecret := writeFile(t, filepath.Join(dir, "cookie-secret"), "00112233445566778899aabbccddeeff\n")
-	ticketLine := crypto.NewTicketKeyLine(1)
-	ticketKeys := writeFile(t, filepath.Join(dir, "ticket-keys"), ticketLine)
+	srv := newMeshServer(t)
 
 	// Each instance serves on its 203.0.113.x address and meshes on its
 	// 198.51.100.x one (the "private" address).
@@ -97,16 +81,8 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 	relayPeers := fmt.Sprintf("1=%v,2=%v", x.relayMesh, y.relayMesh)
 	for i, h := range []*natlab.Host{sx, sy} {
 		in, name := at(h), []string{"x", "y"}[i]
-		startCmd(t, "rendezvous-"+name, h.Command(ctx, rdvBin,
-			"--listen", in.rdv.String(), "--key", keyFile, "--admin", "",
-			"--registry", "redis", "--redis", "redis://"+redisAddr.String()+"/0",
-			"--cookie-secret-file", cookieSecret, "--instance", "rdv-"+name,
-			"--mesh-listen", in.rdvMesh.String(), "--peer-secret-file", peerSecret))
-		startCmd(t, "relay-"+name, h.Command(ctx, relayBin,
-			"--listen", in.relay.String(), "--ticket-key-file", ticketKeys, "--admin", "",
-			"--key", filepath.Join(dir, "relay-"+name+".key"),
-			"--instance", fmt.Sprint(i+1), "--mesh-listen", in.relayMesh.String(),
-			"--mesh-peers", relayPeers, "--peer-secret-file", peerSecret))
+		startCmd(t, "rendezvous-"+name, h.Command(ctx, rdvBin, srv.rendezvousArgs(name, in.rdv, in.rdvMesh, "", redisAddr.String())...))
+		startCmd(t, "relay-"+name, h.Command(ctx, relayBin, srv.relayArgs(name, i+1, in.relay, in.relayMesh, "", relayPeers)...))
 	}
 	listen := func(h *natlab.Host) *net.UDPConn {
 		c, err := h.ListenUDP(ctx, netip.AddrPort{})
@@ -118,8 +94,8 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 	}
 
 	t.Run("punch through B's NAT", func(t *testing.T) {
-		b := newPeerOn(t, ctx, listen(hb), y.rdv, serverID.ID())
-		a := newPeerOn(t, ctx, listen(ha), x.rdv, serverID.ID())
+		b := newPeerOn(t, ctx, listen(hb), y.rdv, srv.id.ID())
+		a := newPeerOn(t, ctx, listen(ha), x.rdv, srv.id.ID())
 		b.waitRegistered(t)
 		a.waitRegistered(t)
 		reply, err := a.client.ConnectPeer(ctx, b.id.ID())
@@ -145,7 +121,7 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bind at Y: %v", err)
 		}
-		keys, err := crypto.ParseTicketKeys([]byte(ticketLine), nil)
+		keys, err := crypto.ParseTicketKeys([]byte(srv.ticketLine), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

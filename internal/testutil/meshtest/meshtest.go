@@ -1,19 +1,16 @@
 // Package meshtest runs a real rendezvous server and a real relay on
-// loopback for tests of packages that need running nodes.
+// loopback (package servertest) and nodes against them, for tests of
+// packages that need running nodes.
 package meshtest
 
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/keymesh/keymesh/internal/crypto"
-	"github.com/keymesh/keymesh/internal/discovery"
-	"github.com/keymesh/keymesh/internal/relay"
-	"github.com/keymesh/keymesh/internal/rendezvous"
+	"github.com/keymesh/keymesh/internal/testutil/servertest"
 	"github.com/keymesh/keymesh/node"
 )
 
@@ -21,51 +18,23 @@ import (
 // ends and returns the rendezvous connect string (node.Config.Server).
 func Start(t testing.TB) string {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	keys, err := crypto.NewTicketKeys(1, map[byte][]byte{1: key}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := relay.New(relay.Config{Keys: keys, RateLimit: relay.RateLimit{Disabled: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	relayConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := crypto.GenerateIdentity(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	rz, err := rendezvous.New(rendezvous.Config{
-		Identity: id,
-		Registry: discovery.NewMemory(time.Now),
-		Cookies:  crypto.NewCookieJar(secret, time.Now),
-		Relays:   []string{relayConn.LocalAddr().String()},
-	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rzConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
+		relayConn.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { rl.Serve(ctx, relayConn); done <- struct{}{} }()
-	go func() { rz.Serve(ctx, rzConn); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
+	s, err := servertest.Serve(relayConn, rzConn, nil)
+	if err != nil {
 		relayConn.Close()
 		rzConn.Close()
-		<-done
-		<-done
-	})
-	return fmt.Sprintf("%s#%s", rzConn.LocalAddr(), id.ID())
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s.Connect
 }
 
 // Node starts a node on loopback that admits sessions from any peer, and
