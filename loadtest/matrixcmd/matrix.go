@@ -27,21 +27,22 @@ import (
 
 // matrixOpts configures `loadtest matrix`.
 type matrixOpts struct {
-	types    []natlab.NATType
-	trials   int
-	out      string
-	timeout  time.Duration
-	parallel int
-	bin      string
-	record   string
-	keep     bool
-	quick    bool
-	verbose  bool
-	regions  int
-	door     natlab.FrontDoor
-	rdvArgs  string
-	relArgs  string
-	mesh     bool
+	types        []natlab.NATType
+	trials       int
+	out          string
+	timeout      time.Duration
+	parallel     int
+	bin          string
+	record       string
+	keep         bool
+	quick        bool
+	verbose      bool
+	regions      int
+	door         natlab.FrontDoor
+	rdvArgs      string
+	relArgs      string
+	mesh         bool
+	meshRegistry bool
 	// server, stream and routes: servers outside the lab (--server).
 	server string
 	stream string
@@ -64,6 +65,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	door := fs.String("frontdoor", "accel", "anycast model with --regions: accel (managed accelerator: DNAT, instances' own sends leave from their regional address) or bgp (every instance holds the anycast address)")
 	fs.StringVar(&o.rdvArgs, "rendezvous-args", "", "extra flags for every rendezvous instance with --regions; {name} {region} {addr} {anycast} {listen} {secret} {peers} {peers:PORT} are filled in per instance")
 	fs.BoolVar(&o.mesh, "mesh", false, "with --regions, join the instances in a mesh (relays: --instance, --mesh-listen, --mesh-peers; rendezvous: --mesh-listen; both --peer-secret-file), so a Punch and a relayed packet leave from the peer's home instance")
+	fs.BoolVar(&o.meshRegistry, "mesh-registry", false, "with --mesh, the instances claim their numbers and find each other in the lab's Redis (--mesh-registry) instead of fixed --instance and --mesh-peers lists")
 	fs.StringVar(&o.relArgs, "relay-args", "", "extra flags for every relay instance with --regions, with the same fill-ins as --rendezvous-args")
 	fs.StringVar(&o.server, "server", "", "`connect string` (host:port#server-id, as the rendezvous prints it) of a rendezvous outside the lab: run the lab's NATs against it instead of starting servers (the lab's internet is linked to this host, which must reach the servers; see --route)")
 	fs.StringVar(&o.stream, "stream-relay", "", "with --server: the stream relay `URL` (wss://host:port/v1/tunnel#relay-id) given to every peer (udp-blocked peers need it to register)")
@@ -91,6 +93,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 		return o, fmt.Errorf("--regions %d: want 0 (one server host) to 3", o.regions)
 	case o.regions == 0 && (o.rdvArgs != "" || o.relArgs != "" || o.mesh):
 		return o, errors.New("--mesh, --rendezvous-args and --relay-args are for instances: add --regions 2")
+	case o.meshRegistry && !o.mesh:
+		return o, errors.New("--mesh-registry is a kind of mesh: add --mesh")
 	}
 	if o.server == "" && (o.stream != "" || *routes != "") {
 		return o, errors.New("--stream-relay and --route are for servers outside the lab: add --server")
@@ -150,7 +154,10 @@ func Main(ctx context.Context, args []string) error {
 	if o.rdvArgs != "" || o.relArgs != "" || o.mesh {
 		cfg.InstanceArgs = func(in *labrun.Instance, l *labrun.Lab) []string {
 			var args []string
-			if o.mesh {
+			switch {
+			case o.meshRegistry:
+				args = labrun.MeshRegistryArgs(in, l)
+			case o.mesh:
 				args = labrun.MeshArgs(in, l)
 			}
 			tmpl := o.relArgs
@@ -212,6 +219,9 @@ func Main(ctx context.Context, args []string) error {
 		mesh := ""
 		if o.mesh {
 			mesh = ", instances in a mesh"
+		}
+		if o.meshRegistry {
+			mesh += " (members from Redis)"
 		}
 		fmt.Fprintf(&md, "servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
 	}
