@@ -19,6 +19,11 @@ const (
 	// DeadAfter is how long a peer may stay silent (no heartbeat, no
 	// message) before Alive reports it down.
 	DeadAfter = time.Second
+	// SuspectAfter is how long a peer may stay silent before Suspect
+	// reports it: two heartbeats missed and half an interval of jitter.
+	// A suspect peer may be dead (a killed process, a region going down)
+	// long before DeadAfter says so.
+	SuspectAfter = 2*HeartbeatInterval + HeartbeatInterval/2
 	// forgetAfter is how long a peer watched through Alive or learnt from
 	// its heartbeats stays in the table once neither heard nor asked about.
 	forgetAfter = 30 * time.Second
@@ -131,6 +136,15 @@ func (n *Node) Alive(to netip.AddrPort) bool {
 		p.used.Store(now)
 	}
 	return now-p.heard.Load() <= int64(DeadAfter)
+}
+
+// Suspect reports whether the watched peer at to has missed heartbeats:
+// nothing came from it for SuspectAfter. A caller that hands traffic to a
+// suspect peer may also send it another way until the peer is heard again
+// or Alive gives it up. A peer not watched is not suspect.
+func (n *Node) Suspect(to netip.AddrPort) bool {
+	p := n.live.get(unmapAP(to))
+	return p != nil && n.cfg.Now().UnixNano()-p.heard.Load() > int64(SuspectAfter)
 }
 
 // heard records an accepted message from from. A heartbeat from a peer not

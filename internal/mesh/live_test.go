@@ -77,6 +77,40 @@ func TestAliveFollowsHeartbeats(t *testing.T) {
 	}
 }
 
+// TestSuspectBeforeDead: a configured peer that missed two heartbeats
+// (SuspectAfter) is suspect while still alive, and its next heartbeat
+// clears the suspicion; a peer nobody watches is never suspect.
+func TestSuspectBeforeDead(t *testing.T) {
+	key := mustKey(t, secret)
+	clk := newFakeClock()
+	bConn := listen(t, "127.0.0.1:0")
+	bAddr := bConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	aConn := listen(t, "127.0.0.1:0")
+	aAddr := aConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.Now, Peers: []netip.AddrPort{bAddr}})
+	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.Now, Peers: []netip.AddrPort{aAddr}})
+
+	if SuspectAfter >= DeadAfter || SuspectAfter < 2*HeartbeatInterval {
+		t.Fatalf("SuspectAfter %v: want at least two heartbeats (%v) and less than DeadAfter %v", SuspectAfter, 2*HeartbeatInterval, DeadAfter)
+	}
+	clk.Add(SuspectAfter)
+	if a.Suspect(bAddr) {
+		t.Fatal("suspect at exactly SuspectAfter")
+	}
+	clk.Add(time.Millisecond)
+	if !a.Suspect(bAddr) || !a.Alive(bAddr) {
+		t.Fatalf("silent for more than SuspectAfter: suspect %v alive %v, want both", a.Suspect(bAddr), a.Alive(bAddr))
+	}
+	b.Beat()
+	waitHeartbeats(t, a.Node, 1)
+	if a.Suspect(bAddr) {
+		t.Fatal("a heartbeat did not clear the suspicion")
+	}
+	if a.Suspect(netip.MustParseAddrPort("127.0.0.1:9")) {
+		t.Fatal("a peer nobody watches is suspect")
+	}
+}
+
 // TestAliveLearnsWatchers: a node asked about a peer it was not configured
 // with (a rendezvous forwarding to a peer's home) watches it; the peer
 // learns the watcher from its heartbeats and beats back, so both stay

@@ -25,7 +25,7 @@ const (
 
 // localState is what this peer knows about its own addresses.
 type localState struct {
-	mu           sync.Mutex
+	mu           sync.Mutex // guards every field
 	cands        []netip.AddrPort
 	prefixes     []netip.Prefix // this peer's LAN prefixes (candOK)
 	reflexive    netip.AddrPort

@@ -98,7 +98,7 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 			// route is not direct): the new punch's winner replaces it.
 			pr.kept.retired.Store(true)
 			s.dropExtra(pr.kept)
-			s.forgetVia(pr, pr.kept)
+			pr.forgetViaLocked(pr.kept)
 			pr.kept, pr.keptLost = nil, time.Time{}
 		}
 		pr.bdayAt = now
@@ -124,10 +124,10 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 // otherwise).
 const birthdayAgainAfter = 2 * time.Second
 
-// birthdayAgain lets the next startBirthday run birthdayAgainAfter after
+// birthdayAgainLocked lets the next startBirthday run birthdayAgainAfter after
 // the last one started, rather than punchWindow: the direct path it found
 // was lost. pr.mu is held.
-func (pr *peer) birthdayAgain() {
+func (pr *peer) birthdayAgainLocked() {
 	if !pr.bdayAt.IsZero() {
 		pr.bdayAt = pr.bdayAt.Add(birthdayAgainAfter - punchWindow)
 	}
@@ -136,49 +136,12 @@ func (pr *peer) birthdayAgain() {
 	pr.sprayUntil = time.Time{}
 }
 
-// wonBirthday keeps the socket via that answered for pr and ends the
+// wonBirthdayLocked keeps the socket via that answered for pr and ends the
 // punch. pr.mu is held.
-func (s *Sock) wonBirthday(pr *peer, via *extra) {
+func (s *Sock) wonBirthdayLocked(pr *peer, via *extra) {
 	pr.kept, pr.keptLost = via, time.Time{}
 	if pr.bday != nil {
 		pr.bday.finish()
-	}
-}
-
-// forgetVia detaches pr's candidates from a closed socket. pr.mu is held.
-func (s *Sock) forgetVia(pr *peer, e *extra) {
-	for a, c := range pr.cands {
-		if c.via != e {
-			continue
-		}
-		if c.learned {
-			delete(pr.cands, a)
-		} else {
-			c.via = nil
-		}
-	}
-}
-
-// tickKept closes the winning birthday socket once the route has not used
-// it for nat.BirthdayKeep. pr.mu is held.
-func (s *Sock) tickKept(pr *peer, now time.Time) {
-	if pr.kept == nil || pr.bday != nil {
-		return
-	}
-	if r := pr.route.Load(); r.via == pr.kept {
-		pr.keptLost = time.Time{}
-		return
-	}
-	if pr.keptLost.IsZero() {
-		pr.keptLost = now
-		return
-	}
-	if now.Sub(pr.keptLost) >= nat.BirthdayKeep {
-		s.log.Debug("closing birthday socket", "peer", pr.id.Short())
-		pr.kept.retired.Store(true)
-		s.dropExtra(pr.kept)
-		s.forgetVia(pr, pr.kept)
-		pr.kept, pr.keptLost = nil, time.Time{}
 	}
 }
 
@@ -227,7 +190,9 @@ func (s *Sock) readExtra(e *extra) {
 	}
 }
 
-// sleep waits d; false when the layer closed or stop fired.
+// sleep waits d; false when the layer closed or stop fired. It is the
+// shell's wait (a real timer): callers compute d from the layer's clock
+// (Config.Now), so that start times given on it hold.
 func (s *Sock) sleep(d time.Duration, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return true
@@ -290,12 +255,12 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 		return
 	}
 	s.log.Debug("birthday punching (hard side)", "peer", pr.id.Short(), "target", target.String(), "sockets", len(socks))
-	if !s.sleep(time.Until(start), b.done) {
+	if !s.sleep(start.Sub(s.now()), b.done) {
 		return
 	}
 	end := s.now().Add(nat.BirthdayWindow)
 	for s.now().Before(end) {
-		round := time.Now()
+		round := s.now()
 		for i, e := range socks {
 			if pr.route.Load().kind == PathDirect {
 				return
@@ -305,7 +270,7 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 				return
 			}
 		}
-		if !s.sleep(nat.BirthdayResend-time.Since(round), b.done) {
+		if !s.sleep(nat.BirthdayResend-s.now().Sub(round), b.done) {
 			return
 		}
 	}
@@ -317,13 +282,13 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 	defer s.wg.Done()
 	defer s.sprays.Add(-1)
-	if !s.sleep(time.Until(start.Add(sprayDelay)), nil) {
+	if !s.sleep(start.Add(sprayDelay).Sub(s.now()), nil) {
 		return
 	}
 	span := nat.BirthdayMaxPort - nat.BirthdayMinPort + 1
 	ports := rand.Perm(span)[:min(nat.BirthdayProbes, span)]
 	s.log.Debug("birthday punching (easy side)", "peer", pr.id.Short(), "target", ip.String(), "probes", len(ports))
-	t0 := time.Now()
+	t0 := s.now()
 	gap := time.Second / nat.BirthdayRate
 	for i, off := range ports {
 		if pr.route.Load().kind == PathDirect {
@@ -331,7 +296,7 @@ func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 		}
 		s.probe(pr, true, netip.AddrPortFrom(ip, uint16(nat.BirthdayMinPort+off)), nil, nil, false)
 		s.stats.BirthdayProbes.Add(1)
-		if i%sprayBurst == sprayBurst-1 && !s.sleep(time.Until(t0.Add(time.Duration(i+1)*gap)), nil) {
+		if i%sprayBurst == sprayBurst-1 && !s.sleep(t0.Add(time.Duration(i+1)*gap).Sub(s.now()), nil) {
 			return
 		}
 	}

@@ -26,6 +26,8 @@ func (s *Sock) ReadFrom(p []byte) (int, net.Addr, error) {
 		var timeout <-chan time.Time
 		var timer *time.Timer
 		if !dl.IsZero() {
+			// A deadline is wall-clock time (net.PacketConn), not the
+			// layer's clock.
 			d := time.Until(dl)
 			if d <= 0 {
 				return 0, nil, os.ErrDeadlineExceeded

@@ -119,6 +119,9 @@ func (s *Sock) data(bp *[]byte, tag uint64, off, n int, from netip.AddrPort, dir
 		return
 	}
 	now := s.now()
+	// Not heard(): a data frame is not authenticated here (QUIC does
+	// that), so it buys no resend; the sealed probes that follow a
+	// silence do.
 	pr.lastSeen.Store(now.UnixNano())
 	if direct {
 		if r := pr.route.Load(); r.kind == PathDirect && r.addr == from {
@@ -159,7 +162,7 @@ func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
 	pr.mu.Lock()
 	c := pr.cands[from]
 	if c == nil {
-		c = s.addCand(pr, from, true, false, now)
+		c = s.addCandLocked(pr, from, true, false, now)
 	}
 	due := c != nil && now.Sub(c.lastSent) >= time.Second
 	pr.mu.Unlock()

@@ -17,8 +17,23 @@
 // treated as a change of this peer's own addresses (its NAT may have
 // forgotten its mappings, the relay ticket's port among them): the relay
 // is bound again at once, the peer re-registers and sends PathUpdates,
-// at most once a second. The peer's candidates are probed again so that a
-// direct path that comes back is taken again.
+// at most once a second. The peer's candidates are probed again, every
+// second for a minute after the loss (nat.UpgradeInterval later on), so
+// that a direct path that comes back is taken again.
+//
+// The relay path in use is probed every tick once it looks lost; after
+// 300 ms of silence while data goes out the relay counts as lost (a killed
+// relay instance): every relay is bound again at once, and every 200 ms
+// while unanswered. A relay that answers only after a retry (the anycast
+// address now leads to another instance, which seals its own instance
+// into the ticket) or another relay answering first is a new relay path:
+// the layer re-registers and sends PathUpdates with the new ticket. Any
+// sealed frame that ends a peer's silence resends the packets sent since
+// (resend.go), on the path the frame left in place.
+//
+// Every timing decision about one peer is a method of peer that takes the
+// time (Config.Now) and returns what to send (fsm.go); Sock, the shell,
+// owns the sockets, goroutines and timers and executes the result.
 //
 // The layer finds its own NAT's mapping behaviour (NATBehaviour) from two
 // observers it talks to anyway: the rendezvous' reflexive address and the

@@ -177,13 +177,13 @@ func (s *Sock) onLocalPrefix(a netip.Addr) bool {
 	return false
 }
 
-// allowUnproven spends the budgets for one probe to c, an unproven
+// allowUnprovenLocked spends the budgets for one probe to c, an unproven
 // candidate of pr. pr.mu is held.
-func (s *Sock) allowUnproven(pr *peer, c *cand, now time.Time) bool {
+func (s *Sock) allowUnprovenLocked(pr *peer, c *cand, now time.Time) bool {
 	if c.budgetUsed >= s.cfg.Limits.CandidateProbes {
 		return false
 	}
-	pr.refillBudget(now, float64(s.cfg.Limits.PeerProbes))
+	pr.refillBudgetLocked(now, float64(s.cfg.Limits.PeerProbes))
 	if pr.budget < 1 {
 		return false
 	}
@@ -196,8 +196,8 @@ func (s *Sock) allowUnproven(pr *peer, c *cand, now time.Time) bool {
 	return true
 }
 
-// refillBudget refills pr's unproven-probe bucket. pr.mu is held.
-func (pr *peer) refillBudget(now time.Time, size float64) {
+// refillBudgetLocked refills pr's unproven-probe bucket. pr.mu is held.
+func (pr *peer) refillBudgetLocked(now time.Time, size float64) {
 	if pr.budgetAt.IsZero() {
 		pr.budget, pr.budgetAt = size, now
 		return
@@ -208,9 +208,9 @@ func (pr *peer) refillBudget(now time.Time, size float64) {
 	}
 }
 
-// newPunch starts a punching schedule for pr: each candidate's budget
+// newPunchLocked starts a punching schedule for pr: each candidate's budget
 // starts afresh (the peer's own bucket does not). pr.mu is held.
-func (s *Sock) newPunch(pr *peer, start, now time.Time) {
+func (s *Sock) newPunchLocked(pr *peer, start, now time.Time) {
 	pr.punch = nat.NewSchedule(start, now)
 	pr.punchAt = now
 	for _, c := range pr.cands {

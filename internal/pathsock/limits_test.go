@@ -23,7 +23,7 @@ func TestLimitsConfigurable(t *testing.T) {
 	count := func(pr *peer, c *cand) int {
 		n := 0
 		for range 50 {
-			if s.allowUnproven(pr, c, now) {
+			if s.allowUnprovenLocked(pr, c, now) {
 				n++
 			}
 		}

@@ -147,7 +147,7 @@ func TestBirthdayAgainAfterLoss(t *testing.T) {
 	if allowed(t0.Add(birthdayAgainAfter)) {
 		t.Fatal("a second punch was allowed without a loss")
 	}
-	pr.birthdayAgain()
+	pr.birthdayAgainLocked()
 	if allowed(t0.Add(birthdayAgainAfter - time.Millisecond)) {
 		t.Fatal("a punch was allowed again sooner than birthdayAgainAfter")
 	}

@@ -77,7 +77,7 @@ func TestPathLostRebindsAndReregisters(t *testing.T) {
 		}
 		now := clock.now()
 		pr.mu.Lock()
-		c := s.addCand(pr, remote, false, true, now)
+		c := s.addCandLocked(pr, remote, false, true, now)
 		if c == nil {
 			pr.mu.Unlock()
 			t.Fatal("the loopback candidate was refused")

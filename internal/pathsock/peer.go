@@ -46,7 +46,8 @@ type cand struct {
 	budgetUsed      int    // probes sent unproven in this punch (candBudget)
 }
 
-// peer is one remote peer's path state.
+// peer is one remote peer's path state. The fields above mu are set once
+// or atomic (read by the data path without locks).
 type peer struct {
 	id     crypto.PeerID
 	tag    uint64
@@ -62,6 +63,8 @@ type peer struct {
 	// resent keeps the last packets sent, for a resend on revival.
 	resent resendRing
 
+	// mu guards every field below it (the state machine of fsm.go runs
+	// under it: methods named ...Locked), and each cand in cands.
 	mu         sync.Mutex
 	cands      map[netip.AddrPort]*cand
 	tickets    [][]byte
@@ -80,6 +83,10 @@ type peer struct {
 	sprayUntil time.Time // the easy side sprays until then
 	kept       *extra    // the birthday socket that won, kept for the path
 	keptLost   time.Time // when the route stopped using kept
+	directLost time.Time // when the direct path was last given up for the relay
+	// relayLostSeen is the peer's lastSeen when its relay path was last
+	// found lost: one reaction per silence.
+	relayLostSeen time.Time
 }
 
 // PeerStatus is a peer's path as the layer sees it.
@@ -107,7 +114,7 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	}
 	now := s.now()
 	pr.mu.Lock()
-	s.applyInfo(pr, info, true, now)
+	s.applyInfoLocked(pr, info, true, now)
 	if info.Reflexive.IsValid() && s.candOK(info.Reflexive.Addr(), true) {
 		// Only the rendezvous' word: a PathUpdate's reflexive address is
 		// the peer's own claim, never a birthday target.
@@ -119,9 +126,9 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	// (and its spent budgets) alone: candidates it adds are probed by it.
 	again := !pr.punchAt.IsZero() && now.Sub(pr.punchAt) < punchWindow
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly && !again {
-		s.newPunch(pr, start, now)
+		s.newPunchLocked(pr, start, now)
 	}
-	s.fixRoute(pr)
+	s.fixRouteLocked(pr)
 	pr.mu.Unlock()
 	if !s.noDirect() && !again {
 		s.startBirthday(pr, strategy, pr.punch.Start)
@@ -155,10 +162,10 @@ func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
 	return pr, nil
 }
 
-// applyInfo merges published addresses and tickets. attested says that
+// applyInfoLocked merges published addresses and tickets. attested says that
 // info comes from the rendezvous, whose Reflexive is the address it saw
 // the peer's packets come from. pr.mu is held.
-func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, attested bool, now time.Time) {
+func (s *Sock) applyInfoLocked(pr *peer, info wire.PeerInfo, attested bool, now time.Time) {
 	var tickets [][]byte
 	for _, t := range info.Tickets {
 		if len(t) == crypto.TicketSize {
@@ -171,16 +178,16 @@ func (s *Sock) applyInfo(pr *peer, info wire.PeerInfo, attested bool, now time.T
 	if info.NAT != 0 {
 		pr.nat = info.NAT
 	}
-	s.addCand(pr, info.Reflexive, false, attested, now)
+	s.addCandLocked(pr, info.Reflexive, false, attested, now)
 	for _, a := range info.Candidates {
-		s.addCand(pr, a, false, false, now)
+		s.addCandLocked(pr, a, false, false, now)
 	}
 }
 
-// addCand adds a direct candidate if the socket can use it (candOK; a
+// addCandLocked adds a direct candidate if the socket can use it (candOK; a
 // private address the rendezvous saw the peer at, attested, is the peer's
 // own). pr.mu is held.
-func (s *Sock) addCand(pr *peer, a netip.AddrPort, learned, attested bool, now time.Time) *cand {
+func (s *Sock) addCandLocked(pr *peer, a netip.AddrPort, learned, attested bool, now time.Time) *cand {
 	a = unmap(a)
 	if !a.IsValid() || a.Port() == 0 || !s.candOK(a.Addr(), attested) || !s.canSendTo(a) {
 		return nil
@@ -225,9 +232,9 @@ func (s *Sock) canSendTo(a netip.AddrPort) bool {
 	return true
 }
 
-// fixRoute sets a usable route when the peer has none: the relay when a
+// fixRouteLocked sets a usable route when the peer has none: the relay when a
 // ticket is known. pr.mu is held.
-func (s *Sock) fixRoute(pr *peer) {
+func (s *Sock) fixRouteLocked(pr *peer) {
 	r := pr.route.Load()
 	switch r.kind {
 	case PathDirect:
@@ -243,8 +250,8 @@ func (s *Sock) fixRoute(pr *peer) {
 	}
 }
 
-// relayRoute is the route through the relay, or none. pr.mu is held.
-func (pr *peer) relayRoute() *route {
+// relayRouteLocked is the route through the relay, or none. pr.mu is held.
+func (pr *peer) relayRouteLocked() *route {
 	if len(pr.tickets) == 0 {
 		return &route{kind: PathNone}
 	}

@@ -115,7 +115,7 @@ func (s *Sock) probe(pr *peer, direct bool, addr netip.AddrPort, done chan struc
 		if c != nil && fromCand {
 			if c.lastReply.IsZero() {
 				// Unproven: the reflection limits decide.
-				if !s.allowUnproven(pr, c, now) {
+				if !s.allowUnprovenLocked(pr, c, now) {
 					c.lastSent = now
 					pr.mu.Unlock()
 					s.stats.Refused.Add(1)
@@ -124,11 +124,7 @@ func (s *Sock) probe(pr *peer, direct bool, addr netip.AddrPort, done chan struc
 				s.stats.Unproven.Add(1)
 			}
 			via = c.via
-			c.lastSent = now
-			if c.unanswered == 0 {
-				c.firstUnanswered = now
-			}
-			c.unanswered++
+			c.probed(now)
 		}
 	} else {
 		if len(pr.tickets) == 0 {
@@ -237,14 +233,17 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 			return
 		}
 		now := s.now()
-		pr.lastSeen.Store(now.UnixNano())
+		prev, revive := pr.heard(now)
 		s.noticeSource(pr, from, now)
+		if revive {
+			s.resend(pr, prev)
+		}
 		return
 	}
 	if pr == nil {
 		return // no ticket to answer through
 	}
-	pr.lastSeen.Store(s.now().UnixNano())
+	prev, revive := pr.heard(s.now())
 	pr.mu.Lock()
 	var ticket []byte
 	if len(pr.tickets) > 0 {
@@ -252,6 +251,9 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 	}
 	pr.mu.Unlock()
 	s.sendControl(pr, &wire.ProbeReply{TxID: p.TxID}, false, netip.AddrPort{}, ticket)
+	if revive {
+		s.resend(pr, prev)
+	}
 }
 
 // onProbeReply completes a probe: it measures the path and, for a direct
@@ -275,8 +277,7 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	s.pendMu.Unlock()
 	pr := p.peer
-	prevSeen := unixTime(pr.lastSeen.Swap(now.UnixNano()))
-	if revived(now, prevSeen, unixTime(pr.lastSent.Load())) {
+	if prevSeen, revive := pr.heard(now); revive {
 		// Runs after the unlock below, on the route this reply chose.
 		defer s.resend(pr, prevSeen)
 	}
@@ -294,35 +295,19 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	}
 	c := pr.cands[p.addr]
 	if c == nil {
-		if c = s.addCand(pr, p.addr, true, false, now); c == nil {
+		if c = s.addCandLocked(pr, p.addr, true, false, now); c == nil {
 			return
 		}
 	}
-	c.lastReply, c.unanswered = now, 0
 	pr.lastDirect.Store(now.UnixNano())
-	c.rtt = smooth(c.rtt, rtt)
-	c.via = p.via
 	if via != nil {
-		s.wonBirthday(pr, via)
+		s.wonBirthdayLocked(pr, via)
 	}
-	cur := pr.route.Load()
-	switch {
-	case cur.kind != PathDirect:
-		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
+	switch pr.directReplyLocked(c, rtt, p.via, now) {
+	case routeUp:
 		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt, "birthday", c.via != nil)
-	case cur.addr == c.addr && cur.via != c.via:
-		pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
-	case cur.addr != c.addr:
-		// Switch when the active path fails or is much slower, or when
-		// the peer no longer publishes it (its address changed) and does
-		// publish this one.
-		old := pr.cands[cur.addr]
-		if old == nil || old.unanswered >= nat.MissedProbes || c.rtt*4 < old.rtt*3 ||
-			(old.learned && !c.learned) ||
-			(old.unanswered > 0 && now.Sub(old.firstUnanswered) > 2*old.rtt+100*time.Millisecond) {
-			pr.route.Store(&route{kind: PathDirect, addr: c.addr, via: c.via})
-			s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
-		}
+	case routeSwitched:
+		s.log.Info("direct path switched", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt)
 	}
 }
 
@@ -340,7 +325,11 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		return
 	}
 	now := s.now()
-	pr.lastSeen.Store(now.UnixNano())
+	if prev, revive := pr.heard(now); revive {
+		// After the unlock below, on the route the update chose (a
+		// new relay ticket, say).
+		defer s.resend(pr, prev)
+	}
 	pr.mu.Lock()
 	if t <= pr.lastUpdate {
 		pr.mu.Unlock()
@@ -351,11 +340,11 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	for _, c := range pr.cands {
 		c.learned = true
 	}
-	s.applyInfo(pr, u.Info, false, now)
+	s.applyInfoLocked(pr, u.Info, false, now)
 	if !s.noDirect() {
-		s.newPunch(pr, now, now)
+		s.newPunchLocked(pr, now, now)
 	}
-	s.fixRoute(pr)
+	s.fixRouteLocked(pr)
 	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
 	pr.mu.Unlock()
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
@@ -367,36 +356,59 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	}
 }
 
-// tickPeers runs every peer's probes and liveness checks. A direct path
-// lost is a sign that this peer's NAT may have forgotten its mappings (a
-// router reboot, a conntrack flush): the relay ticket it published may
-// point at a port that no longer leads here, so the layer reacts at once
-// (pathLost) instead of waiting for the next rebind and registration.
+// tickPeers is the shell of the per-peer state machine (fsm.go): it runs
+// every peer's tick and executes what it asks. A direct path lost is a sign
+// that this peer's NAT may have forgotten its mappings (a router reboot, a
+// conntrack flush): the relay ticket it published may point at a port that
+// no longer leads here, so the layer reacts at once (pathLost) instead of
+// waiting for the next rebind and registration. A relay path that carries
+// data out and nothing back may be a relay gone: the chosen relay is bound
+// again at once (relayPathLost).
 func (s *Sock) tickPeers(now time.Time) {
-	lost := false
+	lost, relayLost := false, false
+	myNAT := s.cfg.NAT()
+	noDirect := s.noDirect()
 	for _, pr := range s.peers() {
-		was := pr.route.Load()
-		probes, relayProbe, forget := s.tickPeer(pr, now)
-		if is := pr.route.Load(); was.kind == PathDirect && (is.kind != PathDirect || is.addr != was.addr) {
-			lost = lost || is.kind != PathDirect
-			// What went out on the dead path since the peer was last
-			// heard from goes again on the new one.
-			s.resend(pr, unixTime(pr.lastSeen.Load()))
+		env := tickEnv{
+			noDirect:   noDirect,
+			lastSent:   unixTime(pr.lastSent.Load()),
+			lastSeen:   unixTime(pr.lastSeen.Load()),
+			lastDirect: unixTime(pr.lastDirect.Load()),
 		}
-		if forget {
+		pr.mu.Lock()
+		st := nat.ChooseStrategy(myNAT, pr.nat)
+		env.birthday = st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy
+		res := pr.tickLocked(now, env)
+		pr.mu.Unlock()
+		if res.closeKept != nil {
+			s.log.Debug("closing birthday socket", "peer", pr.id.Short())
+			s.dropExtra(res.closeKept)
+		}
+		if res.forget {
 			s.log.Debug("forgetting idle peer", "peer", pr.id.Short())
 			s.RemovePeer(pr.id)
 			continue
 		}
-		for _, a := range probes {
+		if res.lost != nil {
+			s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", res.lost.addr.String(), "now", res.now.kind)
+			lost = lost || res.now.kind != PathDirect
+			// What went out on the dead path since the peer was last
+			// heard from goes again on the new one.
+			s.resend(pr, env.lastSeen)
+		}
+		for _, a := range res.probes {
 			s.sendProbe(pr, true, a, nil)
 		}
-		if relayProbe {
+		if res.relayProbe {
 			s.sendProbe(pr, false, netip.AddrPort{}, nil)
 		}
+		relayLost = relayLost || res.relayLost
 	}
 	if lost {
 		s.pathLost(now)
+	}
+	if relayLost {
+		s.relayPathLost(now)
 	}
 }
 
@@ -417,85 +429,6 @@ func (s *Sock) pathLost(now time.Time) {
 	}
 	s.lostAt.Store(now.UnixNano())
 	s.localChanged("direct path lost")
-}
-
-func (s *Sock) tickPeer(pr *peer, now time.Time) (probes []netip.AddrPort, relayProbe, forget bool) {
-	lastSent := unixTime(pr.lastSent.Load())
-	lastSeen := unixTime(pr.lastSeen.Load())
-	lastDirect := unixTime(pr.lastDirect.Load())
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	punching := !s.noDirect() && pr.punch.Active(now)
-	if !punching && now.Sub(lastSent) > peerIdleTTL && now.Sub(lastSeen) > peerIdleTTL &&
-		now.Sub(pr.refreshed) > peerIdleTTL {
-		return nil, false, true
-	}
-	s.tickKept(pr, now)
-	r := pr.route.Load()
-	if r.kind == PathDirect {
-		c := pr.cands[r.addr]
-		if c == nil {
-			r = s.fallback(pr, r, now)
-		} else if dead, probe := checkDirect(now, c, lastSent, lastDirect); dead {
-			r = s.fallback(pr, r, now)
-		} else if probe {
-			probes = append(probes, c.addr)
-		}
-	}
-	if !s.noDirect() {
-		for a, c := range pr.cands {
-			if r.kind == PathDirect && a == r.addr {
-				continue
-			}
-			if c.learned && now.Sub(c.added) > learnedTTL && now.Sub(c.lastReply) > learnedTTL {
-				delete(pr.cands, a)
-				continue
-			}
-			switch {
-			case punching:
-				if pr.punch.Due(now, c.lastSent) {
-					probes = append(probes, a)
-				}
-			case r.kind != PathDirect:
-				if now.Sub(c.lastSent) >= nat.UpgradeInterval {
-					probes = append(probes, a)
-				}
-			}
-		}
-	}
-	if r.kind == PathRelay && relayProbeDue(now, lastSent, lastSeen, pr.lastProbeR, pr.relayRTT) {
-		relayProbe = true
-	}
-	return probes, relayProbe, false
-}
-
-// fallback leaves a dead direct path for another live direct candidate, or
-// the relay. pr.mu is held.
-func (s *Sock) fallback(pr *peer, dead *route, now time.Time) *route {
-	var best *cand
-	for _, c := range pr.cands {
-		if c.addr == dead.addr || c.unanswered > 0 || now.Sub(c.lastReply) > 2*nat.ActiveProbeInterval {
-			continue
-		}
-		if best == nil || c.rtt < best.rtt {
-			best = c
-		}
-	}
-	nr := pr.relayRoute()
-	if best != nil {
-		nr = &route{kind: PathDirect, addr: best.addr, via: best.via}
-	}
-	pr.route.Store(nr)
-	if nr.kind != PathDirect {
-		// The NATs may have forgotten the mappings that birthday
-		// punching found: let the PathUpdates that follow a loss
-		// (pathLost) punch again, not only after punchWindow.
-		if st := nat.ChooseStrategy(s.cfg.NAT(), pr.nat); st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy {
-			pr.birthdayAgain()
-		}
-	}
-	s.log.Info("direct path lost", "peer", pr.id.Short(), "remote", dead.addr.String(), "now", nr.kind)
-	return nr
 }
 
 func unixTime(ns int64) time.Time {

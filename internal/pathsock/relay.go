@@ -22,11 +22,18 @@ import (
 // behind one anycast address), so the chosen relay forwards to any peer's
 // ticket.
 type relays struct {
-	mu     sync.Mutex
-	list   []string
-	binds  map[netip.AddrPort]*binding
-	force  bool // rebind every relay at the next tick
-	chosen atomic.Pointer[netip.AddrPort]
+	mu    sync.Mutex                  // guards every field but chosen, and every binding
+	list  []string                    // the relays to bind, as the rendezvous named them
+	binds map[netip.AddrPort]*binding // by resolved address
+	force bool                        // rebind every relay at the next tick
+	// lostAt is when the relay path was last found lost (lostLocked);
+	// zero once a relay answered after it.
+	lostAt time.Time
+	// lostReact is when a relay loss was last announced (at most once per
+	// lostReactEvery).
+	lostReact time.Time
+
+	chosen atomic.Pointer[netip.AddrPort] // written under mu, read without it by the data path
 }
 
 // binding is one relay's state.
@@ -44,6 +51,86 @@ type binding struct {
 	cookie     crypto.Cookie
 	echo       wire.Echo
 	challenged int // challenges answered at once since the last RelayBound
+	// lostBinds counts the binds sent since the relay path was found lost
+	// (relays.lostAt) and not answered yet.
+	lostBinds int
+}
+
+// After the relay path is found lost (relays.lostLocked), every relay is
+// bound again at once and the binds are retried every lostRetry for
+// lostFast, then at nat.RelayRetryInterval. A relay that answers only
+// after a retry (the one that held this peer's flow is gone; the anycast
+// address now leads to another instance, which seals its own instance
+// into the ticket), or another relay answering first, is a new relay path:
+// the layer re-registers and sends its peers the new ticket.
+const (
+	lostRetry = 200 * time.Millisecond
+	lostFast  = 3 * time.Second
+)
+
+// bindDueLocked decides whether a RelayBind goes to b at now: at first, on
+// request (force), every nat.RelayRebindInterval, and while unanswered every
+// nat.RelayRetryInterval, or every lostRetry for lostFast after the relay
+// path was found lost at lostAt. The caller holds relays.mu.
+func (b *binding) bindDueLocked(now time.Time, force bool, lostAt time.Time) bool {
+	if force {
+		return true
+	}
+	lost := !lostAt.IsZero() && !b.bound.After(lostAt)
+	if !lost && !b.bound.IsZero() && now.Sub(b.bound) < nat.RelayRebindInterval {
+		return false
+	}
+	retry := nat.RelayRetryInterval
+	if lost && now.Sub(lostAt) < lostFast {
+		// Not faster than twice the relay's RTT: a retry changes the echo
+		// the answer must carry.
+		retry = max(lostRetry, 2*b.rtt)
+		if !b.sent.After(lostAt) {
+			return true // the first bind after the loss goes at once
+		}
+	}
+	return now.Sub(b.sent) >= retry
+}
+
+// lostLocked records that the relay path was found lost at now: every
+// relay is bound again at once (bindDueLocked). It reports false while an
+// earlier loss is still unanswered. The caller holds relays.mu.
+func (r *relays) lostLocked(now time.Time) bool {
+	if !r.lostAt.IsZero() {
+		return false
+	}
+	r.lostAt = now
+	for _, b := range r.binds {
+		b.lostBinds = 0
+	}
+	return true
+}
+
+// boundAfterLossLocked decides, for a RelayBound from the relay at from
+// (binding b) at now, after the relay path was found lost: whether from
+// becomes the chosen relay (another relay answered first), and whether the
+// answer is a new relay path to announce (a relay that answered only after
+// a retry may be another instance; another relay is another path). It
+// ends the loss. The caller holds relays.mu.
+func (r *relays) boundAfterLossLocked(from netip.AddrPort, b *binding, now time.Time) (choose, announce bool) {
+	if r.lostAt.IsZero() {
+		return false, false
+	}
+	cur := r.chosenAddr()
+	choose = cur != from
+	announce = choose || b.lostBinds > 1
+	r.lostAt = time.Time{}
+	for _, o := range r.binds {
+		o.lostBinds = 0
+	}
+	if announce {
+		if !r.lostReact.IsZero() && now.Sub(r.lostReact) < lostReactEvery {
+			announce = false
+		} else {
+			r.lostReact = now
+		}
+	}
+	return choose, announce
 }
 
 // maxChallenges is how many RelayChallenges in a row a binding answers at
@@ -154,10 +241,18 @@ func (s *Sock) tickRelays(now time.Time) {
 	s.relay.mu.Lock()
 	force := s.relay.force
 	s.relay.force = false
+	lostAt := s.relay.lostAt
+	if !lostAt.IsZero() && now.Sub(lostAt) >= nat.RelayRebindInterval {
+		// Unanswered for a whole rebind period: the next loss starts
+		// afresh.
+		s.relay.lostAt, lostAt = time.Time{}, time.Time{}
+	}
 	for a, b := range s.relay.binds {
-		need := force || b.bound.IsZero() || now.Sub(b.bound) >= nat.RelayRebindInterval
-		if need && (force || now.Sub(b.sent) >= nat.RelayRetryInterval) {
+		if b.bindDueLocked(now, force, lostAt) {
 			frames = s.bindFrameLocked(frames, b, now)
+			if !lostAt.IsZero() {
+				b.lostBinds++
+			}
 			due = append(due, a)
 		}
 	}
@@ -216,7 +311,13 @@ func (s *Sock) relayBound(b []byte, from netip.AddrPort) {
 	changed := false
 	cur := s.relay.chosenAddr()
 	curB := s.relay.binds[cur]
+	choose, announce := s.relay.boundAfterLossLocked(from, bd, now)
 	switch {
+	case choose:
+		changed = true
+		s.relay.chosen.Store(&from)
+	case announce:
+		changed = true
 	case curB == nil || curB.bound.IsZero() || now.Sub(curB.bound) > 2*nat.RelayRebindInterval+nat.RelayRetryInterval:
 		changed = cur != from
 		s.relay.chosen.Store(&from)
@@ -255,6 +356,20 @@ func (s *Sock) Relay() (RelayStatus, bool) {
 		return RelayStatus{}, false
 	}
 	return RelayStatus{Addr: a, Name: b.name, RTT: b.rtt, Observed: b.observed, Expiry: b.expiry}, true
+}
+
+// relayPathLost reacts to a relay path that carries data out and nothing
+// back (relayLost): every relay is bound again at once and, while
+// unanswered, every lostRetry; the relay that answers (another instance
+// behind the same address, or another relay) is announced
+// (boundAfterLossLocked).
+func (s *Sock) relayPathLost(now time.Time) {
+	s.relay.mu.Lock()
+	first := s.relay.lostLocked(now)
+	s.relay.mu.Unlock()
+	if first {
+		s.log.Info("relay path lost: binding again", "relay", s.relay.chosenAddr().String())
+	}
 }
 
 func (s *Sock) forceRebind() {

@@ -73,6 +73,16 @@ func revived(now, prevSeen, lastSent time.Time) bool {
 	return !prevSeen.IsZero() && lastSent.After(prevSeen) && now.Sub(prevSeen) >= silenceMin
 }
 
+// heard records a frame from the peer at now. When it ends a silence
+// worth a resend (revived) it returns the previous lastSeen and true: the
+// caller resends (Sock.resend) once it holds no lock, on the route the
+// frame leaves in place. Every sealed frame counts (probes, replies,
+// PathUpdates): the first of them to arrive after the silence may be any.
+func (pr *peer) heard(now time.Time) (prevSeen time.Time, revive bool) {
+	prevSeen = unixTime(pr.lastSeen.Swap(now.UnixNano()))
+	return prevSeen, revived(now, prevSeen, unixTime(pr.lastSent.Load()))
+}
+
 // relayProbeDue reports whether the relay path, in use, should be probed
 // at now: every relayProbeEvery for its RTT while traffic flows, and at
 // every maintenance tick while it looks lost (suspect), so that its
@@ -101,33 +111,17 @@ func (s *Sock) resend(pr *peer, prevSeen time.Time) {
 }
 
 // followToRelay takes pr's data that came through the relay while this
-// side's route to it is direct: when the direct path looks lost from here
-// too (suspect: sent on it, nothing heard on it for several round trips),
-// the peer has given it up, so this side moves to the relay at once rather
-// than after its own probes time out, and resends there. Probes bring the
-// direct path back once it answers again.
+// side's route to it is direct (the shell of followRelayLocked): the peer
+// may have given the direct path up, so this side may move to the relay
+// at once rather than after its own probes time out, and resends there.
+// Probes bring the direct path back once it answers again.
 func (s *Sock) followToRelay(pr *peer, r *route, now time.Time) {
 	lastSent := unixTime(pr.lastSent.Load())
 	lastDirect := unixTime(pr.lastDirect.Load())
 	pr.mu.Lock()
-	c := pr.cands[r.addr]
-	var rtt time.Duration
-	if c != nil {
-		rtt = c.rtt
-	}
-	// A path birthday punching found is left to this side's own loss
-	// detection (fallback): its re-punch depends on which side leaves
-	// first (measured: following the peer there kept the relay).
 	st := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
 	birthday := st == nat.StrategyBirthdayHard || st == nat.StrategyBirthdayEasy
-	move := !birthday && pr.route.Load() == r && followRelay(now, lastSent, lastDirect, rtt)
-	if move {
-		if nr := pr.relayRoute(); nr.kind == PathRelay {
-			pr.route.Store(nr)
-		} else {
-			move = false
-		}
-	}
+	move := pr.followRelayLocked(r, now, lastSent, lastDirect, birthday)
 	pr.mu.Unlock()
 	if move {
 		s.log.Info("direct path lost; the peer moved to the relay", "peer", pr.id.Short(), "remote", r.addr.String())
@@ -135,7 +129,29 @@ func (s *Sock) followToRelay(pr *peer, r *route, now time.Time) {
 	}
 }
 
-// followRelay decides followToRelay: the direct path is suspect at now.
-func followRelay(now, lastSent, lastDirect time.Time, rtt time.Duration) bool {
-	return suspect(now, lastSent, lastDirect, rtt)
+// followRelayLocked decides, for a data frame from the peer that came
+// through the relay at now while the route r is direct, whether to move
+// to the relay, and moves: when the direct path looks lost from here too
+// (suspect: sent on it since lastDirect, nothing heard on it for several
+// round trips). A path birthday punching found (birthday) is left to this
+// side's own loss detection (fallbackLocked): its re-punch depends on
+// which side leaves first (measured: following the peer there kept the
+// relay). pr.mu is held.
+func (pr *peer) followRelayLocked(r *route, now, lastSent, lastDirect time.Time, birthday bool) bool {
+	if birthday || pr.route.Load() != r {
+		return false
+	}
+	var rtt time.Duration
+	if c := pr.cands[r.addr]; c != nil {
+		rtt = c.rtt
+	}
+	if !suspect(now, lastSent, lastDirect, rtt) {
+		return false
+	}
+	nr := pr.relayRouteLocked()
+	if nr.kind != PathRelay {
+		return false
+	}
+	pr.route.Store(nr)
+	return true
 }

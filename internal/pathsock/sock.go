@@ -43,10 +43,10 @@ type Sock struct {
 	myTag uint64
 	vaddr *net.UDPAddr
 
-	conn     atomic.Pointer[connBox]
-	gso, gro atomic.Bool // the socket's offloads
+	connMu   sync.Mutex              // serialises socket replacement (writers of conn)
+	conn     atomic.Pointer[connBox] // read without the lock
+	gso, gro atomic.Bool             // the socket's offloads
 	out      chan outPacket
-	connMu   sync.Mutex // serialises socket replacement
 	lastHeal atomic.Int64
 
 	in        chan inPacket
@@ -54,27 +54,27 @@ type Sock struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	dlMu     sync.Mutex
+	dlMu     sync.Mutex // guards deadline and dlWake
 	deadline time.Time
 	dlWake   chan struct{}
 
 	bufs sync.Pool
 
-	mu     sync.RWMutex
+	mu     sync.RWMutex // guards byAddr, byTag and stash
 	byAddr map[netip.Addr]*peer
 	byTag  map[uint64]*peer
 	stash  []stashed
 
 	keys keyCache
 
-	pendMu  sync.Mutex
+	pendMu  sync.Mutex // guards pending and every probeTx in it
 	pending map[uint64]*probeTx
 
 	relay    relays
 	local    localState
 	updClock atomic.Int64 // last PathUpdate time sent
 
-	extraMu sync.Mutex
+	extraMu sync.Mutex // guards extras
 	extras  map[*extra]struct{}
 	natSeen atomic.Uint32 // last NAT behaviour seen, +1 (0: none yet)
 	sprays  atomic.Int32  // easy-side birthday sprays running

@@ -10,32 +10,44 @@ import (
 
 // MeshSender sends a datagram to another instance over the mesh, which
 // sends it to dst from its own socket, and tells whether that instance was
-// heard from lately. *mesh.Node is one.
+// heard from lately (Alive) or has missed heartbeats (Suspect). *mesh.Node
+// is one.
 type MeshSender interface {
 	Send(buf []byte, to netip.AddrPort, kind mesh.Kind, dst netip.AddrPort, payload []byte) ([]byte, error)
 	Alive(to netip.AddrPort) bool
+	Suspect(to netip.AddrPort) bool
 }
 
 // home returns the mesh address of the instance a ticket names when the
 // packet must leave from there: another instance this one knows and heard
 // from lately. A dead home (its region down: the front door has moved its
-// peers' flows elsewhere) gets nothing; the packet leaves from here.
-func (s *Server) home(instance uint16) (netip.AddrPort, bool) {
+// peers' flows elsewhere) gets nothing; the packet leaves from here. A
+// suspect home (mesh.SuspectAfter without a heartbeat) is returned with
+// suspect set: the packet goes through it and from here too.
+func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
 	if instance == 0 || instance == s.cfg.Instance || s.cfg.Mesh == nil {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, false, false
 	}
-	a, ok := s.cfg.MeshPeers[instance]
+	a, ok = s.cfg.MeshPeers[instance]
 	if !ok || !s.cfg.Mesh.Alive(a) {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, false, false
 	}
-	return a, true
+	return a, true, s.cfg.Mesh.Suspect(a)
 }
 
 // viaHome hands a Relayed frame for dst to the instance that holds dst's
 // flow and reports whether the mesh took it. On failure the caller forwards
 // the frame itself (right with plain BGP anycast, best effort otherwise).
+//
+// A home that has missed heartbeats may be dead well before the mesh gives
+// it up (mesh.DeadAfter): a killed instance's peers lose every packet
+// handed to it until then, although the front door has moved their flows
+// here by the time two health checks failed. So a frame for a suspect home
+// goes both ways: through the home, and (false) from here. Behind a front
+// door that has not moved dst's flow, the copy from here is dropped by
+// dst's NAT; with BGP anycast dst gets it twice, which QUIC ignores.
 func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool {
-	home, ok := w.s.home(instance)
+	home, ok, suspect := w.s.home(instance)
 	if !ok {
 		return false
 	}
@@ -45,7 +57,7 @@ func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool
 		w.s.log.Debug("relay: forward through the home instance failed; sending from here", "instance", instance, "err", err)
 		return false
 	}
-	return true
+	return !suspect
 }
 
 // DeliverRelayed is the mesh handler of a relay instance: it sends the

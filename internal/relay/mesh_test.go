@@ -227,3 +227,42 @@ func TestForwardSkipsDeadHome(t *testing.T) {
 		t.Fatalf("home heard again: B got it from %v, want the home %v", from, y.addr)
 	}
 }
+
+// TestForwardSuspectHomeBothWays: B's home relay (instance 2) missed its
+// heartbeats (mesh.SuspectAfter) but is not given up yet (mesh.DeadAfter).
+// A's packet for B's ticket then goes both through the home and from
+// instance 1 itself, so that B gets it from wherever the front door moved
+// its flow well before the home is declared dead.
+func TestForwardSuspectHomeBothWays(t *testing.T) {
+	key, err := mesh.NewKey([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	peers := mesh.Peers{
+		1: netip.MustParseAddrPort("127.0.1.92:3490"),
+		2: netip.MustParseAddrPort("127.0.2.92:3490"),
+	}
+	cfg := Config{Keys: mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)}
+	x := startMeshRelayClock(t, cfg, serveModes[0], "127.0.1.93", 1, peers, key, now)
+	y := startMeshRelayClock(t, cfg, serveModes[0], "127.0.2.93", 2, peers, key, now)
+	a, b := newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.1:0")
+	bb := b.bind(t, y.addr)
+
+	clock.Add(int64(mesh.SuspectAfter + time.Millisecond))
+	a.send(t, x.addr, relaySend(bb.Ticket, a, "home suspect"))
+	got := map[netip.AddrPort]bool{}
+	got[expectRelayedFrom(t, b, a, "home suspect")] = true
+	got[expectRelayedFrom(t, b, a, "home suspect")] = true
+	if !got[x.addr.AddrPort()] || !got[y.addr.AddrPort()] {
+		t.Fatalf("suspect home: B got the packet from %v, want from both %v and the home %v", got, x.addr, y.addr)
+	}
+	// Two copies at most: one frame never buys more (a ticket holder's
+	// amplification stays at 2 while a home is suspect).
+	_ = b.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, src, err := b.conn.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+		t.Fatalf("a third copy (%d bytes from %v) of one frame", n, src)
+	}
+}
