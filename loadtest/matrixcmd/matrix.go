@@ -32,11 +32,9 @@ type matrixOpts struct {
 	out          string
 	timeout      time.Duration
 	parallel     int
-	bin          string
 	record       string
-	keep         bool
 	quick        bool
-	verbose      bool
+	lab          cli.Lab // --bin, --keep, -v
 	regions      int
 	door         natlab.FrontDoor
 	rdvArgs      string
@@ -58,7 +56,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for matrix.md, matrix.json, matrix.svg (and logs of failed trials)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
 	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
-	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
+	o.lab.Flags(fs)
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/matrix-regions-bgp")
 	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
 	fs.IntVar(&o.regions, "regions", 0, "run the servers in this many regions behind anycast addresses, A's site nearest region 1 and B's region 2 (0: one server host)")
@@ -129,18 +127,12 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := cli.NeedRoot(); err != nil {
-		return err
-	}
-	log := cli.LabLogger(o.verbose)
-
-	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
+	cfg, cleanup, err := o.lab.Config(ctx)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-
-	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: o.regions, FrontDoor: o.door}
+	cfg.Regions, cfg.FrontDoor = o.regions, o.door
 	if o.server != "" {
 		ext, err := matrixExternal(o)
 		if err != nil {
@@ -173,7 +165,7 @@ func Main(ctx context.Context, args []string) error {
 	}
 	// Close runs on every return, SIGINT included (ctx is cancelled, the
 	// trials return, and we get here).
-	defer cli.CloseLab("matrix", lab, o.keep)
+	defer cli.CloseLab("matrix", lab, o.lab.Keep)
 
 	pairs := labrun.MatrixPairs(o.types)
 	total := len(pairs) * o.trials

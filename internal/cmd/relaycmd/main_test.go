@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -228,18 +228,6 @@ func forwardOnce(t *testing.T, relayAddr net.Addr, ticket []byte) {
 	}
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	cl := http.Client{Timeout: 3 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func metricValue(t *testing.T, body, name string) float64 {
 	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -263,10 +251,10 @@ func TestRunServesRelayAndAdmin(t *testing.T) {
 		map[string]string{"KEYMESH_DEV": "true"})
 	forwardOnce(t, r.addrs.UDP, nil)
 	base := "http://" + r.addrs.Admin.String()
-	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+	if code, body := metricstest.Get(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
-	_, body := httpGet(t, base+"/metrics")
+	_, body := metricstest.Get(t, base+"/metrics")
 	if v := metricValue(t, body, "keymesh_relay_serving_sockets"); v != 2 {
 		t.Fatalf("serving sockets %v, want 2", v)
 	}
@@ -276,7 +264,7 @@ func TestRunServesRelayAndAdmin(t *testing.T) {
 			t.Fatal("forwarded packet not counted")
 		}
 		time.Sleep(10 * time.Millisecond)
-		_, body = httpGet(t, base+"/metrics")
+		_, body = metricstest.Get(t, base+"/metrics")
 	}
 }
 
@@ -328,7 +316,7 @@ func TestRunWithKeyFileAndTURN(t *testing.T) {
 		t.Fatalf("TURN allocate: %v", err)
 	}
 	defer alloc.Close()
-	_, body := httpGet(t, "http://"+r.addrs.Admin.String()+"/metrics")
+	_, body := metricstest.Get(t, "http://"+r.addrs.Admin.String()+"/metrics")
 	if v := metricValue(t, body, "keymesh_turn_allocations_total"); v != 1 {
 		t.Fatalf("turn allocations %v, want 1", v)
 	}
