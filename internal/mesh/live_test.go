@@ -87,17 +87,17 @@ func TestSuspectBeforeDead(t *testing.T) {
 	bAddr := bConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	aConn := listen(t, "127.0.0.1:0")
 	aAddr := aConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.now, Peers: []netip.AddrPort{bAddr}})
-	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.now, Peers: []netip.AddrPort{aAddr}})
+	a := startNode(t, Config{Key: key, Conn: aConn, Now: clk.Now, Peers: []netip.AddrPort{bAddr}})
+	b := startNode(t, Config{Key: key, Conn: bConn, Now: clk.Now, Peers: []netip.AddrPort{aAddr}})
 
 	if SuspectAfter >= DeadAfter || SuspectAfter < 2*HeartbeatInterval {
 		t.Fatalf("SuspectAfter %v: want at least two heartbeats (%v) and less than DeadAfter %v", SuspectAfter, 2*HeartbeatInterval, DeadAfter)
 	}
-	clk.advance(SuspectAfter)
+	clk.Add(SuspectAfter)
 	if a.Suspect(bAddr) {
 		t.Fatal("suspect at exactly SuspectAfter")
 	}
-	clk.advance(time.Millisecond)
+	clk.Add(time.Millisecond)
 	if !a.Suspect(bAddr) || !a.Alive(bAddr) {
 		t.Fatalf("silent for more than SuspectAfter: suspect %v alive %v, want both", a.Suspect(bAddr), a.Alive(bAddr))
 	}

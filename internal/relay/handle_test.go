@@ -229,3 +229,92 @@ func BenchmarkHandleForgedSend(b *testing.B) {
 	}
 	reportCPU(b, cpu0)
 }
+
+// FuzzUniformRun checks uniformRun against a plain count on any received
+// buffer and segment size: it finds a run only when every datagram could
+// be a RelaySend carrying the first one's ticket bytes, and then counts
+// every datagram.
+func FuzzUniformRun(f *testing.F) {
+	frame := make([]byte, wire.RelaySendOverhead+40)
+	frame[0], frame[1] = wire.TypeRelaySend, wire.Version
+	f.Add(bytes.Repeat(frame, 4), len(frame))
+	f.Add(append(bytes.Repeat(frame, 3), frame[:wire.RelaySendOverhead]...), len(frame))
+	f.Add(append(bytes.Repeat(frame, 2), 1, 2, 3), len(frame))
+	f.Add(frame, len(frame))
+	f.Add([]byte{}, 0)
+	f.Fuzz(func(t *testing.T, buf []byte, seg int) {
+		if seg > 1<<16 || seg < -1 {
+			return
+		}
+		got := uniformRun(buf, seg)
+		want := 0
+		if seg > 0 && len(buf) > seg {
+			tk := func(p []byte) []byte { return p[wire.HeaderLen : wire.HeaderLen+crypto.TicketSize] }
+			for off := 0; off < len(buf); off += seg {
+				p := buf[off:min(off+seg, len(buf))]
+				if len(p) < wire.RelaySendOverhead || !bytes.Equal(tk(p), tk(buf)) {
+					want = -1
+					break
+				}
+				want++
+			}
+			want = max(want, 0)
+		}
+		if got != want {
+			t.Fatalf("uniformRun(%d bytes, seg %d) = %d, want %d", len(buf), seg, got, want)
+		}
+	})
+}
+
+// TestRunChargeNeverUnderpays: however a sender shapes its coalesced runs
+// (shorter or longer than its bucket, one datagram or many, more datagrams
+// handled than the run announced, another source in between), the pair's
+// bucket lets through exactly as many RelaySends as it holds, never more.
+func TestRunChargeNeverUnderpays(t *testing.T) {
+	const burst = 5
+	other := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), testSrc.Port())
+	for _, tc := range []struct {
+		name string
+		runs [][2]int // announced run size, datagrams handled
+	}{
+		{"runs within the bucket", [][2]int{{3, 3}, {3, 3}, {3, 3}}},
+		{"a run over the bucket", [][2]int{{8, 8}, {8, 8}}},
+		{"more handled than announced", [][2]int{{2, 7}}},
+		{"single datagrams", [][2]int{{0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}}},
+		{"a run then singles", [][2]int{{4, 4}, {0, 3}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHandleFixture(t, RateLimit{Rate: 1e-9, Burst: burst})
+			passed, strangers := 0, 0
+			for _, r := range tc.runs {
+				f.w.forget()
+				f.w.startRun(r[0])
+				for range r[1] {
+					if act, _, _ := f.w.handle(bytes.Clone(f.send), testSrc, f.now, f.now.UnixNano(), f.reply); act == actForward {
+						passed++
+					}
+				}
+				// Another source's datagram, in the next receive slot,
+				// pays its own bucket, never what a run prepaid.
+				f.w.startRun(0)
+				if act, _, _ := f.w.handle(bytes.Clone(f.send), other, f.now, f.now.UnixNano(), f.reply); act == actForward {
+					strangers++
+				}
+			}
+			if passed != min(burst, total(tc.runs)) {
+				t.Fatalf("%d of %d RelaySends forwarded with a bucket of %d", passed, total(tc.runs), burst)
+			}
+			if strangers != min(burst, len(tc.runs)) {
+				t.Fatalf("the other source got %d of %d forwarded, want its own bucket's", strangers, len(tc.runs))
+			}
+		})
+	}
+}
+
+func total(runs [][2]int) int {
+	n := 0
+	for _, r := range runs {
+		n += r[1]
+	}
+	return n
+}

@@ -18,6 +18,13 @@ type MeshSender interface {
 	Suspect(to netip.AddrPort) bool
 }
 
+// MeshMembers tells this relay's instance number (0: none) and the mesh
+// addresses of the others, as they change. *mesh.Directory is one.
+type MeshMembers interface {
+	Self() uint16
+	Lookup(instance uint16) (netip.AddrPort, bool)
+}
+
 // home returns the mesh address of the instance a ticket names when the
 // packet must leave from there: another instance this one knows and heard
 // from lately. A dead home (its region down: the front door has moved its
@@ -25,10 +32,10 @@ type MeshSender interface {
 // suspect home (mesh.SuspectAfter without a heartbeat) is returned with
 // suspect set: the packet goes through it and from here too.
 func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
-	if instance == 0 || instance == s.cfg.Instance || s.cfg.Mesh == nil {
+	if instance == 0 || s.cfg.Mesh == nil || instance == s.members.Self() {
 		return netip.AddrPort{}, false, false
 	}
-	a, ok = s.cfg.MeshPeers[instance]
+	a, ok = s.members.Lookup(instance)
 	if !ok || !s.cfg.Mesh.Alive(a) {
 		return netip.AddrPort{}, false, false
 	}
@@ -46,7 +53,13 @@ func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
 // goes both ways: through the home, and (false) from here. Behind a front
 // door that has not moved dst's flow, the copy from here is dropped by
 // dst's NAT; with BGP anycast dst gets it twice, which QUIC ignores.
-func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool {
+//
+// The copy from here takes another token of src's rate towards dst (the
+// frame paid for one): a home made to look suspect (a flood spoofed from
+// its mesh address spends its per-source budget there, so its heartbeats
+// are dropped) must not double what a ticket holder may aim at dst. With
+// no token left the frame goes through the home alone.
+func (w *worker) viaHome(instance uint16, frame []byte, src, dst netip.AddrPort, nowNs int64) bool {
 	home, ok, suspect := w.s.home(instance)
 	if !ok {
 		return false
@@ -57,7 +70,7 @@ func (w *worker) viaHome(instance uint16, frame []byte, dst netip.AddrPort) bool
 		w.s.log.Debug("relay: forward through the home instance failed; sending from here", "instance", instance, "err", err)
 		return false
 	}
-	return !suspect
+	return !suspect || !w.s.lim.send.AllowPair(src.Addr(), dst.Addr(), nowNs)
 }
 
 // DeliverRelayed is the mesh handler of a relay instance: it sends the

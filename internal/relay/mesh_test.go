@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -260,9 +261,56 @@ func TestForwardSuspectHomeBothWays(t *testing.T) {
 		t.Fatalf("suspect home: B got the packet from %v, want from both %v and the home %v", got, x.addr, y.addr)
 	}
 	// Two copies at most: one frame never buys more (a ticket holder's
-	// amplification stays at 2 while a home is suspect).
+	// amplification stays at 2 while a home is suspect, and each copy pays
+	// the pair rate: TestSuspectHomeCopiesPayThePairRate).
 	_ = b.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, src, err := b.conn.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
 		t.Fatalf("a third copy (%d bytes from %v) of one frame", n, src)
+	}
+}
+
+// TestSuspectHomeCopiesPayThePairRate: a home made to look suspect (for
+// instance by a flood spoofed from its mesh address, which spends its
+// per-source budget so that its heartbeats are dropped) must not turn the
+// relay into a duplicator. Each copy that reaches B, through the home or
+// from here, takes a token of A's rate towards B: B never gets more
+// datagrams than A's bucket holds, however many frames A sends.
+func TestSuspectHomeCopiesPayThePairRate(t *testing.T) {
+	key, err := mesh.NewKey([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	peers := mesh.Peers{
+		1: netip.MustParseAddrPort("127.0.1.94:3490"),
+		2: netip.MustParseAddrPort("127.0.2.94:3490"),
+	}
+	const burst = 4
+	cfg := Config{
+		Keys:      mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil),
+		RateLimit: RateLimit{Rate: 1e-6, Burst: burst},
+	}
+	x := startMeshRelayClock(t, cfg, serveModes[0], "127.0.1.95", 1, peers, key, now)
+	y := startMeshRelayClock(t, cfg, serveModes[0], "127.0.2.95", 2, peers, key, now)
+	a, b := newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.1:0")
+	bb := b.bind(t, y.addr)
+
+	clock.Add(int64(mesh.SuspectAfter + time.Millisecond))
+	for i := range 2 * burst {
+		a.send(t, x.addr, relaySend(bb.Ticket, a, fmt.Sprintf("frame %d", i)))
+	}
+	got := 0
+	buf := make([]byte, 2048)
+	for {
+		_ = b.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, _, err := b.conn.ReadFromUDPAddrPort(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got != burst {
+		t.Fatalf("B got %d datagrams for A's %d frames through a suspect home, want %d (A's burst towards B)", got, 2*burst, burst)
 	}
 }
