@@ -42,9 +42,12 @@ type Config struct {
 	// StreamRelay is a TLS stream relay, "wss://host:port/v1/tunnel#<relay-id>"
 	// (without the fragment the certificate is checked against the system's
 	// roots, as for an ACME certificate). When the rendezvous does not
-	// answer over UDP within UDPTimeout, the node concludes that its network
+	// answer over UDP within UDPTimeout at start, or when mid-session
+	// neither the rendezvous nor a relay nor a direct path answers over UDP
+	// any more (node/udpwatch.go), the node concludes that its network
 	// blocks UDP and moves its socket into a tunnel to this relay; it
-	// reconnects the tunnel when it breaks.
+	// reconnects the tunnel when it breaks, keeps probing UDP from its old
+	// port, and moves back when the rendezvous answers there.
 	StreamRelay string
 	// NoReports keeps the node from sending the rendezvous outcome reports
 	// (wire.Report: both NAT behaviours, direct or relayed, times; no

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/keymesh/keymesh/internal/streamclient"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/keymesh/keymesh/internal/pathsock"
 	"github.com/keymesh/keymesh/internal/policy"
 	"github.com/keymesh/keymesh/internal/rzclient"
+	"github.com/keymesh/keymesh/internal/streamclient"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -47,20 +47,22 @@ const (
 type Node struct {
 	stream  streamclient.Target // the stream relay fallback; zero when none
 	udpWait time.Duration
+	fb      fallback // with a stream relay: leaving UDP and returning (tunnel.go)
 	log     *slog.Logger
 	id      *crypto.Identity
 	me      crypto.PeerID
 	server  string
 	policy  *policy.Policy
 
-	sock  *pathsock.Sock
-	rz    *rzclient.Client
-	stun  *nat.STUNClient
-	srv   netip.AddrPort
-	tr    *quic.Transport
-	ql    *quic.Listener
-	qconf *quic.Config
-	stls  *tlsConfigs
+	sock      *pathsock.Sock
+	sockReady atomic.Pointer[pathsock.Sock] // sock, for its own goroutines' callbacks
+	rz        *rzclient.Client
+	stun      *nat.STUNClient
+	srv       netip.AddrPort
+	tr        *quic.Transport
+	ql        *quic.Listener
+	qconf     *quic.Config
+	stls      *tlsConfigs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -95,8 +97,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	return newNode(ctx, cfg, nil)
 }
 
-// newNode is New with a hook on the path layer's configuration (tests).
-func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (*Node, error) {
+// newNode is New with a hook on the path layer's configuration and hooks
+// on the node before it starts (tests).
+func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config), hooks ...func(*Node)) (*Node, error) {
 	id, err := cfg.identity()
 	if err != nil {
 		return nil, err
@@ -131,7 +134,17 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		rwake:     make(chan struct{}, 1),
 	}
 	n.changeMark.Store(-1)
-	n.rz, err = rzclient.New(rzclient.Config{
+	if cfg.StreamRelay != "" {
+		if n.stream, err = streamclient.ParseTarget(cfg.StreamRelay); err != nil {
+			cancel()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.udpWait = cfg.UDPTimeout
+		if n.udpWait <= 0 {
+			n.udpWait = DefaultUDPTimeout
+		}
+	}
+	rcfg := rzclient.Config{
 		Identity:  id,
 		Server:    serverAddr,
 		ServerKey: serverKey,
@@ -148,7 +161,15 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		OnRegistered: n.onRegistered,
 		Keepalive:    keepalive(cfg.RendezvousKeepalive),
 		Logger:       log.With("part", "rendezvous"),
-	})
+		Seen:         rzclient.NewReplayCache(0),
+	}
+	if n.stream.URL != "" {
+		rcfg.OnAsk, rcfg.OnAnswer = n.onAsk, n.onAnswer
+	}
+	n.rz, err = rzclient.New(rcfg)
+	if err == nil && n.stream.URL != "" {
+		err = n.initFallback(rcfg)
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("node: %w", err)
@@ -176,11 +197,15 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 	if pathHook != nil {
 		pathHook(&pcfg)
 	}
+	for _, h := range hooks {
+		h(n)
+	}
 	n.sock, err = pathsock.New(pcfg)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.sockReady.Store(n.sock)
 	if err := n.startQUIC(); err != nil {
 		n.sock.Close()
 		cancel()
@@ -192,19 +217,15 @@ func newNode(ctx context.Context, cfg Config, pathHook func(*pathsock.Config)) (
 		n.rz.Run(nctx)
 	}()
 	go n.reportLoop()
-	if cfg.StreamRelay != "" {
-		if n.stream, err = streamclient.ParseTarget(cfg.StreamRelay); err != nil {
-			n.Close()
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		n.udpWait = cfg.UDPTimeout
-		if n.udpWait <= 0 {
-			n.udpWait = DefaultUDPTimeout
-		}
-	}
 	if err := n.waitRegistered(ctx); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if n.stream.URL != "" {
+		// From now on: leave UDP when it stops answering, come back
+		// when it answers again.
+		n.wg.Add(1)
+		go n.watchUDP()
 	}
 	log.Info("node up", "id", n.me.String(), "overlay", n.me.OverlayAddr().String(), "local", n.sock.LocalAddrPort().String())
 	return n, nil
@@ -372,6 +393,7 @@ func (n *Node) Close() error {
 		n.ql.Close()
 		n.tr.Close()
 		n.closeError = n.sock.Close()
+		n.closeFallback()
 		n.wg.Wait()
 	})
 	return n.closeError

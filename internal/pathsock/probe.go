@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -344,9 +345,18 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	if !s.noDirect() {
 		s.newPunchLocked(pr, now, now)
 	}
+	was := pr.route.Load()
 	s.fixRouteLocked(pr)
+	is := pr.route.Load()
 	strategy := nat.ChooseStrategy(s.cfg.NAT(), pr.nat)
 	pr.mu.Unlock()
+	if was.kind == PathRelay && is.kind == PathRelay && !slices.Equal(was.ticket, is.ticket) {
+		// The peer moved (into a stream tunnel, out of one, a new NAT
+		// mapping): what went to its old ticket was likely lost. The
+		// last few packets go again to the new one, so that neither
+		// side's QUIC waits out its probe timeout backoff (resend.go).
+		s.resend(pr, time.Unix(0, 0))
+	}
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
 		s.startBirthday(pr, strategy, now)
 	}

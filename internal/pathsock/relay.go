@@ -377,3 +377,24 @@ func (s *Sock) forceRebind() {
 	s.relay.force = true
 	s.relay.mu.Unlock()
 }
+
+// CheckRelays asks every relay for a fresh binding at the next tick. The
+// node asks it when the rendezvous stops answering: a relay that still
+// answers (RelayAnswered) says UDP works.
+func (s *Sock) CheckRelays() { s.forceRebind() }
+
+// RelayAnswered returns when a relay last answered a bind of ours (zero:
+// never). Only an answer that repeats the echo of our latest bind counts
+// (relayBound), so a stranger cannot make an unreachable relay look
+// answered.
+func (s *Sock) RelayAnswered() time.Time {
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	var last time.Time
+	for _, b := range s.relay.binds {
+		if b.bound.After(last) {
+			last = b.bound
+		}
+	}
+	return last
+}

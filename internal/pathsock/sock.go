@@ -221,6 +221,13 @@ func (s *Sock) UseConn(c PacketConn) error {
 	s.log.Info("socket replaced", "addr", c.LocalAddr().String())
 	s.refreshLocal()
 	s.localChanged("socket replaced")
+	// What went out since each peer was last heard from was likely lost
+	// with the old socket (UDP blocked, or back from a tunnel): it goes
+	// again on the new one at once, so that QUIC's probe timeout backoff
+	// ends within a round trip (resend.go).
+	for _, pr := range s.peers() {
+		s.resend(pr, unixTime(pr.lastSeen.Load()))
+	}
 	return nil
 }
 

@@ -144,6 +144,12 @@ func (l *Limiter) AllowN(src netip.Addr, now int64, cost float64) bool {
 // dst only, and only if it can send to dst at all (for the relay: it holds
 // a ticket for dst). Shared applies to src.
 func (l *Limiter) AllowPair(src, dst netip.Addr, now int64) bool {
+	return l.AllowPairN(src, dst, now, 1)
+}
+
+// AllowPairN is AllowPair for cost tokens at once (a run of datagrams); a
+// refused request takes nothing.
+func (l *Limiter) AllowPairN(src, dst netip.Addr, now int64, cost float64) bool {
 	if l.off {
 		return true
 	}
@@ -154,7 +160,7 @@ func (l *Limiter) AllowPair(src, dst netip.Addr, now int64) bool {
 	var k key
 	binary.LittleEndian.PutUint64(k[:8], maphash.Bytes(l.pairSeeds[0], pair[:]))
 	binary.LittleEndian.PutUint64(k[8:], maphash.Bytes(l.pairSeeds[1], pair[:]))
-	return l.allow(src, k, now, 1)
+	return l.allow(src, k, now, cost)
 }
 
 func (l *Limiter) allow(src netip.Addr, k key, now int64, cost float64) bool {

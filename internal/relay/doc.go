@@ -54,8 +54,12 @@
 // forwards to one address as one message, each datagram still a suffix of
 // the buffer it arrived in. Within a batch a ticket is opened once for a
 // run of datagrams carrying the same ticket bytes (they open the same way
-// at the same clock reading); every datagram still passes its own size,
-// version and rate checks. The SO_REUSEPORT hash puts each direction of a
+// at the same clock reading); every datagram still passes its own size
+// and version checks, and its rate: a coalesced run whose every datagram
+// carries the same ticket pays the per-pair rate for all of them in one
+// look-up, after its ticket opened. The batch system calls are raw (they
+// never sleep: MSG_DONTWAIT), so the Go runtime does not hand the
+// processor off during a long segmented send. The SO_REUSEPORT hash puts each direction of a
 // session (one source address and port) on one socket, so one Serve loop,
 // one core, carries it.
 //

@@ -43,18 +43,74 @@ type worker struct {
 	// first of them pays for the AEAD open. A hit skips the expiry check
 	// and a key removed meanwhile for at most the rest of one batch
 	// (microseconds; expiries have whole seconds). Every datagram still
-	// gets its own size, version and rate checks.
+	// gets its own size, version and rate checks (the rate prepaid per
+	// run, see run).
 	last struct {
 		ok     bool
 		at     int64
 		ticket [crypto.TicketSize]byte
 		t      crypto.Ticket
 	}
+	// run is the per-pair rate paid ahead for a coalesced run (one receive
+	// slot: one source, datagrams of one size) whose every datagram is a
+	// RelaySend with the same ticket bytes (uniformRun). The first of them
+	// whose ticket opens charges the pair for the whole run at once, when
+	// the bucket holds that much (else each datagram pays its own), and the
+	// rest of the run goes without another limiter look-up. Only a
+	// datagram of such a run dropped after the charge (a wrong version
+	// byte) leaves its token spent: a run may overpay, never underpay.
+	run struct {
+		src  netip.AddrPort
+		dst  netip.Addr
+		left int // prepaid datagrams
+		size int // the run's datagrams, before its charge; 0: pay one by one
+	}
 }
 
 // forget drops the remembered ticket: called before each batch, whose
 // datagrams share one clock reading.
 func (w *worker) forget() { w.last.ok = false }
+
+// startRun clears the prepaid rate before a receive slot holding a run of
+// n datagrams that uniformRun found alike (0: pay one by one).
+func (w *worker) startRun(n int) { w.run.left, w.run.size = 0, n }
+
+// uniformRun returns how many datagrams of seg bytes (the last may be
+// shorter) buf holds when every one is long enough for a RelaySend and
+// carries the first one's ticket bytes, else 0.
+func uniformRun(buf []byte, seg int) int {
+	if seg <= 0 || len(buf) <= seg {
+		return 0
+	}
+	end := wire.HeaderLen + crypto.TicketSize
+	n := 0
+	for off := 0; off < len(buf); off += seg {
+		pkt := buf[off:min(off+seg, len(buf))]
+		if len(pkt) < wire.RelaySendOverhead || (n > 0 && !bytes.Equal(pkt[wire.HeaderLen:end], buf[wire.HeaderLen:end])) {
+			return 0
+		}
+		n++
+	}
+	return n
+}
+
+// charge takes the per-pair rate for one datagram from src to dst (whose
+// ticket opened), paying for its whole run at the run's first charge when
+// the bucket allows.
+func (w *worker) charge(src netip.AddrPort, dst netip.Addr, nowNs int64) bool {
+	r := &w.run
+	if r.left > 0 && r.src == src && r.dst == dst {
+		r.left--
+		return true
+	}
+	n := r.size
+	r.left, r.size = 0, 0
+	if n > 1 && w.s.lim.send.AllowPairN(src.Addr(), dst, nowNs, float64(n)) {
+		r.src, r.dst, r.left = src, dst, n-1
+		return true
+	}
+	return w.s.lim.send.AllowPair(src.Addr(), dst, nowNs)
+}
 
 func (s *Server) newWorker() *worker {
 	w := &worker{s: s, ticket: make([]byte, 0, crypto.TicketSize)}
@@ -128,7 +184,7 @@ func (w *worker) send(pkt []byte, src netip.AddrPort, nowNs int64) (action, []by
 		w.last.ok, w.last.at, w.last.t = true, nowNs, t
 		copy(w.last.ticket[:], sealed)
 	}
-	if !w.s.lim.send.AllowPair(src.Addr(), t.Addr.Addr(), nowNs) {
+	if !w.charge(src, t.Addr.Addr(), nowNs) {
 		w.st.drop(reasonRateLimited)
 		return actDrop, nil, netip.AddrPort{}
 	}

@@ -229,3 +229,39 @@ func BenchmarkHandleForgedSend(b *testing.B) {
 	}
 	reportCPU(b, cpu0)
 }
+
+// FuzzUniformRun checks uniformRun against a plain count on any received
+// buffer and segment size: it finds a run only when every datagram could
+// be a RelaySend carrying the first one's ticket bytes, and then counts
+// every datagram.
+func FuzzUniformRun(f *testing.F) {
+	frame := make([]byte, wire.RelaySendOverhead+40)
+	frame[0], frame[1] = wire.TypeRelaySend, wire.Version
+	f.Add(bytes.Repeat(frame, 4), len(frame))
+	f.Add(append(bytes.Repeat(frame, 3), frame[:wire.RelaySendOverhead]...), len(frame))
+	f.Add(append(bytes.Repeat(frame, 2), 1, 2, 3), len(frame))
+	f.Add(frame, len(frame))
+	f.Add([]byte{}, 0)
+	f.Fuzz(func(t *testing.T, buf []byte, seg int) {
+		if seg > 1<<16 || seg < -1 {
+			return
+		}
+		got := uniformRun(buf, seg)
+		want := 0
+		if seg > 0 && len(buf) > seg {
+			tk := func(p []byte) []byte { return p[wire.HeaderLen : wire.HeaderLen+crypto.TicketSize] }
+			for off := 0; off < len(buf); off += seg {
+				p := buf[off:min(off+seg, len(buf))]
+				if len(p) < wire.RelaySendOverhead || !bytes.Equal(tk(p), tk(buf)) {
+					want = -1
+					break
+				}
+				want++
+			}
+			want = max(want, 0)
+		}
+		if got != want {
+			t.Fatalf("uniformRun(%d bytes, seg %d) = %d, want %d", len(buf), seg, got, want)
+		}
+	})
+}

@@ -147,9 +147,20 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
+//
+// Both batch calls are raw system calls: with MSG_DONTWAIT on a
+// non-blocking socket they never sleep (an empty queue or a full send
+// buffer is EAGAIN, and the poller waits instead), so the runtime need not
+// know that the goroutine is in the kernel. With an announced system call,
+// the runtime's monitor thread takes the processor away from a call that
+// runs past 20 µs when no other processor is idle (a GOMAXPROCS=1 relay, or
+// one whose every core serves a socket), and polls again every 20 µs while
+// that keeps happening: a segmented send that delivers 64 KiB on loopback
+// runs that long, and the monitor's wake-ups cost the relay more CPU than
+// its own work per run.
 func (m *mmsg) recvmmsg(fd uintptr) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rhdr[0])),
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rhdr[0])),
 			uintptr(len(m.rhdr)), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
@@ -169,7 +180,7 @@ func (m *mmsg) recvmmsg(fd uintptr) bool {
 // sendmmsg is the body of RawConn.Write, sending shdr[off:ns].
 func (m *mmsg) sendmmsg(fd uintptr) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.shdr[m.off])),
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.shdr[m.off])),
 			uintptr(m.ns-m.off), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
@@ -431,6 +442,7 @@ func (w *worker) handleBatch(m *mmsg, n int) error {
 		}
 		src := m.source(i)
 		buf := m.bufs[i][:size]
+		w.startRun(uniformRun(buf, seg))
 		for off := 0; off < size || off == 0; off += seg {
 			if m.full() {
 				if err := m.flush(w); err != nil {

@@ -177,6 +177,59 @@ func TestSegmentedRunChecksEveryDatagram(t *testing.T) {
 			"keymesh_relay_dropped_packets_total{rate_limited}": 15,
 		})
 	})
+	t.Run("a run pays the rate of each datagram once", func(t *testing.T) {
+		// Burst 20, two runs of 16 to one recipient: the first run is
+		// charged at once, the second pays one by one and 4 pass: what
+		// 32 datagrams charged one at a time would get.
+		clk := newClock()
+		keys := mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)
+		r := startRelay(t, Config{Keys: keys, Now: clk.Now, RateLimit: RateLimit{Rate: 10, Burst: 20}}, "batch", "127.0.0.1:0")
+		a, b := newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.1:0")
+		ticket := b.bind(t, r.addr).Ticket
+		enableGRO(t, b)
+		var labels []string
+		for run := range 2 {
+			var frames [][]byte
+			for i := range 16 {
+				l := fmt.Sprintf("r%d-%d", run, i)
+				frames = append(frames, sameSize(ticket, a, l))
+				if run == 0 || i < 4 {
+					labels = append(labels, l)
+				}
+			}
+			sendRun(t, a, r.addr, frames)
+			waitMetrics(t, r.admin, map[string]float64{"keymesh_relay_received_packets_total": float64(16*(run+1)) + 2}) // and the bind's two
+		}
+		got, _ := recvFrames(t, b, len(labels))
+		checkPayloads(t, got, a, labels)
+		waitMetrics(t, r.admin, map[string]float64{
+			"keymesh_relay_forwarded_packets_total":             20,
+			"keymesh_relay_dropped_packets_total{rate_limited}": 12,
+		})
+	})
+	t.Run("a run to two recipients pays one by one", func(t *testing.T) {
+		// Burst 12 per pair (a pair is two addresses, so c has one of its
+		// own); 8 datagrams to b and 4 to c interleaved in one run: were
+		// the run's rest charged at each change of recipient, b's pair
+		// would pay 12 + 9 and refuse.
+		clk := newClock()
+		keys := mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)
+		r := startRelay(t, Config{Keys: keys, Now: clk.Now, RateLimit: RateLimit{Rate: 10, Burst: 12}}, "batch", "127.0.0.1:0")
+		a, b, c := newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.1:0"), newPeer(t, "127.0.0.2:0")
+		tb, tc := b.bind(t, r.addr).Ticket, c.bind(t, r.addr).Ticket
+		enableGRO(t, b)
+		enableGRO(t, c)
+		var frames [][]byte
+		for i := range 12 {
+			if i%3 == 2 {
+				frames = append(frames, sameSize(tc, a, fmt.Sprintf("c%d", i)))
+			} else {
+				frames = append(frames, sameSize(tb, a, fmt.Sprintf("b%d", i)))
+			}
+		}
+		sendRun(t, a, r.addr, frames)
+		waitMetrics(t, r.admin, map[string]float64{"keymesh_relay_forwarded_packets_total": 12})
+	})
 	t.Run("two recipients in one run", func(t *testing.T) {
 		keys := mustKeys(t, 1, map[byte][]byte{1: testKey(1)}, nil)
 		r := startRelay(t, Config{Keys: keys}, "batch", "127.0.0.1:0")

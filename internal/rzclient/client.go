@@ -95,6 +95,19 @@ type Config struct {
 	// ClockSkew is how far a server message's clock may be from ours.
 	// Default DefaultClockSkew.
 	ClockSkew time.Duration
+	// OnAsk is called after each request the server answers (Register,
+	// Connect, Keepalive) went out, OnAnswer for each sealed frame from
+	// the server that opened under the pinned key, within ClockSkew and
+	// not replayed (a forger's or a replayed frame calls nothing). With
+	// them the caller learns whether the path to the server still works
+	// (node's UDP watch). Optional; neither may block.
+	OnAsk, OnAnswer func()
+	// Seen is the replay cache of server frames; default a cache of the
+	// client's own. Clients of one identity that share a server (the
+	// node's main client and the one probing UDP from another socket)
+	// share it, so that a frame one of them took cannot be replayed to
+	// the other.
+	Seen *replay.Cache
 }
 
 func (c *Config) validate() error {
@@ -224,12 +237,15 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		me:      cfg.Identity.ID(),
 		shared:  *k,
-		seen:    replay.New(2*cfg.ClockSkew, replayCacheSize),
+		seen:    cfg.Seen,
 		after:   time.After,
 		jitter:  mrand.Float64,
 		kick:    make(chan struct{}, 1),
 		regd:    make(chan struct{}, 1),
 		pending: map[uint64]*pending{},
+	}
+	if c.seen == nil {
+		c.seen = NewReplayCache(cfg.ClockSkew)
 	}
 	c.st.Server, c.st.ServerKey = cfg.Server, cfg.ServerKey
 	return c, nil
@@ -250,7 +266,22 @@ func (c *Client) send(body wire.Body) error {
 	if err := c.cfg.Send(b, c.cfg.Server); err != nil {
 		return fmt.Errorf("send to rendezvous %s: %w", c.cfg.Server, err)
 	}
+	if c.cfg.OnAsk != nil {
+		switch body.Type() {
+		case wire.MsgRegister, wire.MsgConnect, wire.MsgKeepalive:
+			c.cfg.OnAsk()
+		}
+	}
 	return nil
+}
+
+// NewReplayCache returns a replay cache of server frames for Config.Seen,
+// for clients with clock skew skew (0: DefaultClockSkew).
+func NewReplayCache(skew time.Duration) *replay.Cache {
+	if skew <= 0 {
+		skew = DefaultClockSkew
+	}
+	return replay.New(2*skew, replayCacheSize)
 }
 
 func (c *Client) setError(err error) {

@@ -48,6 +48,9 @@ func (c *Client) HandleFrame(b []byte, from netip.AddrPort) bool {
 		}
 		return true
 	}
+	if c.cfg.OnAnswer != nil {
+		c.cfg.OnAnswer()
+	}
 	switch body := m.Body.(type) {
 	case *wire.Registered:
 		c.noteEpoch(body.Epoch, true)

@@ -140,3 +140,12 @@ func (c *Client) onKeepaliveChallenge() {
 		c.setError(err)
 	}
 }
+
+// Ping sends one Keepalive now, outside Run's schedule: a client that never
+// runs Run (the node's UDP probe, on a socket of its own) uses it to learn
+// whether the server answers there. The answer, a KeepaliveAck (or a
+// Challenge, after which the client sends again with the new cookie),
+// arrives through HandleFrame and calls Config.OnAnswer.
+func (c *Client) Ping() error {
+	return c.sendKeepalive()
+}

@@ -14,6 +14,12 @@
 // authenticated no answer is larger than its request, except Binding
 // answers and 401/438 challenges within per-source rates (guardConn).
 //
+// Relaying is pion's, with one shortcut for the bulk of the traffic: the
+// server's UDP sockets are read in batches (recvmmsg), and ChannelData for
+// a channel pion has bound, either way, is relayed by the reader from a
+// table mirrored from pion's channel events, without a pass through pion
+// (fastpath.go). What the table does not hold goes to pion unchanged.
+//
 // The server does not listen by itself: the caller opens the UDP sockets and
 // TCP listeners (see package sockopt) and hands them over in Config.
 package turnrelay

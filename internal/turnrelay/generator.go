@@ -55,9 +55,9 @@ func (g *relayGenerator) AllocatePacketConn(c turn.AllocateListenerConfig) (net.
 		g.giveBack(c.UserID)
 		return nil, nil, err
 	}
-	port := portOf(addr)
-	g.s.own.add(false, port)
-	return &ownConn{PacketConn: pc, s: g.s, port: port}, addr, nil
+	oc := newOwnConn(g.s, pc, portOf(addr))
+	g.s.own.addConn(oc)
+	return oc, addr, nil
 }
 
 // anotherEvenPort serves an EVEN-PORT request whose port was taken. pion

@@ -35,6 +35,13 @@ type guardConn struct {
 	net.PacketConn
 	s *Server
 
+	// batch reads the socket in batches when it is a *net.UDPConn on
+	// Linux (nil otherwise), and local is its address: the server relays
+	// ChannelData for bound channels from the batch (fastpath.go).
+	batch *batchReader
+	send  *batchWriter // the fast path's sends from the batch, with batch
+	local netip.AddrPort
+
 	mu   sync.Mutex
 	last struct {
 		txid [12]byte
@@ -45,35 +52,100 @@ type guardConn struct {
 	}
 }
 
-// ReadFrom returns the next datagram that passes the Binding rate.
-func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := g.PacketConn.ReadFrom(p)
-		if err != nil {
-			return n, addr, err
-		}
-		m := parseAsPion(p[:n])
-		if !m.ok || m.class() != classRequest {
-			return n, addr, err
-		}
-		challenged := false
-		if m.method() == methodBinding {
-			if !g.s.bindings.Allow(addrOf(addr), g.s.nowNano()) {
-				g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
-				continue
-			}
-		} else if !authenticated(p[:n]) {
-			if !g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
-				g.s.metrics.dropped.WithLabelValues(dropChallenge).Inc()
-				continue
-			}
-			challenged = true
-		}
-		g.mu.Lock()
-		g.last.txid, g.last.size, g.last.challenged = m.txid, n, challenged
-		g.mu.Unlock()
-		return n, addr, err
+// newGuardConn guards pc, reading it in batches when it can.
+func newGuardConn(s *Server, pc net.PacketConn) *guardConn {
+	g := &guardConn{PacketConn: pc, s: s}
+	var u *net.UDPConn
+	switch c := pc.(type) {
+	case *net.UDPConn:
+		u = c
+	case *splitConn:
+		u = c.UDPConn
 	}
+	if u == nil {
+		return g
+	}
+	local, ok := udpAddrPort(u.LocalAddr())
+	if !ok {
+		return g
+	}
+	g.local = local
+	if br, err := newBatchReader(u); err == nil {
+		g.batch, g.send = br, newBatchWriter()
+	}
+	return g
+}
+
+// writeData sends b, a ChannelData frame, to a client, as WriteTo does
+// (the guard has nothing to check in one) without allocating.
+func (g *guardConn) writeData(b []byte, to netip.AddrPort) error {
+	var err error
+	switch c := g.PacketConn.(type) {
+	case *splitConn:
+		_, err = c.writer().WriteToUDPAddrPort(b, to)
+	case *net.UDPConn:
+		_, err = c.WriteToUDPAddrPort(b, to)
+	default:
+		_, err = c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	return err
+}
+
+// ReadFrom returns the next datagram for pion: one the fast path did not
+// relay, and that passes the guard's rates.
+func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if g.batch == nil || !g.local.IsValid() {
+		for {
+			n, addr, err := g.PacketConn.ReadFrom(p)
+			if err != nil || g.admit(p[:n], addr) {
+				return n, addr, err
+			}
+		}
+	}
+	for {
+		if !g.batch.pending() {
+			g.s.flush(g.send) // before the next read may block
+		}
+		b, from, err := g.batch.next()
+		if err != nil {
+			return 0, nil, err
+		}
+		if !from.IsValid() || g.s.relayChannelData(g.send, g.local, from, b) {
+			continue
+		}
+		g.s.flush(g.send) // pion handles what follows in order
+		n := copy(p, b)
+		addr := net.UDPAddrFromAddrPort(from)
+		if g.admit(p[:n], addr) {
+			return n, addr, nil
+		}
+	}
+}
+
+// admit reports whether datagram b from addr passes the Binding and
+// challenge rates, and notes the request an answer will belong to.
+func (g *guardConn) admit(b []byte, addr net.Addr) bool {
+	m := parseAsPion(b)
+	if !m.ok || m.class() != classRequest {
+		return true
+	}
+	challenged := false
+	if m.method() == methodBinding {
+		if !g.s.bindings.Allow(addrOf(addr), g.s.nowNano()) {
+			g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
+			return false
+		}
+	} else if !authenticated(b) {
+		if !g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
+			g.s.metrics.dropped.WithLabelValues(dropChallenge).Inc()
+			return false
+		}
+		challenged = true
+	}
+	g.mu.Lock()
+	g.last.txid, g.last.size, g.last.challenged = m.txid, len(b), challenged
+	g.mu.Unlock()
+	return true
 }
 
 // WriteTo sends p unless it is an unauthenticated answer the rules above

@@ -29,7 +29,7 @@ type testServer struct {
 
 // startServer starts a server on 127.0.0.1 with `sockets` SO_REUSEPORT UDP
 // sockets and one TCP listener; mod may adjust the Config.
-func startServer(t *testing.T, sockets int, mod func(*Config)) *testServer {
+func startServer(t testing.TB, sockets int, mod func(*Config)) *testServer {
 	t.Helper()
 	ctx := context.Background()
 	conns, err := sockopt.ListenUDPGroup(ctx, "127.0.0.1:0", sockets)

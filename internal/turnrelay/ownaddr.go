@@ -19,10 +19,38 @@ import (
 type ownPorts struct {
 	mu       sync.Mutex
 	udp, tcp map[uint16]int
+	// conns are the live relayed UDP sockets by port, for the channel
+	// table (fastpath.go).
+	conns map[uint16]*ownConn
 }
 
 func newOwnPorts() *ownPorts {
-	return &ownPorts{udp: make(map[uint16]int), tcp: make(map[uint16]int)}
+	return &ownPorts{udp: make(map[uint16]int), tcp: make(map[uint16]int), conns: make(map[uint16]*ownConn)}
+}
+
+// addConn registers c, a new relayed UDP socket, under its port.
+func (o *ownPorts) addConn(c *ownConn) {
+	o.mu.Lock()
+	o.udp[c.port]++
+	o.conns[c.port] = c
+	o.mu.Unlock()
+}
+
+// removeConn forgets c.
+func (o *ownPorts) removeConn(c *ownConn) {
+	o.mu.Lock()
+	if o.conns[c.port] == c {
+		delete(o.conns, c.port)
+	}
+	o.mu.Unlock()
+	o.remove(false, c.port)
+}
+
+// conn returns the live relayed UDP socket on port, or nil.
+func (o *ownPorts) conn(port uint16) *ownConn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.conns[port]
 }
 
 func (o *ownPorts) table(tcp bool) map[uint16]int {
@@ -77,9 +105,24 @@ func (s *Server) ownDestinationRefused(tcp bool, ap netip.AddrPort) bool {
 // relay's own address unless they go to another live allocation.
 type ownConn struct {
 	net.PacketConn
+	udp  *net.UDPConn // PacketConn, when it is one: writes without allocating
+	raw  *relaySock   // udp for the fast path's batch writes, where there are any
 	s    *Server
 	port uint16
 	once sync.Once
+
+	// rbuf is the read buffer of ReadFrom (pion reads each relayed socket
+	// from one goroutine), with room for a ChannelData header before the
+	// datagram and padding after it.
+	rbuf []byte
+}
+
+func newOwnConn(s *Server, pc net.PacketConn, port uint16) *ownConn {
+	c := &ownConn{PacketConn: pc, s: s, port: port}
+	if c.udp, _ = pc.(*net.UDPConn); c.udp != nil {
+		c.raw = newRelaySock(c.udp)
+	}
+	return c
 }
 
 func (c *ownConn) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -89,8 +132,46 @@ func (c *ownConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(p, addr)
 }
 
+// writeTo is WriteTo for the fast path: the same check, no allocation.
+func (c *ownConn) writeTo(p []byte, to netip.AddrPort) error {
+	if c.s.ownDestinationRefused(false, to) {
+		return nil
+	}
+	var err error
+	if c.udp != nil {
+		_, err = c.udp.WriteToUDPAddrPort(p, to)
+	} else {
+		_, err = c.PacketConn.WriteTo(p, net.UDPAddrFromAddrPort(to))
+	}
+	return err
+}
+
+// ReadFrom returns the next datagram from a peer that has no channel in
+// the table (fastpath.go): pion relays it as a Data indication if the peer
+// has a permission, or drops it. A datagram from a channel's peer goes to
+// the client as ChannelData here, as pion would send it.
+func (c *ownConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.udp == nil {
+		return c.PacketConn.ReadFrom(p)
+	}
+	if len(c.rbuf) < channelDataHeader+len(p)+3 {
+		c.rbuf = make([]byte, channelDataHeader+len(p)+3)
+	}
+	for {
+		n, from, err := c.udp.ReadFromUDPAddrPort(c.rbuf[channelDataHeader : channelDataHeader+len(p)])
+		if err != nil {
+			return n, nil, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if c.s.relayFromPeer(c, from, c.rbuf, n) {
+			continue
+		}
+		return copy(p, c.rbuf[channelDataHeader:channelDataHeader+n]), net.UDPAddrFromAddrPort(from), nil
+	}
+}
+
 func (c *ownConn) Close() error {
-	c.once.Do(func() { c.s.own.remove(false, c.port) })
+	c.once.Do(func() { c.s.own.removeConn(c) })
 	return c.PacketConn.Close()
 }
 

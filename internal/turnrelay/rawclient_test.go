@@ -13,14 +13,14 @@ import (
 // rawClient speaks TURN message by message, so tests can send what a
 // well-behaved client never would and see each answer as it is.
 type rawClient struct {
-	t                 *testing.T
+	t                 testing.TB
 	conn              net.Conn
 	tcp               bool
 	user, pass, realm string
 	nonce             string
 }
 
-func dialRaw(t *testing.T, network, server, user, pass string) *rawClient {
+func dialRaw(t testing.TB, network, server, user, pass string) *rawClient {
 	t.Helper()
 	c, err := net.DialTimeout(network, server, 3*time.Second)
 	if err != nil {
@@ -136,7 +136,7 @@ type xorAddrAs struct {
 func (x xorAddrAs) AddTo(m *stun.Message) error { return x.a.AddToAs(m, x.t) }
 
 // relayedAddr reads XOR-RELAYED-ADDRESS from an Allocate success.
-func relayedAddr(t *testing.T, m *stun.Message) *net.UDPAddr {
+func relayedAddr(t testing.TB, m *stun.Message) *net.UDPAddr {
 	t.Helper()
 	var a stun.XORMappedAddress
 	if err := a.GetFromAs(m, stun.AttrXORRelayedAddress); err != nil {

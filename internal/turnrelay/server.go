@@ -31,6 +31,9 @@ type Server struct {
 
 	tcp *tcpConns // open TCP connections, per source and in all
 
+	channels *channelTable // pion's channel bindings of UDP clients (fastpath.go)
+	guards   []*guardConn  // the UDP sockets, as pion reads and writes them
+
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
 	challenges  *ratelimit.Limiter // oversize 401/438 per source
@@ -56,6 +59,8 @@ func New(cfg Config) (*Server, error) {
 		peers:   addrpolicy.New(cfg.AllowDestinations, append([]netip.Addr{cfg.RelayIP, cfg.AdvertiseIP}, cfg.OwnAddrs...)),
 		own:     newOwnPorts(),
 		tcp:     newTCPConns(),
+
+		channels: newChannelTable(),
 
 		advertisePublic: addrpolicy.New(nil, nil).Allowed(cfg.AdvertiseIP),
 		ownAllowed:      make(map[netip.Addr]bool),
@@ -90,6 +95,8 @@ func New(cfg Config) (*Server, error) {
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
 			OnAllocationError:   s.onRequestError,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 	}
 	for _, pc := range cfg.PacketConns {
@@ -106,8 +113,10 @@ func New(cfg Config) (*Server, error) {
 			}
 			pc = split
 		}
+		g := newGuardConn(s, pc)
+		s.guards = append(s.guards, g)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            &guardConn{PacketConn: pc, s: s},
+			PacketConn:            g,
 			RelayAddressGenerator: gen,
 			PermissionHandler:     s.permitPeer,
 		})

@@ -55,8 +55,12 @@ func newSplitConn(c *net.UDPConn, n int) (net.PacketConn, error) {
 
 // WriteTo sends through the next duplicate, round robin.
 func (s *splitConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	w := s.writers[s.next.Add(1)%uint32(len(s.writers))]
-	return w.WriteTo(p, addr)
+	return s.writer().WriteTo(p, addr)
+}
+
+// writer returns the next duplicate, round robin.
+func (s *splitConn) writer() *net.UDPConn {
+	return s.writers[s.next.Add(1)%uint32(len(s.writers))]
 }
 
 // Close closes the duplicates and the socket.

@@ -44,7 +44,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	rate := fs.Float64("rate", 4, "the stream's pace in MiB/s")
 	size := fs.Int64("size", 40, "the stream's length in MiB (it must outlast --at, --hold and the recovery)")
 	fs.DurationVar(&o.at, "at", 2*time.Second, "when, into the stream, the fault strikes")
-	fs.DurationVar(&o.hold, "hold", 3*time.Second, "how long a cut (direct-cut, udp-block) lasts before it is lifted")
+	fs.DurationVar(&o.hold, "hold", 3*time.Second, "how long a cut (direct-cut, udp-block; udp-block at least 5s, so that the stream relay taking over is what is measured) lasts before it is lifted")
 	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/faults")

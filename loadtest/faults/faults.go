@@ -15,6 +15,7 @@ package faults
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/keymesh/keymesh/internal/natlab"
 )
@@ -63,9 +64,17 @@ const (
 	// count from the resumption.
 	NATIdle Kind = "nat-idle"
 	// UDPBlock drops every UDP packet between A's site and the other
-	// site and the servers for Options.Hold, then lets it through again.
+	// site and the servers for Options.Hold (at least MinUDPBlockHold),
+	// then lets it through again. A, which has a TLS stream relay, must
+	// move into it while UDP is blocked (its data back before the block
+	// is lifted: Result.Lifted) and return to the direct path after.
 	UDPBlock Kind = "udp-block"
 )
+
+// MinUDPBlockHold is the least time udp-block holds: well past the
+// takeover's 2 s goal, so that what is measured is the stream relay
+// taking over, not UDP coming back.
+const MinUDPBlockHold = 5 * time.Second
 
 // Fault is one fault to inject: a kind and, for NATFlush, the NAT type of
 // A's site.

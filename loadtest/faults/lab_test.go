@@ -20,13 +20,14 @@ import (
 // within twice issue 12's goals (the goals themselves are what `loadtest
 // faults` reports against; the margin absorbs a loaded CI machine, while
 // the old behaviour, a 12-31 s stall after a NAT flush, still fails).
-var ciBounds = Goals{Stall: 2 * time.Second, BestBack: 4 * time.Second, NewSession: 2 * time.Second}
+var ciBounds = Goals{Stall: 2 * time.Second, UDPStall: 4 * time.Second, BestBack: 4 * time.Second, NewSession: 2 * time.Second}
 
 // TestFaultsShort is the CI form of `loadtest faults`: a direct path cut,
 // a symmetric NAT losing every mapping, a relay restart and a rendezvous
-// restart (a new session to a peer registered before it), and a session
-// left idle past a symmetric NAT's 10 s UDP timeout, once each,
-// under a paced stream. Every byte must arrive (SHA-256 on both ends), the
+// restart (a new session to a peer registered before it), a session
+// left idle past a symmetric NAT's 10 s UDP timeout, and UDP blocked
+// for MinUDPBlockHold (the data must come back through the TCP stream
+// relay before UDP does), once each, under a paced stream. Every byte must arrive (SHA-256 on both ends), the
 // longest stall and the time until the best path is back must stay within
 // ciBounds, as measured in the lab (the test itself times nothing).
 func TestFaultsShort(t *testing.T) {
@@ -60,10 +61,14 @@ func TestFaultsShort(t *testing.T) {
 		}
 	})
 
-	faults := []Fault{{Kind: DirectCut}, {Kind: NATFlush, NAT: natlab.Symmetric}, {Kind: RelayRestart}, {Kind: RendezvousRestart}, {Kind: NATIdle, NAT: natlab.Symmetric}}
+	faults := []Fault{{Kind: DirectCut}, {Kind: NATFlush, NAT: natlab.Symmetric}, {Kind: RelayRestart}, {Kind: RendezvousRestart}, {Kind: NATIdle, NAT: natlab.Symmetric}, {Kind: UDPBlock}}
 	var results []Result
 	for i, f := range faults {
-		r := Run(ctx, lab, f, 1, Options{Rate: 4 << 20, Size: 24 << 20, At: 1500 * time.Millisecond, Hold: 2 * time.Second, Settle: 5 * time.Second, Name: "ci" + string(rune('a'+i))})
+		o := Options{Rate: 4 << 20, Size: 24 << 20, At: 1500 * time.Millisecond, Hold: 2 * time.Second, Settle: 5 * time.Second, Name: "ci" + string(rune('a'+i))}
+		if f.Kind == UDPBlock {
+			o.Size = 40 << 20 // outlasts At, MinUDPBlockHold and the return
+		}
+		r := Run(ctx, lab, f, 1, o)
 		js, _ := json.Marshal(r)
 		t.Logf("%s", js)
 		results = append(results, r)
@@ -74,7 +79,11 @@ func TestFaultsShort(t *testing.T) {
 			t.Errorf("%s: %s", r.Fault, r.Err)
 		case !r.Intact:
 			t.Errorf("%s: %d of %d bytes arrived, or their SHA-256 differs", r.Fault, r.Received, r.Sent)
-		case r.Stall > ciBounds.Stall:
+		case r.Fault == string(UDPBlock) && (r.Lifted == nil || r.DataBack >= *r.Lifted):
+			t.Errorf("%s: the data came back after %s, only once UDP did (lifted after %v): the stream relay did not take over", r.Fault, r.DataBack.Round(time.Millisecond), r.Lifted)
+		case r.Fault == string(UDPBlock) && r.Stall > ciBounds.UDPStall:
+			t.Errorf("%s: the stream stalled %s, bound %s", r.Fault, r.Stall.Round(time.Millisecond), ciBounds.UDPStall)
+		case r.Fault != string(UDPBlock) && r.Stall > ciBounds.Stall:
 			t.Errorf("%s: the stream stalled %s, bound %s", r.Fault, r.Stall.Round(time.Millisecond), ciBounds.Stall)
 		case r.BestBack == nil:
 			t.Errorf("%s: the %s path never came back (final path %q)", r.Fault, r.Best, r.Final)

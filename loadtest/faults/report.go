@@ -13,7 +13,8 @@ import (
 
 // Goals are the recovery targets a fault's row is checked against
 // (issue 12): no byte lost, the longest stall within Stall (UDPStall
-// where UDP is blocked and the TCP stream relay takes over), the best
+// where UDP is blocked and the TCP stream relay takes over, which must
+// bring the data back before UDP returns), the best
 // path back within BestBack, a new session within NewSession after a
 // server restart.
 type Goals struct {
@@ -41,6 +42,9 @@ type Row struct {
 	DataBackMs   float64  `json:"data_back_max_ms"`
 	BestBackMs   *float64 `json:"best_back_max_ms"`
 	NewSessionMs *float64 `json:"new_session_max_ms,omitempty"`
+	// Held, for a cut, is how many runs got their data back while the
+	// cut still held (for udp-block, through the stream relay).
+	Held *int `json:"data_back_while_cut,omitempty"`
 	// Met says whether every run met the goals.
 	Met    bool     `json:"met"`
 	Errors []string `json:"errors,omitempty"`
@@ -95,6 +99,16 @@ func Summarize(results []Result, g Goals, rate, size int64) Report {
 			}
 			stalls = append(stalls, ms(r.Stall))
 			row.DataBackMs = max(row.DataBackMs, ms(r.DataBack))
+			if r.Lifted != nil {
+				if row.Held == nil {
+					row.Held = new(int)
+				}
+				if r.DataBack < *r.Lifted {
+					*row.Held++
+				} else if name == string(UDPBlock) {
+					row.Met = false // the data waited for UDP
+				}
+			}
 			if r.Stall > stallGoal {
 				row.Met = false
 			}
@@ -167,6 +181,11 @@ func (r Report) Markdown(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d/%d | %.0f / %.0f | %.0f | %s | %s | %s |\n",
 			row.Fault, row.Runs, row.Intact, row.Runs, row.StallP50Ms, row.StallMaxMs, row.DataBackMs, best, ns, met)
+	}
+	for _, row := range r.Rows {
+		if row.Fault == string(UDPBlock) && row.Held != nil {
+			fmt.Fprintf(&b, "\nudp-block: data back while UDP was still blocked (through the TCP stream relay) in %d of %d runs.\n", *row.Held, row.Runs)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

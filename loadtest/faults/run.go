@@ -22,7 +22,8 @@ type Options struct {
 	Rate, Size int64
 	// At is when, into the stream, the fault is injected (default 2 s).
 	At time.Duration
-	// Hold is how long a cut (direct-cut, udp-block) lasts before it is
+	// Hold is how long a cut (direct-cut, udp-block; the latter at least
+	// MinUDPBlockHold) lasts before it is
 	// lifted (default 3 s).
 	Hold time.Duration
 	// Settle is how long after the stream's end the run still waits for
@@ -83,6 +84,10 @@ type Result struct {
 	// DataBack the time from the fault to the end of that gap.
 	Stall    time.Duration `json:"stall_ns"`
 	DataBack time.Duration `json:"data_back_ns"`
+	// Lifted, for a cut, is the time from the fault until it was lifted:
+	// a DataBack shorter than that came back while the cut held (for
+	// udp-block: through the TCP stream relay).
+	Lifted *time.Duration `json:"lifted_ns,omitempty"`
 	// BestBack is the time from the fault (or the end of the cut) until
 	// the best path carries data again for good; nil when it never did.
 	BestBack *time.Duration `json:"best_back_ns,omitempty"`
@@ -282,6 +287,10 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 		}
 	}
 	res.DataBack = flowing.Sub(faultAt)
+	if f.Kind == DirectCut || f.Kind == UDPBlock {
+		lifted := ref.Sub(faultAt)
+		res.Lifted = &lifted
+	}
 	prev := faultAt
 	for _, t := range times {
 		if t.After(faultAt) && t.Sub(prev) > stallThreshold {
@@ -318,6 +327,9 @@ func runOnce(ctx context.Context, lab *labrun.Lab, f Fault, o Options, res *Resu
 // when a restarted server was ready again.
 func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Site, src *labrun.Source, o Options) (at, ref, ready time.Time, err error) {
 	hold := o.Hold
+	if f.Kind == UDPBlock {
+		hold = max(hold, MinUDPBlockHold)
+	}
 	switch f.Kind {
 	case Roam:
 		if err := lab.Net.MoveTo(ctx, sa.Host(), sr); err != nil {
@@ -358,8 +370,11 @@ func inject(ctx context.Context, lab *labrun.Lab, f Fault, sa, sb, sr *natlab.Si
 		case <-time.After(hold):
 		case <-ctx.Done():
 		}
+		// The cut counts as lifted when its first rule goes: data
+		// between the sites may flow from then on.
+		ref = time.Now()
 		err = lift()
-		return at, time.Now(), time.Time{}, err
+		return at, ref, time.Time{}, err
 	case RelayRestart:
 		at = time.Now()
 		err = lab.RestartRelay(ctx, true, 500*time.Millisecond)

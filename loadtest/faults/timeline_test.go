@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,5 +93,29 @@ func TestSummarize(t *testing.T) {
 	}
 	if f := rep.Failures(); len(f) != 3 {
 		t.Fatalf("failures %v, want 3", f)
+	}
+}
+
+// TestSummarizeUDPBlockNeedsTakeover: a udp-block run whose data came back
+// only once UDP did misses the goal even with a stall under 2 s (a block
+// shorter than the goal); one whose data came back while UDP was blocked
+// meets it, and the Markdown says in how many runs that happened.
+func TestSummarizeUDPBlockNeedsTakeover(t *testing.T) {
+	d := func(ms int) *time.Duration { v := time.Duration(ms) * time.Millisecond; return &v }
+	took := Result{Fault: "udp-block", Run: 1, Intact: true, Stall: 1400 * time.Millisecond, DataBack: 1400 * time.Millisecond, Lifted: d(5000), BestBack: d(300)}
+	waited := Result{Fault: "udp-block", Run: 2, Intact: true, Stall: 1600 * time.Millisecond, DataBack: 1600 * time.Millisecond, Lifted: d(1500), BestBack: d(300)}
+	if rep := Summarize([]Result{took}, DefaultGoals, 4<<20, 40<<20); !rep.Rows[0].Met || *rep.Rows[0].Held != 1 {
+		t.Fatalf("a takeover while UDP was blocked: row %+v", rep.Rows[0])
+	}
+	rep := Summarize([]Result{took, waited}, DefaultGoals, 4<<20, 40<<20)
+	if row := rep.Rows[0]; row.Met || *row.Held != 1 {
+		t.Fatalf("data that waited for UDP met the goal: row %+v", row)
+	}
+	var b strings.Builder
+	if err := rep.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "still blocked (through the TCP stream relay) in 1 of 2 runs") {
+		t.Fatalf("Markdown does not say how many runs took over:\n%s", b.String())
 	}
 }

@@ -37,16 +37,23 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 
 // Options configure a run.
 type Options struct {
-	Servers    []string      // from AllServers
-	Flows      []int         // flow counts
-	Rates      []float64     // offered packets/s, ascending: the steps
-	Step       time.Duration // length of each step
-	Size       int           // payload bytes
-	Batch      int           // datagrams per sendmmsg (UDP servers)
-	Receivers  int           // most receiving sockets or clients
-	Repeat     int           // runs; the table shows medians and spread
-	ServerCore int           // core the servers are pinned to
-	GenCore    int           // core the generator (this process, derpgen) is pinned to
+	Servers []string      // from AllServers
+	Flows   []int         // flow counts
+	Rates   []float64     // offered packets/s, ascending: the steps
+	Step    time.Duration // length of each step
+	Size    int           // payload bytes
+	Batch   int           // datagrams per sendmmsg (UDP servers)
+	// Segments are the generator's modes, a table block each: 1 sends
+	// datagrams one by one (Batch per sendmmsg), N > 1 sends runs of N
+	// same-size datagrams per message with UDP_SEGMENT, as keymesh peers
+	// send. Only the UDP servers see the difference; derper and the
+	// stream relay get one frame per packet in every mode and are
+	// measured once, in the first.
+	Segments   []int
+	Receivers  int // most receiving sockets or clients
+	Repeat     int // runs; the table shows medians and spread
+	ServerCore int // core the servers are pinned to
+	GenCore    int // core the generator (this process, derpgen) is pinned to
 	Bins       Binaries
 }
 
@@ -71,6 +78,29 @@ type flowSet interface {
 	close()
 }
 
+// segmenter is a flowSet whose generator can send segmented runs.
+type segmenter interface {
+	setSegment(n int)
+}
+
+// modes are the generator modes the server is measured in: every one of
+// Segments for the UDP servers, the first for the others.
+func (o Options) modes(server string) []int {
+	if len(o.Segments) == 0 {
+		return []int{1}
+	}
+	if Segments(server) {
+		return o.Segments
+	}
+	return o.Segments[:1]
+}
+
+// Segments reports whether the server's generator sends segmented runs
+// (the UDP servers), rather than one frame per packet in every mode.
+func Segments(server string) bool {
+	return server == Ticket || server == TURN || server == Coturn
+}
+
 // Step is one measured step.
 type Step struct {
 	Offered   float64       `json:"offered_pps"`
@@ -79,17 +109,22 @@ type Step struct {
 	Loss      float64       `json:"loss"` // 1 - received/sent
 	CPU       time.Duration `json:"server_cpu_ns"`
 	CPUPerPkt float64       `json:"cpu_us_per_packet"`
-	P50, P99  time.Duration `json:"-"`
-	P50us     float64       `json:"p50_us"`
-	P99us     float64       `json:"p99_us"`
+	// CoreBusy is the share of the server's core that was busy in the
+	// step, by the server or anything else on the machine.
+	CoreBusy float64       `json:"core_busy"`
+	P50, P99 time.Duration `json:"-"`
+	P50us    float64       `json:"p50_us"`
+	P99us    float64       `json:"p99_us"`
 }
 
 // Sweep is one server at one flow count in one run.
 type Sweep struct {
 	Server string `json:"server"`
 	Flows  int    `json:"flows"`
-	Run    int    `json:"run"`
-	Steps  []Step `json:"steps"`
+	// Segment is the generator's mode: datagrams per send message.
+	Segment int    `json:"segment"`
+	Run     int    `json:"run"`
+	Steps   []Step `json:"steps"`
 	// Clean is the index in Steps of the step that delivered the most
 	// with at most MaxLoss, -1 if every step lost more.
 	Clean int `json:"clean"`
@@ -181,12 +216,19 @@ func sweepServer(ctx context.Context, s server, name string, run int, o Options,
 			fs.close()
 			return out, err
 		}
-		sw, err := sweep(ctx, s, fs, name, n, run, o, log)
-		fs.close()
-		out = append(out, sw)
-		if err != nil {
-			return out, fmt.Errorf("%d flows: %w", n, err)
+		modes := o.modes(name)
+		for _, seg := range modes {
+			if sg, ok := fs.(segmenter); ok {
+				sg.setSegment(seg)
+			}
+			sw, err := sweep(ctx, s, fs, name, n, seg, run, o, log)
+			out = append(out, sw)
+			if err != nil {
+				fs.close()
+				return out, fmt.Errorf("%d flows, segment %d: %w", n, seg, err)
+			}
 		}
+		fs.close()
 	}
 	return out, nil
 }
@@ -194,13 +236,14 @@ func sweepServer(ctx context.Context, s server, name string, run int, o Options,
 // sweep steps the offered load up until a step loses more than MaxLoss or
 // the sender falls below MinPace, then offers twice the highest rate
 // delivered cleanly.
-func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o Options, log io.Writer) (Sweep, error) {
-	sw := Sweep{Server: name, Flows: n, Run: run, Clean: -1, Overload: -1}
+func sweep(ctx context.Context, s server, fs flowSet, name string, n, seg, run int, o Options, log io.Writer) (Sweep, error) {
+	sw := Sweep{Server: name, Flows: n, Segment: seg, Run: run, Clean: -1, Overload: -1}
 	measure := func(rate float64) (Step, error) {
 		cpu0, err := coturn.ProcessCPU(s.pid())
 		if err != nil {
 			return Step{}, err
 		}
+		core0, _ := readCore(o.ServerCore)
 		r, err := fs.step(ctx, rate, o.Step)
 		if err != nil {
 			return Step{}, err
@@ -209,9 +252,11 @@ func sweep(ctx context.Context, s server, fs flowSet, name string, n, run int, o
 		if err != nil {
 			return Step{}, fmt.Errorf("server gone: %w", err)
 		}
+		core1, _ := readCore(o.ServerCore)
 		st := stepOf(rate, r, cpu1-cpu0)
-		fmt.Fprintf(log, "  %-26s %5d flows  run %d  offered %7.0f  sent %7.0f  delivered %7.0f pps  loss %6.2f%%  cpu %5.2f µs/pkt  p50 %6.0f µs  p99 %7.0f µs\n",
-			s.name(), n, run+1, st.Offered, st.Sent, st.Delivered, 100*st.Loss, st.CPUPerPkt, st.P50us, st.P99us)
+		st.CoreBusy = busyBetween(core0, core1)
+		fmt.Fprintf(log, "  %-26s %5d flows  %2d/send  run %d  offered %7.0f  sent %7.0f  delivered %7.0f pps  loss %6.2f%%  cpu %5.2f µs/pkt  core %3.0f%% busy  p50 %6.0f µs  p99 %7.0f µs\n",
+			s.name(), n, seg, run+1, st.Offered, st.Sent, st.Delivered, 100*st.Loss, st.CPUPerPkt, 100*st.CoreBusy, st.P50us, st.P99us)
 		return st, nil
 	}
 	// A short unrecorded step first: the server's first packets on new

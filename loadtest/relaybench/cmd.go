@@ -32,10 +32,11 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 	ours := fs.String("servers", "ticket,stream,turn", "keymesh's relays to measure: ticket (UDP ticket relay), stream (TLS stream relay), turn (TURN)")
 	against := fs.String("against", "derper,coturn", "other servers in the same run: derper (Tailscale's DERP server, built from tools/derper), coturn (Debian's turnserver); empty for none")
 	flows := fs.String("flows", "10,100,1000", "comma-separated flow counts; a flow is one sender socket or client to one receiver")
-	rates := fs.String("rates", "5000,10000,20000,40000,60000,80000,100000,130000,160000,200000", "offered packets per second of the steps, ascending; a sweep stops after the first step that loses more than 0.1% or is sent below 90% of its rate")
+	rates := fs.String("rates", "20000,40000,80000,120000,160000,200000,250000", "offered packets per second of the steps, ascending; a sweep stops after the first step that loses more than 0.1% or is sent below 90% of its rate")
 	fs.DurationVar(&o.Step, "step", 2*time.Second, "length of each step")
 	fs.IntVar(&o.Size, "size", 1200, "payload bytes per packet")
 	fs.IntVar(&o.Batch, "batch", 32, "datagrams per sendmmsg of the UDP generator")
+	segments := fs.String("segments", "1,16", "generator modes, a table block each: 1 sends datagrams one at a time (--batch per sendmmsg), N sends runs of N same-size datagrams per message with UDP_SEGMENT, as keymesh peers do (UDP servers; derper and the stream relay get one frame per packet in every mode)")
 	fs.IntVar(&o.Receivers, "receivers", 64, "most receiving sockets (or DERP clients); flows share them beyond this")
 	fs.IntVar(&o.Repeat, "repeat", 1, "runs of every server and flow count, servers alternating; the table shows medians and the lowest and highest run")
 	fs.IntVar(&o.ServerCore, "server-core", 0, "core every server is pinned to")
@@ -75,6 +76,15 @@ func parseRelayCompare(args []string, stderr io.Writer) (relayCompareConfig, err
 			return c, fmt.Errorf("--flows %q: want distinct counts from 1 to 5000", *flows)
 		}
 		o.Flows = append(o.Flows, n)
+	}
+	for _, f := range strings.Split(*segments, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		// A run is one UDP datagram on the wire before the kernel cuts
+		// it: at most 64 segments and 64 KiB with the frame overhead.
+		if err != nil || n < 1 || n > 64 || n*(o.Size+100) > 65000 || slices.Contains(o.Segments, n) {
+			return c, fmt.Errorf("--segments %q: want distinct runs of 1 to 64 datagrams, at most 65000 bytes of frames each", *segments)
+		}
+		o.Segments = append(o.Segments, n)
 	}
 	for _, f := range strings.Split(*rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)

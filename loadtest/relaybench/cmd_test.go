@@ -57,12 +57,12 @@ func TestParseRelayCompare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.opts.Servers, ",") != "ticket,coturn" || len(c.opts.Flows) != 2 || c.opts.Repeat != 3 {
+	if strings.Join(c.opts.Servers, ",") != "ticket,coturn" || len(c.opts.Flows) != 2 || c.opts.Repeat != 3 || len(c.opts.Segments) != 2 || c.opts.Segments[1] != 16 {
 		t.Fatalf("parsed %+v", c.opts)
 	}
 	for _, bad := range [][]string{
 		{"--against", "nginx"}, {"--servers", "", "--against", ""}, {"--flows", "0"}, {"--flows", "10,10"}, {"--rates", "200,100"},
-		{"--size", "9000"}, {"--repeat", "0"}, {"--server-core", "1", "--generator-core", "1"}, {"extra"},
+		{"--size", "9000"}, {"--segments", "0"}, {"--segments", "1,1"}, {"--segments", "65"}, {"--segments", "60"}, {"--repeat", "0"}, {"--server-core", "1", "--generator-core", "1"}, {"extra"},
 	} {
 		if _, err := parseRelayCompare(bad, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)

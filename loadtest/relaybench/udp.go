@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/keymesh/keymesh/internal/udpoffload"
 )
 
 // socketBuffer is SO_RCVBUF/SO_SNDBUF of the generator's and receivers'
@@ -92,15 +95,26 @@ func openSinks(n int) (*sinks, error) {
 	return s, nil
 }
 
+// sinkSlots is how many receive slots a receiver's recvmmsg fills, each
+// big enough for a whole coalesced run (UDP_GRO).
+const sinkSlots = 8
+
 func (s *sinks) run(rec *recorder, off int) {
 	for _, c := range s.conns {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			// Receivers read as keymesh peers do (internal/pathsock):
+			// with UDP_GRO, a run the server sent segmented arrives as
+			// one buffer. Datagrams sent one by one arrive one by one.
+			gro := enableGRO(c)
 			pc := ipv4.NewPacketConn(c)
-			msgs := make([]ipv4.Message, 64)
+			msgs := make([]ipv4.Message, sinkSlots)
 			for i := range msgs {
-				msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+				msgs[i].Buffers = [][]byte{make([]byte, 1<<16)}
+				if gro {
+					msgs[i].OOB = make([]byte, 64)
+				}
 			}
 			for {
 				n, err := pc.ReadBatch(msgs, 0)
@@ -108,13 +122,37 @@ func (s *sinks) run(rec *recorder, off int) {
 					return
 				}
 				for _, m := range msgs[:n] {
-					if m.N >= off {
-						rec.note(m.Buffers[0][off:m.N])
+					b := m.Buffers[0][:m.N]
+					seg := len(b)
+					if gro {
+						if g := udpoffload.GROSize(m.OOB[:m.NN]); g > 0 {
+							seg = g
+						}
+					}
+					for len(b) > 0 {
+						d := b[:min(seg, len(b))]
+						b = b[len(d):]
+						if len(d) >= off {
+							rec.note(d[off:])
+						}
 					}
 				}
 			}
 		}()
 	}
+}
+
+// enableGRO turns UDP_GRO on for c, reporting whether it took.
+func enableGRO(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return ok
 }
 
 func (s *sinks) addr(i int) *net.UDPAddr { return s.conns[i%len(s.conns)].LocalAddr().(*net.UDPAddr) }
@@ -137,14 +175,26 @@ type udpFlows struct {
 	dst    *net.UDPAddr
 	off    int
 	batch  int
+	seg    int    // datagrams per send message: 1, or a segmented run (UDP_SEGMENT)
 	extra  func() // ends what the flows hold on the server, before the sockets close
 }
 
+// setSegment makes the following steps send runs of n same-size datagrams
+// per message with UDP_SEGMENT, as keymesh peers send (n 1: one by one).
+func (u *udpFlows) setSegment(n int) { u.seg = max(1, n) }
+
 func (u *udpFlows) step(ctx context.Context, rate float64, d time.Duration) (stepResult, error) {
 	phase := u.rec.begin()
-	msgs := make([]ipv4.Message, u.batch)
+	seg := max(1, u.seg)
+	// A sendmmsg carries batch datagrams: batch messages of one, or
+	// batch/seg messages of a run of seg (at least one).
+	per := max(1, u.batch/seg)
+	msgs := make([]ipv4.Message, per)
 	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 1)
+		msgs[i].Buffers = make([][]byte, seg)
+		if seg > 1 {
+			msgs[i].OOB = make([]byte, udpoffload.GSOSpace)
+		}
 	}
 	start := time.Now()
 	target := stepTarget(rate, d)
@@ -156,22 +206,48 @@ func (u *udpFlows) step(ctx context.Context, rate float64, d time.Duration) (ste
 			break // hopelessly behind
 		}
 		due := min(target, uint64(el.Seconds()*rate)+1)
-		if sent >= due {
+		// Whole runs only, but for the step's last datagrams.
+		if sent >= due || (due-sent < uint64(seg) && target-sent >= uint64(seg)) {
 			time.Sleep(100 * time.Microsecond)
 			continue
 		}
-		n := int(min(uint64(u.batch), due-sent))
 		f := u.frames[k]
 		u.rec.stamp(f[u.off:], phase)
-		for j := range n {
-			msgs[j].Buffers[0], msgs[j].Addr = f, u.dst
+		left := due - sent
+		nm := 0
+		var n uint64
+		for nm < per && left > 0 {
+			r := int(min(uint64(seg), left))
+			if r < seg && nm > 0 {
+				break // a short run goes alone, as the step's last
+			}
+			m := &msgs[nm]
+			m.Buffers = m.Buffers[:r]
+			for j := range r {
+				m.Buffers[j] = f
+			}
+			m.Addr = u.dst
+			if seg > 1 {
+				m.OOB = m.OOB[:0]
+				if r > 1 {
+					m.OOB = m.OOB[:udpoffload.GSOSpace]
+					udpoffload.PutGSO(m.OOB, len(f))
+				}
+			}
+			nm++
+			n += uint64(r)
+			left -= uint64(r)
 		}
-		w, err := u.pcs[k].WriteBatch(msgs[:n], 0)
+		w, err := u.pcs[k].WriteBatch(msgs[:nm], 0)
 		switch {
+		case err == nil && w == nm:
+			sent += n
 		case err == nil:
-			sent += uint64(w)
+			for _, m := range msgs[:w] {
+				sent += uint64(len(m.Buffers))
+			}
 		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.EAGAIN):
-			sent += uint64(n) // offered, and lost
+			sent += n // offered, and lost
 		default:
 			return stepResult{}, fmt.Errorf("send: %w", err)
 		}
@@ -204,7 +280,7 @@ func (u *udpFlows) close() {
 
 // newUDPFlows opens one sender socket per flow, on src.
 func newUDPFlows(src net.IP, n, batch int, dst *net.UDPAddr, off int) (*udpFlows, error) {
-	u := &udpFlows{rec: newRecorder(), dst: dst, off: off, batch: batch}
+	u := &udpFlows{rec: newRecorder(), dst: dst, off: off, batch: batch, seg: 1}
 	for range n {
 		c, err := listenOn(src)
 		if err != nil {

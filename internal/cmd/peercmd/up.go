@@ -110,7 +110,7 @@ are let in).`,
 		fs.BoolVar(&o.NoDirect, "no-direct", false, "never use direct paths: always the relay")
 		fs.BoolVar(&o.NoReports, "no-reports", false, "send the rendezvous no outcome reports (each session's NAT behaviours, direct or relayed, times; no addresses or peer IDs), which feed its traversal metrics")
 		joinToken := fs.String("join-token-file", "", "send the join token in this `file` (mode 0600) when registering, for a rendezvous server that requires one")
-		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP")
+		fs.StringVar(&o.StreamRelay, "stream-relay", "", "TLS stream relay for networks that block UDP: wss://host:443/v1/tunnel#<relay-id> (as the relay prints it); used when the rendezvous does not answer over UDP at start, or when nothing answers over UDP any more mid-session (back to UDP once the rendezvous answers there again)")
 		fs.DurationVar(&o.RendezvousKeepalive, "rendezvous-keepalive", rzclient.DefaultKeepalive, "interval of the small keepalives to the rendezvous between registrations, by which the peer notices within about that time an instance that died or a registry that lost it, and registers again; 0 sends none")
 		socks := fs.String("socks5", "", "serve a SOCKS5 proxy to peers on this TCP `address` (e.g. 127.0.0.1:1080)")
 		fs.StringVar(&o.HTTPProxy, "http-proxy", "", "serve an HTTP proxy (CONNECT and absolute http:// URLs) to peers on this TCP `address` (e.g. 127.0.0.1:8118)")
