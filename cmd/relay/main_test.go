@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	"github.com/keymesh/keymesh/internal/wire"
 
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 )
 
 // buildRelay builds cmd/relay (with the other commands) into a temporary
@@ -121,13 +121,13 @@ func TestProcess(t *testing.T) {
 		admin := "http://" + rec["admin"].(string)
 
 		forward(t, udp)
-		code, body := get(t, admin+"/healthz")
+		code, body := metricstest.Get(t, admin+"/healthz")
 		if code != 200 || strings.TrimSpace(body) != "ok" {
 			t.Fatalf("/healthz: %d %q", code, body)
 		}
 		deadline := time.Now().Add(3 * time.Second)
 		for {
-			_, body = get(t, admin+"/metrics")
+			_, body = metricstest.Get(t, admin+"/metrics")
 			p := expfmt.NewTextParser(model.UTF8Validation)
 			mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
 			if err != nil {
@@ -199,15 +199,3 @@ func forward(t *testing.T, relayAddr *net.UDPAddr) {
 
 // cleanEnv is bintest.CleanEnv.
 func cleanEnv() []string { return bintest.CleanEnv() }
-
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	cl := http.Client{Timeout: 3 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}

@@ -17,6 +17,10 @@ locals {
     relay_tls  = 443  # TCP: stream relay (WebSocket over TLS) where UDP is blocked
     turn       = 3480 # UDP and TCP: TURN (RFC 8656)
     admin      = 9090 # TCP: /healthz, /readyz, /metrics
+    # UDP on each instance's own public address, not the anycast ones: the
+    # authenticated mesh between the instances of one service (package mesh).
+    mesh_rendezvous = 3490
+    mesh_relay      = 3491
   }
 
   # Where the servers keep the secrets user_data fetches (one file each).
@@ -50,22 +54,46 @@ locals {
   # the security group admits only them and admin_cidrs); the instance's
   # public address never serves it.
   admin_listen = "$${PRIVATE_IP}:${local.ports.admin}"
+
+  redis_url = "rediss://:$${REDIS_AUTH}@${aws_elasticache_replication_group.registry.primary_endpoint_address}:${aws_elasticache_replication_group.registry.port}/0"
+
+  # The instance mesh (README, "Anycast"): a Punch or relayed packet for a
+  # peer leaves through the instance that holds the peer's flow. Each
+  # instance binds the mesh to its private address and advertises its
+  # public one, which AWS maps 1:1 onto it: the regions' VPCs are peered
+  # with the primary only, so only public addresses reach across regions.
+  # The instances of a service claim their numbers and find each other in
+  # the shared Redis (--mesh-registry), whose list is also the only sources
+  # their mesh accepts; every message must still carry the peer secret's
+  # HMAC. No --mesh-allow: across regions the sources are public addresses
+  # an auto-scaling group picks, not a range known here.
+  mesh_env = {
+    for name in ["rendezvous", "relay"] : name => {
+      KEYMESH_MESH_LISTEN      = "$${PRIVATE_IP}:${local.ports["mesh_${name}"]}"
+      KEYMESH_MESH_ADVERTISE   = "$${PUBLIC_IP}:${local.ports["mesh_${name}"]}"
+      KEYMESH_MESH_REGISTRY    = local.redis_url
+      KEYMESH_PEER_SECRET_FILE = "${local.secret_dir}/peer-secret"
+    }
+  }
   services = {
     rendezvous = {
       instance_type = var.rendezvous_instance_type
       unit          = file("${path.module}/../systemd/keymesh-rendezvous.service")
-      secrets       = concat(["server-key", "cookie-secret", "turn-secret", "redis-auth"], var.require_join_token ? ["join-token"] : [])
+      secrets       = concat(["server-key", "cookie-secret", "turn-secret", "redis-auth", "peer-secret"], var.require_join_token ? ["join-token"] : [])
       ports = [
         { port = local.ports.rendezvous, protocol = "UDP" },
       ]
-      direct = []
-      env = merge(var.require_join_token ? { KEYMESH_JOIN_TOKEN_FILE = "${local.secret_dir}/join-token" } : {}, {
+      # The mesh, from the other rendezvous instances' public addresses.
+      direct = [
+        { protocol = "udp", from = local.ports.mesh_rendezvous, to = local.ports.mesh_rendezvous },
+      ]
+      env = merge(var.require_join_token ? { KEYMESH_JOIN_TOKEN_FILE = "${local.secret_dir}/join-token" } : {}, local.mesh_env.rendezvous, {
         KEYMESH_LISTEN             = ":${local.ports.rendezvous}"
         KEYMESH_ADMIN              = local.admin_listen
         KEYMESH_KEY                = "${local.secret_dir}/server-key"
         KEYMESH_PUBLIC_ADDR        = local.public_host
         KEYMESH_REGISTRY           = "redis"
-        KEYMESH_REDIS              = "rediss://:$${REDIS_AUTH}@${aws_elasticache_replication_group.registry.primary_endpoint_address}:${aws_elasticache_replication_group.registry.port}/0"
+        KEYMESH_REDIS              = local.redis_url
         KEYMESH_RELAY              = join(",", [for ip in local.anycast_ips : "${ip}:${local.ports.relay}"])
         KEYMESH_STREAM_RELAY       = local.stream_relay_url
         KEYMESH_COOKIE_SECRET_FILE = "${local.secret_dir}/cookie-secret"
@@ -79,9 +107,8 @@ locals {
     relay = {
       instance_type = var.relay_instance_type
       unit          = file("${path.module}/../systemd/keymesh-relay.service")
-      # No peer-secret: the instance mesh is not wired here (README, Known
-      # limits), and a server without --mesh-listen does not use it.
-      secrets = ["relay-key", "ticket-keys", "turn-secret"]
+      # redis-auth: the relays number themselves in the shared Redis.
+      secrets = ["relay-key", "ticket-keys", "turn-secret", "redis-auth", "peer-secret"]
       ports = [
         { port = local.ports.relay, protocol = "UDP" },
         { port = local.ports.relay_tls, protocol = "TCP" },
@@ -89,12 +116,14 @@ locals {
       ]
       # Reached on each instance's own public address, not through the
       # accelerator: TURN relayed addresses and stream-relay UDP presences,
-      # and the TLS stream relay, which listens on every address.
+      # the TLS stream relay, which listens on every address, and the mesh
+      # from the other relays.
       direct = [
         { protocol = "udp", from = var.relay_direct_udp_ports.from, to = var.relay_direct_udp_ports.to },
         { protocol = "tcp", from = local.ports.relay_tls, to = local.ports.relay_tls },
+        { protocol = "udp", from = local.ports.mesh_relay, to = local.ports.mesh_relay },
       ]
-      env = merge(local.acme_env, {
+      env = merge(local.acme_env, local.mesh_env.relay, {
         KEYMESH_LISTEN              = ":${local.ports.relay}"
         KEYMESH_TLS_LISTEN          = ":${local.ports.relay_tls}"
         KEYMESH_ADMIN               = local.admin_listen

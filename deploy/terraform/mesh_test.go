@@ -1,27 +1,36 @@
 package terraform_test
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 )
 
-// meshSettings are the settings the instance mesh needs on each server:
-// without all of them a server has no mesh, and the peer secret is given
-// to nobody (a secret no code uses says a feature is there that is not).
+// meshSettings are the settings the instance mesh needs on each server in
+// an auto-scaling group: without all of them a server has no mesh, and the
+// peer secret is given to nobody (a secret no code uses says a feature is
+// there that is not).
 var meshSettings = map[string][]string{
-	"rendezvous": {"KEYMESH_MESH_LISTEN", "KEYMESH_PEER_SECRET_FILE", "KEYMESH_MESH_ALLOW"},
-	"relay":      {"KEYMESH_MESH_LISTEN", "KEYMESH_PEER_SECRET_FILE", "KEYMESH_INSTANCE", "KEYMESH_MESH_PEERS"},
+	"rendezvous": {"KEYMESH_MESH_LISTEN", "KEYMESH_MESH_ADVERTISE", "KEYMESH_MESH_REGISTRY", "KEYMESH_PEER_SECRET_FILE"},
+	"relay":      {"KEYMESH_MESH_LISTEN", "KEYMESH_MESH_ADVERTISE", "KEYMESH_MESH_REGISTRY", "KEYMESH_PEER_SECRET_FILE"},
 }
 
-// TestMeshWiredWholeOrNotAtAll is issue 11's deployment correctness for the
-// instance mesh: each server either gets every mesh setting (listen
-// address, peer secret, and the rendezvous' source allow-list or the
-// relay's instance number and peer list) and the peer-secret file, or none
-// of them; and the Terraform README's known limits say the mesh is not
-// wired exactly when no server has it. The old configuration gave the
-// relays the peer secret with no mesh to use it.
-func TestMeshWiredWholeOrNotAtAll(t *testing.T) {
+// meshPorts are the servers' mesh ports (locals.tf).
+var meshPorts = map[string]string{"rendezvous": "3490", "relay": "3491"}
+
+// TestMeshWired is issue 11's deployment correctness for the instance
+// mesh: each server gets every mesh setting and the peer-secret file (all
+// or nothing; the old configuration gave the relays the secret with no
+// mesh to use it), binds the mesh to its private address and advertises
+// its public one on the same port (regions reach each other only at
+// public addresses; AWS maps them 1:1), finds the others in the shared
+// Redis it may read (the redis-auth secret), keeps no static instance
+// number, peer list or private-range allow-list (across regions the
+// sources are public addresses an auto-scaling group picks), and has the
+// mesh port open on its instances. The README no longer says the mesh is
+// not wired.
+func TestMeshWired(t *testing.T) {
 	services, _ := rootServices(t, nil)
 	wired := false
 	for it := services.ElementIterator(); it.Next(); {
@@ -35,10 +44,11 @@ func TestMeshWiredWholeOrNotAtAll(t *testing.T) {
 				missing = append(missing, k)
 			}
 		}
-		secret := false
+		secret, redisAuth := false, false
 		for s := svc.GetAttr("secrets").ElementIterator(); s.Next(); {
 			_, v := s.Element()
 			secret = secret || v.AsString() == "peer-secret"
+			redisAuth = redisAuth || v.AsString() == "redis-auth"
 		}
 		switch {
 		case len(have) > 0 && len(missing) > 0:
@@ -46,17 +56,48 @@ func TestMeshWiredWholeOrNotAtAll(t *testing.T) {
 		case secret != (len(have) > 0):
 			t.Errorf("%s: peer-secret fetched = %v, mesh settings = %v: give the secret exactly to servers in the mesh", name.AsString(), secret, have)
 		}
-		wired = wired || len(have) > 0
-		if env.Type().HasAttribute("KEYMESH_MESH_LISTEN") && !strings.HasPrefix(env.GetAttr("KEYMESH_MESH_LISTEN").AsString(), "${PRIVATE_IP}:") {
-			t.Errorf("%s: KEYMESH_MESH_LISTEN=%s: the mesh listens on the instance's private address", name.AsString(), env.GetAttr("KEYMESH_MESH_LISTEN").AsString())
+		if len(missing) > 0 {
+			t.Errorf("%s: mesh not wired: lacks %v", name.AsString(), missing)
+			continue
+		}
+		wired = true
+		get := func(k string) string { return env.GetAttr(k).AsString() }
+		port := meshPorts[name.AsString()]
+		if got := get("KEYMESH_MESH_LISTEN"); got != "${PRIVATE_IP}:"+port {
+			t.Errorf("%s: KEYMESH_MESH_LISTEN=%s: the mesh listens on the instance's private address, port %s", name.AsString(), got, port)
+		}
+		if got := get("KEYMESH_MESH_ADVERTISE"); got != "${PUBLIC_IP}:"+port {
+			t.Errorf("%s: KEYMESH_MESH_ADVERTISE=%s: the mesh is advertised at the instance's public address, same port", name.AsString(), got)
+		}
+		if !strings.HasPrefix(get("KEYMESH_MESH_REGISTRY"), "rediss://:${REDIS_AUTH}@") || !redisAuth {
+			t.Errorf("%s: KEYMESH_MESH_REGISTRY=%s, redis-auth fetched = %v: the membership is the shared Redis, over TLS with its password", name.AsString(), get("KEYMESH_MESH_REGISTRY"), redisAuth)
+		}
+		forbidden := []string{"KEYMESH_MESH_PEERS", "KEYMESH_MESH_ALLOW"}
+		if name.AsString() == "relay" {
+			forbidden = append(forbidden, "KEYMESH_INSTANCE") // the rendezvous' --instance is only a label
+		}
+		for _, k := range forbidden {
+			if env.Type().HasAttribute(k) {
+				t.Errorf("%s: sets %s: with --mesh-registry the membership numbers and lists the instances and is the mesh's source list", name.AsString(), k)
+			}
+		}
+		open := false
+		for d := svc.GetAttr("direct").ElementIterator(); d.Next(); {
+			_, v := d.Element()
+			from, _ := v.GetAttr("from").AsBigFloat().Int64()
+			to, _ := v.GetAttr("to").AsBigFloat().Int64()
+			open = open || v.GetAttr("protocol").AsString() == "udp" && fmt.Sprint(from) == port && fmt.Sprint(to) == port
+		}
+		if !open {
+			t.Errorf("%s: UDP %s (the mesh) is not open on the instances", name.AsString(), port)
 		}
 	}
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if says := strings.Contains(string(readme), "The instance mesh is not wired here"); says == wired {
-		t.Errorf("the mesh is wired = %v, but the README's known limits say %q = %v", wired, "The instance mesh is not wired here", says)
+	if strings.Contains(string(readme), "is not wired here") || !wired {
+		t.Errorf("the mesh is wired = %v; the README must not say it is not", wired)
 	}
 }
 

@@ -15,6 +15,11 @@ resource "tls_private_key" "relay" {
   algorithm = "ED25519"
 }
 
+# Key of the instance mesh (HMAC between instances of one service).
+resource "random_bytes" "peer_secret" {
+  length = 32
+}
+
 # MAC key of the rendezvous's stateless address cookies.
 resource "random_bytes" "cookie_secret" {
   length = 32
@@ -70,6 +75,7 @@ locals {
     "turn-secret"   = "${random_bytes.turn_secret.base64}\n"
     "redis-auth"    = random_password.redis_auth.result
     "join-token"    = "${random_bytes.join_token.base64}\n"
+    "peer-secret"   = "${random_bytes.peer_secret.base64}\n"
     "ticket-keys"   = local.ticket_keys
   }
 

@@ -97,7 +97,7 @@ func rootServices(t *testing.T, overrides map[string]cty.Value) (services, liste
 	funcs := tfFuncs()
 	funcs["file"] = fileFunc
 	funcs["flatten"] = stdlib.FlattenFunc
-	names := append(append([]string{}, peerIDLocals...), "primary_region", "ports", "secret_dir", "admin_listen", "anycast_ips", "public_host", "stream_relay_url", "acme_env", "services", "listeners")
+	names := append(append([]string{}, peerIDLocals...), "primary_region", "ports", "secret_dir", "admin_listen", "anycast_ips", "public_host", "stream_relay_url", "acme_env", "redis_url", "mesh_env", "services", "listeners")
 	for _, n := range names {
 		a, ok := all[n]
 		if !ok {
@@ -202,8 +202,10 @@ func TestUserDataRenders(t *testing.T) {
 			heredoc := strings.Replace(script[start:end+5], "cat >/etc/keymesh/"+name+".env", "cat", 1)
 			got := runBash(t, heredoc, "PUBLIC_IP=203.0.113.7", "PRIVATE_IP=10.0.1.23", "NPROC=2", "REDIS_AUTH=s3cret")
 			for _, want := range map[string][]string{
-				"rendezvous": {"KEYMESH_LISTEN=:3478\n", "KEYMESH_REUSEPORT=2\n", "KEYMESH_REGISTRY=redis\n", "KEYMESH_PUBLIC_ADDR=192.0.2.10\n", "KEYMESH_STREAM_RELAY=wss://192.0.2.10:443/v1/tunnel#" + peerIDOf(testRelayKey) + "\n", "KEYMESH_REDIS=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_RELAY=192.0.2.10:3479,198.51.100.10:3479\n", "KEYMESH_JOIN_TOKEN_FILE=/etc/keymesh/secrets/join-token\n", "KEYMESH_ADMIN=10.0.1.23:9090\n"},
-				"relay":      {"KEYMESH_LISTEN=:3479\n", "KEYMESH_TLS_LISTEN=:443\n", "KEYMESH_TURN_RELAY_IP=0.0.0.0\n", "KEYMESH_TURN_ADVERTISE_IP=203.0.113.7\n", "KEYMESH_TURN_LISTEN=:3480\n", "KEYMESH_ADMIN=10.0.1.23:9090\n", "KEYMESH_STREAM_PRESENCE_IP=0.0.0.0\n", "KEYMESH_STREAM_ADVERTISE_IP=203.0.113.7\n"},
+				"rendezvous": {"KEYMESH_LISTEN=:3478\n", "KEYMESH_REUSEPORT=2\n", "KEYMESH_REGISTRY=redis\n", "KEYMESH_PUBLIC_ADDR=192.0.2.10\n", "KEYMESH_STREAM_RELAY=wss://192.0.2.10:443/v1/tunnel#" + peerIDOf(testRelayKey) + "\n", "KEYMESH_REDIS=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_RELAY=192.0.2.10:3479,198.51.100.10:3479\n", "KEYMESH_JOIN_TOKEN_FILE=/etc/keymesh/secrets/join-token\n", "KEYMESH_ADMIN=10.0.1.23:9090\n",
+					"KEYMESH_MESH_LISTEN=10.0.1.23:3490\n", "KEYMESH_MESH_ADVERTISE=203.0.113.7:3490\n", "KEYMESH_MESH_REGISTRY=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_PEER_SECRET_FILE=/etc/keymesh/secrets/peer-secret\n"},
+				"relay": {"KEYMESH_LISTEN=:3479\n", "KEYMESH_TLS_LISTEN=:443\n", "KEYMESH_TURN_RELAY_IP=0.0.0.0\n", "KEYMESH_TURN_ADVERTISE_IP=203.0.113.7\n", "KEYMESH_TURN_LISTEN=:3480\n", "KEYMESH_ADMIN=10.0.1.23:9090\n", "KEYMESH_STREAM_PRESENCE_IP=0.0.0.0\n", "KEYMESH_STREAM_ADVERTISE_IP=203.0.113.7\n",
+					"KEYMESH_MESH_LISTEN=10.0.1.23:3491\n", "KEYMESH_MESH_ADVERTISE=203.0.113.7:3491\n", "KEYMESH_MESH_REGISTRY=rediss://:s3cret@master.registry.example.cache.amazonaws.com:6379/0\n", "KEYMESH_PEER_SECRET_FILE=/etc/keymesh/secrets/peer-secret\n"},
 			}[name] {
 				if !strings.Contains(got, want) {
 					t.Errorf("environment file lacks %q; it is:\n%s", want, got)

@@ -21,6 +21,7 @@ import (
 	"github.com/keymesh/keymesh/internal/testutil/localuser"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/daemon/daemontest"
 )
 
 // The test binary doubles as the other user's client: run with
@@ -86,7 +87,7 @@ func asOther(mode, arg string) int {
 }
 
 // socksEcho does a SOCKS5 CONNECT to host:8080 and one exchange with the
-// test node's upperAfterEOF service.
+// test node's daemontest.UpperAfterEOF service.
 func socksEcho(proxy, host string) error {
 	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
 	if err != nil {
@@ -187,7 +188,7 @@ func TestOtherUserRefused(t *testing.T) {
 	other := newOtherUser(t)
 	h := startServer(t, daemon.Config{})
 	p := testPeer(t)
-	h.node.Remote(p.String(), upperAfterEOF)
+	h.node.Remote(p.String(), daemontest.UpperAfterEOF)
 
 	// The API socket, in its private directory.
 	if _, err := h.client.Status(tctx(t)); err != nil {

@@ -40,26 +40,30 @@ func (s *Server) addQueueLocked(port uint16, ln net.Listener, sticky bool) *port
 // acceptLoop hands each incoming stream to a waiting caller, holding it for
 // at most AcceptHold.
 func (s *Server) acceptLoop(port uint16, e *portEntry) {
+	s.eachStream(port, e, func(c net.Conn) {
+		t := time.NewTimer(s.cfg.AcceptHold)
+		defer t.Stop()
+		select {
+		case e.queue <- c:
+		case <-t.C:
+			s.log.Info("closed an incoming stream: nobody ran `peer listen` for it", "port", port, "peer", remotePeer(c), "waited", s.cfg.AcceptHold)
+			c.Close()
+		case <-s.ctx.Done():
+			c.Close()
+		}
+	})
+}
+
+// eachStream runs handle, on a goroutine of its own, for each stream e's
+// listener accepts, until the listener closes; then port's entry goes.
+func (s *Server) eachStream(port uint16, e *portEntry, handle func(c net.Conn)) {
 	for {
 		c, err := e.ln.Accept()
 		if err != nil {
 			s.removeIf(port, e)
 			return
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			t := time.NewTimer(s.cfg.AcceptHold)
-			defer t.Stop()
-			select {
-			case e.queue <- c:
-			case <-t.C:
-				s.log.Info("closed an incoming stream: nobody ran `peer listen` for it", "port", port, "peer", remotePeer(c), "waited", s.cfg.AcceptHold)
-				c.Close()
-			case <-s.ctx.Done():
-				c.Close()
-			}
-		}()
+		s.wg.Go(func() { handle(c) })
 	}
 }
 
@@ -192,36 +196,27 @@ func localTarget(port uint16) string {
 
 // exposeLoop connects each stream for port to the local TCP service.
 func (s *Server) exposeLoop(port uint16, e *portEntry) {
-	for {
-		c, err := e.ln.Accept()
+	s.eachStream(port, e, func(c net.Conn) {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		local, err := s.cfg.DialLocal(ctx, "tcp", localTarget(port))
+		cancel()
 		if err != nil {
-			s.removeIf(port, e)
+			s.log.Info("exposed port: local service unreachable", "port", port, "peer", remotePeer(c), "err", err)
+			c.Close()
 			return
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-			local, err := s.cfg.DialLocal(ctx, "tcp", localTarget(port))
-			cancel()
-			if err != nil {
-				s.log.Info("exposed port: local service unreachable", "port", port, "peer", remotePeer(c), "err", err)
-				c.Close()
-				return
-			}
-			if !s.track(c) {
-				c.Close()
-				local.Close()
-				return
-			}
-			s.track(local)
-			defer s.untrack(c)
-			defer s.untrack(local)
-			if err := Splice(c, local); err != nil {
-				s.log.Debug("exposed stream ended with an error", "port", port, "err", err)
-			}
-		}()
-	}
+		if !s.track(c) {
+			c.Close()
+			local.Close()
+			return
+		}
+		s.track(local)
+		defer s.untrack(c)
+		defer s.untrack(local)
+		if err := Splice(c, local); err != nil {
+			s.log.Debug("exposed stream ended with an error", "port", port, "err", err)
+		}
+	})
 }
 
 // handleExpose: POST /v1/expose?port=N[&bg=1]. With bg it answers at once;

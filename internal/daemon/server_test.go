@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,20 +137,9 @@ func TestNoDaemon(t *testing.T) {
 	}
 }
 
-// upperAfterEOF is a remote that reads everything, then answers it in upper
-// case and closes: it only answers when the half-close came through.
-func upperAfterEOF(c net.Conn, port uint16) {
-	defer c.Close()
-	b, err := io.ReadAll(c)
-	if err != nil {
-		return
-	}
-	c.Write([]byte(strings.ToUpper(string(b)) + " port " + strconv.Itoa(int(port))))
-}
-
 func TestDialHalfClose(t *testing.T) {
 	h := startServer(t, daemon.Config{})
-	h.node.Remote("b", upperAfterEOF)
+	h.node.Remote("b", daemontest.UpperAfterEOF)
 	s, err := h.client.Dial(tctx(t), "b", 7)
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +239,7 @@ func TestExpose(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go upperAfterEOF(c, 1)
+			go daemontest.UpperAfterEOF(c, 1)
 		}
 	}()
 	port := uint16(svc.Addr().(*net.TCPAddr).Port)
@@ -317,7 +305,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestStreamResult(t *testing.T) {
 	h := startServer(t, daemon.Config{})
-	h.node.Remote("b", upperAfterEOF)
+	h.node.Remote("b", daemontest.UpperAfterEOF)
 	// A reset: the remote takes a little, then aborts the connection.
 	h.node.Remote("r", func(c net.Conn, _ uint16) {
 		io.ReadFull(c, make([]byte, 10))

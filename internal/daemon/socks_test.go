@@ -15,6 +15,7 @@ import (
 	"github.com/keymesh/keymesh/internal/crypto"
 
 	"github.com/keymesh/keymesh/internal/daemon"
+	"github.com/keymesh/keymesh/internal/daemon/daemontest"
 )
 
 func testPeer(t testing.TB) crypto.PeerID {
@@ -117,8 +118,8 @@ func socksConnect(t *testing.T, proxy, host string, port uint16) (byte, net.Conn
 func TestSOCKS(t *testing.T) {
 	h := startServer(t, daemon.Config{})
 	p := testPeer(t)
-	h.node.Remote(p.String(), upperAfterEOF)
-	h.node.Remote(p.OverlayAddr().String(), upperAfterEOF)
+	h.node.Remote(p.String(), daemontest.UpperAfterEOF)
+	h.node.Remote(p.OverlayAddr().String(), daemontest.UpperAfterEOF)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -11,8 +11,11 @@
 // extra hop at most, and it is just as right with plain BGP anycast, where
 // any instance could have sent it.
 //
-// Messages are single UDP datagrams between the instances' private
-// addresses (codec.go has the layout). Each carries the destination (B's
+// Messages are single UDP datagrams between the instances' mesh addresses
+// (codec.go has the layout): their private addresses, or, where instances
+// reach each other only at public addresses mapped 1:1 onto private ones
+// (AWS across regions), the public one each advertises (Config.Advertise,
+// Node.Self) while its socket binds the private one. Each carries the destination (B's
 // address), the datagram to send there, a send time and a per-process
 // sequence number, and ends in an HMAC-SHA256 tag (truncated to 16 bytes)
 // under a key derived with HKDF from the deployment's peer secret. A Node
@@ -35,4 +38,9 @@
 // callers then send from their own socket instead of into the dead home.
 // The table holds one last-heard time per peer address, bounded by
 // Config.MaxWatched beyond the configured peers.
+//
+// The configured peers and the source allow-list may change at run time
+// (SetPeers, SetAllow), as a membership registry (package meshreg) learns
+// of instances coming and going; the list only decides whose messages get
+// their tag checked, never what is accepted.
 package mesh

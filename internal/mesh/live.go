@@ -38,26 +38,23 @@ const (
 // the table is full.
 type liveness struct {
 	mu    sync.RWMutex
-	max   int
+	max   int // MaxWatched + fixed
+	fixed int // configured peers
 	peers map[netip.AddrPort]*peerLive
 }
 
 type peerLive struct {
 	heard atomic.Int64 // Unix ns of the last authentic message; at first the time it was added
 	used  atomic.Int64 // Unix ns of the last Alive call
-	fixed bool         // a configured peer: never forgotten
+	fixed atomic.Bool  // a configured peer: never forgotten
 }
 
 func newLiveness(max int, fixed []netip.AddrPort, now int64) *liveness {
 	if max <= 0 {
 		max = DefaultMaxWatched
 	}
-	l := &liveness{max: max + len(fixed), peers: make(map[netip.AddrPort]*peerLive, len(fixed))}
-	for _, a := range fixed {
-		p := &peerLive{fixed: true}
-		p.heard.Store(now)
-		l.peers[unmapAP(a)] = p
-	}
+	l := &liveness{max: max, peers: make(map[netip.AddrPort]*peerLive, len(fixed))}
+	l.setFixed(fixed, now)
 	return l
 }
 
@@ -85,7 +82,7 @@ func (l *liveness) add(a netip.AddrPort, now int64) *peerLive {
 			found bool
 		)
 		for k, p := range l.peers {
-			if p.fixed {
+			if p.fixed.Load() {
 				continue
 			}
 			at := max(p.heard.Load(), p.used.Load())
@@ -110,7 +107,7 @@ func (l *liveness) targets(dst []netip.AddrPort, now int64) []netip.AddrPort {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for a, p := range l.peers {
-		if !p.fixed && now-max(p.heard.Load(), p.used.Load()) > int64(forgetAfter) {
+		if !p.fixed.Load() && now-max(p.heard.Load(), p.used.Load()) > int64(forgetAfter) {
 			delete(l.peers, a)
 			continue
 		}
@@ -132,7 +129,7 @@ func (n *Node) Alive(to netip.AddrPort) bool {
 			return true
 		}
 	}
-	if !p.fixed && now-p.used.Load() > int64(HeartbeatInterval) {
+	if !p.fixed.Load() && now-p.used.Load() > int64(HeartbeatInterval) {
 		p.used.Store(now)
 	}
 	return now-p.heard.Load() <= int64(DeadAfter)
@@ -164,15 +161,53 @@ func (n *Node) heard(from netip.AddrPort, heartbeat bool, now int64) {
 	}
 }
 
+// setFixed makes peers the configured set: they are watched for good, and
+// the configured peers no longer among them become ordinary watched entries
+// (forgotten once neither heard nor asked about for forgetAfter). The
+// table's bound is MaxWatched beyond the set.
+func (l *liveness) setFixed(peers []netip.AddrPort, now int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	want := make(map[netip.AddrPort]struct{}, len(peers))
+	for _, a := range peers {
+		want[unmapAP(a)] = struct{}{}
+	}
+	for a, p := range l.peers {
+		if _, ok := want[a]; ok {
+			p.fixed.Store(true)
+		} else if p.fixed.Load() {
+			p.fixed.Store(false)
+			p.used.Store(now)
+		}
+	}
+	l.max += len(want) - l.fixed
+	l.fixed = len(want)
+	for a := range want {
+		if l.peers[a] == nil {
+			p := &peerLive{}
+			p.fixed.Store(true)
+			p.heard.Store(now)
+			l.peers[a] = p
+		}
+	}
+}
+
+// SetPeers replaces Config.Peers, the peers the node watches for good (a
+// membership registry's current list). A new peer counts as alive for
+// DeadAfter, as at the start.
+func (n *Node) SetPeers(peers []netip.AddrPort) {
+	n.live.setFixed(peers, n.cfg.Now().UnixNano())
+}
+
 // Beat sends one heartbeat to each watched peer (Heartbeat calls it every
-// HeartbeatInterval).
+// HeartbeatInterval), naming Self.
 func (n *Node) Beat() {
-	self := n.Addr()
+	self, bound := n.Self(), n.Addr()
 	n.beatMu.Lock()
 	defer n.beatMu.Unlock()
 	n.beatTo = n.live.targets(n.beatTo[:0], n.cfg.Now().UnixNano())
 	for _, to := range n.beatTo {
-		if to == self {
+		if to == self || to == bound {
 			continue
 		}
 		var err error

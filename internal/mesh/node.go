@@ -42,12 +42,21 @@ type Config struct {
 	// sends and receives mesh messages. Required; the caller opens and
 	// closes it.
 	Conn *net.UDPConn
+	// Advertise is the address other instances reach this node at and
+	// that its heartbeats name (Self): the instance's public address when
+	// Conn is bound to a private one and the cloud maps the public address
+	// 1:1 onto it (AWS), so that instances in other regions, whose private
+	// networks do not reach this one, still can. Its messages to another
+	// instance's public address then arrive from Advertise, as the
+	// heartbeat check needs. Default: Conn's address.
+	Advertise netip.AddrPort
 	// Handle gets every accepted message. Required to receive.
 	Handle Handler
 	// Allow and AllowPrefixes, when either is not empty, list the only
 	// source addresses accepted (the instances' mesh addresses, or the
 	// private ranges they come from): anything else is dropped before any
-	// other check, the tag's HMAC above all.
+	// other check, the tag's HMAC above all. SetAllow adds addresses
+	// learnt at run time (a membership registry) and turns the list on.
 	Allow         []netip.Addr
 	AllowPrefixes []netip.Prefix
 	// ClockSkew bounds the send-time difference. Default DefaultClockSkew.
@@ -108,8 +117,8 @@ type Node struct {
 	seq    atomic.Uint64
 	lim    *ratelimit.Limiter
 	replay *replayTable
-	allow  map[netip.Addr]struct{}
-	bufs   sync.Pool // of *[]byte, for Forward
+	allow  atomic.Pointer[map[netip.Addr]struct{}] // nil: any source
+	bufs   sync.Pool                               // of *[]byte, for Forward
 	live   *liveness
 
 	beatMu  sync.Mutex // guards beatTo and beatBuf
@@ -154,10 +163,13 @@ func NewNode(cfg Config) (*Node, error) {
 		live:   newLiveness(cfg.MaxWatched, cfg.Peers, cfg.Now().UnixNano()),
 	}
 	if len(cfg.Allow) > 0 || len(cfg.AllowPrefixes) > 0 {
-		n.allow = make(map[netip.Addr]struct{}, len(cfg.Allow))
-		for _, a := range cfg.Allow {
-			n.allow[a.Unmap()] = struct{}{}
+		n.SetAllow(nil)
+	}
+	if cfg.Advertise.IsValid() {
+		if cfg.Advertise.Addr().IsUnspecified() || cfg.Advertise.Port() == 0 {
+			return nil, fmt.Errorf("%w: Advertise %v is not a specific ip:port", ErrConfig, cfg.Advertise)
 		}
+		n.cfg.Advertise = unmapAP(cfg.Advertise)
 	}
 	n.bufs.New = func() any { b := make([]byte, 0, MaxMessage); return &b }
 	return n, nil
@@ -167,6 +179,33 @@ func NewNode(cfg Config) (*Node, error) {
 func (n *Node) Addr() netip.AddrPort {
 	a := n.cfg.Conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// Self is the address the node names as its own: Config.Advertise, or the
+// socket's address. Other instances send to it, and registrations record
+// it as a peer's home.
+func (n *Node) Self() netip.AddrPort {
+	if n.cfg.Advertise.IsValid() {
+		return n.cfg.Advertise
+	}
+	return n.Addr()
+}
+
+// SetAllow replaces the source addresses learnt at run time (other
+// instances' addresses from a membership registry) and turns the source
+// allow-list on: from then on a message is accepted from Config.Allow,
+// Config.AllowPrefixes and these addresses only. The list is a cheap filter
+// in front of the tag; it grants nothing: a message from an allowed address
+// still needs the tag, the clock and the replay window.
+func (n *Node) SetAllow(addrs []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(n.cfg.Allow)+len(addrs))
+	for _, a := range n.cfg.Allow {
+		m[a.Unmap()] = struct{}{}
+	}
+	for _, a := range addrs {
+		m[a.Unmap()] = struct{}{}
+	}
+	n.allow.Store(&m)
 }
 
 // Stats returns the node's counters.
@@ -247,7 +286,7 @@ func (n *Node) Serve(ctx context.Context) error {
 func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, bool) {
 	n.received.Add(1)
 	src := from.Addr().Unmap()
-	if n.allow != nil && !n.allowed(src) {
+	if allow := n.allow.Load(); allow != nil && !n.allowed(*allow, src) {
 		return Message{}, n.drop(DropStranger)
 	}
 	m, err := Parse(b)
@@ -281,8 +320,8 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 }
 
 // allowed reports whether src is in Config.Allow or AllowPrefixes.
-func (n *Node) allowed(src netip.Addr) bool {
-	if _, ok := n.allow[src]; ok {
+func (n *Node) allowed(allow map[netip.Addr]struct{}, src netip.Addr) bool {
+	if _, ok := allow[src]; ok {
 		return true
 	}
 	for _, p := range n.cfg.AllowPrefixes {

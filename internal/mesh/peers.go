@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // Peers maps instance numbers (1 to 65535) to their mesh addresses.
@@ -53,4 +54,39 @@ func (p Peers) Addrs() []netip.Addr {
 		out = append(out, p[uint16(id)].Addr())
 	}
 	return out
+}
+
+// Directory is an instance's number and its peers' mesh addresses, for
+// readers on the data path while a membership registry replaces them. The
+// zero Directory has no number and no peers. It is safe for concurrent use.
+type Directory struct {
+	self  atomic.Uint32
+	peers atomic.Pointer[Peers]
+}
+
+// NewDirectory returns a directory holding self and peers (kept, not
+// copied: do not change peers afterwards).
+func NewDirectory(self uint16, peers Peers) *Directory {
+	d := &Directory{}
+	d.Set(self, peers)
+	return d
+}
+
+// Set replaces the number and the peers (kept, not copied).
+func (d *Directory) Set(self uint16, peers Peers) {
+	d.peers.Store(&peers)
+	d.self.Store(uint32(self))
+}
+
+// Self is this instance's number; 0: none.
+func (d *Directory) Self() uint16 { return uint16(d.self.Load()) }
+
+// Lookup returns the mesh address of instance n.
+func (d *Directory) Lookup(n uint16) (netip.AddrPort, bool) {
+	p := d.peers.Load()
+	if p == nil {
+		return netip.AddrPort{}, false
+	}
+	a, ok := (*p)[n]
+	return a, ok
 }

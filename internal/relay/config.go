@@ -147,6 +147,11 @@ type Config struct {
 	// packet is forwarded from here.
 	Mesh      MeshSender
 	MeshPeers map[uint16]netip.AddrPort
+	// Members, when set, replaces Instance and MeshPeers with a number and
+	// peers that change at run time (a membership registry, package
+	// meshreg): tickets name its Self (none while it is 0), and its
+	// Lookup finds the other instances.
+	Members MeshMembers
 }
 
 func (c Config) withDefaults() Config {
@@ -187,7 +192,7 @@ func (c Config) validate() error {
 	if c.Batch < 1 || c.Batch > 1024 {
 		return fmt.Errorf("%w: batch %d is not within 1..1024", ErrConfig, c.Batch)
 	}
-	if c.Mesh != nil && c.Instance == 0 {
+	if c.Mesh != nil && c.Instance == 0 && c.Members == nil {
 		return fmt.Errorf("%w: a mesh needs this relay's instance number", ErrConfig)
 	}
 	r := c.RateLimit

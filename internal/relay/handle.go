@@ -243,7 +243,7 @@ func (w *worker) bind(pkt []byte, src netip.AddrPort, now time.Time, nowNs int64
 		return actDrop, nil, netip.AddrPort{}
 	}
 	expiry := now.Add(s.cfg.TicketTTL)
-	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: r.ID, Expiry: expiry, Instance: s.cfg.Instance})
+	w.ticket = s.cfg.Keys.Seal(w.ticket[:0], crypto.Ticket{Addr: src, ID: r.ID, Expiry: expiry, Instance: s.members.Self()})
 	out := wire.AppendRelayBound(reply[:0], wire.RelayBound{
 		Ticket: w.ticket, Observed: src, Expiry: expiry, Cookie: w.cookies.Make(src), Echo: r.Echo,
 	})

@@ -18,6 +18,13 @@ type MeshSender interface {
 	Suspect(to netip.AddrPort) bool
 }
 
+// MeshMembers tells this relay's instance number (0: none) and the mesh
+// addresses of the others, as they change. *mesh.Directory is one.
+type MeshMembers interface {
+	Self() uint16
+	Lookup(instance uint16) (netip.AddrPort, bool)
+}
+
 // home returns the mesh address of the instance a ticket names when the
 // packet must leave from there: another instance this one knows and heard
 // from lately. A dead home (its region down: the front door has moved its
@@ -25,10 +32,10 @@ type MeshSender interface {
 // suspect home (mesh.SuspectAfter without a heartbeat) is returned with
 // suspect set: the packet goes through it and from here too.
 func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
-	if instance == 0 || instance == s.cfg.Instance || s.cfg.Mesh == nil {
+	if instance == 0 || s.cfg.Mesh == nil || instance == s.members.Self() {
 		return netip.AddrPort{}, false, false
 	}
-	a, ok = s.cfg.MeshPeers[instance]
+	a, ok = s.members.Lookup(instance)
 	if !ok || !s.cfg.Mesh.Alive(a) {
 		return netip.AddrPort{}, false, false
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -25,6 +26,9 @@ type Server struct {
 	cookieSecret []byte
 	m            *metrics
 	serving      atomic.Int32
+	// members is Config.Members, or a fixed one from Instance and
+	// MeshPeers.
+	members MeshMembers
 }
 
 // New checks cfg and makes a Server. It does not listen: hand it sockets
@@ -38,12 +42,17 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	members := cfg.Members
+	if members == nil {
+		members = mesh.NewDirectory(cfg.Instance, cfg.MeshPeers)
+	}
 	return &Server{
 		cfg:          cfg,
 		log:          cfg.Logger,
 		lim:          newLimits(cfg.RateLimit, cfg.Now().UnixNano()),
 		cookieSecret: cfg.Keys.CookieSecret(),
 		m:            m,
+		members:      members,
 	}, nil
 }
 

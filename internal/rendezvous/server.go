@@ -200,18 +200,9 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 			}
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if stop, rerr := s.readFailed(ctx, err, &backoff); stop {
+				return rerr
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("rendezvous socket: %w", err)
-			}
-			s.log.Warn("rendezvous read failed", "err", err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = time.Millisecond
@@ -231,6 +222,26 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 			}
 		}
 	}
+}
+
+// readFailed says what a read error means to a read loop: stop, returning
+// ret, when ctx has ended (nil) or the socket is closed; else read again,
+// after waiting backoff (which it doubles, up to a second) when the error
+// is not a timeout.
+func (s *Server) readFailed(ctx context.Context, err error, backoff *time.Duration) (stop bool, ret error) {
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return false, nil
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return true, fmt.Errorf("rendezvous socket: %w", err)
+	}
+	s.log.Warn("rendezvous read failed", "err", err)
+	time.Sleep(*backoff)
+	*backoff = min(2**backoff, time.Second)
+	return false, nil
 }
 
 // readBatches is readLoop for a UDP socket: it takes up to readBatch
@@ -256,18 +267,9 @@ func (s *Server) readBatches(ctx context.Context, conn *net.UDPConn) error {
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if stop, rerr := s.readFailed(ctx, err, &backoff); stop {
+				return rerr
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("rendezvous socket: %w", err)
-			}
-			s.log.Warn("rendezvous read failed", "err", err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = time.Millisecond

@@ -49,6 +49,33 @@ func count(clk *fakeClock, d time.Duration) int {
 	return n
 }
 
+// runKeepalives runs fs's client on clk (jitter drawn at the middle),
+// answers its first Register as instance, and waits until the client arms
+// its first keepalive interval ka. The registration's own retransmission
+// wait (rto, the client's Retransmit) was armed before it: it returns rto
+// and how many waits of rto are armed.
+func runKeepalives(t *testing.T, fs *fakeServer, clk *fakeClock, ka time.Duration, instance string) (rto time.Duration, armed int) {
+	t.Helper()
+	fs.client.after = clk.after
+	fs.client.jitter = func() float64 { return 0.5 }
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go fs.client.Run(ctx)
+	if _, ok := fs.next().Body.(*wire.Register); !ok {
+		t.Fatal("Run did not register first")
+	}
+	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: instance})
+	rto = fs.client.cfg.Retransmit
+	for count(clk, ka) == 0 {
+		select {
+		case <-clk.armed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no keepalive interval armed within 5 s of the registration")
+		}
+	}
+	return rto, count(clk, rto)
+}
+
 // TestKeepaliveMissesReregister: between registrations the client sends a
 // Keepalive every Config.Keepalive (on the injected clock); an answered
 // one waits for the next interval, an unanswered one is repeated after a
@@ -58,29 +85,11 @@ func TestKeepaliveMissesReregister(t *testing.T) {
 	const ka = time.Second
 	fs := newFake(t, func(c *Config) { c.Keepalive = ka })
 	clk := newFakeClock()
-	fs.client.after = clk.after
-	fs.client.jitter = func() float64 { return 0.5 }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fs.client.Run(ctx)
-	if _, ok := fs.next().Body.(*wire.Register); !ok {
-		t.Fatal("Run did not register first")
-	}
-	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "r1"})
 	// Each round waits an interval, sends, and waits a retransmission
 	// timeout (Retransmit, 20 ms here; jitter drawn at the middle) for the
 	// answer.
-	rto := fs.client.cfg.Retransmit
-	// The registration's own retransmission wait (also rto) was armed
-	// before the first keepalive interval: count it out.
-	for count(clk, ka) == 0 {
-		select {
-		case <-clk.armed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no keepalive interval armed within 5 s of the registration")
-		}
-	}
-	n, m := 0, count(clk, rto)
+	rto, m := runKeepalives(t, fs, clk, ka, "r1")
+	n := 0
 	send := func(d time.Duration, what wire.MsgType) {
 		t.Helper()
 		if d == ka {
@@ -198,22 +207,8 @@ func TestKeepaliveOldServerNoReregister(t *testing.T) {
 	const ka = time.Second
 	fs := newFake(t, func(c *Config) { c.Keepalive = ka })
 	clk := newFakeClock()
-	fs.client.after = clk.after
-	fs.client.jitter = func() float64 { return 0.5 }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go fs.client.Run(ctx)
-	fs.next()
-	fs.deliver(&wire.Registered{TTL: 60, Refresh: 20, Instance: "old"})
-	rto := fs.client.cfg.Retransmit
-	for count(clk, ka) == 0 {
-		select {
-		case <-clk.armed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no keepalive interval armed within 5 s of the registration")
-		}
-	}
-	n, m := 0, count(clk, rto)
+	rto, m := runKeepalives(t, fs, clk, ka, "old")
+	n := 0
 	for range 2 {
 		n = fireWait(t, clk, ka, n)
 		for range keepaliveMisses {

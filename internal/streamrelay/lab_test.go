@@ -162,25 +162,13 @@ type nsRecorder struct {
 
 func (l *netnsLab) recorder(ns, addr string) *nsRecorder {
 	l.t.Helper()
-	r := &nsRecorder{addr: netip.MustParseAddrPort(addr)}
 	var c *net.UDPConn
 	l.in(l.t, ns, func() (err error) {
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(r.addr))
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
 		return err
 	})
 	l.t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			r.from.Store(&from)
-			r.n.Add(1)
-		}
-	}()
-	return r
+	return l.recorderOn(c)
 }
 
 // openTunnel starts a stream relay inside relayNS (its TLS listener and

@@ -90,19 +90,11 @@ func botSocket(e *env, i int) (*net.UDPConn, *atomic.Pointer[rzclient.Client], e
 	}
 	cur := &atomic.Pointer[rzclient.Client]{}
 	go func() {
-		buf := make([]byte, wire.MaxFrame)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
+		readFrames(conn, func(frame []byte, from netip.AddrPort) {
 			if c := cur.Load(); c != nil {
-				c.HandleFrame(buf[:n], from)
+				c.HandleFrame(frame, from)
 			}
-		}
+		})
 	}()
 	return conn, cur, nil
 }
@@ -262,17 +254,9 @@ func punchFlood(ctx context.Context, e *env) error {
 			return
 		}
 		go func() {
-			buf := make([]byte, wire.MaxFrame)
-			for {
-				n, from, err := conn.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-					continue
-				}
-				c.HandleFrame(buf[:n], from)
-			}
+			readFrames(conn, func(frame []byte, from netip.AddrPort) {
+				c.HandleFrame(frame, from)
+			})
 		}()
 		go func() { _ = c.Run(ctx) }()
 		select {

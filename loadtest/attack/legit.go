@@ -202,18 +202,10 @@ func (p *population) newPeer() (*legitPeer, error) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		buf := make([]byte, wire.MaxFrame)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			lp.rxBytes.Add(int64(n))
-			lp.client.HandleFrame(buf[:n], from)
-		}
+		readFrames(conn, func(frame []byte, from netip.AddrPort) {
+			lp.rxBytes.Add(int64(len(frame)))
+			lp.client.HandleFrame(frame, from)
+		})
 	}()
 	return lp, nil
 }
@@ -241,18 +233,10 @@ func (p *population) startRelayPair(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		buf := make([]byte, wire.MaxFrame)
-		for {
-			n, _, err := p.relayB.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			_, payload, err := wire.ParseData(buf[:n])
+		readFrames(p.relayB, func(frame []byte, _ netip.AddrPort) {
+			_, payload, err := wire.ParseData(frame)
 			if err != nil || len(payload) < 8 {
-				continue
+				return
 			}
 			seq := binary.BigEndian.Uint64(payload)
 			p.relayMu.Lock()
@@ -261,7 +245,7 @@ func (p *population) startRelayPair(ctx context.Context) error {
 				delete(p.relayWait, seq)
 			}
 			p.relayMu.Unlock()
-		}
+		})
 	}()
 	return nil
 }
@@ -423,4 +407,20 @@ func (p *population) drive(ctx context.Context, rate float64) map[Op]OpResult {
 		out[op] = st.result()
 	}
 	return out
+}
+
+// readFrames hands each datagram conn reads to handle (frame is valid until
+// handle returns) until conn is closed.
+func readFrames(conn *net.UDPConn, handle func(frame []byte, from netip.AddrPort)) {
+	buf := make([]byte, wire.MaxFrame)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		handle(buf[:n], from)
+	}
 }

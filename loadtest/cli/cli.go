@@ -1,6 +1,8 @@
 // Package cli is what the loadtest subcommands share: the usage text and the
-// flags-only check of every subcommand (ParseOnlyFlags), the lab's binaries
-// and logger, and a few helpers for their tables. Each subcommand is its own
+// flags-only check of every subcommand (ParseOnlyFlags); for those that run
+// the NAT lab, their --bin, --keep and -v flags and the config they start
+// from (Lab), the binaries and logger, the progress bar and the closing of
+// the lab; and a few helpers for their tables. Each subcommand is its own
 // package under loadtest/ with the same entry,
 //
 //	func Main(ctx context.Context, args []string) error

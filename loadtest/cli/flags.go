@@ -21,11 +21,3 @@ func ParseOnlyFlags(fs *flag.FlagSet, name, about string, args []string) error {
 	}
 	return nil
 }
-
-// LabFlags adds the flags the lab subcommands share to fs: --bin (prebuilt
-// binaries, for LabBinaries), --keep (the work directory) and -v (LabLogger).
-func LabFlags(fs *flag.FlagSet, bin *string, keep, verbose *bool) {
-	fs.StringVar(bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
-	fs.BoolVar(keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
-	fs.BoolVar(verbose, "v", false, "log the lab's progress on stderr")
-}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -75,4 +76,32 @@ func CloseLab(name string, lab *labrun.Lab, keep bool) {
 	if keep {
 		fmt.Fprintf(os.Stderr, "work directory kept: %s\n", lab.Work)
 	}
+}
+
+// Lab is what the lab subcommands share: their --bin, --keep and -v flags
+// (Flags) and the lab config they start from (Config).
+type Lab struct {
+	Bin           string // prebuilt binaries (LabBinaries)
+	Keep, Verbose bool   // keep the work directory; log the lab's progress (LabLogger)
+}
+
+// Flags adds --bin, --keep and -v to fs.
+func (l *Lab) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&l.Bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
+	fs.BoolVar(&l.Keep, "keep", false, "keep the work directory (keys, sockets, every process's log)")
+	fs.BoolVar(&l.Verbose, "v", false, "log the lab's progress on stderr")
+}
+
+// Config refuses to run without root (NeedRoot), builds the binaries or
+// takes --bin's (LabBinaries) and returns the config every lab starts from:
+// the binaries, the logger and --keep. The caller defers cleanup.
+func (l *Lab) Config(ctx context.Context) (cfg labrun.Config, cleanup func(), err error) {
+	if err := NeedRoot(); err != nil {
+		return cfg, func() {}, err
+	}
+	bins, cleanup, err := LabBinaries(ctx, l.Bin)
+	if err != nil {
+		return cfg, cleanup, err
+	}
+	return labrun.Config{Bins: bins, Logger: LabLogger(l.Verbose), KeepWork: l.Keep}, cleanup, nil
 }

@@ -21,18 +21,16 @@ import (
 
 // faultsOpts configures `loadtest faults`.
 type faultsOpts struct {
-	faults  []Fault
-	runs    int
-	rate    int64
-	size    int64
-	at      time.Duration
-	hold    time.Duration
-	idle    time.Duration
-	out     string
-	record  string
-	bin     string
-	keep    bool
-	verbose bool
+	faults []Fault
+	runs   int
+	rate   int64
+	size   int64
+	at     time.Duration
+	hold   time.Duration
+	idle   time.Duration
+	out    string
+	record string
+	lab    cli.Lab // --bin, --keep, -v
 }
 
 func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
@@ -48,7 +46,7 @@ func parseFaultsFlags(args []string, stderr io.Writer) (faultsOpts, error) {
 	fs.DurationVar(&o.idle, "idle", 12*time.Second, "how long the stream pauses in nat-idle runs (the NATs' UDP mapping timeout is 10s)")
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for faults.md and faults.json")
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/faults")
-	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
+	o.lab.Flags(fs)
 	if err := cli.ParseOnlyFlags(fs, "faults",
 		"Builds the NAT lab (network namespaces, needs root), runs the rendezvous and the\n"+
 			"relay on a lab server, and for each fault starts two peers in fresh sites, keeps a\n"+
@@ -97,12 +95,13 @@ func Main(ctx context.Context, args []string) error {
 			break
 		}
 	}
-	log := cli.LabLogger(o.verbose)
-	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
+	base, cleanup, err := o.lab.Config(ctx)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
-	defer cleanup()
+	regionsCfg := base
+	regionsCfg.Regions, regionsCfg.InstanceArgs = 2, labrun.MeshArgs
 	bar := cli.Progress(len(o.faults)*o.runs, "faults")
 	started := time.Now()
 	var one, regions []Fault
@@ -120,8 +119,8 @@ func Main(ctx context.Context, args []string) error {
 		cfg    labrun.Config
 		what   string
 	}{
-		{one, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep}, "rendezvous and relay on a lab server"},
-		{regions, labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: 2, InstanceArgs: labrun.MeshArgs},
+		{one, base, "rendezvous and relay on a lab server"},
+		{regions, regionsCfg,
 			"two regions behind anycast addresses, a shared Redis, the instance mesh"},
 	} {
 		if len(set.faults) == 0 || ctx.Err() != nil {
@@ -174,7 +173,7 @@ func runFaultsIn(ctx context.Context, cfg labrun.Config, fs []Fault, o faultsOpt
 	if err != nil {
 		return nil, err
 	}
-	defer cli.CloseLab("faults", lab, o.keep)
+	defer cli.CloseLab("faults", lab, o.lab.Keep)
 	var all []Result
 	for _, f := range fs {
 		for run := 1; run <= o.runs && ctx.Err() == nil; run++ {

@@ -405,7 +405,7 @@ func (l *Lab) Home(ctx context.Context, s *natlab.Site, region int) error {
 // ExpandArgs splits a template of flags on white space and fills in, for
 // instance in of lab l: {name}, {region}, {n} (its region's number, from
 // 1), {role}, {addr} (its regional address), {anycast}, {listen}, {secret}
-// (l.PeerSecretFile), {peers} or {peers:PORT}: the regional addresses
+// (l.PeerSecretFile), {redis} (the shared Redis's URL), {peers} or {peers:PORT}: the regional addresses
 // (with :PORT) of the other instances of its role, comma-separated, and
 // {peermap:PORT}: every instance of its role as n=addr:PORT,
 // comma-separated. For Config.InstanceArgs:
@@ -437,7 +437,7 @@ func ExpandArgs(tmpl string, in *Instance, l *Lab) []string {
 		f = strings.NewReplacer(
 			"{name}", in.Name, "{region}", in.Region, "{n}", strings.TrimPrefix(in.Region, "r"), "{role}", in.Role,
 			"{addr}", in.Host.Addr.String(), "{anycast}", in.Anycast.String(),
-			"{listen}", in.Listen.String(), "{secret}", secretFile,
+			"{listen}", in.Listen.String(), "{secret}", secretFile, "{redis}", l.RedisURL(),
 		).Replace(f)
 		for {
 			i := strings.Index(f, "{peers")
@@ -474,6 +474,24 @@ func MeshArgs(in *Instance, l *Lab) []string {
 		return ExpandArgs("--instance {n} --mesh-listen {addr}:3490 --mesh-peers {peermap:3490} --peer-secret-file {secret}", in, l)
 	}
 	return ExpandArgs("--mesh-listen {addr}:3491 --peer-secret-file {secret}", in, l)
+}
+
+// MeshRegistryArgs are MeshArgs without fixed lists: the instances of each
+// role claim their numbers and find each other in the shared Redis
+// (--mesh-registry), as auto-scaling groups do.
+func MeshRegistryArgs(in *Instance, l *Lab) []string {
+	if in.Role == RoleRelay {
+		return ExpandArgs("--mesh-listen {addr}:3490 --mesh-registry {redis} --peer-secret-file {secret}", in, l)
+	}
+	return ExpandArgs("--mesh-listen {addr}:3491 --mesh-registry {redis} --peer-secret-file {secret}", in, l)
+}
+
+// RedisURL is the URL of the regions' shared Redis; empty without regions.
+func (l *Lab) RedisURL() string {
+	if l == nil || l.Redis == nil {
+		return ""
+	}
+	return fmt.Sprintf("redis://%s/0", netip.AddrPortFrom(l.Redis.Addr, redisPort))
 }
 
 func parsePort(s string) uint16 {

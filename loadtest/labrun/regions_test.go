@@ -38,6 +38,12 @@ func TestExpandArgs(t *testing.T) {
 	if got := ExpandArgs("  ", all[0], l); len(got) != 0 {
 		t.Errorf("empty template gave %q", got)
 	}
+	l.Redis = &natlab.Host{Addr: netip.MustParseAddr("203.0.113.20")}
+	got = MeshRegistryArgs(all[2], l)
+	want = []string{"--mesh-listen", "203.0.113.12:3490", "--mesh-registry", "redis://203.0.113.20:6379/0", "--peer-secret-file", "/k/peer.secret"}
+	if !slices.Equal(got, want) {
+		t.Errorf("MeshRegistryArgs:\n got %q\nwant %q", got, want)
+	}
 }
 
 func TestGapSink(t *testing.T) {

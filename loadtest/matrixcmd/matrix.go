@@ -27,21 +27,20 @@ import (
 
 // matrixOpts configures `loadtest matrix`.
 type matrixOpts struct {
-	types    []natlab.NATType
-	trials   int
-	out      string
-	timeout  time.Duration
-	parallel int
-	bin      string
-	record   string
-	keep     bool
-	quick    bool
-	verbose  bool
-	regions  int
-	door     natlab.FrontDoor
-	rdvArgs  string
-	relArgs  string
-	mesh     bool
+	types        []natlab.NATType
+	trials       int
+	out          string
+	timeout      time.Duration
+	parallel     int
+	record       string
+	quick        bool
+	lab          cli.Lab // --bin, --keep, -v
+	regions      int
+	door         natlab.FrontDoor
+	rdvArgs      string
+	relArgs      string
+	mesh         bool
+	meshRegistry bool
 	// server, stream and routes: servers outside the lab (--server).
 	server string
 	stream string
@@ -57,13 +56,14 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("loadtest", "results"), "`directory` for matrix.md, matrix.json, matrix.svg (and logs of failed trials)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "per trial: how long A pings B waiting for a direct path")
 	fs.IntVar(&o.parallel, "parallel", 1, "pairs run at once, each in its own sites (more is faster but loads the 2 cores)")
-	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
+	o.lab.Flags(fs)
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the results at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/matrix-regions-bgp")
 	fs.BoolVar(&o.quick, "quick", false, "end each trial once its pair's expected outcome is reached (pass/fail only: a pair expected to relay does not wait --timeout for a direct path)")
 	fs.IntVar(&o.regions, "regions", 0, "run the servers in this many regions behind anycast addresses, A's site nearest region 1 and B's region 2 (0: one server host)")
 	door := fs.String("frontdoor", "accel", "anycast model with --regions: accel (managed accelerator: DNAT, instances' own sends leave from their regional address) or bgp (every instance holds the anycast address)")
 	fs.StringVar(&o.rdvArgs, "rendezvous-args", "", "extra flags for every rendezvous instance with --regions; {name} {region} {addr} {anycast} {listen} {secret} {peers} {peers:PORT} are filled in per instance")
 	fs.BoolVar(&o.mesh, "mesh", false, "with --regions, join the instances in a mesh (relays: --instance, --mesh-listen, --mesh-peers; rendezvous: --mesh-listen; both --peer-secret-file), so a Punch and a relayed packet leave from the peer's home instance")
+	fs.BoolVar(&o.meshRegistry, "mesh-registry", false, "with --mesh, the instances claim their numbers and find each other in the lab's Redis (--mesh-registry) instead of fixed --instance and --mesh-peers lists")
 	fs.StringVar(&o.relArgs, "relay-args", "", "extra flags for every relay instance with --regions, with the same fill-ins as --rendezvous-args")
 	fs.StringVar(&o.server, "server", "", "`connect string` (host:port#server-id, as the rendezvous prints it) of a rendezvous outside the lab: run the lab's NATs against it instead of starting servers (the lab's internet is linked to this host, which must reach the servers; see --route)")
 	fs.StringVar(&o.stream, "stream-relay", "", "with --server: the stream relay `URL` (wss://host:port/v1/tunnel#relay-id) given to every peer (udp-blocked peers need it to register)")
@@ -91,6 +91,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (matrixOpts, error) {
 		return o, fmt.Errorf("--regions %d: want 0 (one server host) to 3", o.regions)
 	case o.regions == 0 && (o.rdvArgs != "" || o.relArgs != "" || o.mesh):
 		return o, errors.New("--mesh, --rendezvous-args and --relay-args are for instances: add --regions 2")
+	case o.meshRegistry && !o.mesh:
+		return o, errors.New("--mesh-registry is a kind of mesh: add --mesh")
 	}
 	if o.server == "" && (o.stream != "" || *routes != "") {
 		return o, errors.New("--stream-relay and --route are for servers outside the lab: add --server")
@@ -125,18 +127,12 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := cli.NeedRoot(); err != nil {
-		return err
-	}
-	log := cli.LabLogger(o.verbose)
-
-	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
+	cfg, cleanup, err := o.lab.Config(ctx)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-
-	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep, Regions: o.regions, FrontDoor: o.door}
+	cfg.Regions, cfg.FrontDoor = o.regions, o.door
 	if o.server != "" {
 		ext, err := matrixExternal(o)
 		if err != nil {
@@ -150,7 +146,10 @@ func Main(ctx context.Context, args []string) error {
 	if o.rdvArgs != "" || o.relArgs != "" || o.mesh {
 		cfg.InstanceArgs = func(in *labrun.Instance, l *labrun.Lab) []string {
 			var args []string
-			if o.mesh {
+			switch {
+			case o.meshRegistry:
+				args = labrun.MeshRegistryArgs(in, l)
+			case o.mesh:
 				args = labrun.MeshArgs(in, l)
 			}
 			tmpl := o.relArgs
@@ -166,7 +165,7 @@ func Main(ctx context.Context, args []string) error {
 	}
 	// Close runs on every return, SIGINT included (ctx is cancelled, the
 	// trials return, and we get here).
-	defer cli.CloseLab("matrix", lab, o.keep)
+	defer cli.CloseLab("matrix", lab, o.lab.Keep)
 
 	pairs := labrun.MatrixPairs(o.types)
 	total := len(pairs) * o.trials
@@ -212,6 +211,9 @@ func Main(ctx context.Context, args []string) error {
 		mesh := ""
 		if o.mesh {
 			mesh = ", instances in a mesh"
+		}
+		if o.meshRegistry {
+			mesh += " (members from Redis)"
 		}
 		fmt.Fprintf(&md, "servers: %d regions behind %s anycast (%s)%s; A homed in r1, B in %s\n", o.regions, o.door, lab.Connect, mesh, home)
 	}

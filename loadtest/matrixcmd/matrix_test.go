@@ -17,7 +17,10 @@ func TestMatrixFlags(t *testing.T) {
 	if err != nil || m.regions != 2 || m.door != natlab.BGP || m.relArgs != "--x {addr}" {
 		t.Fatalf("matrix parse: %+v, %v", m, err)
 	}
-	for _, args := range [][]string{{"--regions", "4"}, {"--frontdoor", "x"}, {"--relay-args", "--x"}} {
+	if m, err := parseMatrixFlags([]string{"--regions", "2", "--mesh", "--mesh-registry"}, io.Discard); err != nil || !m.mesh || !m.meshRegistry {
+		t.Fatalf("matrix --mesh --mesh-registry: %+v, %v", m, err)
+	}
+	for _, args := range [][]string{{"--regions", "4"}, {"--frontdoor", "x"}, {"--relay-args", "--x"}, {"--regions", "2", "--mesh-registry"}} {
 		if _, err := parseMatrixFlags(args, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "--") {
 			t.Errorf("matrix %q: error %v, want one naming the flag", args, err)
 		}

@@ -25,10 +25,8 @@ type regionKillOpts struct {
 	regions  int
 	door     natlab.FrontDoor
 	cfg      labrun.RegionKillConfig
-	bin      string
 	record   string
-	keep     bool
-	verbose  bool
+	lab      cli.Lab // --bin, --keep, -v
 	interval time.Duration
 	mesh     bool
 }
@@ -48,7 +46,7 @@ func parseRegionKillFlags(args []string, stderr io.Writer) (regionKillOpts, erro
 	fs.BoolVar(&o.mesh, "mesh", false, "join the instances in a mesh (as loadtest matrix --mesh), so packets for a peer leave from its home instance")
 	fs.BoolVar(&o.cfg.Direct, "direct", false, "let the peers use a direct path (default: relay only, whose instances are in the regions)")
 	fs.DurationVar(&o.interval, "health-interval", 200*time.Millisecond, "how often the lab's health checker asks each instance's /healthz (a region is down after 2 failed rounds)")
-	cli.LabFlags(fs, &o.bin, &o.keep, &o.verbose)
+	o.lab.Flags(fs)
 	fs.StringVar(&o.record, "record", "", "`prefix` to record the result at (prefix.json with the command line, commit and machine, prefix.md with the table), e.g. docs/results/regionkill-accel-r2")
 	if err := cli.ParseOnlyFlags(fs, "regionkill",
 		"Builds the NAT lab (needs root) with the servers in --regions regions behind\n"+
@@ -91,18 +89,13 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := cli.NeedRoot(); err != nil {
-		return err
-	}
-	log := cli.LabLogger(o.verbose)
-	bins, cleanup, err := cli.LabBinaries(ctx, o.bin)
+	cfg, cleanup, err := o.lab.Config(ctx)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
-	defer cleanup()
 	fmt.Fprintf(os.Stderr, "starting the lab (%d regions behind %s anycast)...\n", o.regions, o.door)
-	cfg := labrun.Config{Bins: bins, Logger: log, KeepWork: o.keep,
-		Regions: o.regions, FrontDoor: o.door, HealthInterval: o.interval}
+	cfg.Regions, cfg.FrontDoor, cfg.HealthInterval = o.regions, o.door, o.interval
 	if o.mesh {
 		cfg.InstanceArgs = labrun.MeshArgs
 	}
@@ -110,7 +103,7 @@ func Main(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cli.CloseLab("regionkill", lab, o.keep)
+	defer cli.CloseLab("regionkill", lab, o.lab.Keep)
 	fmt.Fprintf(os.Stderr, "streaming %d B/s from A (%s, r1) to B (%s, r2) for %s, killing %s at %s...\n",
 		o.cfg.Rate, o.cfg.AType, o.cfg.BType, o.cfg.Duration, o.cfg.Kill, o.cfg.KillAfter)
 	res, err := lab.RegionKill(ctx, o.cfg)

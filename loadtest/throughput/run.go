@@ -31,19 +31,27 @@ func tpListen() (*net.UDPConn, error) {
 	return c, nil
 }
 
+// tpListenPair is two tpListen sockets, or none.
+func tpListenPair() (a, b *net.UDPConn, err error) {
+	if a, err = tpListen(); err != nil {
+		return nil, nil, err
+	}
+	if b, err = tpListen(); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 // tpRawUDP blasts n bytes of 1200-byte datagrams at a receiver that counts
 // them; the result is what arrived, from the first send to the last
 // arrival.
 func tpRawUDP(ctx context.Context, n int64) (tpResult, error) {
-	rx, err := tpListen()
+	rx, tx, err := tpListenPair()
 	if err != nil {
 		return tpResult{}, err
 	}
 	defer rx.Close()
-	tx, err := tpListen()
-	if err != nil {
-		return tpResult{}, err
-	}
 	defer tx.Close()
 	type rxResult struct {
 		bytes int64
@@ -109,15 +117,11 @@ func tpQUICUDP(fixed bool) func(ctx context.Context, n int64) (tpResult, error) 
 		if err != nil {
 			return tpResult{}, err
 		}
-		sconn, err := tpListen()
+		sconn, cconn, err := tpListenPair()
 		if err != nil {
 			return tpResult{}, err
 		}
 		defer sconn.Close()
-		cconn, err := tpListen()
-		if err != nil {
-			return tpResult{}, err
-		}
 		defer cconn.Close()
 		qconf := &quic.Config{MaxIdleTimeout: 30 * time.Second}
 		if fixed {
@@ -194,13 +198,8 @@ type tpMesh struct {
 }
 
 func tpStartMesh() (*tpMesh, error) {
-	relayConn, err := tpListen()
+	relayConn, rzConn, err := tpListenPair()
 	if err != nil {
-		return nil, err
-	}
-	rzConn, err := tpListen()
-	if err != nil {
-		relayConn.Close()
 		return nil, err
 	}
 	// The relay's per-source limit (20,000 packets/s) would cap one flow

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,15 +40,6 @@ func fakeDaemon(t *testing.T) (*daemontest.Node, *daemon.Server, string) {
 	go func() { srv.Serve(ctx, ln); close(done) }()
 	t.Cleanup(func() { cancel(); srv.Close(); <-done })
 	return n, srv, sock
-}
-
-func upperAfterEOF(c net.Conn, port uint16) {
-	defer c.Close()
-	b, err := io.ReadAll(c)
-	if err != nil {
-		return
-	}
-	c.Write([]byte(strings.ToUpper(string(b)) + " port " + strconv.Itoa(int(port))))
 }
 
 func TestStatusCommand(t *testing.T) {
@@ -141,7 +131,7 @@ func TestPingCommand(t *testing.T) {
 func TestPipeCommand(t *testing.T) {
 	n, _, sock := fakeDaemon(t)
 	b := newID(t).String()
-	n.Remote(b, upperAfterEOF)
+	n.Remote(b, daemontest.UpperAfterEOF)
 	code, out, errs := run(t, context.Background(), "hello mesh", "pipe", b, "--port", "9", "--socket", sock)
 	if code != 0 || out != "HELLO MESH port 9" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
@@ -193,7 +183,7 @@ func TestListenCommand(t *testing.T) {
 func TestForwardAndExposeCommands(t *testing.T) {
 	n, _, sock := fakeDaemon(t)
 	b := newID(t).String()
-	n.Remote(b, upperAfterEOF)
+	n.Remote(b, daemontest.UpperAfterEOF)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int, 1)

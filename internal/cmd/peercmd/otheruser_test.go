@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/daemon/daemontest"
 	"github.com/keymesh/keymesh/internal/testutil/localuser"
 )
 
@@ -61,7 +62,7 @@ func asOtherUser(t *testing.T, mode, arg string) string {
 func TestForwardRefusesOtherUsers(t *testing.T) {
 	n, _, sock := fakeDaemon(t)
 	b := newID(t).String()
-	n.Remote(b, upperAfterEOF)
+	n.Remote(b, daemontest.UpperAfterEOF)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int, 1)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/addrpolicy"
 	"github.com/keymesh/keymesh/internal/certs"
+	"github.com/keymesh/keymesh/internal/discovery"
 	"github.com/keymesh/keymesh/internal/flagenv"
 	"github.com/keymesh/keymesh/internal/mesh"
 	"github.com/keymesh/keymesh/internal/relay"
@@ -108,8 +109,14 @@ type MeshOptions struct {
 	Instance uint
 	// Listen is this relay's private mesh address; empty: no mesh.
 	Listen string
+	// Advertise is the address the other relays reach this one at
+	// (mesh.Config.Advertise); empty: Listen.
+	Advertise string
 	// Peers lists every relay's number and mesh address (mesh.ParsePeers).
 	Peers string
+	// Registry is the Redis URL of the membership (package meshreg) that
+	// replaces Instance and Peers; empty: the static list.
+	Registry string
 	// SecretFile holds the secret every instance shares.
 	SecretFile string
 	// Rate limits mesh messages per source address (mesh.Config.Rate;
@@ -171,8 +178,10 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.BoolVar(&c.genKey, "gen-ticket-key", false, "print a new ticket key line and exit (rotate: put the new line first, keep the old one second until its tickets expire)")
 	m := &o.Mesh
 	fs.UintVar(&m.Instance, "instance", 0, "this relay's number (1-65535) among the relays sharing the ticket keys: its tickets name it, so packets for its peers leave from it (0: none; set it only once every relay runs a build that reads it)")
-	fs.StringVar(&m.Listen, "mesh-listen", "", "this relay's private ip:port for the mesh between relays (needs --instance, --mesh-peers and --peer-secret-file; empty: off, every packet leaves from the relay it reached)")
+	fs.StringVar(&m.Listen, "mesh-listen", "", "this relay's private ip:port for the mesh between relays (needs --peer-secret-file, and --instance with --mesh-peers or --mesh-registry; empty: off, every packet leaves from the relay it reached)")
+	fs.StringVar(&m.Advertise, "mesh-advertise", "", "the ip:port the other relays reach this relay's mesh at and its heartbeats name, when --mesh-listen is a private address mapped 1:1 to a public one (e.g. the instance's public IPv4 on AWS); its packets to the other relays must leave from it (default: the --mesh-listen address)")
 	fs.StringVar(&m.Peers, "mesh-peers", "", "the relays' numbers and mesh addresses, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (this relay's own entry may be listed)")
+	fs.StringVar(&m.Registry, "mesh-registry", "", "Redis URL (as the rendezvous' --redis) where the relays claim their instance numbers and find each other's mesh addresses, instead of --instance and --mesh-peers, e.g. redis://10.0.0.9:6379/0: for auto-scaling groups")
 	fs.Float64Var(&m.Rate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit); other relays' forwards count, so size it for the relay traffic one relay hands another")
 	fs.StringVar(&m.SecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between relays")
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
@@ -352,40 +361,68 @@ func (c *command) check() error {
 		return usage.Errorf("--listen is empty: give the ticket relay's UDP address, e.g. :3479")
 	case o.Mesh.Instance > 65535:
 		return usage.Errorf("--instance %d: give a number from 1 to 65535 (0: none)", o.Mesh.Instance)
-	case o.Mesh.Listen != "" && o.Mesh.Instance == 0:
-		return usage.Errorf("--mesh-listen needs --instance, this relay's number among the relays")
+	case o.Mesh.Registry != "" && (o.Mesh.Instance != 0 || o.Mesh.Peers != ""):
+		return usage.Errorf("--mesh-registry numbers the relays and lists them: drop --instance and --mesh-peers")
+	case o.Mesh.Registry != "" && o.Mesh.Listen == "":
+		return usage.Errorf("--mesh-registry needs --mesh-listen, this relay's own mesh address")
+	case o.Mesh.Advertise != "" && o.Mesh.Listen == "":
+		return usage.Errorf("--mesh-advertise needs --mesh-listen, the address the mesh binds")
+	case o.Mesh.Listen != "" && o.Mesh.Registry == "" && o.Mesh.Instance == 0:
+		return usage.Errorf("--mesh-listen needs --instance, this relay's number among the relays (or --mesh-registry)")
 	case o.Mesh.Listen != "" && o.Mesh.SecretFile == "":
 		return usage.Errorf("--mesh-listen needs --peer-secret-file, the secret the instances share")
-	case o.Mesh.Listen != "" && o.Mesh.Peers == "":
-		return usage.Errorf("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490")
+	case o.Mesh.Listen != "" && o.Mesh.Registry == "" && o.Mesh.Peers == "":
+		return usage.Errorf("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (or --mesh-registry)")
 	case o.Mesh.Rate == 0:
 		return usage.Errorf("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
 		return usage.Errorf("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}
 	if o.Mesh.Listen != "" {
-		if _, _, err := o.Mesh.parse(); err != nil {
+		if _, err := o.Mesh.parse(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// parse reads --mesh-listen and --mesh-peers.
-func (o MeshOptions) parse() (netip.AddrPort, mesh.Peers, error) {
+// meshAddrs are the parsed mesh flags.
+type meshAddrs struct {
+	listen, advertise netip.AddrPort // advertise: listen when not given
+	peers             mesh.Peers
+}
+
+// parse reads --mesh-listen, --mesh-advertise, --mesh-peers and
+// --mesh-registry.
+func (o MeshOptions) parse() (meshAddrs, error) {
+	var m meshAddrs
 	addr, err := netip.ParseAddrPort(o.Listen)
 	if err != nil || addr.Addr().IsUnspecified() || addr.Port() == 0 {
-		return addr, nil, usage.Errorf("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
+		return m, usage.Errorf("--mesh-listen %q: want this relay's own private ip:port (other relays send to it), e.g. 10.0.1.5:3490", o.Listen)
 	}
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	peers, err := mesh.ParsePeers(o.Peers)
+	m.listen = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	m.advertise = m.listen
+	if o.Advertise != "" {
+		a, err := netip.ParseAddrPort(o.Advertise)
+		if err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
+			return m, usage.Errorf("--mesh-advertise %q: want the specific ip:port the other relays reach this one at, e.g. 203.0.113.7:3490", o.Advertise)
+		}
+		m.advertise = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	if o.Registry != "" {
+		if _, err := discovery.ParseRedisURL(o.Registry); err != nil {
+			return m, usage.Errorf("--mesh-registry: %v", err)
+		}
+		return m, nil
+	}
+	m.peers, err = mesh.ParsePeers(o.Peers)
 	if err != nil {
-		return addr, nil, usage.Errorf("--mesh-peers: %v", err)
+		return m, usage.Errorf("--mesh-peers: %v", err)
 	}
-	if own, ok := peers[uint16(o.Instance)]; ok && own != addr {
-		return addr, nil, usage.Errorf("--mesh-peers lists instance %d at %v but --mesh-listen is %v: make them agree", o.Instance, own, addr)
+	if own, ok := m.peers[uint16(o.Instance)]; ok && own != m.advertise {
+		return m, usage.Errorf("--mesh-peers lists instance %d at %v but this relay's mesh address (--mesh-advertise, else --mesh-listen) is %v: make them agree", o.Instance, own, m.advertise)
 	}
-	return addr, peers, nil
+	return m, nil
 }
 
 func firstLine(s string) string {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/relayclient"
+	"github.com/keymesh/keymesh/internal/testutil/metricstest"
 	"github.com/keymesh/keymesh/internal/turnrelay"
 	"github.com/keymesh/keymesh/internal/wire"
 )
@@ -65,6 +65,12 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"peers without mesh", []string{"--dev", "--mesh-peers", "2=127.0.0.2:3490"}, nil, "--mesh-peers needs --mesh-listen"},
 		{"bad peers", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "two=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "1 to 65535"},
 		{"wildcard mesh", []string{"--dev", "--instance", "1", "--mesh-listen", "0.0.0.0:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "own private ip:port"},
+		{"registry with instance", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-registry", "redis://127.0.0.1:6379/0", "--peer-secret-file", exposed}, nil, "drop --instance and --mesh-peers"},
+		{"registry without mesh", []string{"--dev", "--mesh-registry", "redis://127.0.0.1:6379/0"}, nil, "--mesh-registry needs --mesh-listen"},
+		{"bad registry", []string{"--dev", "--mesh-listen", "127.0.0.1:3490", "--mesh-registry", "http://x", "--peer-secret-file", exposed}, nil, "--mesh-registry"},
+		{"advertise without mesh", []string{"--dev", "--mesh-advertise", "203.0.113.7:3490"}, nil, "--mesh-advertise needs --mesh-listen"},
+		{"wildcard advertise", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-advertise", "0.0.0.0:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "--mesh-advertise"},
+		{"peers disagree with advertise", []string{"--dev", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-advertise", "203.0.113.7:3490", "--mesh-peers", "1=127.0.0.1:3490,2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "make them agree"},
 		{"exposed peer secret", []string{"--ticket-key-file", keys, "--admin", "", "--listen", "127.0.0.1:0", "--instance", "1", "--mesh-listen", "127.0.0.1:3490", "--mesh-peers", "2=127.0.0.2:3490", "--peer-secret-file", exposed}, nil, "chmod 600"},
 		{"zero bind budget", []string{"--dev", "--binds-per-second", "0"}, nil, "negative one for no cap"},
 		{"zero bind rate", []string{"--dev", "--bind-rate", "0"}, nil, "--bind-rate 0"},
@@ -222,18 +228,6 @@ func forwardOnce(t *testing.T, relayAddr net.Addr, ticket []byte) {
 	}
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	cl := http.Client{Timeout: 3 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func metricValue(t *testing.T, body, name string) float64 {
 	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -257,10 +251,10 @@ func TestRunServesRelayAndAdmin(t *testing.T) {
 		map[string]string{"KEYMESH_DEV": "true"})
 	forwardOnce(t, r.addrs.UDP, nil)
 	base := "http://" + r.addrs.Admin.String()
-	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+	if code, body := metricstest.Get(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
-	_, body := httpGet(t, base+"/metrics")
+	_, body := metricstest.Get(t, base+"/metrics")
 	if v := metricValue(t, body, "keymesh_relay_serving_sockets"); v != 2 {
 		t.Fatalf("serving sockets %v, want 2", v)
 	}
@@ -270,7 +264,7 @@ func TestRunServesRelayAndAdmin(t *testing.T) {
 			t.Fatal("forwarded packet not counted")
 		}
 		time.Sleep(10 * time.Millisecond)
-		_, body = httpGet(t, base+"/metrics")
+		_, body = metricstest.Get(t, base+"/metrics")
 	}
 }
 
@@ -322,7 +316,7 @@ func TestRunWithKeyFileAndTURN(t *testing.T) {
 		t.Fatalf("TURN allocate: %v", err)
 	}
 	defer alloc.Close()
-	_, body := httpGet(t, "http://"+r.addrs.Admin.String()+"/metrics")
+	_, body := metricstest.Get(t, "http://"+r.addrs.Admin.String()+"/metrics")
 	if v := metricValue(t, body, "keymesh_turn_allocations_total"); v != 1 {
 		t.Fatalf("turn allocations %v, want 1", v)
 	}

@@ -58,7 +58,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		return err
 	}
 	if node != nil {
-		cfg.Mesh, cfg.MeshPeers = node, peers
+		cfg.Mesh, cfg.Members = node, peers
 	}
 	srv, err := relay.New(cfg)
 	if err != nil {

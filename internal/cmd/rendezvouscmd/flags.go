@@ -45,6 +45,8 @@ type Options struct {
 	TTL, Refresh   time.Duration
 	Instance       string
 	MeshListen     string
+	MeshAdvertise  string
+	MeshRegistry   string
 	PeerSecretFile string
 	MeshRate       float64
 	MeshAllow      []netip.Prefix
@@ -100,7 +102,9 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.DurationVar(&o.TTL, "ttl", rendezvous.DefaultTTL, "registration lifetime")
 	fs.DurationVar(&o.Refresh, "refresh", rendezvous.DefaultRefresh, "how often peers re-register (keep it under 30 s: NAT mappings)")
 	fs.StringVar(&o.Instance, "instance", defaultInstance(), "instance name reported to peers")
-	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	fs.StringVar(&o.MeshListen, "mesh-listen", "", "this instance's private ip:port for the mesh between instances (needs --peer-secret-file and --registry redis): registrations record it (or --mesh-advertise) as the peer's home, and a Punch for a peer homed on another instance leaves through that instance (empty: off, every Punch leaves from here)")
+	fs.StringVar(&o.MeshAdvertise, "mesh-advertise", "", "the ip:port other instances reach this one's mesh at, recorded as its peers' home and named in its heartbeats, when --mesh-listen is a private address mapped 1:1 to a public one (e.g. the instance's public IPv4 on AWS, where regions' private networks do not reach each other); its packets to other instances must leave from it (default: the --mesh-listen address)")
+	fs.StringVar(&o.MeshRegistry, "mesh-registry", "", "Redis URL (usually the --redis one) where the rendezvous instances list their mesh addresses: each gets heartbeats, and mesh messages are accepted only from them and --mesh-allow (empty: no list; any source when --mesh-allow is empty too)")
 	var meshAllow string
 	fs.StringVar(&meshAllow, "mesh-allow", "", "addresses or CIDR ranges (comma-separated) the other instances' mesh messages come from, e.g. the deployment's private ranges 10.0.0.0/8: a mesh message from anywhere else is dropped before its tag is checked (empty: any source, checked by rate and tag alone)")
 	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
@@ -209,6 +213,8 @@ func (o *Options) check() error {
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case len(o.MeshAllow) > 0 && o.MeshListen == "":
 		return bad("--mesh-allow needs --mesh-listen")
+	case (o.MeshAdvertise != "" || o.MeshRegistry != "") && o.MeshListen == "":
+		return bad("--mesh-advertise and --mesh-registry need --mesh-listen")
 	case o.MeshListen != "" && o.Registry != "redis":
 		return bad("--mesh-listen needs a shared registry: add --registry redis")
 	case o.ReportRate == 0:
@@ -221,6 +227,16 @@ func (o *Options) check() error {
 	if o.MeshListen != "" {
 		if a, err := netip.ParseAddrPort(o.MeshListen); err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
 			return bad("--mesh-listen %q: want this instance's own private ip:port (other instances send to it), e.g. 10.0.1.5:3490", o.MeshListen)
+		}
+	}
+	if o.MeshAdvertise != "" {
+		if a, err := netip.ParseAddrPort(o.MeshAdvertise); err != nil || a.Addr().IsUnspecified() || a.Port() == 0 {
+			return bad("--mesh-advertise %q: want the specific ip:port other instances reach this one at, e.g. 203.0.113.7:3490", o.MeshAdvertise)
+		}
+	}
+	if o.MeshRegistry != "" {
+		if _, err := discovery.ParseRedisURL(o.MeshRegistry); err != nil {
+			return bad("--mesh-registry: %v", err)
 		}
 	}
 	if _, err := obs.NewLogger(io.Discard, o.LogFormat, o.LogLevel); err != nil {

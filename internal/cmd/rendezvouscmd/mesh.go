@@ -11,6 +11,7 @@ import (
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/mesh"
+	"github.com/keymesh/keymesh/internal/meshreg"
 	"github.com/keymesh/keymesh/internal/rendezvous"
 	"github.com/keymesh/keymesh/internal/sockopt"
 
@@ -44,14 +45,24 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 	if err != nil {
 		return nil, fmt.Errorf("--mesh-listen: %w", err)
 	}
-	if len(o.MeshAllow) == 0 {
-		log.Warn("--mesh-allow is empty: mesh messages from any source have their tag checked; list the instances' private ranges")
+	if len(o.MeshAllow) == 0 && o.MeshRegistry == "" {
+		log.Warn("--mesh-allow and --mesh-registry are empty: mesh messages from any source have their tag checked; list the instances' private ranges, or their addresses through --mesh-registry")
 	}
-	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, AllowPrefixes: o.MeshAllow,
+	var advertise netip.AddrPort
+	if o.MeshAdvertise != "" {
+		if advertise, err = netip.ParseAddrPort(o.MeshAdvertise); err != nil { // checked by ParseFlags
+			conn.Close()
+			return nil, usage.Errorf("--mesh-advertise: %v", err)
+		}
+	}
+	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, AllowPrefixes: o.MeshAllow, Advertise: advertise,
 		Rate: o.MeshRate, Burst: max(o.MeshRate, 1), Handle: rendezvous.DeliverPunches(out, log)})
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	if o.MeshRegistry != "" {
+		n.SetAllow(nil) // only --mesh-allow until the registry names instances
 	}
 	if err := n.Register(reg); err != nil {
 		conn.Close()
@@ -64,6 +75,11 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 			log.Error("mesh socket stopped", "err", err)
 		}
 	}()
-	log.Info("mesh on", "addr", n.Addr())
+	if o.MeshRegistry != "" {
+		if err := meshreg.Join(ctx, o.MeshRegistry, "rendezvous", n.Self(), log, meshreg.Apply(n, nil, log)); err != nil {
+			return nil, usage.Errorf("--mesh-registry: %v", err)
+		}
+	}
+	log.Info("mesh on", "addr", n.Addr(), "advertised", n.Self())
 	return n, nil
 }

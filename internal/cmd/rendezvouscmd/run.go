@@ -132,7 +132,7 @@ func Run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		return err
 	}
 	if node != nil {
-		cfg.Mesh, cfg.MeshAddr = node, node.Addr()
+		cfg.Mesh, cfg.MeshAddr = node, node.Self()
 	}
 	srv, err := rendezvous.New(cfg)
 	if err != nil {

@@ -8,8 +8,11 @@ import (
 	"context"
 	"fmt"
 	"github.com/keymesh/keymesh/internal/netcheck"
+	"io"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,4 +219,16 @@ func TCPPair(t testing.TB) (net.Conn, net.Conn) {
 // Netcheck reports a fixed, plausible result.
 func (f *Node) Netcheck(ctx context.Context) (netcheck.Report, error) {
 	return netcheck.Report{UDP: true, Mapping: netcheck.EndpointIndependent, Filtering: netcheck.AddressAndPortDependent}, nil
+}
+
+// UpperAfterEOF is a remote (Node.Remote) that reads everything, then
+// answers it in upper case with " port <port>" and closes: it only answers
+// when the half-close came through.
+func UpperAfterEOF(c net.Conn, port uint16) {
+	defer c.Close()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return
+	}
+	c.Write([]byte(strings.ToUpper(string(b)) + " port " + strconv.Itoa(int(port))))
 }

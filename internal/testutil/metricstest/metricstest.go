@@ -1,7 +1,7 @@
 // Package metricstest reads a keymesh server's Prometheus /metrics for tests:
 // Parse for the text format, Scrape for an admin endpoint over HTTP, and
 // Samples for a flat name{labels} to value view. It is the one scraper the
-// tests share.
+// tests share; Get reads any other admin endpoint (/healthz, /debug/...).
 package metricstest
 
 import (
@@ -24,6 +24,20 @@ type Families = map[string]*dto.MetricFamily
 func Parse(r io.Reader) (Families, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	return p.TextToMetricFamilies(r)
+}
+
+// Get fetches url (an admin endpoint) and returns its status and body,
+// failing t when the request fails.
+func Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	cl := http.Client{Timeout: 3 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // Scrape fetches url (an admin endpoint's /metrics) and parses it, failing
