@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"github.com/keymesh/keymesh/internal/udpoffload"
 	"net"
 	"net/netip"
 	"syscall"
@@ -11,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keymesh/keymesh/internal/udpbatch"
+	"github.com/keymesh/keymesh/internal/udpoffload"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -69,6 +70,7 @@ type mmsg struct {
 	readFn, writeFn func(fd uintptr) bool
 	got, off, ns    int
 	errno           syscall.Errno
+	res             udpbatch.Result
 }
 
 // sendMeta is what a queued send message carries.
@@ -147,54 +149,25 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
-//
-// Both batch calls are raw system calls: with MSG_DONTWAIT on a
-// non-blocking socket they never sleep (an empty queue or a full send
-// buffer is EAGAIN, and the poller waits instead), so the runtime need not
-// know that the goroutine is in the kernel. With an announced system call,
-// the runtime's monitor thread takes the processor away from a call that
-// runs past 20 µs when no other processor is idle (a GOMAXPROCS=1 relay, or
-// one whose every core serves a socket), and polls again every 20 µs while
-// that keeps happening: a segmented send that delivers 64 KiB on loopback
-// runs that long, and the monitor's wake-ups cost the relay more CPU than
-// its own work per run.
+// Both batch calls are raw system calls (udpbatch.Recv says why): a
+// segmented send that delivers 64 KiB on loopback runs long enough that,
+// announced, the runtime's monitor would take the relay's processor away
+// from it, and its wake-ups cost more CPU than the relay's own work.
 func (m *mmsg) recvmmsg(fd uintptr) bool {
-	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rhdr[0])),
-			uintptr(len(m.rhdr)), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			m.got, m.errno = int(r), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			m.got, m.errno = 0, e
-			return true
-		}
+	if !udpbatch.Recv(fd, m.rhdr, true, &m.res) {
+		return false
 	}
+	m.got, m.errno = m.res.N, m.res.Errno
+	return true
 }
 
 // sendmmsg is the body of RawConn.Write, sending shdr[off:ns].
 func (m *mmsg) sendmmsg(fd uintptr) bool {
-	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.shdr[m.off])),
-			uintptr(m.ns-m.off), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			m.got, m.errno = int(r), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			m.got, m.errno = 0, e
-			return true
-		}
+	if !udpbatch.Send(fd, m.shdr[m.off:m.ns], true, &m.res) {
+		return false
 	}
+	m.got, m.errno = m.res.N, m.res.Errno
+	return true
 }
 
 // read fills the receive slots and returns how many arrived.
@@ -228,34 +201,14 @@ func (m *mmsg) segSize(i int) int {
 }
 
 // source decodes the address receive slot i came from.
-func (m *mmsg) source(i int) netip.AddrPort {
-	sa := &m.rnames[i]
-	switch sa.Family {
-	case unix.AF_INET:
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
-	}
-	return netip.AddrPort{}
-}
+func (m *mmsg) source(i int) netip.AddrPort { return udpbatch.AddrPort(&m.rnames[i]) }
 
 // setDest writes dst into send slot j, reporting false when the socket's
 // family cannot reach it.
 func (m *mmsg) setDest(j int, dst netip.AddrPort) bool {
-	a := dst.Addr()
-	if !m.v6 {
-		if !a.Unmap().Is4() {
-			return false
-		}
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&m.snames[j]))
-		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(dst.Port()), Addr: a.Unmap().As4()}
-		m.shdr[j].Hdr.Namelen = unix.SizeofSockaddrInet4
-		return true
-	}
-	m.snames[j] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(dst.Port()), Addr: a.As16()}
-	m.shdr[j].Hdr.Namelen = unix.SizeofSockaddrInet6
-	return true
+	n := udpbatch.PutAddrPort(&m.snames[j], dst, m.v6)
+	m.shdr[j].Hdr.Namelen = n
+	return n != 0
 }
 
 // full reports whether the send batch must be flushed before another
@@ -462,15 +415,4 @@ func (w *worker) handleBatch(m *mmsg, n int) error {
 	err := m.flush(w)
 	w.s.m.flush(&w.st)
 	return err
-}
-
-func htons(v uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&v))
-	b[0], b[1] = byte(v>>8), byte(v)
-	return v
-}
-
-func ntohs(v uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&v))
-	return uint16(b[0])<<8 | uint16(b[1])
 }

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keymesh/keymesh/internal/udpbatch"
 )
 
 // batchReader reads a UDP socket up to readBatch datagrams per system call
@@ -21,6 +23,7 @@ type batchReader struct {
 
 	got, pos int
 	errno    syscall.Errno
+	res      udpbatch.Result
 	readFn   func(fd uintptr) bool // recvmmsg, made once so a read does not allocate
 }
 
@@ -58,23 +61,15 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
+// It is an announced system call (udpbatch.Recv with raw false): made raw,
+// the relay's delivery stalled for tens of milliseconds under load
+// (measured with loadtest relay, not understood).
 func (r *batchReader) recvmmsg(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdr[0])),
-			uintptr(len(r.hdr)), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			r.got, r.errno = int(n), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.got, r.errno = 0, e
-			return true
-		}
+	if !udpbatch.Recv(fd, r.hdr, false, &r.res) {
+		return false
 	}
+	r.got, r.errno = r.res.N, r.res.Errno
+	return true
 }
 
 // next returns the next datagram and its source (unmapped); the datagram
@@ -96,26 +91,7 @@ func (r *batchReader) next() ([]byte, netip.AddrPort, error) {
 	}
 	i := r.pos
 	r.pos++
-	return r.bufs[i][:min(int(r.hdr[i].Len), readSlot)], sockaddrAddrPort(&r.names[i]), nil
-}
-
-// sockaddrAddrPort decodes a received source address, unmapped; the zero
-// AddrPort for a family other than IPv4 and IPv6.
-func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
-	switch sa.Family {
-	case unix.AF_INET:
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
-// ntohs reads a port in network byte order as the kernel stored it.
-func ntohs(p uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&p))
-	return uint16(b[0])<<8 | uint16(b[1])
+	return r.bufs[i][:min(int(r.hdr[i].Len), readSlot)], udpbatch.AddrPort(&r.names[i]), nil
 }
 
 // pending reports whether datagrams of the last batch are still to be
@@ -159,6 +135,7 @@ type batchWriter struct {
 	// not allocate, and its results.
 	off, end, sent int
 	errno          syscall.Errno
+	res            udpbatch.Result
 	fn             func(fd uintptr) bool
 }
 
@@ -185,18 +162,11 @@ func (w *batchWriter) full() bool { return w.n == len(w.hdr) }
 // reach dst (the caller sends it the ordinary way, which fails as before).
 func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 	i := w.n
-	a := dst.Addr()
-	if sock.v6 {
-		w.names[i] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(dst.Port()), Addr: a.As16()}
-		w.hdr[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-	} else {
-		if a = a.Unmap(); !a.Is4() {
-			return false
-		}
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&w.names[i]))
-		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(dst.Port()), Addr: a.As4()}
-		w.hdr[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+	n := udpbatch.PutAddrPort(&w.names[i], dst, sock.v6)
+	if n == 0 {
+		return false
 	}
+	w.hdr[i].Hdr.Namelen = n
 	if len(b) > 0 {
 		w.iov[i].Base = &b[0]
 	} else {
@@ -208,33 +178,17 @@ func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 	return true
 }
 
-// sendmmsg is the body of RawConn.Write, sending hdr[off:end].
-//
-// It is a raw system call (no entersyscall): with MSG_DONTWAIT on a UDP
-// socket it never waits, but it does the whole delivery of each datagram
-// on loopback or a fast NIC (tens of microseconds for a run), and the
-// runtime's monitor takes the P of a goroutine whose call spans two of its
-// ticks and wakes another thread to hold it, which costs more than the
-// call on a busy core. The receive stays an ordinary call: made raw, the
-// relay's delivery stalled for tens of milliseconds under load (measured
-// with loadtest relay, not understood), so it is not.
+// sendmmsg is the body of RawConn.Write, sending hdr[off:end]. It is a
+// raw system call (udpbatch.Send): with MSG_DONTWAIT on a UDP socket it
+// never waits, but a run's delivery on loopback or a fast NIC can span two
+// of the runtime monitor's ticks, which would hand the goroutine's
+// processor to another thread at more cost than the call.
 func (w *batchWriter) sendmmsg(fd uintptr) bool {
-	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdr[w.off])),
-			uintptr(w.end-w.off), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			w.sent, w.errno = int(r), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			w.sent, w.errno = 0, e
-			return true
-		}
+	if !udpbatch.Send(fd, w.hdr[w.off:w.end], true, &w.res) {
+		return false
 	}
+	w.sent, w.errno = w.res.N, w.res.Errno
+	return true
 }
 
 // flush sends what is queued, a run of the same socket per call, and
@@ -268,6 +222,3 @@ func (w *batchWriter) flush() (failed int) {
 	w.n = 0
 	return failed
 }
-
-// htons stores a port in network byte order.
-func htons(p uint16) uint16 { return ntohs(p) }
