@@ -14,7 +14,6 @@ import (
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
-	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -32,39 +31,8 @@ func TestHomeInstanceBehindNAT(t *testing.T) {
 	ci.NeedRoot(t, "network namespaces, veth pairs and iptables")
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	redisBin := debpkg.Require(t, "redis-server", "redis-server")
-	rdvBin, relayBin := binaries(t)
-	lab, err := natlab.New(ctx, natlab.Config{})
-	if err != nil {
-		t.Fatalf("natlab: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("natlab close: %v", err)
-		}
-	})
-	host := func(name string) *natlab.Host {
-		h, err := lab.AddServer(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	site := func(name string) *natlab.Host {
-		s, err := lab.AddSite(ctx, name, natlab.PortRestricted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Host()
-	}
-	rh, sx, sy := host("redis"), host("x"), host("y")
-	ha, hb := site("a"), site("b")
-
-	// Redis on the lab's public segment, reached by both instances.
-	redisAddr := netip.AddrPortFrom(rh.Addr, 6379)
-	startCmd(t, "redis", rh.Command(ctx, redisBin, "--bind", rh.Addr.String(), "--port", "6379",
-		"--protected-mode", "no", "--save", "", "--appendonly", "no"))
-	waitRedis(t, ctx, rh, redisAddr)
+	l := newNATMeshLab(ctx, t)
+	rdvBin, relayBin, sx, sy, ha, hb, redisAddr := l.rdvBin, l.relayBin, l.x, l.y, l.a, l.b, l.redisAddr
 
 	srv := newMeshServer(t)
 

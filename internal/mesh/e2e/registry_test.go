@@ -17,7 +17,6 @@ import (
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/relayclient"
 	"github.com/keymesh/keymesh/internal/testutil/ci"
-	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/keymesh/keymesh/internal/wire"
 )
 
@@ -40,38 +39,8 @@ func TestMembershipFromRedisBehindNAT(t *testing.T) {
 	ci.NeedRoot(t, "network namespaces, veth pairs and iptables")
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	redisBin := debpkg.Require(t, "redis-server", "redis-server")
-	rdvBin, relayBin := binaries(t)
-	lab, err := natlab.New(ctx, natlab.Config{})
-	if err != nil {
-		t.Fatalf("natlab: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("natlab close: %v", err)
-		}
-	})
-	host := func(name string) *natlab.Host {
-		h, err := lab.AddServer(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	site := func(name string) *natlab.Host {
-		s, err := lab.AddSite(ctx, name, natlab.PortRestricted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Host()
-	}
-	rh, sx, sy := host("redis"), host("x"), host("y")
-	ha, hb := site("a"), site("b")
-
-	redisAddr := netip.AddrPortFrom(rh.Addr, 6379)
-	startCmd(t, "redis", rh.Command(ctx, redisBin, "--bind", rh.Addr.String(), "--port", "6379",
-		"--protected-mode", "no", "--save", "", "--appendonly", "no"))
-	waitRedis(t, ctx, rh, redisAddr)
+	l := newNATMeshLab(ctx, t)
+	rdvBin, relayBin, sx, sy, ha, hb, rh, redisAddr := l.rdvBin, l.relayBin, l.x, l.y, l.a, l.b, l.redis, l.redisAddr
 	redisURL := "redis://" + redisAddr.String() + "/0"
 
 	dir := t.TempDir()
@@ -89,7 +58,7 @@ func TestMembershipFromRedisBehindNAT(t *testing.T) {
 	cookieSecret := writeFile(t, filepath.Join(dir, "cookie-secret"), "00112233445566778899aabbccddeeff\n")
 	ticketLine := crypto.NewTicketKeyLine(1)
 	ticketKeys := writeFile(t, filepath.Join(dir, "ticket-keys"), ticketLine)
-	ipt := "iptables-" + lab.IPTablesBackend()
+	ipt := "iptables-" + l.lab.IPTablesBackend()
 
 	type inst struct {
 		rdv, relay                   netip.AddrPort // served on the public address
