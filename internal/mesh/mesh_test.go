@@ -160,17 +160,27 @@ func startNode(t testing.TB, cfg Config) *testNode {
 	return tn
 }
 
-// waitStats waits until the node has received want datagrams.
+// waitStats waits until the node has received want datagrams and finished
+// checking every datagram it received.
 func waitStats(t *testing.T, n *Node, want uint64) Stats {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for n.Stats().Received < want {
+	for {
+		// Received counts a datagram before its checks end in Accepted,
+		// Heartbeats or one Dropped reason: wait for the outcome too.
+		s := n.Stats()
+		settled := s.Accepted + s.Heartbeats
+		for _, d := range s.Dropped {
+			settled += d
+		}
+		if s.Received >= want && settled == s.Received {
+			return s
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("received %d datagrams, want %d", n.Stats().Received, want)
+			t.Fatalf("received %d datagrams (%d checked), want %d", s.Received, settled, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return n.Stats()
 }
 
 // TestNodeDropsStrangers: a stranger without the peer secret, one replaying
