@@ -68,9 +68,8 @@ type mmsg struct {
 	// The system call closures and their results, made once so that a
 	// batch does not allocate.
 	readFn, writeFn func(fd uintptr) bool
-	got, off, ns    int
-	errno           syscall.Errno
-	res             udpbatch.Result
+	off, ns         int
+	res             udpbatch.Result // the last batch call's outcome
 }
 
 // sendMeta is what a queued send message carries.
@@ -154,20 +153,12 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 // announced, the runtime's monitor would take the relay's processor away
 // from it, and its wake-ups cost more CPU than the relay's own work.
 func (m *mmsg) recvmmsg(fd uintptr) bool {
-	if !udpbatch.Recv(fd, m.rhdr, true, &m.res) {
-		return false
-	}
-	m.got, m.errno = m.res.N, m.res.Errno
-	return true
+	return udpbatch.Recv(fd, m.rhdr, true, &m.res)
 }
 
 // sendmmsg is the body of RawConn.Write, sending shdr[off:ns].
 func (m *mmsg) sendmmsg(fd uintptr) bool {
-	if !udpbatch.Send(fd, m.shdr[m.off:m.ns], true, &m.res) {
-		return false
-	}
-	m.got, m.errno = m.res.N, m.res.Errno
-	return true
+	return udpbatch.Send(fd, m.shdr[m.off:m.ns], true, &m.res)
 }
 
 // read fills the receive slots and returns how many arrived.
@@ -184,10 +175,10 @@ func (m *mmsg) read() (int, error) {
 	if err := m.rc.Read(m.readFn); err != nil {
 		return 0, err
 	}
-	if m.errno != 0 {
-		return 0, m.errno
+	if m.res.Errno != 0 {
+		return 0, m.res.Errno
 	}
-	return m.got, nil
+	return m.res.N, nil
 }
 
 // segSize returns the size of the datagrams coalesced in receive slot i,
@@ -296,9 +287,9 @@ func (m *mmsg) flush(w *worker) error {
 		if err := m.rc.Write(m.writeFn); err != nil {
 			return err
 		}
-		if m.errno != 0 {
+		if m.res.Errno != 0 {
 			sm := &m.smeta[m.off]
-			if sm.segs > 1 && m.errno == unix.EMSGSIZE {
+			if sm.segs > 1 && m.res.Errno == unix.EMSGSIZE {
 				// Segments above the path MTU (which a spoofed ICMP can
 				// lower): sent one by one, the kernel fragments them.
 				if err := m.unsegment(w); err != nil {
@@ -307,18 +298,18 @@ func (m *mmsg) flush(w *worker) error {
 				m.off++
 				continue
 			}
-			if sm.segs > 1 && udpoffload.IsGSOErrno(m.errno) && m.gso {
+			if sm.segs > 1 && udpoffload.IsGSOErrno(m.res.Errno) && m.gso {
 				m.gso = false
-				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.errno)
+				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.res.Errno)
 			}
-			w.sent(sm.act, sm.segs, 0, m.errno)
+			w.sent(sm.act, sm.segs, 0, m.res.Errno)
 			m.off++
 			continue
 		}
-		for k := m.off; k < m.off+m.got; k++ {
+		for k := m.off; k < m.off+m.res.N; k++ {
 			w.sent(m.smeta[k].act, m.smeta[k].segs, m.smeta[k].bytes, nil)
 		}
-		m.off += m.got
+		m.off += m.res.N
 	}
 	m.ns, m.nio = 0, 0
 	return nil
@@ -340,8 +331,8 @@ func (m *mmsg) unsegment(w *worker) error {
 			return err
 		}
 		var err error
-		if m.errno != 0 {
-			err = m.errno
+		if m.res.Errno != 0 {
+			err = m.res.Errno
 		}
 		w.sent(sm.act, 1, int(iov.Len), err)
 	}

@@ -21,10 +21,9 @@ type batchReader struct {
 	iov   []unix.Iovec
 	hdr   []unix.Mmsghdr
 
-	got, pos int
-	errno    syscall.Errno
-	res      udpbatch.Result
-	readFn   func(fd uintptr) bool // recvmmsg, made once so a read does not allocate
+	pos    int
+	res    udpbatch.Result       // the last read's outcome: res.N datagrams
+	readFn func(fd uintptr) bool // recvmmsg, made once so a read does not allocate
 }
 
 // readBatch is how many datagrams one read takes at most.
@@ -65,28 +64,24 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 // the relay's delivery stalled for tens of milliseconds under load
 // (measured with loadtest relay, not understood).
 func (r *batchReader) recvmmsg(fd uintptr) bool {
-	if !udpbatch.Recv(fd, r.hdr, false, &r.res) {
-		return false
-	}
-	r.got, r.errno = r.res.N, r.res.Errno
-	return true
+	return udpbatch.Recv(fd, r.hdr, false, &r.res)
 }
 
 // next returns the next datagram and its source (unmapped); the datagram
 // is valid until the following call.
 func (r *batchReader) next() ([]byte, netip.AddrPort, error) {
-	for r.pos >= r.got {
+	for r.pos >= r.res.N {
 		for i := range r.hdr {
 			r.hdr[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 			r.hdr[i].Hdr.Flags = 0
 			r.hdr[i].Len = 0
 		}
-		r.got, r.pos = 0, 0
+		r.res.N, r.pos = 0, 0
 		if err := r.rc.Read(r.readFn); err != nil {
 			return nil, netip.AddrPort{}, err
 		}
-		if r.errno != 0 {
-			return nil, netip.AddrPort{}, &net.OpError{Op: "read", Net: "udp", Err: r.errno}
+		if r.res.Errno != 0 {
+			return nil, netip.AddrPort{}, &net.OpError{Op: "read", Net: "udp", Err: r.res.Errno}
 		}
 	}
 	i := r.pos
@@ -96,7 +91,7 @@ func (r *batchReader) next() ([]byte, netip.AddrPort, error) {
 
 // pending reports whether datagrams of the last batch are still to be
 // handed out (next will not read).
-func (r *batchReader) pending() bool { return r.pos < r.got }
+func (r *batchReader) pending() bool { return r.pos < r.res.N }
 
 // relaySock is a relayed UDP socket as batchWriter writes to it.
 type relaySock struct {
@@ -133,10 +128,9 @@ type batchWriter struct {
 
 	// The sendmmsg call on hdr[off:end], made once so that a flush does
 	// not allocate, and its results.
-	off, end, sent int
-	errno          syscall.Errno
-	res            udpbatch.Result
-	fn             func(fd uintptr) bool
+	off, end int
+	res      udpbatch.Result
+	fn       func(fd uintptr) bool
 }
 
 func newBatchWriter() *batchWriter {
@@ -184,11 +178,7 @@ func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 // of the runtime monitor's ticks, which would hand the goroutine's
 // processor to another thread at more cost than the call.
 func (w *batchWriter) sendmmsg(fd uintptr) bool {
-	if !udpbatch.Send(fd, w.hdr[w.off:w.end], true, &w.res) {
-		return false
-	}
-	w.sent, w.errno = w.res.N, w.res.Errno
-	return true
+	return udpbatch.Send(fd, w.hdr[w.off:w.end], true, &w.res)
 }
 
 // flush sends what is queued, a run of the same socket per call, and
@@ -207,12 +197,12 @@ func (w *batchWriter) flush() (failed int) {
 				failed += w.end - w.off // the socket is closed
 				break
 			}
-			if w.errno != 0 {
+			if w.res.Errno != 0 {
 				failed++ // the kernel refused hdr[off]; send the rest
 				w.off++
 				continue
 			}
-			w.off += w.sent
+			w.off += w.res.N
 		}
 		i = j
 	}
