@@ -28,7 +28,7 @@ type simPeer struct {
 	c    *rzclient.Client
 
 	mu      sync.Mutex
-	punches map[uint64]wire.Punch // by TxID
+	punches map[uint64][]wire.Punch // by TxID: one per Connect the servers answered (a retransmitted Connect keeps its TxID)
 	regs    []regEvent
 }
 
@@ -83,7 +83,7 @@ func newSimPeer(t *testing.T, i int, server netip.AddrPort, key crypto.PeerID) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &simPeer{idx: i, id: id, conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), punches: map[uint64]wire.Punch{}}
+	p := &simPeer{idx: i, id: id, conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), punches: map[uint64][]wire.Punch{}}
 	p.c, err = rzclient.New(rzclient.Config{
 		Identity:   id,
 		Server:     server,
@@ -96,7 +96,7 @@ func newSimPeer(t *testing.T, i int, server netip.AddrPort, key crypto.PeerID) *
 		},
 		OnPunch: func(pu wire.Punch) {
 			p.mu.Lock()
-			p.punches[pu.TxID] = pu
+			p.punches[pu.TxID] = append(p.punches[pu.TxID], pu)
 			p.mu.Unlock()
 		},
 		OnRegistered: func(r wire.Registered) {
@@ -147,12 +147,13 @@ func (p *simPeer) registeredVia(t time.Time, exclude string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// punch returns the Punch with txID, if it arrived.
-func (p *simPeer) punch(txID uint64) (wire.Punch, bool) {
+// punches returns the Punches with txID that arrived so far. A Connect the
+// client retransmitted (its first answer slow, or lost) is answered once per
+// copy that reached a server, each with its own start time.
+func (p *simPeer) punchesFor(txID uint64) []wire.Punch {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pu, ok := p.punches[txID]
-	return pu, ok
+	return append([]wire.Punch(nil), p.punches[txID]...)
 }
 
 // connect makes from ask for to and checks the whole introduction: the
@@ -169,11 +170,19 @@ func connect(ctx context.Context, from, to *simPeer) error {
 	}
 	deadline := time.Now().Add(time.Second)
 	for {
-		if pu, ok := to.punch(r.TxID); ok {
-			if pu.Peer.ID != from.id.ID() || pu.Peer.Reflexive != from.addr || pu.Start != r.Start {
-				return errors.New("punch names the wrong peer, address or start")
+		if pus := to.punchesFor(r.TxID); len(pus) > 0 {
+			for _, pu := range pus {
+				if pu.Peer.ID != from.id.ID() || pu.Peer.Reflexive != from.addr {
+					return errors.New("punch names the wrong peer or address")
+				}
 			}
-			return nil
+			for _, pu := range pus {
+				if pu.Start == r.Start {
+					return nil
+				}
+			}
+			// The Punch that goes with the reply we took may still be
+			// on its way; the deadline below bounds the wait.
 		}
 		if time.Now().After(deadline) {
 			return errors.New("target got no punch within 1 s")
