@@ -60,11 +60,15 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
-// It is an announced system call (udpbatch.Recv with raw false): made raw,
-// the relay's delivery stalled for tens of milliseconds under load
-// (measured with loadtest relay, not understood).
+// It is a raw system call (udpbatch.Recv says why). Announced, it was
+// most of what a datagram cost at light load: each time one arrived at an
+// idle server, the call woke the runtime's monitor thread, which sleeps
+// while every processor is idle, and the monitor then slept and polled
+// beside the reader on the same core (a futex wake, nanosleeps and a futex
+// wait per arrival; measured with perf stat on `loadtest relay` at 20k
+// datagrams/s, none of them once raw).
 func (r *batchReader) recvmmsg(fd uintptr) bool {
-	return udpbatch.Recv(fd, r.hdr, false, &r.res)
+	return udpbatch.Recv(fd, r.hdr, true, &r.res)
 }
 
 // next returns the next datagram and its source (unmapped); the datagram
