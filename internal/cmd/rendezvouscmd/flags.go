@@ -49,6 +49,7 @@ type Options struct {
 	MeshRegistry   string
 	PeerSecretFile string
 	MeshRate       float64
+	MeshUnverified float64
 	MeshAllow      []netip.Prefix
 	ReusePort      int
 	AltListen      string
@@ -107,7 +108,8 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&o.MeshRegistry, "mesh-registry", "", "Redis URL (usually the --redis one) where the rendezvous instances list their mesh addresses: each gets heartbeats, and mesh messages are accepted only from them and --mesh-allow (empty: no list; any source when --mesh-allow is empty too)")
 	var meshAllow string
 	fs.StringVar(&meshAllow, "mesh-allow", "", "addresses or CIDR ranges (comma-separated) the other instances' mesh messages come from, e.g. the deployment's private ranges 10.0.0.0/8: a mesh message from anywhere else is dropped before its tag is checked (empty: any source, checked by rate and tag alone)")
-	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
+	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "authentic mesh messages per second handed on from each source address, charged once their tag verified, so a flood spoofed from an instance's address spends none of it; heartbeats are free (negative: no limit)")
+	fs.Float64Var(&o.MeshUnverified, "mesh-unverified-rate", mesh.DefaultUnverifiedRate, "tag checks per second, over all sources, of mesh messages from a sender not yet authenticated at their source address and port (a stranger's forgeries, each instance's first message); messages of known instances are checked without it (negative: no cap)")
 	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
 	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
