@@ -74,10 +74,10 @@ const (
 	DefaultRemoteWorkers = 256
 )
 
-// RateLimit is the per-source token bucket every datagram passes before any
-// other work. Sources are IPv4 addresses and IPv6 /64 prefixes: a NATed
-// network shares one bucket, so size it for many peers behind one address
-// (each sends a Register every Refresh, plus its Connects).
+// RateLimit is a per-source token bucket. Sources are IPv4 addresses and
+// IPv6 /64 prefixes: a NATed network shares one bucket, so size it for many
+// peers behind one address (each sends a Register every Refresh, plus its
+// Connects).
 type RateLimit struct {
 	// PerSecond is the sustained rate a source may send, in datagrams per
 	// second. Default DefaultRate; negative disables rate limiting.
@@ -167,7 +167,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// RateLimit limits every source's datagrams, before any other work.
+	// RateLimit limits each source's Requests once their nonce proved the
+	// source's cookie, before any other work; the Requests that did not
+	// (their CookieReplies) have buckets of their own with the same rate
+	// and burst, so a flood spoofed from a peer's address spends none of
+	// the peer's budget.
 	RateLimit RateLimit
 	// KeyMissRate limits, per source, the X25519s spent on sender keys the
 	// key cache does not hold; a request reaches that step only after its
