@@ -27,9 +27,12 @@
 // dropped. The tag checks a stranger can cause are bounded by one budget
 // over all sources: it pays for every message whose sender number (random
 // per process) was not yet authenticated from that address and port, and
-// an off-path stranger never learns a running instance's number. A
-// stranger who does (on the path between instances) can make a node check
-// one tag per datagram it reads, and could drop the traffic as well.
+// an off-path stranger never learns a running instance's number (an
+// instance that starts, or whose receiver starts, while a flood beyond
+// the budget is spoofed from its address is heard once one of its
+// messages wins a token). A stranger who does learn it (on the path
+// between instances) can make a node check one tag per datagram it reads,
+// and could drop the traffic as well.
 //
 // The mesh holds no state about flows: which instance is B's home is told
 // by the message's sender, who learnt it from the registry record
