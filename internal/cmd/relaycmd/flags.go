@@ -379,6 +379,8 @@ func (c *command) check() error {
 		return usage.Errorf("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (or --mesh-registry)")
 	case o.Mesh.Rate == 0:
 		return usage.Errorf("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.Mesh.Unverified == 0:
+		return usage.Errorf("--mesh-unverified-rate 0 would never hear a new instance: give a rate, or a negative value for no cap")
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
 		return usage.Errorf("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}

@@ -211,6 +211,8 @@ func (o *Options) check() error {
 		return bad("--stream-relay-factor %v: give at least 1 (default %v)", o.StreamRelayFactor, rendezvous.DefaultStreamRelayFactor)
 	case o.MeshRate == 0:
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.MeshUnverified == 0:
+		return bad("--mesh-unverified-rate 0 would never hear a new instance: give a rate, or a negative value for no cap")
 	case o.MeshListen != "" && o.PeerSecretFile == "":
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case len(o.MeshAllow) > 0 && o.MeshListen == "":
