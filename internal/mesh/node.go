@@ -22,10 +22,10 @@ const (
 	// DefaultClockSkew is how far a message's send time may be from the
 	// receiver's clock (instances keep NTP time).
 	DefaultClockSkew = 10 * time.Second
-	// DefaultRate and DefaultBurst limit each source address, in messages
-	// per second: an instance forwards other instances' relay traffic, so
-	// the limit is high; it bounds what one source can make a receiver
-	// verify.
+	// DefaultRate and DefaultBurst limit each source address, in
+	// authentic messages per second: an instance forwards other
+	// instances' relay traffic, so the limit is high; it bounds what one
+	// instance can make a receiver send.
 	DefaultRate  = 200000
 	DefaultBurst = 200000
 	// DefaultUnverifiedRate is the tag checks per second, over all
@@ -82,8 +82,8 @@ type Config struct {
 	// message of each instance. A message of a sender already
 	// authenticated at its source has its tag checked without this budget,
 	// so a stranger who spends it cannot silence a running instance.
-	// Defaults DefaultUnverifiedRate and UnverifiedRate; a negative
-	// UnverifiedRate turns the cap off.
+	// Defaults: DefaultUnverifiedRate, and a burst of one second's
+	// worth; a negative UnverifiedRate turns the cap off.
 	UnverifiedRate, UnverifiedBurst float64
 	// MaxSenders bounds the replay table. Default DefaultMaxSenders.
 	MaxSenders int
