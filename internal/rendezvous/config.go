@@ -58,10 +58,12 @@ const (
 	DefaultInstanceName = "rendezvous"
 	// DefaultStreamRelayFactor multiplies the per-source limits of a
 	// stream relay's presence address (Config.StreamRelaySources), which
-	// stands for all its tunnelled peers: each tunnel is held to the
-	// stream relay's server rate (5 datagrams per second by default), so
-	// the 50/s of DefaultRate becomes 5,000/s, a thousand attacking
-	// tunnels' worth.
+	// stands for all its tunnelled peers, on what has not proven a
+	// tunnel (CookieReplies), new keys and STUN: each tunnel is held to
+	// the stream relay's server rate (5 datagrams per second by default),
+	// so the 50/s of DefaultRate becomes 5,000/s, a thousand attacking
+	// tunnels' worth. Requests that proved a tunnel's port are limited
+	// per tunnel instead (Config.StreamRelaySources).
 	DefaultStreamRelayFactor = 100
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
@@ -192,10 +194,14 @@ type Config struct {
 	STUNRate RateLimit
 	// StreamRelaySources are the addresses TLS stream relays' tunnels
 	// come from (their presence addresses): every tunnelled peer of one
-	// relay sends from its one address, so RateLimit, KeyMissRate,
-	// STUNRate and RegisterRate give these StreamRelayFactor times their
-	// rate and burst; the stream relay holds each tunnel to what one peer
-	// needs. Default: the hosts of StreamRelays that are IP literals.
+	// relay sends from its one address, each tunnel from a port of its
+	// own, so a request that proved the cookie of its address and port
+	// pays RateLimit per tunnel (other tunnels, which anyone may open,
+	// cannot spend it), while CookieReplies (RateLimit's other bucket),
+	// KeyMissRate, STUNRate and RegisterRate give these addresses
+	// StreamRelayFactor times their rate and burst; the stream relay holds
+	// each tunnel to what one peer needs and bounds the tunnels. Default:
+	// the hosts of StreamRelays that are IP literals.
 	StreamRelaySources []netip.Prefix
 	// StreamRelayFactor defaults to DefaultStreamRelayFactor.
 	StreamRelayFactor float64

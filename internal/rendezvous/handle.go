@@ -39,6 +39,24 @@ func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, p
 	return s.reject(reasonMalformed)
 }
 
+// allowProven takes a token of RateLimit for a request that proved the
+// cookie of from. Behind a stream relay's presence address each port is
+// one tunnel, one peer, and the proof shows the request came through it:
+// the tunnel pays alone, so that other tunnels (anyone may open some)
+// cannot spend the budget of a peer that moved into its tunnel. The relay
+// bounds its tunnels and what each sends to the servers.
+func (s *Server) allowProven(from netip.AddrPort, now int64) bool {
+	if len(s.cfg.StreamRelaySources) > 0 {
+		a := from.Addr().Unmap()
+		for _, p := range s.cfg.StreamRelaySources {
+			if p.Contains(a) {
+				return s.tunnels.AllowAddrPort(from, now)
+			}
+		}
+	}
+	return s.limiter.Allow(from.Addr(), now)
+}
+
 func (s *Server) reject(r reason) []outPacket {
 	s.m.rejected[r].Inc()
 	return nil
@@ -83,7 +101,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		}
 		return s.cookieReply(sc, &sealed, from, &fresh, len(pkt))
 	}
-	if !s.limiter.Allow(from.Addr(), now.UnixNano()) {
+	if !s.allowProven(from, now.UnixNano()) {
 		return s.reject(reasonRateLimited)
 	}
 	// A proven source's sender key: cached for peers seen before, else one

@@ -35,6 +35,9 @@ type Server struct {
 	// second, never what the peer's own proven requests draw on.
 	limiter  *ratelimit.Limiter
 	unproven *ratelimit.Limiter
+	// tunnels is RateLimit per stream relay tunnel (presence address and
+	// port) for the proven requests of StreamRelaySources.
+	tunnels *ratelimit.Limiter
 	// keyMissSource budgets, per source, the X25519s for uncached sender
 	// keys; keyMissBudget those for uncached connect targets (keyFor).
 	keyMissSource *ratelimit.Limiter
@@ -76,14 +79,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	_, inProcess := cfg.Registry.(*discovery.Memory)
 	s := &Server{
-		inProcess:     inProcess,
-		cfg:           cfg,
-		log:           cfg.Logger,
-		id:            cfg.Identity.ID(),
-		keys:          crypto.NewKeyCache(cfg.KeyCache),
-		replay:        rc,
-		limiter:       cfg.RateLimit.limiter(),
-		unproven:      cfg.RateLimit.limiter(),
+		inProcess: inProcess,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		id:        cfg.Identity.ID(),
+		keys:      crypto.NewKeyCache(cfg.KeyCache),
+		replay:    rc,
+		limiter:   cfg.RateLimit.limiter(),
+		unproven:  cfg.RateLimit.limiter(),
+		tunnels: ratelimit.New(ratelimit.Config{PerSecond: cfg.RateLimit.PerSecond, Burst: float64(cfg.RateLimit.Burst),
+			MaxSources: cfg.RateLimit.Sources}),
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
 		stunRate:      cfg.STUNRate.limiter(),
