@@ -53,6 +53,9 @@ type Server struct {
 	// epoch changes (nudge.go); out is the socket nudges leave from.
 	recent *recentPeers
 	out    atomic.Value // net.PacketConn
+	// held are copies of the Punches handed to other homes, for their
+	// targets should they register here soon (held.go).
+	held *heldPunches
 }
 
 // New checks cfg and returns a server. It opens no socket.
@@ -89,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 		refresh:       uint16(cfg.Refresh / time.Second),
 		reports:       newReports(cfg.Reports, tm),
 		recent:        newRecentPeers(cfg.RecentPeers),
+		held:          newHeldPunches(heldMax, heldPerPeer, heldFor),
 	}
 	s.refreshEpoch(context.Background())
 	return s, nil
