@@ -84,6 +84,7 @@ type peer struct {
 	kept       *extra    // the birthday socket that won, kept for the path
 	keptLost   time.Time // when the route stopped using kept
 	directLost time.Time // when the direct path was last given up for the relay
+	answered   time.Time // when this side last answered its PathUpdate (answerUpdateLocked)
 	// relayLostSeen is the peer's lastSeen when its relay path was last
 	// found lost: one reaction per silence.
 	relayLostSeen time.Time

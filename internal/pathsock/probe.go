@@ -331,6 +331,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		// new relay ticket, say).
 		defer s.resend(pr, prev)
 	}
+	announcing := s.announcing(now)
 	pr.mu.Lock()
 	if t <= pr.lastUpdate {
 		pr.mu.Unlock()
@@ -341,7 +342,12 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	for _, c := range pr.cands {
 		c.learned = true
 	}
+	var oldTicket []byte
+	if len(pr.tickets) > 0 {
+		oldTicket = pr.tickets[0]
+	}
 	s.applyInfoLocked(pr, u.Info, false, now)
+	answer := len(pr.tickets) > 0 && pr.answerUpdateLocked(now, !slices.Equal(oldTicket, pr.tickets[0]), announcing)
 	if !s.noDirect() {
 		s.newPunchLocked(pr, now, now)
 	}
@@ -357,10 +363,14 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		// side's QUIC waits out its probe timeout backoff (resend.go).
 		s.resend(pr, time.Unix(0, 0))
 	}
+	if answer {
+		// Our announcement went to the ticket this update replaced.
+		s.announceTo(pr, s.Info(), now)
+	}
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
 		s.startBirthday(pr, strategy, now)
 	}
-	s.log.Debug("path update", "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
+	s.log.Debug("path update", "answered", answer, "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
 	if direct {
 		s.noticeSource(pr, from, now)
 	}
