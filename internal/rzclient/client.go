@@ -176,6 +176,7 @@ type Client struct {
 	seen   *replay.Cache
 	kick   chan struct{} // Reregister
 	regd   chan struct{} // a Registered arrived
+	kaAck  chan struct{} // a KeepaliveAck arrived (keepalive.go)
 
 	// after and jitter are the retransmission clock and its randomness
 	// (time.After and a uniform draw in [0, 1); tests inject their own).
@@ -241,6 +242,7 @@ func New(cfg Config) (*Client, error) {
 		after:   time.After,
 		jitter:  mrand.Float64,
 		kick:    make(chan struct{}, 1),
+		kaAck:   make(chan struct{}, 1),
 		regd:    make(chan struct{}, 1),
 		pending: map[uint64]*pending{},
 	}
