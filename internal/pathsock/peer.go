@@ -54,7 +54,12 @@ type peer struct {
 	vaddr  *net.UDPAddr
 	shared *[32]byte
 
-	route    atomic.Pointer[route]
+	route atomic.Pointer[route]
+	// met is closed when the first frame from the peer arrives (heard):
+	// a Ping whose probe the peer dropped, not knowing us yet, probes
+	// again then. Nil in a peer not made by ensurePeer.
+	met      chan struct{}
+	metOnce  sync.Once
 	lastSent atomic.Int64 // unix ns of the last QUIC packet sent
 	lastSeen atomic.Int64 // unix ns of the last frame received
 	// lastDirect is the unix ns of the last frame received over the
@@ -151,7 +156,7 @@ func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr = &peer{id: id, tag: id.Tag(), vaddr: VirtualAddr(id), shared: shared, cands: map[netip.AddrPort]*cand{}}
+	pr = &peer{id: id, tag: id.Tag(), vaddr: VirtualAddr(id), shared: shared, cands: map[netip.AddrPort]*cand{}, met: make(chan struct{})}
 	pr.route.Store(&route{kind: PathNone})
 	s.mu.Lock()
 	defer s.mu.Unlock()

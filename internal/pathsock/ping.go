@@ -11,11 +11,18 @@ import (
 
 // Ping sends a probe to peer over its active path and waits for the reply,
 // probing again every pingRetry (the peer may not know us yet, or a probe
-// may be lost).
+// may be lost), and at once when the first frame from a peer never heard
+// from arrives: the peer now knows us, and dropped the probe sent before
+// (a new session to a peer whose Punch came late, after its rendezvous
+// instance died, answers then, not at the next retry).
 func (s *Sock) Ping(ctx context.Context, id crypto.PeerID) (PeerStatus, error) {
 	pr := s.peerByID(id)
 	if pr == nil {
 		return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrUnknownPeer)
+	}
+	met := pr.met
+	if pr.lastSeen.Load() != 0 {
+		met = nil // heard from already
 	}
 	for {
 		r := pr.route.Load()
@@ -27,8 +34,13 @@ func (s *Sock) Ping(ctx context.Context, id crypto.PeerID) (PeerStatus, error) {
 		if tx == 0 {
 			return PeerStatus{}, fmt.Errorf("%s: %w", id.Short(), ErrNoPath)
 		}
-		t := time.NewTimer(pingRetry)
+		t := time.NewTimer(s.pingRetry)
 		select {
+		case <-met:
+			met = nil // once
+			t.Stop()
+			s.forgetProbe(tx)
+			continue
 		case <-done:
 			t.Stop()
 			s.pendMu.Lock()
