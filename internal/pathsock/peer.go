@@ -136,6 +136,14 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	}
 	s.fixRouteLocked(pr)
 	pr.mu.Unlock()
+	if pr.lastSeen.Load() == 0 && pr.route.Load().kind == PathRelay {
+		// A peer never heard from gets one probe through the relay now,
+		// not at start: if it asked for us (this is its Punch), its
+		// probes and first packets sent before we knew it were dropped,
+		// and this tells it at once that we know it now (its Ping
+		// probes again: Ping).
+		s.sendProbe(pr, false, netip.AddrPort{}, nil)
+	}
 	if !s.noDirect() && !again {
 		s.startBirthday(pr, strategy, pr.punch.Start)
 	}
