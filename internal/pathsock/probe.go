@@ -235,7 +235,10 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 		}
 		now := s.now()
 		prev, revive := pr.heard(now)
-		s.noticeSource(pr, from, now)
+		// The peer's first frame ever: it knows us now, and its NAT lets
+		// our probes through to where this came from (the ones sent
+		// before were dropped): probe back at once.
+		s.noticeSource(pr, from, now, prev.IsZero())
 		if revive {
 			s.resend(pr, prev)
 		}
@@ -372,7 +375,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	}
 	s.log.Debug("path update", "answered", answer, "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
 	if direct {
-		s.noticeSource(pr, from, now)
+		s.noticeSource(pr, from, now, false)
 	}
 }
 
