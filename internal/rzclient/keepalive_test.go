@@ -249,7 +249,7 @@ func TestKeepaliveIntervalFromAnswer(t *testing.T) {
 			t.Fatalf("no new interval of %v armed after the answer without the %v timeout firing", ka, rto)
 		}
 	}
-	n = fireWait(t, clk, ka, n)
+	fireWait(t, clk, ka, n)
 	if got := fs.next().Body.Type(); got != wire.MsgKeepalive {
 		t.Fatalf("one interval after the answer the client sent %s, want a keepalive", got)
 	}
