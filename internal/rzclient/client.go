@@ -35,8 +35,8 @@ const (
 	DefaultClockSkew  = 30 * time.Second
 	// DefaultConnectTries is how many times Connect sends its request
 	// before it gives up with ErrNoAnswer: with the default timeouts, after
-	// about 24 s (0.25+0.5+1+2+4+8+8).
-	DefaultConnectTries = 7
+	// about 24 s (0.25+0.25+0.5+1+2+4+8+8: connectAfter).
+	DefaultConnectTries = 8
 	// jitterSpread is the share by which each retransmission timeout is
 	// drawn above or below its nominal value, so that peers that lost
 	// datagrams at the same moment do not retransmit together.
