@@ -2,9 +2,12 @@ package pathsock
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/keymesh/keymesh/internal/wire"
 )
 
 // The hard side's birthday sockets hear from the easy side in any order:
@@ -140,5 +143,93 @@ func TestBirthdayRetiredSocketStaysSilent(t *testing.T) {
 	defer pr.mu.Unlock()
 	if pr.birthdayProbeLocked(e, easy) || pr.birthdayReplyLocked(e) || pr.kept != nil {
 		t.Fatal("a retired socket answered or won")
+	}
+}
+
+// TestBirthdayOnlyKeptSocketAnswers plays matrix trial t87's order through
+// the socket shell, on real loopback sockets: the easy side's Probe to
+// birthday socket 2 is read before its ProbeReply on socket 1 (which wins),
+// then its Probes to sockets 1 and 0 and its ProbeReplies on sockets 2 and
+// 0. Every ProbeReply the easy side receives must come from the socket the
+// hard side keeps.
+func TestBirthdayOnlyKeptSocketAnswers(t *testing.T) {
+	hard := newTestSock(t, nil)
+	easyID := newIdentity(t)
+	easy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer easy.Close()
+	easyAt := easy.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := hard.AddPeer(wire.PeerInfo{ID: easyID.ID(), Reflexive: easyAt}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pr := hard.peerByID(easyID.ID())
+	var socks []*extra
+	for range 3 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		socks = append(socks, &extra{conn: c})
+	}
+	pr.mu.Lock()
+	pr.bday = &birthday{done: make(chan struct{})}
+	pr.mu.Unlock()
+	// The hard side's birthday probes, one from each socket.
+	var txs []uint64
+	for _, e := range socks {
+		txs = append(txs, hard.probe(pr, true, easyAt, nil, e, false))
+	}
+	probe := func(i int) {
+		dest := socks[i].conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		hard.onProbe(easyID.ID(), pr.shared, &wire.Probe{TxID: newTxID(), Dest: dest}, easyAt, true, socks[i])
+	}
+	reply := func(i int) {
+		hard.onProbeReply(easyID.ID(), &wire.ProbeReply{TxID: txs[i], Observed: easyAt}, true, socks[i])
+	}
+	probe(2)
+	reply(1)
+	probe(1)
+	probe(0)
+	reply(2)
+	reply(0)
+
+	pr.mu.Lock()
+	kept := pr.kept
+	pr.mu.Unlock()
+	if kept != socks[2] && kept != socks[1] {
+		t.Fatalf("kept socket %p, want socket 2 or 1", kept)
+	}
+	keptPort := kept.conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	// Everything sent to the easy side: the sockets' probes and replies,
+	// and the main socket's punching probes.
+	answers := 0
+	buf := make([]byte, 2048)
+	for {
+		easy.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, from, err := easy.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		sl, err := wire.ParseSealed(buf[:n])
+		if err != nil {
+			continue
+		}
+		m, err := sl.Open(pr.shared)
+		if err != nil {
+			t.Fatalf("a frame from %v does not open: %v", from, err)
+		}
+		if _, ok := m.Body.(*wire.ProbeReply); !ok {
+			continue
+		}
+		if from.Port() != keptPort {
+			t.Fatalf("a ProbeReply came from port %d; the hard side keeps port %d", from.Port(), keptPort)
+		}
+		answers++
+	}
+	if answers == 0 {
+		t.Fatal("the kept socket answered none of the easy side's probes")
 	}
 }
