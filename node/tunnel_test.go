@@ -293,3 +293,44 @@ func TestUDPProbeOnlyAuthenticAnswers(t *testing.T) {
 		t.Fatal("a fresh sealed answer from the rendezvous did not count")
 	}
 }
+
+// TestSpoofedFloodDoesNotPushIntoTunnel: a stranger floods the rendezvous
+// with datagrams from the node's own address (other ports), four times the
+// per-source rate, for several give-up periods. The node's UDP works (no
+// relay is configured, so only the rendezvous' answers say so): its
+// keepalives must all be answered and it must stay on UDP, registered.
+// With a per-source budget spent before the cookie proof, the flood used
+// to silence the rendezvous for it and move it into the TLS tunnel.
+func TestSpoofedFloodDoesNotPushIntoTunnel(t *testing.T) {
+	m := startMeshWith(t, func(c *rendezvous.Config) {
+		c.Relays = nil
+		c.RateLimit = rendezvous.RateLimit{PerSecond: rendezvous.DefaultRate, Burst: rendezvous.DefaultBurst}
+	})
+	streamURL := startStreamRelay(t)
+	a := m.newNode(func(c *Config) { c.StreamRelay = streamURL; c.UDPTimeout = time.Second })
+	if st := a.Status(); st.Transport != "udp" || !st.Registered {
+		t.Fatalf("status %+v before the flood: want registered over udp", st)
+	}
+	server, _, _ := strings.Cut(m.server, "#")
+	to := netip.MustParseAddrPort(server)
+	evil, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // the node's address, another port
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	junk := append([]byte{wire.TypeRequest}, make([]byte, 120)...)
+	end := time.Now().Add(4 * time.Second)
+	for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(end); <-tick.C {
+		for range 4 * rendezvous.DefaultRate / 100 { // 4x the rate
+			if _, err := evil.WriteToUDPAddrPort(junk, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := a.Status(); st.Transport != "udp" {
+			t.Fatalf("status %+v: a spoofed flood moved the node into the TLS tunnel", st)
+		}
+	}
+	if st := a.Status(); st.Transport != "udp" || !st.Registered {
+		t.Fatalf("status %+v after the flood: want registered over udp", st)
+	}
+}

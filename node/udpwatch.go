@@ -32,7 +32,9 @@ import "time"
 // pinned rendezvous key, fresh and not replayed (rzclient's OnAnswer), a
 // relay's answer that repeats the echo of our latest bind, a direct path
 // kept alive by sealed probes. A stranger's packets can neither make the
-// node leave UDP (they cannot make answers go missing) nor return to it.
+// node leave UDP (they cannot make answers go missing: the rendezvous and
+// the relays spend no per-source budget on what does not prove its
+// address, TestSpoofedFloodDoesNotPushIntoTunnel) nor return to it.
 const (
 	udpGiveUpMin    = 400 * time.Millisecond
 	udpGiveUpMax    = 2 * time.Second

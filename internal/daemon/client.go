@@ -279,9 +279,22 @@ func (c *Client) Netcheck(ctx context.Context) (netcheck.Report, error) {
 
 // Metrics returns the daemon's metrics in the Prometheus text format.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://keymesh/v1/metrics", nil)
+	b, err := c.get(ctx, "/v1/metrics", 4<<20)
+	return string(b), err
+}
+
+// CPUProfile returns the daemon's CPU profile (pprof format) over the next
+// d, rounded up to whole seconds; the daemon serves it with --pprof.
+func (c *Client) CPUProfile(ctx context.Context, d time.Duration) ([]byte, error) {
+	secs := max(int((d+time.Second-1)/time.Second), 1)
+	return c.get(ctx, fmt.Sprintf("/v1/debug/pprof/profile?seconds=%d", secs), 64<<20)
+}
+
+// get returns the body of a GET of path, at most limit bytes.
+func (c *Client) get(ctx context.Context, path string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://keymesh"+path, nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
@@ -289,15 +302,15 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		return "", fmt.Errorf("read daemon answer: %w", err)
+		return nil, fmt.Errorf("read daemon answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", &APIError{Code: resp.StatusCode, Msg: fmt.Sprintf("daemon answered %s to GET /v1/metrics", resp.Status)}
+		return nil, &APIError{Code: resp.StatusCode, Msg: fmt.Sprintf("daemon answered %s to GET %s", resp.Status, path)}
 	}
-	return string(body), nil
+	return body, nil
 }

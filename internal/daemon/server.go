@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"sync"
@@ -50,6 +51,10 @@ type Config struct {
 	// Metrics, when set, is served at GET /v1/metrics in the Prometheus
 	// text format (the policy's refusal counter, for one).
 	Metrics prometheus.Gatherer
+	// Profiles serves Go's runtime profiles (net/http/pprof) under GET
+	// /v1/debug/pprof/ (the CPU profile at /v1/debug/pprof/profile?seconds=N),
+	// on the API socket only, so to its owner alone.
+	Profiles bool
 	// Names, when set, resolves <name>.<suffix> and <peer-id>.<suffix> in
 	// the SOCKS5 proxy, dial and ping (see package names).
 	Names *names.Table
@@ -148,6 +153,15 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/expose", s.handleUnexpose)
 	if s.cfg.Metrics != nil {
 		mux.Handle("GET /v1/metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
+	}
+	if s.cfg.Profiles {
+		// pprof.Index serves the named profiles from the path's last
+		// element; its own paths begin with /debug/pprof/.
+		prof := http.NewServeMux()
+		prof.HandleFunc("/debug/pprof/", pprof.Index)
+		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("GET /v1/debug/pprof/", http.StripPrefix("/v1", prof))
 	}
 	return mux
 }

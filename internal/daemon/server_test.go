@@ -366,3 +366,19 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("GET /v1/metrics without Config.Metrics: %v, want 404", err)
 	}
 }
+
+func TestProfiles(t *testing.T) {
+	h := startServer(t, daemon.Config{Profiles: true})
+	prof, err := h.client.CPUProfile(tctx(t), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pprof profile is a gzipped protocol buffer.
+	if len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Errorf("GET /v1/debug/pprof/profile = %d bytes beginning %x, want a gzipped profile", len(prof), prof[:min(len(prof), 2)])
+	}
+	var ae *daemon.APIError
+	if _, err := startServer(t, daemon.Config{}).client.CPUProfile(tctx(t), time.Second); !errors.As(err, &ae) || ae.Code != 404 {
+		t.Errorf("GET /v1/debug/pprof/profile without Config.Profiles: %v, want 404", err)
+	}
+}

@@ -20,9 +20,19 @@
 // sequence number, and ends in an HMAC-SHA256 tag (truncated to 16 bytes)
 // under a key derived with HKDF from the deployment's peer secret. A Node
 // checks, cheapest first: length and version, source allow-list (when it
-// has one), per-source rate, clock, tag, then replay (a sliding window per
-// sending process, WireGuard style); a stranger without the secret never
-// gets past the tag and costs one HMAC at most, within its rate.
+// has one), clock, tag, then replay (a sliding window per sending process,
+// WireGuard style), and only then the per-source rate of what it hands on.
+// No budget an instance depends on is spent before the tag verified, so a
+// flood spoofed from an instance's address cannot get its heartbeats
+// dropped. The tag checks a stranger can cause are bounded by one budget
+// over all sources: it pays for every message whose sender number (random
+// per process) was not yet authenticated from that address and port, and
+// an off-path stranger never learns a running instance's number (an
+// instance that starts, or whose receiver starts, while a flood beyond
+// the budget is spoofed from its address is heard once one of its
+// messages wins a token). A stranger who does learn it (on the path
+// between instances) can make a node check one tag per datagram it reads,
+// and could drop the traffic as well.
 //
 // The mesh holds no state about flows: which instance is B's home is told
 // by the message's sender, who learnt it from the registry record

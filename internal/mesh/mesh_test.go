@@ -94,7 +94,7 @@ func TestReplayWindow(t *testing.T) {
 		{2, 1, false},
 	}
 	for i, s := range steps {
-		if got := r.accept(s.sender, s.seq); got != s.want {
+		if got := r.accept(s.sender, s.seq, netip.AddrPort{}); got != s.want {
 			t.Fatalf("step %d: accept(%d, %d) = %v, want %v", i, s.sender, s.seq, got, s.want)
 		}
 	}

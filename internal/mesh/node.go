@@ -22,12 +22,19 @@ const (
 	// DefaultClockSkew is how far a message's send time may be from the
 	// receiver's clock (instances keep NTP time).
 	DefaultClockSkew = 10 * time.Second
-	// DefaultRate and DefaultBurst limit each source address, in messages
-	// per second: an instance forwards other instances' relay traffic, so
-	// the limit is high; it bounds what one source can make a receiver
-	// verify.
+	// DefaultRate and DefaultBurst limit each source address, in
+	// authentic messages per second: an instance forwards other
+	// instances' relay traffic, so the limit is high; it bounds what one
+	// instance can make a receiver send.
 	DefaultRate  = 200000
 	DefaultBurst = 200000
+	// DefaultUnverifiedRate is the tag checks per second, over all
+	// sources, spent on messages from senders not yet authenticated at
+	// their source (Config.UnverifiedRate): an instance needs one such
+	// check when it starts or this node does, a stranger gets nothing
+	// more. At a few microseconds per check of the largest message it is
+	// a tenth of a core at most.
+	DefaultUnverifiedRate = 20000
 )
 
 // Handler takes one authentic, fresh message: send payload to dst from the
@@ -61,10 +68,23 @@ type Config struct {
 	AllowPrefixes []netip.Prefix
 	// ClockSkew bounds the send-time difference. Default DefaultClockSkew.
 	ClockSkew time.Duration
-	// Rate and Burst limit messages per source address (IPv6: /64).
-	// Defaults DefaultRate and DefaultBurst; a negative Rate turns the
-	// limit off.
+	// Rate and Burst limit the authentic messages per source address
+	// (IPv6: /64) handed to Handle: what one instance can make this one
+	// send. They are charged after the tag verified, so a flood spoofed
+	// from an instance's address spends none of it; heartbeats are not
+	// charged. Defaults DefaultRate and DefaultBurst; a negative Rate
+	// turns the limit off.
 	Rate, Burst float64
+	// UnverifiedRate and UnverifiedBurst bound, over all sources, the tag
+	// checks of messages whose sender has not yet been authenticated at
+	// the address and port they come from: a stranger's forgeries (it
+	// does not know the instances' random sender numbers) and the first
+	// message of each instance. A message of a sender already
+	// authenticated at its source has its tag checked without this budget,
+	// so a stranger who spends it cannot silence a running instance.
+	// Defaults: DefaultUnverifiedRate, and a burst of one second's
+	// worth; a negative UnverifiedRate turns the cap off.
+	UnverifiedRate, UnverifiedBurst float64
 	// MaxSenders bounds the replay table. Default DefaultMaxSenders.
 	MaxSenders int
 	// Peers are the mesh addresses of the instances this node sends to:
@@ -85,17 +105,18 @@ type Config struct {
 
 // Drop reasons, as counted in Stats.
 const (
-	DropMalformed = iota // length, magic, version, kind or address
-	DropStranger         // source not in Allow
-	DropRateLimited
-	DropStale // send time outside ClockSkew
+	DropMalformed   = iota // length, magic, version, kind or address
+	DropStranger           // source not in Allow
+	DropRateLimited        // an authentic message beyond its source's Rate
+	DropStale              // send time outside ClockSkew
 	DropBadTag
 	DropReplay
 	DropHeartbeatAddr // an authentic heartbeat naming another address than its source
+	DropUnverified    // an unknown sender's message beyond the UnverifiedRate budget, tag unchecked
 	numDrops
 )
 
-var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay", "heartbeat_addr"}
+var dropNames = [numDrops]string{"malformed", "stranger", "rate_limited", "stale", "bad_tag", "replay", "heartbeat_addr", "unverified"}
 
 // DropName names a drop reason (for metric labels).
 func DropName(r int) string { return dropNames[r] }
@@ -116,6 +137,7 @@ type Node struct {
 	sender uint64
 	seq    atomic.Uint64
 	lim    *ratelimit.Limiter
+	unver  *ratelimit.Budget // tag checks of unknown senders' messages
 	replay *replayTable
 	allow  atomic.Pointer[map[netip.Addr]struct{}] // nil: any source
 	bufs   sync.Pool                               // of *[]byte, for Forward
@@ -144,6 +166,12 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Burst <= 0 {
 		cfg.Burst = DefaultBurst
 	}
+	if cfg.UnverifiedRate == 0 {
+		cfg.UnverifiedRate = DefaultUnverifiedRate
+	}
+	if cfg.UnverifiedBurst <= 0 {
+		cfg.UnverifiedBurst = max(1, cfg.UnverifiedRate)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,6 +187,7 @@ func NewNode(cfg Config) (*Node, error) {
 		log:    cfg.Logger,
 		sender: binary.BigEndian.Uint64(s[:]),
 		lim:    ratelimit.New(ratelimit.Config{PerSecond: cfg.Rate, Burst: cfg.Burst}),
+		unver:  ratelimit.NewBudget(cfg.UnverifiedRate, cfg.UnverifiedBurst, cfg.Now().UnixNano()),
 		replay: newReplayTable(cfg.MaxSenders),
 		live:   newLiveness(cfg.MaxWatched, cfg.Peers, cfg.Now().UnixNano()),
 	}
@@ -283,6 +312,15 @@ func (n *Node) Serve(ctx context.Context) error {
 }
 
 // check runs the receive checks, cheapest first, and counts the outcome.
+//
+// No budget an authenticated instance depends on is spent before the tag
+// verified: a flood of forgeries spoofed from an instance's address must
+// not get its real messages dropped (its heartbeats above all: its peers
+// would route around a healthy instance). The tag checks themselves are
+// bounded for strangers: a message whose sender number was not yet
+// authenticated from the same address and port takes a token of the
+// unverified budget first. Only an instance's own messages, or copies of
+// them, carry its number; an off-path stranger never learns it.
 func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, bool) {
 	n.received.Add(1)
 	src := from.Addr().Unmap()
@@ -293,29 +331,33 @@ func (n *Node) check(b []byte, from netip.AddrPort, now time.Time) (Message, boo
 	if err != nil {
 		return m, n.drop(DropMalformed)
 	}
-	if !n.lim.Allow(src, now.UnixNano()) {
-		return m, n.drop(DropRateLimited)
-	}
 	if d := now.UnixMilli() - m.Time; d > n.cfg.ClockSkew.Milliseconds() || d < -n.cfg.ClockSkew.Milliseconds() {
 		return m, n.drop(DropStale)
+	}
+	from = netip.AddrPortFrom(src, from.Port())
+	if !n.replay.known(m.Sender, from) && !n.unver.Allow(now.UnixNano()) {
+		return m, n.drop(DropUnverified)
 	}
 	if !n.cfg.Key.Verify(b) {
 		return m, n.drop(DropBadTag)
 	}
-	if !n.replay.accept(m.Sender, m.Seq) {
-		return m, n.drop(DropReplay)
-	}
-	from = netip.AddrPortFrom(src, from.Port())
 	hb := m.Kind == KindHeartbeat
 	if hb && m.Dst != from {
 		return m, n.drop(DropHeartbeatAddr)
 	}
+	if !n.replay.accept(m.Sender, m.Seq, from) {
+		return m, n.drop(DropReplay)
+	}
+	// Authentic and fresh: its source is alive, whatever its rate.
 	n.heard(from, hb, now.UnixNano())
 	if hb {
 		n.heartbeats.Add(1)
-	} else {
-		n.accepted.Add(1)
+		return m, true
 	}
+	if !n.lim.Allow(src, now.UnixNano()) {
+		return m, n.drop(DropRateLimited)
+	}
+	n.accepted.Add(1)
 	return m, true
 }
 

@@ -1,6 +1,9 @@
 package mesh
 
-import "sync"
+import (
+	"net/netip"
+	"sync"
+)
 
 // windowBits is how far behind the newest sequence number a message may
 // arrive (reordered) and still be accepted once: a sender's goroutines take
@@ -26,8 +29,9 @@ type replayTable struct {
 }
 
 type window struct {
-	top  uint64 // newest accepted sequence number
-	seen uint64 // table tick of the last accepted message
+	top  uint64         // newest accepted sequence number
+	seen uint64         // table tick of the last accepted message
+	from netip.AddrPort // where the last accepted message came from
 	bits [windowBits / 64]uint64
 }
 
@@ -38,8 +42,18 @@ func newReplayTable(max int) *replayTable {
 	return &replayTable{max: max, senders: make(map[uint64]*window)}
 }
 
-// accept reports whether (sender, seq) is new, and records it.
-func (r *replayTable) accept(sender, seq uint64) bool {
+// known reports whether sender's last accepted message came from from.
+func (r *replayTable) known(sender uint64, from netip.AddrPort) bool {
+	r.mu.Lock()
+	w := r.senders[sender]
+	ok := w != nil && w.from == from
+	r.mu.Unlock()
+	return ok
+}
+
+// accept reports whether (sender, seq) is new, and records it and from,
+// the source it came from.
+func (r *replayTable) accept(sender, seq uint64, from netip.AddrPort) bool {
 	if seq == 0 {
 		return false
 	}
@@ -58,6 +72,7 @@ func (r *replayTable) accept(sender, seq uint64) bool {
 		return false
 	}
 	w.seen = r.tick
+	w.from = from
 	return true
 }
 

@@ -1,7 +1,7 @@
 // Package ratelimit is keymesh's one rate limiter for traffic from strangers:
 // token buckets keyed by source, where a source is an IPv4 address or an IPv6
 // /64 (one subscriber's prefix) and never a port, so rotating source ports
-// earns nothing. The table of buckets is sharded by a hash keyed with a
+// earns nothing (AllowAddrPort, for ports a cookie proved, aside). The table of buckets is sharded by a hash keyed with a
 // per-process secret (nobody can aim many sources at one shard) and bounded:
 // when a shard is full it forgets sources whose buckets have refilled (an
 // absent bucket is the same as a full one) and then arbitrary ones. It
@@ -161,6 +161,27 @@ func (l *Limiter) AllowPairN(src, dst netip.Addr, now int64, cost float64) bool 
 	binary.LittleEndian.PutUint64(k[:8], maphash.Bytes(l.pairSeeds[0], pair[:]))
 	binary.LittleEndian.PutUint64(k[8:], maphash.Bytes(l.pairSeeds[1], pair[:]))
 	return l.allow(src, k, now, cost)
+}
+
+// AllowAddrPort takes one token from the bucket of src's address and port
+// together at time now (Unix ns) and reports whether it was there. It is
+// only for a source whose port is proven (a cookie made for that address
+// and port came back from it) at an address that stands for many peers,
+// each on a port of its own (a stream relay's presence, one port per
+// tunnel): a spoofer rotating ports proves none, so earns nothing. Shared
+// applies to the address.
+func (l *Limiter) AllowAddrPort(src netip.AddrPort, now int64) bool {
+	if l.off {
+		return true
+	}
+	var b [18]byte
+	a := src.Addr().Unmap().WithZone("").As16()
+	copy(b[:16], a[:])
+	binary.BigEndian.PutUint16(b[16:], src.Port())
+	var k key
+	binary.LittleEndian.PutUint64(k[:8], maphash.Bytes(l.pairSeeds[0], b[:]))
+	binary.LittleEndian.PutUint64(k[8:], maphash.Bytes(l.pairSeeds[1], b[:]))
+	return l.allow(src.Addr(), k, now, 1)
 }
 
 func (l *Limiter) allow(src netip.Addr, k key, now int64, cost float64) bool {

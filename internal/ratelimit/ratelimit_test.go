@@ -173,3 +173,34 @@ func TestAllowPairKeysBySourceAndDestination(t *testing.T) {
 		t.Error("the source's own bucket was spent by its pairs")
 	}
 }
+
+// TestAllowAddrPortKeysByPort: each port of an address has a bucket of its
+// own, apart from the address's; Shared applies; an off limiter allows.
+func TestAllowAddrPortKeysByPort(t *testing.T) {
+	shared := netip.MustParsePrefix("198.51.100.7/32")
+	l := New(Config{PerSecond: 1, Burst: 2, Shared: []netip.Prefix{shared}, SharedFactor: 3})
+	p1, p2 := netip.MustParseAddrPort("203.0.113.5:1000"), netip.MustParseAddrPort("203.0.113.5:1001")
+	for i := range 2 {
+		if !l.AllowAddrPort(p1, 0) || !l.AllowAddrPort(p2, 0) {
+			t.Fatalf("request %d refused within the burst", i)
+		}
+	}
+	if l.AllowAddrPort(p1, 0) {
+		t.Error("third request from one port allowed over a burst of 2")
+	}
+	if !l.Allow(p1.Addr(), 0) {
+		t.Error("the address's own bucket was spent by its ports")
+	}
+	tunnel := netip.MustParseAddrPort("198.51.100.7:2000")
+	for i := range 6 {
+		if !l.AllowAddrPort(tunnel, 0) {
+			t.Fatalf("request %d from a shared address's port refused within 3 x the burst", i)
+		}
+	}
+	if l.AllowAddrPort(tunnel, 0) {
+		t.Error("a shared address's port got more than 3 x the burst")
+	}
+	if !New(Config{PerSecond: -1}).AllowAddrPort(p1, 0) {
+		t.Error("an off limiter refused")
+	}
+}

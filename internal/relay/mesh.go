@@ -55,9 +55,9 @@ func (s *Server) home(instance uint16) (a netip.AddrPort, ok, suspect bool) {
 // dst's NAT; with BGP anycast dst gets it twice, which QUIC ignores.
 //
 // The copy from here takes another token of src's rate towards dst (the
-// frame paid for one): a home made to look suspect (a flood spoofed from
-// its mesh address spends its per-source budget there, so its heartbeats
-// are dropped) must not double what a ticket holder may aim at dst. With
+// frame paid for one): a home made to look suspect (its heartbeats lost
+// on a congested path between regions) must not double what a ticket
+// holder may aim at dst. With
 // no token left the frame goes through the home alone.
 func (w *worker) viaHome(instance uint16, frame []byte, src, dst netip.AddrPort, nowNs int64) bool {
 	home, ok, suspect := w.s.home(instance)

@@ -270,8 +270,9 @@ func TestForwardSuspectHomeBothWays(t *testing.T) {
 }
 
 // TestSuspectHomeCopiesPayThePairRate: a home made to look suspect (for
-// instance by a flood spoofed from its mesh address, which spends its
-// per-source budget so that its heartbeats are dropped) must not turn the
+// instance by flooding the path between regions until its heartbeats are
+// lost; a spoofed flood no longer does it: TestSpoofedFloodKeepsVictimAlive
+// in internal/mesh) must not turn the
 // relay into a duplicator. Each copy that reaches B, through the home or
 // from here, takes a token of A's rate towards B: B never gets more
 // datagrams than A's bucket holds, however many frames A sends.

@@ -58,10 +58,12 @@ const (
 	DefaultInstanceName = "rendezvous"
 	// DefaultStreamRelayFactor multiplies the per-source limits of a
 	// stream relay's presence address (Config.StreamRelaySources), which
-	// stands for all its tunnelled peers: each tunnel is held to the
-	// stream relay's server rate (5 datagrams per second by default), so
-	// the 50/s of DefaultRate becomes 5,000/s, a thousand attacking
-	// tunnels' worth.
+	// stands for all its tunnelled peers, on what has not proven a
+	// tunnel (CookieReplies), new keys and STUN: each tunnel is held to
+	// the stream relay's server rate (5 datagrams per second by default),
+	// so the 50/s of DefaultRate becomes 5,000/s, a thousand attacking
+	// tunnels' worth. Requests that proved a tunnel's port are limited
+	// per tunnel instead (Config.StreamRelaySources).
 	DefaultStreamRelayFactor = 100
 	// DefaultRegistryTimeout bounds each registry call: about one peer
 	// retransmission, so a hung store fails the request instead of
@@ -74,10 +76,10 @@ const (
 	DefaultRemoteWorkers = 256
 )
 
-// RateLimit is the per-source token bucket every datagram passes before any
-// other work. Sources are IPv4 addresses and IPv6 /64 prefixes: a NATed
-// network shares one bucket, so size it for many peers behind one address
-// (each sends a Register every Refresh, plus its Connects).
+// RateLimit is a per-source token bucket. Sources are IPv4 addresses and
+// IPv6 /64 prefixes: a NATed network shares one bucket, so size it for many
+// peers behind one address (each sends a Register every Refresh, plus its
+// Connects).
 type RateLimit struct {
 	// PerSecond is the sustained rate a source may send, in datagrams per
 	// second. Default DefaultRate; negative disables rate limiting.
@@ -167,7 +169,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// RateLimit limits every source's datagrams, before any other work.
+	// RateLimit limits each source's Requests once their nonce proved the
+	// source's cookie, before any other work; the Requests that did not
+	// (their CookieReplies) have buckets of their own with the same rate
+	// and burst, so a flood spoofed from a peer's address spends none of
+	// the peer's budget.
 	RateLimit RateLimit
 	// KeyMissRate limits, per source, the X25519s spent on sender keys the
 	// key cache does not hold; a request reaches that step only after its
@@ -188,10 +194,14 @@ type Config struct {
 	STUNRate RateLimit
 	// StreamRelaySources are the addresses TLS stream relays' tunnels
 	// come from (their presence addresses): every tunnelled peer of one
-	// relay sends from its one address, so RateLimit, KeyMissRate,
-	// STUNRate and RegisterRate give these StreamRelayFactor times their
-	// rate and burst; the stream relay holds each tunnel to what one peer
-	// needs. Default: the hosts of StreamRelays that are IP literals.
+	// relay sends from its one address, each tunnel from a port of its
+	// own, so a request that proved the cookie of its address and port
+	// pays RateLimit per tunnel (other tunnels, which anyone may open,
+	// cannot spend it), while CookieReplies (RateLimit's other bucket),
+	// KeyMissRate, STUNRate and RegisterRate give these addresses
+	// StreamRelayFactor times their rate and burst; the stream relay holds
+	// each tunnel to what one peer needs and bounds the tunnels. Default:
+	// the hosts of StreamRelays that are IP literals.
 	StreamRelaySources []netip.Prefix
 	// StreamRelayFactor defaults to DefaultStreamRelayFactor.
 	StreamRelayFactor float64

@@ -17,13 +17,17 @@ const msgHeaderLen = 1 + 8
 
 // handle is the whole protocol step: one datagram in, the datagrams to send
 // out. The replies alias sc and are valid until sc is used again.
+//
+// No per-source budget is spent before the datagram proved its source:
+// anyone can send from a peer's address, so a budget shared by everything
+// that claims an address is one a stranger can spend for the peer (50
+// datagrams a second would silence it). A Request pays RateLimit once its
+// nonce proved the cookie of its source (a hash or two, handleFrame), or
+// RateLimit's other bucket for its CookieReply; STUN pays STUNRate.
 func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, pkt []byte) []outPacket {
 	sc.replies = sc.replies[:0]
 	now := s.cfg.Now()
 	s.m.packets.Inc()
-	if !s.limiter.Allow(from.Addr(), now.UnixNano()) {
-		return s.reject(reasonRateLimited)
-	}
 	switch {
 	case len(pkt) == 0:
 		return s.reject(reasonTruncated)
@@ -33,6 +37,24 @@ func (s *Server) handle(ctx context.Context, sc *scratch, from netip.AddrPort, p
 		return s.handleFrame(ctx, sc, from, pkt, now)
 	}
 	return s.reject(reasonMalformed)
+}
+
+// allowProven takes a token of RateLimit for a request that proved the
+// cookie of from. Behind a stream relay's presence address each port is
+// one tunnel, one peer, and the proof shows the request came through it:
+// the tunnel pays alone, so that other tunnels (anyone may open some)
+// cannot spend the budget of a peer that moved into its tunnel. The relay
+// bounds its tunnels and what each sends to the servers.
+func (s *Server) allowProven(from netip.AddrPort, now int64) bool {
+	if len(s.cfg.StreamRelaySources) > 0 {
+		a := from.Addr().Unmap()
+		for _, p := range s.cfg.StreamRelaySources {
+			if p.Contains(a) {
+				return s.tunnels.AllowAddrPort(from, now)
+			}
+		}
+	}
+	return s.limiter.Allow(from.Addr(), now)
 }
 
 func (s *Server) reject(r reason) []outPacket {
@@ -74,7 +96,13 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	// an X25519 nor opening a box, and leaves nothing behind.
 	fresh, proved := s.proofValid(&sealed, from)
 	if !proved {
+		if !s.unproven.Allow(from.Addr(), now.UnixNano()) {
+			return s.reject(reasonRateLimited)
+		}
 		return s.cookieReply(sc, &sealed, from, &fresh, len(pkt))
+	}
+	if !s.allowProven(from, now.UnixNano()) {
+		return s.reject(reasonRateLimited)
 	}
 	// A proven source's sender key: cached for peers seen before, else one
 	// X25519 from the source's budget (a new peer, or a peer that made a new
@@ -129,6 +157,15 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 		return s.reject(reasonUnknownType)
 	}
 	if !s.cfg.Cookies.Check(from, *cookie) {
+		return s.challenge(sc, &req, mt)
+	}
+	// A Keepalive or Register still carrying the previous period's cookie
+	// gets this period's in a Challenge (the client sends it again with
+	// it): an active peer so renews its cookie through requests that
+	// proved their source, and never needs a CookieReply, whose budget
+	// a flood spoofed from its address can spend. Connects and Reports are
+	// served with it, the keepalives renew it within a second.
+	if *cookie != fresh && (mt == wire.MsgKeepalive || mt == wire.MsgRegister) {
 		return s.challenge(sc, &req, mt)
 	}
 	if !cached {

@@ -24,12 +24,20 @@ import (
 // Server is a rendezvous server. One Server may serve several sockets at
 // once (Serve on each), and several Servers may share one Registry.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	id      crypto.PeerID
-	keys    *crypto.KeyCache
-	replay  *replay.Cache
-	limiter *ratelimit.Limiter
+	cfg    Config
+	log    *slog.Logger
+	id     crypto.PeerID
+	keys   *crypto.KeyCache
+	replay *replay.Cache
+	// limiter is RateLimit for requests that proved their source's
+	// cookie, unproven RateLimit for the rest (CookieReplies): one bucket
+	// each, so that a flood spoofed from a peer's address spends only the
+	// second, never what the peer's own proven requests draw on.
+	limiter  *ratelimit.Limiter
+	unproven *ratelimit.Limiter
+	// tunnels is RateLimit per stream relay tunnel (presence address and
+	// port) for the proven requests of StreamRelaySources.
+	tunnels *ratelimit.Limiter
 	// keyMissSource budgets, per source, the X25519s for uncached sender
 	// keys; keyMissBudget those for uncached connect targets (keyFor).
 	keyMissSource *ratelimit.Limiter
@@ -71,13 +79,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	_, inProcess := cfg.Registry.(*discovery.Memory)
 	s := &Server{
-		inProcess:     inProcess,
-		cfg:           cfg,
-		log:           cfg.Logger,
-		id:            cfg.Identity.ID(),
-		keys:          crypto.NewKeyCache(cfg.KeyCache),
-		replay:        rc,
-		limiter:       cfg.RateLimit.limiter(),
+		inProcess: inProcess,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		id:        cfg.Identity.ID(),
+		keys:      crypto.NewKeyCache(cfg.KeyCache),
+		replay:    rc,
+		limiter:   cfg.RateLimit.limiter(),
+		unproven:  cfg.RateLimit.limiter(),
+		tunnels: ratelimit.New(ratelimit.Config{PerSecond: cfg.RateLimit.PerSecond, Burst: float64(cfg.RateLimit.Burst),
+			MaxSources: cfg.RateLimit.Sources}),
 		keyMissSource: cfg.KeyMissRate.limiter(),
 		keyMissBudget: ratelimit.NewBudget(cfg.KeyMissBudget, max(1, cfg.KeyMissBudget), cfg.Now().UnixNano()),
 		stunRate:      cfg.STUNRate.limiter(),

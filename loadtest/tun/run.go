@@ -2,6 +2,7 @@ package tun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
+	"github.com/keymesh/keymesh/internal/daemon"
 	"github.com/keymesh/keymesh/internal/natlab"
 	"github.com/keymesh/keymesh/internal/testutil/bintest"
 	"github.com/keymesh/keymesh/loadtest/labrun"
@@ -43,11 +45,15 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 	if err != nil {
 		return nil, err
 	}
-	b, err := lab.StartPeer(ctx, hb, labrun.PeerConfig{Name: "b", Allow: []string{ka.ID}, Args: []string{"--tun", "km0"}})
+	peerArgs := []string{"--tun", "km0"}
+	if o.profile != "" {
+		peerArgs = append(peerArgs, "--pprof")
+	}
+	b, err := lab.StartPeer(ctx, hb, labrun.PeerConfig{Name: "b", Allow: []string{ka.ID}, Args: peerArgs})
 	if err != nil {
 		return nil, err
 	}
-	a, err := lab.StartPeer(ctx, ha, labrun.PeerConfig{Name: "a", Key: ka, Args: []string{"--tun", "km0"}})
+	a, err := lab.StartPeer(ctx, ha, labrun.PeerConfig{Name: "a", Key: ka, Args: peerArgs})
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +102,10 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 			sent0, _ = routerCounters(ctx, a)
 			_, recv0 = routerCounters(ctx, b)
 		}
+		var wait func() error
+		if path == "keymesh TUN TCP" && o.profile != "" {
+			wait = profile(ctx, o.profile, time.Duration(o.secs)*time.Second, a, b)
+		}
 		var out []byte
 		var err error
 		// The first run may wait for the session or the handshake.
@@ -105,6 +115,11 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 				break
 			}
 			time.Sleep(time.Second)
+		}
+		if wait != nil {
+			if werr := wait(); werr != nil {
+				return fmt.Errorf("%s: CPU profiles: %w", path, werr)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%s: iperf3: %w: %s", path, err, out)
@@ -163,6 +178,32 @@ func measureTUN(ctx context.Context, o tunOpts, bins bintest.Binaries, wgBin str
 	// Keymesh's QUIC stream row has no wireguard-go counterpart; put the
 	// iperf3 rows of each tunnel together.
 	return []tunRow{rows[0], rows[3], rows[1], rows[4], rows[2]}, nil
+}
+
+// profile takes the CPU profiles of peers, each over d, in the background
+// and writes them to dir/<name>-cpu.pprof; the returned function waits for
+// them.
+func profile(ctx context.Context, dir string, d time.Duration, peers ...*labrun.Peer) func() error {
+	errs := make(chan error, len(peers))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return func() error { return err }
+	}
+	for _, p := range peers {
+		go func() {
+			b, err := (&daemon.Client{Socket: p.Socket}).CPUProfile(ctx, d)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, p.Name+"-cpu.pprof"), b, 0o644)
+			}
+			errs <- err
+		}()
+	}
+	return func() error {
+		var all []error
+		for range peers {
+			all = append(all, <-errs)
+		}
+		return errors.Join(all...)
+	}
 }
 
 // routerCounters returns the packets p's overlay router sent to peers and

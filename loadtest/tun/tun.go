@@ -26,6 +26,7 @@ type tunOpts struct {
 	stream  int64
 	bin     string
 	record  string
+	profile string
 	verbose bool
 }
 
@@ -37,6 +38,7 @@ func parseTUNFlags(args []string, stderr io.Writer) (tunOpts, error) {
 	stream := fs.Int64("stream", 512, "MiB the QUIC stream run (`peer pipe`) carries")
 	fs.StringVar(&o.bin, "bin", "", "`directory` holding prebuilt rendezvous, relay and peer binaries (default: go build into a temporary directory)")
 	fs.StringVar(&o.record, "record", "", "write the result to `prefix`.json and prefix.md (package loadtest/results)")
+	fs.StringVar(&o.profile, "profile", "", "write both daemons' CPU profiles during the TUN TCP run to `directory`/a-cpu.pprof and b-cpu.pprof (the peers run with --pprof)")
 	fs.BoolVar(&o.verbose, "v", false, "log the lab's progress on stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: loadtest tun [flags]\n\n"+

@@ -49,6 +49,8 @@ type upOptions struct {
 	TUN       string
 	// HTTPProxy is the address of the HTTP proxy to peers (--http-proxy).
 	HTTPProxy string
+	// Pprof serves Go's runtime profiles on the API socket (--pprof).
+	Pprof bool
 	// Name is this peer's own short name (--name).
 	Name string
 	// NamesFile holds more names (--names-file).
@@ -123,6 +125,7 @@ are let in).`,
 		fs.StringVar(&o.DNSSuffix, "dns-suffix", names.DefaultSuffix, "DNS `suffix` of names: <name>.<suffix>, <peer-id>.<suffix>")
 		fs.DurationVar(&o.RegisterTimeout, "register-timeout", 15*time.Second, "give up when the rendezvous server has not registered this peer within this `duration`")
 		reflectionFlags(fs, &o.Reflection)
+		fs.BoolVar(&o.Pprof, "pprof", false, "serve Go's runtime profiles (CPU, heap, goroutines, execution trace) at GET /v1/debug/pprof/ on the API socket, to its owner only")
 		logFormat := fs.String("log-format", "text", "log `format`: text or json")
 		logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		return func(ctx context.Context, args []string) error {
@@ -264,7 +267,7 @@ func up(ctx context.Context, log *slog.Logger, o upOptions, keyPath, socket, soc
 	}
 	defer nn.Close()
 
-	dcfg := daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab}
+	dcfg := daemon.Config{Node: n, Logger: log, Socket: socket, Metrics: reg, Names: tab, Profiles: o.Pprof}
 	stopOverlay, err := startOverlay(ctx, log, o, nn, &dcfg)
 	if err != nil {
 		return err

@@ -122,6 +122,9 @@ type MeshOptions struct {
 	// Rate limits mesh messages per source address (mesh.Config.Rate;
 	// negative: no limit).
 	Rate float64
+	// Unverified bounds the tag checks of unknown senders' messages
+	// (mesh.Config.UnverifiedRate; negative: no cap).
+	Unverified float64
 }
 
 func (o TURNOptions) enabled() bool { return o.Listen != "" || o.TCPListen != "" }
@@ -182,7 +185,8 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.StringVar(&m.Advertise, "mesh-advertise", "", "the ip:port the other relays reach this relay's mesh at and its heartbeats name, when --mesh-listen is a private address mapped 1:1 to a public one (e.g. the instance's public IPv4 on AWS); its packets to the other relays must leave from it (default: the --mesh-listen address)")
 	fs.StringVar(&m.Peers, "mesh-peers", "", "the relays' numbers and mesh addresses, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (this relay's own entry may be listed)")
 	fs.StringVar(&m.Registry, "mesh-registry", "", "Redis URL (as the rendezvous' --redis) where the relays claim their instance numbers and find each other's mesh addresses, instead of --instance and --mesh-peers, e.g. redis://10.0.0.9:6379/0: for auto-scaling groups")
-	fs.Float64Var(&m.Rate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit); other relays' forwards count, so size it for the relay traffic one relay hands another")
+	fs.Float64Var(&m.Rate, "mesh-rate-limit", mesh.DefaultRate, "authentic mesh messages per second handed on from each source address, charged once their tag verified, so a flood spoofed from an instance's address spends none of it; heartbeats are free (negative: no limit); other relays' forwards count, so size it for the relay traffic one relay hands another")
+	fs.Float64Var(&m.Unverified, "mesh-unverified-rate", mesh.DefaultUnverifiedRate, "tag checks per second, over all sources, of mesh messages from a sender not yet authenticated at their source address and port (a stranger's forgeries, each instance's first message); messages of known instances are checked without it (negative: no cap)")
 	fs.StringVar(&m.SecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between relays")
 	fs.UintVar(&c.genKeyID, "ticket-key-id", 1, "key id (0-255) of the line --gen-ticket-key prints")
 
@@ -375,6 +379,8 @@ func (c *command) check() error {
 		return usage.Errorf("--mesh-listen needs --mesh-peers, e.g. 1=10.0.1.5:3490,2=10.1.1.7:3490 (or --mesh-registry)")
 	case o.Mesh.Rate == 0:
 		return usage.Errorf("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.Mesh.Unverified == 0:
+		return usage.Errorf("--mesh-unverified-rate 0 would never hear a new instance: give a rate, or a negative value for no cap")
 	case o.Mesh.Listen == "" && o.Mesh.Peers != "":
 		return usage.Errorf("--mesh-peers needs --mesh-listen, this relay's own mesh address")
 	}

@@ -76,6 +76,7 @@ func TestBadInvocationsExit2WithOneLine(t *testing.T) {
 		{"zero bind rate", []string{"--dev", "--bind-rate", "0"}, nil, "--bind-rate 0"},
 		{"zero challenge burst", []string{"--dev", "--challenge-burst", "0"}, nil, "--challenge-burst 0"},
 		{"no sources", []string{"--dev", "--rate-limit-sources", "0"}, nil, "--rate-limit-sources 0"},
+		{"zero mesh unverified rate", []string{"--dev", "--mesh-unverified-rate", "0"}, nil, "--mesh-unverified-rate 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -59,7 +59,7 @@ func startMesh(ctx context.Context, o MeshOptions, out *net.UDPConn, readers int
 		}
 	}
 	n, err := mesh.NewNode(mesh.Config{
-		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(), Rate: o.Rate, Burst: max(o.Rate, 1),
+		Key: key, Conn: conn, Logger: log, Allow: peers.Addrs(), Rate: o.Rate, Burst: max(o.Rate, 1), UnverifiedRate: o.Unverified,
 		Handle: relay.DeliverRelayed(out, log), Peers: others, Advertise: ma.advertise,
 	})
 	if err != nil {

@@ -49,6 +49,7 @@ type Options struct {
 	MeshRegistry   string
 	PeerSecretFile string
 	MeshRate       float64
+	MeshUnverified float64
 	MeshAllow      []netip.Prefix
 	ReusePort      int
 	AltListen      string
@@ -107,11 +108,12 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&o.MeshRegistry, "mesh-registry", "", "Redis URL (usually the --redis one) where the rendezvous instances list their mesh addresses: each gets heartbeats, and mesh messages are accepted only from them and --mesh-allow (empty: no list; any source when --mesh-allow is empty too)")
 	var meshAllow string
 	fs.StringVar(&meshAllow, "mesh-allow", "", "addresses or CIDR ranges (comma-separated) the other instances' mesh messages come from, e.g. the deployment's private ranges 10.0.0.0/8: a mesh message from anywhere else is dropped before its tag is checked (empty: any source, checked by rate and tag alone)")
-	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "mesh messages per second accepted from each source address, checked before the tag (negative: no limit)")
+	fs.Float64Var(&o.MeshRate, "mesh-rate-limit", mesh.DefaultRate, "authentic mesh messages per second handed on from each source address, charged once their tag verified, so a flood spoofed from an instance's address spends none of it; heartbeats are free (negative: no limit)")
+	fs.Float64Var(&o.MeshUnverified, "mesh-unverified-rate", mesh.DefaultUnverifiedRate, "tag checks per second, over all sources, of mesh messages from a sender not yet authenticated at their source address and port (a stranger's forgeries, each instance's first message); messages of known instances are checked without it (negative: no cap)")
 	fs.StringVar(&o.PeerSecretFile, "peer-secret-file", "", "secret shared by every instance of the deployment; keys the mesh (HMAC) between instances")
 	fs.IntVar(&o.ReusePort, "reuseport", 1, "number of SO_REUSEPORT sockets to serve on the listen address (1: one socket; with --registry redis it too has SO_REUSEPORT, so several instances on one host can share the address)")
-	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "datagrams per second allowed per source address (IPv6: per /64); negative disables")
-	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address")
+	fs.Float64Var(&o.RateLimit, "rate-limit", rendezvous.DefaultRate, "requests per second allowed per source address (IPv6: per /64) once they proved the address's cookie, and as many cookie replies from a bucket of their own, so a flood spoofed from a peer's address spends nothing of the peer's budget; negative disables")
+	fs.IntVar(&o.RateBurst, "rate-burst", rendezvous.DefaultBurst, "burst allowed per source address (each bucket)")
 	fs.IntVar(&o.RateSources, "rate-sources", rendezvous.DefaultRateSources, "source addresses (IPv6: /64s) each per-source limit tracks at once (about 48 bytes each); beyond it idle sources are forgotten first")
 	fs.Float64Var(&o.STUNRate, "stun-rate", rendezvous.DefaultSTUNRate, "STUN Binding answers per second per source address (IPv6: per /64), main and --alt-listen sockets together; negative disables")
 	fs.IntVar(&o.STUNBurst, "stun-burst", rendezvous.DefaultSTUNBurst, "burst of STUN answers per source address")
@@ -123,7 +125,7 @@ func ParseFlags(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.IntVar(&o.PunchBurst, "punch-burst", rendezvous.DefaultPunchBurst, "burst of Punches one peer is sent")
 	fs.IntVar(&o.UDPBuffer, "udp-buffer", 4<<20, "receive/send buffer of each rendezvous socket in bytes, capped by net.core.rmem_max/wmem_max unless the process may raise it (0: system default)")
 	var streamSources string
-	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) TLS stream relays' tunnels come from, each standing for all its tunnelled peers: there --rate-limit, --stun-rate, --key-miss-rate and --register-rate and their bursts are multiplied by --stream-relay-factor (default: the hosts of the --stream-relay URLs that are IP addresses)")
+	fs.StringVar(&streamSources, "stream-relay-sources", "", "addresses or CIDR ranges (comma-separated) TLS stream relays' tunnels come from, each standing for all its tunnelled peers, one port per tunnel: there a request that proved its address and port's cookie gets --rate-limit per tunnel, and cookie replies, --stun-rate, --key-miss-rate and --register-rate and their bursts are multiplied by --stream-relay-factor (default: the hosts of the --stream-relay URLs that are IP addresses)")
 	fs.Float64Var(&o.StreamRelayFactor, "stream-relay-factor", rendezvous.DefaultStreamRelayFactor, "multiplier of the per-source limits for stream relay addresses (see --stream-relay-sources); each tunnel is held to the stream relay's --stream-server-rate")
 	fs.IntVar(&o.KeyCache, "max-cached-keys", rendezvous.DefaultKeyCache, "peers' shared keys kept in the key cache (each miss costs an X25519); keys used once are forgotten first")
 	fs.IntVar(&o.ReplayCache, "max-replay-nonces", rendezvous.DefaultReplayCache, "message nonces remembered against replays (about 40 bytes each); when full, the stamps furthest from now are forgotten and refused from then on")
@@ -209,6 +211,8 @@ func (o *Options) check() error {
 		return bad("--stream-relay-factor %v: give at least 1 (default %v)", o.StreamRelayFactor, rendezvous.DefaultStreamRelayFactor)
 	case o.MeshRate == 0:
 		return bad("--mesh-rate-limit 0 would drop every forward: give a rate, or a negative value for no limit")
+	case o.MeshUnverified == 0:
+		return bad("--mesh-unverified-rate 0 would never hear a new instance: give a rate, or a negative value for no cap")
 	case o.MeshListen != "" && o.PeerSecretFile == "":
 		return bad("--mesh-listen needs --peer-secret-file, the secret the instances share")
 	case len(o.MeshAllow) > 0 && o.MeshListen == "":

@@ -56,7 +56,7 @@ func startMesh(ctx context.Context, o Options, out *net.UDPConn, reg prometheus.
 		}
 	}
 	n, err := mesh.NewNode(mesh.Config{Key: key, Conn: conn, Logger: log, AllowPrefixes: o.MeshAllow, Advertise: advertise,
-		Rate: o.MeshRate, Burst: max(o.MeshRate, 1), Handle: rendezvous.DeliverPunches(out, log)})
+		Rate: o.MeshRate, Burst: max(o.MeshRate, 1), UnverifiedRate: o.MeshUnverified, Handle: rendezvous.DeliverPunches(out, log)})
 	if err != nil {
 		conn.Close()
 		return nil, err
