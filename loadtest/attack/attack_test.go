@@ -105,7 +105,11 @@ func healthy(check Check) Result {
 	for _, op := range Ops {
 		ops[op] = OpResult{Attempts: 100, OK: 100, P50: time.Millisecond, P99: 20 * time.Millisecond}
 	}
-	return Result{Attack: "x", Check: check, Ops: ops, InBytes: 1000, OutBytes: 500, Amplification: 0.5,
+	victims := map[Op]OpResult{}
+	for _, op := range VictimOps {
+		victims[op] = OpResult{Attempts: 100, OK: 100, P50: time.Millisecond, P99: 20 * time.Millisecond}
+	}
+	return Result{Attack: "x", Check: check, Ops: ops, Victims: victims, InBytes: 1000, OutBytes: 500, Amplification: 0.5,
 		AnswerRatio: 0.5, OutPPS: 50, RendezvousRSS: 20 << 20, RelayRSS: 20 << 20}
 }
 
@@ -131,6 +135,13 @@ func TestJudge(t *testing.T) {
 		{"TURN challenges outweighing the flood", CheckChallengeRate, func(r *Result) { r.Amplification = 1.5 }, "amplification 1.50x"},
 		{"victims of a peer's probes", CheckVictimAmplification, func(r *Result) { r.VictimAmplification = 40 }, "victims got 40.00x"},
 		{"victims of Punches are reported, not judged", CheckVictim, func(r *Result) { r.VictimAmplification = 4 }, ""},
+		{"spoofed peers served", CheckSpoofedPeer, func(*Result) {}, ""},
+		{"spoofed peers' connects dropped", CheckSpoofedPeer, func(r *Result) { r.Victims[OpVictimConnect] = OpResult{Attempts: 100, OK: 76, P99: time.Millisecond} }, "spoofed-connect success 76.0%"},
+		{"spoofed peers' keepalives late", CheckSpoofedPeer, func(r *Result) {
+			r.Victims[OpVictimKeepalive] = OpResult{Attempts: 10, OK: 10, P99: 1728 * time.Millisecond}
+		}, "spoofed-keepalive p99 1.728s"},
+		{"spoofed peers' keepalives not measured", CheckSpoofedPeer, func(r *Result) { delete(r.Victims, OpVictimKeepalive) }, "no spoofed-keepalive"},
+		{"the spoofed relay sender's datagrams lost", CheckSpoofedPeer, func(r *Result) { r.Ops[OpRelay] = OpResult{Attempts: 10, OK: 5} }, "relay success 50.0%"},
 		{"holding attacks are not judged by bytes", CheckNone, func(r *Result) { r.Amplification = 5 }, ""},
 		{"memory", CheckNone, func(r *Result) { r.RelayRSS = 600 << 20 }, "relay RSS 600 MiB"},
 		{"growth", CheckNone, func(r *Result) { r.RendezvousGrowth = 100 << 20 }, "rendezvous RSS grew"},

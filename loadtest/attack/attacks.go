@@ -45,6 +45,13 @@ const (
 	// request but must be rate-limited per source: judged on the answers
 	// per second to the victim and on bytes out never exceeding bytes in.
 	CheckChallengeRate Check = "challenge-rate"
+	// CheckSpoofedPeer: a flood forged from legitimate peers' own
+	// addresses; the spoofed peers' Keepalives and Connects
+	// (Result.Victims) and the relay pair's datagrams (OpRelay, whose
+	// sender is spoofed too) must succeed like the other legitimate
+	// operations (Thresholds.MinSuccess; the spoofed peers' also
+	// Thresholds.MaxP99).
+	CheckSpoofedPeer Check = "spoofed-peer"
 )
 
 // Attack is one attack of the suite.
@@ -66,11 +73,16 @@ type env struct {
 	rate    Rate
 	workers int
 	maxHeld int
-	raw     *rawSender
-	sent    floodStats
-	held    atomic.Int64 // resources the attacker holds (records, allocations, tunnels), or Connects answered
+	// legitRate is the legitimate operations' rate (each, per second).
+	legitRate float64
+	raw       *rawSender
+	sent      floodStats
+	held      atomic.Int64 // resources the attacker holds (records, allocations, tunnels), or Connects answered
 	// victimBytes is what the victim of a CheckVictim attack received.
 	victimBytes atomic.Int64
+	// victimOps are the spoofed peers' operations of a CheckSpoofedPeer
+	// attack (written by the attack before it returns).
+	victimOps map[Op]OpResult
 	// sinks are the internal destinations of a CheckInternal attack.
 	sinks []*sink
 
@@ -101,6 +113,7 @@ func Attacks() []Attack {
 		{Name: "turn-stun-reflect", Summary: "STUN Binding to the TURN port from a spoofed victim", Check: CheckReflectRate, Spoofed: true,
 			run: stunFlood(func(s *servers) netip.AddrPort { return s.turnAddr })},
 		{Name: "turn-allocate-unauth", Summary: "unauthenticated TURN Allocate from a spoofed victim (the 401 answer)", Check: CheckChallengeRate, Spoofed: true, run: turnUnauth},
+		{Name: "victim-spoof", Summary: "cookieless Keepalives and Registers, STUN and junk to the rendezvous, forged RelayBinds and junk to the relay, all from registered peers' own addresses: must not silence them", Check: CheckSpoofedPeer, Spoofed: true, run: victimSpoof},
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},

@@ -73,6 +73,22 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
+	spoofed := false
+	for _, res := range r.Results {
+		if res.Err != "" || res.Check != CheckSpoofedPeer {
+			continue
+		}
+		if !spoofed {
+			b.WriteString("\nThe spoofed peers' own operations during each flood forged from their addresses: success (of attempts), p50 / p99.\n\n")
+			spoofed = true
+		}
+		var got []string
+		for _, op := range VictimOps {
+			o := res.Victims[op]
+			got = append(got, fmt.Sprintf("%s %.1f%% (%d) %s / %s", op, 100*o.SuccessRate(), o.Attempts, ms(o.P50), ms(o.P99)))
+		}
+		fmt.Fprintf(&b, "- %s: %s\n", res.Attack, strings.Join(got, ", "))
+	}
 	refused := false
 	for _, res := range r.Results {
 		if res.KernelDrops > 0 {
