@@ -52,6 +52,10 @@ const (
 	// operations (Thresholds.MinSuccess; the spoofed peers' also
 	// Thresholds.MaxP99).
 	CheckSpoofedPeer Check = "spoofed-peer"
+	// CheckTURNAuth is CheckAmplification for a flood that reaches TURN
+	// authentication; the legitimate TURN allocations (OpTURN) are judged
+	// too (Thresholds.MinSuccess).
+	CheckTURNAuth Check = "turn-auth"
 )
 
 // Attack is one attack of the suite.
@@ -114,6 +118,7 @@ func Attacks() []Attack {
 			run: stunFlood(func(s *servers) netip.AddrPort { return s.turnAddr })},
 		{Name: "turn-allocate-unauth", Summary: "unauthenticated TURN Allocate from a spoofed victim (the 401 answer)", Check: CheckChallengeRate, Spoofed: true, run: turnUnauth},
 		{Name: "victim-spoof", Summary: "cookieless Keepalives and Registers, STUN and junk to the rendezvous, forged RelayBinds and junk to the relay, all from registered peers' own addresses: must not silence them", Check: CheckSpoofedPeer, Spoofed: true, run: victimSpoof},
+		{Name: "turn-mi-flood", Summary: "TURN Allocates with MESSAGE-INTEGRITY, a valid nonce and random unexpired user names, spoofed sources: each reaches our AuthHandler and pion's integrity check", Check: CheckTURNAuth, Spoofed: true, run: turnMIFlood},
 		{Name: "registry-fill", Summary: "fresh keys register from 254 addresses as fast as allowed: registry records", Check: CheckNone, run: registryFill},
 		{Name: "turn-exhaust", Summary: "fresh keys register for TURN credentials and hold every allocation they can", Check: CheckNone, run: turnExhaust},
 		{Name: "punch-flood", Summary: "registered keys with 16 candidates and 4 tickets each Connect to one legitimate peer: every Connect sends it a large Punch", Check: CheckVictim, run: punchFlood},

@@ -62,8 +62,16 @@ func judge(res *Result, th Thresholds) {
 			res.Failures = append(res.Failures, fmt.Sprintf("legitimate %s p99 %s >= %s", op, r.P99.Round(time.Millisecond), th.MaxP99))
 		}
 	}
+	if res.Check == CheckTURNAuth {
+		if r := res.Ops[OpTURN]; r.Attempts == 0 {
+			res.Failures = append(res.Failures, "no legitimate turn was attempted")
+		} else if s := r.SuccessRate(); s < th.MinSuccess {
+			res.Failures = append(res.Failures, fmt.Sprintf("legitimate turn success %.1f%% < %.1f%% (%d of %d)",
+				100*s, 100*th.MinSuccess, r.OK, r.Attempts))
+		}
+	}
 	switch res.Check {
-	case CheckAmplification:
+	case CheckAmplification, CheckTURNAuth:
 		if res.Amplification > th.MaxAmplification {
 			res.Failures = append(res.Failures, fmt.Sprintf("amplification %.2fx > %.2fx", res.Amplification, th.MaxAmplification))
 		}

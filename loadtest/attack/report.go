@@ -42,7 +42,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		if res.Check == CheckVictim || res.Check == CheckVictimAmplification {
 			ampl = fmt.Sprintf("victim got %s: %.2fx", bytesText(res.VictimBytes), res.VictimAmplification)
 		}
-		if (res.Check == CheckAmplification || res.Check == CheckReflectRate || res.Check == CheckChallengeRate) && res.InBytes > 0 {
+		if (res.Check == CheckAmplification || res.Check == CheckTURNAuth || res.Check == CheckReflectRate || res.Check == CheckChallengeRate) && res.InBytes > 0 {
 			ampl = fmt.Sprintf("%.2fx", res.Amplification)
 			if res.AnswerRatio > 0 {
 				ampl += fmt.Sprintf(", answer %.2fx", res.AnswerRatio)

@@ -371,7 +371,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	res.AchievedBits = float64(res.SentBytes) * 8 / elapsed.Seconds()
 	inB, inP := int64(link1.txBytes-link0.txBytes), int64(link1.txPackets-link0.txPackets)
 	outB, outP := int64(link1.rxBytes-link0.rxBytes), int64(link1.rxPackets-link0.rxPackets)
-	if a.Check == CheckAmplification || a.Check == CheckReflectRate || a.Check == CheckChallengeRate {
+	if a.Check == CheckAmplification || a.Check == CheckTURNAuth || a.Check == CheckReflectRate || a.Check == CheckChallengeRate {
 		// UDP payload: less Ethernet, IPv4 and UDP headers.
 		inB, outB = max(0, inB-42*inP), max(0, outB-42*outP)
 	}
