@@ -74,8 +74,26 @@ func victimSpoof(ctx context.Context, e *env) error {
 		}
 		return netip.AddrPortFrom(s.Addr(), uint16(1024+r.IntN(64000)))
 	}
-	rzSize := len(wire.SealFrame(nil, me, shared, wire.Message{Time: 1, Body: &wire.Keepalive{}}))
+	// Sealed once, ahead: sealing each datagram would hold the generator
+	// below the rate. Each has its own nonce; their clock is the attack's
+	// start (the rendezvous checks a clock only after the cookie proof
+	// they lack).
+	sealed := make([][]byte, 2048)
+	now := time.Now().UnixMilli()
+	for i := range sealed {
+		var body wire.Body = &wire.Keepalive{}
+		if i%2 == 1 {
+			body = &wire.Register{NAT: wire.NATNone, AllowAny: true}
+		}
+		sealed[i], _ = wire.SealRequest(nil, me, shared, wire.AppendMessage(nil, wire.Message{Time: now, Body: body}), nil)
+	}
+	rzSize := len(sealed[0])
 	relaySrcs := append([]netip.AddrPort{relaySrc}, srcs...)
+	// The mean datagrams, to pace at the rate in bits: half sealed, a
+	// quarter STUN (20 bytes), a quarter junk (2 to rzSize+1); three
+	// quarters RelayBinds, a quarter junk (2 to 65).
+	rzMean := (2*rzSize + 20 + (rzSize+3)/2) / 4
+	relayMean := (3*wire.RelayBindLen + 34) / 4
 
 	// The suite's rate, split: three quarters to the rendezvous, a
 	// quarter to the relay.
@@ -84,15 +102,11 @@ func victimSpoof(ctx context.Context, e *env) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		flood(ctx, e.raw, e.srv.rzAddr, rzRate.pps(rzSize), e.workers, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
+		flood(ctx, e.raw, e.srv.rzAddr, rzRate.pps(rzMean), e.workers, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
 			var b []byte
 			switch r.IntN(4) {
-			case 0:
-				m := wire.Message{Time: time.Now().UnixMilli(), Body: &wire.Keepalive{}}
-				b, _ = wire.SealRequest(scratch[:0], me, shared, wire.AppendMessage(nil, m), nil)
-			case 1:
-				m := wire.Message{Time: time.Now().UnixMilli(), Body: &wire.Register{NAT: wire.NATNone, AllowAny: true}}
-				b, _ = wire.SealRequest(scratch[:0], me, shared, wire.AppendMessage(nil, m), nil)
+			case 0, 1:
+				b = append(scratch[:0], sealed[r.IntN(len(sealed))]...)
 			case 2:
 				b = append(scratch[:0], bindingRequest()...)
 			default:
@@ -105,7 +119,7 @@ func victimSpoof(ctx context.Context, e *env) error {
 	}()
 	go func() {
 		defer wg.Done()
-		flood(ctx, e.raw, e.srv.relayAddr, relayRate.pps(wire.RelayBindLen), e.workers, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
+		flood(ctx, e.raw, e.srv.relayAddr, relayRate.pps(relayMean), e.workers, func(r *rand.Rand, scratch []byte) ([]byte, netip.AddrPort) {
 			b := scratch[:wire.RelayBindLen]
 			clear(b)
 			b[0], b[1] = wire.TypeRelayBind, wire.BindVersion
