@@ -222,6 +222,15 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 			s.stats.RepliesLimited.Add(1)
 			return
 		}
+		if via != nil {
+			// Only the punch's winning socket answers (birthday.go).
+			pr.mu.Lock()
+			answer := pr.birthdayProbeLocked(via, from)
+			pr.mu.Unlock()
+			if !answer {
+				return
+			}
+		}
 		reply := &wire.ProbeReply{TxID: p.TxID, Observed: from}
 		bp := s.getBuf()
 		s.sendVia(s.sealTo((*bp)[:0], shared, reply), from, via)
@@ -294,8 +303,8 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	if s.noDirect() {
 		return
 	}
-	if via != nil && (via.retired.Load() || (pr.kept != nil && pr.kept != via)) {
-		return // a socket being closed, or a later hit: the first one won
+	if via != nil && !pr.birthdayReplyLocked(via) {
+		return
 	}
 	c := pr.cands[p.addr]
 	if c == nil {
@@ -304,9 +313,6 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		}
 	}
 	pr.lastDirect.Store(now.UnixNano())
-	if via != nil {
-		s.wonBirthdayLocked(pr, via)
-	}
 	switch pr.directReplyLocked(c, rtt, p.via, now) {
 	case routeUp:
 		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt, "birthday", c.via != nil)
