@@ -131,11 +131,24 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	// A repeated Punch within punchWindow leaves the running schedule
 	// (and its spent budgets) alone: candidates it adds are probed by it.
 	again := !pr.punchAt.IsZero() && now.Sub(pr.punchAt) < punchWindow
+	var due []netip.AddrPort
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly && !again {
 		s.newPunchLocked(pr, start, now)
+		if !start.After(now) {
+			// The start has passed (a Punch the rendezvous held while
+			// this peer's home moved): punch now, not at the next tick.
+			for a, c := range pr.cands {
+				if pr.punch.Due(now, c.lastSent) {
+					due = append(due, a)
+				}
+			}
+		}
 	}
 	s.fixRouteLocked(pr)
 	pr.mu.Unlock()
+	for _, a := range due {
+		s.sendProbe(pr, true, a, nil)
+	}
 	if pr.lastSeen.Load() == 0 && pr.route.Load().kind == PathRelay {
 		// A peer never heard from gets one probe through the relay now,
 		// not at start: if it asked for us (this is its Punch), its

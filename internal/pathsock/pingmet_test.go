@@ -174,3 +174,27 @@ func TestPingFollowsRouteChange(t *testing.T) {
 		t.Fatalf("the ping did not follow the direct path that came up: %v", err)
 	}
 }
+
+// TestLatePunchProbesAtOnce: a Punch whose start has passed (the rendezvous
+// held it while this peer's home moved) punches at once, from AddPeer, not
+// at the next maintenance tick; one whose start is ahead waits for it.
+func TestLatePunchProbesAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start time.Duration
+		want  bool
+	}{{"start passed", -200 * time.Millisecond, true}, {"start ahead", time.Hour, false}} {
+		a, b := newTestSock(t, nil), newTestSock(t, nil)
+		if err := a.AddPeer(info(b), time.Now().Add(tc.start)); err != nil {
+			t.Fatal(err)
+		}
+		pr := a.peerByID(b.ID())
+		pr.mu.Lock()
+		c := pr.cands[b.LocalAddrPort()]
+		probed := c != nil && !c.lastSent.IsZero()
+		pr.mu.Unlock()
+		if probed != tc.want {
+			t.Errorf("%s: candidate probed by AddPeer: %v, want %v", tc.name, probed, tc.want)
+		}
+	}
+}
