@@ -134,9 +134,10 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	var due []netip.AddrPort
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly && !again {
 		s.newPunchLocked(pr, start, now)
-		if !start.After(now) {
-			// The start has passed (a Punch the rendezvous held while
-			// this peer's home moved): punch now, not at the next tick.
+		if start.Before(now) {
+			// A late Punch, its start already past when it came (the
+			// rendezvous held it while this peer's home moved): punch
+			// now, not at the next tick. One on time waits for the ticks.
 			for a, c := range pr.cands {
 				if pr.punch.Due(now, c.lastSent) {
 					due = append(due, a)
