@@ -105,7 +105,11 @@ func healthy(check Check) Result {
 	for _, op := range Ops {
 		ops[op] = OpResult{Attempts: 100, OK: 100, P50: time.Millisecond, P99: 20 * time.Millisecond}
 	}
-	return Result{Attack: "x", Check: check, Ops: ops, InBytes: 1000, OutBytes: 500, Amplification: 0.5,
+	victims := map[Op]OpResult{}
+	for _, op := range VictimOps {
+		victims[op] = OpResult{Attempts: 100, OK: 100, P50: time.Millisecond, P99: 20 * time.Millisecond}
+	}
+	return Result{Attack: "x", Check: check, Ops: ops, Victims: victims, InBytes: 1000, OutBytes: 500, Amplification: 0.5,
 		AnswerRatio: 0.5, OutPPS: 50, RendezvousRSS: 20 << 20, RelayRSS: 20 << 20}
 }
 
@@ -131,6 +135,16 @@ func TestJudge(t *testing.T) {
 		{"TURN challenges outweighing the flood", CheckChallengeRate, func(r *Result) { r.Amplification = 1.5 }, "amplification 1.50x"},
 		{"victims of a peer's probes", CheckVictimAmplification, func(r *Result) { r.VictimAmplification = 40 }, "victims got 40.00x"},
 		{"victims of Punches are reported, not judged", CheckVictim, func(r *Result) { r.VictimAmplification = 4 }, ""},
+		{"spoofed peers served", CheckSpoofedPeer, func(*Result) {}, ""},
+		{"spoofed peers' connects dropped", CheckSpoofedPeer, func(r *Result) { r.Victims[OpVictimConnect] = OpResult{Attempts: 100, OK: 76, P99: time.Millisecond} }, "spoofed-connect success 76.0%"},
+		{"spoofed peers' keepalives late", CheckSpoofedPeer, func(r *Result) {
+			r.Victims[OpVictimKeepalive] = OpResult{Attempts: 10, OK: 10, P99: 1728 * time.Millisecond}
+		}, "spoofed-keepalive p99 1.728s"},
+		{"spoofed peers' keepalives not measured", CheckSpoofedPeer, func(r *Result) { delete(r.Victims, OpVictimKeepalive) }, "no spoofed-keepalive"},
+		{"the spoofed relay sender's datagrams lost", CheckSpoofedPeer, func(r *Result) { r.Ops[OpRelay] = OpResult{Attempts: 10, OK: 5} }, "relay success 50.0%"},
+		{"TURN authentication flood", CheckTURNAuth, func(*Result) {}, ""},
+		{"TURN allocations lost under an authentication flood", CheckTURNAuth, func(r *Result) { r.Ops[OpTURN] = OpResult{Attempts: 100, OK: 90} }, "turn success 90.0%"},
+		{"TURN authentication answers outweighing the flood", CheckTURNAuth, func(r *Result) { r.Amplification = 1.3 }, "amplification 1.30x"},
 		{"holding attacks are not judged by bytes", CheckNone, func(r *Result) { r.Amplification = 5 }, ""},
 		{"memory", CheckNone, func(r *Result) { r.RelayRSS = 600 << 20 }, "relay RSS 600 MiB"},
 		{"growth", CheckNone, func(r *Result) { r.RendezvousGrowth = 100 << 20 }, "rendezvous RSS grew"},
@@ -293,7 +307,8 @@ func TestSuiteDetectsAnUndefendedTarget(t *testing.T) {
 // machine itself saturates and legitimate p99 passes 1 s (every operation
 // still succeeds; the README's table from `loadtest attack` shows both
 // rates). ATTACK_ONLY=name,name runs a subset, ATTACK_RATE=100Mbit another
-// rate.
+// rate. Attacks whose finding is still open (Attack.Open) run only when
+// ATTACK_ONLY names them.
 func TestDefencesHold(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -303,6 +318,14 @@ func TestDefencesHold(t *testing.T) {
 	cfg.Short()
 	if only := os.Getenv("ATTACK_ONLY"); only != "" {
 		cfg.Attacks = strings.Split(only, ",")
+	} else {
+		for _, a := range Attacks() {
+			if a.Open != "" {
+				t.Logf("left out: %s, an open finding: %s", a.Name, a.Open)
+				continue
+			}
+			cfg.Attacks = append(cfg.Attacks, a.Name)
+		}
 	}
 	if rate := os.Getenv("ATTACK_RATE"); rate != "" {
 		r, err := ParseRate(rate)

@@ -2,6 +2,7 @@ package attack
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -61,8 +62,16 @@ func judge(res *Result, th Thresholds) {
 			res.Failures = append(res.Failures, fmt.Sprintf("legitimate %s p99 %s >= %s", op, r.P99.Round(time.Millisecond), th.MaxP99))
 		}
 	}
+	if res.Check == CheckTURNAuth {
+		if r := res.Ops[OpTURN]; r.Attempts == 0 {
+			res.Failures = append(res.Failures, "no legitimate turn was attempted")
+		} else if s := r.SuccessRate(); s < th.MinSuccess {
+			res.Failures = append(res.Failures, fmt.Sprintf("legitimate turn success %.1f%% < %.1f%% (%d of %d)",
+				100*s, 100*th.MinSuccess, r.OK, r.Attempts))
+		}
+	}
 	switch res.Check {
-	case CheckAmplification:
+	case CheckAmplification, CheckTURNAuth:
 		if res.Amplification > th.MaxAmplification {
 			res.Failures = append(res.Failures, fmt.Sprintf("amplification %.2fx > %.2fx", res.Amplification, th.MaxAmplification))
 		}
@@ -89,6 +98,22 @@ func judge(res *Result, th Thresholds) {
 		}
 		if res.OutPPS > th.MaxReflectPPS {
 			res.Failures = append(res.Failures, fmt.Sprintf("%.0f challenges/s to one spoofed source > %.0f (not rate-limited)", res.OutPPS, th.MaxReflectPPS))
+		}
+	case CheckSpoofedPeer:
+		for _, op := range append(slices.Clone(VictimOps), OpRelay) {
+			r, ok := res.Victims[op]
+			if op == OpRelay {
+				r, ok = res.Ops[op]
+			}
+			switch {
+			case !ok || r.Attempts == 0:
+				res.Failures = append(res.Failures, fmt.Sprintf("no %s was attempted", op))
+			case r.SuccessRate() < th.MinSuccess:
+				res.Failures = append(res.Failures, fmt.Sprintf("%s success %.1f%% < %.1f%% (%d of %d): the flood forged from their addresses silenced them",
+					op, 100*r.SuccessRate(), 100*th.MinSuccess, r.OK, r.Attempts))
+			case op != OpRelay && r.OK > 0 && r.P99 >= th.MaxP99:
+				res.Failures = append(res.Failures, fmt.Sprintf("%s p99 %s >= %s", op, r.P99.Round(time.Millisecond), th.MaxP99))
+			}
 		}
 	case CheckReflectRate:
 		if res.OutPPS > th.MaxReflectPPS {

@@ -125,6 +125,10 @@ type legitPeer struct {
 	registered chan struct{}
 	once       sync.Once
 	rxBytes    atomic.Int64 // UDP payload received
+	shared     *[32]byte    // the box key it shares with the rendezvous
+
+	kaMu   sync.Mutex
+	kaWait []chan struct{} // keepalive calls waiting for a KeepaliveAck
 }
 
 // legAddr returns a fresh source address of the legitimate namespace.
@@ -179,7 +183,12 @@ func (p *population) newPeer() (*legitPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	lp := &legitPeer{id: id, conn: conn, registered: make(chan struct{})}
+	shared, err := id.SharedKey(p.srv.rzKey)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	lp := &legitPeer{id: id, conn: conn, registered: make(chan struct{}), shared: shared}
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	lp.client, err = rzclient.New(rzclient.Config{
 		Identity:   id,
@@ -204,6 +213,7 @@ func (p *population) newPeer() (*legitPeer, error) {
 		defer p.wg.Done()
 		readFrames(conn, func(frame []byte, from netip.AddrPort) {
 			lp.rxBytes.Add(int64(len(frame)))
+			lp.noteFrame(frame, p.srv.rzKey)
 			lp.client.HandleFrame(frame, from)
 		})
 	}()

@@ -20,9 +20,9 @@ import (
 type counters map[string]float64
 
 // isRefusal picks the counters worth reporting: what a server turned
-// away and why.
+// away and why (TURN requests that failed authentication included).
 func isRefusal(name string) bool {
-	for _, w := range []string{"rejected", "dropped", "refused", "denied", "limited", "evicted"} {
+	for _, w := range []string{"rejected", "dropped", "refused", "denied", "limited", "evicted", "auth_failures"} {
 		if strings.Contains(name, w) {
 			return true
 		}

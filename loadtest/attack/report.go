@@ -42,7 +42,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		if res.Check == CheckVictim || res.Check == CheckVictimAmplification {
 			ampl = fmt.Sprintf("victim got %s: %.2fx", bytesText(res.VictimBytes), res.VictimAmplification)
 		}
-		if (res.Check == CheckAmplification || res.Check == CheckReflectRate || res.Check == CheckChallengeRate) && res.InBytes > 0 {
+		if (res.Check == CheckAmplification || res.Check == CheckTURNAuth || res.Check == CheckReflectRate || res.Check == CheckChallengeRate) && res.InBytes > 0 {
 			ampl = fmt.Sprintf("%.2fx", res.Amplification)
 			if res.AnswerRatio > 0 {
 				ampl += fmt.Sprintf(", answer %.2fx", res.AnswerRatio)
@@ -72,6 +72,22 @@ func (r *Report) Markdown(w io.Writer) error {
 			fmt.Fprintf(&b, " %.1f%% (%d) %s / %s |", 100*o.SuccessRate(), o.Attempts, ms(o.P50), ms(o.P99))
 		}
 		b.WriteString("\n")
+	}
+	spoofed := false
+	for _, res := range r.Results {
+		if res.Err != "" || res.Check != CheckSpoofedPeer {
+			continue
+		}
+		if !spoofed {
+			b.WriteString("\nThe spoofed peers' own operations during each flood forged from their addresses: success (of attempts), p50 / p99.\n\n")
+			spoofed = true
+		}
+		var got []string
+		for _, op := range VictimOps {
+			o := res.Victims[op]
+			got = append(got, fmt.Sprintf("%s %.1f%% (%d) %s / %s", op, 100*o.SuccessRate(), o.Attempts, ms(o.P50), ms(o.P99)))
+		}
+		fmt.Fprintf(&b, "- %s: %s\n", res.Attack, strings.Join(got, ", "))
 	}
 	refused := false
 	for _, res := range r.Results {

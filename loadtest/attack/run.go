@@ -173,6 +173,9 @@ type Result struct {
 	// Internal counts, per internal destination (loopback, private,
 	// metadata, own-address), the datagrams a relay delivered there.
 	Internal map[string]int64 `json:"internal_reached,omitempty"`
+	// Victims are the spoofed peers' own operations during a
+	// CheckSpoofedPeer attack (VictimOps).
+	Victims map[Op]OpResult `json:"spoofed_peers,omitempty"`
 	// KernelDrops are the datagrams the server host's kernel dropped
 	// because a server socket's receive buffer was full (the server did
 	// not read fast enough): legitimate ones are among them.
@@ -267,7 +270,7 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 		return fail(err)
 	}
 	defer pop.close()
-	e := &env{lab: lab, bins: cfg.Bins, work: work, srv: srv, pop: pop, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld}
+	e := &env{lab: lab, bins: cfg.Bins, work: work, srv: srv, pop: pop, rate: cfg.Rate, workers: cfg.Workers, maxHeld: cfg.MaxHeld, legitRate: cfg.LegitRate}
 	if a.Spoofed {
 		if e.raw, err = newRawSender(lab.Bad); err != nil {
 			return fail(err)
@@ -363,11 +366,12 @@ func runOne(ctx context.Context, lab *Lab, cfg *Config, a Attack, work string) R
 	res.Ops = ops
 	res.SentPackets, res.SentBytes = e.sent.packets.Load(), e.sent.bytes.Load()
 	res.Held = e.held.Load()
+	res.Victims = e.victimOps
 	res.AchievedPPS = float64(res.SentPackets) / elapsed.Seconds()
 	res.AchievedBits = float64(res.SentBytes) * 8 / elapsed.Seconds()
 	inB, inP := int64(link1.txBytes-link0.txBytes), int64(link1.txPackets-link0.txPackets)
 	outB, outP := int64(link1.rxBytes-link0.rxBytes), int64(link1.rxPackets-link0.rxPackets)
-	if a.Check == CheckAmplification || a.Check == CheckReflectRate || a.Check == CheckChallengeRate {
+	if a.Check == CheckAmplification || a.Check == CheckTURNAuth || a.Check == CheckReflectRate || a.Check == CheckChallengeRate {
 		// UDP payload: less Ethernet, IPv4 and UDP headers.
 		inB, outB = max(0, inB-42*inP), max(0, outB-42*outP)
 	}

@@ -106,6 +106,9 @@ func (r Rate) pps(size int) float64 {
 	return r.Bits / 8 / float64(size)
 }
 
+// scale is f times the rate.
+func (r Rate) scale(f float64) Rate { return Rate{Bits: r.Bits * f, Packets: r.Packets * f} }
+
 func (r Rate) String() string {
 	if r.Packets > 0 {
 		return fmt.Sprintf("%.0f pkt/s", r.Packets)
