@@ -1,14 +1,11 @@
 package turnrelay
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,7 +17,6 @@ import (
 // batchReader reads a UDP socket up to readBatch datagrams per system call
 // (recvmmsg) into buffers allocated once, and hands them out one by one.
 type batchReader struct {
-	c     *net.UDPConn
 	rc    syscall.RawConn
 	bufs  [][]byte
 	names []unix.RawSockaddrInet6
@@ -30,14 +26,7 @@ type batchReader struct {
 	pos    int
 	res    udpbatch.Result       // the last read's outcome: res.N datagrams
 	readFn func(fd uintptr) bool // recvmmsg, made once so a read does not allocate
-	// until is the read deadline set on c: no wait on the poller lasts
-	// longer than pollBound (see recvmmsg).
-	until time.Time
 }
-
-// pollBound is the longest a reader waits on the poller before it reads
-// again whatever the poller says (see recvmmsg).
-const pollBound = 10 * time.Millisecond
 
 // readBatch is how many datagrams one read takes at most.
 const readBatch = 32
@@ -52,7 +41,6 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 		return nil, fmt.Errorf("batch reader: %w", err)
 	}
 	r := &batchReader{
-		c:     c,
 		rc:    rc,
 		bufs:  make([][]byte, readBatch),
 		names: make([]unix.RawSockaddrInet6, readBatch),
@@ -74,23 +62,18 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
-// It is a raw system call (udpbatch.Recv says why). Announced, it was
-// most of what a datagram cost at light load: each time one arrives at an
-// idle server, the call woke the runtime's monitor thread (asleep while
-// every processor is idle), which then slept and polled beside the reader
-// on the same core (perf stat on `loadtest relay` at 20k datagrams/s:
-// about one futex call and one nanosleep per wake-up; none once raw).
-//
-// Raw, and with nothing else bounding the reader's wait on the poller, the
-// server sometimes slept for seconds with its receive queue full (a few
-// ms of CPU in 4 s, 70-80% loss at 20k/s, in about one run of three on a
-// busy 2-core machine), which never happened while the announced call
-// kept the monitor awake; the cause is not understood. So next never
-// waits on the poller longer than pollBound (a read deadline, moved on
-// every half of it): the reader then reads again, and the pending timer
-// also bounds the monitor's sleep.
+// It is an announced system call (udpbatch.Recv with raw false), although
+// that costs most of what a datagram costs at light load: each time one
+// arrives at an idle server, the call wakes the runtime's monitor thread
+// (asleep while every processor is idle), which then sleeps and polls
+// beside the reader on the same core (perf stat on `loadtest relay` at 20k
+// datagrams/s: about one futex call and one nanosleep per wake-up; none
+// once raw). Made raw, the server sometimes slept for seconds with its
+// receive queue full (a few ms of CPU in 4 s, 70-80% loss at 20k/s, in
+// about one run of three on this 2-core machine); with the monitor awake
+// that never happened. Not understood yet, so it stays announced.
 func (r *batchReader) recvmmsg(fd uintptr) bool {
-	return udpbatch.Recv(fd, r.hdr, true, &r.res)
+	return udpbatch.Recv(fd, r.hdr, false, &r.res)
 }
 
 // next returns the next datagram and its source (unmapped); the datagram
@@ -103,16 +86,7 @@ func (r *batchReader) next() ([]byte, netip.AddrPort, error) {
 			r.hdr[i].Len = 0
 		}
 		r.res.N, r.pos = 0, 0
-		if now := time.Now(); r.until.Sub(now) < pollBound/2 {
-			r.until = now.Add(pollBound)
-			if err := r.c.SetReadDeadline(r.until); err != nil {
-				return nil, netip.AddrPort{}, err
-			}
-		}
 		if err := r.rc.Read(r.readFn); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue // read again (see recvmmsg)
-			}
 			return nil, netip.AddrPort{}, err
 		}
 		if r.res.Errno != 0 {

@@ -127,26 +127,3 @@ func TestBatchWriterNoAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per batch, want 0", allocs)
 	}
 }
-
-// TestReaderOutlivesPollBound: a server socket idle for longer than the
-// reader's bound on a poller wait still relays ChannelData and answers
-// requests afterwards (the expired deadline is the reader's own, never a
-// read error that would end pion's read loop).
-func TestReaderOutlivesPollBound(t *testing.T) {
-	ts := startServer(t, 1, nil)
-	sink := newSink(t)
-	c := newRawUDP(t, ts, "idle")
-	c.allocateRaw(17)
-	c.mustBindChannel(0x4000, sink.addr())
-	c.send(channelFrame(0x4000, "before"))
-	sink.expect("before")
-
-	time.Sleep(5 * pollBound) // several bounded waits expire
-
-	c.send(channelFrame(0x4000, "after"))
-	sink.expect("after")
-	other := newSink(t)
-	c.mustBindChannel(0x4001, other.addr())
-	c.send(channelFrame(0x4001, "pion still reads"))
-	other.expect("pion still reads")
-}
