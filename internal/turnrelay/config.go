@@ -12,7 +12,9 @@
 // addresses) are refused with 403 unless the operator allows their range;
 // Allocates are rate-limited per source; and before a client is
 // authenticated no answer is larger than its request, except Binding
-// answers and 401/438 challenges within per-source rates (guardConn).
+// answers and 401/438 challenges within per-source rates, and a request
+// whose MESSAGE-INTEGRITY does not verify is dropped unanswered before pion
+// (guardConn).
 //
 // Relaying is pion's, with one shortcut for the bulk of the traffic: the
 // server's UDP sockets are read in batches (recvmmsg), and ChannelData for
