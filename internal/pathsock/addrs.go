@@ -191,33 +191,46 @@ func (s *Sock) Info() wire.PeerInfo {
 func (s *Sock) announce(now time.Time) {
 	info := s.Info()
 	for _, pr := range s.peers() {
-		var direct []netip.AddrPort
-		var vias []*extra
-		var ticket []byte
-		pr.mu.Lock()
-		r := pr.route.Load()
-		if r.kind == PathDirect {
-			direct = append(direct, r.addr)
-			vias = append(vias, r.via)
+		s.announceTo(pr, info, now)
+	}
+}
+
+// announcing reports whether this peer announced a change lately (within
+// announceGap before now) or has rounds of it still to send.
+func (s *Sock) announcing(now time.Time) bool {
+	s.local.mu.Lock()
+	defer s.local.mu.Unlock()
+	return s.local.rounds > 0 || (!s.local.lastAnnounce.IsZero() && now.Sub(s.local.lastAnnounce) < announceGap)
+}
+
+// announceTo sends pr a PathUpdate with info (see announce).
+func (s *Sock) announceTo(pr *peer, info wire.PeerInfo, now time.Time) {
+	var direct []netip.AddrPort
+	var vias []*extra
+	var ticket []byte
+	pr.mu.Lock()
+	r := pr.route.Load()
+	if r.kind == PathDirect {
+		direct = append(direct, r.addr)
+		vias = append(vias, r.via)
+	}
+	for a, c := range pr.cands {
+		if (r.kind != PathDirect || a != r.addr) && now.Sub(c.lastReply) < 10*time.Second {
+			direct = append(direct, a)
+			vias = append(vias, c.via)
 		}
-		for a, c := range pr.cands {
-			if (r.kind != PathDirect || a != r.addr) && now.Sub(c.lastReply) < 10*time.Second {
-				direct = append(direct, a)
-				vias = append(vias, c.via)
-			}
+	}
+	if len(pr.tickets) > 0 {
+		ticket = pr.tickets[0]
+	}
+	pr.mu.Unlock()
+	u := &wire.PathUpdate{Info: info}
+	if !s.noDirect() {
+		for i, a := range direct {
+			s.sendControlVia(pr, u, true, a, nil, vias[i])
 		}
-		if len(pr.tickets) > 0 {
-			ticket = pr.tickets[0]
-		}
-		pr.mu.Unlock()
-		u := &wire.PathUpdate{Info: info}
-		if !s.noDirect() {
-			for i, a := range direct {
-				s.sendControlVia(pr, u, true, a, nil, vias[i])
-			}
-		}
-		if ticket != nil {
-			s.sendControl(pr, u, false, netip.AddrPort{}, ticket)
-		}
+	}
+	if ticket != nil {
+		s.sendControl(pr, u, false, netip.AddrPort{}, ticket)
 	}
 }

@@ -136,9 +136,48 @@ func (pr *peer) birthdayAgainLocked() {
 	pr.sprayUntil = time.Time{}
 }
 
-// wonBirthdayLocked keeps the socket via that answered for pr and ends the
-// punch. pr.mu is held.
-func (s *Sock) wonBirthdayLocked(pr *peer, via *extra) {
+// One winner per punch, on both sides. The hard side's sockets hear from
+// the peer in any order (one reader goroutine each), and the easy side
+// takes as its path the first of them whose ProbeReply it reads. So the
+// first birthday socket to hear an authenticated frame from the peer (a
+// ProbeReply: birthdayReplyLocked, or a Probe: birthdayProbeLocked) wins,
+// and only the winner answers the peer from then on: the easy side's route
+// can only come up on the socket the hard side keeps. Were a loser to
+// answer a Probe, the easy side could take it as its path, and lose it when
+// the punch ends and the losers close (matrix trial full-cone ->
+// symmetric: the hard side kept one socket, the easy side sent to
+// another, lost it a second later and stayed on the relay).
+
+// birthdayReplyLocked decides, for an authenticated ProbeReply from the peer
+// on birthday socket via, whether it counts: via is the winner, or the
+// first to hear from the peer (it wins). pr.mu is held.
+func (pr *peer) birthdayReplyLocked(via *extra) bool {
+	if via.retired.Load() || (pr.kept != nil && pr.kept != via) {
+		return false // a socket being closed, or a later hit: the first one won
+	}
+	pr.wonBirthdayLocked(via)
+	return true
+}
+
+// birthdayProbeLocked decides, for an authenticated Probe from the peer at
+// from on birthday socket via, whether to answer it (and probe back) from
+// via: via is the winner, or the first to hear from the peer (it wins, and
+// the peer's candidate at from is probed from it). pr.mu is held.
+func (pr *peer) birthdayProbeLocked(via *extra, from netip.AddrPort) bool {
+	if !pr.birthdayReplyLocked(via) {
+		return false
+	}
+	if c := pr.cands[from]; c != nil && c.lastReply.IsZero() {
+		// Unproven from any other socket: the winner's mapping is the
+		// one the peer reaches.
+		c.via = via
+	}
+	return true
+}
+
+// wonBirthdayLocked keeps the socket via that heard from the peer and ends
+// the punch. pr.mu is held.
+func (pr *peer) wonBirthdayLocked(via *extra) {
 	pr.kept, pr.keptLost = via, time.Time{}
 	if pr.bday != nil {
 		pr.bday.finish()
@@ -283,6 +322,10 @@ func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
 	defer s.wg.Done()
 	defer s.sprays.Add(-1)
 	if !s.sleep(start.Add(sprayDelay).Sub(s.now()), nil) {
+		return
+	}
+	if pr.route.Load().kind == PathDirect {
+		s.log.Debug("birthday punching (easy side): the direct path is up already", "peer", pr.id.Short())
 		return
 	}
 	span := nat.BirthdayMaxPort - nat.BirthdayMinPort + 1

@@ -133,7 +133,7 @@ func (s *Sock) data(bp *[]byte, tag uint64, off, n int, from netip.AddrPort, dir
 	// A new source is probed only for a frame at least as large as the
 	// probe: a spoofed tag must not buy an amplified reflection.
 	if direct && n >= minNoticeFrame {
-		s.noticeSource(pr, from, now)
+		s.noticeSource(pr, from, now, false)
 	}
 	pk.from = pr.vaddr
 	s.queue(pk)
@@ -151,8 +151,10 @@ func (s *Sock) queue(pk inPacket) {
 
 // noticeSource probes a peer's source address that is not its active
 // direct path (it moved, or its NAT rebound): the data frame's tag is not
-// proof, the probe's reply is.
-func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
+// proof, the probe's reply is. An address is probed at most once a second
+// this way, but at once for the peer's first frame ever (first: it has
+// just learned of us, and dropped our punching probes until then).
+func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time, first bool) {
 	if s.noDirect() {
 		return
 	}
@@ -164,7 +166,7 @@ func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time) {
 	if c == nil {
 		c = s.addCandLocked(pr, from, true, false, now)
 	}
-	due := c != nil && now.Sub(c.lastSent) >= time.Second
+	due := c != nil && (first || now.Sub(c.lastSent) >= time.Second)
 	pr.mu.Unlock()
 	if due {
 		s.sendProbe(pr, true, from, nil)

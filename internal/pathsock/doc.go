@@ -42,9 +42,11 @@
 // in PathUpdates. A hard side against an easy one punches by the birthday
 // paradox (see birthday.go and internal/nat): the hard side opens many
 // extra sockets that all probe the easy side, the easy side probes random
-// ports of the hard side's address; the extra socket that connects carries
-// that peer's direct path (its data frames go out one by one, without
-// segmentation offload). Two hard sides stay on the relay.
+// ports of the hard side's address; the first extra socket to hear from
+// the peer wins, only it answers the peer from then on (so both sides take
+// the same one), and it carries that peer's direct path (its data frames
+// go out one by one, without segmentation offload). Two hard sides stay on
+// the relay.
 //
 // A peer is no reflector (guard.go). Addresses a peer names are probed only
 // when they could be its own: not loopback (unless this socket is on

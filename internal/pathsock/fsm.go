@@ -175,6 +175,26 @@ func (pr *peer) fallbackLocked(dead *route, now time.Time, birthday bool) *route
 	return nr
 }
 
+// answerUpdateLocked decides, at a PathUpdate from the peer at now, whether
+// this side sends the peer its own PathUpdate at once. It does when the
+// update replaced the peer's relay ticket (ticketChanged) while this side
+// is announcing a change of its own (announcing: announced within
+// announceGap, or rounds left): what it announced went out through the old
+// ticket, which after the peer's NAT lost its mappings leads nowhere. When
+// both sides lost the direct path to a NAT that forgot its mappings, both
+// announce at once, and without the answer the one whose NAT forgot would
+// hear of the other's change only at its next round, announceGap later
+// (for birthday punching, that is when its side of the punch starts). At
+// most once per announceGap, so two peers answering each other's new
+// tickets stop. pr.mu is held.
+func (pr *peer) answerUpdateLocked(now time.Time, ticketChanged, announcing bool) bool {
+	if !ticketChanged || !announcing || (!pr.answered.IsZero() && now.Sub(pr.answered) < announceGap) {
+		return false
+	}
+	pr.answered = now
+	return true
+}
+
 // keptExpiredLocked returns the winning birthday socket once the route has
 // not used it for nat.BirthdayKeep, detached from the peer: the caller
 // closes it. pr.mu is held.

@@ -54,7 +54,12 @@ type peer struct {
 	vaddr  *net.UDPAddr
 	shared *[32]byte
 
-	route    atomic.Pointer[route]
+	route atomic.Pointer[route]
+	// met is closed when the first frame from the peer arrives (heard):
+	// a Ping whose probe the peer dropped, not knowing us yet, probes
+	// again then. Nil in a peer not made by ensurePeer.
+	met      chan struct{}
+	metOnce  sync.Once
 	lastSent atomic.Int64 // unix ns of the last QUIC packet sent
 	lastSeen atomic.Int64 // unix ns of the last frame received
 	// lastDirect is the unix ns of the last frame received over the
@@ -84,6 +89,7 @@ type peer struct {
 	kept       *extra    // the birthday socket that won, kept for the path
 	keptLost   time.Time // when the route stopped using kept
 	directLost time.Time // when the direct path was last given up for the relay
+	answered   time.Time // when this side last answered its PathUpdate (answerUpdateLocked)
 	// relayLostSeen is the peer's lastSeen when its relay path was last
 	// found lost: one reaction per silence.
 	relayLostSeen time.Time
@@ -125,11 +131,33 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 	// A repeated Punch within punchWindow leaves the running schedule
 	// (and its spent budgets) alone: candidates it adds are probed by it.
 	again := !pr.punchAt.IsZero() && now.Sub(pr.punchAt) < punchWindow
+	var due []netip.AddrPort
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly && !again {
 		s.newPunchLocked(pr, start, now)
+		if start.Before(now) {
+			// A late Punch, its start already past when it came (the
+			// rendezvous held it while this peer's home moved): punch
+			// now, not at the next tick. One on time waits for the ticks.
+			for a, c := range pr.cands {
+				if pr.punch.Due(now, c.lastSent) {
+					due = append(due, a)
+				}
+			}
+		}
 	}
 	s.fixRouteLocked(pr)
 	pr.mu.Unlock()
+	for _, a := range due {
+		s.sendProbe(pr, true, a, nil)
+	}
+	if pr.lastSeen.Load() == 0 && pr.route.Load().kind == PathRelay {
+		// A peer never heard from gets one probe through the relay now,
+		// not at start: if it asked for us (this is its Punch), its
+		// probes and first packets sent before we knew it were dropped,
+		// and this tells it at once that we know it now (its Ping
+		// probes again: Ping).
+		s.sendProbe(pr, false, netip.AddrPort{}, nil)
+	}
 	if !s.noDirect() && !again {
 		s.startBirthday(pr, strategy, pr.punch.Start)
 	}
@@ -150,7 +178,7 @@ func (s *Sock) ensurePeer(id crypto.PeerID) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr = &peer{id: id, tag: id.Tag(), vaddr: VirtualAddr(id), shared: shared, cands: map[netip.AddrPort]*cand{}}
+	pr = &peer{id: id, tag: id.Tag(), vaddr: VirtualAddr(id), shared: shared, cands: map[netip.AddrPort]*cand{}, met: make(chan struct{})}
 	pr.route.Store(&route{kind: PathNone})
 	s.mu.Lock()
 	defer s.mu.Unlock()

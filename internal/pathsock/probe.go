@@ -222,6 +222,15 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 			s.stats.RepliesLimited.Add(1)
 			return
 		}
+		if via != nil {
+			// Only the punch's winning socket answers (birthday.go).
+			pr.mu.Lock()
+			answer := pr.birthdayProbeLocked(via, from)
+			pr.mu.Unlock()
+			if !answer {
+				return
+			}
+		}
 		reply := &wire.ProbeReply{TxID: p.TxID, Observed: from}
 		bp := s.getBuf()
 		s.sendVia(s.sealTo((*bp)[:0], shared, reply), from, via)
@@ -235,7 +244,10 @@ func (s *Sock) onProbe(sender crypto.PeerID, shared *[32]byte, p *wire.Probe, fr
 		}
 		now := s.now()
 		prev, revive := pr.heard(now)
-		s.noticeSource(pr, from, now)
+		// The peer's first frame ever: it knows us now, and its NAT lets
+		// our probes through to where this came from (the ones sent
+		// before were dropped): probe back at once.
+		s.noticeSource(pr, from, now, prev.IsZero())
 		if revive {
 			s.resend(pr, prev)
 		}
@@ -291,8 +303,8 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 	if s.noDirect() {
 		return
 	}
-	if via != nil && (via.retired.Load() || (pr.kept != nil && pr.kept != via)) {
-		return // a socket being closed, or a later hit: the first one won
+	if via != nil && !pr.birthdayReplyLocked(via) {
+		return
 	}
 	c := pr.cands[p.addr]
 	if c == nil {
@@ -301,9 +313,6 @@ func (s *Sock) onProbeReply(sender crypto.PeerID, r *wire.ProbeReply, direct boo
 		}
 	}
 	pr.lastDirect.Store(now.UnixNano())
-	if via != nil {
-		s.wonBirthdayLocked(pr, via)
-	}
 	switch pr.directReplyLocked(c, rtt, p.via, now) {
 	case routeUp:
 		s.log.Info("direct path up", "peer", pr.id.Short(), "remote", c.addr.String(), "rtt", c.rtt, "birthday", c.via != nil)
@@ -331,6 +340,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		// new relay ticket, say).
 		defer s.resend(pr, prev)
 	}
+	announcing := s.announcing(now)
 	pr.mu.Lock()
 	if t <= pr.lastUpdate {
 		pr.mu.Unlock()
@@ -341,7 +351,12 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 	for _, c := range pr.cands {
 		c.learned = true
 	}
+	var oldTicket []byte
+	if len(pr.tickets) > 0 {
+		oldTicket = pr.tickets[0]
+	}
 	s.applyInfoLocked(pr, u.Info, false, now)
+	answer := len(pr.tickets) > 0 && pr.answerUpdateLocked(now, !slices.Equal(oldTicket, pr.tickets[0]), announcing)
 	if !s.noDirect() {
 		s.newPunchLocked(pr, now, now)
 	}
@@ -357,12 +372,16 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		// side's QUIC waits out its probe timeout backoff (resend.go).
 		s.resend(pr, time.Unix(0, 0))
 	}
+	if answer {
+		// Our announcement went to the ticket this update replaced.
+		s.announceTo(pr, s.Info(), now)
+	}
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
 		s.startBirthday(pr, strategy, now)
 	}
-	s.log.Debug("path update", "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
+	s.log.Debug("path update", "answered", answer, "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
 	if direct {
-		s.noticeSource(pr, from, now)
+		s.noticeSource(pr, from, now, false)
 	}
 }
 

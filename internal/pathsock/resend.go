@@ -80,6 +80,9 @@ func revived(now, prevSeen, lastSent time.Time) bool {
 // PathUpdates): the first of them to arrive after the silence may be any.
 func (pr *peer) heard(now time.Time) (prevSeen time.Time, revive bool) {
 	prevSeen = unixTime(pr.lastSeen.Swap(now.UnixNano()))
+	if prevSeen.IsZero() && pr.met != nil {
+		pr.metOnce.Do(func() { close(pr.met) })
+	}
 	return prevSeen, revived(now, prevSeen, unixTime(pr.lastSent.Load()))
 }
 

@@ -42,6 +42,9 @@ type Sock struct {
 	me    crypto.PeerID
 	myTag uint64
 	vaddr *net.UDPAddr
+	// pingRetry is how often Ping probes again (const pingRetry; tests
+	// change it).
+	pingRetry time.Duration
 
 	connMu   sync.Mutex              // serialises socket replacement (writers of conn)
 	conn     atomic.Pointer[connBox] // read without the lock
@@ -122,21 +125,22 @@ func newSock(cfg Config) (*Sock, error) {
 	}
 	cfg.setDefaults()
 	s := &Sock{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		id:      cfg.Identity,
-		me:      cfg.Identity.ID(),
-		myTag:   cfg.Identity.ID().Tag(),
-		vaddr:   VirtualAddr(cfg.Identity.ID()),
-		in:      make(chan inPacket, cfg.QueueLen),
-		out:     make(chan outPacket, outQueue),
-		closed:  make(chan struct{}),
-		dlWake:  make(chan struct{}),
-		byAddr:  map[netip.Addr]*peer{},
-		byTag:   map[uint64]*peer{},
-		pending: map[uint64]*probeTx{},
-		extras:  map[*extra]struct{}{},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		id:        cfg.Identity,
+		me:        cfg.Identity.ID(),
+		myTag:     cfg.Identity.ID().Tag(),
+		pingRetry: pingRetry,
+		vaddr:     VirtualAddr(cfg.Identity.ID()),
+		in:        make(chan inPacket, cfg.QueueLen),
+		out:       make(chan outPacket, outQueue),
+		closed:    make(chan struct{}),
+		dlWake:    make(chan struct{}),
+		byAddr:    map[netip.Addr]*peer{},
+		byTag:     map[uint64]*peer{},
+		pending:   map[uint64]*probeTx{},
+		extras:    map[*extra]struct{}{},
 	}
 	s.guard = newGuard(cfg.Limits, cfg.Now())
 	s.bufs.New = func() any { b := make([]byte, readBufSize); return &b }

@@ -51,6 +51,10 @@ func (s *Server) connect(ctx context.Context, sc *scratch, req *request, m *wire
 	}}
 	if s.allowPunch(target.ID, req.now.UnixNano()) {
 		s.reply(sc, 0, req, target.Reflexive, &tkey, p)
+		if s.elsewhere(&target) {
+			// The home may have died with this Punch (held.go).
+			s.held.hold(target.ID, sc.replies[0].b, req.now)
+		}
 		if s.viaHome(&target, sc.replies[0].b) {
 			sc.replies = sc.replies[:0]
 		}

@@ -48,6 +48,11 @@ func (s *Server) viaHome(target *discovery.Record, punch []byte) bool {
 	return !s.cfg.Mesh.Suspect(home)
 }
 
+// elsewhere reports whether target's home is another instance of the mesh.
+func (s *Server) elsewhere(target *discovery.Record) bool {
+	return s.cfg.Mesh != nil && target.Home.IsValid() && target.Home != s.cfg.MeshAddr
+}
+
 // DeliverPunches is the mesh handler of a rendezvous instance: it sends the
 // Punches other instances forward for the peers whose flows this instance
 // holds, from conn, the rendezvous socket those peers talk to. Anything

@@ -63,6 +63,10 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		r.TURNUser, r.TURNPass = crypto.TURNCredentials(s.cfg.TURNSecret, req.sender.String(), s.cfg.TURNTTL, req.now)
 	}
 	s.reply(sc, 0, req, req.from, &req.key, r)
+	// Punches for this peer that its old home may have lost (held.go).
+	for _, b := range s.held.take(req.sender, req.now) {
+		sc.replies = append(sc.replies, outPacket{to: req.from, b: b})
+	}
 	return sc.replies
 }
 

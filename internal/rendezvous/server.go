@@ -61,6 +61,9 @@ type Server struct {
 	// epoch changes (nudge.go); out is the socket nudges leave from.
 	recent *recentPeers
 	out    atomic.Value // net.PacketConn
+	// held are copies of the Punches handed to other homes, for their
+	// targets should they register here soon (held.go).
+	held *heldPunches
 }
 
 // New checks cfg and returns a server. It opens no socket.
@@ -100,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 		refresh:       uint16(cfg.Refresh / time.Second),
 		reports:       newReports(cfg.Reports, tm),
 		recent:        newRecentPeers(cfg.RecentPeers),
+		held:          newHeldPunches(heldMax, heldPerPeer, heldFor),
 	}
 	s.refreshEpoch(context.Background())
 	return s, nil

@@ -35,8 +35,8 @@ const (
 	DefaultClockSkew  = 30 * time.Second
 	// DefaultConnectTries is how many times Connect sends its request
 	// before it gives up with ErrNoAnswer: with the default timeouts, after
-	// about 24 s (0.25+0.5+1+2+4+8+8).
-	DefaultConnectTries = 7
+	// about 24 s (0.25+0.25+0.5+1+2+4+8+8: connectAfter).
+	DefaultConnectTries = 8
 	// jitterSpread is the share by which each retransmission timeout is
 	// drawn above or below its nominal value, so that peers that lost
 	// datagrams at the same moment do not retransmit together.
@@ -176,6 +176,7 @@ type Client struct {
 	seen   *replay.Cache
 	kick   chan struct{} // Reregister
 	regd   chan struct{} // a Registered arrived
+	kaAck  chan struct{} // a KeepaliveAck arrived (keepalive.go)
 
 	// after and jitter are the retransmission clock and its randomness
 	// (time.After and a uniform draw in [0, 1); tests inject their own).
@@ -241,6 +242,7 @@ func New(cfg Config) (*Client, error) {
 		after:   time.After,
 		jitter:  mrand.Float64,
 		kick:    make(chan struct{}, 1),
+		kaAck:   make(chan struct{}, 1),
 		regd:    make(chan struct{}, 1),
 		pending: map[uint64]*pending{},
 	}

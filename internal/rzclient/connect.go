@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/wire"
@@ -15,8 +16,8 @@ import (
 // both sides start punching. A target that is not registered, or does not
 // admit us, gives ErrPeerNotFound. Connect retransmits with backoff and
 // gives up with ErrNoAnswer after Config.ConnectTries sends (with the
-// defaults: first retransmission after about 250 ms, give-up after about
-// 24 s).
+// defaults: retransmissions after about 250 ms, 250 ms, then doubling;
+// give-up after about 24 s: connectAfter).
 func (c *Client) Connect(ctx context.Context, target string) (wire.ConnectReply, error) {
 	t, err := parseTarget(target)
 	if err != nil {
@@ -66,7 +67,7 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 		if err := c.sendConnect(p); err != nil {
 			c.setError(err)
 		}
-		wait := c.after(c.retransmitAfter(tries))
+		wait := c.after(c.connectAfter(tries))
 		select {
 		case <-ctx.Done():
 			return wire.ConnectReply{}, fmt.Errorf("connect %s: %w", t, ctx.Err())
@@ -79,6 +80,16 @@ func (c *Client) connect(ctx context.Context, t target) (wire.ConnectReply, erro
 		case <-p.again: // we registered (again): send now, not after the backoff
 		}
 	}
+}
+
+// connectAfter is the wait after a Connect's send number try (0 for the
+// first): the first retransmission timeout twice, then doubling as for
+// the other requests (retransmitAfter). Someone waits for a Connect, and
+// its first sends are the likeliest lost when an instance dies: a front
+// door takes a few hundred milliseconds to move the flow, so the third
+// send goes 500 ms after the first rather than 750 ms.
+func (c *Client) connectAfter(try int) time.Duration {
+	return c.retransmitAfter(max(try-1, 0))
 }
 
 func (c *Client) sendConnect(p *pending) error {

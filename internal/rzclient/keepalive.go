@@ -42,8 +42,8 @@ const keepaliveMisses = 2
 func (c *Client) idle(ctx context.Context, refresh time.Duration) bool {
 	next := c.after(refresh)
 	// wait waits d: 1 when it passed, 0 to register again, -1 when ctx
-	// ended.
-	wait := func(d time.Duration) int {
+	// ended, 2 when ack fired (nil: never).
+	wait := func(d time.Duration, ack <-chan struct{}) int {
 		select {
 		case <-ctx.Done():
 			return -1
@@ -51,6 +51,8 @@ func (c *Client) idle(ctx context.Context, refresh time.Duration) bool {
 			return 0
 		case <-next:
 			return 0
+		case <-ack:
+			return 2
 		case <-c.after(d):
 			return 1
 		}
@@ -65,22 +67,33 @@ func (c *Client) idle(ctx context.Context, refresh time.Duration) bool {
 		return true
 	}
 	for {
-		if w := wait(c.cfg.Keepalive); w <= 0 {
+		if w := wait(c.cfg.Keepalive, nil); w <= 0 {
 			return w == 0
 		}
 		c.mu.Lock()
 		c.kaAnswered = false
 		c.mu.Unlock()
+		select {
+		case <-c.kaAck: // an answer to an earlier round
+		default:
+		}
 		// Send, and while unanswered, again after a retransmission
 		// timeout (not a whole interval, so that a front door that moved
-		// our flow is noticed at once), up to keepaliveMisses.
+		// our flow is noticed at once), up to keepaliveMisses. The next
+		// interval starts at the answer, not at the end of that timeout:
+		// keepalives go out every Keepalive plus a round trip, and a
+		// peer whose home died notices within about Keepalive.
 		for sent := 0; ; {
 			if err := c.sendKeepalive(); err != nil {
 				c.setError(err)
 			}
 			sent++
-			if w := wait(c.retransmitAfter(0)); w <= 0 {
+			w := wait(c.retransmitAfter(0), c.kaAck)
+			if w <= 0 {
 				return w == 0
+			}
+			if w == 2 {
+				break
 			}
 			c.mu.Lock()
 			answered := c.kaAnswered
@@ -121,6 +134,10 @@ func (c *Client) onKeepaliveAck(a *wire.KeepaliveAck) {
 	c.mu.Lock()
 	c.kaAnswered = true
 	c.kaHeard = true
+	select {
+	case c.kaAck <- struct{}{}:
+	default:
+	}
 	was := c.st.Instance
 	moved := was != "" && wire.AckInstance(was) != a.Instance
 	kick := moved && now.Sub(c.instKicked) >= epochKickGap

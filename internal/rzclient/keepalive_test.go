@@ -224,3 +224,33 @@ func TestKeepaliveOldServerNoReregister(t *testing.T) {
 	case <-time.After(20 * time.Millisecond):
 	}
 }
+
+// TestKeepaliveIntervalFromAnswer: on the injected clock, the next
+// interval starts when the answer arrives, not when the retransmission
+// timeout the keepalive armed runs out: keepalives go out every
+// Config.Keepalive (plus a round trip), not every Keepalive plus
+// Retransmit, so a peer whose home died notices within about Keepalive.
+func TestKeepaliveIntervalFromAnswer(t *testing.T) {
+	const ka = time.Second
+	fs := newFake(t, func(c *Config) { c.Keepalive = ka; c.Retransmit = 250 * time.Millisecond })
+	clk := newFakeClock()
+	rto, _ := runKeepalives(t, fs, clk, ka, "r1")
+	n := fireWait(t, clk, ka, 0)
+	if got := fs.next().Body.Type(); got != wire.MsgKeepalive {
+		t.Fatalf("sent %s, want a keepalive", got)
+	}
+	fs.deliver(&wire.KeepaliveAck{Instance: "r1"})
+	// No wait fires: the answer alone starts the next interval.
+	deadline := time.After(5 * time.Second)
+	for count(clk, ka) <= n {
+		select {
+		case <-clk.armed:
+		case <-deadline:
+			t.Fatalf("no new interval of %v armed after the answer without the %v timeout firing", ka, rto)
+		}
+	}
+	fireWait(t, clk, ka, n)
+	if got := fs.next().Body.Type(); got != wire.MsgKeepalive {
+		t.Fatalf("one interval after the answer the client sent %s, want a keepalive", got)
+	}
+}

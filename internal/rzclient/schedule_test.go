@@ -55,8 +55,8 @@ func (f *fakeClock) recorded() []time.Duration {
 
 // TestRetransmitSchedule: with the default timeouts one lost datagram
 // costs about 250 ms, not a second; the timeouts double up to MaxBackoff,
-// each within ±20% (jitter), and Connect gives up after a bounded number of
-// sends at about the same time as before (1+2+4+8+8 = 23 s then).
+// each within ±20% (jitter), and Connect (whose first timeout comes twice:
+// connectAfter) gives up after a bounded number of sends, about 24 s.
 func TestRetransmitSchedule(t *testing.T) {
 	fs := newFake(t, func(c *Config) { c.Retransmit, c.MaxBackoff = 0, 0 }) // the defaults
 	clk := newFakeClock()
@@ -79,7 +79,7 @@ func TestRetransmitSchedule(t *testing.T) {
 		if err := <-done; !errors.Is(err, ErrNoAnswer) {
 			t.Fatalf("connect: %v, want ErrNoAnswer", err)
 		}
-		nominal := []time.Duration{250, 500, 1000, 2000, 4000, 8000, 8000}
+		nominal := []time.Duration{250, 250, 500, 1000, 2000, 4000, 8000, 8000}
 		got := clk.recorded()
 		if len(got) != len(nominal) {
 			t.Fatalf("%d waits %v, want %d", len(got), got, len(nominal))
@@ -93,7 +93,7 @@ func TestRetransmitSchedule(t *testing.T) {
 			total += got[i]
 		}
 		if draw.factor == 1 && (total < 23*time.Second || total > 24*time.Second) {
-			t.Errorf("connect gives up after %v, want about 23.75 s", total)
+			t.Errorf("connect gives up after %v, want about 24 s", total)
 		}
 		if n := len(fs.sent); n != DefaultConnectTries {
 			t.Errorf("%d sends, want %d", n, DefaultConnectTries)
