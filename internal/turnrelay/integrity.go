@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/binary"
+	"hash"
 	"net/netip"
 	"sync"
 )
@@ -34,7 +35,8 @@ type authFields struct {
 
 // parseAuth reads b's USERNAME, REALM and MESSAGE-INTEGRITY as pion's
 // decoder does: the attributes the declared length covers, each padded to
-// four bytes, the first of each type counting. ok is false when b is not a
+// four bytes, the first of each type counting, none after
+// MESSAGE-INTEGRITY or after a MESSAGE-INTEGRITY-SHA256 before it. ok is false when b is not a
 // STUN message pion can decode; a decodable message without
 // MESSAGE-INTEGRITY has a nil f.mi. It allocates nothing.
 func parseAuth(b []byte) (f authFields, ok bool) {
@@ -45,6 +47,7 @@ func parseAuth(b []byte) (f authFields, ok bool) {
 	if end > len(b) {
 		return authFields{}, false
 	}
+	seenSHA256 := false
 	for i := stunHeaderLen; i < end; {
 		if end-i < 4 {
 			return authFields{}, false
@@ -56,12 +59,17 @@ func parseAuth(b []byte) (f authFields, ok bool) {
 		}
 		v := b[i+4 : i+4+l]
 		switch {
+		case f.mi != nil || seenSHA256:
+			// pion drops what follows an integrity attribute (but
+			// FINGERPRINT and, after MESSAGE-INTEGRITY, its SHA256 twin).
 		case t == attrUsername && f.username == nil:
 			f.username = v
 		case t == attrRealm && f.realm == nil:
 			f.realm = v
-		case t == attrMessageIntegrity && f.mi == nil:
+		case t == attrMessageIntegrity:
 			f.mi, f.miOff = v, i
+		case t == attrMessageIntegritySHA256:
+			seenSHA256 = true
 		}
 		i += 4 + (l+3)&^3
 	}
@@ -70,20 +78,41 @@ func parseAuth(b []byte) (f authFields, ok bool) {
 
 // integrityValid reports whether f.mi, from message b, is the HMAC-SHA1
 // with key over b up to the attribute, with the header's length covering
-// the attribute (RFC 8489 section 14.5), as pion checks it.
+// the attribute (RFC 8489 section 14.5), as pion checks it. It computes the
+// HMAC (RFC 2104) with pooled digests, allocating nothing.
 func integrityValid(b []byte, f authFields, key []byte) bool {
-	if len(f.mi) != miLen || f.miOff < stunHeaderLen {
+	if len(f.mi) != miLen || f.miOff < stunHeaderLen || len(key) > sha1.BlockSize {
 		return false
+	}
+	d := hmacPool.Get().(*hmacSHA1)
+	defer hmacPool.Put(d)
+	var pad [sha1.BlockSize]byte
+	copy(pad[:], key)
+	for i := range pad {
+		pad[i] ^= 0x36
 	}
 	var hdr [stunHeaderLen]byte
 	copy(hdr[:], b[:stunHeaderLen])
 	binary.BigEndian.PutUint16(hdr[2:4], uint16(f.miOff+4+miLen-stunHeaderLen))
-	h := hmac.New(sha1.New, key)
-	h.Write(hdr[:])
-	h.Write(b[stunHeaderLen:f.miOff])
+	d.inner.Reset()
+	d.inner.Write(pad[:])
+	d.inner.Write(hdr[:])
+	d.inner.Write(b[stunHeaderLen:f.miOff])
 	var sum [sha1.Size]byte
-	return hmac.Equal(h.Sum(sum[:0]), f.mi)
+	d.inner.Sum(sum[:0])
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	d.outer.Reset()
+	d.outer.Write(pad[:])
+	d.outer.Write(sum[:])
+	return hmac.Equal(d.outer.Sum(sum[:0]), f.mi)
 }
+
+// hmacSHA1 are the two digests of an HMAC-SHA1.
+type hmacSHA1 struct{ inner, outer hash.Hash }
+
+var hmacPool = sync.Pool{New: func() any { return &hmacSHA1{inner: sha1.New(), outer: sha1.New()} }}
 
 // Reasons the guard drops a request for its MESSAGE-INTEGRITY before pion
 // sees it: the reasons of keymesh_turn_auth_failures_total, and one of
@@ -101,11 +130,11 @@ const (
 func (s *Server) checkIntegrity(b []byte, f authFields, src netip.AddrPort) bool {
 	now := s.nowNano()
 	if !s.verified.has(src, now) && !s.integrity.Allow(now) {
-		s.metrics.dropped.WithLabelValues(dropIntegrity).Inc()
+		s.metrics.droppedIntegrity.Inc()
 		return false
 	}
 	if f.username == nil || f.realm == nil {
-		s.metrics.authFailures.WithLabelValues(reasonNoUsername).Inc()
+		s.metrics.guardAuthFailures[reasonNoUsername].Inc()
 		return false
 	}
 	_, key, reason := s.longTermKey(string(f.username), string(f.realm))
@@ -113,7 +142,7 @@ func (s *Server) checkIntegrity(b []byte, f authFields, src netip.AddrPort) bool
 		reason = reasonIntegrity
 	}
 	if reason != "" {
-		s.metrics.authFailures.WithLabelValues(reason).Inc()
+		s.metrics.guardAuthFailures[reason].Inc()
 		return false
 	}
 	s.verified.add(src, now)

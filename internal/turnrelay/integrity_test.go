@@ -218,7 +218,7 @@ func TestIntegrityCheckAgreesWithPion(t *testing.T) {
 }
 
 // FuzzParseAuth: parseAuth never panics, accepts exactly what pion's
-// decoder accepts, and its check agrees with pion's MESSAGE-INTEGRITY
+// decoder accepts, reads the USERNAME and REALM pion reads, and its check agrees with pion's MESSAGE-INTEGRITY
 // check for a fixed key.
 func FuzzParseAuth(f *testing.F) {
 	key := stun.NewLongTermIntegrity("1:u", "realm", "pass")
@@ -240,6 +240,15 @@ func FuzzParseAuth(f *testing.F) {
 		}
 		if (fields.mi != nil) != m.Contains(stun.AttrMessageIntegrity) {
 			t.Fatalf("parseAuth found MESSAGE-INTEGRITY: %v; pion: %v", fields.mi != nil, m.Contains(stun.AttrMessageIntegrity))
+		}
+		for _, a := range []struct {
+			t   stun.AttrType
+			got []byte
+		}{{stun.AttrUsername, fields.username}, {stun.AttrRealm, fields.realm}} {
+			v, err := m.Get(a.t)
+			if (err == nil) != (a.got != nil) || string(v) != string(a.got) {
+				t.Fatalf("%v: parseAuth %q, pion %q (%v)", a.t, a.got, v, err)
+			}
 		}
 		if fields.mi == nil {
 			return

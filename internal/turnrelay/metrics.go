@@ -36,6 +36,11 @@ type metrics struct {
 	rateRefusals      prometheus.Counter
 	peerRefusals      prometheus.Counter
 	dropped           *prometheus.CounterVec
+	// droppedIntegrity and guardAuthFailures (by reason) are children of
+	// dropped and authFailures that the guard counts per datagram, looked
+	// up once.
+	droppedIntegrity  prometheus.Counter
+	guardAuthFailures map[string]prometheus.Counter
 	tcpRefusals       prometheus.Counter
 }
 
@@ -85,8 +90,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropBinding, dropChallenge, dropOversize, dropIntegrity} {
 		m.dropped.WithLabelValues(r)
 	}
+	m.droppedIntegrity = m.dropped.WithLabelValues(dropIntegrity)
+	m.guardAuthFailures = make(map[string]prometheus.Counter)
 	for _, r := range []string{reasonMalformed, reasonExpired, reasonRealm, reasonIntegrity, reasonNoUsername} {
-		m.authFailures.WithLabelValues(r)
+		m.guardAuthFailures[r] = m.authFailures.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
