@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/keymesh/keymesh/internal/udpbatch"
+	"github.com/keymesh/keymesh/internal/udpoffload"
 )
 
 // batchReader reads a UDP socket up to readBatch datagrams per system call
@@ -60,9 +62,16 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 }
 
 // recvmmsg is the body of RawConn.Read: false asks the poller to wait.
-// It is an announced system call (udpbatch.Recv with raw false): made raw,
-// the relay's delivery stalled for tens of milliseconds under load
-// (measured with loadtest relay, not understood).
+// It is an announced system call (udpbatch.Recv with raw false), although
+// that costs most of what a datagram costs at light load: each time one
+// arrives at an idle server, the call wakes the runtime's monitor thread
+// (asleep while every processor is idle), which then sleeps and polls
+// beside the reader on the same core (perf stat on `loadtest relay` at 20k
+// datagrams/s: about one futex call and one nanosleep per wake-up; none
+// once raw). Made raw, the server sometimes slept for seconds with its
+// receive queue full (a few ms of CPU in 4 s, 70-80% loss at 20k/s, in
+// about one run of three on this 2-core machine); with the monitor awake
+// that never happened. Not understood yet, so it stays announced.
 func (r *batchReader) recvmmsg(fd uintptr) bool {
 	return udpbatch.Recv(fd, r.hdr, false, &r.res)
 }
@@ -97,6 +106,10 @@ func (r *batchReader) pending() bool { return r.pos < r.res.N }
 type relaySock struct {
 	rc syscall.RawConn
 	v6 bool // AF_INET6: IPv4 peers are written v4-mapped
+	// noGSO: the socket does not take segmented sends (no UDP_SEGMENT,
+	// or the kernel refused one for want of checksum offload). Every
+	// reader's writer may set it.
+	noGSO atomic.Bool
 }
 
 // newRelaySock returns c's descriptor and family, or nil.
@@ -106,25 +119,59 @@ func newRelaySock(c *net.UDPConn) *relaySock {
 		return nil
 	}
 	var domain int
-	var serr error
+	var serr, gsoErr error
 	if err := rc.Control(func(fd uintptr) {
 		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		_, gsoErr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 	}); err != nil || serr != nil {
 		return nil
 	}
-	return &relaySock{rc: rc, v6: domain == unix.AF_INET6}
+	r := &relaySock{rc: rc, v6: domain == unix.AF_INET6}
+	r.noGSO.Store(gsoErr != nil)
+	return r
+}
+
+const (
+	// maxSegs is the most datagrams one segmented send carries (the
+	// kernel's UDP_MAX_SEGMENTS).
+	maxSegs = 64
+	// maxGSOBytes bounds the payload bytes of one segmented send.
+	maxGSOBytes = 65000
+	// ctlSpace is each message's room for its UDP_SEGMENT control
+	// message (udpoffload.GSOSpace, 24 bytes on 64-bit Linux), a
+	// multiple of 8 so that each stays aligned.
+	ctlSpace = 32
+)
+
+// sendMeta is what a queued message carries: its socket, destination and
+// datagrams (segs buffers from iov on, all of size bytes but for the
+// last, which may be shorter and then closes the run).
+type sendMeta struct {
+	sock  *relaySock
+	dst   netip.AddrPort
+	iov   int
+	segs  int
+	size  int
+	bytes int
+	open  bool
 }
 
 // batchWriter queues the datagrams one read batch relays and sends each
 // run of them through one relayed socket with one system call (sendmmsg).
-// The payloads stay in the read batch's buffers until flush. It belongs to
-// one reader.
+// Consecutive datagrams to the same peer through the same socket, of one
+// size (the last may be shorter), go as one segmented message
+// (UDP_SEGMENT): the kernel routes and queues them once, and the peer
+// still gets one datagram each. A client's frames read in one batch are
+// mostly such a run. The payloads stay in the read batch's buffers until
+// flush. It belongs to one reader.
 type batchWriter struct {
 	names []unix.RawSockaddrInet6
 	iov   []unix.Iovec
 	hdr   []unix.Mmsghdr
-	socks []*relaySock
-	n     int
+	ctl   []byte
+	meta  []sendMeta
+	n     int // messages queued
+	nio   int // buffers queued
 
 	// The sendmmsg call on hdr[off:end], made once so that a flush does
 	// not allocate, and its results.
@@ -138,37 +185,78 @@ func newBatchWriter() *batchWriter {
 		names: make([]unix.RawSockaddrInet6, readBatch),
 		iov:   make([]unix.Iovec, readBatch),
 		hdr:   make([]unix.Mmsghdr, readBatch),
-		socks: make([]*relaySock, readBatch),
+		ctl:   make([]byte, readBatch*ctlSpace),
+		meta:  make([]sendMeta, readBatch),
 	}
 	for i := range w.hdr {
 		w.hdr[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
-		w.hdr[i].Hdr.Iov = &w.iov[i]
-		w.hdr[i].Hdr.SetIovlen(1)
 	}
 	w.fn = w.sendmmsg
 	return w
 }
 
 // full reports whether add must wait for a flush.
-func (w *batchWriter) full() bool { return w.n == len(w.hdr) }
+func (w *batchWriter) full() bool { return w.n == len(w.hdr) || w.nio == len(w.iov) }
 
 // add queues b for dst through sock; false when the socket's family cannot
 // reach dst (the caller sends it the ordinary way, which fails as before).
 func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
+	if w.join(sock, b, dst) {
+		return true
+	}
 	i := w.n
 	n := udpbatch.PutAddrPort(&w.names[i], dst, sock.v6)
 	if n == 0 {
 		return false
 	}
-	w.hdr[i].Hdr.Namelen = n
+	iov := &w.iov[w.nio]
 	if len(b) > 0 {
-		w.iov[i].Base = &b[0]
+		iov.Base = &b[0]
 	} else {
-		w.iov[i].Base = nil
+		iov.Base = nil
 	}
-	w.iov[i].SetLen(len(b))
-	w.socks[i] = sock
+	iov.SetLen(len(b))
+	h := &w.hdr[i].Hdr
+	h.Namelen = n
+	h.Iov = iov
+	h.SetIovlen(1)
+	h.Control = nil
+	h.SetControllen(0)
+	w.meta[i] = sendMeta{sock: sock, dst: dst, iov: w.nio, segs: 1, size: len(b), bytes: len(b), open: len(b) > 0}
+	w.nio++
 	w.n++
+	return true
+}
+
+// join appends b to the latest queued message when it continues that
+// message's run: the same socket and peer, and a size the segmented send
+// takes. Only the latest message grows, so that its buffers stay
+// contiguous and each peer gets its datagrams in order.
+func (w *batchWriter) join(sock *relaySock, b []byte, dst netip.AddrPort) bool {
+	if w.n == 0 {
+		return false
+	}
+	j := w.n - 1
+	m := &w.meta[j]
+	if m.sock != sock || m.dst != dst || !m.open || len(b) == 0 || len(b) > m.size ||
+		m.segs >= maxSegs || m.bytes+len(b) > maxGSOBytes || sock.noGSO.Load() {
+		return false
+	}
+	iov := &w.iov[w.nio]
+	iov.Base = &b[0]
+	iov.SetLen(len(b))
+	w.nio++
+	m.segs++
+	m.bytes += len(b)
+	m.open = len(b) == m.size
+	h := &w.hdr[j].Hdr
+	h.SetIovlen(m.segs)
+	if m.segs == 2 {
+		ctl := w.ctl[j*ctlSpace : (j+1)*ctlSpace]
+		udpoffload.PutGSO(ctl, m.size)
+		h.Control = &ctl[0]
+		h.SetControllen(udpoffload.GSOSpace)
+	}
 	return true
 }
 
@@ -183,22 +271,35 @@ func (w *batchWriter) sendmmsg(fd uintptr) bool {
 
 // flush sends what is queued, a run of the same socket per call, and
 // returns how many datagrams failed (each is dropped, as a failed write
-// of pion's is).
+// of pion's is). A segmented message the kernel refuses as such (segments
+// above the path MTU, which a spoofed ICMP can lower, or no checksum
+// offload) is sent again one datagram at a time.
 func (w *batchWriter) flush() (failed int) {
 	for i := 0; i < w.n; {
-		sock := w.socks[i]
+		sock := w.meta[i].sock
 		j := i + 1
-		for j < w.n && w.socks[j] == sock {
+		for j < w.n && w.meta[j].sock == sock {
 			j++
 		}
 		w.off, w.end = i, j
 		for w.off < w.end {
 			if err := sock.rc.Write(w.fn); err != nil {
-				failed += w.end - w.off // the socket is closed
+				for k := w.off; k < w.end; k++ {
+					failed += w.meta[k].segs // the socket is closed
+				}
 				break
 			}
-			if w.res.Errno != 0 {
-				failed++ // the kernel refused hdr[off]; send the rest
+			if e := w.res.Errno; e != 0 {
+				m := &w.meta[w.off]
+				switch {
+				case m.segs > 1 && (e == unix.EMSGSIZE || udpoffload.IsGSOErrno(e)):
+					if e != unix.EMSGSIZE {
+						sock.noGSO.Store(true)
+					}
+					failed += w.unsegment(w.off)
+				default:
+					failed += m.segs // the kernel refused hdr[off]; send the rest
+				}
 				w.off++
 				continue
 			}
@@ -207,8 +308,30 @@ func (w *batchWriter) flush() (failed int) {
 		i = j
 	}
 	for i := range w.n {
-		w.iov[i].Base, w.socks[i] = nil, nil
+		w.meta[i] = sendMeta{}
 	}
-	w.n = 0
+	for i := range w.nio {
+		w.iov[i].Base = nil
+	}
+	w.n, w.nio = 0, 0
+	return failed
+}
+
+// unsegment sends segmented message j one datagram at a time and returns
+// how many failed. It leaves hdr[j] a single-datagram message.
+func (w *batchWriter) unsegment(j int) (failed int) {
+	m, h := &w.meta[j], &w.hdr[j].Hdr
+	h.Control = nil
+	h.SetControllen(0)
+	h.SetIovlen(1)
+	off, end := w.off, w.end
+	w.off, w.end = j, j+1
+	for k := range m.segs {
+		h.Iov = &w.iov[m.iov+k]
+		if err := m.sock.rc.Write(w.fn); err != nil || w.res.Errno != 0 {
+			failed++
+		}
+	}
+	w.off, w.end = off, end
 	return failed
 }

@@ -20,7 +20,11 @@ type Result struct {
 // then waits. raw makes it a raw system call, one the Go runtime is not
 // told of: a non-blocking call never sleeps, and a long one (a 64 KiB run
 // delivered on loopback) then does not make the runtime's monitor hand the
-// goroutine's processor to another thread.
+// goroutine's processor to another thread. Nor does a raw call wake the
+// monitor, which sleeps while every processor is idle: announced, the
+// first call after each wake-up of an idle server does, and the monitor
+// then polls beside it for a while, a futex wake and several sleeps per
+// arrival, more than the call costs.
 func Recv(fd uintptr, hdrs []unix.Mmsghdr, raw bool, r *Result) bool {
 	return call(unix.SYS_RECVMMSG, fd, hdrs, raw, r)
 }
