@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/testutil/coturn"
 	"github.com/keymesh/keymesh/internal/testutil/debpkg"
 	"github.com/pion/stun/v4"
@@ -64,11 +66,17 @@ func unauthMessages(t *testing.T, extra map[string][]byte) map[string][]byte {
 	return msgs
 }
 
-// sentinel is answered by a 400 smaller than itself, always: integrity
-// without a nonce.
+// sentinelNow is the clock guardedServer's server stands still at.
+var sentinelNow = time.Unix(1_800_000_000, 0)
+
+// sentinel is answered by a 438 smaller than itself, always: a request
+// whose MESSAGE-INTEGRITY verifies (the guard drops those that do not,
+// unanswered), with a long forged nonce.
 func sentinel() *stun.Message {
+	user, pass := crypto.TURNCredentials(testSecret, "sentinel", time.Hour, sentinelNow)
 	return stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		stun.NewUsername("1:sentinel"), stun.NewShortTermIntegrity("x"))
+		stun.NewUsername(user), stun.NewRealm(DefaultRealm), stun.NewNonce(strings.Repeat("forged", 20)),
+		stun.NewLongTermIntegrity(user, DefaultRealm, pass))
 }
 
 // withTxID returns b with a fresh transaction ID when it is a STUN message,
@@ -124,7 +132,7 @@ func uclientFirstAllocate(t *testing.T) []byte {
 // addr and returns a raw client of it.
 func guardedServer(t *testing.T, network, addr string) *rawClient {
 	t.Helper()
-	now := time.Unix(1_800_000_000, 0)
+	now := sentinelNow
 	conn, err := net.ListenPacket(network, addr+":0")
 	if err != nil {
 		t.Fatal(err)

@@ -15,22 +15,31 @@ import (
 // MESSAGE-INTEGRITY with; a wrong password fails that check (see onAuth).
 // The user ID it returns, the part after ':', is what quotas count.
 func (s *Server) authenticate(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
-	src := addrString(ra.SrcAddr)
-	if ra.Realm != s.cfg.Realm {
-		s.authFailed(reasonRealm, ra.Username, src)
+	user, key, reason := s.longTermKey(ra.Username, ra.Realm)
+	if reason != "" {
+		s.authFailed(reason, ra.Username, addrString(ra.SrcAddr))
 		return "", nil, false
 	}
-	expiry, user, err := ParseUsername(ra.Username)
+	return user, key, true
+}
+
+// longTermKey returns the user ID and long-term key of username in realm,
+// or the reason (reasonRealm, reasonMalformed, reasonExpired) they are
+// refused. The AuthHandler and the guard's own integrity check
+// (checkIntegrity) both take the key from here.
+func (s *Server) longTermKey(username, realm string) (user string, key []byte, reason string) {
+	if realm != s.cfg.Realm {
+		return "", nil, reasonRealm
+	}
+	expiry, user, err := ParseUsername(username)
 	if err != nil {
-		s.authFailed(reasonMalformed, ra.Username, src)
-		return "", nil, false
+		return "", nil, reasonMalformed
 	}
 	if !s.cfg.Now().Before(expiry) {
-		s.authFailed(reasonExpired, ra.Username, src)
-		return "", nil, false
+		return "", nil, reasonExpired
 	}
-	password := crypto.TURNPassword(s.cfg.Secret, ra.Username)
-	return user, turn.GenerateAuthKey(ra.Username, ra.Realm, password), true
+	password := crypto.TURNPassword(s.cfg.Secret, username)
+	return user, turn.GenerateAuthKey(username, realm, password), ""
 }
 
 // onAuth is pion's OnAuth event; a false verdict means the request's

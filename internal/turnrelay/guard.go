@@ -19,6 +19,11 @@ import (
 //     (ChallengeRate): a client's first Allocate carries no credentials and
 //     can be smaller than any challenge (REALM and NONCE alone are 40 bytes).
 //     Anything else over size is dropped.
+//   - A request with MESSAGE-INTEGRITY is dropped unanswered unless its
+//     integrity verifies with its user's key (checkIntegrity), within a
+//     global budget of checks (IntegrityRate) that sources which passed
+//     one recently do not draw on: nonces are not bound to an address, so
+//     a spoofed source can send a valid nonce and realm.
 //   - A ChannelBind refused for its peer gets 403 (forbidChannelBind).
 //
 // The rates are charged where the request is read, so a flood over them is
@@ -123,7 +128,7 @@ func (g *guardConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 // admit reports whether datagram b from addr passes the Binding and
-// challenge rates, and notes the request an answer will belong to.
+// challenge rates and the integrity check, and notes the request an answer will belong to.
 func (g *guardConn) admit(b []byte, addr net.Addr) bool {
 	m := parseAsPion(b)
 	if !m.ok || m.class() != classRequest {
@@ -135,12 +140,14 @@ func (g *guardConn) admit(b []byte, addr net.Addr) bool {
 			g.s.metrics.dropped.WithLabelValues(dropBinding).Inc()
 			return false
 		}
-	} else if !authenticated(b) {
+	} else if f, ok := parseAuth(b); ok && f.mi == nil {
 		if !g.s.challenges.Allow(addrOf(addr), g.s.nowNano()) {
 			g.s.metrics.dropped.WithLabelValues(dropChallenge).Inc()
 			return false
 		}
 		challenged = true
+	} else if ok && !g.s.checkIntegrity(b, f, addrPortOf(addr)) {
+		return false
 	}
 	g.mu.Lock()
 	g.last.txid, g.last.size, g.last.challenged = m.txid, len(b), challenged
@@ -282,6 +289,15 @@ func (t *tcpConns) release(a netip.Addr) {
 		delete(t.perNet, n)
 	}
 	t.all--
+}
+
+// addrPortOf returns a's IP (unmapped) and port, or the zero AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPortFrom(addrOf(a), 0)
 }
 
 // addrOf returns a's IP, or the zero Addr.

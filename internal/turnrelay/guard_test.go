@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keymesh/keymesh/internal/crypto"
 	"github.com/keymesh/keymesh/internal/ratelimit"
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,17 +43,20 @@ func TestUnauthenticatedFloodStopsAtRead(t *testing.T) {
 	}
 	now := time.Unix(1_700_000_000, 0)
 	s := &Server{
-		cfg:        Config{Now: func() time.Time { return now }},
+		cfg:        Config{Now: func() time.Time { return now }, Realm: testRealm, Secret: testSecret},
 		metrics:    m,
 		bindings:   ratelimit.New(ratelimit.Config{PerSecond: 1, Burst: 1}),
 		challenges: ratelimit.New(ratelimit.Config{PerSecond: 1, Burst: burst}),
+		integrity:  ratelimit.NewBudget(1, 1, now.UnixNano()),
+		verified:   newVerifiedSources(int64(verifiedTTL), maxVerifiedSources),
 	}
 	unauth, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedTransport(17), stun.Fingerprint)
 	if err != nil {
 		t.Fatal(err)
 	}
+	user, pass := crypto.TURNCredentials(testSecret, "u", time.Hour, now)
 	authed, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
-		stun.NewUsername("u"), stun.NewRealm("r"), stun.NewNonce("n"), stun.NewShortTermIntegrity("pass"))
+		stun.NewUsername(user), stun.NewRealm(testRealm), stun.NewNonce("n"), stun.NewLongTermIntegrity(user, testRealm, pass))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ const (
 	reasonExpired   = "expired"   // expiry in the past
 	reasonRealm     = "realm"     // realm other than the server's
 	reasonIntegrity = "integrity" // MESSAGE-INTEGRITY did not verify: wrong password
+	// reasonNoUsername (integrity.go): MESSAGE-INTEGRITY without USERNAME or REALM.
 )
 
 // Reasons the guard drops a datagram, the "reason" label of
@@ -21,6 +22,7 @@ const (
 	dropBinding   = "binding"   // Binding request over its source's rate
 	dropChallenge = "challenge" // 401/438 larger than its request, over its source's rate
 	dropOversize  = "oversize"  // other unauthenticated answer larger than its request
+	// dropIntegrity (integrity.go): no integrity check left in the budget.
 )
 
 // metrics are the server's Prometheus collectors.
@@ -34,6 +36,11 @@ type metrics struct {
 	rateRefusals      prometheus.Counter
 	peerRefusals      prometheus.Counter
 	dropped           *prometheus.CounterVec
+	// droppedIntegrity and guardAuthFailures (by reason) are children of
+	// dropped and authFailures that the guard counts per datagram, looked
+	// up once.
+	droppedIntegrity  prometheus.Counter
+	guardAuthFailures map[string]prometheus.Counter
 	tcpRefusals       prometheus.Counter
 }
 
@@ -49,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keymesh_turn_auth_failures_total",
-			Help: "TURN requests refused for their credentials, by reason (malformed, expired, realm, integrity).",
+			Help: "TURN requests refused for their credentials, by reason (malformed, expired, realm, integrity, no-username); those the guard finds before pion are dropped unanswered.",
 		}, []string{"reason"}),
 		quotaRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keymesh_turn_quota_refusals_total",
@@ -73,18 +80,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keymesh_turn_dropped_total",
-			Help: "Datagrams the TURN server's guard dropped, by reason (binding, challenge, oversize).",
+			Help: "Datagrams the TURN server's guard dropped, by reason (binding, challenge, oversize, integrity-budget).",
 		}, []string{"reason"}),
 		tcpRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keymesh_turn_tcp_refusals_total",
 			Help: "TCP connections closed on accept because their source, the server or the allocation they were opened to held its maximum of open connections.",
 		}),
 	}
-	for _, r := range []string{dropBinding, dropChallenge, dropOversize} {
+	for _, r := range []string{dropBinding, dropChallenge, dropOversize, dropIntegrity} {
 		m.dropped.WithLabelValues(r)
 	}
-	for _, r := range []string{reasonMalformed, reasonExpired, reasonRealm, reasonIntegrity} {
-		m.authFailures.WithLabelValues(r)
+	m.droppedIntegrity = m.dropped.WithLabelValues(dropIntegrity)
+	m.guardAuthFailures = make(map[string]prometheus.Counter)
+	for _, r := range []string{reasonMalformed, reasonExpired, reasonRealm, reasonIntegrity, reasonNoUsername} {
+		m.guardAuthFailures[r] = m.authFailures.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil

@@ -37,6 +37,9 @@ type Server struct {
 	allocations *ratelimit.Limiter // authenticated Allocates per source
 	bindings    *ratelimit.Limiter // Binding answers per source
 	challenges  *ratelimit.Limiter // oversize 401/438 per source
+
+	integrity *ratelimit.Budget // the guard's integrity checks (checkIntegrity)
+	verified  *verifiedSources  // sources checked without that budget
 }
 
 // New starts a TURN server over cfg's sockets: one reader goroutine per
@@ -68,6 +71,9 @@ func New(cfg Config) (*Server, error) {
 		allocations: ratelimit.New(ratelimit.Config{PerSecond: cfg.AllocationRate, Burst: cfg.AllocationBurst}),
 		bindings:    ratelimit.New(ratelimit.Config{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst}),
 		challenges:  ratelimit.New(ratelimit.Config{PerSecond: cfg.ChallengeRate, Burst: cfg.ChallengeBurst}),
+
+		integrity: ratelimit.NewBudget(cfg.IntegrityRate, cfg.IntegrityBurst, cfg.Now().UnixNano()),
+		verified:  newVerifiedSources(int64(verifiedTTL), maxVerifiedSources),
 	}
 	for _, a := range []netip.Addr{cfg.RelayIP, cfg.AdvertiseIP} {
 		for _, p := range cfg.AllowDestinations {

@@ -17,11 +17,11 @@ import (
 // MESSAGE-INTEGRITY, from spoofed sources: a valid NONCE and REALM (from
 // one 401 the attacker asked for from its own address; pion's nonces are
 // not bound to an address) and a well-formed, unexpired REST-API user name
-// with a random user, so that each passes the relay's read guard (it
-// challenges only requests without MESSAGE-INTEGRITY), pion's nonce check
-// and our AuthHandler (an HMAC-SHA1 for the password, an MD5 for the
-// key), and fails only at pion's MESSAGE-INTEGRITY check (another
-// HMAC-SHA1). The relay's CPU and the legitimate TURN allocations
+// with a random user, so that each would pass pion's nonce check and our
+// AuthHandler (an HMAC-SHA1 for the password, an MD5 for the key) and fail
+// only at pion's MESSAGE-INTEGRITY check, which answers it. The relay's
+// guard checks the integrity itself, within a global budget, and drops
+// it unanswered. The relay's CPU and the legitimate TURN allocations
 // (OpTURN) under it are judged.
 func turnMIFlood(ctx context.Context, e *env) error {
 	conn, err := listenUDP(e.lab.Bad, netip.AddrPortFrom(botAddr(1), 0))

@@ -99,6 +99,9 @@ type TURNOptions struct {
 	// (per second; <0: none) of Allocates, Binding answers and
 	// challenges larger than their request.
 	AllocationRate, BindingRate, ChallengeRate float64
+	// IntegrityRate is the server-wide rate (per second; <0: none) of
+	// the guard's MESSAGE-INTEGRITY checks for unverified sources.
+	IntegrityRate float64
 }
 
 // MeshOptions number this relay among the relays that share the ticket
@@ -209,6 +212,7 @@ func parse(args []string, lookup func(string) (string, bool), help io.Writer) (*
 	fs.Float64Var(&t.AllocationRate, "turn-allocation-rate", turnrelay.DefaultAllocationRate, "authenticated TURN Allocates per second per source IPv4 address or IPv6 /64, burst "+strconv.Itoa(turnrelay.DefaultAllocationBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.BindingRate, "turn-binding-rate", turnrelay.DefaultBindingRate, "STUN Binding requests answered per second per source on the TURN ports, burst "+strconv.Itoa(turnrelay.DefaultBindingBurst)+" (negative: no limit)")
 	fs.Float64Var(&t.ChallengeRate, "turn-challenge-rate", turnrelay.DefaultChallengeRate, "TURN 401/438 challenges larger than their request sent per second per source, burst "+strconv.Itoa(turnrelay.DefaultChallengeBurst)+"; the rest are dropped (negative: no limit)")
+	fs.Float64Var(&t.IntegrityRate, "turn-integrity-rate", turnrelay.DefaultIntegrityRate, "MESSAGE-INTEGRITY checks per second, for the whole TURN server, that requests from sources (address and port) without a request verified in the last 10 minutes may take before pion, burst "+strconv.Itoa(turnrelay.DefaultIntegrityBurst)+"; a request over it, or whose integrity fails, is dropped unanswered (negative: no limit)")
 	st := &o.Stream
 	var presenceIP, streamAdvertiseIP, acmeDomains, ownPorts string
 	fs.StringVar(&st.TLSListen, "tls-listen", "", "TCP address of the TLS stream relay for networks without UDP, e.g. :443 (empty: off)")

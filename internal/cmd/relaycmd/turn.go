@@ -42,6 +42,7 @@ func startTURN(ctx context.Context, o TURNOptions, allow []netip.Prefix, reg pro
 		AllocationRate:        o.AllocationRate,
 		BindingRate:           o.BindingRate,
 		ChallengeRate:         o.ChallengeRate,
+		IntegrityRate:         o.IntegrityRate,
 		Logger:                log.With("service", "turn"),
 		Registerer:            reg,
 	}
