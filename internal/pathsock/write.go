@@ -9,9 +9,7 @@ import (
 // goroutine that sends each run of same-size frames to one address with a
 // single system call.
 const (
-	maxSegs     = 64
-	maxGSOBytes = 65000
-	outQueue    = 512
+	outQueue = 512
 )
 
 // outPacket is a frame waiting for the writer.
@@ -40,7 +38,7 @@ func (s *Sock) output(bp *[]byte, n int, to netip.AddrPort) bool {
 
 func (s *Sock) writeLoop() {
 	defer s.wg.Done()
-	batch := make([]outPacket, 0, maxSegs)
+	batch := make([]outPacket, 0, udpoffload.MaxSegs)
 	big := make([]byte, 0, 1<<16)
 	oob := make([]byte, 0, 64)
 	for {
@@ -59,7 +57,7 @@ func (s *Sock) writeLoop() {
 		}
 		batch = append(batch[:0], p)
 	fill:
-		for len(batch) < maxSegs {
+		for len(batch) < udpoffload.MaxSegs {
 			select {
 			case p = <-s.out:
 				batch = append(batch, p)
@@ -78,8 +76,8 @@ func (s *Sock) flush(batch []outPacket, big, oob []byte) {
 		size := batch[i].n
 		total := size
 		j := i + 1
-		for j < len(batch) && j-i < maxSegs && batch[j].to == batch[i].to &&
-			batch[j].n <= size && total+batch[j].n <= maxGSOBytes {
+		for j < len(batch) && j-i < udpoffload.MaxSegs && batch[j].to == batch[i].to &&
+			batch[j].n <= size && total+batch[j].n <= udpoffload.MaxGSOBytes {
 			total += batch[j].n
 			j++
 			if batch[j-1].n < size {

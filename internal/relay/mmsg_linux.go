@@ -26,11 +26,6 @@ const (
 	// groSlot is a receive slot's size under UDP_GRO: a whole coalesced
 	// run (the kernel keeps it under 64 KiB).
 	groSlot = 1 << 16
-	// maxSegs bounds the datagrams of one segmented send (the kernel's
-	// UDP_MAX_SEGMENTS is 64 on older kernels, 128 on newer ones).
-	maxSegs = 64
-	// maxGSOBytes bounds the bytes of one segmented send.
-	maxGSOBytes = 65000
 	// ctlSpace is each slot's room for control messages (one UDP_GRO or
 	// UDP_SEGMENT).
 	ctlSpace = 64
@@ -74,13 +69,13 @@ type mmsg struct {
 
 // sendMeta is what a queued send message carries.
 type sendMeta struct {
-	act   action
-	dst   netip.AddrPort
-	segs  int  // datagrams (buffer list entries)
-	bytes int  // their total size
-	size  int  // the segment size: the first datagram's
-	open  bool // a further datagram no larger than size may join
-	iov   int  // its first buffer list entry in siov
+	act action
+	dst netip.AddrPort
+	iov int // its first buffer list entry in siov
+	// Run: its datagrams (buffer list entries from iov on), their total
+	// size, the segment size (the first datagram's), and whether a
+	// further datagram no larger than that may join.
+	udpoffload.Run
 }
 
 func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
@@ -111,7 +106,7 @@ func newMmsg(c *net.UDPConn, n int) (*mmsg, error) {
 	nmsg := 2 * n
 	niov := nmsg
 	if m.gso {
-		niov = max(nmsg, min(n*maxSegs, 4096))
+		niov = max(nmsg, min(n*udpoffload.MaxSegs, 4096))
 	}
 	mem := make([]byte, n*slot)
 	m.bufs = make([][]byte, n)
@@ -234,7 +229,7 @@ func (m *mmsg) queue(act action, out []byte, dst netip.AddrPort, i int) bool {
 	h.SetIovlen(1)
 	h.Control = nil
 	h.SetControllen(0)
-	m.smeta[j] = sendMeta{act: act, dst: dst, segs: 1, bytes: len(out), size: len(out), open: act == actForward, iov: m.nio}
+	m.smeta[j] = sendMeta{act: act, dst: dst, iov: m.nio, Run: udpoffload.Run{Size: len(out), Segs: 1, Bytes: len(out), Open: act == actForward}}
 	m.nio++
 	m.ns++
 	return true
@@ -251,28 +246,12 @@ func (m *mmsg) join(out []byte, dst netip.AddrPort) bool {
 		if sm.dst != dst {
 			continue
 		}
-		if !sm.open || len(out) > sm.size || sm.segs >= maxSegs || sm.bytes+len(out) > maxGSOBytes {
-			return false
-		}
 		// The message's buffer list must stay contiguous in siov: only
 		// the newest message can grow.
-		if j != m.ns-1 {
+		if j != m.ns-1 || !udpoffload.Join(&sm.Run, &m.shdr[j].Hdr, &m.siov[m.nio], m.sctl[j*ctlSpace:(j+1)*ctlSpace], out) {
 			return false
 		}
-		iov := &m.siov[m.nio]
-		iov.Base = &out[0]
-		iov.SetLen(len(out))
 		m.nio++
-		sm.segs++
-		sm.bytes += len(out)
-		sm.open = len(out) == sm.size
-		h := &m.shdr[j].Hdr
-		h.SetIovlen(sm.segs)
-		if sm.segs == 2 {
-			udpoffload.PutGSO(m.sctl[j*ctlSpace:(j+1)*ctlSpace], sm.size)
-			h.Control = &m.sctl[j*ctlSpace]
-			h.SetControllen(unix.CmsgSpace(2))
-		}
 		return true
 	}
 	return false
@@ -289,7 +268,7 @@ func (m *mmsg) flush(w *worker) error {
 		}
 		if m.res.Errno != 0 {
 			sm := &m.smeta[m.off]
-			if sm.segs > 1 && m.res.Errno == unix.EMSGSIZE {
+			if sm.Segs > 1 && m.res.Errno == unix.EMSGSIZE {
 				// Segments above the path MTU (which a spoofed ICMP can
 				// lower): sent one by one, the kernel fragments them.
 				if err := m.unsegment(w); err != nil {
@@ -298,16 +277,16 @@ func (m *mmsg) flush(w *worker) error {
 				m.off++
 				continue
 			}
-			if sm.segs > 1 && udpoffload.IsGSOErrno(m.res.Errno) && m.gso {
+			if sm.Segs > 1 && udpoffload.IsGSOErrno(m.res.Errno) && m.gso {
 				m.gso = false
 				w.s.log.Warn("relay: segmentation offload refused; sending datagrams one by one", "err", m.res.Errno)
 			}
-			w.sent(sm.act, sm.segs, 0, m.res.Errno)
+			w.sent(sm.act, sm.Segs, 0, m.res.Errno)
 			m.off++
 			continue
 		}
 		for k := m.off; k < m.off+m.res.N; k++ {
-			w.sent(m.smeta[k].act, m.smeta[k].segs, m.smeta[k].bytes, nil)
+			w.sent(m.smeta[k].act, m.smeta[k].Segs, m.smeta[k].Bytes, nil)
 		}
 		m.off += m.res.N
 	}
@@ -324,7 +303,7 @@ func (m *mmsg) unsegment(w *worker) error {
 	h.SetIovlen(1)
 	m.ns = m.off + 1
 	defer func() { m.ns = ns }()
-	for k := range sm.segs {
+	for k := range sm.Segs {
 		iov := &m.siov[sm.iov+k]
 		h.Iov = iov
 		if err := m.rc.Write(m.writeFn); err != nil {

@@ -424,7 +424,7 @@ func benchRelayCPU(b *testing.B, segmented, offload bool) {
 
 // FuzzSendQueue queues forwards of arbitrary sizes to a few addresses,
 // and replies, and checks every send message a batch would hand the
-// kernel: a segmented one holds at most maxSegs datagrams and maxGSOBytes,
+// kernel: a segmented one holds at most udpoffload.MaxSegs datagrams and udpoffload.MaxGSOBytes,
 // all of its segment size but the last (which may be shorter), with the
 // UDP_SEGMENT control message giving that size; and each address gets its
 // datagrams in the order they were queued.
@@ -455,16 +455,16 @@ func FuzzSendQueue(f *testing.F) {
 		check := func() {
 			for j := range m.ns {
 				sm, h := &m.smeta[j], &m.shdr[j].Hdr
-				if int(h.Iovlen) != sm.segs || sm.segs < 1 || sm.segs > maxSegs || sm.bytes > maxGSOBytes && sm.segs > 1 {
-					t.Fatalf("message %d: %d segments (iovlen %d), %d bytes", j, sm.segs, h.Iovlen, sm.bytes)
+				if int(h.Iovlen) != sm.Segs || sm.Segs < 1 || sm.Segs > udpoffload.MaxSegs || sm.Bytes > udpoffload.MaxGSOBytes && sm.Segs > 1 {
+					t.Fatalf("message %d: %d segments (iovlen %d), %d bytes", j, sm.Segs, h.Iovlen, sm.Bytes)
 				}
-				iovs := unsafe.Slice(h.Iov, sm.segs)
+				iovs := unsafe.Slice(h.Iov, sm.Segs)
 				total := 0
 				for k, iov := range iovs {
 					l := int(iov.Len)
 					total += l
-					if l > sm.size || l < sm.size && k != len(iovs)-1 {
-						t.Fatalf("message %d: segment %d of %d bytes with segment size %d", j, k, l, sm.size)
+					if l > sm.Size || l < sm.Size && k != len(iovs)-1 {
+						t.Fatalf("message %d: segment %d of %d bytes with segment size %d", j, k, l, sm.Size)
 					}
 					if sm.act != actForward {
 						continue
@@ -475,15 +475,15 @@ func FuzzSendQueue(f *testing.F) {
 					}
 					next[sm.dst] = seq + 1
 				}
-				if total != sm.bytes {
-					t.Fatalf("message %d: %d bytes in its buffers, %d counted", j, total, sm.bytes)
+				if total != sm.Bytes {
+					t.Fatalf("message %d: %d bytes in its buffers, %d counted", j, total, sm.Bytes)
 				}
-				if sm.segs > 1 {
+				if sm.Segs > 1 {
 					ctl := m.sctl[j*ctlSpace : j*ctlSpace+int(h.Controllen)]
 					ch := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
 					size := *(*uint16)(unsafe.Pointer(&ctl[unix.CmsgSpace(0)]))
-					if h.Control != &ctl[0] || ch.Level != unix.IPPROTO_UDP || ch.Type != unix.UDP_SEGMENT || int(size) != sm.size {
-						t.Fatalf("message %d: control message %+v size %d, want UDP_SEGMENT %d", j, ch, size, sm.size)
+					if h.Control != &ctl[0] || ch.Level != unix.IPPROTO_UDP || ch.Type != unix.UDP_SEGMENT || int(size) != sm.Size {
+						t.Fatalf("message %d: control message %+v size %d, want UDP_SEGMENT %d", j, ch, size, sm.Size)
 					}
 				} else if h.Controllen != 0 {
 					t.Fatalf("message %d: one datagram with a control message", j)

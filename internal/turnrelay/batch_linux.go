@@ -132,11 +132,6 @@ func newRelaySock(c *net.UDPConn) *relaySock {
 }
 
 const (
-	// maxSegs is the most datagrams one segmented send carries (the
-	// kernel's UDP_MAX_SEGMENTS).
-	maxSegs = 64
-	// maxGSOBytes bounds the payload bytes of one segmented send.
-	maxGSOBytes = 65000
 	// ctlSpace is each message's room for its UDP_SEGMENT control
 	// message (udpoffload.GSOSpace, 24 bytes on 64-bit Linux), a
 	// multiple of 8 so that each stays aligned.
@@ -147,13 +142,10 @@ const (
 // datagrams (segs buffers from iov on, all of size bytes but for the
 // last, which may be shorter and then closes the run).
 type sendMeta struct {
-	sock  *relaySock
-	dst   netip.AddrPort
-	iov   int
-	segs  int
-	size  int
-	bytes int
-	open  bool
+	sock *relaySock
+	dst  netip.AddrPort
+	iov  int
+	udpoffload.Run
 }
 
 // batchWriter queues the datagrams one read batch relays and sends each
@@ -222,7 +214,7 @@ func (w *batchWriter) add(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 	h.SetIovlen(1)
 	h.Control = nil
 	h.SetControllen(0)
-	w.meta[i] = sendMeta{sock: sock, dst: dst, iov: w.nio, segs: 1, size: len(b), bytes: len(b), open: len(b) > 0}
+	w.meta[i] = sendMeta{sock: sock, dst: dst, iov: w.nio, Run: udpoffload.Run{Size: len(b), Segs: 1, Bytes: len(b), Open: len(b) > 0}}
 	w.nio++
 	w.n++
 	return true
@@ -238,25 +230,11 @@ func (w *batchWriter) join(sock *relaySock, b []byte, dst netip.AddrPort) bool {
 	}
 	j := w.n - 1
 	m := &w.meta[j]
-	if m.sock != sock || m.dst != dst || !m.open || len(b) == 0 || len(b) > m.size ||
-		m.segs >= maxSegs || m.bytes+len(b) > maxGSOBytes || sock.noGSO.Load() {
+	if m.sock != sock || m.dst != dst || sock.noGSO.Load() ||
+		!udpoffload.Join(&m.Run, &w.hdr[j].Hdr, &w.iov[w.nio], w.ctl[j*ctlSpace:(j+1)*ctlSpace], b) {
 		return false
 	}
-	iov := &w.iov[w.nio]
-	iov.Base = &b[0]
-	iov.SetLen(len(b))
 	w.nio++
-	m.segs++
-	m.bytes += len(b)
-	m.open = len(b) == m.size
-	h := &w.hdr[j].Hdr
-	h.SetIovlen(m.segs)
-	if m.segs == 2 {
-		ctl := w.ctl[j*ctlSpace : (j+1)*ctlSpace]
-		udpoffload.PutGSO(ctl, m.size)
-		h.Control = &ctl[0]
-		h.SetControllen(udpoffload.GSOSpace)
-	}
 	return true
 }
 
@@ -285,20 +263,20 @@ func (w *batchWriter) flush() (failed int) {
 		for w.off < w.end {
 			if err := sock.rc.Write(w.fn); err != nil {
 				for k := w.off; k < w.end; k++ {
-					failed += w.meta[k].segs // the socket is closed
+					failed += w.meta[k].Segs // the socket is closed
 				}
 				break
 			}
 			if e := w.res.Errno; e != 0 {
 				m := &w.meta[w.off]
 				switch {
-				case m.segs > 1 && (e == unix.EMSGSIZE || udpoffload.IsGSOErrno(e)):
+				case m.Segs > 1 && (e == unix.EMSGSIZE || udpoffload.IsGSOErrno(e)):
 					if e != unix.EMSGSIZE {
 						sock.noGSO.Store(true)
 					}
 					failed += w.unsegment(w.off)
 				default:
-					failed += m.segs // the kernel refused hdr[off]; send the rest
+					failed += m.Segs // the kernel refused hdr[off]; send the rest
 				}
 				w.off++
 				continue
@@ -326,7 +304,7 @@ func (w *batchWriter) unsegment(j int) (failed int) {
 	h.SetIovlen(1)
 	off, end := w.off, w.end
 	w.off, w.end = j, j+1
-	for k := range m.segs {
+	for k := range m.Segs {
 		h.Iov = &w.iov[m.iov+k]
 		if err := m.sock.rc.Write(w.fn); err != nil || w.res.Errno != 0 {
 			failed++

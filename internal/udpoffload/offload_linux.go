@@ -70,3 +70,26 @@ func IsGSOError(err error) bool {
 	e, ok := se.Err.(syscall.Errno)
 	return ok && IsGSOErrno(e)
 }
+
+// Join appends b to the message h as the next datagram of its run r when
+// it fits: iov is the free entry right after the message's buffer list
+// (the caller advances past it), ctl the message's control space (at
+// least GSOSpace bytes), which gets the UDP_SEGMENT message once the run
+// holds two datagrams.
+func Join(r *Run, h *unix.Msghdr, iov *unix.Iovec, ctl []byte, b []byte) bool {
+	if !r.Fits(len(b)) {
+		return false
+	}
+	iov.Base = &b[0]
+	iov.SetLen(len(b))
+	r.Segs++
+	r.Bytes += len(b)
+	r.Open = len(b) == r.Size
+	h.SetIovlen(r.Segs)
+	if r.Segs == 2 {
+		PutGSO(ctl, r.Size)
+		h.Control = &ctl[0]
+		h.SetControllen(GSOSpace)
+	}
+	return true
+}
