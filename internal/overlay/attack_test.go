@@ -112,9 +112,18 @@ func TestNewDestinationsBoundDials(t *testing.T) {
 		ch.Outbound <- udpPacket(me, addr(1000+i), 1, 2, []byte("x"))
 	}
 	waitStats(t, r, "every packet counted", func(s overlay.Stats) bool { return s.NoSession == n })
-	ft.mu.Lock()
-	total, maxSeen := ft.total, ft.maxSeen
-	ft.mu.Unlock()
+	// The router takes a dial's slot before it starts the dial's
+	// goroutine: the last of them may not have reached Connect yet.
+	var total, maxSeen int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		ft.mu.Lock()
+		total, maxSeen = ft.total, ft.maxSeen
+		ft.mu.Unlock()
+		if total >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	close(ft.release)
 	if total != 4 || maxSeen != 4 {
 		t.Fatalf("%d set-ups started, %d at once; want 4 and 4", total, maxSeen)
