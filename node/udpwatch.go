@@ -34,7 +34,7 @@ import "time"
 // kept alive by sealed probes. A stranger's packets can neither make the
 // node leave UDP (they cannot make answers go missing: the rendezvous and
 // the relays spend no per-source budget on what does not prove its
-// address, TestSpoofedFloodDoesNotPushIntoTunnel) nor return to it.
+// address, TestSpoofedFloodCannotHoldNodeInTunnel) nor return to it.
 const (
 	udpGiveUpMin    = 400 * time.Millisecond
 	udpGiveUpMax    = 2 * time.Second
