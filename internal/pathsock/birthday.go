@@ -75,8 +75,12 @@ func (s *Sock) sendVia(b []byte, to netip.AddrPort, via *extra) bool {
 }
 
 // startBirthday starts the birthday side of strategy st with pr at start,
-// unless one runs already or a direct path exists.
-func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
+// unless one runs already or a direct path exists. lost says that this
+// side's direct path to pr was just lost (tickPeers): there is no start
+// the rendezvous gave both sides to meet, the peer's side starts on its own
+// loss or on this side's PathUpdate, so the easy side sprays at once
+// rather than sprayDelay after start.
+func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time, lost bool) {
 	if st != nat.StrategyBirthdayHard && st != nat.StrategyBirthdayEasy {
 		return
 	}
@@ -115,8 +119,22 @@ func (s *Sock) startBirthday(pr *peer, st nat.Strategy, start time.Time) {
 	}
 	pr.bdayAt = now
 	pr.sprayUntil = now.Add(nat.BirthdayWindow)
+	sprayAt := sprayStart(start, lost)
+	s.log.Debug("birthday punching (easy side) starts", "peer", pr.id.Short(), "lost", lost, "in", sprayAt.Sub(now))
 	s.wg.Add(1)
-	go s.birthdayEasy(pr, target.Addr(), start)
+	go s.birthdayEasy(pr, target.Addr(), sprayAt)
+}
+
+// sprayStart is when the easy side's spray of a punch that starts at start
+// begins: sprayDelay later, so that the hard side, which got the same
+// start from the rendezvous, has opened its sockets; at once after this
+// side's direct path was lost (lost), as no start is shared then and the
+// hard side opens its sockets on its own loss.
+func sprayStart(start time.Time, lost bool) time.Time {
+	if lost {
+		return start
+	}
+	return start.Add(sprayDelay)
 }
 
 // birthdayAgainAfter is how soon after the start of a peer's last
@@ -317,11 +335,11 @@ func (s *Sock) birthdayHard(pr *peer, b *birthday, target netip.AddrPort, start 
 }
 
 // birthdayEasy is the easy side: probes to random ports of ip from the
-// main socket, until a direct path opens.
-func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, start time.Time) {
+// main socket, from sprayAt until a direct path opens.
+func (s *Sock) birthdayEasy(pr *peer, ip netip.Addr, sprayAt time.Time) {
 	defer s.wg.Done()
 	defer s.sprays.Add(-1)
-	if !s.sleep(start.Add(sprayDelay).Sub(s.now()), nil) {
+	if !s.sleep(sprayAt.Sub(s.now()), nil) {
 		return
 	}
 	if pr.route.Load().kind == PathDirect {

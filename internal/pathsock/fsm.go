@@ -47,6 +47,14 @@ type tickResult struct {
 	// closeKept is the winning birthday socket, unused by the route for
 	// nat.BirthdayKeep: the shell closes it.
 	closeKept *extra
+	// rebirth: the direct path was lost to the relay and the two NATs
+	// punch by the birthday paradox: the shell starts this side's
+	// birthday punch at once (startBirthday, lost), rather than at the
+	// next PathUpdate from the peer. The NAT that forgot the mappings
+	// the last punch found needs a new punch; the side that notices the
+	// loss second heard the peer's announcement while its own path still
+	// looked up, and the next announcement comes a second later.
+	rebirth bool
 }
 
 // relayLostAfter is how long the relay path in use may stay silent while
@@ -109,6 +117,7 @@ func (pr *peer) tickLocked(now time.Time, env tickEnv) tickResult {
 			res.lost = r
 			r = pr.fallbackLocked(r, now, env.birthday)
 			res.now = r
+			res.rebirth = env.birthday && !env.noDirect && r.kind != PathDirect
 		}
 	}
 	if !env.noDirect {

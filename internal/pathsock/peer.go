@@ -159,7 +159,7 @@ func (s *Sock) AddPeer(info wire.PeerInfo, start time.Time) error {
 		s.sendProbe(pr, false, netip.AddrPort{}, nil)
 	}
 	if !s.noDirect() && !again {
-		s.startBirthday(pr, strategy, pr.punch.Start)
+		s.startBirthday(pr, strategy, pr.punch.Start, false)
 	}
 	s.log.Debug("peer added", "peer", info.ID.Short(), "candidates", len(pr.cands), "tickets", len(info.Tickets))
 	s.flushStash(pr)

@@ -377,7 +377,7 @@ func (s *Sock) onPathUpdate(sender crypto.PeerID, t int64, u *wire.PathUpdate, f
 		s.announceTo(pr, s.Info(), now)
 	}
 	if !s.noDirect() && strategy != nat.StrategyRelayOnly {
-		s.startBirthday(pr, strategy, now)
+		s.startBirthday(pr, strategy, now, false)
 	}
 	s.log.Debug("path update", "answered", answer, "peer", sender.Short(), "candidates", len(u.Info.Candidates), "tickets", len(u.Info.Tickets))
 	if direct {
@@ -424,6 +424,9 @@ func (s *Sock) tickPeers(now time.Time) {
 			// What went out on the dead path since the peer was last
 			// heard from goes again on the new one.
 			s.resend(pr, env.lastSeen)
+		}
+		if res.rebirth {
+			s.startBirthday(pr, st, now, true)
 		}
 		for _, a := range res.probes {
 			s.sendProbe(pr, true, a, nil)
