@@ -45,8 +45,11 @@
 // ports of the hard side's address; the first extra socket to hear from
 // the peer wins, only it answers the peer from then on (so both sides take
 // the same one), and it carries that peer's direct path (its data frames
-// go out one by one, without segmentation offload). Two hard sides stay on
-// the relay.
+// go out one by one, without segmentation offload). When that path is
+// lost to the relay (the hard side's NAT forgot its mappings), each side
+// starts its side of a new punch at the tick that declares the loss, the
+// easy side spraying at once, rather than at the peer's next PathUpdate.
+// Two hard sides stay on the relay.
 //
 // A peer is no reflector (guard.go). Addresses a peer names are probed only
 // when they could be its own: not loopback (unless this socket is on
