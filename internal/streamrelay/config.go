@@ -44,6 +44,11 @@ const (
 	DefaultMaxDestinations  = 256
 	DefaultProbeRate        = 10 // datagrams per second to a destination that has not answered
 	DefaultProbeBurst       = 20
+	// DefaultUnsolicitedRate and DefaultUnsolicitedBurst bound what a
+	// tunnel carries from sources it has not sent to: a few peers'
+	// punching probes and first packets at once, about 300 KB/s at most.
+	DefaultUnsolicitedRate  = 200
+	DefaultUnsolicitedBurst = 400
 	DefaultDestinationTTL   = 30 * time.Second
 	DefaultMaxHeaderBytes   = 8 << 10
 	// DefaultServerRate and DefaultServerBurst bound what one tunnel sends
@@ -148,6 +153,17 @@ type Config struct {
 	// DefaultProbeBurst).
 	ProbeRate  float64
 	ProbeBurst float64
+	// UnsolicitedRate and UnsolicitedBurst bound the datagrams per second
+	// a tunnel carries to its client from sources it has not sent to
+	// within DestinationTTL (address and port): a peer's first punching
+	// probes, a new peer's first packets, and whatever a stranger sends to
+	// the presence, which anyone can learn. They have a bucket of their
+	// own, apart from Rate and ByteRate, which only datagrams from the
+	// tunnel's destinations spend, so that a flood at the presence cannot
+	// silence the answers of the servers and peers the client talks to
+	// (default DefaultUnsolicitedRate, DefaultUnsolicitedBurst).
+	UnsolicitedRate  float64
+	UnsolicitedBurst int
 	// ClockSkew is how far a hello's clock may be from ours (default 2 min).
 	ClockSkew time.Duration
 
@@ -199,6 +215,8 @@ func (c *Config) validate() error {
 	defFloat(&c.IPByteRate, DefaultIPByteRate)
 	defFloat(&c.ProbeRate, DefaultProbeRate)
 	defFloat(&c.ProbeBurst, DefaultProbeBurst)
+	defFloat(&c.UnsolicitedRate, DefaultUnsolicitedRate)
+	defInt(&c.UnsolicitedBurst, DefaultUnsolicitedBurst)
 	defFloat(&c.ServerRate, DefaultServerRate)
 	defFloat(&c.ServerBurst, DefaultServerBurst)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)

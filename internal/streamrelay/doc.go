@@ -21,7 +21,12 @@
 // an idle and a write timeout; each client IPv4 address or IPv6 /64 has a
 // tunnel cap, an open rate, a connection rate at accept and a byte rate,
 // each /24 or /48 a tunnel cap, and the relay a global one (about
-// TunnelMemory each); behind Server.Listener, a client at a cap is closed
+// TunnelMemory each). Inbound, a tunnel's presence is its client's public
+// address, which anyone can learn: datagrams from sources the tunnel has
+// not sent to get UnsolicitedRate, a bucket of their own, so that a flood
+// there cannot spend the rate that carries the answers of the servers and
+// peers the client talks to (one spoofed from such a source still can,
+// for that source's answers and the tunnel's other solicited ones); behind Server.Listener, a client at a cap is closed
 // on accept, before its TLS handshake. Every refusal
 // is counted by reason (keymesh_stream_dropped_total,
 // keymesh_stream_tunnels_refused_total).

@@ -14,6 +14,7 @@ const (
 	dropDestOwn    = "destination_own"      // one of the server's own addresses, not a public service port
 	dropDestsFull  = "destinations_full"    // MaxDestinations fresh destinations already
 	dropProbeRate  = "probe_rate"           // ProbeRate to a destination that never answered
+	dropStrangers  = "unsolicited_rate"     // UnsolicitedRate from sources the tunnel has not sent to
 	dropRate       = "rate_limited"         // the tunnel's datagrams per second
 	dropByteRate   = "byte_rate_limited"    // the tunnel's bytes per second
 	dropIPByteRate = "ip_byte_rate_limited" // the client address's bytes per second
@@ -117,6 +118,7 @@ func newDestinations() *destinations {
 // allow records a datagram to dst at now (Unix ns) and returns "" when it
 // may go, else the drop reason.
 func (d *destinations) allow(dst netip.AddrPort, now int64, c *Config) string {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.sent[dst]
@@ -178,6 +180,17 @@ func (d *destinations) evictLocked(now, ttl int64) bool {
 		}
 	}
 	return true
+}
+
+// solicited reports whether the tunnel sent to from (address and port,
+// unmapped) within ttl before now (Unix ns): a datagram from there is an
+// answer the client asked for, or a forgery from that very source; from
+// anywhere else it is unsolicited, a stranger's as likely as a peer's.
+func (d *destinations) solicited(from netip.AddrPort, now, ttl int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.sent[from]
+	return e != nil && now-e.last < ttl
 }
 
 // heardFrom records that a datagram from a arrived at the presence: the

@@ -416,14 +416,17 @@ func (s *Server) up(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t
 // A client that does not take one within WriteTimeout loses the tunnel:
 // nothing queues beyond the socket's buffer.
 func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn, t *tunnel) error {
-	pps := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
-	bps := rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate)))
+	lim := downLimits{
+		pps:       rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst),
+		bps:       rate.NewLimiter(rate.Limit(s.cfg.ByteRate), int(byteBurst(s.cfg.ByteRate))),
+		strangers: rate.NewLimiter(rate.Limit(s.cfg.UnsolicitedRate), s.cfg.UnsolicitedBurst),
+	}
 	for {
 		b, n, from, err := recvPresence(udp)
 		if err != nil {
 			return err
 		}
-		err = s.downOne(ctx, ws, t, pps, bps, b, n, from)
+		err = s.downOne(ctx, ws, t, &lim, b, n, from)
 		putBuf(b)
 		if err != nil {
 			return err
@@ -431,23 +434,40 @@ func (s *Server) down(ctx context.Context, ws *websocket.Conn, udp *net.UDPConn,
 	}
 }
 
+// downLimits are a tunnel's inbound budgets. The presence address is the
+// client's public address, which the rendezvous hands to whoever connects
+// to it, so anyone can send there: datagrams from sources the tunnel has
+// not sent to (unsolicited) draw on strangers alone, and cannot spend
+// pps and bps, which carry the answers of the servers and peers the
+// client talks to.
+type downLimits struct {
+	pps, bps  *rate.Limiter
+	strangers *rate.Limiter
+}
+
 // downOne hands the client one datagram that arrived at its presence: the
 // payload of n bytes at (*b)[addrLen:], from from.
-func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, pps, bps *rate.Limiter, b *[]byte, n int, from netip.AddrPort) error {
+func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, lim *downLimits, b *[]byte, n int, from netip.AddrPort) error {
 	if n > streamclient.MaxPayload {
 		s.m.dropped.WithLabelValues(dropTooLarge).Inc()
 		return nil
 	}
 	now := s.cfg.Now()
-	if !pps.AllowN(now, 1) {
-		s.m.dropped.WithLabelValues(dropRate).Inc()
-		return nil
-	}
-	if !bps.AllowN(now, n) {
-		s.m.dropped.WithLabelValues(dropByteRate).Inc()
-		return nil
-	}
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if t.dests.solicited(from, now.UnixNano(), int64(s.cfg.DestinationTTL)) {
+		if !lim.pps.AllowN(now, 1) {
+			s.m.dropped.WithLabelValues(dropRate).Inc()
+			return nil
+		}
+		if !lim.bps.AllowN(now, n) {
+			s.m.dropped.WithLabelValues(dropByteRate).Inc()
+			return nil
+		}
+	} else if !lim.strangers.AllowN(now, 1) {
+		// At most MaxPayload bytes each: no byte bucket of its own.
+		s.m.dropped.WithLabelValues(dropStrangers).Inc()
+		return nil
+	}
 	t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
 	out := wire.AppendAddr((*b)[:0], from)[:streamclient.AddrLen+n] // the payload is already in place
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)

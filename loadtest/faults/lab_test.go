@@ -17,10 +17,12 @@ import (
 )
 
 // ciBounds are what the short form asserts: no byte lost, and recovery
-// within twice issue 12's goals (the goals themselves are what `loadtest
-// faults` reports against; the margin absorbs a loaded CI machine, while
-// the old behaviour, a 12-31 s stall after a NAT flush, still fails).
-var ciBounds = Goals{Stall: 2 * time.Second, UDPStall: 4 * time.Second, BestBack: 4 * time.Second, NewSession: 2 * time.Second}
+// within three times issue 12's goals (the goals themselves are what
+// `loadtest faults` reports against, on a quiet machine; the margin absorbs
+// a CI machine running other packages' lab tests beside this one, where a
+// 2 s bound failed once, while the old behaviour, a 12-31 s stall after a
+// NAT flush and 19 s without new sessions after a restart, still fails).
+var ciBounds = Goals{Stall: 3 * time.Second, UDPStall: 6 * time.Second, BestBack: 6 * time.Second, NewSession: 3 * time.Second}
 
 // TestFaultsShort is the CI form of `loadtest faults`: a direct path cut,
 // a symmetric NAT losing every mapping, a relay restart and a rendezvous

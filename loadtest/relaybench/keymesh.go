@@ -76,7 +76,8 @@ func (r *relayProc) start(ctx context.Context) error {
 		args = append(args, "--tls-listen", r.tls.String(),
 			"--stream-rate", big, "--stream-burst", big, "--stream-byte-rate", big, "--stream-ip-byte-rate", big,
 			"--stream-max-tunnels", "20000", "--stream-max-tunnels-per-ip", "20000", "--stream-max-tunnels-per-net", "20000",
-			"--stream-open-rate", big, "--stream-open-burst", big, "--stream-probe-rate", big, "--stream-probe-burst", big)
+			"--stream-open-rate", big, "--stream-open-burst", big, "--stream-probe-rate", big, "--stream-probe-burst", big,
+			"--stream-unsolicited-rate", big, "--stream-unsolicited-burst", big)
 	case "turn":
 		p, err := freePort()
 		if err != nil {

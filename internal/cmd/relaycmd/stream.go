@@ -78,8 +78,8 @@ func (o StreamOptions) noAdvertise() bool {
 // streamrelay.Config for their meaning.
 type StreamLimits struct {
 	MaxTunnels, MaxTunnelsPerIP, MaxTunnelsPerNet, Burst, MaxDestinations int
-	ByteRate, IPByteRate                                                  int
-	OpenRate, OpenBurst, Rate                                             float64
+	ByteRate, IPByteRate, UnsolicitedBurst                                int
+	OpenRate, OpenBurst, Rate, UnsolicitedRate                            float64
 	ProbeRate, ProbeBurst, ServerRate, ServerBurst                        float64
 	HandshakeTimeout, IdleTimeout, WriteTimeout, DestinationTTL           time.Duration
 }
@@ -96,6 +96,7 @@ func (l StreamLimits) invalid() string {
 		{"open-rate", l.OpenRate > 0}, {"open-burst", l.OpenBurst >= 1}, {"rate", l.Rate > 0},
 		{"byte-rate", l.ByteRate > 0}, {"ip-byte-rate", l.IPByteRate > 0},
 		{"probe-rate", l.ProbeRate > 0}, {"probe-burst", l.ProbeBurst >= 1},
+		{"unsolicited-rate", l.UnsolicitedRate > 0}, {"unsolicited-burst", l.UnsolicitedBurst >= 1},
 		{"server-rate", l.ServerRate > 0}, {"server-burst", l.ServerBurst >= 1},
 		{"handshake-timeout", l.HandshakeTimeout > 0}, {"idle-timeout", l.IdleTimeout > 0},
 		{"write-timeout", l.WriteTimeout > 0}, {"destination-timeout", l.DestinationTTL > 0},
@@ -171,6 +172,7 @@ func startStream(ctx context.Context, o StreamOptions, allow []netip.Prefix, reg
 		HandshakeTimeout: l.HandshakeTimeout, IdleTimeout: l.IdleTimeout, WriteTimeout: l.WriteTimeout,
 		Rate: l.Rate, Burst: l.Burst, ByteRate: float64(l.ByteRate), IPByteRate: float64(l.IPByteRate),
 		MaxDestinations: l.MaxDestinations, DestinationTTL: l.DestinationTTL, ProbeRate: l.ProbeRate, ProbeBurst: l.ProbeBurst,
+		UnsolicitedRate: l.UnsolicitedRate, UnsolicitedBurst: l.UnsolicitedBurst,
 		ServerAddrs: o.Servers, ServerPorts: serverPorts, ServerRate: l.ServerRate, ServerBurst: l.ServerBurst,
 		Logger: log.With("service", "stream"), Registerer: reg,
 	})
