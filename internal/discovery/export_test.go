@@ -5,4 +5,5 @@ var (
 	RandRecord   = randRecord
 	SameRecord   = sameRecord
 	NewFakeClock = newFakeClock
+	AppendRecord = appendRecord
 )
