@@ -56,8 +56,10 @@ type RedisOptions struct {
 //
 // The record is keyed by the overlay address, which both lookups know: Get
 // derives it from the peer ID (one SHA-256) and checks the ID inside, and
-// GetByAddr uses it directly. So a peer has one key, Put is one SET, a
-// lookup is one GET, and no index key can outlive or miss its record. The
+// GetByAddr uses it directly. So a peer has one key, Put is one SET (or,
+// for a record with a send time, one EVALSHA of a script that GETs, compares
+// and SETs that key), a lookup is one GET, and no index key can outlive or
+// miss its record. The
 // braces are Cluster hash tags: each peer's keys (this one, and any a later
 // version adds) share one slot, and every command touches one slot only.
 // The counters are spread over 16 tags so that no single slot takes every
