@@ -6,4 +6,5 @@ var (
 	SameRecord   = sameRecord
 	NewFakeClock = newFakeClock
 	AppendRecord = appendRecord
+	RecordSent   = recordSent
 )

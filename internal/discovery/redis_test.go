@@ -1,6 +1,7 @@
 package discovery_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -144,6 +145,25 @@ func TestRedisPutIfNewerOverOldRecords(t *testing.T) {
 			}
 			if got, err := reg.Get(ctx, rec.ID); err != nil || !discovery.SameRecord(got, rec) {
 				t.Fatalf("record %d after the Put over the older form: %+v, %v", i, got, err)
+			}
+		}
+		// Truncated and garbled values: the script refuses exactly when
+		// the codec's walk finds a send time not earlier.
+		for j := range 20 {
+			bad := bytes.Clone(full)
+			if j%2 == 0 {
+				bad = bad[:r.IntN(len(bad))]
+			} else {
+				bad[r.IntN(len(bad))] ^= byte(1 + r.IntN(255))
+			}
+			probe := rec
+			probe.Sent = sent.Add(time.Duration(r.IntN(3)-1) * time.Millisecond)
+			if err := c.Set(ctx, keys[0], bad, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			err := reg.Put(ctx, probe, time.Minute)
+			if want := discovery.RecordSent(bad) >= probe.Sent.UnixMilli(); errors.Is(err, discovery.ErrNotNewer) != want || (!want && err != nil) {
+				t.Fatalf("record %d, value %x: Put sent %d over a stored sent %d: %v", i, bad, probe.Sent.UnixMilli(), discovery.RecordSent(bad), err)
 			}
 		}
 	}
