@@ -26,6 +26,8 @@ import (
 //	nallow    varint, then nallow x 32-byte peer ID
 //	instance  varint length, bytes
 //	home      addrport (since 1.1; absent in older records: the zero AddrPort)
+//	sent      8 bytes  Record.Sent as Unix milliseconds; 0 = zero time
+//	          (since 1.2; absent in older records: the zero time)
 //
 // addrport is one kind byte then the address and a 2-byte port:
 // 0 = none (the zero AddrPort, nothing follows), 4 = IPv4 (4+2 bytes),
@@ -34,7 +36,8 @@ import (
 //
 // Changelog and evolution rule: version 1 is the first; 1.1 appends home
 // (same version byte: older readers ignore it, and a record without it
-// decodes with no home). A compatible
+// decodes with no home); 1.2 appends sent, the same way (a record without
+// it decodes with no send time, which any Put may replace). A compatible
 // addition appends fields after instance; readers ignore bytes they do not
 // know, so instances of mixed versions share one store. An incompatible
 // change bumps the version byte, and older readers report ErrBadRecord.
@@ -89,6 +92,7 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(rec.Instance)))
 	dst = append(dst, rec.Instance...)
 	dst = appendAddrPort(dst, rec.Home)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(sentMillis(rec.Sent)))
 	if n := len(dst) - start; n > MaxRecordSize {
 		return dst[:start], fmt.Errorf("record of %d bytes exceeds %d: %w", n, MaxRecordSize, ErrInvalid)
 	}
@@ -170,11 +174,54 @@ func decodeRecord(b []byte) (Record, error) {
 	if d.err == nil && len(d.b) > 0 {
 		rec.Home = d.addrPort()
 	}
+	if d.err == nil && len(d.b) > 0 {
+		if v := d.take(8); v != nil {
+			if ms := int64(binary.LittleEndian.Uint64(v)); ms > 0 {
+				rec.Sent = time.UnixMilli(ms).UTC()
+			}
+		}
+	}
 	if d.err != nil {
 		return Record{}, d.err
 	}
-	// Bytes after home are fields of a newer compatible version.
+	// Bytes after sent are fields of a newer compatible version.
 	return rec, nil
+}
+
+// sentMillis is the stored form of Record.Sent: Unix milliseconds, 0 for
+// the zero time (and for times before 1970, which no clock window admits).
+func sentMillis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixMilli(), 0)
+}
+
+// recordSent returns the sent field of an encoded record (0 when it has
+// none: a record from before 1.2, or one Put without a send time) without
+// decoding the rest or allocating. A record it cannot walk has none.
+func recordSent(b []byte) int64 {
+	if len(b) < fixedHeader || b[0] != recordVersion {
+		return 0
+	}
+	d := decoder{b: b[fixedHeader:]}
+	d.addrPort()
+	for n := d.count(1); n > 0; n-- {
+		d.addrPort()
+	}
+	for n := d.count(1); n > 0; n-- {
+		d.bytes()
+	}
+	d.take(32 * d.count(32))
+	d.bytes()
+	if d.err != nil || len(d.b) == 0 {
+		return 0
+	}
+	d.addrPort()
+	if d.err != nil || len(d.b) < 8 {
+		return 0
+	}
+	return max(int64(binary.LittleEndian.Uint64(d.b)), 0)
 }
 
 // decoder reads fields from b; after the first error every read returns a

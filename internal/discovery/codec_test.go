@@ -44,8 +44,8 @@ func TestCodecCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 43 header + 7 reflexive + 1+7+19 candidates + 1+1+99 ticket + 1 policy + 1+5 instance + 1 home
-	if want := 43 + 7 + 27 + 101 + 1 + 6 + 1; len(b) != want {
+	// 43 header + 7 reflexive + 1+7+19 candidates + 1+1+99 ticket + 1 policy + 1+5 instance + 1 home + 8 sent
+	if want := 43 + 7 + 27 + 101 + 1 + 6 + 1 + 8; len(b) != want {
 		t.Fatalf("encoded %d bytes, want %d", len(b), want)
 	}
 }
@@ -67,20 +67,32 @@ func TestCodecRejects(t *testing.T) {
 	rec := randRecord(r)
 	rec.Instance = "x"
 	rec.Home = netip.MustParseAddrPort("10.0.0.1:3490")
+	rec.Sent = time.UnixMilli(1_800_000_000_123)
 	b, _ := appendRecord(nil, rec)
-	old := len(b) - 7 // the record as version 1.0 wrote it, without home
-	// Every truncation fails cleanly, but for the older form.
+	if got := recordSent(b); got != 1_800_000_000_123 {
+		t.Fatalf("recordSent = %d", got)
+	}
+	v11 := len(b) - 8 // the record as version 1.1 wrote it, without sent
+	v10 := v11 - 7    // as version 1.0 wrote it, without home
+	// Every truncation fails cleanly, but for the older forms.
 	for n := range len(b) {
-		if n == old {
+		if n == v10 || n == v11 {
 			continue
 		}
 		if _, err := decodeRecord(b[:n]); !errors.Is(err, ErrBadRecord) {
 			t.Fatalf("truncated to %d of %d: err = %v, want ErrBadRecord", n, len(b), err)
 		}
 	}
-	// A record from before home decodes with no home (older writers).
-	if got, err := decodeRecord(b[:old]); err != nil || got.Home.IsValid() || got.Instance != "x" {
+	// A record from before home decodes with no home and no send time
+	// (older writers), one from before sent with its home.
+	if got, err := decodeRecord(b[:v10]); err != nil || got.Home.IsValid() || !got.Sent.IsZero() || got.Instance != "x" {
 		t.Fatalf("record without home: %+v, %v", got, err)
+	}
+	if got, err := decodeRecord(b[:v11]); err != nil || got.Home != rec.Home || !got.Sent.IsZero() {
+		t.Fatalf("record without sent: %+v, %v", got, err)
+	}
+	if recordSent(b[:v10]) != 0 || recordSent(b[:v11]) != 0 {
+		t.Fatal("recordSent of a record without sent is not 0")
 	}
 	// Fields appended by a newer compatible version are ignored.
 	if got, err := decodeRecord(append(bytes.Clone(b), 1, 2, 3)); err != nil || !sameRecord(rec, got) {
@@ -127,8 +139,12 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		if len(b2) > len(b)+1 { // +1: the absent home of an older record
+		if len(b2) > len(b)+1+8 { // the absent home and sent of an older record
 			t.Fatalf("re-encoded %d bytes from %d", len(b2), len(b))
+		}
+		// The conditional Put reads what the decoder reads.
+		if got, want := recordSent(b), sentMillis(rec.Sent); got != want {
+			t.Fatalf("recordSent = %d, decoded Sent %d", got, want)
 		}
 		rec2, err := decodeRecord(b2)
 		if err != nil || !sameRecord(rec, rec2) {

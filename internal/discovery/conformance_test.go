@@ -137,10 +137,11 @@ func testConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		// Refresh twice, each before the previous expiry, with new
 		// addresses; the record lives past its first TTL and carries the
 		// newest content.
-		for range 2 {
+		for i := range 2 {
 			h.advance(h.shortTTL * 2 / 3)
 			rec2 := discovery.RandRecord(r)
 			rec2.ID = rec.ID
+			rec2.Sent = time.UnixMilli(1_900_000_000_000 + int64(i)) // each newer
 			rec = rec2
 			if err := h.reg.Put(ctx, rec, h.shortTTL); err != nil {
 				t.Fatal(err)
@@ -164,6 +165,60 @@ func testConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		}
 		if _, err := h.reg.Get(ctx, rec.ID); err != nil {
 			t.Fatalf("Get after re-registration: %v", err)
+		}
+	})
+
+	// A Put with a send time replaces only a record with an earlier one
+	// or none: a Register replayed to another instance (equal time), or
+	// overtaken by a newer one (earlier time), leaves the record alone.
+	t.Run("NotNewer", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		r := rng()
+		expect := func(id crypto.PeerID, want discovery.Record, what string) {
+			t.Helper()
+			got, err := h.reg.Get(ctx, id)
+			if err != nil || !discovery.SameRecord(got, want) {
+				t.Fatalf("after %s: %v\n got %+v\nwant %+v", what, err, got, want)
+			}
+		}
+		put := func(base discovery.Record, sent time.Time) (discovery.Record, error) {
+			rec := discovery.RandRecord(r)
+			rec.ID, rec.Sent = base.ID, sent
+			return rec, h.reg.Put(ctx, rec, longTTL)
+		}
+		for range 20 { // random record shapes: the stored one is parsed
+			rec := discovery.RandRecord(r)
+			sent := time.UnixMilli(1_800_000_000_000 + r.Int64N(1e9)).UTC()
+			rec.Sent = sent
+			if err := h.reg.Put(ctx, rec, longTTL); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := put(rec, sent); !errors.Is(err, discovery.ErrNotNewer) {
+				t.Fatalf("Put with an equal send time (a replay): %v, want ErrNotNewer", err)
+			}
+			expect(rec.ID, rec, "an equal send time")
+			if _, err := put(rec, sent.Add(-time.Millisecond)); !errors.Is(err, discovery.ErrNotNewer) {
+				t.Fatalf("Put with an older send time: %v, want ErrNotNewer", err)
+			}
+			expect(rec.ID, rec, "an older send time")
+			newer, err := put(rec, sent.Add(time.Millisecond))
+			if err != nil {
+				t.Fatalf("Put with a newer send time: %v", err)
+			}
+			expect(rec.ID, newer, "a newer send time")
+			// A record without a send time (a previous version's, or a
+			// Put without one) is replaced by any, and writes over any.
+			plain, err := put(rec, time.Time{})
+			if err != nil {
+				t.Fatalf("Put without a send time: %v", err)
+			}
+			expect(rec.ID, plain, "a Put without a send time")
+			older, err := put(rec, sent.Add(-time.Second))
+			if err != nil {
+				t.Fatalf("Put over a record without a send time: %v", err)
+			}
+			expect(rec.ID, older, "a Put over a record without a send time")
 		}
 	})
 
@@ -210,7 +265,7 @@ func testConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		// Refreshing does not count twice.
 		for _, id := range ids[:50] {
 			rec := discovery.RandRecord(r)
-			rec.ID = id
+			rec.ID, rec.Sent = id, time.Time{}
 			if err := h.reg.Put(ctx, rec, longTTL); err != nil {
 				t.Fatal(err)
 			}
@@ -274,7 +329,7 @@ func testConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 					default:
 						_, err = h.reg.Len(ctx)
 					}
-					if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+					if err != nil && !errors.Is(err, discovery.ErrNotFound) && !errors.Is(err, discovery.ErrNotNewer) {
 						errc <- err
 						return
 					}
@@ -289,7 +344,7 @@ func testConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		// Every peer's last Put is readable once the dust settles.
 		for _, id := range ids {
 			rec := discovery.RandRecord(r)
-			rec.ID = id
+			rec.ID, rec.Sent = id, time.UnixMilli(1_900_000_000_000) // newer than any RandRecord's
 			if err := h.reg.Put(ctx, rec, longTTL); err != nil {
 				t.Fatal(err)
 			}

@@ -67,13 +67,25 @@ type Record struct {
 	// holding the peer's flow; zero when the instance runs without a mesh.
 	// Another instance sends datagrams for the peer through it.
 	Home netip.AddrPort
-	// Updated is when the registration was taken.
+	// Updated is when the registration was taken (the instance's clock).
 	Updated time.Time
+	// Sent is the send time (the peer's clock, in milliseconds) of the
+	// Register that wrote the record; zero when unknown (a record written
+	// by a version before it, or by a Put without one). A Put carrying a
+	// Sent replaces a live record only if that record's Sent is earlier
+	// or zero (see Registry.Put): a Register replayed to another instance
+	// within the clock window, which that instance's replay cache has not
+	// seen, cannot move the peer back to an old address or home.
+	Sent time.Time
 }
 
 // Registry stores records with a time to live.
 type Registry interface {
-	// Put stores or refreshes rec; it expires after ttl.
+	// Put stores or refreshes rec; it expires after ttl. When rec.Sent is
+	// set and the live record of rec.ID has a Sent not earlier than it,
+	// Put stores nothing and returns ErrNotNewer; the comparison and the
+	// write are one atomic step. A Put without Sent, or over a record
+	// without one, is not compared.
 	Put(ctx context.Context, rec Record, ttl time.Duration) error
 	// Get returns the live record for id, or ErrNotFound.
 	Get(ctx context.Context, id crypto.PeerID) (Record, error)

@@ -5,4 +5,6 @@ var (
 	RandRecord   = randRecord
 	SameRecord   = sameRecord
 	NewFakeClock = newFakeClock
+	AppendRecord = appendRecord
+	RecordSent   = recordSent
 )

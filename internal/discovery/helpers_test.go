@@ -50,6 +50,9 @@ func randRecord(r *rand.Rand) Record {
 	if r.IntN(8) > 0 {
 		rec.Updated = time.Unix(1_800_000_000+r.Int64N(1e6), r.Int64N(1e9)).UTC()
 	}
+	if r.IntN(4) > 0 {
+		rec.Sent = time.UnixMilli(1_800_000_000_000 + r.Int64N(1e9)).UTC()
+	}
 	return rec
 }
 
@@ -89,7 +92,8 @@ func sameRecord(a, b Record) bool {
 		slices.Equal(a.Policy.Allowed, b.Policy.Allowed) &&
 		slices.Equal(a.Candidates, b.Candidates) &&
 		slices.EqualFunc(a.Tickets, b.Tickets, bytes.Equal) &&
-		a.Instance == b.Instance && a.Home == b.Home && a.Updated.Equal(b.Updated)
+		a.Instance == b.Instance && a.Home == b.Home && a.Updated.Equal(b.Updated) &&
+		a.Sent.Equal(b.Sent)
 }
 
 // newFakeClock is a settable clock for tests.

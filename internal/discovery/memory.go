@@ -97,8 +97,9 @@ func (m *Memory) locate(addr netip.Addr) (*shard, addrKey, uint32) {
 	return &m.shards[h&(numShards-1)], k, uint32(h >> 32)
 }
 
-// Put stores or refreshes rec until ttl from now. IPv6 zones in addresses
-// are not kept.
+// Put stores or refreshes rec until ttl from now, unless rec.Sent is not
+// later than the live record's (ErrNotNewer; see Registry.Put). IPv6 zones
+// in addresses are not kept.
 func (m *Memory) Put(_ context.Context, rec Record, ttl time.Duration) error {
 	if err := checkPut(rec, ttl); err != nil {
 		return err
@@ -113,9 +114,17 @@ func (m *Memory) Put(_ context.Context, rec Record, ttl time.Duration) error {
 	if exp < now { // overflow: a TTL of centuries
 		exp = math.MaxInt64
 	}
-	m.changes.Add(1)
+	sent := sentMillis(rec.Sent)
 	s, k, tag := m.locate(rec.ID.OverlayAddr())
 	s.mu.Lock()
+	if sent > 0 {
+		// Compared and written under one lock: see Registry.Put.
+		if old, live := s.get(&k, tag, now); live && recordSent(old) >= sent {
+			s.mu.Unlock()
+			return fmt.Errorf("memory registry: %w", ErrNotNewer)
+		}
+	}
+	m.changes.Add(1)
 	ok, evicted := s.put(&k, tag, body, exp, now, m.perShard)
 	s.mu.Unlock()
 	if evicted > 0 {

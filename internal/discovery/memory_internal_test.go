@@ -78,8 +78,16 @@ func TestMemoryModel(t *testing.T) {
 			rec := randRecord(r)
 			rec.ID = id
 			ttl := time.Duration(1+r.IntN(60)) * time.Second
-			if err := m.Put(ctx, rec, ttl); err != nil {
-				t.Fatal(err)
+			w, ok := model[id]
+			stale := ok && clk.Now().Before(w.exp) && !rec.Sent.IsZero() && !w.rec.Sent.IsZero() && !w.rec.Sent.Before(rec.Sent)
+			err := m.Put(ctx, rec, ttl)
+			switch {
+			case stale && !errors.Is(err, ErrNotNewer):
+				t.Fatalf("op %d: Put sent %v over sent %v: %v, want ErrNotNewer", op, rec.Sent, w.rec.Sent, err)
+			case stale:
+				continue
+			case err != nil:
+				t.Fatalf("op %d: %v", op, err)
 			}
 			model[id] = want{rec, clk.Now().Add(ttl)}
 		case k < 75:

@@ -56,8 +56,10 @@ type RedisOptions struct {
 //
 // The record is keyed by the overlay address, which both lookups know: Get
 // derives it from the peer ID (one SHA-256) and checks the ID inside, and
-// GetByAddr uses it directly. So a peer has one key, Put is one SET, a
-// lookup is one GET, and no index key can outlive or miss its record. The
+// GetByAddr uses it directly. So a peer has one key, Put is one SET (or,
+// for a record with a send time, one EVALSHA of a script that GETs, compares
+// and SETs that key), a lookup is one GET, and no index key can outlive or
+// miss its record. The
 // braces are Cluster hash tags: each peer's keys (this one, and any a later
 // version adds) share one slot, and every command touches one slot only.
 // The counters are spread over 16 tags so that no single slot takes every
@@ -73,6 +75,8 @@ type Redis struct {
 	perShard int64 // index entries kept per count shard; 0: no cap
 	evicted  atomic.Uint64
 	puts     putQueue
+	// putIfNewer is the conditional put (putIfNewerLua).
+	putIfNewer *redis.Script
 }
 
 var _ Registry = (*Redis)(nil)
@@ -86,7 +90,8 @@ func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	if opts.Client == nil {
 		return nil, errors.New("discovery: RedisOptions.Client is nil: build one with redis.NewUniversalClient")
 	}
-	r := &Redis{c: opts.Client, prefix: opts.Prefix, window: opts.CountWindow, now: opts.Now}
+	r := &Redis{c: opts.Client, prefix: opts.Prefix, window: opts.CountWindow, now: opts.Now,
+		putIfNewer: redis.NewScript(putIfNewerLua)}
 	if opts.MaxRecords > 0 {
 		r.perShard = int64(max(1, opts.MaxRecords/countShards))
 	}
@@ -136,9 +141,12 @@ func (r *Redis) bucket() int64 { return r.now().UnixNano() / int64(r.window) }
 
 // Put stores or refreshes rec until ttl from now. It joins the next batch
 // of Puts (redisbatch.go): one pipelined round trip writes the batch's
-// records (SET with expiry) and counts them (PFADD and PEXPIRE of each
-// count bucket the batch touches). It returns when its batch is written or
-// ctx ends, whichever is first.
+// records (SET with expiry; for a record with a Sent, the putIfNewerLua
+// script, which compares and writes in one atomic step and may refuse with
+// ErrNotNewer) and counts them (PFADD and PEXPIRE of each count bucket the
+// batch touches; a refused Put is counted too, and with MaxRecords files
+// its peer anew in the expiry index). It returns when its batch is written
+// or ctx ends, whichever is first.
 func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 	if err := checkPut(rec, ttl); err != nil {
 		return err
@@ -155,6 +163,7 @@ func (r *Redis) Put(ctx context.Context, rec Record, ttl time.Duration) error {
 		ttl:   max(ttl, time.Millisecond), // Redis counts expiry in milliseconds
 		addr:  string(a[2:]),
 		shard: a[2] % countShards,
+		sent:  sentMillis(rec.Sent),
 		done:  make(chan error, 1),
 	}
 	if !r.enqueue(op) {
@@ -291,3 +300,67 @@ func (r *Redis) Ping(ctx context.Context) error {
 
 // Close closes the client.
 func (r *Redis) Close() error { return r.c.Close() }
+
+// putIfNewerLua is the conditional put of a record with a send time:
+// KEYS[1] is the record key, ARGV the record, its TTL in milliseconds and
+// its sent field (Unix ms, positive). It stores the record unless the live
+// one has a sent field not earlier (answer 0); a stored record without one
+// (written before 1.2, or by a Put without a send time) is replaced
+// (answer 1). sent walks the stored form of codec.go as recordSent does.
+const putIfNewerLua = `
+local function sent(b)
+  local n = #b
+  if n < 43 or string.byte(b, 1) ~= 1 then return 0 end
+  local i = 44
+  local function uvarint()
+    local v, m = 0, 1
+    while i <= n do
+      local c = string.byte(b, i)
+      i = i + 1
+      v = v + (c % 128) * m
+      if c < 128 then return v end
+      m = m * 128
+      if m > 2^63 then return nil end
+    end
+    return nil
+  end
+  local function addrport()
+    local k = string.byte(b, i)
+    if k == 0 then i = i + 1
+    elseif k == 4 then i = i + 7
+    elseif k == 6 then i = i + 19
+    else return false end
+    return i <= n + 1
+  end
+  if not addrport() then return 0 end
+  local c = uvarint()
+  if not c or c > n - i + 1 then return 0 end
+  for _ = 1, c do
+    if not addrport() then return 0 end
+  end
+  c = uvarint()
+  if not c or c > n - i + 1 then return 0 end
+  for _ = 1, c do
+    local l = uvarint()
+    if not l then return 0 end
+    i = i + l
+    if i > n + 1 then return 0 end
+  end
+  c = uvarint()
+  if not c or 32 * c > n - i + 1 then return 0 end
+  i = i + 32 * c
+  local l = uvarint()
+  if not l then return 0 end
+  i = i + l
+  if i > n then return 0 end
+  if not addrport() then return 0 end
+  if i + 7 > n or string.byte(b, i + 7) >= 128 then return 0 end
+  local v = 0
+  for j = i + 7, i, -1 do v = v * 256 + string.byte(b, j) end
+  return v
+end
+local old = redis.call('GET', KEYS[1])
+if old and sent(old) >= tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`

@@ -1,10 +1,12 @@
 package discovery_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,6 +60,7 @@ func TestRedisKeys(t *testing.T) {
 	srv := redistest.Start(t)
 	reg, c := newRedis(t, "redis://"+srv.Addr())
 	rec := discovery.RandRecord(rand.New(rand.NewPCG(1, 1)))
+	rec.Sent = time.UnixMilli(1_800_000_000_000)
 	if err := reg.Put(ctx, rec, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +81,7 @@ func TestRedisKeys(t *testing.T) {
 	if ttl := c.PTTL(ctx, recKey).Val(); ttl <= 9*time.Second || ttl > 10*time.Second {
 		t.Fatalf("PTTL after Put with 10s = %v", ttl)
 	}
+	rec.Sent = rec.Sent.Add(time.Second) // a refresh is a newer Register
 	if err := reg.Put(ctx, rec, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +94,78 @@ func TestRedisKeys(t *testing.T) {
 	}
 	if _, err := reg.Get(ctx, rec.ID); !errors.Is(err, discovery.ErrBadRecord) || errors.Is(err, discovery.ErrUnavailable) {
 		t.Fatalf("Get of a garbled value: %v", err)
+	}
+}
+
+// TestRedisPutIfNewerOverOldRecords: the conditional put script reads the
+// send time from the bytes the codec writes, and a record as a previous
+// version wrote it with a plain SET (1.1, without a send time; 1.0,
+// without home either) is replaced by a Put with one (a rolling upgrade).
+// A Redis that lost the script (SCRIPT FLUSH, a restart) still gets it.
+func TestRedisPutIfNewerOverOldRecords(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	reg, c := newRedis(t, "redis://"+srv.Addr())
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := range 30 {
+		rec := discovery.RandRecord(r)
+		rec.Home = netip.MustParseAddrPort("10.0.0.1:3490") // 7 bytes stored
+		sent := time.UnixMilli(1_800_000_000_000 + int64(i)*1000)
+		rec.Sent = sent
+		full, err := discovery.AppendRecord(nil, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := rec.ID.OverlayAddr().As16()
+		if i%3 == 0 {
+			if err := c.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Written by this version: an equal send time is refused.
+		if err := reg.Put(ctx, rec, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Put(ctx, rec, time.Minute); !errors.Is(err, discovery.ErrNotNewer) {
+			t.Fatalf("record %d: Put of the stored send time: %v, want ErrNotNewer", i, err)
+		}
+		keys, err := c.Keys(ctx, fmt.Sprintf("*:{%x}:p", a[2:])).Result()
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("record keys %q, %v", keys, err)
+		}
+		for _, old := range [][]byte{full[:len(full)-8], full[:len(full)-8-7]} {
+			if err := c.Set(ctx, keys[0], old, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := reg.Get(ctx, rec.ID); err != nil || !got.Sent.IsZero() {
+				t.Fatalf("record %d in an older form: %+v, %v", i, got, err)
+			}
+			if err := reg.Put(ctx, rec, time.Minute); err != nil {
+				t.Fatalf("record %d: Put over the older form (%d bytes): %v", i, len(old), err)
+			}
+			if got, err := reg.Get(ctx, rec.ID); err != nil || !discovery.SameRecord(got, rec) {
+				t.Fatalf("record %d after the Put over the older form: %+v, %v", i, got, err)
+			}
+		}
+		// Truncated and garbled values: the script refuses exactly when
+		// the codec's walk finds a send time not earlier.
+		for j := range 20 {
+			bad := bytes.Clone(full)
+			if j%2 == 0 {
+				bad = bad[:r.IntN(len(bad))]
+			} else {
+				bad[r.IntN(len(bad))] ^= byte(1 + r.IntN(255))
+			}
+			probe := rec
+			probe.Sent = sent.Add(time.Duration(r.IntN(3)-1) * time.Millisecond)
+			if err := c.Set(ctx, keys[0], bad, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			err := reg.Put(ctx, probe, time.Minute)
+			if want := discovery.RecordSent(bad) >= probe.Sent.UnixMilli(); errors.Is(err, discovery.ErrNotNewer) != want || (!want && err != nil) {
+				t.Fatalf("record %d, value %x: Put sent %d over a stored sent %d: %v", i, bad, probe.Sent.UnixMilli(), discovery.RecordSent(bad), err)
+			}
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +42,7 @@ type putOp struct {
 	ttl   time.Duration
 	addr  string // the 14 address bytes after fd4b
 	shard byte
+	sent  int64      // the record's Sent (Unix ms); > 0: a conditional put
 	done  chan error // buffered: the flusher never blocks on a caller gone
 }
 
@@ -134,10 +136,10 @@ func (r *Redis) writePuts(batch []*putOp) {
 	}
 	now := r.now()
 	bucket := now.UnixNano() / int64(r.window)
-	sets := make([]*redis.StatusCmd, len(live))
+	sets := make([]redis.Cmder, len(live))
 	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, op := range live {
-			sets[i] = p.Set(ctx, op.key, op.body, op.ttl)
+			sets[i] = r.putCmd(ctx, p, op, false)
 		}
 		for s, members := range shardUsed {
 			if len(members) == 0 {
@@ -166,10 +168,15 @@ func (r *Redis) writePuts(batch []*putOp) {
 		}
 		return nil
 	}) // each command keeps its own error, read below
+	r.putsWithoutScript(ctx, live, sets)
 	evictErr := r.trimIndex(ctx, &shardCards)
 	errs := make([]error, len(live))
 	for i, op := range live {
 		err := sets[i].Err()
+		if err == nil && refused(sets[i]) {
+			errs[i] = fmt.Errorf("redis registry: %w", ErrNotNewer)
+			continue
+		}
 		if err == nil {
 			err = shardPFAdds[op.shard].Err()
 		}
@@ -225,4 +232,49 @@ func (r *Redis) trimIndex(ctx context.Context, cards *[countShards]*redis.IntCmd
 		return nil
 	}
 	return r.evict(ctx, keys)
+}
+
+// putCmd queues the write of op: a SET, or for a Put with a send time the
+// conditional put script (putIfNewer), by its hash or, with eval, by its
+// source.
+func (r *Redis) putCmd(ctx context.Context, p redis.Pipeliner, op *putOp, eval bool) redis.Cmder {
+	if op.sent <= 0 {
+		return p.Set(ctx, op.key, op.body, op.ttl)
+	}
+	keys := []string{op.key}
+	if eval {
+		return r.putIfNewer.Eval(ctx, p, keys, op.body, op.ttl.Milliseconds(), op.sent)
+	}
+	return r.putIfNewer.EvalSha(ctx, p, keys, op.body, op.ttl.Milliseconds(), op.sent)
+}
+
+// putsWithoutScript sends again, with the script's source, the conditional
+// puts that a Redis without the script cached (restarted, flushed, a new
+// Cluster node) refused with NOSCRIPT; EVAL caches it for the next batch.
+func (r *Redis) putsWithoutScript(ctx context.Context, live []*putOp, sets []redis.Cmder) {
+	var again []int
+	for i, c := range sets {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range again {
+			sets[i] = r.putCmd(ctx, p, live[i], true)
+		}
+		return nil
+	}) // each command keeps its own error
+}
+
+// refused reports whether a conditional put left the stored record alone.
+func refused(c redis.Cmder) bool {
+	sc, ok := c.(*redis.Cmd)
+	if !ok {
+		return false
+	}
+	n, err := sc.Int64()
+	return err == nil && n == 0
 }

@@ -116,7 +116,8 @@ func (m *Memory) SaveSnapshot(path string, key []byte) error {
 // LoadSnapshot reads the snapshot at path into the registry and takes its
 // epoch; it returns how many live records it restored. The MAC is checked
 // over the whole file before any record is taken (a first pass), so a bad
-// file changes nothing. Records that expired since are skipped; the
+// file changes nothing. Records that expired since are skipped, and so are
+// those of peers whose live record holds a newer Register; the
 // registry's cap (SetMaxRecords) bounds what is kept. A missing file is
 // not an error (0 records).
 func (m *Memory) LoadSnapshot(path string, key []byte) (int, error) {
@@ -196,7 +197,10 @@ func (m *Memory) readSnapshot(r io.Reader) (int, error) {
 		if ttl <= 0 {
 			continue
 		}
-		if err := m.Put(context.Background(), rec, ttl); err != nil {
+		switch err := m.Put(context.Background(), rec, ttl); {
+		case errors.Is(err, ErrNotNewer):
+			continue // the peer registered since: its newer record stays
+		case err != nil:
 			return n, fmt.Errorf("%w: entry %d: %w", ErrBadSnapshot, n, err)
 		}
 		n++

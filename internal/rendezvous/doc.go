@@ -32,7 +32,10 @@
 // STUN Binding answers, the one reply larger than some requests, are
 // limited per source on every socket, the RFC 5780 ones included. A
 // replayed request from another source address fails the cookie check, so
-// a replay cannot move a peer's record.
+// a replay cannot move a peer's record; nor can one replayed from the
+// peer's own address to another instance, whose replay cache never saw it:
+// the registry stores a Register only over the record of an older one
+// (register.go).
 //
 // Behind a managed anycast front door an instance's own sends leave from its
 // regional address, which a peer's NAT drops unless that instance holds the

@@ -97,6 +97,15 @@ type testPeer struct {
 
 	mu       sync.Mutex
 	lastSent []byte
+	natOnly  netip.AddrPort // when valid, the read loop drops datagrams from elsewhere
+}
+
+// natFrom makes p's read loop model a NAT that lets in only datagrams from
+// from, the address p sends to.
+func (p *testPeer) natFrom(from netip.AddrPort) {
+	p.mu.Lock()
+	p.natOnly = from
+	p.mu.Unlock()
 }
 
 func startPeer(t *testing.T, srv *testServer, serverKey crypto.PeerID, mod func(*rzclient.Config)) *testPeer {
@@ -145,6 +154,12 @@ func startPeer(t *testing.T, srv *testServer, serverKey crypto.PeerID, mod func(
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
+			}
+			p.mu.Lock()
+			only := p.natOnly
+			p.mu.Unlock()
+			if only.IsValid() && from != only {
+				continue
 			}
 			p.client.HandleFrame(buf[:n], from)
 		}

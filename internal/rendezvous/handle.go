@@ -68,7 +68,8 @@ type request struct {
 	sender crypto.PeerID
 	key    [32]byte // shared with sender
 	now    time.Time
-	size   int // of the datagram, for the amplification bound
+	sent   time.Time // the sender's clock, in the message (milliseconds)
+	size   int       // of the datagram, for the amplification bound
 	// known: the sender's key was in the key cache (it proved an address
 	// here before), so a Register is most likely a refresh.
 	known bool
@@ -138,7 +139,7 @@ func (s *Server) handleFrame(ctx context.Context, sc *scratch, from netip.AddrPo
 	if err != nil {
 		return s.reject(reasonMalformed)
 	}
-	req := request{from: from, sender: sealed.Sender, key: key, now: now, size: len(pkt), known: cached}
+	req := request{from: from, sender: sealed.Sender, key: key, now: now, sent: sent, size: len(pkt), known: cached}
 	// The cookie inside the box must be valid too (a client puts the same
 	// cookie in both); one that is not gets a sealed Challenge (smaller
 	// than the request) and leaves nothing behind, neither in the key

@@ -61,6 +61,7 @@ func movedFixture(t *testing.T) (f *fixture, a, b *peer, y <-chan meshDelivery) 
 		t.Fatal(err)
 	}
 	rec.Home = yn.Addr()
+	rec.Sent = f.registerStamp(b) // the Register Y took
 	if err := f.reg.Put(context.Background(), rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,18 @@ type peer struct {
 	addr   netip.AddrPort
 	shared *[32]byte // with the fixture's server
 	cookie crypto.Cookie
+	// lastRegister is the send time (Unix ms) of p's last Register: each
+	// is stamped later than the one before, as a real peer's clock does
+	// (the registry refuses a Register not newer than the stored one).
+	lastRegister int64
+}
+
+// registerStamp returns the send time of p's next Register: the clock, or
+// a millisecond after p's last Register when the test clock stood still.
+func (f *fixture) registerStamp(p *peer) time.Time {
+	ms := max(f.clock.Now().UnixMilli(), p.lastRegister+1)
+	p.lastRegister = ms
+	return time.UnixMilli(ms)
 }
 
 func (f *fixture) newPeer(addr string) *peer {
@@ -88,7 +100,11 @@ func (f *fixture) seal(p *peer, body wire.Body) []byte {
 	case *wire.Connect:
 		cookie = b.Cookie
 	}
-	plain := wire.AppendMessage(nil, wire.Message{Time: f.clock.Now().UnixMilli(), Body: body})
+	stamp := f.clock.Now().UnixMilli()
+	if _, ok := body.(*wire.Register); ok {
+		stamp = f.registerStamp(p).UnixMilli()
+	}
+	plain := wire.AppendMessage(nil, wire.Message{Time: stamp, Body: body})
 	out, _ := wire.SealRequest(nil, p.id.ID(), p.shared, plain, &cookie)
 	return out
 }

@@ -87,6 +87,7 @@ func TestConnectPunchesThroughHome(t *testing.T) {
 		t.Fatalf("registration recorded home %v, want this instance's mesh address %v", rec.Home, x.Addr())
 	}
 	rec.Home = yad
+	rec.Sent = f.registerStamp(b) // the Register Y took
 	if err := f.reg.Put(context.Background(), rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +172,7 @@ func TestConnectPunchesAroundDeadHome(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.Home = yn.Addr()
+	rec.Sent = f.registerStamp(b) // the Register Y took
 	if err := f.reg.Put(context.Background(), rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +228,7 @@ func homeOnY(t *testing.T, f *fixture, b *peer, y netip.AddrPort) {
 		t.Fatal(err)
 	}
 	rec.Home = y
+	rec.Sent = f.registerStamp(b) // the Register Y took
 	if err := f.reg.Put(context.Background(), rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ const (
 	reasonKeyBudget
 	reasonSTUNRate
 	reasonRegisterRate
+	reasonRegisterNotNewer
 	numReasons
 )
 
@@ -37,6 +38,7 @@ var reasonNames = [numReasons]string{
 	"truncated", "bad_version", "bad_box", "replay", "stale_time",
 	"no_cookie", "rate_limited", "malformed", "unknown_type", "bad_token",
 	"key_rate_limited", "key_budget", "stun_rate_limited", "register_rate_limited",
+	"register_not_newer",
 }
 
 func (r reason) String() string { return reasonNames[r] }

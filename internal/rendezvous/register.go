@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/netip"
 
 	"github.com/keymesh/keymesh/internal/crypto"
@@ -13,6 +14,18 @@ import (
 // register indexes the sender at its source address and confirms with a
 // Registered carrying that address, the refresh timing, the relays and
 // fresh TURN credentials.
+//
+// The record keeps the Register's send time (discovery.Record.Sent), and
+// the registry stores it only over a record with an earlier one: the
+// instances share the cookie secret but each has its own replay cache, so
+// a Register captured on the way to one instance and replayed, from the
+// peer's address and within the clock window, to another (an attacker
+// whose anycast route reaches it) would otherwise move the peer's home
+// and address back, and with them its Punches, to where its NAT drops
+// them. Such a Register is dropped and counted (register_not_newer). A
+// peer that moved to another instance sends a newer Register, taken at
+// once; a peer whose clock stepped back is refused until its clock passes
+// the stored time, at most the clock window (Config.ClockSkew) later.
 func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wire.Register) []outPacket {
 	// The cookie was checked by handleFrame. Refreshes of peers this
 	// instance knows do not count: only new peers grow the registry.
@@ -34,11 +47,15 @@ func (s *Server) register(ctx context.Context, sc *scratch, req *request, m *wir
 		Instance:   s.cfg.Instance,
 		Home:       s.cfg.MeshAddr,
 		Updated:    req.now,
+		Sent:       req.sent,
 	}
 	rctx, cancel := s.registryCtx(ctx)
 	err := s.cfg.Registry.Put(rctx, rec, s.cfg.TTL)
 	cancel()
 	s.noteRegistry(err)
+	if errors.Is(err, discovery.ErrNotNewer) {
+		return s.reject(reasonRegisterNotNewer)
+	}
 	if err != nil {
 		s.m.registryErrs.Inc()
 		s.log.Debug("registry put failed", "peer", req.sender.Short(), "err", err)

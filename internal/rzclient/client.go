@@ -192,9 +192,13 @@ type Client struct {
 	cookieHeard bool
 	saltNext    int
 	st          Status
-	regRetried  bool      // a challenge was answered in this register round
-	epochKicked time.Time // last registration a changed epoch started
-	instKicked  time.Time // last registration another instance started
+	regRetried  bool // a challenge was answered in this register round
+	// lastRegister is the send time (Unix ms) of our last Register: the
+	// server stores a Register only over an older one, so each is stamped
+	// at least a millisecond after the one before.
+	lastRegister int64
+	epochKicked  time.Time // last registration a changed epoch started
+	instKicked   time.Time // last registration another instance started
 	// kaAnswered: the current keepalive round was answered; kaHeard: the
 	// server has answered a keepalive (an older one drops them).
 	kaAnswered, kaHeard bool
@@ -256,10 +260,15 @@ func New(cfg Config) (*Client, error) {
 // send seals body to the server in a Request frame, whose nonce proves the
 // cookie we hold (if any), and sends it.
 func (c *Client) send(body wire.Body) error {
-	plain := wire.AppendMessage(make([]byte, 0, 512), wire.Message{Time: c.cfg.Now().UnixMilli(), Body: body})
+	stamp := c.cfg.Now().UnixMilli()
 	c.mu.Lock()
+	if body.Type() == wire.MsgRegister {
+		stamp = max(stamp, c.lastRegister+1)
+		c.lastRegister = stamp
+	}
 	cookie := c.cookie
 	c.mu.Unlock()
+	plain := wire.AppendMessage(make([]byte, 0, 512), wire.Message{Time: stamp, Body: body})
 	b, salt := wire.SealRequest(make([]byte, 0, 512), c.me, &c.shared, plain, &cookie)
 	c.mu.Lock()
 	c.salts[c.saltNext] = sentSalt{salt: salt, t: body.Type()}

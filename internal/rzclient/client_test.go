@@ -372,3 +372,32 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRegisterStampsIncrease: the server stores a Register only over one
+// with an earlier send time, so Registers sent within one millisecond (a
+// Reregister right after a round began; a clock that stands still) carry
+// increasing stamps; other messages keep the clock's.
+func TestRegisterStampsIncrease(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	fs := newFake(t, func(c *Config) { c.Now = func() time.Time { return at } })
+	var last int64
+	for i := range 3 {
+		if err := fs.client.sendRegister(); err != nil {
+			t.Fatal(err)
+		}
+		m := fs.next()
+		if _, ok := m.Body.(*wire.Register); !ok {
+			t.Fatalf("sent %T, want a Register", m.Body)
+		}
+		if i > 0 && m.Time <= last {
+			t.Fatalf("Register %d stamped %d after one stamped %d", i, m.Time, last)
+		}
+		last = m.Time
+	}
+	if err := fs.client.send(&wire.Keepalive{}); err != nil {
+		t.Fatal(err)
+	}
+	if m := fs.next(); m.Time != at.UnixMilli() {
+		t.Fatalf("Keepalive stamped %d, want the clock's %d", m.Time, at.UnixMilli())
+	}
+}
