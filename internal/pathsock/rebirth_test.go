@@ -104,16 +104,9 @@ func TestLostBirthdayPathPunchesAtOnce(t *testing.T) {
 		{"plain probing", wire.NATEndpointIndep, wire.NATEndpointIndep, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := udpOn(t, "127.0.0.1:0")
 			// The peer's address: its probes land here, unanswered.
-			sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sink.Close()
+			sink := udpOn(t, "127.0.0.1:0")
 			remote := sink.LocalAddr().(*net.UDPAddr).AddrPort()
 			clock := &virtClock{t: time.Unix(1_800_000_000, 0)}
 			s, err := newSock(Config{
