@@ -10,7 +10,8 @@ import (
 
 // stash holds data frames from tags not known yet: a peer's first QUIC
 // packets through the relay can beat the rendezvous' Punch that introduces
-// it. They are delivered when the peer is added, or dropped.
+// it. They are delivered when the peer is added, or dropped after stashTTL;
+// a full stash drops its oldest entry for a new one.
 const (
 	maxStash = 64
 	stashTTL = 3 * time.Second
@@ -173,15 +174,25 @@ func (s *Sock) noticeSource(pr *peer, from netip.AddrPort, now time.Time, first 
 	}
 }
 
+// stashPacket keeps an early data frame. A full stash drops its oldest
+// entry rather than the new one: anyone may send frames under made-up tags,
+// and refusing would let a few dozen a second keep every newly introduced
+// peer's first packets out. A peer's packet is lost only if maxStash more
+// frames arrive before its introduction.
 func (s *Sock) stashPacket(tag uint64, pk inPacket) {
 	s.mu.Lock()
+	var old *[]byte
 	if len(s.stash) >= maxStash {
-		s.mu.Unlock()
-		s.putBuf(pk.bp)
-		return
+		old = s.stash[0].pk.bp
+		n := copy(s.stash, s.stash[1:])
+		s.stash[n] = stashed{}
+		s.stash = s.stash[:n]
 	}
 	s.stash = append(s.stash, stashed{tag: tag, pk: pk, at: s.now()})
 	s.mu.Unlock()
+	if old != nil {
+		s.putBuf(old)
+	}
 	s.stats.Stashed.Add(1)
 }
 
