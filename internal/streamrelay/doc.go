@@ -10,9 +10,12 @@
 // private, CGNAT, link-local such as 169.254.169.254, multicast, reserved,
 // nor the server's own addresses, whose only reachable ports are the
 // relay's public keymesh services and the live presences), unless the
-// operator allowed the range. A destination whose address has never sent
-// anything to the presence gets ProbeRate (enough to register, bind and
-// punch); one that answered gets the tunnel's rate. Toward the keymesh
+// operator allowed the range. A destination whose address has never
+// answered gets ProbeRate (enough to register, bind and punch); one that
+// answered gets the tunnel's rate. An answer comes from a destination the
+// tunnel sent to within DestinationTTL: an unsolicited datagram, which a
+// stranger may spoof from a victim's address, is delivered but lifts no
+// limit. Toward the keymesh
 // servers (ServerAddrs, ServerPorts), which limit per source address and
 // see every tunnel come from the one presence address, a tunnel gets
 // ServerRate, RelaySend data aside, so that one tunnel cannot spend what

@@ -94,7 +94,7 @@ type destinations struct {
 	mu        sync.Mutex
 	sent      map[netip.AddrPort]*dest
 	nextEvict int64                // no entry of sent expires before this (Unix ns)
-	heard     map[netip.Addr]int64 // addresses that sent to the presence: when last
+	heard     map[netip.Addr]int64 // addresses that answered at the presence: when last
 	// probes are the ProbeRate buckets, one per destination address (not
 	// per port: a victim's ports are one victim). An address has one while
 	// sent holds one of its destinations, so there are no more than sent.
@@ -193,8 +193,9 @@ func (d *destinations) solicited(from netip.AddrPort, now, ttl int64) bool {
 	return e != nil && now-e.last < ttl
 }
 
-// heardFrom records that a datagram from a arrived at the presence: the
-// tunnel's sends to a are answers, not probes. When full, an arbitrary
+// heardFrom records that an answer from a arrived at the presence (from a
+// destination the tunnel sent to within DestinationTTL; see solicited):
+// the tunnel's sends to a are answers, not probes. When full, an arbitrary
 // entry makes room (a flood of spoofed sources only sends answered
 // destinations back to the probe rate until they answer again).
 func (d *destinations) heardFrom(a netip.Addr, now int64, max int) {

@@ -463,12 +463,15 @@ func (s *Server) downOne(ctx context.Context, ws *websocket.Conn, t *tunnel, lim
 			s.m.dropped.WithLabelValues(dropByteRate).Inc()
 			return nil
 		}
+		// Only an answer lifts ProbeRate toward its address. An
+		// unsolicited datagram (a peer's first packet, or one spoofed
+		// from a victim's address) is delivered below but proves nothing.
+		t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
 	} else if !lim.strangers.AllowN(now, 1) {
 		// At most MaxPayload bytes each: no byte bucket of its own.
 		s.m.dropped.WithLabelValues(dropStrangers).Inc()
 		return nil
 	}
-	t.dests.heardFrom(from.Addr(), now.UnixNano(), s.cfg.MaxDestinations)
 	out := wire.AppendAddr((*b)[:0], from)[:streamclient.AddrLen+n] // the payload is already in place
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	err := ws.Write(wctx, websocket.MessageBinary, out)
