@@ -147,7 +147,7 @@ type Config struct {
 	// sending to keeps its place (default DefaultDestinationTTL).
 	DestinationTTL time.Duration
 	// ProbeRate and ProbeBurst bound the datagrams per second a tunnel
-	// sends to one address that has not answered it (sent to its presence
+	// sends to one address that has not answered it within DestinationTTL (sent to its presence
 	// from a destination it sent to within DestinationTTL; an unsolicited
 	// datagram does not count), all its ports together: enough to register, bind and punch, too
 	// little to flood a third party (default DefaultProbeRate,

@@ -94,7 +94,7 @@ type destinations struct {
 	mu        sync.Mutex
 	sent      map[netip.AddrPort]*dest
 	nextEvict int64                // no entry of sent expires before this (Unix ns)
-	heard     map[netip.Addr]int64 // addresses that answered at the presence: when last
+	heard     map[netip.Addr]int64 // addresses that answered at the presence: when last (an answer older than DestinationTTL no longer counts)
 	// probes are the ProbeRate buckets, one per destination address (not
 	// per port: a victim's ports are one victim). An address has one while
 	// sent holds one of its destinations, so there are no more than sent.
@@ -130,8 +130,11 @@ func (d *destinations) allow(dst netip.AddrPort, now int64, c *Config) string {
 		d.sent[dst] = e
 	}
 	e.last = now
-	if _, ok := d.heard[dst.Addr()]; ok {
-		return ""
+	if t, ok := d.heard[dst.Addr()]; ok {
+		if now-t < int64(c.DestinationTTL) {
+			return ""
+		}
+		delete(d.heard, dst.Addr()) // silent for the TTL: probed again until it answers
 	}
 	p := d.probes[dst.Addr()]
 	if p == nil {

@@ -41,3 +41,36 @@ func TestProbeBucketsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerExpires: an address that answered lifts the probe rate toward
+// it only while its answers are fresh. One answer long ago, and the tunnel
+// could send it the full tunnel rate for ever (the heard entry had a time
+// that nothing read): an address silent for DestinationTTL is probed again
+// at ProbeRate, and a new answer lifts the limit again.
+func TestAnswerExpires(t *testing.T) {
+	c := &Config{MaxDestinations: 16, DestinationTTL: 30 * time.Second, ProbeRate: 10, ProbeBurst: 5}
+	d := newDestinations()
+	victim := netip.MustParseAddrPort("203.0.113.7:9")
+	now := int64(time.Hour)
+	d.allow(victim, now, c)
+	d.heardFrom(victim.Addr(), now, c.MaxDestinations)
+	sends := func(at int64, n int) (ok int) {
+		for range n {
+			if d.allow(victim, at, c) == "" {
+				ok++
+			}
+		}
+		return ok
+	}
+	if got := sends(now, 100); got != 100 {
+		t.Fatalf("right after an answer %d of 100 datagrams went, want all", got)
+	}
+	later := now + int64(c.DestinationTTL) + int64(time.Second)
+	if got := sends(later, 100); got > int(c.ProbeBurst)+1 {
+		t.Fatalf("%v after the last answer %d of 100 datagrams went, want at most the probe burst of %v", c.DestinationTTL+time.Second, got, c.ProbeBurst)
+	}
+	d.heardFrom(victim.Addr(), later, c.MaxDestinations)
+	if got := sends(later, 100); got != 100 {
+		t.Fatalf("after a new answer %d of 100 datagrams went, want all", got)
+	}
+}
