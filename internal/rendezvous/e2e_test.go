@@ -28,7 +28,8 @@ import (
 type testServer struct {
 	addr    netip.AddrPort
 	id      crypto.PeerID
-	metrics string // URL of /metrics
+	ident   *crypto.Identity // the server's key, to open what peers sent it
+	metrics string           // URL of /metrics
 }
 
 func startServer(t *testing.T) *testServer {
@@ -83,7 +84,7 @@ func startServerWith(t *testing.T, mod func(*rendezvous.Config)) *testServer {
 		conn.Close()
 		hs.Close()
 	})
-	return &testServer{addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), id: srv.ID(), metrics: hs.URL + "/metrics"}
+	return &testServer{addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), id: srv.ID(), ident: id, metrics: hs.URL + "/metrics"}
 }
 
 // testPeer is an rzclient on its own loopback socket, with a read loop that
@@ -95,9 +96,9 @@ type testPeer struct {
 	client *rzclient.Client
 	punch  chan wire.Punch
 
-	mu       sync.Mutex
-	lastSent []byte
-	natOnly  netip.AddrPort // when valid, the read loop drops datagrams from elsewhere
+	mu      sync.Mutex
+	sent    [][]byte       // what the client sent, the last 64 datagrams
+	natOnly netip.AddrPort // when valid, the read loop drops datagrams from elsewhere
 }
 
 // natFrom makes p's read loop model a NAT that lets in only datagrams from
@@ -125,7 +126,10 @@ func startPeer(t *testing.T, srv *testServer, serverKey crypto.PeerID, mod func(
 		ServerKey: serverKey,
 		Send: func(b []byte, to netip.AddrPort) error {
 			p.mu.Lock()
-			p.lastSent = append(p.lastSent[:0], b...)
+			if len(p.sent) == 64 {
+				p.sent = p.sent[1:]
+			}
+			p.sent = append(p.sent, append([]byte(nil), b...))
 			p.mu.Unlock()
 			_, err := conn.WriteToUDPAddrPort(b, to)
 			return err
@@ -261,7 +265,13 @@ func TestEndToEnd(t *testing.T) {
 // counts the packets it refused, the replayed and the truncated one too,
 // while it keeps serving.
 func TestEndToEndRejections(t *testing.T) {
-	srv := startServer(t)
+	// The cookie period stands still: a replay that crossed into the next
+	// period would carry the previous period's cookie and get a Challenge
+	// (counted as no_cookie) before the replay cache saw it.
+	frozen := time.Now()
+	srv := startServerWith(t, func(c *rendezvous.Config) {
+		c.Cookies = crypto.NewCookieJar([]byte("0123456789abcdef0123456789abcdef"), func() time.Time { return frozen })
+	})
 	wrong, _ := crypto.GenerateIdentity(nil)
 	bad := startPeer(t, srv, wrong.ID(), nil)
 	a := startPeer(t, srv, srv.id, nil)
@@ -280,8 +290,10 @@ func TestEndToEndRejections(t *testing.T) {
 	t.Logf("wrong-key client says: %s", bad.client.Status().LastError)
 
 	// Replay A's last Register from A's address, and send a truncated frame.
+	// (Its last datagram need not be one: on a loaded machine the wait
+	// above can outlast its first keepalive.)
 	a.mu.Lock()
-	last := append([]byte(nil), a.lastSent...)
+	last := lastRegister(t, srv.ident, a.id.ID(), a.sent)
 	a.mu.Unlock()
 	if _, err := a.conn.WriteToUDPAddrPort(last, srv.addr); err != nil {
 		t.Fatal(err)
