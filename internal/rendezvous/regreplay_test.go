@@ -63,9 +63,12 @@ func startRegion(t *testing.T, name string, id *crypto.Identity, redisAddr strin
 	}
 	admin := obs.NewAdmin("rendezvous", nil)
 	srv, err := rendezvous.New(rendezvous.Config{
-		Identity:   id,
-		Registry:   reg,
-		Cookies:    crypto.NewCookieJar([]byte("0123456789abcdef0123456789abcdef"), nil),
+		Identity: id,
+		Registry: reg,
+		// One cookie period for the whole test, the same at both
+		// instances: a replay crossing into the next period would carry
+		// the previous cookie and get a Challenge before the registry.
+		Cookies:    crypto.NewCookieJar([]byte("0123456789abcdef0123456789abcdef"), func() time.Time { return time.Unix(1_800_000_000, 0) }),
 		Relays:     []string{"127.0.0.1:9"},
 		Registerer: admin.Registry,
 		Instance:   name,
