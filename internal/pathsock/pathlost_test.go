@@ -75,17 +75,9 @@ func TestPathLostRebindsAndReregisters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		now := clock.now()
 		pr.mu.Lock()
-		c := s.addCandLocked(pr, remote, false, true, now)
-		if c == nil {
-			pr.mu.Unlock()
-			t.Fatal("the loopback candidate was refused")
-		}
-		c.lastReply, c.lastSent, c.rtt = now, now, time.Millisecond
-		pr.route.Store(&route{kind: PathDirect, addr: remote})
+		directLocked(t, s, pr, remote, clock.now())
 		pr.mu.Unlock()
-		pr.lastSent.Store(now.UnixNano())
 	}
 	direct()
 	s.forced()
@@ -136,4 +128,18 @@ func TestPathLostRebindsAndReregisters(t *testing.T) {
 	if s.lostAt.Load() == first || !s.forced() {
 		t.Fatal("a loss after lostReactEvery was not reacted to")
 	}
+}
+
+// directLocked puts pr (its lock held) on a direct path to remote at now,
+// as if remote had answered its probes and traffic were flowing.
+func directLocked(t *testing.T, s *Sock, pr *peer, remote netip.AddrPort, now time.Time) {
+	t.Helper()
+	c := s.addCandLocked(pr, remote, false, true, now)
+	if c == nil {
+		pr.mu.Unlock()
+		t.Fatal("the loopback candidate was refused")
+	}
+	c.lastReply, c.lastSent, c.rtt = now, now, time.Millisecond
+	pr.route.Store(&route{kind: PathDirect, addr: remote})
+	pr.lastSent.Store(now.UnixNano())
 }

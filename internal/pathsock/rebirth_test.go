@@ -134,15 +134,8 @@ func TestLostBirthdayPathPunchesAtOnce(t *testing.T) {
 			pr.nat, pr.reflexive = tc.peer, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, 9}), 9)
 			pr.tickets = [][]byte{make([]byte, crypto.TicketSize)}
 			pr.bdayAt = now.Add(-3 * time.Second)
-			c := s.addCandLocked(pr, remote, false, true, now)
-			if c == nil {
-				pr.mu.Unlock()
-				t.Fatal("the loopback candidate was refused")
-			}
-			c.lastReply, c.lastSent, c.rtt = now, now, time.Millisecond
-			pr.route.Store(&route{kind: PathDirect, addr: remote})
+			directLocked(t, s, pr, remote, now)
 			pr.mu.Unlock()
-			pr.lastSent.Store(now.UnixNano())
 
 			var lost time.Time
 			for ticks := 0; s.Peers()[0].Path == PathDirect; ticks++ {
